@@ -86,6 +86,24 @@ public sealed class CrossCoderCheckpointTests : ModelTestBase
             Directory.GetDirectories(c.Path).Select(Path.GetFileName).Order(StringComparer.Ordinal));
     }
 
+    [Theory]
+    [InlineData(null, "sparsity_loss", "auxk_loss")]
+    [InlineData(2, "auxk_loss", "sparsity_loss")]
+    public void TheTrainLogNamesTheSparsityTermOfEachTrainer(int? k, string logged, string absent)
+    {
+        // The fork's CrossCoderTrainer logs an L1 sparsity term, its BatchTopKCrossCoderTrainer the AuxK loss, which is 0
+        // on every line here: no latent can be dead within 3 steps, and it must still be logged under its own name.
+        using var g = new Generator(4);
+        using var data = randn([32, 2, 4], generator: g);
+        using var cc = new CrossCoder(new CrossCoderConfig { ActivationDim = 4, DictSize = 6, NumLayers = 2, K = k });
+        var c = new CrossCoderCheckpointing { Path = Path.Combine(_dir, "checkpoints"), LogFolder = _dir, LogEverySteps = 1 };
+        CrossCoderTrainer.Train(cc, data, new CrossCoderTrainerOptions { Steps = 3, Lr = 1e-2, WarmupSteps = 0 }, 16, seed: 1, checkpointing: c);
+        var log = TrainLogFile.Read(Path.Combine(_dir, TrainLogFile.FileName));
+        Assert.Equal([1L, 2, 3], log.Series("crosscoder", "losses/" + logged)!.Steps);
+        Assert.Null(log.Series("crosscoder", "losses/" + absent));
+        if (k is not null) Assert.All(log.Series("crosscoder", "losses/" + logged)!.Values, v => Assert.Equal(0.0, v));
+    }
+
     [Fact]
     public void TheTrainLogHasTheExplainedVarianceOfEachStepsReconstruction()
     {
