@@ -102,6 +102,9 @@ public sealed class CrossCoderCheckpointTests : ModelTestBase
         Assert.Equal([1L, 2, 3], log.Series("crosscoder", "losses/" + logged)!.Steps);
         Assert.Null(log.Series("crosscoder", "losses/" + absent));
         if (k is not null) Assert.All(log.Series("crosscoder", "losses/" + logged)!.Values, v => Assert.Equal(0.0, v));
+        // Each line's rows/s over the step since the previous line: a step of 16 rows takes a finite, positive time.
+        Assert.All(File.ReadLines(Path.Combine(_dir, TrainLogFile.FileName)),
+            line => Assert.True(System.Text.Json.Nodes.JsonNode.Parse(line)!["rows_per_second"]!.GetValue<double>() > 0, line));
     }
 
     [Fact]
