@@ -426,7 +426,7 @@ internal static class ProbeCommand
         }
         Cli.WriteColumns($"sparse probing at {r.Hook}: {r.Tasks.Count} labels, {Cli.Integer(r.Tokens)} " +
                          (r.Pooling == "mean" ? "texts (mean-pooled)" : "tokens"), columns, rows);
-        Cli.WriteIndented(Markup.Escape("(test accuracy in % on balanced sets; llm all = probe on every dimension of the activation; sae all = probe on every SAE feature (-: more than 2048 fire in the training set); sae k = probe on the top k SAE features, those with the largest difference of class means)"), 2);
+        Cli.WriteIndented(Markup.Escape("(test accuracy in % on balanced sets; llm all = probe on every dimension of the activation; sae all = probe on every SAE feature; sae k = probe on the top k SAE features, those with the largest difference of class means)"), 2);
         if (r.Absorption is not { } a) return;
         Cli.WriteColumns("feature absorption",
             [new Column("label", NoWrap: true), new Column("probe F1", Right: true, Heading: "probe\nF1"), new Column("main latents", Heading: "main\nlatents"),

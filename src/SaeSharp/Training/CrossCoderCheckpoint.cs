@@ -15,8 +15,9 @@ public sealed record CrossCoderCheckpointing
     public required string Path { get; init; }
     /// <summary>Write a checkpoint after every this many steps (0: only when the run ends or is cancelled).</summary>
     public long EverySteps { get; init; }
-    /// <summary>Complete checkpoints kept (older ones are deleted).</summary>
-    public int Keep { get; init; } = 3;
+    /// <summary>Complete checkpoints kept (older ones are deleted); default the newest two, as an SAE run's
+    /// <see cref="TrainerConfig.KeepCheckpoints"/>.</summary>
+    public int Keep { get; init; } = 2;
     /// <summary>Continue from the latest complete checkpoint in <see cref="Path"/> instead of starting at step 0.</summary>
     public bool Resume { get; init; }
     /// <summary>Folder of <c>train_log.jsonl</c>; null writes no log.</summary>

@@ -335,7 +335,8 @@ public sealed class CrossCoderTrainer : IDisposable
         }
         using var log = c?.LogFolder is { } folder ? new TrainLog(folder, tensorBoard: false, c.Resume ? start : null) : null;
         string Save(long steps) => lastCheckpoint = CrossCoderCheckpoint.Save(c!, cc, options, trainer._adam, trainer._tokensSinceFired, steps, steps * batchSize, saveData());
-        long step = start;
+        long step = start, lastLogged = start;
+        var reportClock = System.Diagnostics.Stopwatch.StartNew();
         for (; step < options.Steps && !cancel.IsCancellationRequested; step++)
         {
             using var scope = NewDisposeScope();
@@ -345,7 +346,14 @@ public sealed class CrossCoderTrainer : IDisposable
                 throw new SaeSharpException($"crosscoder training step {step + 1} of {options.Steps}: the loss is NaN or infinite; " +
                                             (lastCheckpoint is null ? "no checkpoint was written" : $"the last good checkpoint is {lastCheckpoint}"));
             logs.Add(l);
-            if (log is not null && ((step + 1) % Math.Max(1, c!.LogEverySteps) == 0 || step + 1 == options.Steps)) log.Write(Progress(l, options.Steps, batchSize, cc.Cfg.DictSize));
+            if (log is not null && ((step + 1) % Math.Max(1, c!.LogEverySteps) == 0 || step + 1 == options.Steps))
+            {
+                // rows_per_second over the steps since the previous line, as the SAE trainer reports it
+                double seconds = reportClock.Elapsed.TotalSeconds, rowsPerSecond = seconds > 0 ? (step + 1 - lastLogged) * (double)batchSize / seconds : 0;
+                log.Write(Progress(l, options.Steps, batchSize, cc.Cfg.DictSize, cc.Cfg.K is not null, rowsPerSecond));
+                lastLogged = step + 1;
+                reportClock.Restart();
+            }
             onStep?.Invoke(l);
             if (c is { EverySteps: > 0 } && (step + 1) % c.EverySteps == 0) Save(step + 1);
         }
@@ -354,17 +362,20 @@ public sealed class CrossCoderTrainer : IDisposable
         return logs;
     }
 
-    /// <summary>A step's log as the SAE trainer's progress, for <see cref="TrainLog"/> (one "crosscoder" entry per line).</summary>
-    private static TrainingProgress Progress(CrossCoderStepLog l, long totalSteps, int batchSize, int dictSize)
+    /// <summary>A step's log as the SAE trainer's progress, for <see cref="TrainLog"/> (one "crosscoder" entry per line):
+    /// the L1 crosscoder's <c>sparsity_loss</c> or BatchTopK's <c>auxk_loss</c> (also at 0, while no latent is dead), as
+    /// the fork's two trainers log them.</summary>
+    private static TrainingProgress Progress(CrossCoderStepLog l, long totalSteps, int batchSize, int dictSize, bool batchTopK, double rowsPerSecond)
     {
         var losses = new Dictionary<string, double> { ["overall_loss"] = l.Loss, ["l2_loss"] = l.L2Loss, ["mse_loss"] = l.MseLoss };
-        if (l.SparsityLoss != 0 || l.AuxkLoss == 0) losses["sparsity_loss"] = l.SparsityLoss;
-        if (l.AuxkLoss != 0) losses["auxk_loss"] = l.AuxkLoss;
+        if (batchTopK) losses["auxk_loss"] = l.AuxkLoss;
+        else losses["sparsity_loss"] = l.SparsityLoss;
         return new TrainingProgress
         {
             Step = l.Step + 1,
             TotalSteps = totalSteps,
             Tokens = (l.Step + 1) * batchSize,
+            RowsPerSecond = rowsPerSecond,
             Saes = [new SaeProgress { Name = "crosscoder", Lr = l.Lr, SparsityScale = 1, Losses = losses, L0 = l.L0, DeadFraction = (double)l.DeadLatents / dictSize, ExplainedVariance = l.ExplainedVariance }],
         };
     }

@@ -72,6 +72,42 @@ public sealed class CrossCoderCheckpointTests : ModelTestBase
     }
 
     [Fact]
+    public void ByDefaultTheNewestTwoCheckpointsAreKeptAsForAnSaeRun()
+    {
+        // A checkpoint after every one of 5 steps: only steps 4 and 5 remain (README: "the newest two kept"; an SAE run's
+        // keep_checkpoints default is 2 as well).
+        using var g = new Generator(3);
+        using var data = randn([32, 2, 4], generator: g);
+        using var cc = new CrossCoder(new CrossCoderConfig { ActivationDim = 4, DictSize = 6, NumLayers = 2 });
+        var c = new CrossCoderCheckpointing { Path = Path.Combine(_dir, "checkpoints"), EverySteps = 1 };
+        Assert.Equal(new TrainerConfig().KeepCheckpoints, c.Keep);
+        CrossCoderTrainer.Train(cc, data, new CrossCoderTrainerOptions { Steps = 5, Lr = 1e-2, WarmupSteps = 0 }, 16, seed: 1, checkpointing: c);
+        Assert.Equal(["step_000000004", "step_000000005"],
+            Directory.GetDirectories(c.Path).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+    }
+
+    [Theory]
+    [InlineData(null, "sparsity_loss", "auxk_loss")]
+    [InlineData(2, "auxk_loss", "sparsity_loss")]
+    public void TheTrainLogNamesTheSparsityTermOfEachTrainer(int? k, string logged, string absent)
+    {
+        // The fork's CrossCoderTrainer logs an L1 sparsity term, its BatchTopKCrossCoderTrainer the AuxK loss, which is 0
+        // on every line here: no latent can be dead within 3 steps, and it must still be logged under its own name.
+        using var g = new Generator(4);
+        using var data = randn([32, 2, 4], generator: g);
+        using var cc = new CrossCoder(new CrossCoderConfig { ActivationDim = 4, DictSize = 6, NumLayers = 2, K = k });
+        var c = new CrossCoderCheckpointing { Path = Path.Combine(_dir, "checkpoints"), LogFolder = _dir, LogEverySteps = 1 };
+        CrossCoderTrainer.Train(cc, data, new CrossCoderTrainerOptions { Steps = 3, Lr = 1e-2, WarmupSteps = 0 }, 16, seed: 1, checkpointing: c);
+        var log = TrainLogFile.Read(Path.Combine(_dir, TrainLogFile.FileName));
+        Assert.Equal([1L, 2, 3], log.Series("crosscoder", "losses/" + logged)!.Steps);
+        Assert.Null(log.Series("crosscoder", "losses/" + absent));
+        if (k is not null) Assert.All(log.Series("crosscoder", "losses/" + logged)!.Values, v => Assert.Equal(0.0, v));
+        // Each line's rows/s over the step since the previous line: a step of 16 rows takes a finite, positive time.
+        Assert.All(File.ReadLines(Path.Combine(_dir, TrainLogFile.FileName)),
+            line => Assert.True(System.Text.Json.Nodes.JsonNode.Parse(line)!["rows_per_second"]!.GetValue<double>() > 0, line));
+    }
+
+    [Fact]
     public void TheTrainLogHasTheExplainedVarianceOfEachStepsReconstruction()
     {
         // Zero weights and biases: step 1 reconstructs x̂ = 0, so its explained variance is 1 − Σx² / Σ(x − mean)².
