@@ -523,7 +523,9 @@ internal static class ModelCommands
             Cli.WriteIndented(Spectre.Console.Markup.Escape(m.Config.ToString()), 0); // wrapped at spaces on a terminal
             Console.WriteLine($"parameters: {Cli.Integer(m.parameters().Sum(p => p.numel()))}");
             Console.WriteLine("hook points:");
-            foreach (var h in HookListing(m.HookNames)) Console.WriteLine($"  {h}");
+            var listing = HookListing(m.HookNames).ToList();
+            int width = listing.Max(h => h.Shown.Length);
+            foreach (var (shown, name) in listing) Console.WriteLine($"  {shown.PadRight(width)}  {m.HookShape(name)}");
             return 0;
         });
         return command;
@@ -531,7 +533,7 @@ internal static class ModelCommands
 
     /// <summary>The hook names, each expert hook of an MoE block once for all experts (<c>blocks.3.mlp.experts.{0..127}.hook_post</c>,
     /// where the model has one line per expert: 18k lines for a 48-layer, 128-expert model).</summary>
-    internal static IEnumerable<string> HookListing(IEnumerable<string> names)
+    internal static IEnumerable<(string Shown, string Name)> HookListing(IEnumerable<string> names)
     {
         var list = names.ToList();
         var experts = new Dictionary<(string Block, string Hook), int>();
@@ -540,11 +542,11 @@ internal static class ModelCommands
                 experts[(e.Groups[1].Value, e.Groups[3].Value)] = Math.Max(experts.GetValueOrDefault((e.Groups[1].Value, e.Groups[3].Value)), int.Parse(e.Groups[2].Value, System.Globalization.CultureInfo.InvariantCulture));
         foreach (var n in list)
         {
-            if (ExpertHook.Match(n) is not { Success: true } e) yield return n;
+            if (ExpertHook.Match(n) is not { Success: true } e) yield return (n, n);
             else if (e.Groups[2].Value == "0")
             {
                 int last = experts[(e.Groups[1].Value, e.Groups[3].Value)];
-                yield return $"{e.Groups[1].Value}.mlp.experts.{(last == 0 ? "0" : $"{{0..{last}}}")}.{e.Groups[3].Value}";
+                yield return ($"{e.Groups[1].Value}.mlp.experts.{(last == 0 ? "0" : $"{{0..{last}}}")}.{e.Groups[3].Value}", n);
             }
         }
     }

@@ -83,6 +83,9 @@ public sealed record HfModuleNames(
 internal sealed class BlockHookNames
 {
     public readonly string ResidPre, ResidMid, ResidPost, AttnOut, MlpOut, Ln1, Ln2, MlpPre, MlpPreLinear, MlpPost, Q, K, V, RotQ, RotK, Z, Pattern;
+    /// <summary>TransformerLens's <c>ln1.hook_scale</c>, <c>ln2.hook_scale</c> [batch, pos, 1] and <c>attn.hook_attn_scores</c>
+    /// [batch, head, query_pos, key_pos].</summary>
+    public readonly string Ln1Scale, Ln2Scale, AttnScores;
     /// <summary>Mixture of experts (TransformerLens <c>MoE</c>): the router's softmax over the experts and the experts chosen.</summary>
     public readonly string ExpertWeights, ExpertIndices;
     /// <summary>Mixture of experts: each expert's hooks (TransformerLens <c>MoEGatedMLP</c>); empty for a dense MLP.</summary>
@@ -103,6 +106,9 @@ internal sealed class BlockHookNames
         MlpOut = b + "hook_mlp_out";
         Ln1 = b + "ln1.hook_normalized";
         Ln2 = b + "ln2.hook_normalized";
+        Ln1Scale = b + "ln1.hook_scale";
+        Ln2Scale = b + "ln2.hook_scale";
+        AttnScores = b + "attn.hook_attn_scores";
         MlpPre = b + "mlp.hook_pre";
         MlpPreLinear = b + "mlp.hook_pre_linear";
         MlpPost = b + "mlp.hook_post";
@@ -135,7 +141,10 @@ internal sealed class BlockHookNames
 /// n_key_value_heads heads for k and v under grouped-query attention (as TransformerLens);
 /// gated MLPs (Llama, Gemma) also have <c>mlp.hook_pre_linear</c>: hook_pre is the gate projection, hook_pre_linear the up
 /// projection, hook_post = act(hook_pre)·hook_pre_linear;
-/// <c>attn.hook_pattern</c>: [batch, head, query_pos, key_pos].</para>
+/// <c>attn.hook_attn_scores</c> (the scaled, soft-capped and masked scores the softmax reads, float32; masked entries hold
+/// float32's minimum, where TransformerLens has −inf) and <c>attn.hook_pattern</c>: [batch, head, query_pos, key_pos];
+/// <c>ln1/ln2/ln_final.hook_scale</c>: [batch, pos, 1], the norm's divisor √(var + eps) (LayerNorm) or √(mean x² + eps)
+/// (RMSNorm), float32.</para>
 /// <para>A mixture-of-experts MLP (Mixtral, Qwen2-MoE, Qwen3-MoE) has TransformerLens's MoE hooks instead of hook_pre/post:
 /// <c>mlp.hook_expert_weights</c> [batch, pos, num_experts] float32, the router's softmax over every expert (the top
 /// experts are chosen from it after the hook, so editing it reroutes tokens); <c>mlp.hook_expert_indices</c> [batch, pos,
@@ -177,6 +186,8 @@ public sealed class HookPoints
     public const string PosEmbed = "hook_pos_embed";
     /// <summary>Final layer norm output [batch, pos, d_model], the unembedding's input.</summary>
     public const string LnFinal = "ln_final.hook_normalized";
+    /// <summary>Final norm's scale [batch, pos, 1] (TransformerLens <c>ln_final.hook_scale</c>).</summary>
+    public const string LnFinalScale = "ln_final.hook_scale";
 
     /// <summary>Experts of each mixture-of-experts MLP (Mixtral, Qwen-MoE), 0 for a dense MLP.</summary>
     public int NumExperts { get; }
@@ -215,15 +226,18 @@ public sealed class HookPoints
         {
             var b = Blocks[i];
             Add(b.ResidPre, i);
+            Add(b.Ln1Scale, i);
             Add(b.Ln1, i);
             if (qLatent) Add(b.QLatent, i);
             if (kvLatent) Add(b.KvLatent, i);
             Add(b.Q, i); Add(b.K, i); Add(b.V, i);
             if (rotary) { Add(b.RotQ, i); Add(b.RotK, i); }
+            Add(b.AttnScores, i);
             Add(b.Pattern, i);
             Add(b.Z, i);
             Add(b.AttnOut, i);
             if (!parallelAttnMlp) Add(b.ResidMid, i);
+            Add(b.Ln2Scale, i);
             Add(b.Ln2, i);
             if (b.Experts.Length > 0)
             {
@@ -250,6 +264,7 @@ public sealed class HookPoints
             Add(b.MlpOut, i);
             Add(b.ResidPost, i);
         }
+        Add(LnFinalScale, nLayers);
         Add(LnFinal, nLayers);
         Names = names;
         _set = new HashSet<string>(names, StringComparer.Ordinal);
@@ -326,22 +341,19 @@ public sealed class HookPoints
     }
 
     private static readonly System.Text.RegularExpressions.Regex TransformerLensOnlyHook =
-        new(@"^(?:blocks\.([0-9]+)\.)?(attn\.hook_attn_scores|attn\.hook_result|ln1\.hook_scale|ln2\.hook_scale|ln_final\.hook_scale|hook_attn_in|hook_q_input|hook_k_input|hook_v_input|hook_mlp_in)$");
+        new(@"^blocks\.([0-9]+)\.(attn\.hook_result|hook_attn_in|hook_q_input|hook_k_input|hook_v_input|hook_mlp_in)$");
 
-    /// <summary>For a TransformerLens hook point SaeSharp has no hook for (<c>attn.hook_attn_scores</c>, <c>hook_result</c>,
-    /// the norms' <c>hook_scale</c>, and the optional <c>hook_attn_in</c>, <c>hook_q/k/v_input</c>, <c>hook_mlp_in</c>),
-    /// what says so and names the hook holding the nearest tensor; null for any other name.</summary>
+    /// <summary>For a TransformerLens hook point SaeSharp has no hook for (<c>attn.hook_result</c>, and the optional
+    /// <c>hook_attn_in</c>, <c>hook_q/k/v_input</c>, <c>hook_mlp_in</c>), what says so and names the hook holding the nearest
+    /// tensor; null for any other name.</summary>
     private string? NotAHookPointHere(string name)
     {
         var m = TransformerLensOnlyHook.Match(name);
-        if (!m.Success || (m.Groups[1].Success != (m.Groups[2].Value != "ln_final.hook_scale"))) return null;
-        string b = m.Groups[1].Success ? $"blocks.{m.Groups[1].Value}." : "";
+        if (!m.Success) return null;
+        string b = $"blocks.{m.Groups[1].Value}.";
         string instead = m.Groups[2].Value switch
         {
-            "attn.hook_attn_scores" => $"{b}attn.hook_pattern holds their softmax [batch, head, query_pos, key_pos]",
             "attn.hook_result" => $"{b}attn.hook_z [batch, pos, head, d_head] holds each head's output before W_O",
-            "ln_final.hook_scale" => $"{LnFinal} holds the norm's output (weight and bias included)",
-            "ln1.hook_scale" or "ln2.hook_scale" => $"{b}{m.Groups[2].Value[..3]}.hook_normalized holds the norm's output (weight and bias included)",
             "hook_mlp_in" => $"the MLP reads {b}{(ParallelAttnMlp ? "hook_resid_pre" : "hook_resid_mid")} (before its norm, as TransformerLens's hook_mlp_in)",
             _ => $"every head reads {b}hook_resid_pre (before the norm; TransformerLens copies it per head)",
         };

@@ -61,6 +61,11 @@ internal sealed class HookRunner : IDisposable
         _fns?.ContainsKey(name) == true || (_cache is not null && _cacheFilter!(name)) || _saes?.ContainsKey(name) == true
         || _outputs?.ContainsKey(name) == true;
 
+    /// <summary>True when firing <paramref name="name"/> may replace the activation (a hook function, or an SAE or transcoder
+    /// there), not only read it (caching).</summary>
+    public bool MayReplace(string name) =>
+        _fns?.ContainsKey(name) == true || _saes?.ContainsKey(name) == true || _outputs?.ContainsKey(name) == true;
+
     /// <summary>Runs the hooks on <paramref name="name"/>; returns the (possibly replaced) activation.</summary>
     public Tensor Fire(string name, Tensor x)
     {

@@ -56,7 +56,9 @@ internal static class AttentionCore
     /// <paramref name="sinks"/>: gpt-oss's learned per-head logit [head], an extra key column of every query's softmax
     /// whose probability is dropped (HF <c>eager_attention_forward</c> with <c>module.sinks</c>): the pattern's rows then sum
     /// to less than 1, and a query with every key masked attends to nothing (its z is 0). For a bf16 or float16 model that
-    /// softmax is in the model's dtype, as transformers' gpt-oss computes it; float32 and float64 models keep their own.</para>
+    /// softmax is in the model's dtype, as transformers' gpt-oss computes it; float32 and float64 models keep their own.
+    /// hook_attn_scores fires on what the softmax reads: the scaled, soft-capped, masked scores (float32 but as just said),
+    /// masked entries at the dtype's minimum.</para>
     /// </summary>
     public static Tensor Attend(Tensor q, Tensor k, Tensor v, int layer, double scale, ForwardContext ctx, BlockHookNames names,
         double? softCap = null, int? slidingWindow = null, Tensor? sinks = null)
@@ -96,11 +98,11 @@ internal static class AttentionCore
             // HF gpt-oss eager_attention_forward: the masked scores (the dtype's minimum added), the sink column, minus
             // the row max and the softmax all in the model's dtype (F.softmax(..., dtype=combined_logits.dtype)).
             var lowest = TorchScalars.Of(dtype == ScalarType.BFloat16 ? -3.3895313892515355e38 : -65504.0);   // torch.finfo(dtype).min
-            pattern = SinkSoftmax(s32.masked_fill(allowed.logical_not(), lowest), sinks!);
+            pattern = SinkSoftmax(ctx.Hooks.Fire(names.AttnScores, s32.masked_fill(allowed.logical_not(), lowest)), sinks!);
         }
         else
         {
-            s32 = s32.masked_fill(allowed.logical_not(), TorchScalars.Of(float.MinValue));
+            s32 = ctx.Hooks.Fire(names.AttnScores, s32.masked_fill(allowed.logical_not(), TorchScalars.Of(float.MinValue)));
             pattern = (sinks is null ? s32.softmax(-1) : SinkSoftmax(s32, sinks, subtractMax: false)).to(dtype);
         }
         pattern = ctx.Hooks.Fire(names.Pattern, pattern);

@@ -105,7 +105,7 @@ internal sealed class Gpt2Block : nn.Module<Tensor, ForwardContext, Tensor>
     }
 
     public override Tensor forward(Tensor resid, ForwardContext ctx) =>
-        ResidualBlock.Sequential(resid, ctx, _names, ln_1.forward, x => attn.forward(x, ctx), ln_2.forward, x => mlp.forward(x, ctx));
+        ResidualBlock.Sequential(resid, ctx, _names, ln_1, x => attn.forward(x, ctx), ln_2, x => mlp.forward(x, ctx));
 }
 
 /// <summary>The <c>transformer</c> submodule of HF GPT2LMHeadModel: wte, wpe, h.{i}, ln_f.</summary>
@@ -155,7 +155,7 @@ public sealed class Gpt2Model : HookedTransformer
     private protected override Tensor RunBlock(int layer, Tensor resid, ForwardContext ctx) => transformer.h[layer].forward(resid, ctx);
 
     private protected override Tensor FinalNorm(Tensor resid, ForwardContext ctx) =>
-        ctx.Hooks.Fire(HookPoints.LnFinal, transformer.ln_f.forward(resid));
+        ctx.Hooks.Fire(HookPoints.LnFinal, transformer.ln_f.Forward(resid, ctx.Hooks, HookPoints.LnFinalScale));
 
     private protected override Tensor UnembedNormalized(Tensor x) => matmul(x, transformer.wte.Weight.t());
 }

@@ -131,13 +131,13 @@ internal sealed class NeoXLayer : nn.Module<Tensor, ForwardContext, Tensor>
     {
         var n = _names;
         if (!_parallel)
-            return ResidualBlock.Sequential(resid, ctx, n, input_layernorm.forward, x => attention.forward(x, ctx), post_attention_layernorm.forward, x => mlp.forward(x, ctx));
+            return ResidualBlock.Sequential(resid, ctx, n, input_layernorm, x => attention.forward(x, ctx), post_attention_layernorm, x => mlp.forward(x, ctx));
         // x + attn(ln1(x)) + mlp(ln2(x))
         var h = ctx.Hooks;
         resid = h.Fire(n.ResidPre, resid);
-        var x1 = h.Fire(n.Ln1, input_layernorm.forward(resid));
+        var x1 = h.Fire(n.Ln1, input_layernorm.Forward(resid, h, n.Ln1Scale));
         var attnOut = h.Fire(n.AttnOut, attention.forward(x1, ctx));
-        var x2 = h.Fire(n.Ln2, post_attention_layernorm.forward(resid));
+        var x2 = h.Fire(n.Ln2, post_attention_layernorm.Forward(resid, h, n.Ln2Scale));
         var mlpOut = h.Fire(n.MlpOut, mlp.forward(x2, ctx));
         return h.Fire(n.ResidPost, resid.add(attnOut, TorchScalars.One).add(mlpOut, TorchScalars.One));
     }
@@ -193,7 +193,7 @@ public sealed class GptNeoXModel : HookedTransformer
     private protected override Tensor RunBlock(int layer, Tensor resid, ForwardContext ctx) => gpt_neox.layers[layer].forward(resid, ctx);
 
     private protected override Tensor FinalNorm(Tensor resid, ForwardContext ctx) =>
-        ctx.Hooks.Fire(HookPoints.LnFinal, gpt_neox.final_layer_norm.forward(resid));
+        ctx.Hooks.Fire(HookPoints.LnFinal, gpt_neox.final_layer_norm.Forward(resid, ctx.Hooks, HookPoints.LnFinalScale));
 
     private protected override Tensor UnembedNormalized(Tensor x) => embed_out.forward(x);
 }

@@ -279,15 +279,16 @@ public abstract partial class HookedTransformer : nn.Module<Tensor, Tensor>
     /// Values per token at <paramref name="hook"/> (a hook name or alias), heads flattened: d_mlp for <c>mlp.hook_pre/post</c>
     /// and a mixture of experts' <c>mlp.experts.{e}.hook_*</c>, num_experts for <c>mlp.hook_expert_weights</c>, experts_per_token
     /// for <c>mlp.hook_expert_indices</c>, the shared expert's width for <c>mlp.shared_expert.hook_*</c> and 1 for
-    /// <c>mlp.hook_shared_expert_gate</c>, heads·d_head for the attention's q/k/v/z (key-value heads for k and v), d_model for the rest. An attention pattern
-    /// has no per-token width (a <see cref="SaeSharpException"/>).
+    /// <c>mlp.hook_shared_expert_gate</c> and the norms' <c>hook_scale</c>, heads·d_head for the attention's q/k/v/z (key-value heads for k and v), d_model for the rest.
+    /// An attention pattern or its scores have no per-token width (a <see cref="SaeSharpException"/>).
     /// </summary>
     public int HookWidth(string hook)
     {
         string name = HookPoints.Resolve(hook);
         var c = Config;
-        if (name.EndsWith("attn.hook_pattern", StringComparison.Ordinal))
-            throw new SaeSharpException($"hook '{name}' holds attention patterns [batch, head, query, key], not per-token activations");
+        if (name.EndsWith("attn.hook_pattern", StringComparison.Ordinal) || name.EndsWith("attn.hook_attn_scores", StringComparison.Ordinal))
+            throw new SaeSharpException($"hook '{name}' holds attention {(name.EndsWith("pattern", StringComparison.Ordinal) ? "patterns" : "scores")} [batch, head, query, key], not per-token activations");
+        if (name.EndsWith(".hook_scale", StringComparison.Ordinal)) return 1;
         if (name.Contains(".mlp.experts.", StringComparison.Ordinal)) return c.MoeDMlp ?? c.DMlp;
         if (name.EndsWith("mlp.hook_pre", StringComparison.Ordinal) || name.EndsWith("mlp.hook_post", StringComparison.Ordinal)
             || name.EndsWith("mlp.hook_pre_linear", StringComparison.Ordinal)) return c.DMlp;
@@ -302,12 +303,25 @@ public abstract partial class HookedTransformer : nn.Module<Tensor, Tensor>
         return HeadsAt(name) is int heads ? heads * c.DHead : c.DModel;
     }
 
+    /// <summary>The shape of what <paramref name="hook"/> (a name or alias) holds, as TransformerLens's cache gives it:
+    /// <c>[batch, pos, 4, 32]</c> for an attention hook's heads, <c>[batch, 4, query_pos, key_pos]</c> for
+    /// <c>hook_attn_scores</c> and <c>hook_pattern</c>, <c>[batch, pos, width]</c> (<see cref="HookWidth"/>) for the rest.</summary>
+    public string HookShape(string hook)
+    {
+        string name = HookPoints.Resolve(hook);
+        if (name.EndsWith("attn.hook_pattern", StringComparison.Ordinal) || name.EndsWith("attn.hook_attn_scores", StringComparison.Ordinal))
+            return $"[batch, {Config.NHeads}, query_pos, key_pos]";
+        int width = HookWidth(name);
+        return HeadsAt(name) is int heads ? $"[batch, pos, {heads}, {width / heads}]" : $"[batch, pos, {width}]";
+    }
+
     /// <summary>The number of heads of an attention hook [batch, pos, head, d_head], or null for any other hook.</summary>
     internal int? HeadsAt(string name)
     {
         if (name.EndsWith(".attn.hook_k", StringComparison.Ordinal) || name.EndsWith(".attn.hook_v", StringComparison.Ordinal)
             || name.EndsWith(".attn.hook_rot_k", StringComparison.Ordinal)) return Config.NKvHeads;
         return name.Contains(".attn.hook_", StringComparison.Ordinal) && !name.EndsWith("attn.hook_pattern", StringComparison.Ordinal)
+            && !name.EndsWith("attn.hook_attn_scores", StringComparison.Ordinal)
             && !name.EndsWith("_latent", StringComparison.Ordinal) ? Config.NHeads : null;
     }
 

@@ -49,8 +49,49 @@ internal sealed class Linear : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x) => nn.functional.linear(x, weight, bias);
 }
 
+/// <summary>
+/// A norm with TransformerLens's <c>hook_scale</c> [batch, pos, 1]: the divisor √(var + eps) (LayerNorm, of the centred input)
+/// or √(mean x² + eps) (RMSNorm), in float32 (float64 models: float64) as TransformerLens computes it. The scale is
+/// built only when something reads that hook; when a hook function (or an SAE) may replace it, the norm is computed from
+/// it explicitly (an edited scale changes the output and its gradient flows through; the values then differ from the
+/// fused kernel's by rounding), otherwise, caching included, by the fused kernel.
+/// </summary>
+internal abstract class HookedNorm : nn.Module<Tensor, Tensor>
+{
+    protected HookedNorm(string name) : base(name) { }
+
+    public sealed override Tensor forward(Tensor x) => Forward(x, HookRunner.None, null);
+
+    /// <summary>The norm of <paramref name="x"/>, firing <paramref name="scaleHook"/> (<c>blocks.{i}.ln1.hook_scale</c>, …) on
+    /// its scale when <paramref name="hooks"/> wants it.</summary>
+    public abstract Tensor Forward(Tensor x, HookRunner hooks, string? scaleHook);
+
+    /// <summary>The scale of <paramref name="x"/> (float32 or float64, already centred for a LayerNorm), frozen as
+    /// circuit-tracer freezes <c>hook_scale</c> under <see cref="NormScales.Frozen"/> when <paramref name="used"/> (the norm
+    /// divides by it), then through the hook.</summary>
+    protected static Tensor HookedScale(Tensor x, double eps, HookRunner hooks, string scaleHook, bool used = true)
+    {
+        using var e = eps.ToScalar();
+        var scale = x.pow(TorchScalars.Of(2)).mean([-1L], keepdim: true).add(e, TorchScalars.One).sqrt();
+        if (used && NormScales.Frozen) scale = NormScales.Values?.Take(scale.detach(), "a norm's scale") ?? scale.detach();
+        return hooks.Fire(scaleHook, scale);
+    }
+
+    /// <summary>True when the norm must divide by the hooked scale (a hook may replace it); when the hook is only read
+    /// (cached), fires it and returns false.</summary>
+    protected static bool ScaleReplaceable(Tensor x, bool centre, double eps, HookRunner hooks, string? scaleHook)
+    {
+        if (scaleHook is null || !hooks.Wants(scaleHook)) return false;
+        if (hooks.MayReplace(scaleHook)) return true;
+        using var scope = NewDisposeScope();
+        var wide = x.dtype == ScalarType.Float64 ? x : x.to(ScalarType.Float32);
+        HookedScale(centre ? wide - wide.mean([-1L], keepdim: true) : wide, eps, hooks, scaleHook, used: false);
+        return false;
+    }
+}
+
 /// <summary>torch <c>nn.LayerNorm</c> over the last dimension.</summary>
-internal sealed class LayerNorm : nn.Module<Tensor, Tensor>
+internal sealed class LayerNorm : HookedNorm
 {
     private readonly Parameter weight;
     private readonly Parameter bias;
@@ -66,7 +107,15 @@ internal sealed class LayerNorm : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x) => NormScales.Freeze(x, nn.functional.layer_norm(x, _shape, weight, bias, _eps), _eps, weight);
+    public override Tensor Forward(Tensor x, HookRunner hooks, string? scaleHook)
+    {
+        if (!ScaleReplaceable(x, true, _eps, hooks, scaleHook)) return NormScales.Freeze(x, nn.functional.layer_norm(x, _shape, weight, bias, _eps), _eps, weight);
+        using var scope = NewDisposeScope();
+        var wide = x.dtype == ScalarType.Float64 ? x : x.to(ScalarType.Float32);
+        var centred = wide - wide.mean([-1L], keepdim: true);
+        var normed = centred / HookedScale(centred, _eps, hooks, scaleHook!);
+        return (normed * weight.to(normed.dtype)).add(bias.to(normed.dtype), TorchScalars.One).to(x.dtype).MoveToOuterDisposeScope();
+    }
 }
 
 /// <summary>
@@ -149,16 +198,24 @@ internal sealed class FrozenValues : IDisposable
 
 /// <summary>HF <c>OlmoLayerNorm</c> (OLMo 1): LayerNorm over the last dimension without weight or bias, eps 1e-5, computed in
 /// float32 and cast back: (x − mean) / √(var + 1e-5), var the biased variance. It has no parameters (nothing in the checkpoint).</summary>
-internal sealed class OlmoLayerNorm : nn.Module<Tensor, Tensor>
+internal sealed class OlmoLayerNorm : HookedNorm
 {
     private const double Eps = 1e-5;
     private readonly long[] _shape;
 
     public OlmoLayerNorm(long d) : base(nameof(OlmoLayerNorm)) => _shape = [d];
 
-    public override Tensor forward(Tensor x) => NormScales.Freeze(x,
-        x.dtype == ScalarType.Float32 ? nn.functional.layer_norm(x, _shape, null, null, Eps)
-            : nn.functional.layer_norm(x.to(ScalarType.Float32), _shape, null, null, Eps).to(x.dtype), Eps, null);
+    public override Tensor Forward(Tensor x, HookRunner hooks, string? scaleHook)
+    {
+        if (!ScaleReplaceable(x, true, Eps, hooks, scaleHook))
+            return NormScales.Freeze(x,
+                x.dtype == ScalarType.Float32 ? nn.functional.layer_norm(x, _shape, null, null, Eps)
+                    : nn.functional.layer_norm(x.to(ScalarType.Float32), _shape, null, null, Eps).to(x.dtype), Eps, null);
+        using var scope = NewDisposeScope();
+        var x32 = x.to(ScalarType.Float32);
+        var centred = x32 - x32.mean([-1L], keepdim: true);
+        return (centred / HookedScale(centred, Eps, hooks, scaleHook!)).to(x.dtype).MoveToOuterDisposeScope();
+    }
 }
 
 /// <summary>
@@ -166,7 +223,7 @@ internal sealed class OlmoLayerNorm : nn.Module<Tensor, Tensor>
 /// (HF <c>LlamaRMSNorm</c>); Gemma x̂·(1 + w) in float32, then cast (HF <c>Gemma2RMSNorm</c>); with
 /// <c>weightInFloat32</c>, x̂·w in float32, then cast (HF <c>Olmo2RMSNorm</c>).
 /// </summary>
-internal sealed class RmsNorm : nn.Module<Tensor, Tensor>
+internal sealed class RmsNorm : HookedNorm
 {
     private readonly Parameter weight;
     private readonly double _eps;
@@ -181,15 +238,20 @@ internal sealed class RmsNorm : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x)
+    public override Tensor Forward(Tensor x, HookRunner hooks, string? scaleHook)
     {
         using var scope = NewDisposeScope();
         var dtype = x.dtype;
         var x32 = x.to(ScalarType.Float32);
-        using var eps = _eps.ToScalar();
-        var inverse = x32.pow(TorchScalars.Of(2)).mean([-1L], keepdim: true).add(eps, TorchScalars.One).rsqrt();
-        if (NormScales.Frozen) inverse = NormScales.Values?.Take(inverse.detach(), "a norm's scale") ?? inverse.detach();   // circuit-tracer's frozen scale
-        var normed = x32 * inverse;
+        Tensor normed;
+        if (ScaleReplaceable(x32, false, _eps, hooks, scaleHook)) normed = x32 / HookedScale(x32, _eps, hooks, scaleHook!);
+        else
+        {
+            using var eps = _eps.ToScalar();
+            var inverse = x32.pow(TorchScalars.Of(2)).mean([-1L], keepdim: true).add(eps, TorchScalars.One).rsqrt();
+            if (NormScales.Frozen) inverse = NormScales.Values?.Take(inverse.detach(), "a norm's scale") ?? inverse.detach();   // circuit-tracer's frozen scale
+            normed = x32 * inverse;
+        }
         var y = _plusOne
             ? (normed * weight.to(ScalarType.Float32).add(TorchScalars.Of(1.0), TorchScalars.One)).to(dtype)
             : _weightInFloat32 ? (weight.to(ScalarType.Float32) * normed).to(dtype)

@@ -226,8 +226,8 @@ internal sealed class SparseMoeBlock : nn.Module<Tensor, ForwardContext, Tensor>
 /// no input_layernorm, post_attention_layernorm on the attention output, post_feedforward_layernorm on the MLP output; OLMo 3 as OLMo-2).</summary>
 internal sealed class DecoderLayer : nn.Module<Tensor, ForwardContext, Tensor>
 {
-    private readonly nn.Module<Tensor, Tensor>? input_layernorm;
-    private readonly nn.Module<Tensor, Tensor> post_attention_layernorm;
+    private readonly HookedNorm? input_layernorm;
+    private readonly HookedNorm post_attention_layernorm;
     private readonly RmsNorm? pre_feedforward_layernorm;
     private readonly RmsNorm? post_feedforward_layernorm;
     /// <summary>A <see cref="DecoderAttention"/>, or DeepSeek-V3's <see cref="MlaAttention"/>.</summary>
@@ -263,14 +263,14 @@ internal sealed class DecoderLayer : nn.Module<Tensor, ForwardContext, Tensor>
     {
         Tensor Mlp(Tensor x) => (block_sparse_moe ?? mlp!).forward(x, ctx);
         if (input_layernorm is null)   // OLMo-2
-            return ResidualBlock.PostNormOnly(resid, ctx, _names, x => self_attn.forward(x, ctx), post_attention_layernorm.forward,
-                Mlp, post_feedforward_layernorm!.forward);
+            return ResidualBlock.PostNormOnly(resid, ctx, _names, x => self_attn.forward(x, ctx), post_attention_layernorm,
+                Mlp, post_feedforward_layernorm!);
         // Gemma 2/3: post_attention_layernorm normalises the attention output; pre_feedforward_layernorm is ln2.
         if (pre_feedforward_layernorm is { } preFf && post_feedforward_layernorm is { } postFf)
-            return ResidualBlock.Sequential(resid, ctx, _names, input_layernorm.forward,
-                x => post_attention_layernorm.forward(self_attn.forward(x, ctx)), preFf.forward, x => postFf.forward(Mlp(x)));
-        return ResidualBlock.Sequential(resid, ctx, _names, input_layernorm.forward, x => self_attn.forward(x, ctx),
-            post_attention_layernorm.forward, Mlp);
+            return ResidualBlock.Sequential(resid, ctx, _names, input_layernorm,
+                x => post_attention_layernorm.forward(self_attn.forward(x, ctx)), preFf, x => postFf.forward(Mlp(x)));
+        return ResidualBlock.Sequential(resid, ctx, _names, input_layernorm, x => self_attn.forward(x, ctx),
+            post_attention_layernorm, Mlp);
     }
 }
 
@@ -279,7 +279,7 @@ internal sealed class DecoderCore : nn.Module
 {
     public readonly Embedding embed_tokens;
     public readonly ModuleList<DecoderLayer> layers;
-    public readonly nn.Module<Tensor, Tensor> norm;
+    public readonly HookedNorm norm;
 
     public DecoderCore(DecoderSettings s, Func<Tensor, Tensor> act, HookPoints hooks, ScalarType dtype) : base("model")
     {
@@ -291,7 +291,7 @@ internal sealed class DecoderCore : nn.Module
 
     /// <summary>The family's residual-stream norm: <see cref="OlmoLayerNorm"/> for OLMo 1, else <see cref="RmsNorm"/>
     /// (Gemma's (1 + w), OLMo-2/3's weight applied in float32).</summary>
-    internal static nn.Module<Tensor, Tensor> Norm(DecoderSettings s, ScalarType dtype) => s.NonParametricLayerNorm
+    internal static HookedNorm Norm(DecoderSettings s, ScalarType dtype) => s.NonParametricLayerNorm
         ? new OlmoLayerNorm(s.Hidden) : new RmsNorm(s.Hidden, s.Eps, s.Gemma, dtype, weightInFloat32: s.Olmo2);
 }
 
@@ -388,7 +388,7 @@ public sealed class LlamaFamilyModel : HookedTransformer
     private protected override Tensor RunBlock(int layer, Tensor resid, ForwardContext ctx) => model.layers[layer].forward(resid, ctx);
 
     private protected override Tensor FinalNorm(Tensor resid, ForwardContext ctx) =>
-        ctx.Hooks.Fire(HookPoints.LnFinal, model.norm.forward(resid));
+        ctx.Hooks.Fire(HookPoints.LnFinal, model.norm.Forward(resid, ctx.Hooks, HookPoints.LnFinalScale));
 
     private protected override Tensor UnembedNormalized(Tensor x)
     {

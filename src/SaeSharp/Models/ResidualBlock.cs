@@ -12,14 +12,14 @@ internal static class ResidualBlock
     /// hook_resid_post = resid_mid + mlp_out. Gemma's post-norms are part of its <paramref name="attn"/> and <paramref name="mlp"/>.
     /// </summary>
     public static Tensor Sequential(Tensor resid, ForwardContext ctx, BlockHookNames n,
-        Func<Tensor, Tensor> ln1, Func<Tensor, Tensor> attn, Func<Tensor, Tensor> ln2, Func<Tensor, Tensor> mlp)
+        HookedNorm ln1, Func<Tensor, Tensor> attn, HookedNorm ln2, Func<Tensor, Tensor> mlp)
     {
         var h = ctx.Hooks;
         resid = h.Fire(n.ResidPre, resid);
-        var x1 = h.Fire(n.Ln1, ln1(resid));
+        var x1 = h.Fire(n.Ln1, ln1.Forward(resid, h, n.Ln1Scale));
         var attnOut = h.Fire(n.AttnOut, attn(x1));
         var mid = h.Fire(n.ResidMid, resid.add(attnOut, TorchScalars.One));
-        var x2 = h.Fire(n.Ln2, ln2(mid));
+        var x2 = h.Fire(n.Ln2, ln2.Forward(mid, h, n.Ln2Scale));
         var mlpOut = h.Fire(n.MlpOut, mlp(x2));
         return h.Fire(n.ResidPost, mid.add(mlpOut, TorchScalars.One));
     }
@@ -31,14 +31,14 @@ internal static class ResidualBlock
     /// hook_resid_post = resid_mid + that. There is no pre-norm: attention and MLP read the residual stream itself.
     /// </summary>
     public static Tensor PostNormOnly(Tensor resid, ForwardContext ctx, BlockHookNames n,
-        Func<Tensor, Tensor> attn, Func<Tensor, Tensor> ln1, Func<Tensor, Tensor> mlp, Func<Tensor, Tensor> ln2)
+        Func<Tensor, Tensor> attn, HookedNorm ln1, Func<Tensor, Tensor> mlp, HookedNorm ln2)
     {
         var h = ctx.Hooks;
         resid = h.Fire(n.ResidPre, resid);
         var attnOut = h.Fire(n.AttnOut, attn(resid));
-        var mid = h.Fire(n.ResidMid, resid.add(h.Fire(n.Ln1, ln1(attnOut)), TorchScalars.One));
+        var mid = h.Fire(n.ResidMid, resid.add(h.Fire(n.Ln1, ln1.Forward(attnOut, h, n.Ln1Scale)), TorchScalars.One));
         var mlpOut = h.Fire(n.MlpOut, mlp(mid));
-        return h.Fire(n.ResidPost, mid.add(h.Fire(n.Ln2, ln2(mlpOut)), TorchScalars.One));
+        return h.Fire(n.ResidPost, mid.add(h.Fire(n.Ln2, ln2.Forward(mlpOut, h, n.Ln2Scale)), TorchScalars.One));
     }
 
     /// <summary>A two-layer MLP: <paramref name="fcIn"/> (hook_pre) → <paramref name="act"/> (hook_post) → <paramref name="fcOut"/>.</summary>

@@ -138,15 +138,33 @@ public class ModelCommandTests : IDisposable
         Assert.Equal(4, fromBos.Trim().Split(' ').Length);
     }
 
+    /// <summary>Every hook point is listed once, in firing order, with the shape its cached tensor has in a real run
+    /// (batch and positions named).</summary>
     [Fact]
-    public void InfoListsHookPoints()
+    public void InfoListsHookPointsWithTheShapesTheyHold()
     {
         var model = TinyModels.WriteNeoX(Path.Combine(_dir, "n"), seed: 1, hiddenSize: 32, nHead: 4, rotaryPct: 0.5);
         var (exit, output, err) = CliRunner.Run("model", "info", "--model", model);
         Assert.True(exit == 0, err);
         Assert.Contains("gpt_neox", output);
-        Assert.Contains("blocks.1.hook_mlp_out", output);
-        Assert.Contains("ln_final.hook_normalized", output);
+        var listed = output.ReplaceLineEndings("\n").Split('\n').SkipWhile(l => l != "hook points:").Skip(1).Where(l => l.Length > 0)
+            .Select(l => (Name: l.Trim().Split(' ')[0], Shape: l[(l.IndexOf('[', StringComparison.Ordinal))..])).ToList();
+        using var m = SaeSharp.Models.ModelLoader.FromPretrained(model);
+        var (_, cache) = m.RunWithCache(tensor(new long[] { 1, 2, 3, 4, 5 }).unsqueeze(0));
+        using (cache)
+        {
+            Assert.Equal(m.HookNames, listed.Select(l => l.Name));
+            foreach (var (name, shape) in listed)
+            {
+                var dims = cache[name].shape.Select(d => d.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToArray();
+                dims[0] = "batch";
+                if (dims.Length == 4 && dims[2] == "5" && dims[3] == "5") (dims[2], dims[3]) = ("query_pos", "key_pos");
+                else dims[1] = "pos";
+                Assert.Equal($"[{string.Join(", ", dims)}]", shape);
+            }
+        }
+        Assert.Contains(listed, l => l.Name == "blocks.1.attn.hook_q" && l.Shape == "[batch, pos, 4, 8]");
+        Assert.Contains(listed, l => l.Name == "ln_final.hook_scale" && l.Shape == "[batch, pos, 1]");
     }
 }
 

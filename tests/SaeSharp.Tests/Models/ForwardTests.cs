@@ -57,7 +57,13 @@ public class ForwardTests : ModelTestBase
                             {
                                 var actual = cache[name].select(0, 1);
                                 var expected = refCache[name][0];
-                                if (name.EndsWith("hook_pattern", StringComparison.Ordinal))
+                                if (name.EndsWith("hook_attn_scores", StringComparison.Ordinal))
+                                {
+                                    // [head, q, k]: real queries over real keys as unpadded; padded keys masked.
+                                    AssertAllClose(expected, actual.narrow(1, off, 3).narrow(2, off, 3), 1e-5, what + " " + name);
+                                    Assert.Equal(float.MinValue, actual.narrow(1, off, 3).narrow(2, left ? 0 : 3, 3).max().item<float>());
+                                }
+                                else if (name.EndsWith("hook_pattern", StringComparison.Ordinal))
                                 {
                                     // [head, q, k]: real queries over real keys; padded keys get no weight.
                                     AssertAllClose(expected, actual.narrow(1, off, 3).narrow(2, off, 3), 1e-5, what + " " + name);
