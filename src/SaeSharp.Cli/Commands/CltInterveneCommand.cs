@@ -46,7 +46,7 @@ internal static class CltInterveneCommand
             model, sae, prompt, input, set, direct, constrained, noFreeze, generate, top, noBos, dtype,
         };
         var sampling = new ModelCommands.SamplingOptions();
-        sampling.AddTo(command);
+        sampling.AddTo(command, kvCacheOption: false);   // feature_intervention's positions follow the cached passes
         Cli.SetAction(command, parse =>
         {
             string saePath = parse.GetValue(sae)!;

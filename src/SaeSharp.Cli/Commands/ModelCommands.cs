@@ -74,11 +74,19 @@ internal static class ModelCommands
         public readonly Option<int?> TopK = new Option<int?>("--top-k") { Description = "Sample from the k most likely tokens" }.Positive();
         public readonly Option<double?> TopP = new("--top-p") { Description = "Nucleus sampling mass" };
         public readonly Option<ulong?> Seed = new("--seed") { Description = "Sampling seed" };
+        public readonly Option<bool> NoKvCache = new("--no-kv-cache")
+        {
+            Description = "Run the whole sequence again at every new token instead of caching keys and values (TransformerLens use_past_kv_cache=False): the same tokens, slower",
+        };
         public readonly PenaltyOptions Penalties = new();
+        private bool _kvCacheOption;
 
-        public void AddTo(Command c)
+        /// <summary>Adds the options to <paramref name="c"/>; <paramref name="kvCacheOption"/>: also <c>--no-kv-cache</c>
+        /// (not where generation needs the cache: <c>sae intervene</c>).</summary>
+        public void AddTo(Command c, bool kvCacheOption = true)
         {
             foreach (var o in new Option[] { Temperature, TopK, TopP, Seed }) c.Options.Add(o);
+            if (_kvCacheOption = kvCacheOption) c.Options.Add(NoKvCache);
             Penalties.AddTo(c);
         }
 
@@ -97,7 +105,8 @@ internal static class ModelCommands
         public void RefuseWithoutGeneration(ParseResult parse, int newTokens)
         {
             if (newTokens == 0)
-                Cli.RefuseGiven(parse, "how --generate chooses the new tokens; give --generate N", [Temperature, TopK, TopP, Seed, .. Penalties.All]);
+                Cli.RefuseGiven(parse, "how --generate chooses the new tokens; give --generate N",
+                    [Temperature, TopK, TopP, Seed, .. Penalties.All, .. _kvCacheOption ? [NoKvCache] : Array.Empty<Option>()]);
             RefuseWhenGreedy(parse);
         }
 
@@ -112,6 +121,7 @@ internal static class ModelCommands
             TopP = parse.GetValue(TopP),
             Seed = seed ?? parse.GetValue(Seed),
             EosTokenId = eos,
+            UseKvCache = !_kvCacheOption || !parse.GetValue(NoKvCache),
         });
 
         /// <summary>The seed that both continuations of <c>sae model run --generate</c> share when sampling: <c>--seed</c>, or

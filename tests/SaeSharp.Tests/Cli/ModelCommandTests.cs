@@ -138,6 +138,34 @@ public class ModelCommandTests : IDisposable
         Assert.Equal(4, fromBos.Trim().Split(' ').Length);
     }
 
+    /// <summary><c>--no-kv-cache</c> reaches <see cref="GenerationOptions.UseKvCache"/> and gives the cached run's tokens,
+    /// greedy and sampled (model generate and model run --generate); without generation it is refused by name, and
+    /// intervene (whose positions follow the cached passes) does not offer it.</summary>
+    [Fact]
+    public void NoKvCacheGivesTheCachedTokens()
+    {
+        var sampling = new SaeSharp.Cli.Commands.ModelCommands.SamplingOptions();
+        var command = new System.CommandLine.Command("g");
+        sampling.AddTo(command);
+        Assert.False(sampling.Options(command.Parse(["--no-kv-cache"]), eos: null).UseKvCache);
+        Assert.True(sampling.Options(command.Parse([]), eos: null).UseKvCache);
+        foreach (string[] how in new[] { new[] { "--temperature", "0" }, ["--temperature", "0.9", "--seed", "5"] })
+        {
+            string[] args = ["model", "generate", "--model", "builtin", "--prompt", "Mia saw a", "--max-new-tokens", "10", .. how];
+            var (exit, cached, err) = CliRunner.Run(args);
+            Assert.True(exit == 0, err);
+            (exit, var whole, err) = CliRunner.Run([.. args, "--no-kv-cache"]);
+            Assert.True(exit == 0, err);
+            Assert.Equal(cached, whole);
+        }
+        var (code, _, error) = CliRunner.Run("model", "run", "--model", "builtin", "--prompt", "Mia saw a", "--out", Path.Combine(_dir, "o.safetensors"), "--no-kv-cache");
+        Assert.Equal(1, code);
+        Assert.Contains("--no-kv-cache", error);
+        Assert.False(File.Exists(Path.Combine(_dir, "o.safetensors")));
+        (code, _, error) = CliRunner.Run("intervene", "--help");
+        Assert.DoesNotContain("--no-kv-cache", error);
+    }
+
     /// <summary>Every hook point is listed once, in firing order, with the shape its cached tensor has in a real run
     /// (batch and positions named).</summary>
     [Fact]
