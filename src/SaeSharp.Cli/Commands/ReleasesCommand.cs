@@ -24,7 +24,7 @@ internal static class ReleasesCommand
             {
                 Cli.RefuseGiven(parse, $"filters the list of releases; with RELEASE ({name}) --search filters its SAEs", model);
                 var r = SaeReleases.Find(name) ?? throw new SaeSharpException(
-                    $"no release '{name}'{Suggest(name)}; `sae releases` lists them");
+                    $"no release '{name}'{SaeReleases.Suggest(name)}; `sae releases` lists them");
                 var saes = r.Saes.Select(s => (Sae: s, Hooks: SaeLensConversions.ReleaseHooks(r, s))).Where(x => text is null
                     || x.Sae.Id.Contains(text, StringComparison.OrdinalIgnoreCase)
                     || (x.Hooks.In ?? "").Contains(text, StringComparison.OrdinalIgnoreCase)
@@ -64,14 +64,6 @@ internal static class ReleasesCommand
         r.Conversion is { } c && SaeLensConversions.Unsupported.ContainsKey(c) ? $"{c} (not supported)" : r.Conversion ?? "saelens";
 
     private static string L0(PretrainedSae s) => s.L0?.ToString("0.#") ?? "-";
-
-    private static string Suggest(string name)
-    {
-        var close = SaeReleases.All.Where(r => r.Release.Contains(name, StringComparison.OrdinalIgnoreCase)
-                                               || name.Contains(r.Release, StringComparison.OrdinalIgnoreCase)).Take(5).ToList();
-        return close.Count == 0 ? NameSuggestion.For(name, SaeReleases.All.Select(r => r.Release))
-            : $" (did you mean {string.Join(", ", close.Select(r => r.Release))}?)";
-    }
 
     /// <summary>The table: the first two columns and hook_out are names a user copies (release, sae_id / repo, hooks),
     /// never broken across lines on a terminal (a terminal too narrow for the table gets a block per row); in a pipe the

@@ -78,19 +78,37 @@ public sealed class HfHubClient : IDisposable
         string config = (await DownloadFileAsync(repo, "config.json", revision, optional: false, cancellationToken).ConfigureAwait(false))!;
         snapshot = SnapshotOf(config, "config.json");
         checkConfig?.Invoke(config);
-        string? single = await DownloadFileAsync(repo, "model.safetensors", revision, optional: true, cancellationToken).ConfigureAwait(false);
+        // Offline (or with the hub unreachable), an optional file that is not cached counts as absent, as transformers
+        // treats huggingface_hub's LocalEntryNotFoundError for optional files: `huggingface-cli download` leaves no
+        // .no_exist markers, so a sharded model's model.safetensors or a repo's missing vocab.json is simply not there.
+        var (single, singleUnavailable) = await TryOptionalAsync(repo, "model.safetensors", revision, cancellationToken).ConfigureAwait(false);
         if (single is null)
         {
-            string? index = await DownloadFileAsync(repo, "model.safetensors.index.json", revision, optional: true, cancellationToken).ConfigureAwait(false);
+            var (index, indexUnavailable) = await TryOptionalAsync(repo, "model.safetensors.index.json", revision, cancellationToken).ConfigureAwait(false);
             if (index is null)
-                throw new SaeSharpException(
+                throw singleUnavailable ?? indexUnavailable ?? new SaeSharpException(
                     $"{repo} (revision {revision}) has neither model.safetensors nor model.safetensors.index.json");
             foreach (var shard in ShardsOf(index))
                 await DownloadFileAsync(repo, shard, revision, optional: false, cancellationToken).ConfigureAwait(false);
         }
         foreach (var f in TokenizerFiles)
-            await DownloadFileAsync(repo, f, revision, optional: true, cancellationToken).ConfigureAwait(false);
+            await TryOptionalAsync(repo, f, revision, cancellationToken).ConfigureAwait(false);
         return snapshot;
+    }
+
+    /// <summary>An optional file: its path, or null with the error when it is not cached and cannot be fetched (offline,
+    /// or the hub unreachable), or null alone when the repo lacks it.</summary>
+    private async Task<(string? Path, SaeSharpException? Unavailable)> TryOptionalAsync(string repo, string filename, string revision,
+        CancellationToken cancellationToken)
+    {
+        try
+        {
+            return (await DownloadFileAsync(repo, filename, revision, optional: true, cancellationToken).ConfigureAwait(false), null);
+        }
+        catch (SaeSharpException e) when (e.Data.Contains(UnavailableKey))
+        {
+            return (null, e);
+        }
     }
 
     private static string SnapshotOf(string? filePath, string relative)
@@ -144,17 +162,8 @@ public sealed class HfHubClient : IDisposable
     /// <summary>A file that may be missing, looked up as SAELens looks up <c>sparsity.safetensors</c> (catching
     /// huggingface_hub's EntryNotFoundError, of which LocalEntryNotFoundError is a kind): null when the repo lacks it, and
     /// also when it is not cached and cannot be looked up (offline mode, or the hub unreachable).</summary>
-    public string? TryDownloadFile(string repoId, string filename, string revision = "main")
-    {
-        try
-        {
-            return DownloadFile(repoId, filename, revision, optional: true);
-        }
-        catch (SaeSharpException e) when (e.Data.Contains(UnavailableKey))
-        {
-            return null;
-        }
-    }
+    public string? TryDownloadFile(string repoId, string filename, string revision = "main") =>
+        TryOptionalAsync(repoId, filename, revision, CancellationToken.None).GetAwaiter().GetResult().Path;
 
     /// <summary>Marks (in <see cref="Exception.Data"/>) the errors of a file that is not cached and cannot be fetched.</summary>
     private const string UnavailableKey = "SaeSharp.Hub.Unavailable";
@@ -196,7 +205,10 @@ public sealed class HfHubClient : IDisposable
         }
         if (_options.Offline)
             throw Unavailable(
-                $"{repoId}/{filename} (revision {revision}) is not in the cache {_options.CacheDir} and offline mode is on (HF_HUB_OFFLINE)");
+                $"{repoId}/{filename} (revision {revision}) is not in the cache and offline mode is on (HF_HUB_OFFLINE): looked in "
+                + $"{storage}{WhyNotCached(storage, revision, cachedCommit, relative)}; download it once online (unset HF_HUB_OFFLINE, or "
+                + $"`huggingface-cli download {(repoType == HfRepoType.Dataset ? "--repo-type dataset " : "")}{repoId} {filename}"
+                + $"{(revision == "main" ? "" : " --revision " + revision)}`), or set HF_HUB_CACHE (or HF_HOME) to the cache that holds it");
 
         // 2. Metadata: commit, etag, size, final URL.
         string url = $"{_options.Endpoint.TrimEnd('/')}/{UrlPrefix(repoType)}{repoId}/resolve/{Uri.EscapeDataString(revision)}/"
@@ -214,6 +226,28 @@ public sealed class HfHubClient : IDisposable
             await DownloadBlobAsync(meta, blob, repoId, filename, revision, cancellationToken).ConfigureAwait(false);
         LinkPointer(blob, pointerPath);
         return pointerPath;
+    }
+
+    /// <summary>Why a file is not in the cache, for the offline error: the repo folder, the ref, the snapshot folder or the
+    /// file missing, and any partial downloads (<c>blobs/*.incomplete</c>) left by an interrupted download.</summary>
+    private static string WhyNotCached(string storage, string revision, string? commit, string relative)
+    {
+        if (!Directory.Exists(storage)) return " (no such folder: nothing of this repo is cached)";
+        string partial = Directory.Exists(Path.Combine(storage, "blobs"))
+            && Directory.GetFiles(Path.Combine(storage, "blobs"), "*.incomplete").Length is int n and > 0
+            ? $"; {n} interrupted download{(n == 1 ? "" : "s")} (blobs/*.incomplete) resume when online"
+            : "";
+        if (commit is null)
+            return CommitHash.IsMatch(revision) || File.Exists(Path.Combine(storage, "refs", revision))
+                ? $" (refs/{revision} does not hold a commit hash{partial})"
+                : $" (no refs/{revision}: revision {revision} was never downloaded{partial})";
+        string snapshot = Path.Combine(storage, "snapshots", commit);
+        if (!Directory.Exists(snapshot))
+            return $" ({(CommitHash.IsMatch(revision) ? "" : $"refs/{revision} points at commit {commit}, which has ")}no snapshots/{commit} folder{partial})";
+        string pointer = Path.Combine(snapshot, relative);
+        return new FileInfo(pointer).LinkTarget is { } target
+            ? $" (snapshots/{commit}/{relative.Replace(Path.DirectorySeparatorChar, '/')} links to {target}, which is missing{partial})"
+            : $" (snapshots/{commit} has no {relative.Replace(Path.DirectorySeparatorChar, '/')}{partial})";
     }
 
     /// <summary>The cache folder of a repo: <c>{cache}/models--org--name</c> or <c>{cache}/datasets--org--name</c>.</summary>

@@ -10,10 +10,11 @@ public sealed class HfHubOptions
     /// else <c>HF_HOME/hub</c>, else <c>~/.cache/huggingface/hub</c>).</summary>
     public string CacheDir { get; init; } = DefaultCacheDir(Environment.GetEnvironmentVariable);
 
-    /// <summary>Access token sent as <c>Authorization: Bearer</c> (<c>HF_TOKEN</c>); null for anonymous access.</summary>
+    /// <summary>Access token sent as <c>Authorization: Bearer</c> (<c>HF_TOKEN</c>, else the file <c>huggingface-cli login</c>
+    /// wrote: <c>HF_TOKEN_PATH</c> or <c>HF_HOME/token</c>); null for anonymous access.</summary>
     public string? Token { get; init; }
 
-    /// <summary>Use only the cache, never the network (<c>HF_HUB_OFFLINE=1</c>).</summary>
+    /// <summary>Use only the cache, never the network (<c>HF_HUB_OFFLINE=1</c>, else <c>TRANSFORMERS_OFFLINE=1</c>).</summary>
     public bool Offline { get; init; }
 
     /// <summary>Time allowed for each metadata (HEAD) request.</summary>
@@ -26,33 +27,55 @@ public sealed class HfHubOptions
     public Action<string, long, long>? Progress { get; init; }
 
     /// <summary>Options from the environment: HF_ENDPOINT, HF_HOME, HF_HUB_CACHE, HF_TOKEN, HF_HUB_OFFLINE
-    /// (and the older HUGGINGFACE_HUB_CACHE / HUGGING_FACE_HUB_TOKEN), as huggingface_hub reads them.</summary>
+    /// (and the older HUGGINGFACE_HUB_CACHE / HUGGING_FACE_HUB_TOKEN / TRANSFORMERS_OFFLINE), and the token file of
+    /// <c>huggingface-cli login</c> (HF_TOKEN_PATH, else HF_HOME/token), as huggingface_hub reads them.</summary>
     public static HfHubOptions FromEnvironment() => FromEnvironment(Environment.GetEnvironmentVariable);
 
     internal static HfHubOptions FromEnvironment(Func<string, string?> getenv)
     {
         string? endpoint = NonEmpty(getenv("HF_ENDPOINT"));
-        string? offline = NonEmpty(getenv("HF_HUB_OFFLINE"));
+        // huggingface_hub: HF_HUB_OFFLINE = _is_true(os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE"))
+        string? offline = NonEmpty(getenv("HF_HUB_OFFLINE")) ?? NonEmpty(getenv("TRANSFORMERS_OFFLINE"));
         return new HfHubOptions
         {
             Endpoint = (endpoint ?? "https://huggingface.co").TrimEnd('/'),
             CacheDir = DefaultCacheDir(getenv),
-            Token = NonEmpty(getenv("HF_TOKEN")) ?? NonEmpty(getenv("HUGGING_FACE_HUB_TOKEN")),
+            Token = NonEmpty(getenv("HF_TOKEN")) ?? NonEmpty(getenv("HUGGING_FACE_HUB_TOKEN")) ?? StoredToken(getenv),
             Offline = offline is not null && offline.ToUpperInvariant() is "1" or "ON" or "YES" or "TRUE",
         };
     }
 
-    internal static string DefaultCacheDir(Func<string, string?> getenv)
+    /// <summary>The token <c>huggingface-cli login</c> stored: the file <c>HF_TOKEN_PATH</c>, else <c>HF_HOME/token</c>
+    /// (huggingface_hub's <c>get_token</c> after the environment variables), or null.</summary>
+    private static string? StoredToken(Func<string, string?> getenv)
     {
-        string? hubCache = NonEmpty(getenv("HF_HUB_CACHE")) ?? NonEmpty(getenv("HUGGINGFACE_HUB_CACHE"));
-        if (hubCache is not null) return ExpandHome(hubCache, getenv);
+        string path = ExpandHome(NonEmpty(getenv("HF_TOKEN_PATH")) ?? Path.Combine(HfHome(getenv), "token"), getenv);
+        try
+        {
+            return File.Exists(path) ? NonEmpty(File.ReadAllText(path).Trim()) : null;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
+    }
+
+    private static string HfHome(Func<string, string?> getenv)
+    {
         string? hfHome = NonEmpty(getenv("HF_HOME"));
         if (hfHome is null)
         {
             string? xdg = NonEmpty(getenv("XDG_CACHE_HOME"));
             hfHome = Path.Combine(xdg ?? Path.Combine(Home(getenv), ".cache"), "huggingface");
         }
-        return Path.Combine(ExpandHome(hfHome, getenv), "hub");
+        return ExpandHome(hfHome, getenv);
+    }
+
+    internal static string DefaultCacheDir(Func<string, string?> getenv)
+    {
+        string? hubCache = NonEmpty(getenv("HF_HUB_CACHE")) ?? NonEmpty(getenv("HUGGINGFACE_HUB_CACHE"));
+        if (hubCache is not null) return ExpandHome(hubCache, getenv);
+        return Path.Combine(HfHome(getenv), "hub");
     }
 
     private static string Home(Func<string, string?> getenv) =>

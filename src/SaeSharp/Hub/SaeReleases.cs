@@ -55,12 +55,25 @@ public static class SaeReleases
         var sae = release.Find(id);
         if (sae is null)
         {
-            var close = release.Saes.Where(s => s.Id.Contains(id, StringComparison.OrdinalIgnoreCase)).Take(8).ToList();
-            var shown = (close.Count > 0 ? close : release.Saes.Take(8)).Select(s => s.Id);
+            // The ids containing what was typed, else the nearest by edit distance (blocks.8.hook_resid_post → …resid_pre).
+            var ids = release.Saes.Select(s => s.Id).ToList();
+            var close = ids.Where(s => s.Contains(id, StringComparison.OrdinalIgnoreCase)).Take(8).ToList();
+            var shown = close.Count > 0 ? close
+                : ids.OrderBy(s => NameSuggestion.EditDistance(id.ToLowerInvariant(), s.ToLowerInvariant())).ThenBy(s => s, StringComparer.Ordinal).Take(8).ToList();
             throw new SaeSharpException(
-                $"release '{release.Release}' has no SAE '{id}' ({release.Saes.Count} SAEs, e.g. {string.Join(", ", shown)}; `sae releases {release.Release}` lists them)");
+                $"release '{release.Release}' has no SAE '{id}'{NameSuggestion.For(id, ids)} ({release.Saes.Count} SAEs; nearest: {string.Join(", ", shown)}; `sae releases {release.Release}` lists them)");
         }
         return (release, sae);
+    }
+
+    /// <summary><c> (did you mean …?)</c> for a release name not in the table: the releases whose name contains it or is
+    /// contained in it (up to five), else the one within two edits; "" when none is close.</summary>
+    public static string Suggest(string name)
+    {
+        var close = All.Where(r => r.Release.Contains(name, StringComparison.OrdinalIgnoreCase)
+                                   || name.Contains(r.Release, StringComparison.OrdinalIgnoreCase)).Take(5).ToList();
+        return close.Count == 0 ? NameSuggestion.For(name, All.Select(r => r.Release))
+            : $" (did you mean {string.Join(", ", close.Select(r => r.Release))}?)";
     }
 
     /// <summary>Releases whose model contains <paramref name="model"/> and whose name, repo or model contains

@@ -63,8 +63,13 @@ public static class SaeSource
             using var client = new HfHubClient(hub ?? HfHubOptions.FromEnvironment());
             return new ResolvedSae(ResolveRelease(client, found.Release, found.Sae), found.Release, found.Sae);
         }
+        string first = spec.Split('/')[0];
+        if (SaeReleases.Find(first) is { } bare)
+            throw new SaeSharpException(
+                $"{spec}: '{bare.Release}' is a release; name one of its {bare.Saes.Count} SAEs as RELEASE/SAE_ID, e.g. {bare.Release}/{bare.Saes[0].Id} (`sae releases {bare.Release}` lists them)");
+        bool looksLikeRelease = spec.Contains('/') && !first.Contains('.') && !System.IO.Path.IsPathRooted(spec);
         throw new SaeSharpException(
-            $"{spec}: no such SAE file or folder, nor RELEASE/SAE_ID of a known release (`sae releases` lists them), nor hf:ORG/REPO[/PATH]");
+            $"{spec}: no such SAE file or folder, nor RELEASE/SAE_ID of a known release{(looksLikeRelease ? $": no release '{first}'{SaeReleases.Suggest(first)}" : "")} (`sae releases` lists them), nor hf:ORG/REPO[/PATH]");
     }
 
     /// <summary>Parses <c>hf:ORG/REPO[@REVISION][/PATH]</c>.</summary>

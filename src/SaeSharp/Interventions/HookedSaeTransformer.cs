@@ -76,6 +76,12 @@ public sealed class HookedSaeTransformer(HookedTransformer model)
         });
     }
 
+    /// <summary>Logits with the SAEs spliced and the given hooks applied (TransformerLens / SAELens
+    /// <c>run_with_hooks(tokens, fwd_hooks=[(name, fn)])</c>; SAE hook points such as
+    /// <c>attached.HookName(SaeHookPoints.ActsPost)</c> included). A hook returns the replacement or null.</summary>
+    public Tensor RunWithHooks(Tensor tokens, params (string Name, Func<Tensor, Tensor?> Fn)[] hooks) =>
+        RunWithHooks(tokens, null, hooks);
+
     /// <summary>Logits with the SAEs spliced, the interventions and the given hooks applied.</summary>
     public Tensor RunWithHooks(Tensor tokens, IEnumerable<Intervention>? interventions = null, params (string Name, Func<Tensor, Tensor?> Fn)[] hooks) =>
         Run(tokens, new RunOptions { Hooks = hooks }, interventions).Logits!;

@@ -7,8 +7,16 @@ namespace SaeSharp.Pipelines;
 /// <summary>Model and text options shared by <c>sae cache</c>, <c>sae train --model</c> and <c>sae eval</c>.</summary>
 public sealed record ModelDataOptions
 {
-    /// <summary>Hugging Face model folder (config.json + safetensors).</summary>
-    public required string ModelPath { get; init; }
+    /// <summary>Hugging Face model folder (config.json + safetensors); <c>builtin</c> stands for the shipped model's folder
+    /// (<see cref="LanguageModels.BuiltinModel.Folder"/>), as <c>--model builtin</c> does. A hub id is not downloaded
+    /// here: <see cref="ModelPipeline.ResolveModelFolder"/> gives its folder.</summary>
+    public required string ModelPath
+    {
+        get => _modelPath;
+        init => _modelPath = LanguageModels.BuiltinModel.Resolve(value);
+    }
+
+    private readonly string _modelPath = "";
     /// <summary>Dataset file or folder (.txt, .jsonl, .parquet; text or pre-tokenized).</summary>
     public required string DatasetPath { get; init; }
     /// <summary>Tokenizer folder; null: the model folder.</summary>

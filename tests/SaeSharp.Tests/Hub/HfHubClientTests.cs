@@ -273,6 +273,115 @@ public sealed class HfHubClientTests : IDisposable
         offline.Dispose();
     }
 
+    /// <summary>What <c>huggingface-cli download</c> leaves: refs/main and the snapshot's files, no .no_exist markers.</summary>
+    private string HandMadeSnapshot(string commit, params (string Name, byte[] Bytes)[] files)
+    {
+        string snapshot = Path.Combine(Storage, "snapshots", commit);
+        foreach (var (name, bytes) in files)
+        {
+            string f = Path.Combine(snapshot, name);
+            Directory.CreateDirectory(Path.GetDirectoryName(f)!);
+            File.WriteAllBytes(f, bytes);
+        }
+        Directory.CreateDirectory(Path.Combine(Storage, "refs"));
+        File.WriteAllText(Path.Combine(Storage, "refs", "main"), commit);
+        return snapshot;
+    }
+
+    [Fact]
+    public void Offline_a_cli_downloaded_model_loads_without_the_optional_files_it_lacks()
+    {
+        const string commit = "00112233445566778899aabbccddeeff00112233";
+        // A repo with tokenizer.json only (no vocab.json, merges.txt, …), downloaded by huggingface-cli: no .no_exist markers.
+        string snapshot = HandMadeSnapshot(commit, ("config.json", _config), ("model.safetensors", _weights), ("tokenizer.json", _tokenizer));
+        using var offline = new HfHubClient(new HfHubOptions { Endpoint = _server.Endpoint, CacheDir = _cache, Offline = true });
+        Assert.Equal(snapshot, offline.Resolve("org/tiny"));
+
+        // Sharded: model.safetensors is absent, the index and its shards are cached.
+        File.Delete(Path.Combine(snapshot, "model.safetensors"));
+        File.WriteAllText(Path.Combine(snapshot, "model.safetensors.index.json"),
+            "{\"weight_map\": {\"a\": \"model-00001-of-00001.safetensors\"}}");
+        File.WriteAllBytes(Path.Combine(snapshot, "model-00001-of-00001.safetensors"), _weights);
+        Assert.Equal(snapshot, offline.Resolve("org/tiny"));
+        Assert.Empty(_server.Requests);
+
+        // No weights cached at all: the error is the offline one for model.safetensors, not "the repo has no weights".
+        File.Delete(Path.Combine(snapshot, "model.safetensors.index.json"));
+        var e = Assert.Throws<SaeSharpException>(() => offline.Resolve("org/tiny"));
+        Assert.StartsWith("org/tiny/model.safetensors (revision main) is not in the cache and offline mode is on (HF_HUB_OFFLINE)", e.Message);
+    }
+
+    [Fact]
+    public void Offline_errors_name_the_repo_file_cache_folder_what_is_missing_and_what_to_set()
+    {
+        using var offline = new HfHubClient(new HfHubOptions { Endpoint = _server.Endpoint, CacheDir = _cache, Offline = true });
+        string Error(string file, string revision = "main") =>
+            Assert.Throws<SaeSharpException>(() => offline.DownloadFile("org/tiny", file, revision)).Message;
+
+        string nothing = Error("config.json");
+        Assert.Contains($"org/tiny/config.json (revision main) is not in the cache and offline mode is on (HF_HUB_OFFLINE): looked in {Storage} (no such folder", nothing);
+        Assert.Contains("`huggingface-cli download org/tiny config.json`", nothing);
+        Assert.Contains("set HF_HUB_CACHE (or HF_HOME) to the cache that holds it", nothing);
+        Assert.Contains("--revision v2", Error("config.json", "v2"));
+
+        // refs/main points at a commit whose snapshot was deleted.
+        const string gone = "ffffffffffffffffffffffffffffffffffffffff";
+        Directory.CreateDirectory(Path.Combine(Storage, "refs"));
+        File.WriteAllText(Path.Combine(Storage, "refs", "main"), gone);
+        Assert.Contains($"(refs/main points at commit {gone}, which has no snapshots/{gone} folder)", Error("config.json"));
+        Assert.Contains("(no refs/v2: revision v2 was never downloaded)", Error("config.json", "v2"));
+
+        // A partial download: the blob is still .incomplete, so no snapshot file links to it yet.
+        Directory.CreateDirectory(Path.Combine(Storage, "blobs"));
+        File.WriteAllBytes(Path.Combine(Storage, "blobs", "abc123.incomplete"), [1, 2, 3]);
+        HandMadeSnapshot(gone, ("config.json", _config));
+        string partial = Error("model.safetensors");
+        Assert.Contains($"(snapshots/{gone} has no model.safetensors; 1 interrupted download (blobs/*.incomplete) resume when online)", partial);
+
+        // A snapshot link whose blob is gone.
+        File.CreateSymbolicLink(Path.Combine(Storage, "snapshots", gone, "tokenizer.json"), "../../blobs/missing");
+        Assert.Contains($"snapshots/{gone}/tokenizer.json links to ../../blobs/missing, which is missing", Error("tokenizer.json"));
+    }
+
+    [Fact]
+    public void Transformers_offline_turns_offline_mode_on_unless_HF_HUB_OFFLINE_is_set()
+    {
+        // huggingface_hub: _is_true(os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE"))
+        static bool Offline(params (string, string)[] vars)
+        {
+            var d = vars.ToDictionary(v => v.Item1, v => v.Item2);
+            return HfHubOptions.FromEnvironment(k => d.GetValueOrDefault(k)).Offline;
+        }
+        Assert.True(Offline(("TRANSFORMERS_OFFLINE", "1")));
+        Assert.True(Offline(("TRANSFORMERS_OFFLINE", "yes")));
+        Assert.False(Offline(("HF_HUB_OFFLINE", "0"), ("TRANSFORMERS_OFFLINE", "1")));
+        Assert.True(Offline(("HF_HUB_OFFLINE", "true"), ("TRANSFORMERS_OFFLINE", "0")));
+        Assert.False(Offline(("TRANSFORMERS_OFFLINE", "0")));
+    }
+
+    [Fact]
+    public void The_token_huggingface_cli_login_stored_is_used_when_HF_TOKEN_is_not_set()
+    {
+        string home = Path.Combine(_cache, "hfhome");
+        Directory.CreateDirectory(home);
+        File.WriteAllText(Path.Combine(home, "token"), "hf_stored\n");
+        File.WriteAllText(Path.Combine(_cache, "elsewhere"), "hf_other");
+        Func<string, string?> Env(params (string, string)[] vars)
+        {
+            var d = vars.ToDictionary(v => v.Item1, v => v.Item2);
+            return k => d.GetValueOrDefault(k);
+        }
+        Assert.Equal("hf_stored", HfHubOptions.FromEnvironment(Env(("HF_HOME", home))).Token);
+        Assert.Equal("hf_env", HfHubOptions.FromEnvironment(Env(("HF_HOME", home), ("HF_TOKEN", "hf_env"))).Token);
+        Assert.Equal("hf_other", HfHubOptions.FromEnvironment(Env(("HF_HOME", home), ("HF_TOKEN_PATH", Path.Combine(_cache, "elsewhere")))).Token);
+        Assert.Null(HfHubOptions.FromEnvironment(Env(("HF_HOME", Path.Combine(_cache, "empty")))).Token);
+
+        // The stored token reaches the hub as the Bearer header.
+        using var client = new HfHubClient(HfHubOptions.FromEnvironment(Env(("HF_HOME", home), ("HF_ENDPOINT", _server.Endpoint))));
+        client.DownloadFile("org/tiny", "config.json");
+        Assert.All(_server.Requests, r => Assert.Equal("Bearer hf_stored", r.Authorization));
+    }
+
     [Fact]
     public void Options_follow_the_environment_variables()
     {

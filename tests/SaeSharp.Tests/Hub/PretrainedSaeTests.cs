@@ -533,6 +533,18 @@ public sealed class PretrainedSaeTests : FakeHubTestBase
 
         var unknown = Assert.Throws<SaeSharpException>(() => SaeLoader.Load("not-a-release/blocks.0", Options));
         Assert.Contains("no such SAE file or folder", unknown.Message);
+        // A mistyped release name is answered with the nearest release; a release without an SAE id with one of its ids;
+        // an SAE id not in the release with the nearest ids (gpt2-small-res-jb has resid_pre for layers 0-11).
+        var typo = Assert.Throws<SaeSharpException>(() => SaeLoader.Load("gpt2-small-res_jb/blocks.0.hook_resid_pre", Options));
+        Assert.Contains("no release 'gpt2-small-res_jb' (did you mean 'gpt2-small-res-jb'?)", typo.Message);
+        var bare = Assert.Throws<SaeSharpException>(() => SaeLoader.Load("gpt2-small-res-jb", Options));
+        Assert.Contains("'gpt2-small-res-jb' is a release; name one of its", bare.Message);
+        Assert.Contains("e.g. gpt2-small-res-jb/blocks.", bare.Message);
+        var id = Assert.Throws<SaeSharpException>(() => SaeLoader.Load("gpt2-small-res-jb/blocks.8.hook_resid_post", Options));
+        Assert.Contains("release 'gpt2-small-res-jb' has no SAE 'blocks.8.hook_resid_post'", id.Message);
+        Assert.Contains("blocks.8.hook_resid_pre", id.Message[id.Message.IndexOf("nearest:", StringComparison.Ordinal)..]);
+        var idTypo = Assert.Throws<SaeSharpException>(() => SaeLoader.Load("gpt2-small-res-jb/blocks.8.hook_resid_pr", Options));
+        Assert.Contains("(did you mean 'blocks.8.hook_resid_pre'?)", idTypo.Message);
 
         // A release in another library's format names the file its SAELens loader reads first (connor_rob_hook_z: NAME_cfg.json).
         _server.Repos["ckkissane/attn-saes-gpt2-small-all-layers"] = new();

@@ -21,6 +21,8 @@ public class ReadmeInterventionSampleTests : ModelTestBase
         var attached = hooked.AddSae(loaded, useErrorTerm: true);         // at loaded.Cfg.Metadata.HookName
         var (same, saeCache) = hooked.RunWithCache(tokens, [attached.HookName(SaeHookPoints.ActsPost)]);
         var ablated = hooked.RunWithHooks(tokens, [new Ablation(loaded, [12, 40]), new Clamp(loaded, feature: 7, value: 3.0)]);
+        var shapes = new List<long[]>();  // fwd_hooks=[(name, fn)] as in TransformerLens: fn returns the replacement, or null to keep it
+        var observed = hooked.RunWithHooks(tokens, (attached.HookName(SaeHookPoints.ActsPost), acts => { shapes.Add(acts.shape); return null; }));
         using var steered = hooked.Generate(tokens, 20, new GenerationOptions { Temperature = 0.7, Seed = 1 },
                                             [new Steering(loaded, feature: 7, scale: 20.0)]);
         // steered.Rows[r]: prompt tokens, new tokens (EOS included), Stop (MaxNewTokens or Eos); Rows[r].Affects(p): steering at p applied
@@ -36,6 +38,9 @@ public class ReadmeInterventionSampleTests : ModelTestBase
             Assert.True(same!.allclose(model.Forward(tokens), rtol: 1e-4, atol: 1e-4), "the error term keeps the clean logits");
         }
         Assert.Equal(same!.shape, ablated.shape);
+        // The plain hook saw the SAE's features once and, returning null, changed nothing.
+        Assert.Equal(new long[] { 1, 4, 64 }, Assert.Single(shapes));
+        Assert.True(observed.allclose(same, rtol: 0, atol: 0), "a hook returning null keeps the activation");
         Assert.Equal(new long[] { 1, 24 }, steered.Tokens.shape);
         // The comment's Rows: no EOS is set, so the row ran its 20 new tokens, and steering at the prompt's positions applied.
         Assert.Equal((4L, 20, GenerationStop.MaxNewTokens), (steered.Rows[0].PromptTokens, steered.Rows[0].NewTokens, steered.Rows[0].Stop));

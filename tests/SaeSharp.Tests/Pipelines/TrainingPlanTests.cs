@@ -242,8 +242,12 @@ public class TrainingPlanTests : IDisposable
         SaeSharp.Corpus.LabelledCorpus.Write(corpus, 1, 400);   // about 30,000 tokens: more than the run needs
         var data = new ModelDataOptions
         {
-            ModelPath = SaeSharp.LanguageModels.BuiltinModel.Folder, DatasetPath = corpus, Tokens = 8192, ContextSize = 8, ExcludeSpecialTokens = true,
+            // "builtin" names the shipped model in the library as --model builtin does in the CLI.
+            ModelPath = "builtin", DatasetPath = corpus, Tokens = 8192, ContextSize = 8, ExcludeSpecialTokens = true,
         };
+        Assert.Equal(SaeSharp.LanguageModels.BuiltinModel.Folder, data.ModelPath);
+        Assert.Equal(SaeSharp.LanguageModels.BuiltinModel.Folder, (data with { ModelPath = "Builtin" }).ModelPath);
+        Assert.Equal(P("elsewhere"), (data with { ModelPath = P("elsewhere") }).ModelPath);
         var s = new TrainingSettings { Architecture = "topk", K = 2, DSae = 32, BatchSize = 256, EvalRows = 64, Out = P("x") };
         using var plan = TrainingPlan.ForModel(s, data, SaeSharp.LanguageModels.BuiltinModel.MiddleHook);
         var result = plan.Run();
