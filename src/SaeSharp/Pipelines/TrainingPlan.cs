@@ -77,9 +77,11 @@ public sealed class TrainingPlan : IDisposable
             if (s.DSae is int asked && s.ExpansionFactor is int factor && asked != factor * dIn)
                 throw new SaeSharpException($"--dict-size {asked} and --expansion {factor} disagree at d_in {dIn} ({factor} × {dIn} = {factor * dIn}): give one");
             if (s.K is int k && recipes.All(r => !SaeRecipes.Get(r).IsKSparse))
-                throw new SaeSharpException($"--k {k} applies to topk, batchtopk and matryoshka; {string.Join(", ", recipes)} set{(recipes.Count == 1 ? "s" : "")} " +
-                                            (recipes.All(SaeRecipes.HasSparsityCoefficient) ? "its sparsity with --l1 or --target-l0"
-                                                : "its sparsity otherwise (--l1 or --target-l0; matching_pursuit: max_iterations and residual_threshold in --config)"));
+                throw new SaeSharpException($"--k {k} applies to topk, batchtopk and matryoshka; {SparsitySetBy(recipes)}");
+            // A run none of whose recipes has a sparsity coefficient (topk family, matching_pursuit) would ignore λ.
+            if (s.L1Coefficient is double l1Given && !recipes.Any(SaeRecipes.HasSparsityCoefficient))
+                throw new SaeSharpException($"--l1 {l1Given} (l1_coefficient) applies to " +
+                                            $"{string.Join(", ", SaeRecipes.Names.Where(SaeRecipes.HasSparsityCoefficient))}; {SparsitySetBy(recipes)}");
             trainer.TotalTrainingSteps = steps;
             trainer.TrainBatchSizeTokens = s.BatchSize;
             // SAELens's dead_feature_window W counts steps (dead when more than W steps without firing); the trainer counts
@@ -94,7 +96,7 @@ public sealed class TrainingPlan : IDisposable
                 if (!(target > 0)) throw new SaeSharpException($"--target-l0 {target}: expected a positive number of active latents");
                 foreach (var r in recipes.Where(r => !SaeRecipes.HasSparsityCoefficient(r)))
                     throw new SaeSharpException($"--target-l0 applies to {string.Join(", ", SaeRecipes.Names.Where(SaeRecipes.HasSparsityCoefficient))}; '{r}' sets its L0 with " +
-                                                (SaeRecipes.Get(r).IsKSparse ? "--k" : "max_iterations, residual_threshold and stop_on_duplicate_support (--config)"));
+                                                SparsityKnobs(r));
             }
             ApplyCadence(trainer, steps, s.CheckpointEvery > 0 ? s.CheckpointEvery : s.NCheckpoints is int n and > 0 ? Math.Max(1, steps / n) : 0);
             var pass = s.ParsedCandidatePass;
@@ -181,6 +183,16 @@ public sealed class TrainingPlan : IDisposable
 
     /// <summary>The SAE of <see cref="TrainingSettings.FromPretrainedPath"/> (any path <see cref="SaeLoader"/> loads, a
     /// release included), or null.</summary>
+    /// <summary>What sets a recipe's sparsity, for the messages that refuse a flag it does not use.</summary>
+    private static string SparsityKnobs(string recipe) =>
+        SaeRecipes.Get(recipe).IsKSparse ? "--k"
+        : SaeRecipes.HasSparsityCoefficient(recipe) ? "--l1 or --target-l0"
+        : "max_iterations, residual_threshold and stop_on_duplicate_support (--config)";
+
+    /// <summary>"relu sets its sparsity with --l1 or --target-l0", one clause per recipe of the run.</summary>
+    private static string SparsitySetBy(IReadOnlyList<string> recipes) =>
+        string.Join("; ", recipes.Select(r => $"{r} sets its sparsity with {SparsityKnobs(r)}"));
+
     private static Sae? LoadPretrained(TrainingSettings s) => s.FromPretrainedPath is { } path ? SaeLoader.Load(path) : null;
 
     private static string PretrainedName(TrainingSettings s) => $"--from-pretrained {s.FromPretrainedPath}";

@@ -328,6 +328,12 @@ public class TrainCommandTests : IDisposable
         var r = Train("--arch", "relu", "--k", "4");
         Assert.Equal(1, r.Exit);
         Assert.Contains("--k 4 applies to topk", r.Err);
+        // --l1 in a run whose recipes have no λ (the TopK family) would be ignored: refused, naming what sets their sparsity.
+        r = Train("--arch", "topk,batchtopk", "--k", "2", "--l1", "0.5");
+        Assert.Equal(1, r.Exit);
+        Assert.Contains("--l1 0.5 (l1_coefficient) applies to relu", r.Err);
+        Assert.Contains("topk sets its sparsity with --k; batchtopk sets its sparsity with --k", r.Err);
+        Assert.False(Directory.Exists(P("run")));
         r = Train("--arch", "topk", "--k", "2", "--dict-size", "24", "--expansion", "4");
         Assert.Equal(1, r.Exit);
         Assert.Contains("--dict-size 24 and --expansion 4 disagree at d_in 8 (4 × 8 = 32)", r.Err);

@@ -132,4 +132,51 @@ public class PeerEvalTests
         Near(E(sl, "mse"), r.MseLoss / r.Rows, 1e-5, "mse (SAELens: per row / tokens in the batch)");
         Near(E(sl, "mse"), r.SaeLensEvalMse, 1e-5, "mse (SAELens, one batch)");
     }
+
+    /// <summary>docs/metrics.md states the peers' own variance formulas; each is transcribed here from the peer's code
+    /// (SAELens 6.18 <c>get_sparsity_and_variance_metrics</c>, dictionary_learning <c>evaluate</c>) and computed in float64
+    /// from the rows, so that the documented formula, not only the peer's number, is checked:
+    /// SAELens's total variance E‖x‖² − (E‖x‖²/d)² (E the mean of the batches' row means), dictionary_learning's
+    /// 1 − Σ_d var(x − x̂) / Σ_d var(x) with unbiased variances, averaged over batches.</summary>
+    [Fact]
+    public void The_peers_variance_formulas_are_the_ones_the_docs_state()
+    {
+        var (sae, x, perBatch) = Load();
+        using var _ = sae;
+        using var __ = x;
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var two = TorchScalars.Of(2);
+        var xd = x.to(ScalarType.Float64);
+        var (y, _) = sae.Run(x);
+        var yd = y.to(ScalarType.Float64);
+        long d = x.shape[1];
+        var batches = new List<(Tensor X, Tensor Y)>();
+        long start = 0;
+        foreach (long n in perBatch)
+        {
+            batches.Add((xd.narrow(0, start, n), yd.narrow(0, start, n)));
+            start += n;
+        }
+
+        double SaeLens(IReadOnlyList<(Tensor X, Tensor Y)> bs)
+        {
+            // Per batch: the mean row ‖x‖², the mean row ‖x − x̂‖²; means over the batches.
+            double s = bs.Average(b => b.X.pow(two).sum([1]).mean().item<double>());
+            double r = bs.Average(b => (b.X - b.Y).pow(two).sum([1]).mean().item<double>());
+            return 1 - r / (s - (s / d) * (s / d));
+        }
+
+        double DictionaryLearning((Tensor X, Tensor Y) b) =>
+            1 - (b.X - b.Y).var([0], unbiased: true).sum().item<double>() / b.X.var([0], unbiased: true).sum().item<double>();
+
+        Near(E("saelens_1_batch", "explained_variance"), SaeLens(batches.Take(1).ToList()), 1e-5, "SAELens explained_variance, 1 batch");
+        Near(E("saelens_3_batches", "explained_variance"), SaeLens(batches), 1e-5, "SAELens explained_variance, 3 batches");
+        Near(E("dictionary_learning_batch0", "frac_variance_explained"), DictionaryLearning(batches[0]), 1e-5,
+            "dictionary_learning frac_variance_explained, batch 0");
+        Near(E("dictionary_learning_all_rows_1_batch", "frac_variance_explained"), DictionaryLearning((xd, yd)), 1e-5,
+            "dictionary_learning frac_variance_explained, all rows");
+        Near(E("dictionary_learning_3_batches", "frac_variance_explained"), batches.Average(DictionaryLearning), 1e-5,
+            "dictionary_learning frac_variance_explained, mean of 3 batches");
+    }
 }

@@ -132,6 +132,12 @@ public class MatchingPursuitTrainingTests : IDisposable
         var l0 = TrainingSettings.FromJson($$"""{"activations": "{{acts}}", "architecture": "matching_pursuit", "target_l0": 4, "out": "{{P("l")}}"}""", "runner.json");
         e = Assert.Throws<SaeSharpException>(() => TrainingPlan.ForActivations(l0));
         Assert.Contains("'matching_pursuit' sets its L0 with max_iterations", e.Message);
+        // No λ: an l1_coefficient (--l1) would change nothing, so it is refused rather than ignored.
+        var l1 = TrainingSettings.FromJson($$"""{"activations": "{{acts}}", "architecture": "matching_pursuit", "l1_coefficient": 0.5, "out": "{{P("l1")}}"}""", "runner.json");
+        e = Assert.Throws<SaeSharpException>(() => TrainingPlan.ForActivations(l1));
+        Assert.Contains("--l1 0.5 (l1_coefficient) applies to relu", e.Message);
+        Assert.Contains("matching_pursuit sets its sparsity with max_iterations", e.Message);
+        Assert.False(Directory.Exists(P("l1")));
     }
 
     [Fact]
