@@ -283,7 +283,7 @@ public static class LmTrainer
         int longest = docs.Count == 0 ? 0 : docs.Max(d => d.Ids.Length);
         if (longest <= ctx - 1) return;
         int cut = docs.Count(d => d.Ids.Length > ctx - 1);
-        throw new SaeSharpException($"--context-size {ctx}: {cut} of the {docs.Count} validation stories of {source} are longer than a window " +
+        throw new SaeSharpException($"--context-size {ctx}: {cut} of the {docs.Count} validation stories of {source} {(cut == 1 ? "is" : "are")} longer than a window " +
             $"({ctx - 1} tokens after BOS; the longest has {longest}): their loss and entropy floor would be of cut stories; " +
             $"give --context-size {longest + 1} or more");
     }
