@@ -5,7 +5,8 @@ namespace SaeSharp.Cli;
 /// <summary>
 /// The graceful stop of a long command: Ctrl-C (SIGINT) or SIGTERM (<c>kill PID</c>, Slurm, <c>docker stop</c>) cancels
 /// <see cref="Token"/> instead of ending the process, so the command can finish its step, checkpoint and return
-/// <see cref="ExitCode"/>. A repeated signal only repeats the notice. Disposing restores the default handling.
+/// <see cref="ExitCode"/>. A repeated signal only repeats the notice (<see cref="Notice"/>: the signal and what the command
+/// does now). Disposing restores the default handling.
 /// </summary>
 internal sealed class StopSignals : IDisposable
 {
@@ -15,15 +16,27 @@ internal sealed class StopSignals : IDisposable
     private int? _exitCode;
     private bool _disposed;
 
-    public StopSignals()
+    private readonly string _action;
+
+    /// <summary>What a training command that checkpoints does when stopped.</summary>
+    public const string SavingACheckpoint = "saving a checkpoint";
+
+    /// <param name="action">What the command does once stopped, for the notice (default: <see cref="SavingACheckpoint"/>).</param>
+    public StopSignals(string action = SavingACheckpoint)
     {
+        _action = action;
         Console.CancelKeyPress += OnCancelKeyPress;
         _sigTerm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, context =>
         {
             context.Cancel = true;
-            Request(143, "sae: terminated (SIGTERM); saving a checkpoint ...");
+            Request(143);
         });
     }
+
+    /// <summary>The line printed on a stop signal: "sae: terminated (SIGTERM); ACTION ..." for exit code 143, else
+    /// "sae: interrupted; ACTION ...".</summary>
+    internal static string Notice(int exitCode, string action) =>
+        (exitCode == 143 ? "sae: terminated (SIGTERM); " : "sae: interrupted; ") + action + " ...";
 
     /// <summary>Cancelled by the first stop signal.</summary>
     public CancellationToken Token => _cts.Token;
@@ -38,10 +51,10 @@ internal sealed class StopSignals : IDisposable
     private void OnCancelKeyPress(object? sender, ConsoleCancelEventArgs e)
     {
         e.Cancel = true;
-        Request(130, "sae: interrupted; saving a checkpoint ...");
+        Request(130);
     }
 
-    private void Request(int exitCode, string notice)
+    private void Request(int exitCode)
     {
         lock (_gate)
         {
@@ -50,7 +63,7 @@ internal sealed class StopSignals : IDisposable
             _exitCode ??= exitCode;
             _cts.Cancel();
         }
-        Console.Error.WriteLine(notice);
+        Console.Error.WriteLine(Notice(exitCode, _action));
     }
 
     public void Dispose()

@@ -67,10 +67,10 @@ internal static class DemoCommand
              "BOS positions left out) stream through a shuffling buffer of 64 contexts into the trainer");
 
         Stage(2, $"training a TopK SAE: d_sae {o.DSae}, k {o.K}, {Cli.Integer(harvest.Steps)} steps of {Cli.Integer(o.BatchSize)} tokens");
-        var (trained, stopExitCode) = TrainCommand.TrainWithProgress(harvest.Steps, demo.Train);
+        var (trained, stopExitCode) = TrainCommand.TrainWithProgress(harvest.Steps, demo.Train, StopAction);
         if (trained.Saes.Count == 0)
         {
-            Console.WriteLine($"stopped at step {trained.Steps}");
+            Console.WriteLine(Stopped(trained));
             TrainCommand.PrintCurves(trained);
             return stopExitCode;
         }
@@ -106,6 +106,15 @@ internal static class DemoCommand
         AnsiConsole.MarkupLine($"[bold]done[/] in {clock.Elapsed.TotalSeconds:F0} s");
         return 0;
     }
+
+    /// <summary>What the demo does on Ctrl-C or SIGTERM (<see cref="StopSignals.Notice"/>): the trainer finishes its step and
+    /// checkpoints, but the demo has no --resume, so the notice does not promise one.</summary>
+    internal const string StopAction = "stopping after this step (the demo does not resume: run it again)";
+
+    /// <summary>"stopped at step N; no SAE written; checkpoint DIR (the demo does not resume it: ...)", the line after a stop.</summary>
+    internal static string Stopped(TrainingRunResult r) =>
+        $"stopped at step {r.Steps}; no SAE written" +
+        (r.LastCheckpoint is { } c ? $"; checkpoint {c} (the demo does not resume it: run the demo again)" : " (run the demo again)");
 
     private static void Stage(int n, string title) => AnsiConsole.MarkupLine($"\n[bold blue][[{n}/6]][/] [bold]{Markup.Escape(title)}[/]");
 
@@ -196,11 +205,11 @@ internal static class DemoCommand
         {
             OutDir = Path.Combine(outDir, "saes"), Trainer = trainer, Saes = slots, TrainSource = train, EvalSource = eval,
             EvalRows = 10_000, GroundTruthFeatures = truth, Overwrite = true,
-        });
+        }, StopAction);
         foreach (var slot in slots) slot.Sae.Dispose();
         if (result.Saes.Count == 0)
         {
-            Console.WriteLine($"stopped at step {result.Steps}; checkpoint {result.LastCheckpoint}");
+            Console.WriteLine(Stopped(result));
             TrainCommand.PrintCurves(result);
             return stopExitCode;
         }

@@ -55,8 +55,9 @@ internal static class LmCommand
         var valSeed = new Option<ulong?>("--val-seed") { Description = "Validate on --val-docs stories generated from this seed (then nothing is held out)" };
         var ckpt = new Option<long>("--checkpoint-every") { Description = "Save the model folder every N steps", DefaultValueFactory = _ => d.CheckpointEverySteps }.NonNegative();
         var seed = new Option<ulong>("--seed") { DefaultValueFactory = _ => 0UL };
+        var force = new Option<bool>("--force") { Description = "Replace a model already in --out; without it such a folder is an error" };
         var command = new Command("train", "Train a small GPT-NeoX-layout causal LM (AdamW, cosine schedule) on a .jsonl corpus")
-            { corpus, output, steps, batch, ctx, lr, decay, warm, dModel, layers, heads, dMlp, val, valCorpus, valSeed, ckpt, seed };
+            { corpus, output, steps, batch, ctx, lr, decay, warm, dModel, layers, heads, dMlp, val, valCorpus, valSeed, ckpt, seed, force };
         Cli.SetAction(command, parse =>
         {
             if (parse.GetValue(valSeed) is not null)
@@ -69,6 +70,7 @@ internal static class LmCommand
                 ContextSize = parse.GetValue(ctx), Lr = parse.GetValue(lr), WeightDecay = parse.GetValue(decay), WarmUpSteps = parse.GetValue(warm), DModel = parse.GetValue(dModel),
                 NLayers = parse.GetValue(layers), NHeads = parse.GetValue(heads), DMlp = parse.GetValue(dMlp),
                 ValidationDocuments = parse.GetValue(val), ValidationCorpusPath = parse.GetValue(valCorpus), ValidationSeed = parse.GetValue(valSeed), CheckpointEverySteps = parse.GetValue(ckpt), Seed = parse.GetValue(seed),
+                Overwrite = parse.GetValue(force),
             };
             var r = TrainWithProgress(o);
             Console.WriteLine($"wrote {r.OutDir} ({r.Steps} steps, {Cli.Integer(r.TrainTokens)} tokens, {r.Seconds:F0} s)");

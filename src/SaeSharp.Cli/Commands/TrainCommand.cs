@@ -232,16 +232,17 @@ internal static class TrainCommand
 
     /// <summary>Runs training with a live progress bar (or plain lines when output is redirected); Ctrl-C or SIGTERM
     /// checkpoints and stops, and <c>StopExitCode</c> is then the command's exit code.</summary>
-    internal static (TrainingRunResult Result, int StopExitCode) TrainWithProgress(TrainingRunOptions options) =>
-        TrainWithProgress(options.Trainer.Steps, (progress, ct) => TrainingRun.Run(options, progress, ct));
+    internal static (TrainingRunResult Result, int StopExitCode) TrainWithProgress(TrainingRunOptions options, string stopAction = StopSignals.SavingACheckpoint) =>
+        TrainWithProgress(options.Trainer.Steps, (progress, ct) => TrainingRun.Run(options, progress, ct), stopAction);
 
     /// <summary>Runs <paramref name="train"/> (a run of <paramref name="steps"/> steps) with the progress bar and the
-    /// <see cref="StopSignals"/> of <c>sae train</c>.</summary>
-    internal static (TrainingRunResult Result, int StopExitCode) TrainWithProgress(long steps, Func<IProgress<TrainingProgress>, CancellationToken, TrainingRunResult> train)
+    /// <see cref="StopSignals"/> of <c>sae train</c>; <paramref name="stopAction"/> is what the stop notice says happens.</summary>
+    internal static (TrainingRunResult Result, int StopExitCode) TrainWithProgress(long steps,
+        Func<IProgress<TrainingProgress>, CancellationToken, TrainingRunResult> train, string stopAction = StopSignals.SavingACheckpoint)
     {
         // The training loop allocates the same large tensors every step: reuse them instead of page-faulting them in.
         NativeRuntime.KeepLargeBlocks();
-        using var stop = new StopSignals();
+        using var stop = new StopSignals(stopAction);
         // A live bar on a terminal; in a pipe or file, one log line per report (so the sink is never null).
         var result = CliProgress.Run<TrainingProgress, TrainingRunResult>("training", steps,
             progress => train(progress!, stop.Token), p => (p.Step, p.TotalSteps, Describe(p, live: true)), p => Describe(p));

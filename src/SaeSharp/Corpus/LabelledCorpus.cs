@@ -68,15 +68,28 @@ public static class LabelledCorpus
         return tokens;
     }
 
+    /// <summary>Throws when <paramref name="path"/> is a folder: a corpus is one .jsonl file whose lines have <paramref name="fields"/>.</summary>
+    internal static void RefuseFolder(string path, string fields)
+    {
+        if (Directory.Exists(path))
+            throw new SaeSharpException($"{path} is a folder: a labelled corpus is one .jsonl file whose lines have {fields} (as `sae corpus` writes)");
+    }
+
+    /// <summary>The <c>choice_nats</c> array of line <paramref name="line"/>, or null when absent; an entry that is not a
+    /// number is an error naming the file and line.</summary>
+    internal static double[]? ChoiceNats(JsonElement e, string path, long line) =>
+        e.TryGetProperty("choice_nats", out var n) && n.ValueKind == JsonValueKind.Array
+            ? n.EnumerateArray().Select(x => x.ValueKind == JsonValueKind.Number ? x.GetDouble()
+                : throw new SaeSharpException($"{path} line {line}: choice_nats must be numbers, got {x.GetRawText()}")).ToArray()
+            : null;
+
     /// <summary>One document of a labelled .jsonl: its text, per-token labels, and per-token choice nats when present.</summary>
     public sealed record Row(string Text, IReadOnlyList<string[]> Labels, double[]? ChoiceNats);
 
     /// <summary>Reads a labelled .jsonl (fields <c>text</c>, <c>labels</c>, optional <c>choice_nats</c>).</summary>
     public static IEnumerable<Row> Read(string path)
     {
-        if (Directory.Exists(path))
-            throw new SaeSharpException($"{path} is a folder: a labelled corpus is one .jsonl file whose lines have text and token-aligned " +
-                "labels (as `sae corpus` writes)");
+        RefuseFolder(path, "text and token-aligned labels");
         foreach (var (e, line) in TextDataset.JsonLines(path))
         {
             if (!e.TryGetProperty("text", out var t) || t.ValueKind != JsonValueKind.String)
@@ -92,8 +105,7 @@ public static class LabelledCorpus
                         : throw new SaeSharpException($"{path} line {line}: labels must be strings, got {x}")).ToArray());
                 else throw new SaeSharpException($"{path} line {line}: each entry of 'labels' must be a list of strings");
             }
-            double[]? nats = e.TryGetProperty("choice_nats", out var n) && n.ValueKind == JsonValueKind.Array
-                ? n.EnumerateArray().Select(x => x.GetDouble()).ToArray() : null;
+            double[]? nats = ChoiceNats(e, path, line);
             if (nats is not null && nats.Length != labels.Count)
                 throw new SaeSharpException($"{path} line {line}: {nats.Length} choice_nats for {labels.Count} labelled tokens");
             yield return new Row(t.GetString()!, labels, nats);

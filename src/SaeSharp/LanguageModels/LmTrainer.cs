@@ -51,6 +51,8 @@ public sealed record LmTrainingOptions
     public long CheckpointEverySteps { get; init; } = 500;
     /// <summary>Seed of the weight initialisation and the window order.</summary>
     public ulong Seed { get; init; }
+    /// <summary>Replace a model already in <see cref="OutDir"/> (<c>--force</c>); without it such a folder is an error.</summary>
+    public bool Overwrite { get; init; }
 }
 
 /// <summary>Progress of <see cref="LmTrainer.Train"/>.</summary>
@@ -88,6 +90,8 @@ public static class LmTrainer
         if (!double.IsFinite(o.WeightDecay) || o.WeightDecay < 0) throw new SaeSharpException($"--weight-decay {o.WeightDecay}: expected a finite number >= 0");
         if (!double.IsFinite(o.GradClip) || o.GradClip <= 0) throw new SaeSharpException($"gradient clip {o.GradClip}: expected a finite number > 0");
         // Everything is read and checked before the output folder is touched: a refused run leaves nothing behind.
+        if (!o.Overwrite && Directory.Exists(o.OutDir) && ModelFiles.Where(f => File.Exists(Path.Combine(o.OutDir, f))).ToList() is { Count: > 0 } modelFiles)
+            throw new SaeSharpException($"{o.OutDir} holds a language model ({string.Join(", ", modelFiles)}): replace it with --force, or choose another --out");
         var tokenizer = BuiltinTokenizer();
         CheckMemory(o, tokenizer.VocabSize, HostMemory.AvailableBytes());
         var docs = ReadDocuments(o.CorpusPath, tokenizer).ToList();
@@ -114,6 +118,9 @@ public static class LmTrainer
             throw;
         }
     }
+
+    /// <summary>The files of a trained model folder that a new run would replace.</summary>
+    private static readonly string[] ModelFiles = ["model.safetensors", "config.json", "training.json"];
 
     /// <summary>The built-in word-level tokenizer, as <c>tokenizer.json</c> in the output folder will hold it.</summary>
     private static WordLevelTokenizer BuiltinTokenizer()
@@ -242,9 +249,43 @@ public static class LmTrainer
     public static (double Loss, double? Floor) Validate(HookedTransformer model, ITextTokenizer tokenizer,
         string corpusPath, int documents, int contextSize, IProgress<WorkProgress>? progress = null)
     {
+        ArgumentNullException.ThrowIfNull(model);
         var docs = ReadDocuments(corpusPath, tokenizer).ToList();
-        var val = Pack(documents > 0 ? docs.Skip(Math.Max(0, docs.Count - documents)) : docs, contextSize, tokenizer.BosTokenId ?? 0);
-        return Validate(model, val, 16, progress);
+        if (docs.Count == 0) throw new SaeSharpException($"{corpusPath}: no stories (an empty corpus)");
+        var scored = documents > 0 ? docs.Skip(Math.Max(0, docs.Count - documents)).ToList() : docs;
+        RefuseCutDocuments(scored, contextSize, corpusPath);
+        var c = model.Config;
+        int batch = 16;
+        double need = ValidationPeakBytes(Math.Min(batch, scored.Count), c.NHeads, contextSize, c.DModel, c.DMlp, c.DVocab);
+        long available = HostMemory.AvailableBytes();
+        if (need > available)
+            throw new SaeSharpException($"--context-size {contextSize}: the validation pass needs about {HostMemory.Format(need)} (an estimate; " +
+                $"the attention scores grow with the square of the context) but {HostMemory.Format(available)} of memory is available; " +
+                "give a smaller --context-size");
+        var val = Pack(scored, contextSize, tokenizer.BosTokenId ?? 0);
+        return Validate(model, val, batch, progress);
+    }
+
+    /// <summary>An estimate of the memory (float32 bytes) of one validation batch of <paramref name="batch"/> windows without
+    /// gradients: one layer at a time, its attention scores and their softmax, its activations, and the logits twice
+    /// (with the per-token losses).</summary>
+    internal static double ValidationPeakBytes(int batch, int heads, int ctx, int dModel, int dMlp, int vocab)
+    {
+        double tokens = (double)batch * ctx;
+        return 4 * (2 * tokens * heads * ctx + tokens * (8.0 * dModel + 2.0 * dMlp) + 2 * tokens * vocab);
+    }
+
+    /// <summary>Refuses validation stories longer than a window (<paramref name="ctx"/> − 1 tokens after BOS): <see cref="Pack"/>
+    /// would cut them, and the entropy floor of a story's first tokens is no bound on their loss (the generator's choices
+    /// are counted where they are made, not where the text reveals them).</summary>
+    private static void RefuseCutDocuments(List<(int[] Ids, double[] Nats)> docs, int ctx, string source)
+    {
+        int longest = docs.Count == 0 ? 0 : docs.Max(d => d.Ids.Length);
+        if (longest <= ctx - 1) return;
+        int cut = docs.Count(d => d.Ids.Length > ctx - 1);
+        throw new SaeSharpException($"--context-size {ctx}: {cut} of the {docs.Count} validation stories of {source} {(cut == 1 ? "is" : "are")} longer than a window " +
+            $"({ctx - 1} tokens after BOS; the longest has {longest}): their loss and entropy floor would be of cut stories; " +
+            $"give --context-size {longest + 1} or more");
     }
 
     /// <summary>Validation loss of a model on generated documents (their text re-tokenized), with their entropy floor.</summary>
@@ -305,19 +346,15 @@ public static class LmTrainer
     /// <summary>Token ids and per-token nats (NaN when the corpus has none) of each document.</summary>
     internal static IEnumerable<(int[] Ids, double[] Nats)> ReadDocuments(string path, ITextTokenizer tokenizer)
     {
+        LabelledCorpus.RefuseFolder(path, "a text field");
         foreach (var (e, line) in Data.TextDataset.JsonLines(path))
         {
             if (!e.TryGetProperty("text", out var t) || t.ValueKind != JsonValueKind.String)
                 throw new SaeSharpException($"{path} line {line}: no string field 'text'");
             var ids = tokenizer.Encode(t.GetString()!);
-            double[] nats;
-            if (e.TryGetProperty("choice_nats", out var n) && n.ValueKind == JsonValueKind.Array)
-            {
-                nats = n.EnumerateArray().Select(x => x.GetDouble()).ToArray();
-                if (nats.Length != ids.Length)
-                    throw new SaeSharpException($"{path} line {line}: {nats.Length} choice_nats but the text has {ids.Length} tokens");
-            }
-            else nats = Enumerable.Repeat(double.NaN, ids.Length).ToArray();
+            var nats = LabelledCorpus.ChoiceNats(e, path, line) ?? Enumerable.Repeat(double.NaN, ids.Length).ToArray();
+            if (nats.Length != ids.Length)
+                throw new SaeSharpException($"{path} line {line}: {nats.Length} choice_nats but the text has {ids.Length} tokens");
             yield return (ids, nats);
         }
     }

@@ -687,7 +687,29 @@ public class TrainCommandTests : IDisposable
         Assert.Equal(143, p.WaitForExit(TimeSpan.FromMinutes(5)));
         var stopped = Assert.Single(p.Output, l => l.StartsWith("stopped at step ", StringComparison.Ordinal));
         Assert.Contains("; checkpoint ", stopped);
+        Assert.Contains("does not resume", stopped);
+        // The notice says what the demo does: it stops, and promises no resumable checkpoint.
+        Assert.Contains("sae: terminated (SIGTERM); stopping after this step (the demo does not resume: run it again) ...", p.Errors);
         Assert.False(File.Exists(P("demo", "saes", "topk", "cfg.json")));
+    }
+
+    /// <summary>The stop notice names the signal and what the command does then: <c>sae train</c> (and the crosscoder
+    /// trainer) save a checkpoint that --resume continues; the demos, which share the training loop but have no --resume,
+    /// say they stop and must be run again, and their last line names no SAE.</summary>
+    [Fact]
+    public void TheStopNoticeSaysWhatTheCommandDoes()
+    {
+        Assert.Equal("sae: terminated (SIGTERM); saving a checkpoint ...", SaeSharp.Cli.StopSignals.Notice(143, SaeSharp.Cli.StopSignals.SavingACheckpoint));
+        Assert.Equal("sae: interrupted; saving a checkpoint ...", SaeSharp.Cli.StopSignals.Notice(130, SaeSharp.Cli.StopSignals.SavingACheckpoint));
+        string demo = SaeSharp.Cli.StopSignals.Notice(143, SaeSharp.Cli.Commands.DemoCommand.StopAction);
+        Assert.StartsWith("sae: terminated (SIGTERM); ", demo);
+        Assert.DoesNotContain("checkpoint", demo);
+        Assert.Contains("run it again", demo);
+        var noCheckpoint = new SaeSharp.Pipelines.TrainingRunResult(SaeSharp.Training.TrainingStatus.Cancelled, 12, 12 * 1024, [], null, 0, 0, 1);
+        Assert.Equal("stopped at step 12; no SAE written (run the demo again)", SaeSharp.Cli.Commands.DemoCommand.Stopped(noCheckpoint));
+        var withCheckpoint = noCheckpoint with { LastCheckpoint = "out/sae/checkpoints/step_12" };
+        Assert.Equal("stopped at step 12; no SAE written; checkpoint out/sae/checkpoints/step_12 (the demo does not resume it: run the demo again)",
+            SaeSharp.Cli.Commands.DemoCommand.Stopped(withCheckpoint));
     }
 
     [Fact]

@@ -142,7 +142,7 @@ public class LmTrainerTests
             var o = new LmTrainingOptions
             {
                 CorpusPath = corpus, ValidationCorpusPath = val, OutDir = outDir, DModel = 32, NLayers = 1, NHeads = 2, DMlp = 64,
-                ContextSize = 48, BatchSize = 4, Steps = 25, Lr = 2e-2, WarmUpSteps = 3, CheckpointEverySteps = 0, Seed = 3,
+                ContextSize = 128, BatchSize = 4, Steps = 25, Lr = 2e-2, WarmUpSteps = 3, CheckpointEverySteps = 0, Seed = 3,
             };
             var r = LmTrainer.Train(o);
             double uniform = Math.Log(LabelledCorpus.Vocabulary.Count);
@@ -157,7 +157,7 @@ public class LmTrainerTests
             Assert.Equal("model", m.Config.ModelName);                      // named after its folder, as --model names it
             Assert.Equal(LmTrainer.ParameterCount(o, LabelledCorpus.Vocabulary.Count), m.parameters().Sum(p => p.numel()));
             var tok = Tokenizer.FromFolder(outDir);
-            var (loss, floor) = LmTrainer.Validate(m, tok, val, 0, 48);
+            var (loss, floor) = LmTrainer.Validate(m, tok, val, 0, 128);
             Assert.Equal(r.ValidationLoss, loss, 5);
             Assert.Equal(r.EntropyFloor!.Value, floor!.Value, 9);
             var report = JsonNode.Parse(File.ReadAllText(Path.Combine(outDir, "training.json")))!;
@@ -184,9 +184,9 @@ public class LmTrainerTests
             File.WriteAllLines(first, lines[..2]);
             using var m = BuiltinModel.Load();
             var tok = Tokenizer.FromFolder(BuiltinModel.Folder);
-            var (loss, floor) = LmTrainer.Validate(m, tok, all, 2, 64);
-            var (lastLoss, lastFloor) = LmTrainer.Validate(m, tok, last, 0, 64);
-            var (firstLoss, _) = LmTrainer.Validate(m, tok, first, 0, 64);
+            var (loss, floor) = LmTrainer.Validate(m, tok, all, 2, 256);
+            var (lastLoss, lastFloor) = LmTrainer.Validate(m, tok, last, 0, 256);
+            var (firstLoss, _) = LmTrainer.Validate(m, tok, first, 0, 256);
             Assert.Equal(lastLoss, loss, 9);
             Assert.Equal(lastFloor!.Value, floor!.Value, 9);
             Assert.NotEqual(firstLoss, loss, 6);
