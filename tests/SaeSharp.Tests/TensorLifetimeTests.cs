@@ -58,7 +58,7 @@ public class TensorLifetimeTests
         r.Run("score-labels", "--sae", r.P("demo", "sae"), "--model", "builtin", "--dataset", r.P("c.jsonl"), "--tokens", "512", "--json", r.P("s.json"));
         r.Run("probe", "--sae", r.P("demo", "sae"), "--model", "builtin", "--dataset", r.P("c.jsonl"), "--tokens", "4096", "--labels", "cat:colour",
             "--absorption", "--absorption-labels", "cat:colour", "--json", r.P("p.json"));
-        r.Run("lm", "train", "--corpus", r.P("c.jsonl"), "--out", r.P("lm"), "--steps", "2", "--batch-size", "2", "--context-size", "32",
+        r.Run("lm", "train", "--corpus", r.P("c.jsonl"), "--out", r.P("lm"), "--steps", "2", "--batch-size", "2", "--context-size", "128",
             "--d-model", "16", "--n-layers", "1", "--n-heads", "2", "--d-mlp", "32", "--val-docs", "10", "--warm-up-steps", "1", "--checkpoint-every", "1");
         r.Run("lm", "eval", "--model", r.P("lm"), "--corpus", r.P("c.jsonl"), "--docs", "10");
         r.Run("convert", r.P("demo", "sae"), r.P("conv"));
