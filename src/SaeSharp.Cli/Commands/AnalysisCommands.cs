@@ -217,6 +217,7 @@ internal static class AnalysisCommands
                 Tokenizer = parse.GetValue(model) is { } m ? Tokenizer.FromFolder(ModelSource.Resolve(m)) : null,
             };
             string dir = NeuronpediaExport.Write(featuresDir, outDir, options);
+            if (NeuronpediaExport.UnfoldedNote(FeatureReport.Load(featuresDir).Source) is { } note) Cli.ErrorLine($"note: {note}");
             int batches = Directory.GetFiles(dir, "batch-*.json").Length;
             Console.WriteLine($"{Cli.Integer(batches)} batch file{(batches == 1 ? "" : "s")}: {dir}");
             return 0;

@@ -5,6 +5,7 @@ using System.Text.Json;
 using System.Text.RegularExpressions;
 using SaeSharp.Data;
 using SaeSharp.IO;
+using SaeSharp.Saes;
 using SaeSharp.Tokenizers;
 
 namespace SaeSharp.Analysis;
@@ -55,6 +56,19 @@ public static class NeuronpediaExport
         new("âĢĶ", "—"), new("âĢĵ", "–"), new("âĢľ", "“"), new("âĢĿ", "”"), new("âĢĺ", "‘"), new("âĢĻ", "’"),
         new("âĢĭ", " "), new("Ġ", " "), new("Ċ", "\n"), new("ĉ", "\t"),
     ];
+
+    /// <summary>For a <c>sae features</c> folder whose SAE SAEDashboard's NeuronpediaRunner would fold (standard, gated,
+    /// JumpReLU and the skip transcoders: everything SAELens's <c>fold_W_dec_norm</c> accepts) and whose summary.json does
+    /// not say it was folded (<c>--fold-w-dec-norm</c>): what that means for the export; null otherwise.</summary>
+    public static string? UnfoldedNote(FeatureSource source)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        if (source.FoldedWDecNorm || source.Architecture is not (SaeArchitectures.Standard or SaeArchitectures.Gated or SaeArchitectures.JumpReLU
+                or SaeArchitectures.SkipTranscoder or SaeArchitectures.JumpReluSkipTranscoder)) return null;
+        return $"the features were computed without --fold-w-dec-norm (summary.json: no \"folded_w_dec_norm\": true); SAEDashboard's " +
+               $"NeuronpediaRunner folds a {source.Architecture} SAE's decoder norms first, so these activations are on the SAE's own scale, " +
+               "not Neuronpedia's (each feature's ×‖W_dec[i]‖); for that scale run sae features again with --fold-w-dec-norm";
+    }
 
     /// <summary>Exports the <c>sae features</c> folder <paramref name="featuresDir"/> into a subfolder of
     /// <paramref name="outDir"/>; returns that subfolder.</summary>

@@ -180,6 +180,13 @@ public class FeatureNumbersTests : IDisposable
         var folded = Lines(dir);
         Assert.True((bool)JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "summary.json")))!["folded_w_dec_norm"]!);
         Assert.False((bool)JsonNode.Parse(File.ReadAllText(Path.Combine(_fx.Dir, "raw", "summary.json")))!["folded_w_dec_norm"]!);
+        // Exported folded, Neuronpedia's scale: no note; unfolded: the note saying so.
+        var (npExit, _, npErr) = CliRunner.Run("neuronpedia", "--features", dir, "--out", Path.Combine(_fx.Dir, "np-folded"), "--model-id", "m", "--np-set-name", "s", "--layer-num", "0");
+        Assert.True(npExit == 0, npErr);
+        Assert.DoesNotContain("note:", npErr);
+        (npExit, _, npErr) = CliRunner.Run("neuronpedia", "--features", Path.Combine(_fx.Dir, "raw"), "--out", Path.Combine(_fx.Dir, "np-raw"), "--model-id", "m", "--np-set-name", "s", "--layer-num", "0");
+        Assert.True(npExit == 0, npErr);
+        Assert.Contains("--fold-w-dec-norm", npErr);
         // ‖W_dec[i]‖ from the weights file; SAELens's fold_W_dec_norm: f'_i = ‖W_dec[i]‖·f_i, the row W_dec[i]/‖W_dec[i]‖.
         var w = SaeSharp.IO.SafeTensors.Load(Path.Combine(_sae, SaeLensFormat.WeightsFile));
         var dec = w["W_dec"].data<float>().ToArray();

@@ -25,6 +25,8 @@ public sealed class NeuronpediaCliTests : IDisposable
         Assert.True(exit == 0, err);
         string dir = Path.Combine(np, $"tiny-neox_embed_hook_embed_{AnalysisFixture.DSae}");
         Assert.Contains($"2 batch files: {dir}", stdout);
+        // A standard SAE's features computed unfolded: the runner would have folded them first.
+        Assert.Contains("note: the features were computed without --fold-w-dec-norm", err);
         var batches = new[] { "batch-0.json", "batch-1.json" }.Select(b => JsonNode.Parse(File.ReadAllText(Path.Combine(dir, b)))!).ToList();
         Assert.Equal([0, 1, 2, 3, 4, 9], batches.SelectMany(b => b["features"]!.AsArray().Select(f => (int)f!["feature_index"]!)));   // 6 → 3 + 3
 
