@@ -1,4 +1,3 @@
-using SaeSharp.Hooks;
 using SaeSharp.Interventions;
 using SaeSharp.Models;
 using SaeSharp.Tests.Models;
@@ -7,7 +6,7 @@ using static TorchSharp.torch;
 namespace SaeSharp.Tests.Interventions;
 
 /// <summary>SAELens's per-call SAEs (<c>run_with_saes</c>, <c>run_with_cache_with_saes</c>), TransformerLens's
-/// <c>names_filter</c> on the hooked model, the disposable <see cref="CachedRun"/>, and steering at positions counted from
+/// <c>names_filter</c> on the hooked model, the disposable <see cref="SaeSharp.Hooks.CachedRun"/>, and steering at positions counted from
 /// the prompt's end, each against a hand-built reference.</summary>
 public class HookedSaeTransformerCallTests : ModelTestBase
 {
