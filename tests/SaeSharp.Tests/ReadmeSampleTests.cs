@@ -70,7 +70,8 @@ public class ReadmeSampleTests : IDisposable
             using var model = ModelLoader.FromPretrained(modelDir);
             using var tokens = model.ToTokens("The capital of");  // TransformerLens to_tokens: [1, 4], <|endoftext|> (BOS) first
             Console.WriteLine(string.Join("|", model.ToStringTokens("The capital of")));  // <|endoftext|>|The| capital| of
-            var (logits, cache) = model.RunWithCache(tokens, ["blocks.3.hook_mlp_out"]);
+            using var run = model.RunWithCache(tokens, ["blocks.3.hook_mlp_out"]);  // CachedRun: disposing it frees logits and cache
+            var (logits, cache) = run;                                               // TransformerLens's logits, cache = model.run_with_cache(...)
             using var feats = loaded.Encode(cache["mlp_out", 3]);  // cache["mlp_out", 3] = blocks.3.hook_mlp_out; as SAELens's sae.encode
             var spliced = model.RunWithHooks(tokens, ("blocks.3.hook_mlp_out", act => loaded.forward(act)));
             // readme-sample library end
@@ -82,14 +83,12 @@ public class ReadmeSampleTests : IDisposable
             Assert.Equal(new long[] { 1, 4, loaded.Cfg.DSae }, feats.shape);
             Assert.Equal(new long[] { 50256, 464, 3139, 286 }, tokens.data<long>().ToArray()); // "The capital of" in GPT-2 ids
             Assert.Contains("<|endoftext|>|The| capital| of", output.ToString());
-            using (cache)
-            {
-                // Splicing the SAE's own reconstruction of the cached activation reproduces the spliced run.
-                var recon = loaded.forward(cache["blocks.3.hook_mlp_out"]);
-                var again = model.RunWithHooks(tokens, ("blocks.3.hook_mlp_out", _ => recon));
-                Assert.True(again.allclose(spliced, rtol: 1e-5, atol: 1e-5));
-                Assert.False(spliced.allclose(logits, rtol: 1e-6, atol: 1e-6)); // the splice changed the run
-            }
+            Assert.Same(run.Cache, cache);
+            // Splicing the SAE's own reconstruction of the cached activation reproduces the spliced run.
+            var recon = loaded.forward(cache["blocks.3.hook_mlp_out"]);
+            var again = model.RunWithHooks(tokens, ("blocks.3.hook_mlp_out", _ => recon));
+            Assert.True(again.allclose(spliced, rtol: 1e-5, atol: 1e-5));
+            Assert.False(spliced.allclose(logits, rtol: 1e-6, atol: 1e-6)); // the splice changed the run
             train.Dispose();
             eval.Dispose();
         }
@@ -143,11 +142,10 @@ public class ReadmeSampleTests : IDisposable
         using var model = ModelLoader.FromPretrained(modelDir, ModelLoader.ParseDtype("bf16"));
         var tok = Tokenizer.FromFolder(modelDir);
         using var tokens = torch.tensor(tok.EncodeWithSpecialTokens("The capital of France is").Select(i => (long)i).ToArray()).unsqueeze(0);
-        var (logits, cache) = model.RunWithCache(tokens, ["blocks.1.hook_resid_post"]);
+        using var run = model.RunWithCache(tokens, ["blocks.1.hook_resid_post"]);  // frees logits and cache at the end of the scope
+        var (logits, cache) = run;
         // readme-sample model-dtype end
 
-        using (cache)
-        using (logits)
         {
             // GPT-2's tokenizer adds no BOS (Hugging Face tokenizer(text)): the five words' ids.
             Assert.Equal(new long[] { 464, 3139, 286, 4881, 318 }, tokens.data<long>().ToArray());

@@ -173,9 +173,9 @@ internal static class CltInterveneCommand
         public IEnumerable<(CltFeatureIntervention Intervention, double? Multiplier)> At(long n, string prompt, string? beyond)
         {
             string given = $"--set '{Text}': position {(Onward ? $"{Start}-" : Start == End ? $"{Start}" : $"{Start}-{End}")}";
-            int a = (int)InterventionCommands.FromPromptEnd(Start, n, given, prompt);
+            int a = (int)Steering.FromPromptEnd(Start, n, given, prompt);
             if (Onward) return [(new CltFeatureIntervention(Layer, a, Feature, Value, true), null)];
-            int b = (int)InterventionCommands.FromPromptEnd(End, n, given, prompt);
+            int b = (int)Steering.FromPromptEnd(End, n, given, prompt);
             if (b < a)
                 throw new SaeSharpException($"--set '{Text}': the range {Start}-{End} is empty in {prompt} of {n} tokens ({Start} is {a}, {End} is {b}; A-B needs A ≤ B)");
             if (b >= n)

@@ -696,7 +696,7 @@ internal static class InterventionCommands
         {
             if (!TryParsePosition(part, out long q))
                 throw new SaeSharpException($"--positions '{text}': expected comma-separated integers (negative ones count from the prompt's end, -1 its last token), e.g. 0,3,-1");
-            long at = FromPromptEnd(q, promptLength, $"--positions {q}", prompt);
+            long at = Steering.FromPromptEnd(q, promptLength, $"--positions {q}", prompt);
             if (at >= length) throw new SaeSharpException($"--positions {q}: {what}, so positions run 0..{length - 1}");
             if (!positions.Contains(at)) positions.Add(at);
         }
@@ -711,17 +711,5 @@ internal static class InterventionCommands
         bool ok = long.TryParse(negative ? text[1..] : text, NumberStyles.None, CultureInfo.InvariantCulture, out position) && !(negative && position == 0);
         if (negative) position = -position;
         return ok;
-    }
-
-    /// <summary><paramref name="position"/> as an absolute position of a prompt of <paramref name="promptLength"/> tokens: a
-    /// negative one counts back from the prompt's end (-1 its last token, as Python's <c>tokens[-1]</c>), fixed once the prompt
-    /// is tokenized (generated tokens do not move it); one before the prompt's start is an error naming
-    /// <paramref name="given"/> and <paramref name="prompt"/>.</summary>
-    internal static long FromPromptEnd(long position, long promptLength, string given, string prompt = "the prompt")
-    {
-        if (position >= 0) return position;
-        if (promptLength + position < 0)
-            throw new SaeSharpException($"{given}: counts back from the end of {prompt}, which has {promptLength} tokens (negative positions run -{promptLength}..-1)");
-        return promptLength + position;
     }
 }

@@ -130,4 +130,8 @@ internal sealed class HookRunner : IDisposable
     /// <summary>During generation on this thread: the longest prompt's real tokens plus the new tokens asked for, the
     /// positions the generated sequence can reach (for hooks that act at given positions); null outside generation.</summary>
     [ThreadStatic] internal static long? GenerationLength;
+
+    /// <summary>During generation on this thread: each row's real prompt tokens, which negative steering positions count
+    /// back from (<see cref="Interventions.Steering.Positions"/>); null outside generation.</summary>
+    [ThreadStatic] internal static long[]? PromptLengths;
 }

@@ -204,11 +204,8 @@ public sealed class HfHubClient : IDisposable
                 return optional ? null : throw NotFound(repoId, filename, revision, "EntryNotFound");
         }
         if (_options.Offline)
-            throw Unavailable(
-                $"{repoId}/{filename} (revision {revision}) is not in the cache and offline mode is on (HF_HUB_OFFLINE): looked in "
-                + $"{storage}{WhyNotCached(storage, revision, cachedCommit, relative)}; download it once online (unset HF_HUB_OFFLINE, or "
-                + $"`huggingface-cli download {(repoType == HfRepoType.Dataset ? "--repo-type dataset " : "")}{repoId} {filename}"
-                + $"{(revision == "main" ? "" : " --revision " + revision)}`), or set HF_HUB_CACHE (or HF_HOME) to the cache that holds it");
+            throw Unavailable(OfflineMiss($"{repoId}/{filename} (revision {revision}) is not in the cache", storage,
+                WhyNotCached(storage, revision, cachedCommit, relative), repoType, repoId, filename, revision));
 
         // 2. Metadata: commit, etag, size, final URL.
         string url = $"{_options.Endpoint.TrimEnd('/')}/{UrlPrefix(repoType)}{repoId}/resolve/{Uri.EscapeDataString(revision)}/"
@@ -227,6 +224,14 @@ public sealed class HfHubClient : IDisposable
         LinkPointer(blob, pointerPath);
         return pointerPath;
     }
+
+    /// <summary>The offline error of something not cached: <paramref name="what"/>, the repo's cache folder and why
+    /// (<see cref="WhyNotCached"/>), the <c>huggingface-cli download</c> line that fetches <paramref name="cliArgs"/>, and
+    /// the environment variables that point at another cache.</summary>
+    private static string OfflineMiss(string what, string storage, string why, HfRepoType repoType, string repoId, string cliArgs, string revision) =>
+        $"{what} and offline mode is on (HF_HUB_OFFLINE): looked in {storage}{why}; download it once online (unset HF_HUB_OFFLINE, or "
+        + $"`huggingface-cli download {(repoType == HfRepoType.Dataset ? "--repo-type dataset " : "")}{repoId}{(cliArgs.Length == 0 ? "" : " " + cliArgs)}"
+        + $"{(revision == "main" ? "" : " --revision " + revision)}`), or set HF_HUB_CACHE (or HF_HOME) to the cache that holds it";
 
     /// <summary>Why a file is not in the cache, for the offline error: the repo folder, the ref, the snapshot folder or the
     /// file missing, and any partial downloads (<c>blobs/*.incomplete</c>) left by an interrupted download.</summary>
@@ -280,8 +285,14 @@ public sealed class HfHubClient : IDisposable
             throw new SaeSharpException($"'{folder}' is not a folder path inside a repo");
         string what = $"{(repoType == HfRepoType.Dataset ? "dataset " : "")}{repoId}{(folder is null ? "" : "/" + folder)} (revision {revision})";
         if (_options.Offline)
+        {
+            string storage = Storage(repoId, repoType);
             return CachedListing(repoId, revision, folder, repoType)
-                   ?? throw new SaeSharpException($"cannot list {what}: offline mode is on (HF_HUB_OFFLINE) and no snapshot of it is cached in {_options.CacheDir}");
+                   ?? throw Unavailable(OfflineMiss($"cannot list {what}: no snapshot of it is in the cache", storage,
+                       WhyNotCached(storage, revision, CommitHash.IsMatch(revision) ? revision : ReadRef(storage, revision),
+                           folder is null ? "" : Path.Combine(folder.Split('/'))),
+                       repoType, repoId, folder is null ? "" : $"--include \"{folder}/*\"", revision));
+        }
 
         var files = new List<HfRepoFile>();
         var uri = new Uri($"{_options.Endpoint.TrimEnd('/')}/api/{(repoType == HfRepoType.Dataset ? "datasets" : "models")}/{repoId}/tree/"

@@ -34,15 +34,14 @@ public static class CrossCoderInterventions
 
     /// <summary>Steering (SAELens's x ← x + S·W_dec[F], per slot): at each hook of <paramref name="slots"/>, x ← x + the
     /// slot's row of <see cref="SteeringVectors"/>, at every position (prompt and generated tokens alike) or at
-    /// <paramref name="positions"/> (absolute, as <see cref="Interventions.Steering.Positions"/> counts them).</summary>
+    /// <paramref name="positions"/> (as <see cref="Interventions.Steering.Positions"/> counts them: a negative one from the end
+    /// of each row's prompt).</summary>
     public static List<(string Name, Func<Tensor, Tensor?> Fn)> Steering(CrossCoder cc, int latent, double scale, IReadOnlyList<(int Slot, string Hook)> slots,
         IReadOnlyCollection<long>? positions = null)
     {
         ArgumentNullException.ThrowIfNull(slots);
         SteeringVectors(cc, latent, scale).Dispose();   // the latent and scale checked now, not at the first hook
         CheckSlots(cc, slots);
-        if (positions?.FirstOrDefault(p => p < 0) is long neg && neg < 0)
-            throw new SaeSharpException($"steering position {neg} is negative: positions count from 0 at the first token");
         var at = positions?.ToArray();
         return slots.Select(s => (s.Hook, (Func<Tensor, Tensor?>)(x =>
         {

@@ -11,7 +11,7 @@ namespace SaeSharp.Interventions;
 /// <code>
 /// var hooked = new HookedSaeTransformer(model);
 /// hooked.AddSae(sae, useErrorTerm: true);
-/// var (logits, cache) = hooked.RunWithCache(tokens, interventions: [new Clamp(sae, feature: 3, value: 5)]);
+/// using var run = hooked.RunWithCache(tokens, interventions: [new Clamp(sae, feature: 3, value: 5)]);
 /// </code>
 /// </summary>
 public sealed class HookedSaeTransformer(HookedTransformer model)
@@ -86,15 +86,56 @@ public sealed class HookedSaeTransformer(HookedTransformer model)
     public Tensor RunWithHooks(Tensor tokens, IEnumerable<Intervention>? interventions = null, params (string Name, Func<Tensor, Tensor?> Fn)[] hooks) =>
         Run(tokens, new RunOptions { Hooks = hooks }, interventions).Logits!;
 
-    /// <summary><c>run_with_cache</c> with the SAEs spliced: caches the named hooks (SAE hook points included; null = all).</summary>
-    public (Tensor? Logits, ActivationCache Cache) RunWithCache(Tensor tokens, IEnumerable<string>? names = null,
-        IEnumerable<Intervention>? interventions = null, Tensor? attentionMask = null)
+    /// <summary><c>run_with_cache</c> with the SAEs spliced: caches the named hooks (SAE hook points included), or those
+    /// whose TransformerLens name passes <paramref name="namesFilter"/> (TransformerLens <c>names_filter</c> as a function);
+    /// neither: every hook. Both is a <see cref="SaeSharpException"/>. Dispose the result (<see cref="CachedRun"/>).</summary>
+    public CachedRun RunWithCache(Tensor tokens, IEnumerable<string>? names = null,
+        IEnumerable<Intervention>? interventions = null, Tensor? attentionMask = null, Func<string, bool>? namesFilter = null)
     {
+        if (names is not null && namesFilter is not null)
+            throw new SaeSharpException("RunWithCache: give the hook names or a names filter, not both");
         var o = names is null
-            ? new RunOptions { AttentionMask = attentionMask, CacheFilter = _ => true }
+            ? new RunOptions { AttentionMask = attentionMask, CacheFilter = namesFilter ?? (_ => true) }
             : new RunOptions { AttentionMask = attentionMask, CacheNames = names.ToList() };
-        var (logits, cache) = Run(tokens, o, interventions);
-        return (logits, cache!);
+        return HookedTransformer.Cached(Run(tokens, o, interventions));
+    }
+
+    /// <summary>
+    /// SAELens <c>run_with_saes(tokens, saes=[...])</c>: logits with <paramref name="saes"/> spliced for this call only, each
+    /// at its <c>metadata.hook_name</c> (replacing for the call an SAE attached there), on top of the attached SAEs, with the
+    /// interventions and hooks applied. <see cref="Saes"/> is the same afterwards, also when the run throws.
+    /// </summary>
+    public Tensor RunWithSaes(Tensor tokens, IEnumerable<Sae> saes, bool useErrorTerm = false,
+        IEnumerable<Intervention>? interventions = null, params (string Name, Func<Tensor, Tensor?> Fn)[] hooks) =>
+        WithSaes(saes, useErrorTerm, () => RunWithHooks(tokens, interventions, hooks));
+
+    /// <summary>SAELens <c>run_with_cache_with_saes(tokens, saes=[...])</c>: <see cref="RunWithCache"/> with
+    /// <paramref name="saes"/> spliced for this call only, as <see cref="RunWithSaes"/> splices them.</summary>
+    public CachedRun RunWithCacheWithSaes(Tensor tokens, IEnumerable<Sae> saes, IEnumerable<string>? names = null, bool useErrorTerm = false,
+        IEnumerable<Intervention>? interventions = null, Tensor? attentionMask = null, Func<string, bool>? namesFilter = null) =>
+        WithSaes(saes, useErrorTerm, () => RunWithCache(tokens, names, interventions, attentionMask, namesFilter));
+
+    /// <summary>Runs <paramref name="run"/> with <paramref name="saes"/> attached, then restores the attached SAEs (SAELens's
+    /// <c>saes()</c> context manager).</summary>
+    private T WithSaes<T>(IEnumerable<Sae> saes, bool useErrorTerm, Func<T> run)
+    {
+        ArgumentNullException.ThrowIfNull(saes);
+        var attached = _saes.ToList();
+        try
+        {
+            foreach (var sae in saes)
+            {
+                var a = Model.Attach(sae, null, useErrorTerm);
+                _saes.RemoveAll(s => s.Hook == a.Hook && attached.Contains(s));
+                AddSae(sae, a.Hook, useErrorTerm, a.OutputHook);
+            }
+            return run();
+        }
+        finally
+        {
+            _saes.Clear();
+            _saes.AddRange(attached);
+        }
     }
 
     /// <summary>Generation with the KV cache, the SAEs spliced and the interventions applied on every step. Sampling with

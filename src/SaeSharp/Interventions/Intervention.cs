@@ -84,32 +84,35 @@ public sealed class Steering : Intervention
     public double Scale { get; }
     /// <summary>
     /// Token positions to steer (0-based, counting real tokens; during generation the prompt and the new tokens continue
-    /// one numbering); null: every position. A negative position is a <see cref="SaeSharpException"/>: unlike Python's
-    /// <c>acts[:, -1]</c> in a TransformerLens hook, positions here are absolute (during generation the end moves with
-    /// every new token), so the last token of an n-token prompt is n − 1. A position the run does not reach (≥ the
-    /// longest row's real tokens, or during generation ≥ that plus the new tokens asked for) is a
-    /// <see cref="SaeSharpException"/> from the run naming the position and the sequence length; a row of a padded batch
-    /// shorter than the position is left as is, with no error (the position is reached by a longer row). After generation,
-    /// <see cref="Models.GenerationRow.Affects"/> on <see cref="Models.GenerationResult.Rows"/> says per row which positions
-    /// took effect (a row that stopped at EOS, or had a shorter prompt, never reaches the later ones).
+    /// one numbering); null: every position. A negative position counts back from the end of each row's prompt, as
+    /// Python's <c>tokens[-1]</c>: -1 is the last real token of the row's prompt (<see cref="FromPromptEnd"/>), and stays that
+    /// token while generation adds new ones; outside generation the prompt is the run's tokens. A negative position before
+    /// a row's first token, or a position the run does not reach (≥ the longest row's real tokens, or during generation ≥
+    /// that plus the new tokens asked for), is a <see cref="SaeSharpException"/> from the run naming the position and the
+    /// length; a row of a padded batch shorter than a non-negative position is left as is, with no error (the position is
+    /// reached by a longer row). After generation, <see cref="Models.GenerationRow.Affects"/> on
+    /// <see cref="Models.GenerationResult.Rows"/> says per row which (non-negative) positions took effect.
     /// </summary>
-    public IReadOnlyCollection<long>? Positions
+    public IReadOnlyCollection<long>? Positions { get; init; }
+
+    /// <summary><paramref name="position"/> as an absolute position of a prompt of <paramref name="promptLength"/> tokens: a
+    /// non-negative one as is, a negative one counted back from the prompt's end (-1 its last token, as Python's
+    /// <c>tokens[-1]</c>; generated tokens do not move it). One before the prompt's start is a <see cref="SaeSharpException"/>
+    /// naming <paramref name="given"/> (default: "position P") and <paramref name="prompt"/>.</summary>
+    public static long FromPromptEnd(long position, long promptLength, string? given = null, string prompt = "the prompt")
     {
-        get => _positions;
-        init
-        {
-            if (value?.FirstOrDefault(p => p < 0) is long neg && neg < 0)
-                throw new SaeSharpException($"steering position {neg} is negative: positions count from 0 at the first token " +
-                    "(Python-style counting from the end is not supported: during generation the end moves); for the last " +
-                    "token of an n-token prompt use n - 1");
-            _positions = value;
-        }
+        if (position >= 0) return position;
+        if (promptLength + position < 0)
+            throw new SaeSharpException($"{given ?? $"position {position}"}: counts back from the end of {prompt}, which has {promptLength} " +
+                $"tokens (negative positions run -{promptLength}..-1)");
+        return promptLength + position;
     }
-    private readonly IReadOnlyCollection<long>? _positions;
 
     /// <summary><paramref name="delta"/> [batch, pos, ...] zeroed outside <paramref name="positions"/> (null: returned as is),
     /// by the running forward pass's token positions (<see cref="HookRunner.CurrentPositions"/>; during generation the
-    /// prompt and new tokens one numbering). A position the run does not reach is a <see cref="SaeSharpException"/>.</summary>
+    /// prompt and new tokens one numbering); a negative position counts from the end of each row's prompt
+    /// (<see cref="HookRunner.PromptLengths"/> during generation, else the row's real tokens). A position the run does not
+    /// reach is a <see cref="SaeSharpException"/>.</summary>
     internal static Tensor AtPositions(Tensor delta, long[]? positions)
     {
         if (positions is null) return delta;
@@ -120,7 +123,21 @@ public sealed class Steering : Intervention
         if (positions.FirstOrDefault(p => p >= length, -1) is var outside && outside >= 0)
             throw new SaeSharpException($"steering position {outside} is outside the sequence: it has {length} token(s) " +
                 $"(positions 0..{length - 1}{(HookRunner.GenerationLength is null ? "" : ", counting the new tokens")})");
-        var mask = isin(pos, tensor(positions)).to(delta.dtype);
+        Tensor mask;
+        if (positions.All(p => p >= 0)) mask = isin(pos, tensor(positions, device: pos.device));
+        else
+        {
+            // Per row: each position resolved against the row's prompt, then compared with the row's token positions.
+            long b = pos.shape[0];
+            var prompts = HookRunner.PromptLengths ?? pos.amax([1]).cpu().data<long>().Select(p => p + 1).ToArray();
+            var table = new long[b * positions.Length];
+            for (int r = 0; r < b; r++)
+                for (int j = 0; j < positions.Length; j++)
+                    table[r * positions.Length + j] = FromPromptEnd(positions[j], prompts[r], $"steering position {positions[j]}",
+                        b == 1 ? "the prompt" : $"row {r}'s prompt");
+            mask = pos.unsqueeze(-1).eq(tensor(table, [b, 1, positions.Length], device: pos.device)).any(-1);
+        }
+        mask = mask.to(delta.dtype);
         return delta * mask.view([.. mask.shape, .. Enumerable.Repeat(1L, (int)delta.dim() - 2)]);
     }
 

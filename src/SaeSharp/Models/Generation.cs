@@ -143,7 +143,9 @@ internal static class Generation
         int steps = 0;
         var stepLogits = new List<Tensor>();
         var outerLength = HookRunner.GenerationLength;
+        var outerPrompts = HookRunner.PromptLengths;
         HookRunner.GenerationLength = mask.sum(1).max().item<long>() + maxNewTokens;
+        HookRunner.PromptLengths = mask.sum(1).cpu().data<long>().ToArray();
         try
         {
             for (step = 0; step < maxNewTokens; step++)
@@ -188,6 +190,7 @@ internal static class Generation
         finally
         {
             HookRunner.GenerationLength = outerLength;
+            HookRunner.PromptLengths = outerPrompts;
         }
         var outLogits = o.ReturnLogits
             ? (stepLogits.Count > 0 ? stack(stepLogits, 1) : empty(b, 0, model.Config.DVocab)).MoveToOuterDisposeScope()

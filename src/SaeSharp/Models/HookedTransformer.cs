@@ -168,25 +168,25 @@ public abstract partial class HookedTransformer : nn.Module<Tensor, Tensor>
 
     /// <summary>
     /// TransformerLens <c>run_with_cache</c>: caches the named hooks (names or aliases; null = all), returns logits
-    /// (null when <paramref name="stopAtLayer"/> is set) and the cache, which the caller disposes.
+    /// (null when <paramref name="stopAtLayer"/> is set) and the cache in a <see cref="CachedRun"/>, which the caller
+    /// disposes (<c>using var run = model.RunWithCache(...); var (logits, cache) = run;</c>).
     /// </summary>
-    public (Tensor? Logits, ActivationCache Cache) RunWithCache(Tensor tokens, IEnumerable<string>? hooks = null,
+    public CachedRun RunWithCache(Tensor tokens, IEnumerable<string>? hooks = null,
         int? stopAtLayer = null, Tensor? attentionMask = null)
     {
         var opts = hooks is null
             ? new RunOptions { AttentionMask = attentionMask, StopAtLayer = stopAtLayer, CacheFilter = _ => true }
             : new RunOptions { AttentionMask = attentionMask, StopAtLayer = stopAtLayer, CacheNames = hooks.ToList() };
-        var (logits, cache) = Run(tokens, opts);
-        return (logits, cache!);
+        return Cached(Run(tokens, opts));
     }
 
     /// <summary><c>run_with_cache</c> with a filter on TransformerLens hook names (<c>names_filter</c>).</summary>
-    public (Tensor? Logits, ActivationCache Cache) RunWithCache(Tensor tokens, Func<string, bool> filter,
-        int? stopAtLayer = null, Tensor? attentionMask = null)
-    {
-        var (logits, cache) = Run(tokens, new RunOptions { AttentionMask = attentionMask, StopAtLayer = stopAtLayer, CacheFilter = filter });
-        return (logits, cache!);
-    }
+    public CachedRun RunWithCache(Tensor tokens, Func<string, bool> filter,
+        int? stopAtLayer = null, Tensor? attentionMask = null) =>
+        Cached(Run(tokens, new RunOptions { AttentionMask = attentionMask, StopAtLayer = stopAtLayer, CacheFilter = filter }));
+
+    /// <summary>A cached run's result as a <see cref="CachedRun"/> (the options asked for a cache).</summary>
+    internal static CachedRun Cached((Tensor? Logits, ActivationCache? Cache) run) => new(run.Logits, run.Cache!);
 
     /// <summary>TransformerLens <c>run_with_hooks</c>: each fn reads or replaces its activation (null = unchanged). The
     /// tensors a hook sees and makes are freed when its layer returns (<see cref="RunOptions.Hooks"/> says how to keep one);

@@ -344,6 +344,29 @@ public sealed class HfHubClientTests : IDisposable
     }
 
     [Fact]
+    public void Offline_listing_a_folder_names_the_cache_folder_what_is_missing_and_what_to_set_as_a_file_does()
+    {
+        using var offline = new HfHubClient(new HfHubOptions { Endpoint = _server.Endpoint, CacheDir = _cache, Offline = true });
+        string Error(string revision = "main") =>
+            Assert.Throws<SaeSharpException>(() => offline.ListFiles("org/tiny", revision, "layer_3/width_16k")).Message;
+
+        string nothing = Error();
+        Assert.Contains($"cannot list org/tiny/layer_3/width_16k (revision main): no snapshot of it is in the cache and offline mode is on (HF_HUB_OFFLINE): looked in {Storage} (no such folder", nothing);
+        Assert.Contains("`huggingface-cli download org/tiny --include \"layer_3/width_16k/*\"`", nothing);
+        Assert.Contains("set HF_HUB_CACHE (or HF_HOME) to the cache that holds it", nothing);
+        Assert.Contains("--include \"layer_3/width_16k/*\" --revision v2`", Error("v2"));
+        Assert.Empty(_server.Requests);
+
+        // A snapshot of another folder only: the error says which folder the snapshot lacks.
+        const string commit = "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee";
+        Directory.CreateDirectory(Path.Combine(Storage, "refs"));
+        File.WriteAllText(Path.Combine(Storage, "refs", "main"), commit);
+        HandMadeSnapshot(commit, ("config.json", _config));
+        Assert.Contains($"(snapshots/{commit} has no layer_3/width_16k)", Error());
+        Assert.Contains("(no refs/v2: revision v2 was never downloaded)", Error("v2"));
+    }
+
+    [Fact]
     public void Transformers_offline_turns_offline_mode_on_unless_HF_HUB_OFFLINE_is_set()
     {
         // huggingface_hub: _is_true(os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE"))

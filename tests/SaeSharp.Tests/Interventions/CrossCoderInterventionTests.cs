@@ -39,7 +39,7 @@ public class CrossCoderInterventionTests : ModelTestBase
     }
 
     [Fact]
-    public void Steering_at_positions_adds_the_rows_only_there_and_refuses_positions_outside_the_run()
+    public void Steering_at_positions_adds_the_rows_only_there_and_refuses_positions_outside_the_run_and_counts_negative_ones_from_the_end()
     {
         using var model = Gpt2();
         using var tokens = Tokens([.. ModelActivationSourceTests.Windows(2, 8)]);
@@ -53,7 +53,10 @@ public class CrossCoderInterventionTests : ModelTestBase
         // Positions before the first steered one see nothing (causal attention): position 0's logits are the clean run's.
         using var clean = Run(model, tokens, []);
         AssertAllClose(clean.narrow(1, 0, 1), steered.narrow(1, 0, 1), 1e-6, "position 0");
-        Assert.Contains("negative", Assert.Throws<SaeSharpException>(() => CrossCoderInterventions.Steering(cc, 5, 1, [(0, Hooks[0])], [-1])).Message);
+        // Counted from the end as Steering counts them: -1 and -7 are the 8-token rows' positions 7 and 1; -9 is before the start.
+        using (var fromEnd = Run(model, tokens, CrossCoderInterventions.Steering(cc, 5, 2.5, [(0, Hooks[0]), (1, Hooks[1])], [-5, -7])))
+            AssertAllClose(steered, fromEnd, 0, "positions -5, -7 = 3, 1");
+        Assert.Contains("-9", Assert.Throws<SaeSharpException>(() => Run(model, tokens, CrossCoderInterventions.Steering(cc, 5, 1, [(0, Hooks[0])], [-9])).Dispose()).Message);
         var outside = Assert.Throws<SaeSharpException>(() => Run(model, tokens, CrossCoderInterventions.Steering(cc, 5, 1, [(0, Hooks[0])], [tokens.shape[1]])).Dispose());
         Assert.Contains($"position {tokens.shape[1]} is outside the sequence", outside.Message);
     }

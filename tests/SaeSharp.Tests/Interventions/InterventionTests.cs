@@ -283,14 +283,15 @@ public class InterventionTests : ModelTestBase
         }
     }
     [Fact]
-    public void Steering_positions_outside_the_sequence_or_negative_are_errors_not_no_ops()
+    public void Steering_positions_outside_the_sequence_or_before_its_start_are_errors_not_no_ops()
     {
         using var model = Gpt2();
         string hook = "blocks.0.hook_resid_post";
         using var sae = RandomSae(hook, 16, 32, 4);
         var plain = new HookedSaeTransformer(model);
-        var neg = Assert.Throws<SaeSharpException>(() => new Steering(sae, 5, 2.0) { Positions = [1, -1] });
-        Assert.Contains("position -1", neg.Message, StringComparison.Ordinal);
+        var neg = Assert.Throws<SaeSharpException>(() => plain.RunWithHooks(Toks, [new Steering(sae, 5, 2.0) { Positions = [1, -7] }]));
+        Assert.Contains("position -7", neg.Message, StringComparison.Ordinal);
+        Assert.Contains("6 tokens", neg.Message, StringComparison.Ordinal);
 
         using var last = plain.RunWithHooks(Toks, [new Steering(sae, 5, 2.0) { Positions = [5] }]); // Toks is [2, 6]: 5 is the last
         var e = Assert.Throws<SaeSharpException>(() => plain.RunWithHooks(Toks, [new Steering(sae, 5, 2.0) { Positions = [1, 6] }]));

@@ -18,13 +18,17 @@ public class ReadmeInterventionSampleTests : ModelTestBase
 
         // readme-sample interventions begin
         var hooked = new HookedSaeTransformer(model);
+        using var once = hooked.RunWithSaes(tokens, [loaded]);           // SAELens run_with_saes: spliced for this call only
+        using var onceCached = hooked.RunWithCacheWithSaes(tokens, [loaded], namesFilter: n => n.EndsWith("hook_resid_post", StringComparison.Ordinal));
         var attached = hooked.AddSae(loaded, useErrorTerm: true);         // at loaded.Cfg.Metadata.HookName
-        var (same, saeCache) = hooked.RunWithCache(tokens, [attached.HookName(SaeHookPoints.ActsPost)]);
+        using var saeRun = hooked.RunWithCache(tokens, [attached.HookName(SaeHookPoints.ActsPost)]);
+        var (same, saeCache) = saeRun;
         var ablated = hooked.RunWithHooks(tokens, [new Ablation(loaded, [12, 40]), new Clamp(loaded, feature: 7, value: 3.0)]);
         var shapes = new List<long[]>();  // fwd_hooks=[(name, fn)] as in TransformerLens: fn returns the replacement, or null to keep it
         var observed = hooked.RunWithHooks(tokens, (attached.HookName(SaeHookPoints.ActsPost), acts => { shapes.Add(acts.shape); return null; }));
         using var steered = hooked.Generate(tokens, 20, new GenerationOptions { Temperature = 0.7, Seed = 1 },
                                             [new Steering(loaded, feature: 7, scale: 20.0)]);
+        using var atLast = hooked.RunWithHooks(tokens, [new Steering(loaded, 7, 20.0) { Positions = [-1] }]);  // -1: each prompt's last token
         // steered.Rows[r]: prompt tokens, new tokens (EOS included), Stop (MaxNewTokens or Eos); Rows[r].Affects(p): steering at p applied
         using var attribution = hooked.Attribute(tokens, AttributionMetric.LogitDiff(3139, 286));
         var top = attribution.Top(10).Select(e => $"pos {e.Position} feature {e.Feature}: {e.Attribution:F3}").ToList();
@@ -32,11 +36,15 @@ public class ReadmeInterventionSampleTests : ModelTestBase
         // Gradients through the model when asked: model.Run(tokens, new RunOptions { Grad = true }); model.SetRequiresGrad(true) for weights.
         // readme-sample interventions end
 
-        using (saeCache)
-        {
-            Assert.Equal(new long[] { 1, 4, 64 }, saeCache[attached.HookName(SaeHookPoints.ActsPost)].shape);
-            Assert.True(same!.allclose(model.Forward(tokens), rtol: 1e-4, atol: 1e-4), "the error term keeps the clean logits");
-        }
+        Assert.Equal(new long[] { 1, 4, 64 }, saeCache[attached.HookName(SaeHookPoints.ActsPost)].shape);
+        Assert.True(same!.allclose(model.Forward(tokens), rtol: 1e-4, atol: 1e-4), "the error term keeps the clean logits");
+        // The per-call SAEs: the reconstruction in place of the activation (no error term), and no SAE left attached then.
+        using (var hand = model.RunWithHooks(tokens, ("blocks.1.hook_resid_pre", x => loaded.forward(x))))
+            Assert.True(hand.allclose(once, rtol: 1e-5, atol: 1e-5) && hand.allclose(onceCached.Logits!, rtol: 1e-5, atol: 1e-5));
+        Assert.Equal(["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"], onceCached.Cache.Keys.Order(StringComparer.Ordinal));
+        // Steering at -1 is steering at the 4-token prompt's position 3.
+        using (var at3 = hooked.RunWithHooks(tokens, [new Steering(loaded, 7, 20.0) { Positions = [3] }]))
+            Assert.True(at3.allclose(atLast, rtol: 0, atol: 0));
         Assert.Equal(same!.shape, ablated.shape);
         // The plain hook saw the SAE's features once and, returning null, changed nothing.
         Assert.Equal(new long[] { 1, 4, 64 }, Assert.Single(shapes));
