@@ -132,6 +132,32 @@ public class ActivationFileSourceTests : IDisposable
         Assert.Null(src.Next(16));
     }
 
+    /// <summary>Training from a <c>sae cache</c> folder for many passes (the soak run of BENCHMARKS.md, "Long runs"):
+    /// the buffer refills, the reshuffle at each pass and the file handles closed when more than 16 shards are open
+    /// leave no tensor alive, so the live count after four more passes is the count after the first.</summary>
+    [Fact]
+    public void Many_passes_over_more_shards_than_open_files_leave_no_live_tensors() => LiveTensors.OnOwnThread(() =>
+    {
+        for (int s = 0; s < 20; s++) WriteShard($"shard_{s:D3}.safetensors", 5L * s, 5, withTarget: true);
+        using var src = new ActivationFileSource([_dir], new() { ChunkRows = 3, BufferRows = 8, Seed = 4, Epochs = 0, TargetName = "targets" });
+        var ids = new List<long>();
+        void Passes(int n)
+        {
+            for (int i = 0; i < n * 100 / 7; i++)
+            {
+                using var b = src.Next(7)!; // outside any scope: a tensor Next forgot would stay alive
+                using var checks = NewDisposeScope(); // the checks' own temporaries
+                ids.AddRange(RowIds(b.Input));
+                Assert.True(b.Target.allclose(b.Input * 2 + 1)); // targets stay paired with their rows
+            }
+        }
+        Passes(1);
+        long before = TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        Passes(4);
+        Assert.Equal(before, TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+        Assert.Equal(Enumerable.Range(0, 100).Select(i => (long)i), ids.Take(100).Order()); // the first pass: every row once
+    });
+
     [Fact]
     public void WithoutLoopAShuffledPassEndsWithAShortBatchThenNull()
     {
