@@ -15,7 +15,7 @@ public class LmTrainCommandTests : CliTempDirTestBase
     private string[] Tiny(string outDir, params string[] more) =>
     [
         "lm", "train", "--corpus", P("c.jsonl"), "--out", outDir, "--steps", "1", "--warm-up-steps", "1", "--d-model", "16",
-        "--n-layers", "1", "--n-heads", "2", "--d-mlp", "32", "--context-size", "64", "--batch-size", "2", "--val-docs", "3",
+        "--n-layers", "1", "--n-heads", "2", "--d-mlp", "32", "--context-size", "128", "--batch-size", "2", "--val-docs", "3",
         "--checkpoint-every", "0", "--seed", "1", .. more,
     ];
 
