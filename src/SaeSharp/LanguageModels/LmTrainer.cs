@@ -160,9 +160,10 @@ public static class LmTrainer
         LabelledCorpus.WriteTokenizer(o.OutDir);
         WriteConfig(o, tokenizer.VocabSize);
 
-        torch.manual_seed((long)o.Seed);
         using var model = (GptNeoXModel)ModelLoader.Create(o.OutDir);
-        Initialise(model, o.NLayers);
+        // A generator of the run's own, seeded as torch.manual_seed seeds the global one (the same draws): another thread
+        // drawing from the global generator cannot change the start weights.
+        using (var init = new Generator(o.Seed)) Initialise(model, o.NLayers, init);
         model.SetRequiresGrad(true);
         // AdamW (β 0.9/0.95) with weight decay on the 2-D weights but the embedding, TorchSharp's AdamW op for op (Fused off:
         // the weights models/builtin's command reproduces).
@@ -464,7 +465,7 @@ public static class LmTrainer
     }
 
     /// <summary>GPT-NeoX initialisation: N(0, 0.02) matrices and embeddings, output projections scaled by 1/√(2·n_layers), zero biases, unit norms.</summary>
-    private static void Initialise(nn.Module model, int nLayers)
+    private static void Initialise(nn.Module model, int nLayers, Generator generator)
     {
         using var _ = no_grad();
         foreach (var (name, p) in model.named_parameters())
@@ -474,7 +475,7 @@ public static class LmTrainer
             else
             {
                 double std = 0.02 * (name.Contains("attention.dense") || name.Contains("dense_4h_to_h") ? 1 / Math.Sqrt(2 * nLayers) : 1);
-                p.normal_(0, std);
+                p.normal_(0, std, generator);
             }
         }
     }
