@@ -92,14 +92,14 @@ internal static class LmCommand
         $"validation loss {r.ValidationLoss:F4} nats/token" +
         (r.EntropyFloor is double f ? $" (entropy floor {f:F4}; gap {r.ValidationLoss - f:F4})" : "");
 
-    /// <summary>"stopped at step N; wrote WEIGHTS and the checkpoint DIR; continue with: sae lm train ... --resume" (the
-    /// command line <paramref name="args"/> without --force, with --resume).</summary>
+    /// <summary>"stopped at step N; wrote WEIGHTS and the checkpoint DIR ...", then on a line of its own "continue with: sae
+    /// lm train ... --resume" (the command line <paramref name="args"/> without --force, with --resume).</summary>
     internal static string StoppedLine(LmTrainingResult r, string checkpoint, IEnumerable<string> args)
     {
         var again = args.Where(a => a != "--force").Select(a => a.Length > 0 && a.All(c => char.IsAsciiLetterOrDigit(c) || "-_./=:,+@".Contains(c)) ? a : "'" + a.Replace("'", "'\\''") + "'").ToList();
         if (!again.Contains("--resume")) again.Add("--resume");
         return $"stopped at step {r.Steps}; wrote {Path.Combine(r.OutDir, "model.safetensors")} and the checkpoint {checkpoint} " +
-               $"(no training.json: the run did not end); continue with: sae {string.Join(' ', again)}";
+               $"(no training.json: the run did not end)\ncontinue with: sae {string.Join(' ', again)}";
     }
 
     /// <summary>Runs <see cref="LmTrainer.Train"/> with the progress bar and the <see cref="StopSignals"/> of <c>sae train</c>:

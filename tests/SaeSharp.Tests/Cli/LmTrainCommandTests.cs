@@ -84,7 +84,7 @@ public class LmTrainCommandTests : CliTempDirTestBase
     {
         var r = new LmTrainingResult("m", 10, 0, 0, double.NaN, null, 1, 1);
         Assert.Equal($"stopped at step 10; wrote {Path.Combine("m", "model.safetensors")} and the checkpoint /x/m/checkpoints/step_000000010 " +
-            "(no training.json: the run did not end); continue with: sae lm train --corpus 'my corpus.jsonl' --out m --resume",
+            "(no training.json: the run did not end)\ncontinue with: sae lm train --corpus 'my corpus.jsonl' --out m --resume",
             LmCommand.StoppedLine(r, "/x/m/checkpoints/step_000000010", ["lm", "train", "--corpus", "my corpus.jsonl", "--out", "m", "--force"]));
         Assert.EndsWith("--out m --resume --seed 1",
             LmCommand.StoppedLine(r, "c", ["lm", "train", "--out", "m", "--resume", "--seed", "1"]));
