@@ -43,13 +43,7 @@ internal static class LmCheckpoint
         {
             var file = Path.Combine(Folder, TensorFile);
             using (no_grad())
-                foreach (var (k, dst) in model.state_dict())
-                {
-                    if (!tensors.TryGetValue(ModelPrefix + k, out var src)) throw new SaeSharpException($"{file}: missing tensor '{ModelPrefix}{k}'");
-                    if (!src.shape.SequenceEqual(dst.shape))
-                        throw new SaeSharpException($"{file}: tensor '{ModelPrefix}{k}' has shape [{string.Join(", ", src.shape)}], expected [{string.Join(", ", dst.shape)}]");
-                    dst.copy_(src);
-                }
+                foreach (var (k, dst) in model.state_dict()) TrainerCheckpoint.CopyTensor(tensors, ModelPrefix + k, dst, file);
             adam.LoadStateTensors(tensors.Where(kv => kv.Key.StartsWith(AdamPrefix, StringComparison.Ordinal))
                 .ToDictionary(kv => kv.Key[AdamPrefix.Length..], kv => kv.Value), file);
             adam.StepCount = Position.AdamStep;
@@ -119,9 +113,7 @@ internal static class LmCheckpoint
         if (!Directory.Exists(root)) throw new SaeSharpException($"--resume: no checkpoints in {root} (a run stopped by Ctrl-C or SIGTERM, or saved by --checkpoint-every, leaves them)");
         var dir = TrainerCheckpoint.Resolve(root);
         var statePath = Path.Combine(dir, TrainerCheckpoint.StateFileName);
-        JsonNode state;
-        try { state = JsonNode.Parse(File.ReadAllText(statePath)) ?? throw new SaeSharpException($"{statePath}: empty"); }
-        catch (JsonException e) { throw new SaeSharpException($"{statePath}: invalid JSON ({e.Message})", e); }
+        var state = TrainerCheckpoint.ReadStateFile(statePath);
         if (state["format"]?.GetValueKind() != JsonValueKind.String || state["format"]!.GetValue<string>() != FormatTag)
             throw new SaeSharpException($"{statePath}: format is '{state["format"]}', expected '{FormatTag}' (an lm train checkpoint)");
         var had = state["run"] as JsonObject ?? throw new SaeSharpException($"{statePath}: missing 'run'");
