@@ -18,7 +18,8 @@ public class LibraryLayeringTests
         ["Models", "Data", "Interop"],
         ["Activations"],
         ["Corpus", "Evaluation", "Interventions"],
-        ["Training", "LanguageModels", "Analysis"],
+        ["Training", "Analysis"],
+        ["LanguageModels"],
         ["Pipelines"],
     ];
 

@@ -82,7 +82,7 @@ internal static class DemoCommand
 
         Stage(3, $"evaluating on {Cli.Integer(o.EvalTokens)} held-out tokens (the SAE spliced into the model)");
         var m = demo.Evaluate();
-        Cli.WriteColumns(null, ["FVU", "L0", "dead %", "% CE loss recovered", "KL (nats)", "CE clean", "CE with SAE", "CE zero-ablated"],
+        Cli.WriteColumns(null, Numbers("FVU", "L0", "dead %", "% CE loss recovered", "KL (nats)", "CE clean", "CE with SAE", "CE zero-ablated"),
         [[
             m.Reconstruction.Fvu.ToString("F3"), m.L0.ToString("F1"), Cli.Percent("dead %", m.Reconstruction.DeadFraction, 1),
             Cli.Percent("% CE loss recovered", m.CeLossScore, 1), m.KlDivWithSae.ToString("F3"),
@@ -158,13 +158,16 @@ internal static class DemoCommand
         }
     }
 
+    /// <summary>Right-aligned columns (numbers, so their digits line up, as in every other table).</summary>
+    private static Column[] Numbers(params string[] names) => [.. names.Select(n => new Column(n, Right: true))];
+
     private static void PrintSteering(DemoSteering s)
     {
         string fires = s.FiresOn is { } b ? $"it fires on {b.Label} (F1 {b.F1:F2})" : "no label of its own";
         Cli.WriteIndented("[bold]steering[/] " + Markup.Escape($"with feature {s.Feature}, whose decoder direction raises the logits of {s.Label} words most " +
             $"({string.Join(", ", s.TopWords)}; {fires}): {s.Scale:G3}·W_dec[{s.Feature}] ({s.ScaleInMaxActivations:G3}× its largest activation) " +
             "added from the prompt's last token on, greedy decoding"), 2);
-        Cli.WriteColumns(null, ["run", "continuation", $"{s.Label} words"],
+        Cli.WriteColumns(null, ["run", "continuation", new Column($"{s.Label} words", Right: true)],
         [
             ["prompt", s.Prompt, ""],
             ["unsteered", s.Before, s.LabelWordsBefore.ToString()],
@@ -214,7 +217,7 @@ internal static class DemoCommand
             return stopExitCode;
         }
         Cli.WriteColumns($"SAEs on synthetic data ({result.Steps} steps, {Cli.Integer(result.Tokens)} rows)",
-            ["architecture", "MSE", "FVU", "L0", "dead %", "MCC", "% recovered", "F1"],
+            ["architecture", .. Numbers("MSE", "FVU", "L0", "dead %", "MCC", "% recovered", "F1")],
             result.Saes.Select(sae => sae.Metrics!).Select((m, i) => new[]
             {
                 result.Saes[i].Name, m.Mse.ToString("G3"), m.Fvu.ToString("F3"), m.L0.ToString("F1"), Cli.Percent("dead %", m.DeadFraction, 1),

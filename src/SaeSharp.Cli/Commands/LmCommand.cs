@@ -27,8 +27,10 @@ internal static class LmCommand
             string folder = ModelSource.Resolve(parse.GetValue(model)!);
             using var m = Models.ModelLoader.FromPretrained(folder);
             var tok = Tokenizers.Tokenizer.FromFolder(folder);
+            var notes = new List<string>();
             var (loss, floor) = CliProgress.Run("lm eval", progress =>
-                LmTrainer.Validate(m, tok, parse.GetValue(corpus)!, parse.GetValue(docs), parse.GetValue(ctx) ?? m.Config.NCtx, progress));
+                LmTrainer.Validate(m, tok, parse.GetValue(corpus)!, parse.GetValue(docs), parse.GetValue(ctx) ?? m.Config.NCtx, progress, notes));
+            foreach (var note in notes) Cli.ErrorLine($"note: {note}");
             Console.WriteLine(Summary(new LmTrainingResult(folder, 0, 0, 0, loss, floor, double.NaN, double.NaN)));
             return 0;
         });
@@ -56,8 +58,9 @@ internal static class LmCommand
         var ckpt = new Option<long>("--checkpoint-every") { Description = "Save the model folder every N steps", DefaultValueFactory = _ => d.CheckpointEverySteps }.NonNegative();
         var seed = new Option<ulong>("--seed") { DefaultValueFactory = _ => 0UL };
         var force = new Option<bool>("--force") { Description = "Replace a model already in --out; without it such a folder is an error" };
+        var resume = new Option<bool>("--resume") { Description = "Continue the run stopped in --out (OUT/checkpoints) with the same flags: the weights of an uninterrupted run" };
         var command = new Command("train", "Train a small GPT-NeoX-layout causal LM (AdamW, cosine schedule) on a .jsonl corpus")
-            { corpus, output, steps, batch, ctx, lr, decay, warm, dModel, layers, heads, dMlp, val, valCorpus, valSeed, ckpt, seed, force };
+            { corpus, output, steps, batch, ctx, lr, decay, warm, dModel, layers, heads, dMlp, val, valCorpus, valSeed, ckpt, seed, force, resume };
         Cli.SetAction(command, parse =>
         {
             if (parse.GetValue(valSeed) is not null)
@@ -70,9 +73,14 @@ internal static class LmCommand
                 ContextSize = parse.GetValue(ctx), Lr = parse.GetValue(lr), WeightDecay = parse.GetValue(decay), WarmUpSteps = parse.GetValue(warm), DModel = parse.GetValue(dModel),
                 NLayers = parse.GetValue(layers), NHeads = parse.GetValue(heads), DMlp = parse.GetValue(dMlp),
                 ValidationDocuments = parse.GetValue(val), ValidationCorpusPath = parse.GetValue(valCorpus), ValidationSeed = parse.GetValue(valSeed), CheckpointEverySteps = parse.GetValue(ckpt), Seed = parse.GetValue(seed),
-                Overwrite = parse.GetValue(force),
+                Overwrite = parse.GetValue(force), Resume = parse.GetValue(resume),
             };
-            var r = TrainWithProgress(o);
+            var (r, stopExitCode) = TrainWithProgress(o);
+            if (r.StoppedCheckpoint is { } checkpoint)
+            {
+                Console.WriteLine(StoppedLine(r, checkpoint, Environment.GetCommandLineArgs().Skip(1)));
+                return stopExitCode;
+            }
             Console.WriteLine($"wrote {r.OutDir} ({r.Steps} steps, {Cli.Integer(r.TrainTokens)} tokens, {r.Seconds:F0} s)");
             Console.WriteLine(Summary(r));
             return 0;
@@ -84,11 +92,25 @@ internal static class LmCommand
         $"validation loss {r.ValidationLoss:F4} nats/token" +
         (r.EntropyFloor is double f ? $" (entropy floor {f:F4}; gap {r.ValidationLoss - f:F4})" : "");
 
-    internal static LmTrainingResult TrainWithProgress(LmTrainingOptions o)
+    /// <summary>"stopped at step N; wrote WEIGHTS and the checkpoint DIR ...", then on a line of its own "continue with: sae
+    /// lm train ... --resume" (the command line <paramref name="args"/> without --force, with --resume).</summary>
+    internal static string StoppedLine(LmTrainingResult r, string checkpoint, IEnumerable<string> args)
+    {
+        var again = args.Where(a => a != "--force").Select(a => a.Length > 0 && a.All(c => char.IsAsciiLetterOrDigit(c) || "-_./=:,+@".Contains(c)) ? a : "'" + a.Replace("'", "'\\''") + "'").ToList();
+        if (!again.Contains("--resume")) again.Add("--resume");
+        return $"stopped at step {r.Steps}; wrote {Path.Combine(r.OutDir, "model.safetensors")} and the checkpoint {checkpoint} " +
+               $"(no training.json: the run did not end)\ncontinue with: sae {string.Join(' ', again)}";
+    }
+
+    /// <summary>Runs <see cref="LmTrainer.Train"/> with the progress bar and the <see cref="StopSignals"/> of <c>sae train</c>:
+    /// Ctrl-C or SIGTERM stops after the current step with a checkpoint, and <c>StopExitCode</c> is then the exit code.</summary>
+    internal static (LmTrainingResult Result, int StopExitCode) TrainWithProgress(LmTrainingOptions o)
     {
         static string Line(LmProgress p) =>
             $"step {p.Step}/{p.TotalSteps} loss {p.Loss:F4} lr {p.Lr:G3} {p.TokensPerSecond:N0} tok/s" + (p.Eta is TimeSpan t ? $" ETA {t:hh\\:mm\\:ss}" : "");
-        return CliProgress.Run<LmProgress, LmTrainingResult>("training", o.Steps, progress => LmTrainer.Train(o, progress),
+        using var stop = new StopSignals();
+        var result = CliProgress.Run<LmProgress, LmTrainingResult>("training", o.Steps, progress => LmTrainer.Train(o, progress, stop.Token),
             p => (p.Step, p.TotalSteps, Line(p)), p => p.Step % 100 == 0 || p.Step == p.TotalSteps ? Line(p) : null);
+        return (result, stop.ExitCode);
     }
 }

@@ -53,6 +53,9 @@ public sealed record LmTrainingOptions
     public ulong Seed { get; init; }
     /// <summary>Replace a model already in <see cref="OutDir"/> (<c>--force</c>); without it such a folder is an error.</summary>
     public bool Overwrite { get; init; }
+    /// <summary>Continue the run whose checkpoint is in <c>OutDir/checkpoints</c> (<c>--resume</c>): every other setting must
+    /// be that run's; the weights reached are those of an uninterrupted run, bit for bit.</summary>
+    public bool Resume { get; init; }
 }
 
 /// <summary>Progress of <see cref="LmTrainer.Train"/>.</summary>
@@ -68,7 +71,12 @@ public sealed record LmProgress(long Step, long TotalSteps, double Loss, double 
 /// <param name="ValidationLoss">Mean cross-entropy per predicted token on the held-out stories.</param>
 /// <param name="EntropyFloor">Mean information per predicted token of the generator's choices on the same tokens (null without <c>choice_nats</c>).</param>
 public sealed record LmTrainingResult(string OutDir, long Steps, long TrainTokens, double Seconds, double ValidationLoss,
-    double? EntropyFloor, double FirstLoss, double LastLoss);
+    double? EntropyFloor, double FirstLoss, double LastLoss)
+{
+    /// <summary>The checkpoint folder written when the run was stopped (cancelled) before its last step; null when it
+    /// ended. A stopped run has no validation loss (NaN) and no training.json.</summary>
+    public string? StoppedCheckpoint { get; init; }
+}
 
 /// <summary>
 /// Trains a small GPT-NeoX-layout causal language model from scratch on a text corpus with SaeSharp's own model code:
@@ -80,7 +88,10 @@ public static class LmTrainer
     /// <summary>Packed windows of whole documents: ids [n, ctx], targets [n, ctx] (-100 where not scored), per-target nats.</summary>
     internal sealed record Packed(long[][] Ids, long[][] Targets, double[][] Nats);
 
-    /// <summary>Trains the model described by <paramref name="o"/>, writes its folder to <see cref="LmTrainingOptions.OutDir"/> (checkpoints on the way), and reports <paramref name="progress"/> after each step; cancelling <paramref name="cancel"/> throws <see cref="OperationCanceledException"/> before the next step.</summary>
+    /// <summary>Trains the model described by <paramref name="o"/>, writes its folder to <see cref="LmTrainingOptions.OutDir"/>
+    /// (checkpoints on the way), and reports <paramref name="progress"/> after each step. Cancelling <paramref name="cancel"/>
+    /// stops after the current step: the weights and a resumable checkpoint (<see cref="LmTrainingResult.StoppedCheckpoint"/>)
+    /// are written and the result returned.</summary>
     public static LmTrainingResult Train(LmTrainingOptions o, IProgress<LmProgress>? progress = null, CancellationToken cancel = default)
     {
         ArgumentNullException.ThrowIfNull(o);
@@ -89,9 +100,11 @@ public static class LmTrainer
         if (!double.IsFinite(o.Lr) || o.Lr <= 0) throw new SaeSharpException($"--lr {o.Lr}: expected a finite number > 0");
         if (!double.IsFinite(o.WeightDecay) || o.WeightDecay < 0) throw new SaeSharpException($"--weight-decay {o.WeightDecay}: expected a finite number >= 0");
         if (!double.IsFinite(o.GradClip) || o.GradClip <= 0) throw new SaeSharpException($"gradient clip {o.GradClip}: expected a finite number > 0");
+        if (o.Resume && o.Overwrite) throw new SaeSharpException("give --resume (continue the run in --out) or --force (replace it), not both");
         // Everything is read and checked before the output folder is touched: a refused run leaves nothing behind.
-        if (!o.Overwrite && Directory.Exists(o.OutDir) && ModelFiles.Where(f => File.Exists(Path.Combine(o.OutDir, f))).ToList() is { Count: > 0 } modelFiles)
-            throw new SaeSharpException($"{o.OutDir} holds a language model ({string.Join(", ", modelFiles)}): replace it with --force, or choose another --out");
+        if (!o.Overwrite && !o.Resume && Directory.Exists(o.OutDir) && ModelFiles.Where(f => File.Exists(Path.Combine(o.OutDir, f))).ToList() is { Count: > 0 } modelFiles)
+            throw new SaeSharpException($"{o.OutDir} holds a language model ({string.Join(", ", modelFiles)}): replace it with --force" +
+                (Directory.Exists(LmCheckpoint.Root(o.OutDir)) ? ", continue its stopped run with --resume" : "") + ", or choose another --out");
         var tokenizer = BuiltinTokenizer();
         CheckMemory(o, tokenizer.VocabSize, HostMemory.AvailableBytes());
         var docs = ReadDocuments(o.CorpusPath, tokenizer).ToList();
@@ -100,16 +113,20 @@ public static class LmTrainer
             throw new SaeSharpException($"{o.CorpusPath}: {docs.Count} documents; need more than the {held} held out for validation");
         int bos = tokenizer.BosTokenId ?? 0;
         var train = Pack(docs.Take(docs.Count - held), o.ContextSize, bos);
-        var val = o.ValidationSeed is ulong vs ? Pack(Tokenize(CorpusGenerator.Generate(vs, o.ValidationDocuments), tokenizer), o.ContextSize, bos)
-            : o.ValidationCorpusPath is { } vp ? Pack(ReadDocuments(vp, tokenizer), o.ContextSize, bos)
-            : Pack(docs.Skip(docs.Count - held), o.ContextSize, bos);
-        if (val.Ids.Length == 0)
+        var valDocs = (o.ValidationSeed is ulong vs ? Tokenize(CorpusGenerator.Generate(vs, o.ValidationDocuments), tokenizer)
+            : o.ValidationCorpusPath is { } vp ? ReadDocuments(vp, tokenizer)
+            : docs.Skip(docs.Count - held)).ToList();
+        if (valDocs.Count == 0)
             throw new SaeSharpException(o.ValidationCorpusPath is { } empty ? $"{empty}: no validation documents"
                 : $"--val-docs {o.ValidationDocuments}: no validation documents; give at least 1");
+        RefuseCutDocuments(valDocs, o.ContextSize, o.ValidationSeed is ulong seed ? $"--val-seed {seed}" : o.ValidationCorpusPath ?? o.CorpusPath);
+        var val = Pack(valDocs, o.ContextSize, bos);
+        var run = LmCheckpoint.Run(o, train, val);
+        using var resumed = o.Resume ? LmCheckpoint.Load(o.OutDir, run) : null;
         bool created = !Directory.Exists(o.OutDir) || !Directory.EnumerateFileSystemEntries(o.OutDir).Any();
         try
         {
-            return TrainInto(o, tokenizer, train, val, progress, cancel);
+            return TrainInto(o, tokenizer, train, val, run, resumed, progress, cancel);
         }
         catch when (created && !File.Exists(Path.Combine(o.OutDir, "model.safetensors")))
         {
@@ -135,15 +152,18 @@ public static class LmTrainer
     }
 
     private static LmTrainingResult TrainInto(LmTrainingOptions o, WordLevelTokenizer tokenizer, Packed train, Packed val,
-        IProgress<LmProgress>? progress, CancellationToken cancel)
+        System.Text.Json.Nodes.JsonObject run, LmCheckpoint.Loaded? resumed, IProgress<LmProgress>? progress, CancellationToken cancel)
     {
         Directory.CreateDirectory(o.OutDir);
+        // The checkpoints of a run --force replaces must not be taken for this run's by a later --resume.
+        if (resumed is null) LmCheckpoint.Delete(o.OutDir);
         LabelledCorpus.WriteTokenizer(o.OutDir);
         WriteConfig(o, tokenizer.VocabSize);
 
-        torch.manual_seed((long)o.Seed);
         using var model = (GptNeoXModel)ModelLoader.Create(o.OutDir);
-        Initialise(model, o.NLayers);
+        // A generator of the run's own, seeded as torch.manual_seed seeds the global one (the same draws): another thread
+        // drawing from the global generator cannot change the start weights.
+        using (var init = new Generator(o.Seed)) Initialise(model, o.NLayers, init);
         model.SetRequiresGrad(true);
         // AdamW (β 0.9/0.95) with weight decay on the 2-D weights but the embedding, TorchSharp's AdamW op for op (Fused off:
         // the weights models/builtin's command reproduces).
@@ -151,13 +171,27 @@ public static class LmTrainer
             .Select(np => (np.name, np.parameter, IsDecayed(np.name, np.parameter) ? o.WeightDecay : 0.0)), beta1: 0.9, beta2: 0.95) { Fused = false };
         var rng = new SeededRandom(o.Seed);
         long[] order = rng.Permutation(train.Ids.Length);
-        long cursor = 0, trainTokens = 0;
-        var watch = Stopwatch.StartNew();
-        double first = double.NaN, ema = double.NaN;
-        model.train();
-        for (long step = 1; step <= o.Steps; step++)
+        long cursor = 0, trainTokens = 0, start = 1;
+        double first = double.NaN, ema = double.NaN, earlier = 0;
+        if (resumed?.Position is { } at)
         {
-            cancel.ThrowIfCancellationRequested();
+            resumed.Apply(model, opt);
+            (rng, order, cursor, trainTokens, first, ema, earlier, start) =
+                (SeededRandom.FromState(at.Rng), at.Order, at.Cursor, at.TrainTokens, at.FirstLoss, at.Ema, at.Seconds, at.Step + 1);
+        }
+        var watch = Stopwatch.StartNew();
+        double Seconds() => earlier + watch.Elapsed.TotalSeconds;
+        string Checkpoint(long done)
+        {
+            SaveWeights(model, o.OutDir);
+            return LmCheckpoint.Save(o.OutDir, model, opt, run,
+                new LmCheckpoint.Position(done, trainTokens, opt.StepCount, rng.GetState(), order, cursor, first, ema, Seconds()));
+        }
+        model.train();
+        for (long step = start; step <= o.Steps; step++)
+        {
+            if (cancel.IsCancellationRequested)
+                return new LmTrainingResult(o.OutDir, step - 1, trainTokens, Seconds(), double.NaN, null, first, ema) { StoppedCheckpoint = Checkpoint(step - 1) };
             using var scope = NewDisposeScope();
             var rows = new long[o.BatchSize];
             for (int b = 0; b < rows.Length; b++)
@@ -181,11 +215,11 @@ public static class LmTrainer
             ema = double.IsNaN(ema) ? l : 0.95 * ema + 0.05 * l;
             if (progress is not null && (step % 10 == 0 || step == o.Steps))
             {
-                double sec = watch.Elapsed.TotalSeconds;
+                double sec = Seconds();
                 progress.Report(new LmProgress(step, o.Steps, ema, lr, trainTokens / Math.Max(sec, 1e-9),
                     TimeSpan.FromSeconds(sec / step * (o.Steps - step))));
             }
-            if (o.CheckpointEverySteps > 0 && step % o.CheckpointEverySteps == 0 && step < o.Steps) SaveWeights(model, o.OutDir);
+            if (o.CheckpointEverySteps > 0 && step % o.CheckpointEverySteps == 0 && step < o.Steps) Checkpoint(step);
         }
         model.eval();
         model.SetRequiresGrad(false);
@@ -193,8 +227,10 @@ public static class LmTrainer
         var (valLoss, floor) = Validate(model, val, o.BatchSize);
         (double, double?)? quick = o.ValidationSeed is ulong qs
             ? Validate(model, tokenizer, CorpusGenerator.Generate(qs, QuickCheckDocuments), o.ContextSize) : null;
-        var result = new LmTrainingResult(o.OutDir, o.Steps, trainTokens, watch.Elapsed.TotalSeconds, valLoss, floor, first, ema);
+        var result = new LmTrainingResult(o.OutDir, o.Steps, trainTokens, Seconds(), valLoss, floor, first, ema);
         WriteReport(o, result, quick);
+        // The run ended: nothing is left to resume, and the model folder holds only the model.
+        LmCheckpoint.Delete(o.OutDir);
         return result;
     }
 
@@ -245,14 +281,17 @@ public static class LmTrainer
     /// <summary>
     /// Validation loss of a model folder on the held-out stories of a corpus, as <see cref="Train"/> measures it
     /// (the last <paramref name="documents"/> stories, or all of them when it is 0, packed into windows of <paramref name="contextSize"/>).
+    /// When the corpus has fewer than <paramref name="documents"/> stories, all are scored and <paramref name="notes"/> says so.
     /// </summary>
     public static (double Loss, double? Floor) Validate(HookedTransformer model, ITextTokenizer tokenizer,
-        string corpusPath, int documents, int contextSize, IProgress<WorkProgress>? progress = null)
+        string corpusPath, int documents, int contextSize, IProgress<WorkProgress>? progress = null, ICollection<string>? notes = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         var docs = ReadDocuments(corpusPath, tokenizer).ToList();
         if (docs.Count == 0) throw new SaeSharpException($"{corpusPath}: no stories (an empty corpus)");
         var scored = documents > 0 ? docs.Skip(Math.Max(0, docs.Count - documents)).ToList() : docs;
+        if (documents > docs.Count)
+            notes?.Add($"--docs {documents}: {corpusPath} has {docs.Count} {(docs.Count == 1 ? "story" : "stories")}; scoring all of them");
         RefuseCutDocuments(scored, contextSize, corpusPath);
         var c = model.Config;
         int batch = 16;
@@ -426,7 +465,7 @@ public static class LmTrainer
     }
 
     /// <summary>GPT-NeoX initialisation: N(0, 0.02) matrices and embeddings, output projections scaled by 1/√(2·n_layers), zero biases, unit norms.</summary>
-    private static void Initialise(nn.Module model, int nLayers)
+    private static void Initialise(nn.Module model, int nLayers, Generator generator)
     {
         using var _ = no_grad();
         foreach (var (name, p) in model.named_parameters())
@@ -436,7 +475,7 @@ public static class LmTrainer
             else
             {
                 double std = 0.02 * (name.Contains("attention.dense") || name.Contains("dense_4h_to_h") ? 1 / Math.Sqrt(2 * nLayers) : 1);
-                p.normal_(0, std);
+                p.normal_(0, std, generator);
             }
         }
     }

@@ -80,9 +80,7 @@ internal static class CrossCoderCheckpoint
         var dir = TrainerCheckpoint.Resolve(c.Path);
         TrainerCheckpoint.RemoveInterruptedWrites(c.Path);
         var statePath = System.IO.Path.Combine(dir, TrainerCheckpoint.StateFileName);
-        JsonNode state;
-        try { state = JsonNode.Parse(File.ReadAllText(statePath)) ?? throw new SaeSharpException($"{statePath}: empty"); }
-        catch (JsonException e) { throw new SaeSharpException($"{statePath}: invalid JSON ({e.Message})", e); }
+        var state = TrainerCheckpoint.ReadStateFile(statePath);
         if (state["format"]?.GetValue<string>() != FormatTag)
             throw new SaeSharpException($"{statePath}: format is '{state["format"]}', expected '{FormatTag}' (a crosscoder checkpoint)");
         var shape = Shape(cc.Cfg);
@@ -97,10 +95,10 @@ internal static class CrossCoderCheckpoint
         {
             using var _ = no_grad();
             foreach (var (k, dst) in cc.state_dict())
-                Copy(tensors, ModelPrefix + k, dst, file);
+                TrainerCheckpoint.CopyTensor(tensors, ModelPrefix + k, dst, file);
             adam.LoadStateTensors(tensors.Where(kv => kv.Key.StartsWith(AdamPrefix, StringComparison.Ordinal))
                 .ToDictionary(kv => kv.Key[AdamPrefix.Length..], kv => kv.Value), file);
-            if (tokensSinceFired is not null) Copy(tensors, TokensSinceFiredKey, tokensSinceFired, file);
+            if (tokensSinceFired is not null) TrainerCheckpoint.CopyTensor(tensors, TokensSinceFiredKey, tokensSinceFired, file);
         }
         finally
         {
@@ -109,14 +107,6 @@ internal static class CrossCoderCheckpoint
         adam.StepCount = state["adam_step"]!.GetValue<long>();
         return new State(state["step"]!.GetValue<long>(), state["tokens"]!.GetValue<long>(),
             state["data"] ?? throw new SaeSharpException($"{statePath}: missing 'data'"), dir);
-    }
-
-    private static void Copy(Dictionary<string, Tensor> tensors, string key, Tensor dst, string file)
-    {
-        if (!tensors.TryGetValue(key, out var src)) throw new SaeSharpException($"{file}: missing tensor '{key}'");
-        if (!src.shape.SequenceEqual(dst.shape))
-            throw new SaeSharpException($"{file}: tensor '{key}' has shape [{string.Join(", ", src.shape)}], expected [{string.Join(", ", dst.shape)}]");
-        dst.copy_(src);
     }
 
     private static JsonObject Shape(CrossCoderConfig cfg)

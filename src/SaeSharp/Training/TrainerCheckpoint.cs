@@ -191,15 +191,30 @@ public sealed class TrainerCheckpoint : IDisposable
             ?? throw new SaeSharpException($"{path}: no {StateFileName} and no complete {StepFolderPrefix}* checkpoint inside");
     }
 
+    /// <summary>The JSON of a checkpoint's <see cref="StateFileName"/>; an empty or invalid file is an error naming it.</summary>
+    internal static JsonNode ReadStateFile(string statePath)
+    {
+        try { return JsonNode.Parse(File.ReadAllText(statePath)) ?? throw new SaeSharpException($"{statePath}: empty"); }
+        catch (JsonException e) { throw new SaeSharpException($"{statePath}: invalid JSON ({e.Message})", e); }
+    }
+
+    /// <summary>Copies the checkpoint tensor <paramref name="key"/> of <paramref name="file"/> into <paramref name="dst"/>;
+    /// a missing key or another shape is an error naming both.</summary>
+    internal static void CopyTensor(IReadOnlyDictionary<string, Tensor> tensors, string key, Tensor dst, string file)
+    {
+        if (!tensors.TryGetValue(key, out var src)) throw new SaeSharpException($"{file}: missing tensor '{key}'");
+        if (!src.shape.SequenceEqual(dst.shape))
+            throw new SaeSharpException($"{file}: tensor '{key}' has shape [{string.Join(", ", src.shape)}], expected [{string.Join(", ", dst.shape)}]");
+        dst.copy_(src);
+    }
+
     /// <summary>Reads the checkpoint at <paramref name="path"/> (a step folder, or the checkpoint_path holding them: its
     /// latest complete one), tensors included; dispose it to free them.</summary>
     public static TrainerCheckpoint Load(string path)
     {
         var dir = Resolve(path);
         var statePath = Path.Combine(dir, StateFileName);
-        JsonNode state;
-        try { state = JsonNode.Parse(File.ReadAllText(statePath)) ?? throw new SaeSharpException($"{statePath}: empty"); }
-        catch (JsonException e) { throw new SaeSharpException($"{statePath}: invalid JSON ({e.Message})", e); }
+        var state = ReadStateFile(statePath);
         if (state["format"]?.GetValue<string>() != FormatTag)
             throw new SaeSharpException($"{statePath}: format is '{state["format"]}', expected '{FormatTag}'");
         var cfg = state["config"].Deserialize<TrainerConfig>(TrainerConfig.JsonOptions)

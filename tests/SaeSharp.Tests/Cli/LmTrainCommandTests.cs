@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
+using SaeSharp.Cli.Commands;
 using SaeSharp.Corpus;
 using SaeSharp.IO;
 using SaeSharp.LanguageModels;
@@ -15,7 +16,7 @@ public class LmTrainCommandTests : CliTempDirTestBase
     private string[] Tiny(string outDir, params string[] more) =>
     [
         "lm", "train", "--corpus", P("c.jsonl"), "--out", outDir, "--steps", "1", "--warm-up-steps", "1", "--d-model", "16",
-        "--n-layers", "1", "--n-heads", "2", "--d-mlp", "32", "--context-size", "64", "--batch-size", "2", "--val-docs", "3",
+        "--n-layers", "1", "--n-heads", "2", "--d-mlp", "32", "--context-size", "128", "--batch-size", "2", "--val-docs", "3",
         "--checkpoint-every", "0", "--seed", "1", .. more,
     ];
 
@@ -73,6 +74,32 @@ public class LmTrainCommandTests : CliTempDirTestBase
         string err = r.Err.Trim();
         Assert.Matches(@"^error: --context-size 100000, --batch-size 16: one training step needs about [0-9.]+ [TP]B .* but [0-9.]+ [kMGT]B of memory is available; make --context-size or --batch-size smaller", err);
         Assert.DoesNotContain('\n', err);
+        Assert.False(Directory.Exists(P("lm")));
+    }
+
+    /// <summary>The line after a stop names the weights and the checkpoint written, and the command that continues: the
+    /// same arguments without --force, with --resume, a path with a space quoted for the shell.</summary>
+    [Fact]
+    public void The_stop_line_names_what_was_written_and_the_resume_command()
+    {
+        var r = new LmTrainingResult("m", 10, 0, 0, double.NaN, null, 1, 1);
+        Assert.Equal($"stopped at step 10; wrote {Path.Combine("m", "model.safetensors")} and the checkpoint /x/m/checkpoints/step_000000010 " +
+            "(no training.json: the run did not end)\ncontinue with: sae lm train --corpus 'my corpus.jsonl' --out m --resume",
+            LmCommand.StoppedLine(r, "/x/m/checkpoints/step_000000010", ["lm", "train", "--corpus", "my corpus.jsonl", "--out", "m", "--force"]));
+        Assert.EndsWith("--out m --resume --seed 1",
+            LmCommand.StoppedLine(r, "c", ["lm", "train", "--out", "m", "--resume", "--seed", "1"]));
+    }
+
+    [Fact]
+    public void A_resume_without_checkpoints_or_with_force_is_refused()
+    {
+        LabelledCorpus.Write(P("c.jsonl"), 9, 12);
+        var r = CliRunner.Run(Tiny(P("lm"), "--resume"));
+        Assert.Equal(1, r.Exit);
+        Assert.Contains($"--resume: no checkpoints in {P("lm", "checkpoints")}", r.Err);
+        r = CliRunner.Run(Tiny(P("lm"), "--resume", "--force"));
+        Assert.Equal(1, r.Exit);
+        Assert.Contains("give --resume (continue the run in --out) or --force (replace it), not both", r.Err);
         Assert.False(Directory.Exists(P("lm")));
     }
 

@@ -73,7 +73,7 @@ public class LmTrainerTests
             LabelledCorpus.Write(corpus, 9, 12);
             LmTrainingOptions Tiny(double lr = 1e-3, int valDocs = 3) => new()
             {
-                CorpusPath = corpus, OutDir = outDir, DModel = 16, NLayers = 1, NHeads = 2, DMlp = 32, ContextSize = 64,
+                CorpusPath = corpus, OutDir = outDir, DModel = 16, NLayers = 1, NHeads = 2, DMlp = 32, ContextSize = 128,
                 BatchSize = 2, Steps = 3, WarmUpSteps = 1, CheckpointEverySteps = 0, ValidationDocuments = valDocs, Lr = lr,
             };
             foreach (double lr in new[] { double.NaN, double.PositiveInfinity, 0, -1 })
@@ -190,6 +190,14 @@ public class LmTrainerTests
             Assert.Equal(lastLoss, loss, 9);
             Assert.Equal(lastFloor!.Value, floor!.Value, 9);
             Assert.NotEqual(firstLoss, loss, 6);
+            // More stories asked for than the corpus has: all six are scored, and a note says so.
+            var notes = new List<string>();
+            var (more, _) = LmTrainer.Validate(m, tok, all, 10, 256, notes: notes);
+            Assert.Equal(LmTrainer.Validate(m, tok, all, 0, 256).Loss, more, 12);
+            Assert.Equal([$"--docs 10: {all} has 6 stories; scoring all of them"], notes);
+            notes.Clear();
+            LmTrainer.Validate(m, tok, all, 6, 256, notes: notes);
+            Assert.Empty(notes);
         }
         finally
         {
