@@ -463,6 +463,10 @@ internal static class InterventionCommands
         var json = new Option<string?>("--json") { Description = "Write the top rows and error attributions as JSON" };
         var html = new Option<string?>("--html") { Description = "Write the prompt with each top feature's attribution per token as HTML" };
         var ig = new Option<int>("--ig-steps") { Description = "Integrated-gradient steps (0: attribution patching)", DefaultValueFactory = _ => 0 }.NonNegative();
+        var igErrors = new Option<bool>("--ig-errors")
+        {
+            Description = "With --ig-steps: scale each SAE's error term along with its features (Marks et al.'s path from b_dec), so the error attribution is integrated too",
+        };
         var noBos = NoBosOption();
         var freeze = new Option<bool>("--freeze-attention-and-norms")
         {
@@ -471,7 +475,7 @@ internal static class InterventionCommands
         var dtype = ModelSource.SaeOrCltDtypeOption();
         var command = new Command("attribute", "Attribution patching of a metric to SAE features (or a whole CLT's): f·∂m/∂f per token and feature, and each error node's share")
         {
-            model, sae, prompt, input, metric, top, output, json, html, ig, noBos, freeze, dtype,
+            model, sae, prompt, input, metric, top, output, json, html, ig, igErrors, noBos, freeze, dtype,
         };
         var cltLoading = new CltLoadingCli();
         cltLoading.AddTo(command);
@@ -482,6 +486,9 @@ internal static class InterventionCommands
             inputs.Add(new("--model", parse.GetValue(model)!, InputKind.Folder));
             if (parse.GetValue(input) is { } inputPath) inputs.Add(new("--input", inputPath, InputKind.Whole));
             OutputGuard.RefuseBadOutputFiles([("--out", parse.GetValue(output)), ("--json", parse.GetValue(json)), ("--html", parse.GetValue(html))], [.. inputs]);
+            if (parse.GetValue(ig) == 0) Cli.RefuseGiven(parse, "part of integrated gradients; give --ig-steps N", igErrors);
+            if (parse.GetValue(igErrors) && parse.GetValue(sae)!.Any(p => CrossLayerTranscoderLoader.IsCrossLayerTranscoder(p, null)))
+                throw new SaeSharpException("--ig-errors: for SAEs; a whole cross-layer transcoder's integrated gradients hold its error nodes at their clean values (its replacement model)");
             using var scope = NewDisposeScope();   // the tensors shown below
             var (folder, tok, tokens) = PromptOrInputTokens(parse, model, prompt, input, noBos);
             using var _t = tokens;
@@ -507,7 +514,7 @@ internal static class InterventionCommands
                     using var pm = ModelForSae.Load(folder, ModelForSae.SharedOptions(saes.Select(s => s.Cfg)), modelDtype ?? ModelForSae.SharedDtype(saes, saePaths));
                     var hooked = new HookedSaeTransformer(pm.Model) { ModelHooks = pm.Hooks };
                     foreach (var s in saes) hooked.AddSae(s, useErrorTerm: true);
-                    return CliProgress.Run("attribute", progress => hooked.Attribute(tokens, spec, parse.GetValue(ig), progress, frozen));
+                    return CliProgress.Run("attribute", progress => hooked.Attribute(tokens, spec, parse.GetValue(ig), progress, frozen, parse.GetValue(igErrors)));
                 }
                 using var result = Attribute();
                 string Tok(long id) => tok is null ? id.ToString(CultureInfo.InvariantCulture) : tok.TokenText((int)id);

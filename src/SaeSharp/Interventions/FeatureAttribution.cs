@@ -113,6 +113,9 @@ public sealed class AttributionResult : IDisposable
     public required IReadOnlyList<Tensor> FeatureActs { get; init; }
     /// <summary>0: attribution patching (first-order); N: integrated gradients with N steps.</summary>
     public int IntegratedGradientSteps { get; init; }
+    /// <summary>Integrated gradients scaled each SAE's error term along with its features (Marks et al.'s path, from the
+    /// SAE's output at b_dec), so <see cref="ErrorAttribution"/> is integrated too; otherwise it is first-order.</summary>
+    public bool IntegratedErrors { get; init; }
     /// <summary>A whole cross-layer transcoder's attribution: entry l of every list is its layer l (<see cref="Hooks"/> the
     /// MLP outputs it replaced), and features are named <c>L{layer}/{index}</c>.</summary>
     public bool CrossLayer { get; init; }
@@ -162,6 +165,7 @@ public sealed class AttributionResult : IDisposable
             ["metric"] = MetricSpec.ToString(),
             ["hooks"] = string.Join(",", Hooks),
             ["integrated_gradient_steps"] = IntegratedGradientSteps.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            ["integrated_errors"] = IntegratedErrors ? "true" : "false",
             ["cross_layer"] = CrossLayer ? "true" : "false",
             ["freeze_attention_and_norms"] = FrozenAttentionAndNorms ? "true" : "false",
         };
@@ -193,17 +197,29 @@ public static class FeatureAttribution
     /// <summary><see cref="Run(HookedSaeTransformer, Tensor, AttributionMetric, int, IProgress{WorkProgress}?)"/>, with
     /// <paramref name="freezeAttentionAndNorms"/>: attention patterns and norm scales constants of the backward (<see cref="RunOptions.FreezeAttentionAndNorms"/>).</summary>
     public static AttributionResult Run(HookedSaeTransformer model, Tensor tokens, AttributionMetric metric, int integratedGradientSteps,
-        bool freezeAttentionAndNorms, IProgress<WorkProgress>? progress = null)
+        bool freezeAttentionAndNorms, IProgress<WorkProgress>? progress = null) =>
+        Run(model, tokens, metric, integratedGradientSteps, freezeAttentionAndNorms, integrateErrors: false, progress);
+
+    /// <summary>As <see cref="Run(HookedSaeTransformer, Tensor, AttributionMetric, int, bool, IProgress{WorkProgress}?)"/>;
+    /// with <paramref name="integrateErrors"/> (integrated gradients only) each step scales the SAE's error term by α as
+    /// well as its features, as Marks et al.'s <c>_pe_ig</c> does with a zero patch: the path runs from the SAE's output at
+    /// b_dec (no features, no error) to the clean activation, the error attribution is ε·mean ∂m/∂ε, and the features'
+    /// and error's attributions of one SAE sum to m(clean) − m(that hook's activation replaced by b_dec).</summary>
+    public static AttributionResult Run(HookedSaeTransformer model, Tensor tokens, AttributionMetric metric, int integratedGradientSteps,
+        bool freezeAttentionAndNorms, bool integrateErrors, IProgress<WorkProgress>? progress = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(metric);
         if (model.Saes.Count == 0) throw new SaeSharpException("attribution needs at least one attached SAE");
         if (integratedGradientSteps < 0) throw new SaeSharpException($"integrated-gradient steps must be >= 0, got {integratedGradientSteps}");
+        if (integrateErrors && integratedGradientSteps == 0)
+            throw new SaeSharpException("integrating the error terms is part of integrated gradients: give integrated-gradient steps > 0");
         var hooks = model.Saes.Select(a => a.Hook).ToList();
         var counter = new ProgressCounter(progress, "tokens", tokens.numel() * (1 + (long)hooks.Count * integratedGradientSteps));
         var attr = new List<Tensor>();
         var errAttr = new List<Tensor>();
         var acts = new List<Tensor>();
+        var errors = new List<Tensor>();
         double value;
         // Frozen integrated gradients: every step's patterns and norm scales are the clean run's, so the path is linear.
         using var frozenValues = freezeAttentionAndNorms && integratedGradientSteps > 0 ? new FrozenValues() : null;
@@ -218,6 +234,7 @@ public static class FeatureAttribution
                 var f = capture.FeatureLeaf(h);
                 var e = capture.ErrorLeaf(h);
                 acts.Add(f.detach().clone().DetachFromDisposeScope());
+                if (integrateErrors) errors.Add(e.detach().clone().DetachFromDisposeScope());
                 attr.Add((f.detach() * GradOf(f)).DetachFromDisposeScope());
                 errAttr.Add((e.detach() * GradOf(e)).sum(-1).DetachFromDisposeScope());
             }
@@ -226,23 +243,32 @@ public static class FeatureAttribution
         {
             using var scope = NewDisposeScope();
             var sum = zeros_like(acts[i]);
+            var errorSum = integrateErrors ? zeros_like(errors[i]) : null;
             for (int k = 1; k <= integratedGradientSteps; k++)
             {
                 using var step = NewDisposeScope();
-                using var capture = new AttributionCapture { ScaledHook = hooks[i], Alpha = (k - 0.5) / integratedGradientSteps };
+                using var capture = new AttributionCapture { ScaledHook = hooks[i], Alpha = (k - 0.5) / integratedGradientSteps, ScaleErrors = integrateErrors };
                 frozenValues?.Replay();
                 Backward(model, tokens, metric, capture, freezeAttentionAndNorms, frozenValues);
                 counter.Add(tokens.numel());
                 sum.add_(GradOf(capture.FeatureLeaf(hooks[i])), TorchScalars.One);
+                errorSum?.add_(GradOf(capture.ErrorLeaf(hooks[i])), TorchScalars.One);
             }
             attr[i].Dispose();
             using var steps = integratedGradientSteps.ToScalar();
             attr[i] = (acts[i] * sum / steps).DetachFromDisposeScope();
+            if (errorSum is not null)
+            {
+                errAttr[i].Dispose();
+                errAttr[i] = (errors[i] * errorSum / steps).sum(-1).DetachFromDisposeScope();
+            }
         }
+        foreach (var e in errors) e.Dispose();
         return new AttributionResult
         {
             MetricSpec = metric, Metric = value, Hooks = hooks, Attribution = attr, ErrorAttribution = errAttr,
             FeatureActs = acts, IntegratedGradientSteps = integratedGradientSteps, FrozenAttentionAndNorms = freezeAttentionAndNorms,
+            IntegratedErrors = integrateErrors,
         };
     }
 
@@ -434,12 +460,14 @@ internal sealed class AttributionCapture : ISaeSpliceCapture, IDisposable
     /// <summary>The SAE whose features are scaled by <see cref="Alpha"/> (integrated gradients), or null.</summary>
     public string? ScaledHook { get; init; }
     public double Alpha { get; init; } = 1;
+    /// <summary>Scale <see cref="ScaledHook"/>'s error term by <see cref="Alpha"/> too (Marks et al.'s path).</summary>
+    public bool ScaleErrors { get; init; }
 
     private Scalar? _alpha;
 
     public Tensor Features(AttachedSae a, Tensor f) => Leaf(_features, a.Hook, a.Hook == ScaledHook ? f * (_alpha ??= Alpha.ToScalar()) : f);
 
-    public Tensor Error(AttachedSae a, Tensor e) => Leaf(_errors, a.Hook, e);
+    public Tensor Error(AttachedSae a, Tensor e) => Leaf(_errors, a.Hook, ScaleErrors && a.Hook == ScaledHook ? e * (_alpha ??= Alpha.ToScalar()) : e);
 
     public Tensor FeatureLeaf(string hook) => _features.TryGetValue(hook, out var t) ? t
         : throw new SaeSharpException($"the SAE at '{hook}' did not run (does the metric's forward pass reach it?)");

@@ -151,8 +151,9 @@ public sealed class HookedSaeTransformer(HookedTransformer model)
         return Model.Generate(tokens, maxNewTokens, o with { Hooks = hooks, Saes = [.. _saes, .. o.Saes ?? []] });
     }
 
-    /// <summary>Attribution patching to the features of every attached SAE (<see cref="FeatureAttribution"/>).</summary>
+    /// <summary>Attribution patching to the features of every attached SAE (<see cref="FeatureAttribution"/>);
+    /// <paramref name="integrateErrors"/>: integrated gradients scale each SAE's error term with its features (Marks et al.).</summary>
     public AttributionResult Attribute(Tensor tokens, AttributionMetric metric, int integratedGradientSteps = 0,
-        IProgress<WorkProgress>? progress = null, bool freezeAttentionAndNorms = false) =>
-        FeatureAttribution.Run(this, tokens, metric, integratedGradientSteps, freezeAttentionAndNorms, progress);
+        IProgress<WorkProgress>? progress = null, bool freezeAttentionAndNorms = false, bool integrateErrors = false) =>
+        FeatureAttribution.Run(this, tokens, metric, integratedGradientSteps, freezeAttentionAndNorms, integrateErrors, progress);
 }

@@ -233,6 +233,11 @@ public class InterventionCommandTests : IDisposable
             for (int l = 0; l < 2; l++)
                 Assert.True(o2[$"attribution.{l}"].allclose(ig.Attribution[l], rtol: 1e-5, atol: 1e-6), $"layer {l} integrated gradients");
         }
+        (exit, _, err) = CliRunner.Run("attribute", "--model", model, "--sae", P("clt"), "--input", input, "--metric", "loss", "--ig-steps", "2",
+            "--ig-errors", "--out", P("ig-errors.safetensors"));
+        Assert.Equal(1, exit);
+        Assert.Contains("--ig-errors: for SAEs", err);
+        Assert.False(File.Exists(P("ig-errors.safetensors")));
         (exit, _, err) = CliRunner.Run("attribute", "--model", model, "--sae", P("clt"), "--input", input, "--metric", "logit-diff:5,9",
             "--freeze-attention-and-norms", "--dtype", "bf16", "--out", P("bf16.safetensors"));
         Assert.True(exit == 0, err);
@@ -496,6 +501,22 @@ public class InterventionCommandTests : IDisposable
             Assert.False(ig.Attribution[0].allclose(r.Attribution[0], rtol: 1e-3, atol: 1e-5), "4 steps of integrated gradients differ from one linearisation");
             Assert.True(SafeTensors.Load(P("ig.safetensors"))["attribution"].allclose(ig.Attribution[0], rtol: 1e-5, atol: 1e-6));
         }
+        // --ig-errors: the error term scaled along (Marks et al.); refused without --ig-steps, before anything is written.
+        (exit, _, err) = CliRunner.Run("attribute", "--model", model, "--sae", saeDir, "--input", input, "--metric", "logit-diff:5,9",
+            "--ig-steps", "4", "--ig-errors", "--out", P("ig-err.safetensors"));
+        Assert.True(exit == 0, err);
+        using (var ig = hooked.Attribute(tokens, AttributionMetric.LogitDiff(5, 9), 4, integrateErrors: true))
+        {
+            var saved = SafeTensors.Load(P("ig-err.safetensors"));
+            Assert.True(saved["error_attribution"].allclose(ig.ErrorAttribution[0], rtol: 1e-5, atol: 1e-6));
+            Assert.True(saved["attribution"].allclose(ig.Attribution[0], rtol: 1e-5, atol: 1e-6));
+            using (var file = SafeTensorsFile.Open(P("ig-err.safetensors"))) Assert.Equal("true", file.Metadata["integrated_errors"]);
+        }
+        (exit, _, err) = CliRunner.Run("attribute", "--model", model, "--sae", saeDir, "--input", input, "--metric", "logit-diff:5,9",
+            "--ig-errors", "--out", P("no-steps.safetensors"));
+        Assert.Equal(1, exit);
+        Assert.Contains("--ig-errors", err);
+        Assert.False(File.Exists(P("no-steps.safetensors")));
 
         // Two SAEs: attribution.0 / attribution.1.
         using (var second = InterventionTests.RandomSae("blocks.1.hook_resid_mid", 16, 24, 10))

@@ -216,6 +216,42 @@ public class AttributionTests(ITestOutputHelper output) : ModelTestBase
         Assert.True(Math.Abs(sumIg - effect) < Math.Abs(sumFirst - effect), "integrated gradients are closer to the ablation than first order");
     }
 
+    /// <summary>Marks et al.'s integrated gradients (<c>_pe_ig</c> with a zero patch: features and error term scaled
+    /// together): one SAE's feature and error attributions sum to m(clean) − m(its hook's activation replaced by b_dec),
+    /// the model run here without any SAE (96 midpoint steps: the path from b_dec bends more than the features-only one);
+    /// where m is linear in the error term the error attribution equals the first-order
+    /// one; without integrated-gradient steps it is refused.</summary>
+    [Fact]
+    public void IntegratedErrorsAddUpToReplacingTheHookByBDec()
+    {
+        using var model = Gpt2(nLayer: 2, seed: 6);
+        string hook = "blocks.0.hook_resid_post";
+        using var sae = InterventionTests.RandomSae(hook, 16, 32, 8, encBias: 0.0);
+        var hooked = new HookedSaeTransformer(model);
+        hooked.AddSae(sae, useErrorTerm: true);
+        var metric = AttributionMetric.LogitDiff(3, 7);
+        using var ig = hooked.Attribute(Toks, metric, integratedGradientSteps: 96, integrateErrors: true);
+        Assert.True(ig.IntegratedErrors);
+        var atBDec = model.RunWithHooks(Toks, (hook, x => sae.BDec.expand_as(x).clone()));
+        double effect = ig.Metric - metric.Evaluate(atBDec, Toks).item<float>();
+        double features = ig.Attribution[0].sum().item<float>(), error = ig.ErrorAttribution[0].sum().item<float>();
+        output.WriteLine($"activation → b_dec effect {effect:F4}; integrated features {features:F4} + error {error:F4}");
+        Assert.True(Math.Abs(features + error - effect) < 0.01 * Math.Abs(effect) + 1e-3, $"features {features} + error {error} vs effect {effect}");
+        using var heldErrors = hooked.Attribute(Toks, metric, integratedGradientSteps: 24);
+        Assert.False(heldErrors.Attribution[0].allclose(ig.Attribution[0], rtol: 1e-3, atol: 1e-5), "scaling the error changes the path");
+
+        // On ln_final.hook_normalized a logit metric is linear in the error term: integrated = first order.
+        using var model1 = Gpt2(nLayer: 1, seed: 4);
+        using var last = InterventionTests.RandomSae("ln_final.hook_normalized", 16, 32, 7, encBias: 0.2);
+        var linear = new HookedSaeTransformer(model1);
+        linear.AddSae(last, useErrorTerm: true);
+        using var first = linear.Attribute(Toks, metric);
+        using var integrated = linear.Attribute(Toks, metric, integratedGradientSteps: 3, integrateErrors: true);
+        AssertAllClose(first.ErrorAttribution[0], integrated.ErrorAttribution[0], 1e-4, "error attribution");
+        AssertAllClose(first.Attribution[0], integrated.Attribution[0], 1e-4, "feature attribution");
+        Assert.Contains("integrated-gradient steps", Assert.Throws<SaeSharpException>(() => linear.Attribute(Toks, metric, integrateErrors: true)).Message);
+    }
+
     private static double Pearson(IReadOnlyList<double> a, IReadOnlyList<double> b)
     {
         double ma = a.Average(), mb = b.Average();
