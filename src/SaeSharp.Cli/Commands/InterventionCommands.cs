@@ -287,7 +287,7 @@ internal static class InterventionCommands
     {
         var ids = tok.Encode(text, parseSpecialTokens: true);
         if (ids.Length == 1 && (ids[0] != tok.UnkTokenId || tok.IdToToken(ids[0]) == text.Trim())) return ids[0];
-        string pieces = string.Join(", ", ids.Select(i => $"{i} {Analysis.DashboardWriter.Quote(tok.Decode([i]))}" + (i == tok.UnkTokenId ? " (unknown)" : "")));
+        string pieces = string.Join(", ", ids.Select(i => $"{i} {Analysis.DashboardWriter.Quote(tok.TokenText(i))}" + (i == tok.UnkTokenId ? " (unknown)" : "")));
         throw new SaeSharpException($"{option}: '{text}' is not a single token of this tokenizer: it tokenizes to [{pieces}] (give a single-token string or a token id)");
     }
 
