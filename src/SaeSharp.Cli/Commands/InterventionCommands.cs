@@ -234,7 +234,7 @@ internal static class InterventionCommands
                 {
                     using var g = hooked.Generate(tokens, parse.GetValue(maxNew), o, steer is null ? [] : [steer]);
                     if (GenerationNote(g, 0, steer?.Positions) is string note) notes.Add($"seed {o.Seed}, {(steer is null ? "unsteered" : "steered")}: {note}");
-                    return tok.Decode(g.Tokens[0].narrow(0, promptLen, g.Tokens.shape[1] - promptLen).data<long>().Select(v => (int)v));
+                    return ModelCommands.Continuation(tok, g.Tokens, promptLen);
                 }
                 rows.Add([o.Seed.ToString()!, Continue(null), Continue(steering)]);
             }

@@ -107,6 +107,21 @@ public static class TokenDisplay
         return tokenizer.Decode([id, id]) is { Length: > 0 } twice && twice == alone + " " + alone ? " " + alone : alone;
     }
 
+    /// <summary>
+    /// The text <paramref name="continuation"/> adds after <paramref name="prompt"/>, as Hugging Face's text-generation
+    /// pipeline cuts it: <c>decode(prompt + continuation)</c> after <c>decode(prompt)</c>. Decoded alone, a Llama 2 / Mistral
+    /// continuation would lose the space its first <c>▁</c> stands for (their decoder strips it) and a character split
+    /// between prompt and continuation would turn into U+FFFD; when the joined text does not start with the prompt's, the
+    /// continuation decoded alone.
+    /// </summary>
+    public static string DecodeContinuation(this ITextTokenizer tokenizer, IReadOnlyList<int> prompt, IReadOnlyList<int> continuation)
+    {
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        if (prompt.Count == 0) return tokenizer.Decode(continuation);
+        string head = tokenizer.Decode(prompt), all = tokenizer.Decode(prompt.Concat(continuation));
+        return all.StartsWith(head, StringComparison.Ordinal) ? all[head.Length..] : tokenizer.Decode(continuation);
+    }
+
     /// <summary>Byte-level BPE's stand-ins for characters in vocabulary strings, read back as SAEDashboard reads them
     /// (its <c>HTML_ANOMALIES</c>, applied in this order): <c>Ġ</c> a space, <c>Ċ</c> a newline, <c>ĉ</c> a tab, and
     /// the byte-level spellings of — – “ ” ‘ ’ and the zero-width space (as a space).</summary>

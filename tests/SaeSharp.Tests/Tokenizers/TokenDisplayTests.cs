@@ -91,4 +91,18 @@ public class TokenDisplayTests
         Assert.Equal("▁", NeuronpediaExport.VocabString(tok, tok.TokenToId("▁")!.Value)); // the runner leaves ▁ as it is
         Assert.Equal(SplitText, tok.Decode(ids)); // joined, the characters come back whole
     }
+
+    [SkippableTheory]
+    [InlineData("llama2")] // Strip decoder: "▁world" decoded alone loses its space
+    [InlineData("gemma3")]
+    [InlineData("qwen3")]
+    public void A_continuation_reads_as_the_text_after_the_prompt_with_its_leading_space(string name)
+    {
+        var tok = Tokenizer.FromFolder(name == "qwen3" ? HubTokenizerTests.Qwen3Dir.Value : HubTokenizerTests.NpmTokenizers.Folder(name));
+        int[] prompt = tok.EncodeWithSpecialTokens("Hello"), all = tok.EncodeWithSpecialTokens("Hello world, café");
+        Assert.Equal(prompt, all.Take(prompt.Length)); // the prompt's tokens start the longer text's
+        int[] continuation = all[prompt.Length..];
+        Assert.Equal(" world, café", tok.DecodeContinuation(prompt, continuation));
+        if (name == "llama2") Assert.Equal("world, café", tok.Decode(continuation)); // what decoding it alone showed
+    }
 }
