@@ -122,6 +122,19 @@ public static class TokenDisplay
         return all.StartsWith(head, StringComparison.Ordinal) ? all[head.Length..] : tokenizer.Decode(continuation);
     }
 
+    /// <summary>A token's text (<see cref="TokenText"/>) as shown on its own: <c>\r</c> as ⏎, <c>\n</c> as ↵, <c>\t</c> as ⇥,
+    /// other control characters as their Unicode control pictures (U+2400 + c, ␡ for DEL: a raw one breaks a line or a
+    /// table's columns), an empty string as ∅.</summary>
+    public static string Visible(string token)
+    {
+        ArgumentNullException.ThrowIfNull(token);
+        if (token.Length == 0) return "∅";
+        token = token.Replace("\r", "⏎").Replace("\n", "↵").Replace("\t", "⇥");
+        return token.Any(char.IsControl)
+            ? string.Concat(token.Select(c => c < 0x20 ? (char)(0x2400 + c) : c == 0x7F ? '␡' : c))
+            : token;
+    }
+
     /// <summary>Byte-level BPE's stand-ins for characters in vocabulary strings, read back as SAEDashboard reads them
     /// (its <c>HTML_ANOMALIES</c>, applied in this order): <c>Ġ</c> a space, <c>Ċ</c> a newline, <c>ĉ</c> a tab, and
     /// the byte-level spellings of — – “ ” ‘ ’ and the zero-width space (as a space).</summary>

@@ -105,4 +105,13 @@ public class TokenDisplayTests
         Assert.Equal(" world, café", tok.DecodeContinuation(prompt, continuation));
         if (name == "llama2") Assert.Equal("world, café", tok.Decode(continuation)); // what decoding it alone showed
     }
+
+    [Fact]
+    public void Whitespace_and_control_tokens_are_visible_on_their_own()
+    {
+        var tok = TestPaths.Gpt2;
+        // GPT-2's "č" (\r), "Ċ" (\n), "ĉ" (\t), "ĕ" (0x15), "Ġ" (a space)
+        Assert.Equal(["⏎", "↵", "⇥", "␕", " "], new[] { 201, 198, 197, 209, 220 }.Select(i => TokenDisplay.Visible(tok.TokenText(i))));
+        Assert.Equal("∅", TokenDisplay.Visible(""));
+    }
 }
