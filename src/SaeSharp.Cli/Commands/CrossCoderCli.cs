@@ -589,7 +589,7 @@ internal static class CrossCoderCli
                 using var g = pm.Model.Generate(tokens, maxNew, o with { Hooks = [.. pm.Hooks, .. steered ? steer : []] });
                 if (InterventionCommands.GenerationNote(g, 0, steered ? positions : null) is string note)
                     notes.Add($"seed {o.Seed}, {(steered ? "steered" : "unsteered")}: {note}");
-                return tok.Decode(g.Tokens[0].narrow(0, promptLen, g.Tokens.shape[1] - promptLen).data<long>().Select(v => (int)v));
+                return ModelCommands.Continuation(tok, g.Tokens, promptLen);
             }
             rows.Add([o.Seed.ToString()!, Continue(false), Continue(true)]);
         }

@@ -234,7 +234,7 @@ internal static class InterventionCommands
                 {
                     using var g = hooked.Generate(tokens, parse.GetValue(maxNew), o, steer is null ? [] : [steer]);
                     if (GenerationNote(g, 0, steer?.Positions) is string note) notes.Add($"seed {o.Seed}, {(steer is null ? "unsteered" : "steered")}: {note}");
-                    return tok.Decode(g.Tokens[0].narrow(0, promptLen, g.Tokens.shape[1] - promptLen).data<long>().Select(v => (int)v));
+                    return ModelCommands.Continuation(tok, g.Tokens, promptLen);
                 }
                 rows.Add([o.Seed.ToString()!, Continue(null), Continue(steering)]);
             }
@@ -287,7 +287,7 @@ internal static class InterventionCommands
     {
         var ids = tok.Encode(text, parseSpecialTokens: true);
         if (ids.Length == 1 && (ids[0] != tok.UnkTokenId || tok.IdToToken(ids[0]) == text.Trim())) return ids[0];
-        string pieces = string.Join(", ", ids.Select(i => $"{i} {Analysis.DashboardWriter.Quote(tok.Decode([i]))}" + (i == tok.UnkTokenId ? " (unknown)" : "")));
+        string pieces = string.Join(", ", ids.Select(i => $"{i} {Analysis.DashboardWriter.Quote(tok.TokenText(i))}" + (i == tok.UnkTokenId ? " (unknown)" : "")));
         throw new SaeSharpException($"{option}: '{text}' is not a single token of this tokenizer: it tokenizes to [{pieces}] (give a single-token string or a token id)");
     }
 

@@ -381,7 +381,16 @@ internal static class ModelCommands
     /// <summary>A table row (<paramref name="label"/>, text) of the new tokens of <paramref name="tokens"/> [1, prompt + new], the
     /// prompt <paramref name="promptLength"/> tokens.</summary>
     internal static string[] ContinuationRow(ITextTokenizer tok, long promptLength, string label, Tensor tokens) =>
-        [label, DecodeShowingUnknownIds(tok, tokens[0].narrow(0, promptLength, tokens.shape[1] - promptLength).data<long>().Select(v => (int)v).ToList())];
+        [label, Continuation(tok, tokens, promptLength)];
+
+    /// <summary>The text generated after the first <paramref name="promptLength"/> tokens of row 0 of <paramref name="tokens"/>
+    /// [1, pos], cut after the prompt's text (<see cref="TokenDisplay.DecodeContinuation"/>), ids beyond the vocabulary as
+    /// <c>&lt;id N&gt;</c>.</summary>
+    internal static string Continuation(ITextTokenizer tok, Tensor tokens, long promptLength)
+    {
+        var ids = tokens[0].data<long>().Select(v => (int)v).ToList();
+        return DecodeShowingUnknownIds(tok, ids.GetRange((int)promptLength, ids.Count - (int)promptLength), ids.GetRange(0, (int)promptLength));
+    }
 
     /// <summary>Keeps the clean and the edited generation of a prompt of <paramref name="promptLength"/> tokens in
     /// <paramref name="run"/> (tokens for the file, text for the table, labelled <paramref name="label"/>) and notes an early EOS
@@ -428,18 +437,21 @@ internal static class ModelCommands
     }
 
     /// <summary>The text of <paramref name="ids"/>, an id beyond the tokenizer's vocabulary written <c>&lt;id N&gt;</c> (a model's
-    /// embedding is often padded past its tokenizer's vocabulary, and an untrained model can sample those rows).</summary>
-    internal static string DecodeShowingUnknownIds(ITextTokenizer tok, IReadOnlyList<int> ids)
+    /// embedding is often padded past its tokenizer's vocabulary, and an untrained model can sample those rows); after
+    /// <paramref name="prompt"/>'s ids when given (<see cref="TokenDisplay.DecodeContinuation"/>).</summary>
+    internal static string DecodeShowingUnknownIds(ITextTokenizer tok, IReadOnlyList<int> ids, IReadOnlyList<int>? prompt = null)
     {
         var text = new System.Text.StringBuilder();
+        var before = new List<int>(prompt ?? []);
         var run = new List<int>();
         foreach (int id in ids)
         {
             if (id >= 0 && id < tok.VocabSize) { run.Add(id); continue; }
-            text.Append(tok.Decode(run)).Append($"<id {id}>");
+            text.Append(tok.DecodeContinuation(before, run)).Append($"<id {id}>");
+            before.AddRange(run);
             run.Clear();
         }
-        return text.Append(tok.Decode(run)).ToString();
+        return text.Append(tok.DecodeContinuation(before, run)).ToString();
     }
 
     private static Command Generate()

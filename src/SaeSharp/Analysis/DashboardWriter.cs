@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json.Nodes;
 using SaeSharp.IO;
+using SaeSharp.Tokenizers;
 
 namespace SaeSharp.Analysis;
 
@@ -46,17 +47,9 @@ public static class DashboardWriter
     private static string Esc(string s) => System.Net.WebUtility.HtmlEncode(s);
     private static string Inv(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);
 
-    /// <summary>A token as shown: newlines, tabs and other control characters made visible, an empty string as ∅.</summary>
-    public static string Display(string token)
-    {
-        if (token.Length == 0) return "∅";
-        token = token.Replace("\r", "⏎").Replace("\n", "↵").Replace("\t", "⇥");
-        // Other control characters as their Unicode control pictures (U+2400 + c, ␡ for DEL): a raw one breaks a line
-        // or a table's columns.
-        return token.Any(char.IsControl)
-            ? string.Concat(token.Select(c => c < 0x20 ? (char)(0x2400 + c) : c == 0x7F ? '␡' : c))
-            : token;
-    }
+    /// <summary>A token as shown (<see cref="TokenDisplay.Visible"/>): newlines, tabs and other control characters made
+    /// visible, an empty string as ∅.</summary>
+    public static string Display(string token) => TokenDisplay.Visible(token);
 
     /// <summary><see cref="Display"/> of a token in double quotes, for a list or table of tokens on the terminal.</summary>
     public static string Quote(string token) => "\"" + Display(token) + "\"";

@@ -50,13 +50,6 @@ public static class NeuronpediaExport
     /// <summary>The runner's list of the features it did not write.</summary>
     public const string SkippedIndexesFile = "skipped_indexes.json";
 
-    /// <summary>The runner's <c>HTML_ANOMALIES</c>: replaced in every vocabulary string, in this order.</summary>
-    public static IReadOnlyList<KeyValuePair<string, string>> HtmlAnomalies { get; } =
-    [
-        new("âĢĶ", "—"), new("âĢĵ", "–"), new("âĢľ", "“"), new("âĢĿ", "”"), new("âĢĺ", "‘"), new("âĢĻ", "’"),
-        new("âĢĭ", " "), new("Ġ", " "), new("Ċ", "\n"), new("ĉ", "\t"),
-    ];
-
     /// <summary>For a <c>sae features</c> folder whose SAE SAEDashboard's NeuronpediaRunner would fold (standard, gated,
     /// JumpReLU and the skip transcoders: everything SAELens's <c>fold_W_dec_norm</c> accepts) and whose summary.json does
     /// not say it was folded (<c>--fold-w-dec-norm</c>): what that means for the export; null otherwise.</summary>
@@ -201,15 +194,10 @@ public static class NeuronpediaExport
         return Enumerable.Range(0, parts).Select(i => n / parts + (i < n % parts ? 1 : 0)).ToList();
     }
 
-    /// <summary>The runner's <c>vocab_dict[id]</c>: the vocabulary string with <see cref="HtmlAnomalies"/> replaced
-    /// (<c>"Ġthe"</c> → <c>" the"</c>), or <see cref="OutOfRangeToken"/> for an id outside the vocabulary.</summary>
-    public static string VocabString(ITextTokenizer tokenizer, int id)
-    {
-        ArgumentNullException.ThrowIfNull(tokenizer);
-        if (tokenizer.IdToToken(id) is not { } s) return OutOfRangeToken;
-        foreach (var (from, to) in HtmlAnomalies) s = s.Replace(from, to, StringComparison.Ordinal);
-        return s;
-    }
+    /// <summary>The runner's <c>vocab_dict[id]</c>: the vocabulary string with its <c>HTML_ANOMALIES</c> replaced
+    /// (<see cref="TokenDisplay.VocabularyText"/>: <c>"Ġthe"</c> → <c>" the"</c>), or <see cref="OutOfRangeToken"/> for an
+    /// id outside the vocabulary.</summary>
+    public static string VocabString(ITextTokenizer tokenizer, int id) => tokenizer.VocabularyText(id) ?? OutOfRangeToken;
 
     private static Func<int, int, string> TokenStrings(FeatureReport report, string featuresDir, ITextTokenizer? tokenizer)
     {

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Net;
 using System.Text;
 using SaeSharp.IO;
+using SaeSharp.Tokenizers;
 using static TorchSharp.torch;
 
 namespace SaeSharp.Interventions;
@@ -94,8 +95,9 @@ public static class AttributionHtml
         return s == "-0" ? "0" : s;
     }
 
-    /// <summary>Whitespace made visible (a leading space as ·, newlines as ↵) so tokens read as tokens.</summary>
-    private static string Visible(string t) => t.Replace(" ", "·").Replace("\n", "↵").Replace("\t", "⇥");
+    /// <summary>A column heading: the token as shown on its own (<see cref="TokenDisplay.Visible"/>), its spaces as · too
+    /// (a heading cell does not keep a leading space).</summary>
+    private static string Visible(string t) => TokenDisplay.Visible(t).Replace(" ", "·", StringComparison.Ordinal);
 
     /// <summary>A cell's background, white to blue for t in (0, 1], white to red for t in [−1, 0), and on the darker blues
     /// a text colour that keeps WCAG's 4.5:1 contrast, which the page's #222 loses there: black for t in (0.66, 0.83],

@@ -89,8 +89,8 @@ public static class TokenDisplay
     /// The text of token <paramref name="id"/> as it reads inside running text: decoded alone, with the space in front
     /// that a tokenizer joining tokens with spaces (word-level) or dropping a word's leading space when decoding it alone
     /// (SentencePiece's ▁, stripped by its decoder) puts there; a token that is a fragment of a multi-byte character
-    /// (it decodes to U+FFFD alone) is shown by its vocabulary string (<c>&lt;0x0E&gt;</c>), as Hugging Face's
-    /// <c>convert_ids_to_tokens</c> shows it. A special token (<c>&lt;|endoftext|&gt;</c>, <c>&lt;s&gt;</c>, <c>&lt;bos&gt;</c>:
+    /// (it decodes to U+FFFD alone) is shown by its <see cref="VocabularyText"/> (<c>&lt;0xE4&gt;</c>; GPT-2's <c>"Ġâ"</c> as
+    /// <c>" â"</c>), as SAEDashboard shows it. A lone SentencePiece <c>"▁"</c> reads as the space it stands for. A special token (<c>&lt;|endoftext|&gt;</c>, <c>&lt;s&gt;</c>, <c>&lt;bos&gt;</c>:
     /// a special added token, or the tokenizer's BOS / EOS / PAD) reads as itself, with no space in front, as
     /// SAELens's dashboards show it; GPT-2's <c>" the"</c> keeps its own leading space. The UNK token stands for a word of
     /// the text, so it reads as a word does: a word-level tokenizer's <c>&lt;unk&gt;</c> gets the space its decoding puts
@@ -102,8 +102,60 @@ public static class TokenDisplay
         if (SpecialContent(tokenizer, id) is { } special) return special;
         string alone = tokenizer.Decode([id]);
         if (alone.Length == 0 && id == tokenizer.UnkTokenId && tokenizer.IdToToken(id) is { } unk) alone = unk;
-        if (alone.Contains('\uFFFD', StringComparison.Ordinal) && tokenizer.IdToToken(id) is { } raw) return raw;
-        return alone.Length > 0 && tokenizer.Decode([id, id]) == alone + " " + alone ? " " + alone : alone;
+        if (alone.Contains('\uFFFD', StringComparison.Ordinal) && tokenizer.VocabularyText(id) is { } raw) return raw;
+        // alone + " " + alone: the decoder dropped the space in front of the first (also when alone is "", a lone "▁")
+        return tokenizer.Decode([id, id]) is { Length: > 0 } twice && twice == alone + " " + alone ? " " + alone : alone;
+    }
+
+    /// <summary>
+    /// The text <paramref name="continuation"/> adds after <paramref name="prompt"/>, as Hugging Face's text-generation
+    /// pipeline cuts it: <c>decode(prompt + continuation)</c> after <c>decode(prompt)</c>. Decoded alone, a Llama 2 / Mistral
+    /// continuation would lose the space its first <c>▁</c> stands for (their decoder strips it) and a character split
+    /// between prompt and continuation would turn into U+FFFD; when the joined text does not start with the prompt's, the
+    /// continuation decoded alone.
+    /// </summary>
+    public static string DecodeContinuation(this ITextTokenizer tokenizer, IReadOnlyList<int> prompt, IReadOnlyList<int> continuation)
+    {
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        if (prompt.Count == 0) return tokenizer.Decode(continuation);
+        string head = tokenizer.Decode(prompt), all = tokenizer.Decode(prompt.Concat(continuation));
+        return all.StartsWith(head, StringComparison.Ordinal) ? all[head.Length..] : tokenizer.Decode(continuation);
+    }
+
+    /// <summary>A token's text (<see cref="TokenText"/>) as shown on its own: <c>\r</c> as ⏎, <c>\n</c> as ↵, <c>\t</c> as ⇥,
+    /// other control characters as their Unicode control pictures (U+2400 + c, ␡ for DEL: a raw one breaks a line or a
+    /// table's columns), an empty string as ∅.</summary>
+    public static string Visible(string token)
+    {
+        ArgumentNullException.ThrowIfNull(token);
+        if (token.Length == 0) return "∅";
+        token = token.Replace("\r", "⏎").Replace("\n", "↵").Replace("\t", "⇥");
+        return token.Any(char.IsControl)
+            ? string.Concat(token.Select(c => c < 0x20 ? (char)(0x2400 + c) : c == 0x7F ? '␡' : c))
+            : token;
+    }
+
+    /// <summary>Byte-level BPE's stand-ins for characters in vocabulary strings, read back as SAEDashboard reads them
+    /// (its <c>HTML_ANOMALIES</c>, applied in this order): <c>Ġ</c> a space, <c>Ċ</c> a newline, <c>ĉ</c> a tab, and
+    /// the byte-level spellings of — – “ ” ‘ ’ and the zero-width space (as a space).</summary>
+    public static IReadOnlyList<KeyValuePair<string, string>> ByteLevelAnomalies { get; } =
+    [
+        new("âĢĶ", "—"), new("âĢĵ", "–"), new("âĢľ", "“"), new("âĢĿ", "”"), new("âĢĺ", "‘"), new("âĢĻ", "’"),
+        new("âĢĭ", " "), new("Ġ", " "), new("Ċ", "\n"), new("ĉ", "\t"),
+    ];
+
+    /// <summary>
+    /// The vocabulary string of <paramref name="id"/> (<see cref="ITextTokenizer.IdToToken"/>) with
+    /// <see cref="ByteLevelAnomalies"/> read back, as SAEDashboard's dashboards and its NeuronpediaRunner's
+    /// <c>vocab_dict</c> show tokens: <c>"Ġthe"</c> → <c>" the"</c>, a byte fragment <c>"ĠðŁĺ"</c> → <c>" ðŁĺ"</c>;
+    /// SentencePiece strings unchanged (<c>"▁the"</c>, <c>"&lt;0xE4&gt;"</c>). Null for an id outside the vocabulary.
+    /// </summary>
+    public static string? VocabularyText(this ITextTokenizer tokenizer, int id)
+    {
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        if (tokenizer.IdToToken(id) is not { } s) return null;
+        foreach (var (from, to) in ByteLevelAnomalies) s = s.Replace(from, to, StringComparison.Ordinal);
+        return s;
     }
 
     /// <summary>The content of a control token (BOS, EOS, PAD, another special added token; not UNK unless it is one of

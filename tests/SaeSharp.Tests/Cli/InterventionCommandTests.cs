@@ -596,7 +596,8 @@ public class InterventionCommandTests : IDisposable
             }
             return seq.GetRange(ids.Count, seq.Count - ids.Count);
         }
-        string Text(List<long> t) => tok.Decode(t.Select(v => (int)v));
+        // The text after the prompt's: a word-level tokenizer joins words with a space, so the continuation starts with one.
+        string Text(List<long> t) => " " + tok.Decode(t.Select(v => (int)v));
         string[] Row(string output, string seed = "0") => output.Split('\n').Single(l => l.StartsWith(seed + "\t", StringComparison.Ordinal)).Split('\t');
 
         // The prompt is BOS + 8 words: position 8 is its last token, position 10 the second generated token's.
@@ -635,12 +636,12 @@ public class InterventionCommandTests : IDisposable
             (exit, output, err) = CliRunner.Run(["model", "generate", "--model", "builtin", "--prompt", SaeSharp.Corpus.LabelledCorpus.EndOfText + prompt,
                 "--max-new-tokens", $"{newTokens}", .. sampling]);
             Assert.True(exit == 0, err);
-            Assert.Equal($"{SaeSharp.Corpus.LabelledCorpus.EndOfText} {prompt} {unsteered}", output.Trim());
+            Assert.Equal($"{SaeSharp.Corpus.LabelledCorpus.EndOfText} {prompt}{unsteered}", output.Trim()); // unsteered starts with its space
             // --prepend-bos puts the BOS first as steer does: the same continuation of the plain prompt.
             (exit, output, err) = CliRunner.Run(["model", "generate", "--model", "builtin", "--prompt", prompt, "--prepend-bos",
                 "--max-new-tokens", $"{newTokens}", .. sampling]);
             Assert.True(exit == 0, err);
-            Assert.Equal($"{SaeSharp.Corpus.LabelledCorpus.EndOfText} {prompt} {unsteered}", output.Trim());
+            Assert.Equal($"{SaeSharp.Corpus.LabelledCorpus.EndOfText} {prompt}{unsteered}", output.Trim()); // unsteered starts with its space
         }
     }
 

