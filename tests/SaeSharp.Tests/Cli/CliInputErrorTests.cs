@@ -454,7 +454,7 @@ public class CliInputErrorTests : IDisposable
         // The built-in model's word-level tokenizer maps unknown words to <unk>: 'zebra' is not a token.
         string metric = OneLineError(CliRunner.Run("attribute", "--model", "builtin", "--sae", _fx.SaeDir, "--prompt", "Tom had", "--metric", "logit:zebra"));
         Assert.Contains("--metric: 'zebra' is not a single token of this tokenizer", metric);
-        Assert.Contains("\"<unk>\" (unknown)", metric);
+        Assert.Contains("\" <unk>\" (unknown)", metric);   // read as a word (TokenDisplay.TokenText)
         string two = OneLineError(CliRunner.Run("attribute", "--model", _fx.ModelDir, "--sae", _fx.SaeDir, "--prompt", "the cat", "--metric", "logit: dog cat"));
         Assert.Contains("' dog cat' is not a single token", two);
         Assert.Contains($"{_fx.Vocab["Ġdog"]} \" dog\", {_fx.Vocab["Ġcat"]} \" cat\"", two);
