@@ -31,7 +31,7 @@ public static class AttributionHtml
           .Append(result.Metric.ToString("G6", CultureInfo.InvariantCulture)).Append("</h1>");
         sb.Append("<p class=\"note\">attribution = f·∂m/∂f per feature and token ")
           .Append(result.IntegratedGradientSteps > 0 ? $"(integrated gradients, {result.IntegratedGradientSteps} steps)" : "(attribution patching)")
-          .Append("; error rows: Σ ε·∂m/∂ε")
+          .Append(result.IntegratedErrors ? "; error rows: Σ ε·∂m/∂ε integrated along the same path (error term scaled with the features)" : "; error rows: Σ ε·∂m/∂ε")
           .Append(result.FrozenAttentionAndNorms ? "; attention patterns and norm scales frozen" : "")
           .Append(result.CrossLayer ? ". Cross-layer transcoder replacing: " : ". SAEs at: ")
           .Append(Enc(string.Join(", ", result.Hooks.Select((h, i) => $"{i}: {h}")))).Append("</p>");

@@ -503,8 +503,10 @@ public class InterventionCommandTests : IDisposable
         }
         // --ig-errors: the error term scaled along (Marks et al.); refused without --ig-steps, before anything is written.
         (exit, _, err) = CliRunner.Run("attribute", "--model", model, "--sae", saeDir, "--input", input, "--metric", "logit-diff:5,9",
-            "--ig-steps", "4", "--ig-errors", "--out", P("ig-err.safetensors"));
+            "--ig-steps", "4", "--ig-errors", "--out", P("ig-err.safetensors"), "--html", P("ig-err.html"));
         Assert.True(exit == 0, err);
+        Assert.Contains("error rows: Σ ε·∂m/∂ε integrated along the same path", File.ReadAllText(P("ig-err.html")));
+        Assert.DoesNotContain("integrated along", File.ReadAllText(P("attr.html")));
         using (var ig = hooked.Attribute(tokens, AttributionMetric.LogitDiff(5, 9), 4, integrateErrors: true))
         {
             var saved = SafeTensors.Load(P("ig-err.safetensors"));
