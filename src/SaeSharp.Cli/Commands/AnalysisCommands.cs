@@ -216,8 +216,8 @@ internal static class AnalysisCommands
                 SparsityThreshold = parse.GetValue(sparsity), DatasetPath = parse.GetValue(dataset), FeaturesPerBatch = parse.GetValue(perBatch),
                 Tokenizer = parse.GetValue(model) is { } m ? Tokenizer.FromFolder(ModelSource.Resolve(m)) : null,
             };
-            string dir = NeuronpediaExport.Write(featuresDir, outDir, options);
-            if (NeuronpediaExport.UnfoldedNote(FeatureReport.Load(featuresDir).Source) is { } note) Cli.ErrorLine($"note: {note}");
+            string dir = NeuronpediaExport.Write(featuresDir, outDir, options, out var note);
+            if (note is not null) Cli.ErrorLine($"note: {note}");
             int batches = Directory.GetFiles(dir, "batch-*.json").Length;
             Console.WriteLine($"{Cli.Integer(batches)} batch file{(batches == 1 ? "" : "s")}: {dir}");
             return 0;

@@ -65,7 +65,12 @@ public static class NeuronpediaExport
 
     /// <summary>Exports the <c>sae features</c> folder <paramref name="featuresDir"/> into a subfolder of
     /// <paramref name="outDir"/>; returns that subfolder.</summary>
-    public static string Write(string featuresDir, string outDir, NeuronpediaExportOptions? options = null)
+    public static string Write(string featuresDir, string outDir, NeuronpediaExportOptions? options = null) =>
+        Write(featuresDir, outDir, options, out _);
+
+    /// <summary>As <see cref="Write(string, string, NeuronpediaExportOptions?)"/>; <paramref name="note"/> is
+    /// <see cref="UnfoldedNote"/> of the folder's SAE (null when there is nothing to say).</summary>
+    public static string Write(string featuresDir, string outDir, NeuronpediaExportOptions? options, out string? note)
     {
         ArgumentNullException.ThrowIfNull(featuresDir);
         ArgumentNullException.ThrowIfNull(outDir);
@@ -75,6 +80,7 @@ public static class NeuronpediaExport
         string summaryPath = Path.Combine(featuresDir, FeatureReport.SummaryFile);
         if (!File.Exists(summaryPath)) throw new SaeSharpException($"{summaryPath}: missing (the export needs the SAE's hook, d_sae and the run's windows)");
         var src = report.Source;
+        note = UnfoldedNote(src);
         if (string.IsNullOrEmpty(src.Hook)) throw new SaeSharpException($"{summaryPath}: no \"hook\"");
         var target = Resolve(src, options, summaryPath);
         var tokenString = TokenStrings(report, featuresDir, options.Tokenizer);
