@@ -29,9 +29,7 @@ internal static class CliProgress
         T result = default!;
         // One line at any terminal width: on a narrow terminal a shorter bar and no percentage (the description counts the
         // steps), and the description cut to the room left (wider, it would push the bar out and wrap onto a second line).
-        int width = AnsiConsole.Profile.Width, barWidth = Math.Clamp(width - 80, 10, 40);
-        bool percentage = width >= 100;
-        int room = Math.Max(20, width - barWidth - (percentage ? "100% ".Length : 0) - "⣷ ".Length - 2);
+        var (barWidth, percentage, room) = Layout(AnsiConsole.Profile.Width);
         ProgressColumn[] columns = percentage
             ? [new TaskDescriptionColumn(), new ProgressBarColumn { Width = barWidth }, new PercentageColumn(), new SpinnerColumn()]
             : [new TaskDescriptionColumn(), new ProgressBarColumn { Width = barWidth }, new SpinnerColumn()];
@@ -68,6 +66,18 @@ internal static class CliProgress
         }
         return result;
     }
+
+    /// <summary>The live bar's layout on a terminal <paramref name="width"/> columns wide: the bar's width, whether a
+    /// percentage column fits, and the characters left for the description.</summary>
+    private static (int BarWidth, bool Percentage, int Room) Layout(int width)
+    {
+        int barWidth = Math.Clamp(width - 80, 10, 40);
+        bool percentage = width >= 100;
+        return (barWidth, percentage, Math.Max(20, width - barWidth - (percentage ? "100% ".Length : 0) - "⣷ ".Length - 2));
+    }
+
+    /// <summary>The characters a live bar's description has on this terminal before it is cut with "…".</summary>
+    public static int DescriptionRoom => Layout(AnsiConsole.Profile.Width).Room;
 
     [ThreadStatic] private static bool _drawing;
     private static readonly List<string> _deferred = [];

@@ -245,19 +245,27 @@ internal static class TrainCommand
         using var stop = new StopSignals(stopAction);
         // A live bar on a terminal; in a pipe or file, one log line per report (so the sink is never null).
         var result = CliProgress.Run<TrainingProgress, TrainingRunResult>("training", steps,
-            progress => train(progress!, stop.Token), p => (p.Step, p.TotalSteps, Describe(p, live: true)), p => Describe(p));
+            progress => train(progress!, stop.Token), p => (p.Step, p.TotalSteps, Describe(p, live: true, CliProgress.DescriptionRoom)), p => Describe(p));
         return (result, stop.ExitCode);
     }
 
     /// <summary>"step 10/300 41,000 rows/s ETA 00:00:12 | topk: loss 73.9 L0 16.0 dead_fraction 0" (a log line); the live
-    /// bar's shorter form leaves out a single SAE's name, says "dead" and gives an ETA under an hour as m:ss.</summary>
-    internal static string Describe(TrainingProgress p, bool live = false)
+    /// bar's shorter form leaves out a single SAE's name, says "dead" and gives an ETA under an hour as m:ss. Several SAEs
+    /// in fewer than <paramref name="room"/> characters drop each one's loss, then its dead share, then the rate, so that
+    /// every SAE's L0 stays on the line ("step 22/73 ETA 0:26 | L0 topk 16.0 relu 85.2").</summary>
+    internal static string Describe(TrainingProgress p, bool live = false, int room = int.MaxValue)
     {
-        var parts = p.Saes.Select(sae =>
-            (live && p.Saes.Count == 1 ? "" : $"{sae.Name}: ") +
-            $"loss {sae.Losses.GetValueOrDefault("overall_loss"):G4} L0 {sae.L0:F1} {(live ? "dead" : "dead_fraction")} {Cli.Percent("dead_fraction", sae.DeadFraction, 0)}");
         var eta = p.Eta is not TimeSpan t ? "" : live && t.TotalHours < 1 ? $" ETA {t:m\\:ss}" : $" ETA {t:hh\\:mm\\:ss}";
-        return $"step {p.Step}/{p.TotalSteps} {p.MeanRowsPerSecond:N0} rows/s{eta} | {string.Join(" | ", parts)}";
+        string head = $"step {p.Step}/{p.TotalSteps} {p.MeanRowsPerSecond:N0} rows/s{eta} | ";
+        string Dead(SaeProgress sae) => Cli.Percent("dead_fraction", sae.DeadFraction, 0);
+        string line = head + string.Join(" | ", p.Saes.Select(sae =>
+            (live && p.Saes.Count == 1 ? "" : $"{sae.Name}: ") +
+            $"loss {sae.Losses.GetValueOrDefault("overall_loss"):G4} L0 {sae.L0:F1} {(live ? "dead" : "dead_fraction")} {Dead(sae)}"));
+        if (!live || p.Saes.Count == 1 || line.Length <= room) return line;
+        line = head + string.Join(" | ", p.Saes.Select(sae => $"{sae.Name} L0 {sae.L0:F1} dead {Dead(sae)}"));
+        if (line.Length <= room) return line;
+        line = head + string.Join(" | ", p.Saes.Select(sae => $"{sae.Name} L0 {sae.L0:F1}"));
+        return line.Length <= room ? line : $"step {p.Step}/{p.TotalSteps}{eta} | L0 " + string.Join(" ", p.Saes.Select(sae => $"{sae.Name} {sae.L0:F1}"));
     }
 
     private static int Report((TrainingRunResult Result, int StopExitCode) run, TrainingPlan plan)

@@ -63,6 +63,32 @@ public sealed class TerminalLayoutTests
     }
 
     [Fact]
+    public void Several_SAEs_keep_each_L0_on_a_narrow_live_line()
+    {
+        // At 80 columns the live description has 66 characters (80 − bar 10 − spinner 2 − 2): three SAEs' full parts
+        // were cut after the first one's, so batchtopk's and relu's L0 never showed.
+        SaeProgress Sae(string name, double l0, double dead) =>
+            new() { Name = name, Losses = new Dictionary<string, double> { ["overall_loss"] = 19.75 }, L0 = l0, DeadFraction = dead };
+        var p = new TrainingProgress
+        {
+            Step = 22, TotalSteps = 73, MeanRowsPerSecond = 7_978, Eta = TimeSpan.FromSeconds(26),
+            Saes = [Sae("topk", 16, 0), Sae("batchtopk", 16, 0.25), Sae("relu", 85.25, 0.5)],
+        };
+        string wide = TrainCommand.Describe(p, live: true, room: 200);
+        Assert.Contains("batchtopk: loss 19.75 L0 16.0 dead ", wide);
+        string medium = TrainCommand.Describe(p, live: true, room: 110);
+        // The dead share reads "25 %" on a terminal, "0.25" when the test's output is redirected (Cli.Percent).
+        Assert.Matches(@"^step 22/73 7,978 rows/s ETA 0:26 \| topk L0 16\.0 dead 0( %)? \| batchtopk L0 16\.0 dead (25 %|0\.25) \| relu L0 85\.2 dead (50 %|0\.5)$", medium);
+        Assert.True(medium.Length <= 110, medium);
+        string medium2 = TrainCommand.Describe(p, live: true, room: 90);
+        Assert.Equal("step 22/73 7,978 rows/s ETA 0:26 | topk L0 16.0 | batchtopk L0 16.0 | relu L0 85.2", medium2);
+        string narrow = TrainCommand.Describe(p, live: true, room: 66);
+        Assert.Equal("step 22/73 ETA 0:26 | L0 topk 16.0 batchtopk 16.0 relu 85.2", narrow);
+        // The log line (pipes, files) is never shortened.
+        Assert.Contains("relu: loss 19.75 L0 85.2 dead_fraction", TrainCommand.Describe(p, room: 66));
+    }
+
+    [Fact]
     public void The_prompt_view_wraps_a_long_feature_line_with_its_indent()
     {
         // sae inspect printed its lines with MarkupLine, so on an 80-column terminal a feature's line of top logits
