@@ -298,6 +298,10 @@ internal static partial class Cli
     public static string Integer(long value) =>
         value.ToString(Console.IsOutputRedirected ? "D" : "N0", CultureInfo.InvariantCulture);
 
+    /// <summary>How the user started the CLI, for a command line printed to copy: the <c>./sae</c> script passes its own
+    /// path as written (<c>./sae</c>, <c>sae</c> on the PATH) in <c>SAE_LAUNCHER</c>; "sae" otherwise.</summary>
+    public static string Launcher => Environment.GetEnvironmentVariable("SAE_LAUNCHER") is { Length: > 0 } l ? l : "sae";
+
     /// <summary>A fraction (0.995) for a table cell or a report line, named <paramref name="name"/> (the row's or column's
     /// name): <c>99.50 %</c> on a terminal, with <paramref name="decimals"/> places. In a pipe, a plain number in the unit the
     /// name says: the number of percent without the sign when the name has a "%" (<c>% alive over N tokens</c>, <c>dead %</c>),

@@ -25,7 +25,7 @@ internal static class InterventionCommands
         public readonly Option<string[]> Clamp = new("--clamp") { Description = "F:V sets feature F to V (repeatable)" };
         public readonly Option<string[]> Ablate = new("--ablate") { Description = "F1,F2,… ablates these features (repeatable)" };
         public readonly Option<string> AblateMode = new("--ablate-mode") { Description = "zero, or mean (the feature's mean over the input's tokens)", DefaultValueFactory = _ => "zero" };
-        public readonly Option<string?> Positions = new("--positions") { Description = "Comma-separated token positions that --steer applies at, negative ones from the prompt's end (-1 its last token; default: every position)" };
+        public readonly Option<string?> Positions = new("--positions") { Description = "Comma-separated token positions that --steer applies at, negative ones from the prompt's end (-1 its last token; a position named twice, e.g. 5,-1 in a 6-token prompt, counts once; default: every position)" };
         public readonly Option<int> SaeIndex = new Option<int>("--sae-index") { Description = "Which --sae (0-based) the interventions apply to", DefaultValueFactory = _ => 0 }.NonNegative();
 
         public void AddTo(Command c)
@@ -177,7 +177,7 @@ internal static class InterventionCommands
         var seed = new Option<ulong>("--seed") { Description = "Seed of the first run (run r uses seed + r, steered and unsteered alike)", DefaultValueFactory = _ => 0 };
         var runs = new Option<int>("--runs") { Description = "Continuations of each kind", DefaultValueFactory = _ => 3 }.Positive();
         var hook = new Option<string?>("--hook") { Description = "Hook to steer at (default: the SAE's hook_name)" };
-        var positionsOption = new Option<string?>("--positions") { Description = "Comma-separated token positions to steer at, negative ones from the prompt's end (-1 its last token; default: every position, generated ones included)" };
+        var positionsOption = new Option<string?>("--positions") { Description = "Comma-separated token positions to steer at, negative ones from the prompt's end (-1 its last token; a position named twice counts once; default: every position, generated ones included)" };
         var noBos = NoBosOption();
         var diffModel = new Option<string?>("--diff-model") { Description = "A model-diffing crosscoder: the second (chat) model, which --slot may choose to generate with" };
         var slot = new Option<int?>("--slot") { Description = "A crosscoder: the slot whose model generates, steered at every hook of its slots by that slot's decoder rows (default: the last slot)" };

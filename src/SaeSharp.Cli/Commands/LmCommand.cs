@@ -78,7 +78,7 @@ internal static class LmCommand
             var (r, stopExitCode) = TrainWithProgress(o);
             if (r.StoppedCheckpoint is { } checkpoint)
             {
-                Console.WriteLine(StoppedLine(r, checkpoint, Environment.GetCommandLineArgs().Skip(1)));
+                Console.WriteLine(StoppedLine(r, checkpoint, Environment.GetCommandLineArgs().Skip(1), Cli.Launcher));
                 return stopExitCode;
             }
             Console.WriteLine($"wrote {r.OutDir} ({r.Steps} steps, {Cli.Integer(r.TrainTokens)} tokens, {r.Seconds:F0} s)");
@@ -92,14 +92,16 @@ internal static class LmCommand
         $"validation loss {r.ValidationLoss:F4} nats/token" +
         (r.EntropyFloor is double f ? $" (entropy floor {f:F4}; gap {r.ValidationLoss - f:F4})" : "");
 
-    /// <summary>"stopped at step N; wrote WEIGHTS and the checkpoint DIR ...", then on a line of its own "continue with: sae
-    /// lm train ... --resume" (the command line <paramref name="args"/> without --force, with --resume).</summary>
-    internal static string StoppedLine(LmTrainingResult r, string checkpoint, IEnumerable<string> args)
+    /// <summary>"stopped at step N; wrote WEIGHTS and the checkpoint DIR ...", then on a line of its own "continue with:
+    /// ./sae lm train ... --resume" (<paramref name="launcher"/>, then the command line <paramref name="args"/> without
+    /// --force, with --resume).</summary>
+    internal static string StoppedLine(LmTrainingResult r, string checkpoint, IEnumerable<string> args, string launcher = "sae")
     {
-        var again = args.Where(a => a != "--force").Select(a => a.Length > 0 && a.All(c => char.IsAsciiLetterOrDigit(c) || "-_./=:,+@".Contains(c)) ? a : "'" + a.Replace("'", "'\\''") + "'").ToList();
+        static string Quoted(string a) => a.Length > 0 && a.All(c => char.IsAsciiLetterOrDigit(c) || "-_./=:,+@".Contains(c)) ? a : "'" + a.Replace("'", "'\\''") + "'";
+        var again = args.Where(a => a != "--force").Select(Quoted).ToList();
         if (!again.Contains("--resume")) again.Add("--resume");
         return $"stopped at step {r.Steps}; wrote {Path.Combine(r.OutDir, "model.safetensors")} and the checkpoint {checkpoint} " +
-               $"(no training.json: the run did not end)\ncontinue with: sae {string.Join(' ', again)}";
+               $"(no training.json: the run did not end)\ncontinue with: {Quoted(launcher)} {string.Join(' ', again)}";
     }
 
     /// <summary>Runs <see cref="LmTrainer.Train"/> with the progress bar and the <see cref="StopSignals"/> of <c>sae train</c>:

@@ -88,6 +88,9 @@ public class LmTrainCommandTests : CliTempDirTestBase
             LmCommand.StoppedLine(r, "/x/m/checkpoints/step_000000010", ["lm", "train", "--corpus", "my corpus.jsonl", "--out", "m", "--force"]));
         Assert.EndsWith("--out m --resume --seed 1",
             LmCommand.StoppedLine(r, "c", ["lm", "train", "--out", "m", "--resume", "--seed", "1"]));
+        // Started as ./sae (the script passes its path in SAE_LAUNCHER), the line starts so; a path with a space is quoted.
+        Assert.EndsWith("\ncontinue with: ./sae lm train --out m --resume", LmCommand.StoppedLine(r, "c", ["lm", "train", "--out", "m"], "./sae"));
+        Assert.EndsWith("\ncontinue with: '/my tools/sae' lm train --out m --resume", LmCommand.StoppedLine(r, "c", ["lm", "train", "--out", "m"], "/my tools/sae"));
     }
 
     [Fact]

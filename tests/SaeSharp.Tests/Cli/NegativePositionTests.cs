@@ -108,6 +108,15 @@ public class NegativePositionTests : ModelTestBase
     }
 
     [Fact]
+    public void A_position_named_twice_in_positions_is_steered_once()
+    {
+        // In a 6-token prompt -1 is 5: 5,-1,0 names positions 5 and 0, as PyTorch's x[:, [5, 5, 0]] += v adds once at each.
+        Assert.Equal([5L, 0L], SaeSharp.Cli.Commands.InterventionCommands.ParsePositions("5,-1,0", 6, 10, "x")!);
+        Assert.Equal([0L, 3L, 5L], SaeSharp.Cli.Commands.InterventionCommands.ParsePositions("0,3,-1", 6, 10, "x")!);
+        Assert.Null(SaeSharp.Cli.Commands.InterventionCommands.ParsePositions(" ", 6, 10, "x"));
+    }
+
+    [Fact]
     public void Positions_before_the_prompts_start_and_ambiguous_spellings_are_refused_by_name()
     {
         var (model, n) = Setup();
