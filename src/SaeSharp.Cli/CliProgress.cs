@@ -90,10 +90,15 @@ internal static class CliProgress
         else Cli.ErrorLine(line);
     }
 
-    /// <summary>"eval: 12,288 / 50,000 tokens, 1,830 tokens/s, ETA 00:00:20".</summary>
+    /// <summary>"eval: 12,288 / 50,000 tokens, 1,830 tokens/s, ETA 0:20" (an ETA of an hour or more as 1:02:05), the live
+    /// training line's ETA form.</summary>
     public static string Describe(string title, WorkProgress p) =>
         $"{title}: {p.Done:N0}{(p.Total is long t ? $" / {t:N0}" : "")} {p.Unit}, {p.PerSecond:N0} {p.Unit}/s" +
-        (p.Eta is TimeSpan eta ? $", ETA {eta:hh\\:mm\\:ss}" : "");
+        (p.Eta is TimeSpan eta ? $", ETA {Eta(eta)}" : "");
+
+    /// <summary>A live line's ETA: m:ss under an hour, h:mm:ss from an hour.</summary>
+    public static string Eta(TimeSpan eta) => eta.TotalHours < 1 ? eta.ToString("m\\:ss", System.Globalization.CultureInfo.InvariantCulture)
+        : $"{(int)eta.TotalHours}:{eta.ToString("mm\\:ss", System.Globalization.CultureInfo.InvariantCulture)}";
 
     /// <summary>Reports synchronously on the working thread (System.Progress would post to the thread pool).</summary>
     private sealed class Sink<TReport>(Action<TReport> report) : IProgress<TReport>

@@ -255,7 +255,7 @@ internal static class TrainCommand
     /// every SAE's L0 stays on the line ("step 22/73 ETA 0:26 | L0 topk 16.0 relu 85.2").</summary>
     internal static string Describe(TrainingProgress p, bool live = false, int room = int.MaxValue)
     {
-        var eta = p.Eta is not TimeSpan t ? "" : live && t.TotalHours < 1 ? $" ETA {t:m\\:ss}" : $" ETA {t:hh\\:mm\\:ss}";
+        var eta = p.Eta is not TimeSpan t ? "" : live ? $" ETA {CliProgress.Eta(t)}" : $" ETA {t:hh\\:mm\\:ss}";
         string head = $"step {p.Step}/{p.TotalSteps} {p.MeanRowsPerSecond:N0} rows/s{eta} | ";
         string Dead(SaeProgress sae) => Cli.Percent("dead_fraction", sae.DeadFraction, 0);
         string line = head + string.Join(" | ", p.Saes.Select(sae =>

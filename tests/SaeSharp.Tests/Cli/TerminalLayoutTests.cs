@@ -1,3 +1,4 @@
+using SaeSharp.Cli;
 using SaeSharp.Cli.Commands;
 using SaeSharp.Training;
 using Spectre.Console;
@@ -60,6 +61,19 @@ public sealed class TerminalLayoutTests
         var two = new TrainingProgress { Step = p.Step, TotalSteps = p.TotalSteps, Saes = [p.Saes[0], new SaeProgress { Name = "relu", Losses = p.Saes[0].Losses }] };
         Assert.Contains("topk: loss", TrainCommand.Describe(two, live: true));
         Assert.Contains("relu: loss", TrainCommand.Describe(two, live: true));
+    }
+
+    [Fact]
+    public void Live_lines_give_an_ETA_as_a_clock_reads()
+    {
+        Assert.Equal("1:15", CliProgress.Eta(TimeSpan.FromSeconds(75)));
+        Assert.Equal("0:00", CliProgress.Eta(TimeSpan.Zero));
+        Assert.Equal("1:02:05", CliProgress.Eta(TimeSpan.FromSeconds(3725)));
+        Assert.Equal("26:00:00", CliProgress.Eta(TimeSpan.FromHours(26)));
+        // "eval in model: 16,384 / 16,384 tokens, 4,518 tokens/s, ETA 00:00:…" was cut at 80 columns (66 characters).
+        string eval = CliProgress.Describe("eval in model", new WorkProgress("tokens", 16_384, 16_384, TimeSpan.FromSeconds(16_384.0 / 4_518)));
+        Assert.Equal("eval in model: 16,384 / 16,384 tokens, 4,518 tokens/s, ETA 0:00", eval);
+        Assert.True(eval.Length <= 66);
     }
 
     [Fact]
