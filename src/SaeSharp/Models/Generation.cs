@@ -73,8 +73,14 @@ public readonly record struct GenerationRow(long PromptTokens, int NewTokens, Ge
     /// <summary>Whether an edit at <paramref name="position"/> (<see cref="Interventions.Steering.Positions"/>'s numbering) can
     /// have changed this row's new tokens: the model ran on the row's token there before the row's last new token was
     /// chosen, i.e. the row has new tokens and 0 ≤ position ≤ Length − 2. Positions past that (beyond an early EOS, beyond a
-    /// shorter prompt of a padded batch, or the last new token, which is never fed back) were never applied to this row.</summary>
-    public bool Affects(long position) => NewTokens > 0 && position >= 0 && position <= Length - 2;
+    /// shorter prompt of a padded batch, or the last new token, which is never fed back) were never applied to this row. A
+    /// negative position counts back from this row's prompt end, as <see cref="Interventions.Steering.FromPromptEnd"/>
+    /// (-1 its last prompt token); one before the prompt's start affects nothing.</summary>
+    public bool Affects(long position)
+    {
+        long at = position < 0 ? PromptTokens + position : position;
+        return NewTokens > 0 && at >= 0 && at <= Length - 2;
+    }
 }
 
 /// <summary>Output of generation: prompt plus new tokens [batch, prompt + new], optionally the step logits [batch, new, d_vocab],

@@ -67,6 +67,15 @@ public class GenerationStopTests : ModelTestBase
             if (p >= last) Assert.True(same, $"position {p}: steering past the EOS at {last} changed the row");
             else if (p >= prompt.Length - 1) Assert.False(same, $"position {p}: steering before the EOS at {last} changed nothing");
             Assert.Equal(p < last, row.Affects(p));
+            // The same position counted back from the prompt's end (prompt positions only), steered the same way.
+            if (p < prompt.Length)
+            {
+                long back = p - prompt.Length;
+                using var fromEnd = hooked.Generate(Tokens(prompt), NewTokens, o, [new Steering(sae, 3, 200.0) { Positions = [back] }]);
+                Assert.True(fromEnd.Tokens.shape[1] == steered.Tokens.shape[1] && fromEnd.Tokens.equal(steered.Tokens).all().item<bool>(), $"position {back}");
+                Assert.Equal(row.Affects(p), row.Affects(back));
+            }
         }
+        Assert.False(row.Affects(-prompt.Length - 1)); // before the prompt's start
     }
 }
