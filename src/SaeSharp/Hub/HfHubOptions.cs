@@ -81,8 +81,21 @@ public sealed class HfHubOptions
     private static string Home(Func<string, string?> getenv) =>
         NonEmpty(getenv("HOME")) ?? Environment.GetFolderPath(Environment.SpecialFolder.UserProfile);
 
-    private static string ExpandHome(string path, Func<string, string?> getenv) =>
-        path == "~" ? Home(getenv) : path.StartsWith("~/", StringComparison.Ordinal) ? Path.Combine(Home(getenv), path[2..]) : path;
+    /// <summary>Python's <c>os.path.expandvars(os.path.expanduser(path))</c>, as huggingface_hub reads its paths: a leading
+    /// <c>~</c> is the home folder, then each <c>$NAME</c> or <c>${NAME}</c> of a set variable is its value (an unset one
+    /// stays as written).</summary>
+    private static string ExpandHome(string path, Func<string, string?> getenv)
+    {
+        path = path == "~" ? Home(getenv) : path.StartsWith("~/", StringComparison.Ordinal) ? Path.Combine(Home(getenv), path[2..]) : path;
+        return path.Contains('$') ? EnvironmentVariable.Replace(path, m =>
+        {
+            string name = m.Groups[1].Success ? m.Groups[1].Value : m.Groups[2].Value;
+            return getenv(name) ?? m.Value;
+        }) : path;
+    }
+
+    // posixpath.expandvars's pattern: \$(\w+|\{[^}]*\}), ASCII word characters.
+    private static readonly System.Text.RegularExpressions.Regex EnvironmentVariable = new(@"\$(?:([A-Za-z0-9_]+)|\{([^}]*)\})");
 
     private static string? NonEmpty(string? s) => string.IsNullOrWhiteSpace(s) ? null : s;
 }

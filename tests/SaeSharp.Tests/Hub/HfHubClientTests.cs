@@ -428,6 +428,13 @@ public sealed class HfHubClientTests : IDisposable
 
         var hubCache = HfHubOptions.FromEnvironment(Env(("HF_HOME", "/data/hf"), ("HF_HUB_CACHE", "/fast/cache")));
         Assert.Equal("/fast/cache", hubCache.CacheDir);
+
+        // huggingface_hub reads its paths through os.path.expandvars(os.path.expanduser(...)): ~ first, then $NAME and
+        // ${NAME} of set variables; an unset one stays as written (Python's expandvars leaves it).
+        Assert.Equal("/scratch/alice/hf/hub", HfHubOptions.FromEnvironment(Env(("HF_HOME", "/scratch/$USER/hf"), ("USER", "alice"))).CacheDir);
+        Assert.Equal("/home/u/x/alice_1/hub", HfHubOptions.FromEnvironment(Env(("HOME", "/home/u"), ("HF_HOME", "~/x/${USER}_1"), ("USER", "alice"))).CacheDir);
+        Assert.Equal("/data/$NOPE/cache", HfHubOptions.FromEnvironment(Env(("HF_HUB_CACHE", "/data/$NOPE/cache"))).CacheDir);
+        Assert.Equal("/fast/t/hub-cache", HfHubOptions.FromEnvironment(Env(("HUGGINGFACE_HUB_CACHE", "/fast/$TMPX/hub-cache"), ("TMPX", "t"))).CacheDir);
     }
 
     [Fact]
