@@ -86,6 +86,9 @@ internal sealed class BlockHookNames
     /// <summary>TransformerLens's <c>ln1.hook_scale</c>, <c>ln2.hook_scale</c> [batch, pos, 1] and <c>attn.hook_attn_scores</c>
     /// [batch, head, query_pos, key_pos].</summary>
     public readonly string Ln1Scale, Ln2Scale, AttnScores;
+    /// <summary>TransformerLens's <c>hook_mlp_in</c> [batch, pos, d_model] (the MLP's input before ln2) and
+    /// <c>attn.hook_result</c> [batch, pos, head, d_model] (each head's z_h·W_O[h]).</summary>
+    public readonly string MlpIn, Result;
     /// <summary>Mixture of experts (TransformerLens <c>MoE</c>): the router's softmax over the experts and the experts chosen.</summary>
     public readonly string ExpertWeights, ExpertIndices;
     /// <summary>Mixture of experts: each expert's hooks (TransformerLens <c>MoEGatedMLP</c>); empty for a dense MLP.</summary>
@@ -109,6 +112,8 @@ internal sealed class BlockHookNames
         Ln1Scale = b + "ln1.hook_scale";
         Ln2Scale = b + "ln2.hook_scale";
         AttnScores = b + "attn.hook_attn_scores";
+        MlpIn = b + "hook_mlp_in";
+        Result = b + "attn.hook_result";
         MlpPre = b + "mlp.hook_pre";
         MlpPreLinear = b + "mlp.hook_pre_linear";
         MlpPost = b + "mlp.hook_post";
@@ -235,8 +240,10 @@ public sealed class HookPoints
             Add(b.AttnScores, i);
             Add(b.Pattern, i);
             Add(b.Z, i);
+            Add(b.Result, i);
             Add(b.AttnOut, i);
             if (!parallelAttnMlp) Add(b.ResidMid, i);
+            Add(b.MlpIn, i);
             Add(b.Ln2Scale, i);
             Add(b.Ln2, i);
             if (b.Experts.Length > 0)
@@ -341,22 +348,17 @@ public sealed class HookPoints
     }
 
     private static readonly System.Text.RegularExpressions.Regex TransformerLensOnlyHook =
-        new(@"^blocks\.([0-9]+)\.(attn\.hook_result|hook_attn_in|hook_q_input|hook_k_input|hook_v_input|hook_mlp_in)$");
+        new(@"^blocks\.([0-9]+)\.(hook_attn_in|hook_q_input|hook_k_input|hook_v_input)$");
 
-    /// <summary>For a TransformerLens hook point SaeSharp has no hook for (<c>attn.hook_result</c>, and the optional
-    /// <c>hook_attn_in</c>, <c>hook_q/k/v_input</c>, <c>hook_mlp_in</c>), what says so and names the hook holding the nearest
+    /// <summary>For a TransformerLens hook point SaeSharp has no hook for (the optional <c>hook_attn_in</c>,
+    /// <c>hook_q/k/v_input</c>), what says so and names the hook holding the nearest
     /// tensor; null for any other name.</summary>
-    private string? NotAHookPointHere(string name)
+    private static string? NotAHookPointHere(string name)
     {
         var m = TransformerLensOnlyHook.Match(name);
         if (!m.Success) return null;
         string b = $"blocks.{m.Groups[1].Value}.";
-        string instead = m.Groups[2].Value switch
-        {
-            "attn.hook_result" => $"{b}attn.hook_z [batch, pos, head, d_head] holds each head's output before W_O",
-            "hook_mlp_in" => $"the MLP reads {b}{(ParallelAttnMlp ? "hook_resid_pre" : "hook_resid_mid")} (before its norm, as TransformerLens's hook_mlp_in)",
-            _ => $"every head reads {b}hook_resid_pre (before the norm; TransformerLens copies it per head)",
-        };
+        string instead = $"every head reads {b}hook_resid_pre (before the norm; TransformerLens copies it per head)";
         return $"hook '{name}': TransformerLens has it, SaeSharp has no such hook point; {instead} (sae model info lists the hook points)";
     }
 

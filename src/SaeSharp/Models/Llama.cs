@@ -46,7 +46,7 @@ internal sealed class DecoderAttention : nn.Module<Tensor, ForwardContext, Tenso
         var z = AttentionCore.AttendHeads(q_proj.forward(x).view(b, s, st.NHead, st.HeadDim), k_proj.forward(x).view(b, s, st.NKvHead, st.HeadDim),
             v_proj.forward(x).view(b, s, st.NKvHead, st.HeadDim), _layer, st.AttnScale, ctx, _names, st.RotaryDim, q_norm, k_norm,
             st.AttnSoftCap, sliding ? st.SlidingWindow : null, localRotary: sliding, normOverHeads: st.QkNormWhole, clip: st.ClipQkv, sinks: sinks);
-        return o_proj.forward(z);
+        return AttentionCore.Project(z, st.NHead, o_proj.InOut, o_proj.forward, ctx, _names);
     }
 }
 
