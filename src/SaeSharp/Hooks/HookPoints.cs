@@ -89,6 +89,9 @@ internal sealed class BlockHookNames
     /// <summary>TransformerLens's <c>hook_mlp_in</c> [batch, pos, d_model] (the MLP's input before ln2) and
     /// <c>attn.hook_result</c> [batch, pos, head, d_model] (each head's z_h·W_O[h]).</summary>
     public readonly string MlpIn, Result;
+    /// <summary>Gemma 2/3's post-attention and post-MLP norms (TransformerLens <c>ln1_post</c>, <c>ln2_post</c>): their output
+    /// (the same tensor as hook_attn_out / hook_mlp_out) and scale.</summary>
+    public readonly string Ln1Post, Ln1PostScale, Ln2Post, Ln2PostScale;
     /// <summary>Mixture of experts (TransformerLens <c>MoE</c>): the router's softmax over the experts and the experts chosen.</summary>
     public readonly string ExpertWeights, ExpertIndices;
     /// <summary>Mixture of experts: each expert's hooks (TransformerLens <c>MoEGatedMLP</c>); empty for a dense MLP.</summary>
@@ -114,6 +117,10 @@ internal sealed class BlockHookNames
         AttnScores = b + "attn.hook_attn_scores";
         MlpIn = b + "hook_mlp_in";
         Result = b + "attn.hook_result";
+        Ln1Post = b + "ln1_post.hook_normalized";
+        Ln1PostScale = b + "ln1_post.hook_scale";
+        Ln2Post = b + "ln2_post.hook_normalized";
+        Ln2PostScale = b + "ln2_post.hook_scale";
         MlpPre = b + "mlp.hook_pre";
         MlpPreLinear = b + "mlp.hook_pre_linear";
         MlpPost = b + "mlp.hook_post";
@@ -182,6 +189,8 @@ public sealed class HookPoints
     public bool Rotary { get; }
     /// <summary>The family's Hugging Face module names, accepted as hook aliases.</summary>
     public HfModuleNames Hf { get; }
+    /// <summary>Norms after the attention and the MLP (Gemma 2/3): has <c>ln1_post.*</c> and <c>ln2_post.*</c>.</summary>
+    public bool PostNorms { get; }
     /// <summary>Gated MLP: has <c>mlp.hook_pre_linear</c>.</summary>
     public bool GatedMlp { get; }
 
@@ -208,11 +217,12 @@ public sealed class HookPoints
     public bool IsMoeLayer(int layer) => layer >= 0 && layer < NLayers && Blocks[layer].Experts.Length > 0;
 
     internal HookPoints(int nLayers, bool hasPosEmbed, bool parallelAttnMlp, bool rotary, HfModuleNames hf, bool gatedMlp = false,
-        int numExperts = 0, bool sharedExpert = false, bool[]? denseMlpLayers = null, bool sharedExpertGate = true, bool qLatent = false, bool kvLatent = false)
+        int numExperts = 0, bool sharedExpert = false, bool[]? denseMlpLayers = null, bool sharedExpertGate = true, bool qLatent = false, bool kvLatent = false, bool postNorms = false)
     {
         bool Dense(int i) => denseMlpLayers is { } d && d[i];
         FirstMoeLayer = numExperts > 0 ? Enumerable.Range(0, nLayers).FirstOrDefault(i => !Dense(i), nLayers) : 0;
         SharedExpertGate = sharedExpertGate;
+        PostNorms = postNorms;
         GatedMlp = gatedMlp;
         NumExperts = numExperts;
         SharedExpert = sharedExpert;
@@ -241,6 +251,7 @@ public sealed class HookPoints
             Add(b.Pattern, i);
             Add(b.Z, i);
             Add(b.Result, i);
+            if (postNorms) { Add(b.Ln1PostScale, i); Add(b.Ln1Post, i); }
             Add(b.AttnOut, i);
             if (!parallelAttnMlp) Add(b.ResidMid, i);
             Add(b.MlpIn, i);
@@ -268,6 +279,7 @@ public sealed class HookPoints
                 if (gatedMlp) Add(b.MlpPreLinear, i);
                 Add(b.MlpPost, i);
             }
+            if (postNorms) { Add(b.Ln2PostScale, i); Add(b.Ln2Post, i); }
             Add(b.MlpOut, i);
             Add(b.ResidPost, i);
         }

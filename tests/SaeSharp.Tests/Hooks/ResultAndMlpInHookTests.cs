@@ -165,4 +165,37 @@ public class ResultAndMlpInHookTests : ModelTestBase
                 }
             }
     }
+
+    /// <summary>Gemma 2/3's post-norms have TransformerLens's ln1_post / ln2_post hooks: their output is hook_attn_out /
+    /// hook_mlp_out, their scale √(mean x² + eps) of the attention's output (the heads' results summed) and of the MLP's
+    /// (down_proj of mlp.hook_post, by hand); caching them keeps the logits exact, and doubling ln2_post's scale halves
+    /// hook_mlp_out.</summary>
+    [Fact]
+    public void GemmaPostNormsHaveTransformerLensLnPostHooks()
+    {
+        foreach (var f in new[] { "gemma2", "gemma3" })
+            using (var m = ModelLoader.FromPretrained(TestPaths.Data("hf_models", f)))
+            {
+                var plain = m.Forward(Toks);
+                var (logits, c) = m.RunWithCache(Toks);
+                using (c)
+                {
+                    Assert.True(plain.equal(logits!).all().item<bool>(), f + " logits");
+                    double eps = m.Config.LayerNormEps;
+                    for (int l = 0; l < m.Config.NLayers; l++)
+                    {
+                        string b = $"blocks.{l}.";
+                        Assert.True(c[b + "hook_attn_out"].equal(c[b + "ln1_post.hook_normalized"]).all().item<bool>(), $"{f} {b}ln1_post");
+                        Assert.True(c[b + "hook_mlp_out"].equal(c[b + "ln2_post.hook_normalized"]).all().item<bool>(), $"{f} {b}ln2_post");
+                        var attn = c[b + "attn.hook_result"].sum(2);
+                        var mlp = matmul(c[b + "mlp.hook_post"], m.state_dict()[$"model.layers.{l}.mlp.down_proj.weight"].t());
+                        AssertAllClose((attn.pow(2).mean([-1L], keepdim: true) + eps).sqrt(), c[b + "ln1_post.hook_scale"], 1e-5, $"{f} {b}ln1_post scale");
+                        AssertAllClose((mlp.pow(2).mean([-1L], keepdim: true) + eps).sqrt(), c[b + "ln2_post.hook_scale"], 1e-5, $"{f} {b}ln2_post scale");
+                    }
+                    var (_, edited) = m.Run(Toks, new RunOptions { CacheNames = ["blocks.0.hook_mlp_out"], Hooks = [("blocks.0.ln2_post.hook_scale", x => x * 2)] });
+                    using (edited)
+                        AssertAllClose(c["blocks.0.hook_mlp_out"] / 2, edited!["blocks.0.hook_mlp_out"], 1e-5, f + " edited scale");
+                }
+            }
+    }
 }
