@@ -148,7 +148,10 @@ internal sealed class BlockHookNames
 /// (<c>transformer.h.3.mlp</c>, <c>gpt_neox.layers.3.attention</c>, with or without the prefix),
 /// each as the module's output or input (<see cref="HookKind"/>).
 /// <para>Shapes: residual-stream hooks, <c>hook_embed</c>, <c>hook_pos_embed</c>, <c>hook_attn_out</c>, <c>hook_mlp_out</c>,
-/// <c>ln*.hook_normalized</c>: [batch, pos, d_model]; <c>mlp.hook_pre/post</c>: [batch, pos, d_mlp];
+/// <c>ln*.hook_normalized</c>, <c>hook_mlp_in</c> (the MLP's copy of resid_mid, or resid_pre in a parallel block; an edit
+/// reaches the MLP only): [batch, pos, d_model]; <c>attn.hook_result</c> (each head's z_h·W_O[h], without b_O): [batch, pos,
+/// head, d_model]; Gemma 2/3's <c>ln1_post/ln2_post.hook_normalized</c> (= hook_attn_out / hook_mlp_out) and
+/// <c>hook_scale</c>; <c>mlp.hook_pre/post</c>: [batch, pos, d_mlp];
 /// <c>attn.hook_q/k/v/z</c> (and <c>hook_rot_q/k</c> for rotary models): [batch, pos, head, d_head], with the
 /// n_key_value_heads heads for k and v under grouped-query attention (as TransformerLens);
 /// gated MLPs (Llama, Gemma) also have <c>mlp.hook_pre_linear</c>: hook_pre is the gate projection, hook_pre_linear the up
