@@ -86,6 +86,12 @@ internal sealed class BlockHookNames
     /// <summary>TransformerLens's <c>ln1.hook_scale</c>, <c>ln2.hook_scale</c> [batch, pos, 1] and <c>attn.hook_attn_scores</c>
     /// [batch, head, query_pos, key_pos].</summary>
     public readonly string Ln1Scale, Ln2Scale, AttnScores;
+    /// <summary>TransformerLens's <c>hook_mlp_in</c> [batch, pos, d_model] (the MLP's input before ln2) and
+    /// <c>attn.hook_result</c> [batch, pos, head, d_model] (each head's z_h·W_O[h]).</summary>
+    public readonly string MlpIn, Result;
+    /// <summary>Gemma 2/3's post-attention and post-MLP norms (TransformerLens <c>ln1_post</c>, <c>ln2_post</c>): their output
+    /// (the same tensor as hook_attn_out / hook_mlp_out) and scale.</summary>
+    public readonly string Ln1Post, Ln1PostScale, Ln2Post, Ln2PostScale;
     /// <summary>Mixture of experts (TransformerLens <c>MoE</c>): the router's softmax over the experts and the experts chosen.</summary>
     public readonly string ExpertWeights, ExpertIndices;
     /// <summary>Mixture of experts: each expert's hooks (TransformerLens <c>MoEGatedMLP</c>); empty for a dense MLP.</summary>
@@ -109,6 +115,12 @@ internal sealed class BlockHookNames
         Ln1Scale = b + "ln1.hook_scale";
         Ln2Scale = b + "ln2.hook_scale";
         AttnScores = b + "attn.hook_attn_scores";
+        MlpIn = b + "hook_mlp_in";
+        Result = b + "attn.hook_result";
+        Ln1Post = b + "ln1_post.hook_normalized";
+        Ln1PostScale = b + "ln1_post.hook_scale";
+        Ln2Post = b + "ln2_post.hook_normalized";
+        Ln2PostScale = b + "ln2_post.hook_scale";
         MlpPre = b + "mlp.hook_pre";
         MlpPreLinear = b + "mlp.hook_pre_linear";
         MlpPost = b + "mlp.hook_post";
@@ -136,7 +148,10 @@ internal sealed class BlockHookNames
 /// (<c>transformer.h.3.mlp</c>, <c>gpt_neox.layers.3.attention</c>, with or without the prefix),
 /// each as the module's output or input (<see cref="HookKind"/>).
 /// <para>Shapes: residual-stream hooks, <c>hook_embed</c>, <c>hook_pos_embed</c>, <c>hook_attn_out</c>, <c>hook_mlp_out</c>,
-/// <c>ln*.hook_normalized</c>: [batch, pos, d_model]; <c>mlp.hook_pre/post</c>: [batch, pos, d_mlp];
+/// <c>ln*.hook_normalized</c>, <c>hook_mlp_in</c> (the MLP's copy of resid_mid, or resid_pre in a parallel block; an edit
+/// reaches the MLP only): [batch, pos, d_model]; <c>attn.hook_result</c> (each head's z_h·W_O[h], without b_O): [batch, pos,
+/// head, d_model]; Gemma 2/3's <c>ln1_post/ln2_post.hook_normalized</c> (= hook_attn_out / hook_mlp_out) and
+/// <c>hook_scale</c>; <c>mlp.hook_pre/post</c>: [batch, pos, d_mlp];
 /// <c>attn.hook_q/k/v/z</c> (and <c>hook_rot_q/k</c> for rotary models): [batch, pos, head, d_head], with the
 /// n_key_value_heads heads for k and v under grouped-query attention (as TransformerLens);
 /// gated MLPs (Llama, Gemma) also have <c>mlp.hook_pre_linear</c>: hook_pre is the gate projection, hook_pre_linear the up
@@ -177,6 +192,8 @@ public sealed class HookPoints
     public bool Rotary { get; }
     /// <summary>The family's Hugging Face module names, accepted as hook aliases.</summary>
     public HfModuleNames Hf { get; }
+    /// <summary>Norms after the attention and the MLP (Gemma 2/3): has <c>ln1_post.*</c> and <c>ln2_post.*</c>.</summary>
+    public bool PostNorms { get; }
     /// <summary>Gated MLP: has <c>mlp.hook_pre_linear</c>.</summary>
     public bool GatedMlp { get; }
 
@@ -203,11 +220,12 @@ public sealed class HookPoints
     public bool IsMoeLayer(int layer) => layer >= 0 && layer < NLayers && Blocks[layer].Experts.Length > 0;
 
     internal HookPoints(int nLayers, bool hasPosEmbed, bool parallelAttnMlp, bool rotary, HfModuleNames hf, bool gatedMlp = false,
-        int numExperts = 0, bool sharedExpert = false, bool[]? denseMlpLayers = null, bool sharedExpertGate = true, bool qLatent = false, bool kvLatent = false)
+        int numExperts = 0, bool sharedExpert = false, bool[]? denseMlpLayers = null, bool sharedExpertGate = true, bool qLatent = false, bool kvLatent = false, bool postNorms = false)
     {
         bool Dense(int i) => denseMlpLayers is { } d && d[i];
         FirstMoeLayer = numExperts > 0 ? Enumerable.Range(0, nLayers).FirstOrDefault(i => !Dense(i), nLayers) : 0;
         SharedExpertGate = sharedExpertGate;
+        PostNorms = postNorms;
         GatedMlp = gatedMlp;
         NumExperts = numExperts;
         SharedExpert = sharedExpert;
@@ -235,8 +253,11 @@ public sealed class HookPoints
             Add(b.AttnScores, i);
             Add(b.Pattern, i);
             Add(b.Z, i);
+            Add(b.Result, i);
+            if (postNorms) { Add(b.Ln1PostScale, i); Add(b.Ln1Post, i); }
             Add(b.AttnOut, i);
             if (!parallelAttnMlp) Add(b.ResidMid, i);
+            Add(b.MlpIn, i);
             Add(b.Ln2Scale, i);
             Add(b.Ln2, i);
             if (b.Experts.Length > 0)
@@ -261,6 +282,7 @@ public sealed class HookPoints
                 if (gatedMlp) Add(b.MlpPreLinear, i);
                 Add(b.MlpPost, i);
             }
+            if (postNorms) { Add(b.Ln2PostScale, i); Add(b.Ln2Post, i); }
             Add(b.MlpOut, i);
             Add(b.ResidPost, i);
         }
@@ -341,22 +363,17 @@ public sealed class HookPoints
     }
 
     private static readonly System.Text.RegularExpressions.Regex TransformerLensOnlyHook =
-        new(@"^blocks\.([0-9]+)\.(attn\.hook_result|hook_attn_in|hook_q_input|hook_k_input|hook_v_input|hook_mlp_in)$");
+        new(@"^blocks\.([0-9]+)\.(hook_attn_in|hook_q_input|hook_k_input|hook_v_input)$");
 
-    /// <summary>For a TransformerLens hook point SaeSharp has no hook for (<c>attn.hook_result</c>, and the optional
-    /// <c>hook_attn_in</c>, <c>hook_q/k/v_input</c>, <c>hook_mlp_in</c>), what says so and names the hook holding the nearest
+    /// <summary>For a TransformerLens hook point SaeSharp has no hook for (the optional <c>hook_attn_in</c>,
+    /// <c>hook_q/k/v_input</c>), what says so and names the hook holding the nearest
     /// tensor; null for any other name.</summary>
-    private string? NotAHookPointHere(string name)
+    private static string? NotAHookPointHere(string name)
     {
         var m = TransformerLensOnlyHook.Match(name);
         if (!m.Success) return null;
         string b = $"blocks.{m.Groups[1].Value}.";
-        string instead = m.Groups[2].Value switch
-        {
-            "attn.hook_result" => $"{b}attn.hook_z [batch, pos, head, d_head] holds each head's output before W_O",
-            "hook_mlp_in" => $"the MLP reads {b}{(ParallelAttnMlp ? "hook_resid_pre" : "hook_resid_mid")} (before its norm, as TransformerLens's hook_mlp_in)",
-            _ => $"every head reads {b}hook_resid_pre (before the norm; TransformerLens copies it per head)",
-        };
+        string instead = $"every head reads {b}hook_resid_pre (before the norm; TransformerLens copies it per head)";
         return $"hook '{name}': TransformerLens has it, SaeSharp has no such hook point; {instead} (sae model info lists the hook points)";
     }
 

@@ -111,6 +111,24 @@ internal static class AttentionCore
         return z.reshape(z.shape[0], z.shape[1], -1);
     }
 
+    /// <summary>
+    /// The output projection of z [batch, pos, head·d_head] by <paramref name="proj"/> (W_O [head·d_head, d_model], b_O), with
+    /// TransformerLens's <c>attn.hook_result</c> [batch, pos, head, d_model]: each head's z_h·W_O[h], without b_O. The result
+    /// is built only when something reads that hook; when a hook function or SAE may replace it, the output is its sum over
+    /// the heads plus b_O (equal to the projection up to rounding), otherwise, caching included, the projection itself.
+    /// </summary>
+    public static Tensor Project(Tensor z, long heads, (Tensor WeightInOut, Tensor? Bias) proj, Func<Tensor, Tensor> forward,
+        ForwardContext ctx, BlockHookNames names)
+    {
+        var h = ctx.Hooks;
+        if (!h.Wants(names.Result)) return forward(z);
+        var (w, bias) = proj;
+        var result = h.Fire(names.Result, einsum("bphd,hdm->bphm", z.reshape(z.shape[0], z.shape[1], heads, -1), w.reshape(heads, -1, w.shape[1])));
+        if (!h.MayReplace(names.Result)) return forward(z);
+        var sum = result.sum([2L], type: result.dtype);
+        return bias is null ? sum : sum.add(bias, TorchScalars.One);
+    }
+
     /// <summary>Softmax of [scores, sink] over the keys, in the scores' dtype, with the sink's column dropped:
     /// [batch, head, query, key]. With <paramref name="subtractMax"/>, the row max is subtracted first in that dtype, as
     /// HF gpt-oss does (a rounding step of its own in bf16/f16; the softmax subtracts it again internally).</summary>

@@ -248,7 +248,7 @@ internal sealed class MlaAttention : nn.Module<Tensor, ForwardContext, Tensor>
             k = h.Fire(_names.RotK, RotateLast(k, cos, sin));
         }
         var z = AttentionCore.Attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), _layer, _s.AttnScale, ctx, _names);
-        return o_proj.forward(z);
+        return AttentionCore.Project(z, heads, o_proj.InOut, o_proj.forward, ctx, _names);
     }
 
     /// <summary>Rotary on the last qk_rope_head_dim dims of [batch, pos, head, qk_head_dim]; with rope_interleave those

@@ -62,7 +62,7 @@ internal sealed class Gpt2Attention : nn.Module<Tensor, ForwardContext, Tensor>
         var qkv = c_attn.forward(x).split(d, 2);
         var z = AttentionCore.AttendHeads(qkv[0].view(b, s, _nHead, -1), qkv[1].view(b, s, _nHead, -1), qkv[2].view(b, s, _nHead, -1),
             _layer, _scale, ctx, _names);
-        return c_proj.forward(z);
+        return AttentionCore.Project(z, _nHead, c_proj.InOut, c_proj.forward, ctx, _names);
     }
 }
 

@@ -84,7 +84,7 @@ internal sealed class NeoXAttention : nn.Module<Tensor, ForwardContext, Tensor>
         var qkv = query_key_value.forward(x).view(b, s, _s.NHead, 3 * hd);
         var z = AttentionCore.AttendHeads(qkv.narrow(3, 0, hd), qkv.narrow(3, hd, hd), qkv.narrow(3, 2 * hd, hd), _layer, 1.0 / Math.Sqrt(hd),
             ctx, _names, _s.RotaryDim);
-        return dense.forward(z);
+        return AttentionCore.Project(z, _s.NHead, dense.InOut, dense.forward, ctx, _names);
     }
 }
 
@@ -137,7 +137,7 @@ internal sealed class NeoXLayer : nn.Module<Tensor, ForwardContext, Tensor>
         resid = h.Fire(n.ResidPre, resid);
         var x1 = h.Fire(n.Ln1, input_layernorm.Forward(resid, h, n.Ln1Scale));
         var attnOut = h.Fire(n.AttnOut, attention.forward(x1, ctx));
-        var x2 = h.Fire(n.Ln2, post_attention_layernorm.Forward(resid, h, n.Ln2Scale));
+        var x2 = h.Fire(n.Ln2, post_attention_layernorm.Forward(h.Fire(n.MlpIn, resid), h, n.Ln2Scale));   // hook_mlp_in: the MLP's copy of resid_pre
         var mlpOut = h.Fire(n.MlpOut, mlp.forward(x2, ctx));
         return h.Fire(n.ResidPost, resid.add(attnOut, TorchScalars.One).add(mlpOut, TorchScalars.One));
     }

@@ -300,6 +300,7 @@ public abstract partial class HookedTransformer : nn.Module<Tensor, Tensor>
         if (name.EndsWith("mlp.hook_shared_expert_gate", StringComparison.Ordinal)) return 1;
         if (name.EndsWith("mlp.hook_expert_weights", StringComparison.Ordinal)) return c.NumExperts;
         if (name.EndsWith("mlp.hook_expert_indices", StringComparison.Ordinal)) return c.ExpertsPerToken;
+        if (name.EndsWith("attn.hook_result", StringComparison.Ordinal)) return c.NHeads * c.DModel;
         return HeadsAt(name) is int heads ? heads * c.DHead : c.DModel;
     }
 
@@ -345,8 +346,8 @@ public abstract partial class HookedTransformer : nn.Module<Tensor, Tensor>
         {
             if (h < 0 || h >= heads)
                 throw new SaeSharpException($"SAE at '{name}' reads head {h} (hook_head_index), but the hook has {heads} heads (0..{heads - 1})");
-            width = Config.DHead;
-            what = $" (head {h}, d_head)";
+            width /= heads;
+            what = $" (head {h}, {(name.EndsWith("attn.hook_result", StringComparison.Ordinal) ? "d_model" : "d_head")})";
         }
         if (width != sae.Cfg.DIn)
         {

@@ -23,6 +23,9 @@ internal sealed class Conv1D : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
+    /// <summary>W [in, out] and b [out].</summary>
+    public (Tensor WeightInOut, Tensor? Bias) InOut => (weight, bias);
+
     public override Tensor forward(Tensor x)
     {
         var shape = x.shape.ToArray();
@@ -45,6 +48,9 @@ internal sealed class Linear : nn.Module<Tensor, Tensor>
     }
 
     public Tensor Weight => weight;
+
+    /// <summary>Wᵀ [in, out] (a view) and b [out].</summary>
+    public (Tensor WeightInOut, Tensor? Bias) InOut => (weight.t(), bias);
 
     public override Tensor forward(Tensor x) => nn.functional.linear(x, weight, bias);
 }

@@ -46,7 +46,7 @@ internal sealed class DecoderAttention : nn.Module<Tensor, ForwardContext, Tenso
         var z = AttentionCore.AttendHeads(q_proj.forward(x).view(b, s, st.NHead, st.HeadDim), k_proj.forward(x).view(b, s, st.NKvHead, st.HeadDim),
             v_proj.forward(x).view(b, s, st.NKvHead, st.HeadDim), _layer, st.AttnScale, ctx, _names, st.RotaryDim, q_norm, k_norm,
             st.AttnSoftCap, sliding ? st.SlidingWindow : null, localRotary: sliding, normOverHeads: st.QkNormWhole, clip: st.ClipQkv, sinks: sinks);
-        return o_proj.forward(z);
+        return AttentionCore.Project(z, st.NHead, o_proj.InOut, o_proj.forward, ctx, _names);
     }
 }
 
@@ -265,10 +265,12 @@ internal sealed class DecoderLayer : nn.Module<Tensor, ForwardContext, Tensor>
         if (input_layernorm is null)   // OLMo-2
             return ResidualBlock.PostNormOnly(resid, ctx, _names, x => self_attn.forward(x, ctx), post_attention_layernorm,
                 Mlp, post_feedforward_layernorm!);
-        // Gemma 2/3: post_attention_layernorm normalises the attention output; pre_feedforward_layernorm is ln2.
+        // Gemma 2/3: post_attention_layernorm normalises the attention output (ln1_post, as TransformerLens); pre_feedforward_layernorm
+        // is ln2, post_feedforward_layernorm ln2_post.
         if (pre_feedforward_layernorm is { } preFf && post_feedforward_layernorm is { } postFf)
             return ResidualBlock.Sequential(resid, ctx, _names, input_layernorm,
-                x => post_attention_layernorm.forward(self_attn.forward(x, ctx)), preFf, x => postFf.forward(Mlp(x)));
+                x => ctx.Hooks.Fire(_names.Ln1Post, post_attention_layernorm.Forward(self_attn.forward(x, ctx), ctx.Hooks, _names.Ln1PostScale)),
+                preFf, x => ctx.Hooks.Fire(_names.Ln2Post, postFf.Forward(Mlp(x), ctx.Hooks, _names.Ln2PostScale)));
         return ResidualBlock.Sequential(resid, ctx, _names, input_layernorm, x => self_attn.forward(x, ctx),
             post_attention_layernorm, Mlp);
     }
@@ -309,7 +311,8 @@ internal sealed class DecoderCore : nn.Module
 /// <para><c>hook_embed</c> is what enters the residual stream (for Gemma, already × √d_model, as TransformerLens folds
 /// the scale into W_E). With grouped-query attention <c>attn.hook_k/v/rot_k</c> have n_key_value_heads heads; hook_q/k
 /// precede Qwen3's and Gemma 3's q/k norms. For Gemma 2/3, <c>hook_attn_out</c> / <c>hook_mlp_out</c> are after the
-/// post-norms: exactly what is added to the residual stream.</para>
+/// post-norms: exactly what is added to the residual stream, which those norms' outputs <c>ln1_post.hook_normalized</c> /
+/// <c>ln2_post.hook_normalized</c> (TransformerLens's names) hold too, with their <c>hook_scale</c>.</para>
 /// </summary>
 public sealed class LlamaFamilyModel : HookedTransformer
 {
@@ -340,7 +343,7 @@ public sealed class LlamaFamilyModel : HookedTransformer
             : s.ModelType == "mixtral" ? HfModuleNames.Mixtral : s.GptOss ? HfModuleNames.GptOss : s.Olmo2 ? HfModuleNames.Olmo2 : HfModuleNames.Llama,
             gatedMlp: s.NumExperts == 0 || s.DenseMlpLayers is not null, s.NumExperts,
             sharedExpert: s.SharedExpertIntermediate > 0, denseMlpLayers: s.DenseMlpLayers, sharedExpertGate: s.GroupRouting is null,
-            qLatent: s.Mla?.QLoraRank is not null, kvLatent: s.Mla is not null))
+            qLatent: s.Mla?.QLoraRank is not null, kvLatent: s.Mla is not null, postNorms: s.PostNorms))
     {
         _s = s;
         model = new DecoderCore(s, ActivationFunctions.Get(s.Activation, configPath), HookPoints, dtype);

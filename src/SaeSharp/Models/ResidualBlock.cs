@@ -8,7 +8,8 @@ internal static class ResidualBlock
 {
     /// <summary>
     /// A block in sequence: hook_resid_pre → ln1 (ln1.hook_normalized) → attention (hook_attn_out) →
-    /// hook_resid_mid = resid_pre + attn_out → ln2 (ln2.hook_normalized) → MLP (hook_mlp_out) →
+    /// hook_resid_mid = resid_pre + attn_out → hook_mlp_in (resid_mid as the MLP reads it: an edit there changes the MLP's
+    /// input only, as TransformerLens's <c>use_hook_mlp_in</c>) → ln2 (ln2.hook_normalized) → MLP (hook_mlp_out) →
     /// hook_resid_post = resid_mid + mlp_out. Gemma's post-norms are part of its <paramref name="attn"/> and <paramref name="mlp"/>.
     /// </summary>
     public static Tensor Sequential(Tensor resid, ForwardContext ctx, BlockHookNames n,
@@ -19,14 +20,15 @@ internal static class ResidualBlock
         var x1 = h.Fire(n.Ln1, ln1.Forward(resid, h, n.Ln1Scale));
         var attnOut = h.Fire(n.AttnOut, attn(x1));
         var mid = h.Fire(n.ResidMid, resid.add(attnOut, TorchScalars.One));
-        var x2 = h.Fire(n.Ln2, ln2.Forward(mid, h, n.Ln2Scale));
+        var x2 = h.Fire(n.Ln2, ln2.Forward(h.Fire(n.MlpIn, mid), h, n.Ln2Scale));
         var mlpOut = h.Fire(n.MlpOut, mlp(x2));
         return h.Fire(n.ResidPost, mid.add(mlpOut, TorchScalars.One));
     }
 
     /// <summary>
     /// OLMo-2's block, as TransformerLens wires it: hook_resid_pre → attention (hook_attn_out, before its post-norm) →
-    /// ln1 = post_attention_layernorm (ln1.hook_normalized: what is added) → hook_resid_mid = resid_pre + that → MLP
+    /// ln1 = post_attention_layernorm (ln1.hook_normalized: what is added) → hook_resid_mid = resid_pre + that →
+    /// hook_mlp_in (the MLP's copy of resid_mid) → MLP
     /// (hook_mlp_out, before its post-norm) → ln2 = post_feedforward_layernorm (ln2.hook_normalized) →
     /// hook_resid_post = resid_mid + that. There is no pre-norm: attention and MLP read the residual stream itself.
     /// </summary>
@@ -37,7 +39,7 @@ internal static class ResidualBlock
         resid = h.Fire(n.ResidPre, resid);
         var attnOut = h.Fire(n.AttnOut, attn(resid));
         var mid = h.Fire(n.ResidMid, resid.add(h.Fire(n.Ln1, ln1.Forward(attnOut, h, n.Ln1Scale)), TorchScalars.One));
-        var mlpOut = h.Fire(n.MlpOut, mlp(mid));
+        var mlpOut = h.Fire(n.MlpOut, mlp(h.Fire(n.MlpIn, mid)));
         return h.Fire(n.ResidPost, mid.add(h.Fire(n.Ln2, ln2.Forward(mlpOut, h, n.Ln2Scale)), TorchScalars.One));
     }
 

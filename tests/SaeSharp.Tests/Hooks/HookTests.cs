@@ -104,8 +104,10 @@ public class HookTests : ModelTestBase
                 {
                     var same = m.RunWithHooks(Toks, (name, x => x), (name, x => x.clone()), (name, _ => null));
                     // A hook function on a norm's scale makes the norm divide by it explicitly (TransformerLens's way),
-                    // not the fused kernel: equal up to rounding.
-                    if (name.EndsWith(".hook_scale", StringComparison.Ordinal)) AssertAllClose(clean, same, 1e-5, name);
+                    // not the fused kernel; one on attn.hook_result makes the output the heads' results summed plus b_O, not
+                    // the projection: equal up to rounding.
+                    if (name.EndsWith(".hook_scale", StringComparison.Ordinal) || name.EndsWith("attn.hook_result", StringComparison.Ordinal))
+                        AssertAllClose(clean, same, 1e-5, name);
                     else Assert.True(clean.equal(same).all().item<bool>(), name);
                 }
                 var ablated = m.RunWithHooks(Toks, ("blocks.0.hook_mlp_out", x => zeros_like(x)));
@@ -180,7 +182,7 @@ public class HookTests : ModelTestBase
     }
 
     /// <summary>TransformerLens hook points SaeSharp lacks are refused saying so and naming the hook of the nearest tensor
-    /// (the MLP's input: hook_resid_pre in a parallel block, hook_resid_mid in a sequential one); out-of-range layers and
+    /// (every head reads hook_resid_pre), while hook_result and hook_mlp_in are hook points; out-of-range layers and
     /// layer-less block names keep their own errors.</summary>
     [Fact]
     public void TransformerLensHooksWithoutAHookPointHereNameTheNearestHook()
@@ -188,9 +190,9 @@ public class HookTests : ModelTestBase
         using var parallel = NeoX(parallel: true);
         using var sequential = Gpt2();
         string Why(HookedTransformer m, string name) => Assert.Throws<SaeSharpException>(() => m.HookPoints.Resolve(name)).Message;
-        Assert.Contains("SaeSharp has no such hook point; blocks.0.attn.hook_z [batch, pos, head, d_head]", Why(sequential, "blocks.0.attn.hook_result"));
-        Assert.Contains("the MLP reads blocks.0.hook_resid_pre", Why(parallel, "blocks.0.hook_mlp_in"));
-        Assert.Contains("the MLP reads blocks.0.hook_resid_mid", Why(sequential, "blocks.0.hook_mlp_in"));
+        Assert.Equal("blocks.0.attn.hook_result", sequential.HookPoints.Resolve("blocks.0.attn.hook_result"));
+        Assert.Equal("blocks.1.hook_mlp_in", parallel.HookPoints.Resolve("blocks.1.hook_mlp_in"));
+        Assert.Equal("blocks.1.hook_mlp_in", HookPoints.ActName("mlp_in", 1));
         Assert.Contains("every head reads blocks.1.hook_resid_pre", Why(sequential, "blocks.1.hook_q_input"));
         Assert.Contains("hook 'blocks.5.attn.hook_attn_scores': layer 5 does not exist", Why(sequential, "blocks.5.attn.hook_attn_scores"));
         Assert.Contains("unknown hook 'attn.hook_attn_scores'", Why(sequential, "attn.hook_attn_scores"));
