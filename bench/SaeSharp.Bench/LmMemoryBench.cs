@@ -20,7 +20,7 @@ internal static class LmMemoryBench
 
     public static int Run(string[] args)
     {
-        var a = new BenchArgs(args, ["--shapes", "--steps", "--one", "--corpus"]);
+        var a = BenchArgs.For("lm-memory", args);
         int steps = a.Int("--steps", 3);
         if (a.Value("--one", "") is { Length: > 0 } one) return RunOne(one, a.Value("--corpus", ""), steps);
         string dir = Directory.CreateTempSubdirectory("bench-lm-memory-").FullName;
