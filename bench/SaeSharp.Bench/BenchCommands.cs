@@ -29,7 +29,7 @@ internal static class BenchCommands
             ["probe"] = (["--n", "--d", "--density"], ["--dense"]),
             ["score-labels"] = (["--tokens", "--d-sae", "--k"], ["--dense"]),
             ["fit-l1"] = (["--n", "--d", "--density"], []),
-            ["lm-memory"] = (["--shapes", "--steps", "--one", "--corpus"], []),
+            ["lm-memory"] = (["--shapes", "--steps", "--one", "--corpus", "--validation"], []),
             ["tensor-lifetime"] = (["--mode", "--seconds", "--n"], []),
             ["machine"] = ([], []),
         };
