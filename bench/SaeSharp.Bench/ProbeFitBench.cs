@@ -91,7 +91,8 @@ internal static class ProbeFitBench
             : SparseProbing.EvaluateSparse(sparse, acts, labels, ["label"], fit, options);
         double total = sw.Elapsed.TotalSeconds;
         x?.Dispose();
-        var t = report.Tasks.Single();
+        var t = report.Tasks.SingleOrDefault() ?? throw new BenchUsageException(
+            $"--n {n}: the label has fewer than {options.MinPositives} examples of each class in a split, so there is no task; give a larger --n");
         Console.WriteLine($"probe ({(dense ? "dense features" : "non-zeros")}): n {n}, d {d}, density {density}, torch threads {get_num_threads()}; " +
                           $"{t.TrainExamples} train / {t.TestExamples} test examples, {t.SaeProbeFeatures} firing features");
         Console.WriteLine($"  features made in {made:F1} s, evaluated in {total - made:F1} s; sae_test_accuracy {t.SaeTestAccuracy:F4}, " +
