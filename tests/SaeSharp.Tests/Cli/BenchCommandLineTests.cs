@@ -5,7 +5,8 @@ namespace SaeSharp.Tests.Cli;
 
 /// <summary>Every bench command line recorded in BENCHMARKS.md, README.md and docs/*.md (<c>dotnet run --project
 /// bench/SaeSharp.Bench -- CMD ...</c>, <c>dotnet bench/.../SaeSharp.Bench.dll CMD ...</c>, <c>.../SaeSharp.Bench CMD</c>
-/// and <c>dotnet $B CMD</c>, in code blocks with their <c>\</c> continuations and in inline code) names a bench sub-command
+/// and <c>dotnet $B CMD</c>, in code blocks with their <c>\</c> continuations and in inline code; in inline code also
+/// <c>bench CMD ...</c> and <c>CMD --...</c> for a sub-command the sae CLI does not have) names a bench sub-command
 /// and only options that sub-command takes, checked by the bench's own parser and option table
 /// (bench/SaeSharp.Bench/BenchCommands.cs). Optional parts written <c>[--autocast]</c> are checked as if given. A figure
 /// whose recorded command no longer parses cannot be re-run as recorded.</summary>
@@ -35,8 +36,10 @@ public sealed class BenchCommandLineTests
                           "nice -n 5 dotnet $B train --arch topk \\\n   --steps 3   # a comment\n" +
                           "dotnet run -c Release --project bench/SaeSharp.Bench -- harvest | tail -3\n" +
                           "bench/SaeSharp.Bench/bin/Release/net10.0/SaeSharp.Bench probe [--dense]\n```\n" +
-                          "Command: `dotnet bench/SaeSharp.Bench/bin/Release/net10.0/SaeSharp.Bench.dll sparse --repeats 9` (then).\n";
-        Assert.Equal(["train --arch topk --steps 3", "harvest", "probe --dense", "sparse --repeats 9"], CommandLines(md));
+                          "Command: `dotnet bench/SaeSharp.Bench/bin/Release/net10.0/SaeSharp.Bench.dll sparse --repeats 9` (then).\n" +
+                          "`bench fork-join`, `relu-run --crossover [--densities 0.1]`, `relu-run --write d ...`; `train --k 4` may be sae's, `probe` a word.\n";
+        Assert.Equal(["train --arch topk --steps 3", "harvest", "probe --dense", "sparse --repeats 9", "fork-join", "relu-run --crossover --densities 0.1", "relu-run --write d"],
+            CommandLines(md));
     }
 
     [Fact]
@@ -74,7 +77,25 @@ public sealed class BenchCommandLineTests
         var found = new List<string>();
         foreach (var (line, fenced) in ReadmeCommandLineTests.LogicalLines(markdown))
             foreach (string code in fenced ? [line] : Regex.Matches(line, "`([^`]+)`").Select(m => m.Groups[1].Value))
+            {
                 if (Invocation.Match(code) is { Success: true } m) found.Add(ReadmeCommandLineTests.CommandOnly(m.Groups["command"].Value));
+                else if (!fenced && BenchFragment(code) is { } fragment) found.Add(ReadmeCommandLineTests.CommandOnly(fragment));
+            }
         return found;
     }
+
+    /// <summary>An inline span that names a bench sub-command without the invocation before it: <c>bench relu-run ...</c>,
+    /// or <c>relu-run --crossover</c> where the sae CLI has no command of that name (<c>train ...</c> alone may be either);
+    /// an elided part (<c>...</c>) is left out.</summary>
+    private static string? BenchFragment(string code)
+    {
+        bool bench = code.StartsWith("bench ", StringComparison.Ordinal);
+        string rest = bench ? code["bench ".Length..] : code;
+        string command = rest.Split(' ')[0];
+        if (!BenchCommands.Options.ContainsKey(command)) return null;
+        if (!bench && (!rest.Contains(" --", StringComparison.Ordinal) || SaeCommands.Contains(command))) return null;
+        return rest.Replace(" ...", "", StringComparison.Ordinal).Replace(" …", "", StringComparison.Ordinal);   // elided parts
+    }
+
+    private static readonly HashSet<string> SaeCommands = [.. SaeSharp.Cli.Cli.Build().Subcommands.Select(c => c.Name)];
 }
