@@ -30,6 +30,16 @@ public sealed class BenchCommandLineTests
     }
 
     [Fact]
+    public void Every_sub_command_of_the_table_is_dispatched_and_in_the_usage_line()
+    {
+        string program = File.ReadAllText(Path.Combine(LibraryLayeringTests.RepositoryRoot(), "bench", "SaeSharp.Bench", "Program.cs"));
+        var cases = Regex.Matches(program, @"case ""([a-z0-9-]+)"":").Select(m => m.Groups[1].Value).Order(StringComparer.Ordinal).ToList();
+        Assert.Equal(BenchCommands.Options.Keys.Order(StringComparer.Ordinal), cases);
+        string usage = program[program.IndexOf("usage: ", StringComparison.Ordinal)..];
+        Assert.All(BenchCommands.Options.Keys, c => Assert.Contains($"bench {c}", usage, StringComparison.Ordinal));
+    }
+
+    [Fact]
     public void The_extraction_finds_each_invocation_form_and_drops_the_shell_around_it()
     {
         const string md = "```sh\nB=bench/SaeSharp.Bench/bin/Release/net10.0/SaeSharp.Bench.dll\n" +
