@@ -21,7 +21,7 @@ internal static class AccuracyBench
 {
     public static int Run(string[] args)
     {
-        var a = new BenchArgs(args, ["--steps", "--d-in", "--d-sae", "--features", "--batch", "--k", "--rows", "--arch"]);
+        var a = BenchArgs.For("accuracy", args);
         int steps = a.Int("--steps", 300), dIn = a.Int("--d-in", 512), dSae = a.Int("--d-sae", 8192), features = a.Int("--features", 4096);
         int batch = a.Int("--batch", 4096), k = a.Int("--k", 32), rows = a.Int("--rows", 262_144);
         var recipes = a.List("--arch", ["topk", "batchtopk", "relu-april"]);

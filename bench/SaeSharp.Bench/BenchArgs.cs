@@ -6,7 +6,13 @@ internal sealed class BenchArgs
 {
     private readonly Dictionary<string, string?> _values = new(StringComparer.Ordinal);
 
-    public BenchArgs(string[] args, IEnumerable<string> valueOptions, IEnumerable<string>? flags = null)
+    /// <summary>The arguments after the sub-command's name, checked against its row of <see cref="BenchCommands.Options"/>.</summary>
+    public static BenchArgs For(string command, string[] args) =>
+        BenchCommands.Options.TryGetValue(command, out var options)
+            ? new BenchArgs(args, options.Values, options.Flags)
+            : throw new BenchUsageException($"unknown command {command}");
+
+    private BenchArgs(string[] args, IEnumerable<string> valueOptions, IEnumerable<string>? flags = null)
     {
         var takesValue = valueOptions.ToHashSet(StringComparer.Ordinal);
         var isFlag = (flags ?? []).ToHashSet(StringComparer.Ordinal);

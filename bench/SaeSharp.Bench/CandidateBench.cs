@@ -20,7 +20,7 @@ internal static class CandidateBench
 {
     public static int Run(string[] args)
     {
-        var a = new BenchArgs(args, ["--repeats", "--rows", "--d-in", "--d-sae", "--k", "--chunk", "--threads"], ["--select-only"]);
+        var a = BenchArgs.For("topk-paths", args);
         if (a.Int("--threads", 0) is > 0 and var threads) set_num_threads(threads);
         int repeats = a.Int("--repeats", 3), rows = a.Int("--rows", 4096), dIn = a.Int("--d-in", 512), dSae = a.Int("--d-sae", 8192), k = a.Int("--k", 32);
         Machine.Print();

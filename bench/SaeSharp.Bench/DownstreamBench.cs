@@ -18,7 +18,7 @@ public static class DownstreamBench
 {
     public static int Run(string[] argv)
     {
-        var a = new BenchArgs(argv, ["--windows", "--ctx", "--batch", "--repeats", "--d-model"], ["--profile"]);
+        var a = BenchArgs.For("downstream", argv);
         int windows = a.Int("--windows", 16), ctx = a.Int("--ctx", 128), batch = a.Int("--batch", 8), repeats = a.Int("--repeats", 2);
         int d = a.Int("--d-model", 256);
         string dir = Path.Combine(Path.GetTempPath(), $"saesharp-bench-gpt2-2l-d{d}-v50257");

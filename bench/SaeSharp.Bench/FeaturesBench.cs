@@ -18,7 +18,7 @@ public static class FeaturesBench
 {
     public static int Run(string[] args)
     {
-        int batches = new BenchArgs(args, ["--batches"]).Int("--batches", 24), batch = 8, ctx = 128;
+        int batches = BenchArgs.For("features", args).Int("--batches", 24), batch = 8, ctx = 128;
         string dir = HarvestBench.ModelDir();
         using var model = ModelLoader.FromPretrained(dir);
         Console.WriteLine(model.Config);

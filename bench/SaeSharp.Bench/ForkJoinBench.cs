@@ -16,7 +16,7 @@ internal static class ForkJoinBench
 
     public static int Run(string[] argv)
     {
-        var a = new BenchArgs(argv, ["--calls", "--gaps"]);
+        var a = BenchArgs.For("fork-join", argv);
         int calls = a.Int("--calls", 20000);
         var gaps = a.List("--gaps", ["0", "100", "500"]).Select(double.Parse).ToList();
         Console.WriteLine($"{Environment.ProcessorCount} processors; {calls} calls of 8 parts on 2 threads; kernel pool spin {KernelThreads.SpinMicroseconds} µs");

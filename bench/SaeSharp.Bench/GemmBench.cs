@@ -16,7 +16,7 @@ internal static class GemmBench
 {
     public static int Run(string[] argv)
     {
-        var a = new BenchArgs(argv, ["--d-in", "--d-sae", "--batch", "--rounds"], []);
+        var a = BenchArgs.For("gemm", argv);
         int d = a.Int("--d-in", 512), s = a.Int("--d-sae", 8192), n = a.Int("--batch", 4096), rounds = a.Int("--rounds", 9);
         Console.WriteLine(CpuKernels.Describe());
         Console.WriteLine($"{Blas.Describe()}; torch threads {get_num_threads()}");

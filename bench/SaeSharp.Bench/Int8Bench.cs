@@ -17,7 +17,7 @@ internal static unsafe class Int8Bench
 {
     public static int Run(string[] args)
     {
-        var a = new BenchArgs(args, ["--rounds", "--rows", "--d-in", "--d-sae"]);
+        var a = BenchArgs.For("int8-products", args);
         int rounds = a.Int("--rounds", 5), rows = a.Int("--rows", 4096), dIn = a.Int("--d-in", 512), dSae = a.Int("--d-sae", 8192);
         if (rounds < 1 || rows < 1 || dIn < 1 || dSae < 1)
         {

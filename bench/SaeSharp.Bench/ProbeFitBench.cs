@@ -18,7 +18,7 @@ internal static class ProbeFitBench
 {
     public static int Run(string[] argv)
     {
-        var a = new BenchArgs(argv, ["--n", "--d", "--density"], ["--gram"]);
+        var a = BenchArgs.For("probe-fit", argv);
         int n = a.Int("--n", 4000), d = a.Int("--d", 65536);
         double density = double.Parse(a.Value("--density", "0.01"), System.Globalization.CultureInfo.InvariantCulture);
         manual_seed(1);
@@ -62,7 +62,7 @@ internal static class ProbeFitBench
     /// </summary>
     public static int RunProbe(string[] argv)
     {
-        var a = new BenchArgs(argv, ["--n", "--d", "--density"], ["--dense"]);
+        var a = BenchArgs.For("probe", argv);
         int n = a.Int("--n", 5000), d = a.Int("--d", 65536);
         double density = double.Parse(a.Value("--density", "0.01"), System.Globalization.CultureInfo.InvariantCulture);
         bool dense = a.Flag("--dense");
@@ -91,7 +91,8 @@ internal static class ProbeFitBench
             : SparseProbing.EvaluateSparse(sparse, acts, labels, ["label"], fit, options);
         double total = sw.Elapsed.TotalSeconds;
         x?.Dispose();
-        var t = report.Tasks.Single();
+        var t = report.Tasks.SingleOrDefault() ?? throw new BenchUsageException(
+            $"--n {n}: the label has fewer than {options.MinPositives} examples of each class in a split, so there is no task; give a larger --n");
         Console.WriteLine($"probe ({(dense ? "dense features" : "non-zeros")}): n {n}, d {d}, density {density}, torch threads {get_num_threads()}; " +
                           $"{t.TrainExamples} train / {t.TestExamples} test examples, {t.SaeProbeFeatures} firing features");
         Console.WriteLine($"  features made in {made:F1} s, evaluated in {total - made:F1} s; sae_test_accuracy {t.SaeTestAccuracy:F4}, " +
@@ -112,7 +113,7 @@ internal static class ProbeFitBench
     /// </summary>
     public static int RunScoreLabels(string[] argv)
     {
-        var a = new BenchArgs(argv, ["--tokens", "--d-sae", "--k"], ["--dense"]);
+        var a = BenchArgs.For("score-labels", argv);
         int tokens = a.Int("--tokens", 16000), dSae = a.Int("--d-sae", 32768), k = a.Int("--k", 32);
         bool dense = a.Flag("--dense");
         string dir = Path.Combine(Path.GetTempPath(), "saesharp-bench-score-labels-" + Environment.ProcessId);
@@ -226,7 +227,7 @@ internal static class ProbeFitBench
     /// </summary>
     public static int RunFitL1(string[] argv)
     {
-        var a = new BenchArgs(argv, ["--n", "--d", "--density"], []);
+        var a = BenchArgs.For("fit-l1", argv);
         int n = a.Int("--n", 20000), d = a.Int("--d", 256);
         double density = double.Parse(a.Value("--density", "0.0625"), System.Globalization.CultureInfo.InvariantCulture);
         manual_seed(1);

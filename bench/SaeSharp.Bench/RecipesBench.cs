@@ -26,8 +26,7 @@ internal static class RecipesBench
 {
     public static int Run(string[] args)
     {
-        var a = new BenchArgs(args, ["--activations", "--eval", "--arch", "--tokens", "--batch", "--d-sae", "--k", "--eval-rows", "--target-l0",
-            "--model", "--dataset", "--hook", "--eval-tokens"]);
+        var a = BenchArgs.For("recipes", args);
         var recipes = a.List("--arch", SaeRecipes.Names);
         var budgets = a.List("--tokens", ["250000", "1000000"]).Select(long.Parse).ToList();
         int batch = a.Int("--batch", 512), dSae = a.Int("--d-sae", 1024), k = a.Int("--k", 32), evalRows = a.Int("--eval-rows", 16384);

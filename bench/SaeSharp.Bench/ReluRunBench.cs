@@ -27,8 +27,7 @@ internal static class ReluRunBench
 {
     public static int Run(string[] argv)
     {
-        var a = new BenchArgs(argv, ["--steps", "--d-in", "--d-sae", "--batch", "--l1", "--lr", "--switch", "--report", "--activations", "--eval",
-            "--write", "--from", "--rows", "--eval-rows", "--features", "--max-frequency", "--arch", "--seed", "--k", "--auxk-coefficient", "--candidate-pass", "--densities"], ["--autocast", "--crossover"]);
+        var a = BenchArgs.For("relu-run", argv);
         int steps = a.Int("--steps", 1000), dIn = a.Int("--d-in", 256), dSae = a.Int("--d-sae", 4096), batch = a.Int("--batch", 2048);
         int report = a.Int("--report", 100), evalRows = a.Int("--eval-rows", 16384);
         string recipe = a.Value("--arch", "relu");

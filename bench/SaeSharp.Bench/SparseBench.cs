@@ -17,7 +17,7 @@ internal static class SparseBench
 {
     public static int Run(string[] argv)
     {
-        var a = new BenchArgs(argv, ["--d-in", "--d-sae", "--batch", "--densities", "--repeats"]);
+        var a = BenchArgs.For("sparse", argv);
         int dIn = a.Int("--d-in", 512), dSae = a.Int("--d-sae", 8192), n = a.Int("--batch", 4096), repeats = a.Int("--repeats", 5);
         var densities = a.List("--densities", ["0.004", "0.02", "0.05", "0.1", "0.2"]).Select(double.Parse).ToList();
         Console.WriteLine(CpuKernels.Describe());

@@ -18,7 +18,7 @@ internal static class TensorLifetimeBench
 {
     public static int Run(string[] argv)
     {
-        var a = new BenchArgs(argv, ["--mode", "--seconds", "--n"]);
+        var a = BenchArgs.For("tensor-lifetime", argv);
         string mode = a.Value("--mode", "temp");
         int seconds = a.Int("--seconds", 10), n = a.Int("--n", 512);
         Func<Tensor, Tensor, Tensor, Tensor> product = mode switch

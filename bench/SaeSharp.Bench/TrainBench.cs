@@ -18,7 +18,7 @@ internal static class TrainBench
 {
     public static int Run(string[] args)
     {
-        var a = new BenchArgs(args, ["--steps", "--d-in", "--d-sae", "--batch", "--k", "--arch", "--candidate-pass", "--peer"], ["--profile", "--autocast"]);
+        var a = BenchArgs.For("train", args);
         int steps = a.Int("--steps", 3), dIn = a.Int("--d-in", 512), dSae = a.Int("--d-sae", 8192), batch = a.Int("--batch", 4096), k = a.Int("--k", 32);
         bool profile = a.Flag("--profile"), autocast = a.Flag("--autocast");
         var archs = a.List("--arch", ["topk", "topk+auxk", "batchtopk", "matryoshka_batchtopk", "jumprelu", "gated", "standard", "standard@1%"]);

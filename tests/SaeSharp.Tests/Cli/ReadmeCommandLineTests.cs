@@ -3,17 +3,17 @@ using System.Text.RegularExpressions;
 
 namespace SaeSharp.Tests.Cli;
 
-/// <summary>Every <c>./sae ...</c> command line of the README and of docs/*.md (code blocks, with their <c>\</c>
+/// <summary>Every <c>./sae ...</c> command line of the README, BENCHMARKS.md and docs/*.md (code blocks, with their <c>\</c>
 /// continuations, and inline code) parses: each command and option it names exists and takes the value given. In a
 /// doc's code block <c>sae ...</c> counts as well. Inline fragments such as <c>`sae train --arch NAME`</c> (README and docs)
 /// name placeholders rather than values, so of those only the commands and options must exist. A renamed or removed flag left
 /// in an example fails here rather than for the newcomer who copies it.</summary>
 public sealed class ReadmeCommandLineTests
 {
-    /// <summary>README.md and every docs/*.md, as copied next to the test binaries (paths relative to <c>readme/</c>).</summary>
+    /// <summary>README.md, BENCHMARKS.md and every docs/*.md, as copied next to the test binaries (paths relative to <c>readme/</c>).</summary>
     public static TheoryData<string> Documents()
     {
-        var data = new TheoryData<string> { "README.md" };
+        var data = new TheoryData<string> { "README.md", "BENCHMARKS.md" };
         foreach (string doc in Directory.GetFiles(Path.Combine(AppContext.BaseDirectory, "readme", "docs"), "*.md").Order(StringComparer.Ordinal))
             data.Add("docs/" + Path.GetFileName(doc));
         return data;
@@ -75,6 +75,7 @@ public sealed class ReadmeCommandLineTests
         Assert.Equal(["train --k 4 --out runs/x", "releases", "info runs/x", "model run --prompt \"a # b\""], CommandLines(md, bareSaeInBlocks: false));
         Assert.Equal(["train --k 4 --out runs/x", "releases", "info x", "info runs/x", "model run --prompt \"a # b\""], CommandLines(md, bareSaeInBlocks: true));
         Assert.Equal(["train --arch NAME"], InlineFragments(md));
+        Assert.Equal(["graph --out g.json --max-features 256 --no-lazy"], CommandLines("`./sae graph --out g.json [--max-features 256] [--no-lazy | --lazy]`", bareSaeInBlocks: false));
         Assert.Equal(["model", "run", "--prompt", "a # b", "--x", "it's"], ShellWords("model run --prompt \"a # b\" --x 'it'\\''s'"));
     }
 
@@ -163,26 +164,13 @@ public sealed class ReadmeCommandLineTests
     private static List<string> CommandLines(string markdown, bool bareSaeInBlocks)
     {
         var found = new List<string>();
-        bool fenced = false;
-        var pending = new StringBuilder();
-        foreach (string raw in markdown.Split('\n'))
+        foreach (var (line, fenced) in LogicalLines(markdown))
         {
-            string line = raw.TrimEnd('\r');
-            if (line.TrimStart().StartsWith("```", StringComparison.Ordinal)) { fenced = !fenced; pending.Clear(); continue; }
             if (fenced)
             {
-                string start = line.TrimStart();
-                if (pending.Length == 0 && !start.StartsWith("./sae ", StringComparison.Ordinal)
-                    && !(bareSaeInBlocks && start.StartsWith("sae ", StringComparison.Ordinal))) continue;
-                string part = StripComment(line).TrimEnd();
-                bool continues = part.EndsWith('\\');
-                pending.Append(continues ? part[..^1] : part).Append(' ');
-                if (!continues)
-                {
-                    string command = pending.ToString().TrimStart();
-                    found.Add(Arguments(command.StartsWith("./", StringComparison.Ordinal) ? command : "./" + command));
-                    pending.Clear();
-                }
+                string command = line.TrimStart();
+                if (command.StartsWith("./sae ", StringComparison.Ordinal)) found.Add(Arguments(command));
+                else if (bareSaeInBlocks && command.StartsWith("sae ", StringComparison.Ordinal)) found.Add(Arguments("./" + command));
                 continue;
             }
             foreach (Match m in Regex.Matches(line, @"`\./sae ([^`]+)`")) found.Add(Arguments("./sae " + m.Groups[1].Value));
@@ -190,16 +178,48 @@ public sealed class ReadmeCommandLineTests
         return found;
     }
 
-    private static string Arguments(string command)
+    /// <summary>The lines of <paramref name="markdown"/> outside fenced blocks as they are, and those inside as the shell
+    /// reads them: <c>\</c> continuations joined, a trailing <c># comment</c> dropped.</summary>
+    internal static IEnumerable<(string Line, bool Fenced)> LogicalLines(string markdown)
     {
-        string s = command.Trim()["./sae".Length..];
+        bool fenced = false;
+        var pending = new StringBuilder();
+        foreach (string raw in markdown.Split('\n'))
+        {
+            string line = raw.TrimEnd('\r');
+            if (line.TrimStart().StartsWith("```", StringComparison.Ordinal)) { fenced = !fenced; pending.Clear(); continue; }
+            if (!fenced)
+            {
+                yield return (line, false);
+                continue;
+            }
+            string part = StripComment(line).TrimEnd();
+            bool continues = part.EndsWith('\\');
+            pending.Append(continues ? part[..^1] : part).Append(' ');
+            if (continues) continue;
+            yield return (pending.ToString(), true);
+            pending.Clear();
+        }
+    }
+
+    private static string Arguments(string command) => CommandOnly(command.Trim()["./sae".Length..]);
+
+    /// <summary>The arguments of a shell command line without what follows a pipe, <c>&amp;&amp;</c>, <c>;</c> or a
+    /// redirection, optional parts given (<see cref="OptionalPartsGiven"/>), white space collapsed.</summary>
+    internal static string CommandOnly(string arguments)
+    {
+        string s = OptionalPartsGiven(arguments);
         foreach (string stop in new[] { " | ", " && ", " ; ", " > ", " 2>" })
             if (s.IndexOf(stop, StringComparison.Ordinal) is int i and >= 0) s = s[..i];
         return Regex.Replace(s.Trim(), @"\s+", " ");
     }
 
+    /// <summary><paramref name="line"/> with each optional part written <c>[--x V]</c> given as <c>--x V</c>, and of
+    /// alternatives <c>[--lazy | --no-lazy]</c> the first.</summary>
+    internal static string OptionalPartsGiven(string line) => Regex.Replace(line, @"\[(--[^\]|]*?)\s*(?:\|[^\]]*)?\]", "$1");
+
     /// <summary>The line without a <c>#</c> comment outside quotes.</summary>
-    private static string StripComment(string line)
+    internal static string StripComment(string line)
     {
         char quote = '\0';
         for (int i = 0; i < line.Length; i++)
@@ -213,7 +233,7 @@ public sealed class ReadmeCommandLineTests
     }
 
     /// <summary>POSIX shell word splitting for the quoting the README uses: single quotes, double quotes, backslash.</summary>
-    private static string[] ShellWords(string line)
+    internal static string[] ShellWords(string line)
     {
         var words = new List<string>();
         var word = new StringBuilder();
