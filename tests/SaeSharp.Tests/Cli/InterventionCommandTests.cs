@@ -762,4 +762,18 @@ public class InterventionCommandTests : IDisposable
         Assert.True(exit == 0, err);
         Assert.True(SafeTensors.Load(P("ts.safetensors"))["logits"].allclose(m.RunWithHooks(tokens, (mlpOut, a => a + v)), rtol: 1e-4, atol: 1e-4));
     }
+
+    [Fact]
+    public void AttributeNamesATranscoderByTheHookItReplacesAndTheHookItReads()
+    {
+        var (model, _, input, _) = Setup();
+        const string ln2 = "blocks.0.ln2.hook_normalized", mlpOut = "blocks.0.hook_mlp_out";
+        using (var tc = SaeSharp.Tests.Hooks.TranscoderSpliceTests.RandomTranscoder(ln2, mlpOut, 16, 16, 24, 5, dtype: ScalarType.Float32))
+            SaeLensFormat.Save(tc, P("tc"));
+        var (exit, output, err) = CliRunner.Run("attribute", "--model", model, "--input", input, "--sae", P("tc"), "--metric", "loss");
+        Assert.True(exit == 0, err);
+        // Its error node is x_out − x̂ at hook_mlp_out, as steer says "at blocks.0.hook_mlp_out (transcoder reading ...)"
+        // (was "SAE 0 at blocks.0.ln2.hook_normalized").
+        Assert.Contains($"SAE 0 at {mlpOut} (transcoder reading {ln2}): features ", output);
+    }
 }
