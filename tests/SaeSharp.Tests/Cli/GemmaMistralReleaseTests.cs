@@ -25,6 +25,17 @@ public class GemmaMistralReleaseTests : FakeHubTestBase
         _server.Repos[repo] = Directory.GetFiles(folder).ToDictionary(f => Path.GetFileName(f),
             f => new FakeHubServer.FakeFile(File.ReadAllBytes(f), Lfs: f.EndsWith(".safetensors", StringComparison.Ordinal)));
 
+    /// <summary>Copies tests/data/hf_models/<paramref name="fixture"/>'s checkpoint (config, generation config, weights)
+    /// into a new folder <paramref name="name"/> and returns it.</summary>
+    private string CopyCheckpoint(string fixture, string name)
+    {
+        string model = P(name);
+        Directory.CreateDirectory(model);
+        foreach (var f in new[] { "config.json", "generation_config.json", "model.safetensors" })
+            File.Copy(TestPaths.Data("hf_models", fixture, f), Path.Combine(model, f));
+        return model;
+    }
+
     /// <summary>The identity SAE on <paramref name="hook"/>, in SAELens's files, served as <paramref name="repo"/>/<paramref name="path"/>.</summary>
     private void ServeIdentitySae(string repo, string path, string hook, int dIn, string modelName)
     {
@@ -69,10 +80,7 @@ public class GemmaMistralReleaseTests : FakeHubTestBase
     {
         // The transformers-written Gemma 1 checkpoint (d_model 32, 2 layers) served as google/gemma-2b, with the hub's form
         // of its config.json (hidden_act "gelu", no hidden_activation) and a SentencePiece tokenizer.
-        string model = P("gemma-2b");
-        Directory.CreateDirectory(model);
-        foreach (var f in new[] { "config.json", "generation_config.json", "model.safetensors" })
-            File.Copy(TestPaths.Data("hf_models", "gemma", f), Path.Combine(model, f));
+        string model = CopyCheckpoint("gemma", "gemma-2b");
         var config = JsonNode.Parse(File.ReadAllText(Path.Combine(model, "config.json")))!.AsObject();
         config.Remove("hidden_activation");
         File.WriteAllText(Path.Combine(model, "config.json"), config.ToJsonString());
@@ -128,10 +136,7 @@ public class GemmaMistralReleaseTests : FakeHubTestBase
     public void Gemma_2_2b_with_a_gemma_scope_canonical_sae_then_offline_from_the_cache()
     {
         // The transformers-written Gemma 2 checkpoint (d_model 32, soft caps, sliding window) served as google/gemma-2-2b.
-        string model = P("gemma-2-2b");
-        Directory.CreateDirectory(model);
-        foreach (var f in new[] { "config.json", "generation_config.json", "model.safetensors" })
-            File.Copy(TestPaths.Data("hf_models", "gemma2", f), Path.Combine(model, f));
+        string model = CopyCheckpoint("gemma2", "gemma-2-2b");
         SentencePieceTokenizerTests.WriteTokenizer(model);
         ServeModel("google/gemma-2-2b", model);
         // pretrained_saes.yaml: gemma-scope-2b-pt-res-canonical layer_0/width_16k/canonical is google/gemma-scope-2b-pt-res at
