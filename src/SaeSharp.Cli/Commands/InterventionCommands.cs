@@ -534,7 +534,7 @@ internal static class InterventionCommands
                         F(e.Activation), F(e.Attribution),
                     }));
                 for (int i = 0; i < result.Hooks.Count; i++)
-                    Cli.WriteIndented(Spectre.Console.Markup.Escape($"{(result.CrossLayer ? "layer" : "SAE")} {i} at {result.Hooks[i]}: features {F(result.Attribution[i].sum().item<float>())}, error node {F(result.ErrorAttribution[i].sum().item<float>())} (sums over tokens)"), 0);
+                    Cli.WriteIndented(Spectre.Console.Markup.Escape($"{(result.CrossLayer ? "layer" : "SAE")} {i} at {AttributedAt(result, saes, i)}: features {F(result.Attribution[i].sum().item<float>())}, error node {F(result.ErrorAttribution[i].sum().item<float>())} (sums over tokens)"), 0);
                 if (parse.GetValue(output) is string o) { result.Save(o); Console.WriteLine($"attributions: {o}"); }
                 var texts = Enumerable.Range(0, (int)tokens.shape[0])
                     .Select(b => (IReadOnlyList<string>)tokens[b].data<long>().Select(Tok).ToList()).ToList();
@@ -709,6 +709,14 @@ internal static class InterventionCommands
         }
         return positions.ToArray();
     }
+
+    /// <summary>Where attribute's SAE <paramref name="i"/> sits, as steer names it: a transcoder at the hook it replaces
+    /// (where its error node is), reading its input hook (<c>blocks.1.hook_mlp_out (transcoder reading
+    /// blocks.1.ln2.hook_normalized)</c>); an SAE or a CLT layer at its hook.</summary>
+    private static string AttributedAt(AttributionResult result, List<Sae> saes, int i) =>
+        !result.CrossLayer && i < saes.Count && saes[i].Cfg.Metadata.HookNameOut is { } output
+            ? $"{output} (transcoder reading {result.Hooks[i]})"
+            : result.Hooks[i];
 
     /// <summary>A token position as written on the command line: a non-negative integer, or a negative one (Python's
     /// counting from the end); "-0" and a "+" sign are not positions.</summary>

@@ -86,11 +86,17 @@ public static class DashboardWriter
         <title>{Esc(title)}</title><link rel="stylesheet" href="{prefix}assets/dashboard.css"></head>
         """;
 
+    /// <summary>How the pages name the SAE: a local folder or file by its name (<c>runs/l5</c> → <c>l5</c>), a release id
+    /// or <c>hf:</c> path whole (<c>gemma-scope-2b-pt-res-canonical/layer_0/width_16k/canonical</c>, whose last part alone
+    /// says nothing).</summary>
+    internal static string SaeLabel(string sae) =>
+        Hub.SaeSource.IsRemote(sae) ? sae : Path.GetFileName(sae.TrimEnd('/', '\\'));
+
     private static string SourceLine(FeatureReport r)
     {
         var parts = new List<string>();
         void Add(string k, string? v) { if (!string.IsNullOrEmpty(v)) parts.Add($"<span><b>{k}</b> {Esc(v)}</span>"); }
-        Add("SAE", r.Source.Sae is { } s ? Path.GetFileName(s.TrimEnd('/', '\\')) : null);
+        Add("SAE", r.Source.Sae is { } s ? SaeLabel(s) : null);
         Add("architecture", r.Source.Architecture);
         Add("d_sae", r.Source.DSae > 0 ? r.Source.DSae.ToString("N0", CultureInfo.InvariantCulture) : null);
         Add("model", r.Source.Model);

@@ -19,9 +19,9 @@ namespace SaeSharp.Interop;
 /// <c>blocks.12.attn.hook_z</c> (reshape_activations "hook_z"), transcoders (<c>gemma-scope-2b-pt-transcoders</c>, SAELens's
 /// <c>gemma_2_transcoder</c>) → a JumpReLU transcoder (d_out = d_in) from <c>blocks.12.ln2.hook_normalized</c> to
 /// <c>metadata.hook_name_out</c> <c>blocks.12.hook_mlp_out</c>; context 1024, dataset monology/pile-uncopyrighted.
-/// A <c>width_16k</c> component is checked against d_sae. Embedding SAEs (an <c>embedding</c> folder) load with the
-/// weights as stored and no hook name: SAELens rescales them for TransformerLens's unscaled <c>hook_embed</c>, which
-/// SaeSharp does not replicate.</para>
+/// A <c>width_16k</c> component is checked against d_sae. Embedding SAEs (an <c>embedding</c> folder) are rescaled as
+/// SAELens rescales them (W_enc / √d_in, W_dec · √d_in) to read <c>hook_embed</c> (× √d_model, as in TransformerLens),
+/// the hook a res repository's embedding folder gets.</para>
 /// <para>Gemma Scope 2 (Gemma 3 models, SAELens 6.37's <c>gemma_3</c>): <c>params.safetensors</c> with the same arrays
 /// spelled <c>w_enc</c>/<c>w_dec</c>, an optional <c>config.json</c>, transcoders and affine (skip) transcoders:
 /// <see cref="LoadScope2"/>. The key spelling, shape checks and construction are shared with Gemma Scope 1.</para>
@@ -66,7 +66,9 @@ public static class GemmaScope
                 ApplyBDecToInput = false,
                 Metadata = new SaeMetadata { ModelClassName = "HookedTransformer" },
             };
-            ApplyPathMetadata(metadataPath ?? Path.GetDirectoryName(Path.GetFullPath(file))!, cfg, file);
+            string metadataDir = metadataPath ?? Path.GetDirectoryName(Path.GetFullPath(file))!;
+            ApplyPathMetadata(metadataDir, cfg, file);
+            if (FolderParts(metadataDir).Contains("embedding")) ScaleEmbeddingSae(w, dIn);
             return SaeWeights.Create(cfg, w, file, file);
         }
         finally
@@ -118,6 +120,16 @@ public static class GemmaScope
         return (dIn, dSae, dOut);
     }
 
+    /// <summary>SAELens's adjustment of an embedding SAE (<c>embedding/...</c>), trained on the unscaled token embeddings:
+    /// W_enc / √d_in and W_dec · √d_in (b_enc, threshold and b_dec as stored), so that it reads <c>hook_embed</c>, which
+    /// is × √d_model in TransformerLens (its Gemma <c>W_E</c> holds the factor) and in SaeSharp. In place.</summary>
+    private static void ScaleEmbeddingSae(Dictionary<string, Tensor> w, int dIn)
+    {
+        using var root = Math.Sqrt(dIn).ToScalar();
+        w["W_enc"].div_(root);
+        w["W_dec"].mul_(root);
+    }
+
     /// <summary>Fills model, hook and dataset metadata from Gemma Scope folder names, and checks a <c>width_*</c> claim.</summary>
     internal static void ApplyPathMetadata(string dir, SaeConfig cfg, string source)
     {
@@ -147,7 +159,12 @@ public static class GemmaScope
         cfg.Metadata.ContextSize = 1024;
         cfg.Metadata.DatasetPath = "monology/pile-uncopyrighted";
         cfg.Metadata.PrependBos = true;
-        if (embedding || layer is null) return;
+        if (embedding)
+        {
+            if (kind == "res") cfg.Metadata.HookName = "hook_embed";   // SAELens: "res" in the repo and "embedding" in the folder
+            return;
+        }
+        if (layer is null) return;
         switch (kind)
         {
             case "res":

@@ -37,6 +37,20 @@ public class DashboardRewriteTests : IDisposable
         Assert.True(File.Exists(index) && File.Exists(Path.Combine(site, "assets", "dashboard.css")));
     }
 
+    [Fact]
+    public void Pages_name_a_release_sae_by_its_whole_id_and_a_folder_by_its_name()
+    {
+        var data = new ModelDataOptions { ModelPath = _fx.ModelDir, DatasetPath = _fx.DataPath, Tokens = 100 };
+        var r = AnalysisPipeline.Features(_fx.SaeDir, data, new FeatureAnalysisOptions { Statistics = new FeatureStatisticsOptions { TopExamples = 2, Context = 3 } });
+        Assert.Contains($"<b>SAE</b> {Path.GetFileName(_fx.SaeDir)}</span>", File.ReadAllText(DashboardWriter.Write(r, Path.Combine(_fx.Dir, "local"))));
+        const string release = "gemma-scope-2b-pt-res-canonical/layer_0/width_16k/canonical";   // was shown as "canonical"
+        var named = new FeatureReport { Source = r.Source with { Sae = release }, Tokens = r.Tokens, Windows = r.Windows, TokenStrings = r.TokenStrings, Features = r.Features };
+        string index = DashboardWriter.Write(named, Path.Combine(_fx.Dir, "release"));
+        Assert.Contains($"<b>SAE</b> {release}</span>", File.ReadAllText(index));
+        Assert.Contains($"<b>SAE</b> {release}</span>", File.ReadAllText(Path.Combine(_fx.Dir, "release", "features", "0.html")));
+        Assert.Equal("hf:someone/saes/layer_3", DashboardWriter.SaeLabel("hf:someone/saes/layer_3"));
+    }
+
     /// <summary>The feature indices of the files named &lt;i&gt;.ext in a folder, in order.</summary>
     private static List<int> FeatureFileNumbers(string dir, string pattern) =>
         Directory.GetFiles(dir, pattern).Select(Path.GetFileNameWithoutExtension)

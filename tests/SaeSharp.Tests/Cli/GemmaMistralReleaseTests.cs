@@ -9,7 +9,7 @@ using static TorchSharp.torch;
 namespace SaeSharp.Tests.Cli;
 
 /// <summary>
-/// <c>sae eval --model gemma-2b --sae gemma-2b-res-jb/...</c> and <c>--model mistral-7b --sae mistral-7b-res-wg/...</c> as a
+/// <c>sae eval --model gemma-2b --sae gemma-2b-res-jb/...</c>, <c>--model gemma-2-2b --sae gemma-scope-2b-pt-res-canonical/...</c> (also offline) and <c>--model mistral-7b --sae mistral-7b-res-wg/...</c> as a
 /// user runs them: the model by its TransformerLens name, downloaded from a (loopback) hub as <c>google/gemma-2b</c> /
 /// <c>mistralai/Mistral-7B-v0.1</c>, the SAE from the release's repository and path. The models are the tiny checkpoints
 /// transformers wrote (tests/data/hf_models/gemma, mistral) with a SentencePiece-style tokenizer.json; the SAE is the
@@ -25,6 +25,17 @@ public class GemmaMistralReleaseTests : FakeHubTestBase
         _server.Repos[repo] = Directory.GetFiles(folder).ToDictionary(f => Path.GetFileName(f),
             f => new FakeHubServer.FakeFile(File.ReadAllBytes(f), Lfs: f.EndsWith(".safetensors", StringComparison.Ordinal)));
 
+    /// <summary>Copies tests/data/hf_models/<paramref name="fixture"/>'s checkpoint (config, generation config, weights)
+    /// into a new folder <paramref name="name"/> and returns it.</summary>
+    private string CopyCheckpoint(string fixture, string name)
+    {
+        string model = P(name);
+        Directory.CreateDirectory(model);
+        foreach (var f in new[] { "config.json", "generation_config.json", "model.safetensors" })
+            File.Copy(TestPaths.Data("hf_models", fixture, f), Path.Combine(model, f));
+        return model;
+    }
+
     /// <summary>The identity SAE on <paramref name="hook"/>, in SAELens's files, served as <paramref name="repo"/>/<paramref name="path"/>.</summary>
     private void ServeIdentitySae(string repo, string path, string hook, int dIn, string modelName)
     {
@@ -37,7 +48,7 @@ public class GemmaMistralReleaseTests : FakeHubTestBase
         Serve(repo, path, dir, "cfg.json", "sae_weights.safetensors");
     }
 
-    private JsonNode Eval(string model, string sae)
+    private JsonNode Eval(string model, string sae, bool offline = false)
     {
         string data = P("data.txt");
         var rng = new Random(5);
@@ -45,6 +56,7 @@ public class GemmaMistralReleaseTests : FakeHubTestBase
         File.WriteAllLines(data, Enumerable.Range(0, 30).Select(_ => string.Join(" ", Enumerable.Range(0, 12).Select(_ => words[rng.Next(words.Length)]))));
         string json = P("eval-" + model + ".json");
         var env = new Dictionary<string, string> { ["HF_ENDPOINT"] = _server.Endpoint, ["HF_HUB_CACHE"] = _cache };
+        if (offline) env["HF_HUB_OFFLINE"] = "1";
         var (exit, output, err) = CliRunner.RunWithEnvironment(env, "eval", "--model", model, "--sae", sae, "--dataset", data,
             "--tokens", "64", "--context-size", "16", "--json", json);
         Assert.True(exit == 0, err + output);
@@ -68,10 +80,7 @@ public class GemmaMistralReleaseTests : FakeHubTestBase
     {
         // The transformers-written Gemma 1 checkpoint (d_model 32, 2 layers) served as google/gemma-2b, with the hub's form
         // of its config.json (hidden_act "gelu", no hidden_activation) and a SentencePiece tokenizer.
-        string model = P("gemma-2b");
-        Directory.CreateDirectory(model);
-        foreach (var f in new[] { "config.json", "generation_config.json", "model.safetensors" })
-            File.Copy(TestPaths.Data("hf_models", "gemma", f), Path.Combine(model, f));
+        string model = CopyCheckpoint("gemma", "gemma-2b");
         var config = JsonNode.Parse(File.ReadAllText(Path.Combine(model, "config.json")))!.AsObject();
         config.Remove("hidden_activation");
         File.WriteAllText(Path.Combine(model, "config.json"), config.ToJsonString());
@@ -121,5 +130,40 @@ public class GemmaMistralReleaseTests : FakeHubTestBase
         AssertExactReconstruction(Eval("mistral-7b", "mistral-7b-res-wg/blocks.8.hook_resid_pre"), 32, "mistral-7b");
         Assert.True(File.Exists(Path.Combine(_cache, "models--mistralai--Mistral-7B-v0.1", "snapshots", _server.Commit, "model.safetensors")),
             "the model was not downloaded as mistralai/Mistral-7B-v0.1");
+    }
+
+    [Fact]
+    public void Gemma_2_2b_with_a_gemma_scope_canonical_sae_then_offline_from_the_cache()
+    {
+        // The transformers-written Gemma 2 checkpoint (d_model 32, soft caps, sliding window) served as google/gemma-2-2b.
+        string model = CopyCheckpoint("gemma2", "gemma-2-2b");
+        SentencePieceTokenizerTests.WriteTokenizer(model);
+        ServeModel("google/gemma-2-2b", model);
+        // pretrained_saes.yaml: gemma-scope-2b-pt-res-canonical layer_0/width_16k/canonical is google/gemma-scope-2b-pt-res at
+        // layer_0/width_16k/average_l0_105: a params.npz, 16384 latents as width_16k says. Latents 0..63 are the identity
+        // pair [I, −I] with threshold 0 (JumpReLU = ReLU there, and no b_dec is subtracted), the others never fire.
+        const int d = 32, dSae = 16384;
+        using (var scope = NewDisposeScope())
+        {
+            var pair = cat([eye(d), -eye(d)], 1);
+            var p = new Dictionary<string, Tensor>
+            {
+                ["W_enc"] = cat([pair, zeros(d, dSae - 2 * d)], 1),
+                ["W_dec"] = cat([pair.t(), zeros(dSae - 2 * d, d)], 0),
+                ["b_enc"] = zeros(dSae),
+                ["b_dec"] = zeros(d),
+                ["threshold"] = cat([zeros(2 * d), full(dSae - 2 * d, 1e9f)]),
+            };
+            string folder = P("gemma-scope-src");
+            SaeSharp.Tests.Interop.GemmaScopeTests.WriteNpz(Path.Combine(folder, "params.npz"), p);
+            Serve("google/gemma-scope-2b-pt-res", "layer_0/width_16k/average_l0_105", folder, "params.npz");
+        }
+        const string sae = "gemma-scope-2b-pt-res-canonical/layer_0/width_16k/canonical";
+        AssertExactReconstruction(Eval("gemma-2-2b", sae), d, "gemma-2-2b online");
+        Assert.True(File.Exists(Path.Combine(_cache, "models--google--gemma-scope-2b-pt-res", "snapshots", _server.Commit, "layer_0", "width_16k",
+            "average_l0_105", "params.npz")), "the SAE was not downloaded into the hub cache");
+        int requests = _server.Requests.Count;
+        AssertExactReconstruction(Eval("google/gemma-2-2b", sae, offline: true), d, "gemma-2-2b offline");
+        Assert.Equal(requests, _server.Requests.Count);   // offline: the cache alone
     }
 }

@@ -717,13 +717,20 @@ public class InterventionCommandTests : IDisposable
         Assert.Contains("--mode: how --features are ablated; give --features", err);
     }
 
+    /// <summary>A random transcoder from block 0's MLP input to its output, saved in SAELens's layout as P("tc").</summary>
+    private (string Ln2, string MlpOut) SaveTranscoder()
+    {
+        const string ln2 = "blocks.0.ln2.hook_normalized", mlpOut = "blocks.0.hook_mlp_out";
+        using (var tc = SaeSharp.Tests.Hooks.TranscoderSpliceTests.RandomTranscoder(ln2, mlpOut, 16, 16, 24, 5, dtype: ScalarType.Float32))
+            SaeLensFormat.Save(tc, P("tc"));
+        return (ln2, mlpOut);
+    }
+
     [Fact]
     public void ModelRunSplicesATranscoderFolderFromItsInputHookToItsOutputHookAsTheLibraryDoes()
     {
         var (model, _, input, tokens) = Setup();
-        const string ln2 = "blocks.0.ln2.hook_normalized", mlpOut = "blocks.0.hook_mlp_out";
-        using (var tc = SaeSharp.Tests.Hooks.TranscoderSpliceTests.RandomTranscoder(ln2, mlpOut, 16, 16, 24, 5, dtype: ScalarType.Float32))
-            SaeLensFormat.Save(tc, P("tc"));
+        var (ln2, mlpOut) = SaveTranscoder();
         using var m = ModelLoader.FromPretrained(model);
         using var sae = SaeLoader.Load(P("tc"));
         Assert.Equal(mlpOut, sae.Cfg.Metadata.HookNameOut);
@@ -761,5 +768,17 @@ public class InterventionCommandTests : IDisposable
         (exit, _, err) = CliRunner.Run("model", "run", "--model", model, "--input", input, "--out", P("ts.safetensors"), "--sae", P("tc"), "--steer", "4:2.5");
         Assert.True(exit == 0, err);
         Assert.True(SafeTensors.Load(P("ts.safetensors"))["logits"].allclose(m.RunWithHooks(tokens, (mlpOut, a => a + v)), rtol: 1e-4, atol: 1e-4));
+    }
+
+    [Fact]
+    public void AttributeNamesATranscoderByTheHookItReplacesAndTheHookItReads()
+    {
+        var (model, _, input, _) = Setup();
+        var (ln2, mlpOut) = SaveTranscoder();
+        var (exit, output, err) = CliRunner.Run("attribute", "--model", model, "--input", input, "--sae", P("tc"), "--metric", "loss");
+        Assert.True(exit == 0, err);
+        // Its error node is x_out − x̂ at hook_mlp_out, as steer says "at blocks.0.hook_mlp_out (transcoder reading ...)"
+        // (was "SAE 0 at blocks.0.ln2.hook_normalized").
+        Assert.Contains($"SAE 0 at {mlpOut} (transcoder reading {ln2}): features ", output);
     }
 }

@@ -166,6 +166,38 @@ public sealed class GemmaScopeTests : IDisposable
     }
 
     [Fact]
+    public void Embedding_saes_are_rescaled_as_SAELens_does_to_read_the_scaled_hook_embed()
+    {
+        // SAELens's gemma_2 loader: "embedding" in the folder → hook_embed (a res repo), W_enc / √d_in and W_dec · √d_in,
+        // since TransformerLens's Gemma W_E (and so hook_embed) holds the √d_model factor the SAE was not trained with.
+        var folder = Path.Combine(_dir, "gemma-scope-2b-pt-res", "embedding", "width_4k", "average_l0_6");
+        var p = WriteParams(folder, dIn: 4, dSae: 4096, seed: 9);
+        using var sae = SaeLoader.Load(folder);
+        Assert.Equal("hook_embed", sae.Cfg.Metadata.HookName);
+        Assert.Equal("gemma-2-2b", sae.Cfg.Metadata.ModelName);
+        Assert.True(sae.WEnc.allclose(p["W_enc"] * 0.5));                      // √4 = 2
+        Assert.True(sae.WDec.allclose(p["W_dec"] * 2.0));
+        Assert.True(sae.BDec.equal(p["b_dec"]).all().item<bool>());
+        Assert.True(((JumpReluSae)sae).Threshold.equal(p["threshold"]).all().item<bool>());
+        // On hook_embed = 2·e the loaded SAE fires exactly as the stored params on the unscaled embedding e.
+        var e = RandomRows(6, 4, seed: 10, scale: 2.0);
+        var (fRef, _) = Reference(p, e);
+        var f = sae.Encode(ToTensor(e) * 2.0);
+        Assert.InRange((int)f.gt(0).sum().item<long>(), 1, 6 * 4096 - 1);
+        AssertClose(fRef, f, 1e-4, "feature activations on the scaled embedding");
+    }
+
+    [Fact]
+    public void Embedding_folders_outside_a_res_repo_are_rescaled_but_get_no_hook()
+    {
+        var folder = Path.Combine(_dir, "gemma-scope-2b-pt-mlp", "embedding", "width_4k", "average_l0_6");
+        var p = WriteParams(folder, dIn: 9, dSae: 4096, seed: 11);
+        using var sae = GemmaScope.Load(folder);
+        Assert.Null(sae.Cfg.Metadata.HookName);
+        Assert.True(sae.WEnc.allclose(p["W_enc"] / 3.0));                      // √9 = 3
+    }
+
+    [Fact]
     public void Unrecognised_folders_leave_the_hook_unset()
     {
         var folder = Path.Combine(_dir, "layer_3", "mine");
