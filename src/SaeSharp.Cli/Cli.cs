@@ -85,12 +85,19 @@ internal static partial class Cli
     /// <summary>A line of <c>name value</c> items separated by two spaces on stdout (<c>  mse 0.70  fvu 0.24  l0 16.0</c>):
     /// on a terminal wrapped between items, never inside one, continuation lines indented by <paramref name="indent"/>;
     /// in a pipe one line.</summary>
-    public static void ItemsLine(string line, string indent = "    ")
+    public static void ItemsLine(string line, string indent = "    ") => WrappedLine(line, "  ", indent);
+
+    /// <summary>A sentence on stdout (<c>metrics on 16,384 held-out tokens: ...</c>): on a terminal wrapped between words,
+    /// never inside one (a long path stays whole on a line of its own), continuation lines indented by
+    /// <paramref name="indent"/>; in a pipe one line.</summary>
+    public static void TextLine(string line, string indent = "  ") => WrappedLine(line, " ", indent);
+
+    private static void WrappedLine(string line, string separator, string indent)
     {
         int width = 0;
         if (!Console.IsOutputRedirected)
             try { width = Console.WindowWidth; } catch (IOException) { /* no terminal size: leave the line as it is */ }
-        Console.WriteLine(width > 0 ? Wrap(line, width, "  ", indent) : line);
+        Console.WriteLine(width > 0 ? Wrap(line, width, separator, indent) : line);
     }
 
     /// <summary><paramref name="line"/> broken between words (the parts between <paramref name="separator"/>s) into lines of

@@ -118,7 +118,11 @@ internal static class AnalysisCommands
             string outDir = parse.GetValue(output)!;
             report.Save(outDir);
             int dead = report.Features.Count(f => f.Firings == 0);
-            Console.WriteLine($"{Cli.Integer(report.Features.Count)} features over {Cli.Integer(report.Tokens)} tokens ({Cli.Integer(dead)} never fired): {Path.Combine(outDir, FeatureReport.FeaturesFile)}");
+            // Fewer windows than --tokens asks for (at the window length; a seqpos slice asks for more): the dataset ran out.
+            if (ModelPipeline.ContextsFor(data.Tokens, report.Source.ContextSize) is long asked && report.Windows < asked)
+                Cli.ErrorLine($"note: the dataset ran out after {Cli.Integer(report.Windows)} context windows ({Cli.Integer(report.Tokens)} tokens; --tokens " +
+                              $"{Cli.Integer(data.Tokens!.Value)}): the statistics are over those; a larger dataset gives more");
+            Cli.TextLine($"{Cli.Integer(report.Features.Count)} features over {Cli.Integer(report.Tokens)} tokens ({Cli.Integer(dead)} never fired): {Path.Combine(outDir, FeatureReport.FeaturesFile)}");
             if (parse.GetValue(png))
                 Console.WriteLine($"{Cli.Integer(FeatureHistograms.Save(report, Path.Combine(outDir, "histograms")))} histogram PNGs: {Path.Combine(outDir, "histograms")}");
             if (parse.GetValue(html) is { } site)

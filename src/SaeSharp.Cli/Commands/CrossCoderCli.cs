@@ -525,8 +525,8 @@ internal static class CrossCoderCli
             static string F(double v) => v.ToString("F4", CultureInfo.InvariantCulture);
             Cli.WriteTable($"{r.Name}: {string.Join(", ", r.Hooks)} replaced by the crosscoder's reconstruction",
             [
-                ("% loss recovered (zero ablation)", Cli.Percent("% loss recovered (zero ablation)", r.CeLossScore, 2)),
-                ("% loss recovered (mean ablation)", Cli.Percent("% loss recovered (mean ablation)", r.CeLossScoreMeanAblation, 2)),
+                ("% CE loss recovered (zero ablation)", Cli.Percent("% CE loss recovered (zero ablation)", r.CeLossScore, 2)),
+                ("% CE loss recovered (mean ablation)", Cli.Percent("% CE loss recovered (mean ablation)", r.CeLossScoreMeanAblation, 2)),
                 ("ce loss clean", F(r.CeLossWithoutSae)),
                 ("ce loss with crosscoder", F(r.CeLossWithSae)),
                 ("ce loss zero-ablated", F(r.CeLossWithAblation)),

@@ -132,7 +132,7 @@ internal static class SaeCommands
             var result = SaeEvaluator.Evaluate(model, source, parse.GetValue(maxRows) ?? long.MaxValue, groundTruthFeatures: features);
             PrintMetrics(saes[0], result);
             var jsonPath = parse.GetValue(json);
-            if (jsonPath is not null) AtomicFile.Write(jsonPath, result.WriteJson);
+            SaveJson(jsonPath, result.WriteJson);
             SaveHistogram(HistogramPath(0, 1, jsonPath, parse.GetValue(histogram)), result);
             return 0;
         });
@@ -172,6 +172,14 @@ internal static class SaeCommands
     /// SAELens release and id, or (SAEBench's custom SAE) the path as given and "custom_sae".</summary>
     private static string? DefaultHistogramPath(string? jsonPath, string? suffix) =>
         jsonPath is null ? null : Path.ChangeExtension(jsonPath, null) + (suffix is null ? "" : "_" + suffix) + "_feature_density.png";
+
+    /// <summary>Writes <c>--json</c> (atomically) when it was given, and says where on stdout.</summary>
+    private static void SaveJson(string? jsonPath, Action<Stream> write)
+    {
+        if (jsonPath is null) return;
+        AtomicFile.Write(jsonPath, write);
+        Console.WriteLine($"metrics JSON: {jsonPath}");
+    }
 
     private static void SaveHistogram(string? png, SaeEvalResult result)
     {
@@ -233,8 +241,8 @@ internal static class SaeCommands
                 ("l1", m.L1.ToString("G5")),
                 ("l0", m.L0.ToString("F2")),
                 Percent($"% alive over {Cli.Integer(m.Tokens)} tokens", m.AliveFraction, 2),
-                Percent("% loss recovered (zero ablation)", m.CeLossScore, 2),
-                Percent("% loss recovered (mean ablation)", m.CeLossScoreMeanAblation, 2),
+                Percent("% CE loss recovered (zero ablation)", m.CeLossScore, 2),
+                Percent("% CE loss recovered (mean ablation)", m.CeLossScoreMeanAblation, 2),
                 ("ce loss clean", m.CeLossWithoutSae.ToString("F4")),
                 ("ce loss with SAE", m.CeLossWithSae.ToString("F4")),
                 ("ce loss zero-ablated", m.CeLossWithAblation.ToString("F4")),
@@ -251,8 +259,7 @@ internal static class SaeCommands
             foreach (var note in m.NonFiniteNotes()) Cli.ErrorLine($"warning: {saes[i]}: {note}");
             SaveHistogram(HistogramPath(i, results.Count, jsonPath, histogram), m.Reconstruction);
         }
-        if (jsonPath is not null)
-            AtomicFile.Write(jsonPath, stream =>
+        SaveJson(jsonPath, stream =>
             {
                 // One SAE: its object; several: an array of them. Streamed: a 65k-feature SAE's five lists are not built as a string.
                 using var writer = new System.Text.Json.Utf8JsonWriter(stream, new System.Text.Json.JsonWriterOptions { Indented = true });
@@ -314,8 +321,8 @@ internal static class SaeCommands
             ("layers", Cli.Integer(m.Layers.Count)),
             ("reads", PerBlock(m.InputHooks)),
             ("replaces", PerBlock(m.OutputHooks)),
-            Percent($"% loss recovered (zero ablation) over {Cli.Integer(m.Tokens)} tokens", m.CeLossScore, 2),
-            Percent("% loss recovered (mean ablation)", m.CeLossScoreMeanAblation, 2),
+            Percent($"% CE loss recovered (zero ablation) over {Cli.Integer(m.Tokens)} tokens", m.CeLossScore, 2),
+            Percent("% CE loss recovered (mean ablation)", m.CeLossScoreMeanAblation, 2),
             ("ce loss clean", m.CeLossWithoutSae.ToString("F4")),
             ("ce loss with replacement", m.CeLossWithSae.ToString("F4")),
             ("ce loss zero-ablated", m.CeLossWithAblation.ToString("F4")),
@@ -329,8 +336,7 @@ internal static class SaeCommands
         ]);
         Cli.WriteTable("per layer (from the clean activations)",
             m.Layers.Select((r, l) => ($"layer {l}", $"fvu {r.Fvu:G5}  l0 {r.L0:F2}  mse {r.Mse:G5}  alive {r.AliveFraction:P1}")).ToList());
-        if (jsonPath is not null)
-            AtomicFile.Write(jsonPath, stream =>
+        SaveJson(jsonPath, stream =>
             {
                 using var writer = new System.Text.Json.Utf8JsonWriter(stream, new System.Text.Json.JsonWriterOptions { Indented = true });
                 m.ToJson().WriteTo(writer);

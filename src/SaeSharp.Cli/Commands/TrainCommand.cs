@@ -284,7 +284,7 @@ internal static class TrainCommand
                                     "repeat it with --epochs N (or --epochs 0: as many passes as --steps/--tokens need), or ask for fewer steps");
         Console.WriteLine($"trained on {Cli.Integer(result.Tokens)} tokens ({passes})");
         if (plan.HeldOutContexts > 0 && result.Saes.Count > 0)
-            Console.WriteLine($"metrics on {Cli.Integer(plan.ModelEvalTokens)} held-out tokens: the first {Cli.Integer(plan.HeldOutContexts)} context " +
+            Cli.TextLine($"metrics on {Cli.Integer(plan.ModelEvalTokens)} held-out tokens: the first {Cli.Integer(plan.HeldOutContexts)} context " +
                               $"window{(plan.HeldOutContexts == 1 ? "" : "s")} of the dataset, which training skipped");
         // Trained from a model: the held-out evaluation adds % CE loss recovered inside it.
         var downstream = plan.ModelData is null || result.Saes.Count == 0 ? null

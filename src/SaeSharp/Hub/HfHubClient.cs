@@ -449,7 +449,10 @@ public sealed class HfHubClient : IDisposable
             }
             catch (Exception e) when (e is HttpRequestException or TaskCanceledException && !ct.IsCancellationRequested)
             {
-                throw Unavailable($"cannot reach {uri} for {repo}/{filename} (revision {revision}): {e.Message}", e);
+                throw Unavailable($"cannot reach {uri} for {repo}/{filename} (revision {revision}): {e.Message}; it is not in the cache "
+                                  + $"either (looked in {storage}{WhyNotCached(storage, revision, CommitHash.IsMatch(revision) ? revision : ReadRef(storage, revision), relative)}): "
+                                  + "connect to the hub once to download it, or set HF_HUB_CACHE (or HF_HOME) to a cache that holds it, "
+                                  + "or give a local folder instead of the hub name (offline, --model builtin needs no download)", e);
             }
             using (response)
             {

@@ -89,7 +89,7 @@ public sealed class PipeTableTests : IClassFixture<PipeTableTests.Fixture>
         Assert.Equal("3", Value(lines, "rows"));
     }
 
-    /// <summary>Inside the model: "% alive over N tokens" and "% loss recovered" are the JSON's alive_fraction and
+    /// <summary>Inside the model: "% alive over N tokens" and "% CE loss recovered" are the JSON's alive_fraction and
     /// ce_loss_score times 100 (read back exactly), dead_fraction the JSON's dead latents over d_sae, the four CE losses
     /// and the zero-ablated KL rows of their own, and the scores SAELens's formulas of those losses.</summary>
     [Fact]
@@ -99,9 +99,10 @@ public sealed class PipeTableTests : IClassFixture<PipeTableTests.Fixture>
         string json = Path.Combine(_fx.Dir, "eval-model.json");
         var lines = Run("eval", "--sae", a.SaeDir, "--model", a.ModelDir, "--dataset", a.DataPath, "--tokens", "256", "--context-size", "16", "--json", json);
         var j = JsonNode.Parse(File.ReadAllText(json))!;
+        Assert.Contains($"metrics JSON: {json}", lines);                  // where the --json file went
         long tokens = j["token_stats"]!["total_tokens_eval_reconstruction"]!.GetValue<long>();
         Assert.Equal(j["sparsity"]!["alive_fraction"]!.GetValue<double>() * 100, Num(Value(lines, $"% alive over {tokens} tokens")));
-        Assert.Equal(j["model_performance_preservation"]!["ce_loss_score"]!.GetValue<double>() * 100, Num(Value(lines, "% loss recovered (zero ablation)")));
+        Assert.Equal(j["model_performance_preservation"]!["ce_loss_score"]!.GetValue<double>() * 100, Num(Value(lines, "% CE loss recovered (zero ablation)")));
         Assert.Equal(j["sparsity"]!["dead_latents"]!.GetValue<int>() / (double)AnalysisFixture.DSae, Num(Value(lines, "dead_fraction")), 12);
         var perf = j["model_performance_preservation"]!;
         Assert.Equal(perf["ce_loss_without_sae"]!.GetValue<double>(), Num(Value(lines, "ce loss clean")), 4);
@@ -114,7 +115,7 @@ public sealed class PipeTableTests : IClassFixture<PipeTableTests.Fixture>
         // Both scores from the JSON's losses by SAELens's formulas: (ablated - with SAE) / (ablated - clean), and for KL
         // (ablated - with SAE) / ablated.
         double clean = perf["ce_loss_without_sae"]!.GetValue<double>(), withSae = perf["ce_loss_with_sae"]!.GetValue<double>();
-        Assert.Equal((meanAblated - withSae) / (meanAblated - clean), Num(Value(lines, "% loss recovered (mean ablation)")) / 100, 10);
+        Assert.Equal((meanAblated - withSae) / (meanAblated - clean), Num(Value(lines, "% CE loss recovered (mean ablation)")) / 100, 10);
         double klZero = kl["kl_div_with_ablation"]!.GetValue<double>();
         Assert.Equal((klZero - kl["kl_div_with_sae"]!.GetValue<double>()) / klZero, kl["kl_div_score"]!.GetValue<double>(), 10);
     }

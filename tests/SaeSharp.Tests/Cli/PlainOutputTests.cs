@@ -110,6 +110,26 @@ public sealed class PlainOutputTests : TempDirTestBase
         Assert.True(failures.Count == 0, string.Join("\n", failures));
     }
 
+    /// <summary>sae features asked for more tokens than the dataset holds says so on stderr: 30 lines of ten words give
+    /// fewer than 30 windows of 16 (each window 15 words after BOS, the lines concatenated), far from the 4096 tokens (256
+    /// windows) asked; the summary line counts the windows' tokens, 16 each.</summary>
+    [Fact]
+    public void Features_on_a_dataset_shorter_than_tokens_notes_where_it_ran_out()
+    {
+        using var fx = new AnalysisFixture();
+        string corpus = Corpus("short.txt", 30, seed: 6);
+        using var process = new CliProcess("features", "--sae", fx.SaeDir, "--model", fx.ModelDir, "--dataset", corpus, "--tokens", "4096",
+            "--context-size", "16", "--out", Path.Combine(_dir, "features-short"));
+        Assert.True(process.WaitForExit(TimeSpan.FromMinutes(3)) == 0, string.Join("\n", process.Lines));
+        var note = Assert.Single(process.Errors, l => l.StartsWith("note: the dataset ran out after ", StringComparison.Ordinal));
+        var m = System.Text.RegularExpressions.Regex.Match(note, @"after ([0-9]+) context windows \(([0-9]+) tokens; --tokens 4096\)");
+        Assert.True(m.Success, note);
+        int windows = int.Parse(m.Groups[1].Value);
+        Assert.InRange(windows, 1, 29);
+        Assert.Equal(16 * windows, int.Parse(m.Groups[2].Value));
+        Assert.Contains(process.Output, l => l.Contains($" features over {16 * windows} tokens "));
+    }
+
     /// <summary>sae eval --model without --tokens evaluates 16,384 tokens (as its help and the README say), on a dataset of
     /// more: 1024 windows of 16.</summary>
     [Fact]

@@ -273,6 +273,18 @@ public sealed class HfHubClientTests : IDisposable
         offline.Dispose();
     }
 
+    [Fact]
+    public void Hub_unreachable_and_nothing_cached_names_the_cache_and_the_ways_out()
+    {
+        // Port 9 (discard) refuses the connection at once: the hub is unreachable, as on a machine without network.
+        using var client = new HfHubClient(new HfHubOptions { Endpoint = "http://127.0.0.1:9", CacheDir = _cache });
+        var e = Assert.Throws<SaeSharpException>(() => client.DownloadFile("org/tiny", "config.json"));
+        Assert.Contains("cannot reach http://127.0.0.1:9/org/tiny/resolve/main/config.json", e.Message);
+        Assert.Contains($"not in the cache either (looked in {Storage} (no such folder", e.Message);
+        Assert.Contains("HF_HUB_CACHE", e.Message);
+        Assert.Contains("--model builtin needs no download", e.Message);
+    }
+
     /// <summary>What <c>huggingface-cli download</c> leaves: refs/main and the snapshot's files, no .no_exist markers.</summary>
     private string HandMadeSnapshot(string commit, params (string Name, byte[] Bytes)[] files)
     {
