@@ -291,6 +291,12 @@ internal static partial class Cli
         return option;
     }
 
+    /// <summary>A value whose size varies by decades (a KL of 0.09 beside one of 3e-6) for a table: <paramref name="digits"/>
+    /// significant digits on a terminal (<c>0.0905</c>, <c>3.1e-06</c>), every digit in a pipe (round-trip form).</summary>
+    public static string Significant(double value, int digits) =>
+        Console.IsOutputRedirected ? value.ToString("R", CultureInfo.InvariantCulture)
+            : value.ToString("G" + digits.ToString(CultureInfo.InvariantCulture), CultureInfo.InvariantCulture).Replace("E", "e", StringComparison.Ordinal);
+
     /// <summary><paramref name="value"/> with <paramref name="decimals"/> places (invariant culture), without the minus
     /// sign of a value that rounds to zero: a KL of −3e-9 (float rounding) or a JumpReLU's −0 shows as <c>0.0000</c>,
     /// not <c>-0.0000</c>.</summary>

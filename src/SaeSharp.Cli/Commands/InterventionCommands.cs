@@ -402,7 +402,7 @@ internal static class InterventionCommands
                     bool hasNext = p + 1 < ids.Length;
                     double c = hasNext ? effect.CleanLoss[0, p].item<double>() : double.NaN, a = hasNext ? effect.EditedLoss[0, p].item<double>() : double.NaN;
                     rows.Add([p.ToString(CultureInfo.InvariantCulture), T(ids[p]), hasNext ? T(ids[p + 1]) : "",
-                        F(c), F(a), F(a - c), F(effect.Kl[0, p].item<double>())]);
+                        F(c), F(a), F(a - c), Cli.Significant(effect.Kl[0, p].item<double>(), 3)]);
                 }
                 WritePerPosition(rows);
             }
@@ -418,14 +418,14 @@ internal static class InterventionCommands
             ["context", "clean top", new Column("clean %", Right: true), "ablated top", new Column("ablated %", Right: true), new Column("KL", Right: true)],
             changed.OrderByDescending(c => c.Kl).Take(top).Select(c => new[]
             {
-                Analysis.DashboardWriter.Quote(c.Context), c.Clean, Cli.Percent("clean %", c.CleanProb, 1), c.Ablated, Cli.Percent("ablated %", c.AblatedProb, 1), F(c.Kl),
+                Analysis.DashboardWriter.Quote(c.Context), c.Clean, Cli.Percent("clean %", c.CleanProb, 1), c.Ablated, Cli.Percent("ablated %", c.AblatedProb, 1), Cli.Significant(c.Kl, 3),
             }));
         Cli.WriteTable(title, new (string, string)[]
         {
             ("CE loss clean", F(ceClean / nCe)),
             ("CE loss ablated", F(ceAbl / nCe)),
             ("ΔCE loss", F((ceAbl - ceClean) / nCe)),
-            ("KL(clean ‖ ablated)", F(kl / nKl)),
+            ("KL(clean ‖ ablated)", Cli.Significant(kl / nKl, 3)),
             ("positions", Cli.Integer(nKl)),
         });
     }

@@ -236,25 +236,27 @@ internal static class SaeCommands
             }
             Cli.WriteTable(saes[i],
             [
+                // README's metrics table first (FVU, MSE, L0, dead share, % CE loss recovered, KL), then the losses and
+                // the other quantities they come from.
                 ("hook", m.HookName ?? "-"),
+                ("fvu", m.Reconstruction.Fvu.ToString("G5")),
                 ("mse", m.Mse.ToString("G5")),
-                ("l1", m.L1.ToString("G5")),
                 ("l0", m.L0.ToString("F2")),
-                Percent($"% alive over {Cli.Integer(m.Tokens)} tokens", m.AliveFraction, 2),
+                Percent("dead_fraction", m.Reconstruction.DeadFraction, 2),
                 Percent("% CE loss recovered (zero ablation)", m.CeLossScore, 2),
                 Percent("% CE loss recovered (mean ablation)", m.CeLossScoreMeanAblation, 2),
+                ("kl div with SAE", m.KlDivWithSae.ToString("G5")),
                 ("ce loss clean", m.CeLossWithoutSae.ToString("F4")),
                 ("ce loss with SAE", m.CeLossWithSae.ToString("F4")),
                 ("ce loss zero-ablated", m.CeLossWithAblation.ToString("F4")),
                 ("ce loss mean-ablated", m.CeLossWithMeanAblation.ToString("F4")),
                 ("ce loss with error term", m.CeLossWithErrorTerm.ToString("F4")),
-                ("fvu", m.Reconstruction.Fvu.ToString("G5")),
-                ("kl div with SAE", m.KlDivWithSae.ToString("G5")),
                 ("kl div zero-ablated", m.KlDivWithAblation.ToString("G5")),
                 ("kl div score", m.KlDivScore.ToString("F4")),
+                ("l1", m.L1.ToString("G5")),
+                Percent($"% alive over {Cli.Integer(m.Tokens)} tokens", m.AliveFraction, 2),
                 ("l2_ratio", m.Reconstruction.L2Ratio.ToString("F4")),
                 .. MeanCosineRow(m.FeatureMetrics),
-                Percent("dead_fraction", m.Reconstruction.DeadFraction, 2),
             ]);
             foreach (var note in m.NonFiniteNotes()) Cli.ErrorLine($"warning: {saes[i]}: {note}");
             SaveHistogram(HistogramPath(i, results.Count, jsonPath, histogram), m.Reconstruction);
@@ -360,17 +362,17 @@ internal static class SaeCommands
     {
         List<(string, string)> rows =
         [
-            ("mse", r.Mse.ToString("G5")),
-            ("l1", r.L1.ToString("G5")),
-            ("l0", r.L0.ToString("F2")),
             ("fvu", r.Fvu.ToString("G5")),
+            ("mse", r.Mse.ToString("G5")),
+            ("l0", r.L0.ToString("F2")),
+            Percent("dead_fraction", r.DeadFraction, 2),
+            ("l1", r.L1.ToString("G5")),
             ("explained_variance", r.ExplainedVariance.ToString("F4")),
             ("cosine", r.Cosine.ToString("F4")),
             ("l2_ratio", r.L2Ratio.ToString("F4")),
             ("relative_reconstruction_bias", r.RelativeReconstructionBias.ToString("F4")),
             .. MeanCosineRow(r.FeatureMetrics),
             Percent("alive_fraction", r.AliveFraction, 2),
-            Percent("dead_fraction", r.DeadFraction, 2),
             ("rows", Cli.Integer(r.Rows)),
         ];
         if (r.Mmcs is double mmcs) rows.Add(("mmcs", mmcs.ToString("F4")));
