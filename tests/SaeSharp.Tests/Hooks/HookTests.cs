@@ -105,8 +105,10 @@ public class HookTests : ModelTestBase
                     var same = m.RunWithHooks(Toks, (name, x => x), (name, x => x.clone()), (name, _ => null));
                     // A hook function on a norm's scale makes the norm divide by it explicitly (TransformerLens's way),
                     // not the fused kernel; one on attn.hook_result makes the output the heads' results summed plus b_O, not
-                    // the projection: equal up to rounding.
-                    if (name.EndsWith(".hook_scale", StringComparison.Ordinal) || name.EndsWith("attn.hook_result", StringComparison.Ordinal))
+                    // the projection; one on hook_attn_in or hook_q/k/v_input makes each head project its own copy of the
+                    // input: equal up to rounding.
+                    if (name.EndsWith(".hook_scale", StringComparison.Ordinal) || name.EndsWith("attn.hook_result", StringComparison.Ordinal)
+                        || name.EndsWith(".hook_attn_in", StringComparison.Ordinal) || name.EndsWith("_input", StringComparison.Ordinal))
                         AssertAllClose(clean, same, 1e-5, name);
                     else Assert.True(clean.equal(same).all().item<bool>(), name);
                 }

@@ -23,9 +23,9 @@ public class SplitAttentionInputHookTests : ModelTestBase
 
     private static Tensor Same(Tensor x) => x.clone();
 
-    /// <summary>row i of a causal pattern that attends uniformly: 1/(i+1) on keys 0..i.</summary>
+    /// <summary>A causal pattern that attends uniformly: row i is 1/(i+1) on keys 0..i.</summary>
     private static Tensor UniformCausal(long n) =>
-        ones(n, n).tril() / arange(1, n + 1, dtype: TorchSharp.torch.ScalarType.Float32).unsqueeze(1);
+        ones(n, n).tril() / ones(n, n).tril().sum(1, keepdim: true);
 
     [Fact]
     public void CachedInputsAreResidPrePerHeadAndLeaveTheLogitsExact()
