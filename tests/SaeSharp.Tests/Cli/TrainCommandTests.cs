@@ -975,6 +975,36 @@ public class ModelTrainCommandTests : IDisposable
         }
     }
 
+    /// <summary>An SAE of one head's query input (TransformerLens's <c>hook_q_input</c>, <c>--hook-head-index 1</c>) reads
+    /// resid_pre (d_in = d_model) and, spliced in with its error term, leaves the model as it was (up to rounding: the heads
+    /// then project their own inputs).</summary>
+    [Fact]
+    public void TrainEvalAndSpliceOneHeadsQueryInput()
+    {
+        Ok(CliRunner.Run("corpus", "--out", P("c.jsonl"), "--docs", "300", "--seed", "4"));
+        Ok(CliRunner.Run("train", "--model", "builtin", "--hook", "blocks.1.hook_q_input", "--hook-head-index", "1", "--dataset", P("c.jsonl"),
+            "--tokens", "4096", "--context-size", "64", "--arch", "topk", "--k", "8", "--dict-size", "128", "--batch-size", "256", "--eval-rows", "256",
+            "--out", P("qin")));
+        var cfg = JsonNode.Parse(File.ReadAllText(P("qin", "cfg.json")))!;
+        Assert.Equal("blocks.1.hook_q_input", cfg["metadata"]!["hook_name"]!.GetValue<string>());
+        Ok(CliRunner.Run("eval", "--sae", P("qin"), "--model", "builtin", "--dataset", P("c.jsonl"), "--tokens", "256", "--json", P("e.json")));
+        var e = JsonNode.Parse(File.ReadAllText(P("e.json")))!;
+        var perf = e["model_performance_preservation"]!;
+        Assert.Equal(perf["ce_loss_without_sae"]!.GetValue<double>(), perf["ce_loss_with_error_term"]!.GetValue<double>(), 4);
+        Assert.True(e["reconstruction_quality"]!["fvu"]!.GetValue<double>() < 1);
+
+        SafeTensors.Save(P("tokens.safetensors"), new Dictionary<string, Tensor> { ["tokens"] = tensor(new long[] { 1, 5, 9, 2, 7 }).unsqueeze(0) });
+        const string input = "blocks.1.hook_q_input.hook_sae_input";
+        Ok(CliRunner.Run("model", "run", "--model", "builtin", "--input", P("tokens.safetensors"), "--out", P("out.safetensors"), "--sae", P("qin"),
+            "--hooks", input + ",blocks.1.hook_resid_pre"));
+        using (NewDisposeScope())
+        {
+            var o = SafeTensors.Load(P("out.safetensors"));
+            Assert.True(o[input].equal(o["blocks.1.hook_resid_pre"]).all().item<bool>(), "the SAE reads resid_pre");
+            Assert.Equal(o["blocks.1.hook_resid_pre"].shape[2], cfg["d_in"]!.GetValue<int>());   // d_model
+        }
+    }
+
     [Fact]
     public void TrainFromAModelReportsCeLossRecoveredAndWarnsWhenItIsLow()
     {
