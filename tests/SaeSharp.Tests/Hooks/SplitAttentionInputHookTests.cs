@@ -12,10 +12,8 @@ namespace SaeSharp.Tests.Hooks;
 /// query (key, value) only, as recomputed by hand from the checkpoint's weights.</summary>
 public class SplitAttentionInputHookTests : ModelTestBase
 {
-    private static readonly Tensor Toks = tensor(new long[] { 3, 14, 15, 9, 26, 5, 35 }).unsqueeze(0);
-
-    private static readonly string[] Fixtures =
-        ["gpt2", "gpt_neox-parallel", "gpt_neox-sequential", "llama3", "qwen2", "gemma2", "gemma3", "olmo2", "mixtral", "deepseek_v3", "gpt_oss"];
+    private static readonly Tensor Toks = ResultAndMlpInHookTests.Toks;
+    private static readonly string[] Fixtures = ResultAndMlpInHookTests.Fixtures;
 
     private static HookedTransformer Load(string f) => ModelLoader.FromPretrained(TestPaths.Data("hf_models", f));
 
