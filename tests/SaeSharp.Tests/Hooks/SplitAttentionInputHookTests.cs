@@ -197,6 +197,24 @@ public class SplitAttentionInputHookTests : ModelTestBase
         }
     }
 
+    /// <summary>Generation with an edited key input (key-value head 0 halved in every block): the KV cache keeps the edited
+    /// keys of earlier tokens, so cached steps give the logits of recomputing the whole sequence, and the edit changes them.</summary>
+    [Theory]
+    [InlineData("gpt_neox-sequential")]
+    [InlineData("llama3")]
+    public void KvCachedGenerationWithEditedKeyInputsEqualsRecomputation(string f)
+    {
+        using var m = Load(f);
+        Func<Tensor, Tensor?> half = x => { var e = x.clone(); e[.., .., 0] *= 0.5; return e; };
+        var o = new GenerationOptions { ReturnLogits = true, Hooks = [.. Enumerable.Range(0, m.Config.NLayers).Select(l => ($"blocks.{l}.hook_k_input", half))] };
+        using var cached = m.Generate(Toks, 5, o);
+        using var full = m.Generate(Toks, 5, o with { UseKvCache = false });
+        using var clean = m.Generate(Toks, 5, new GenerationOptions { ReturnLogits = true });
+        Assert.Equal(full.Tokens.data<long>().ToArray(), cached.Tokens.data<long>().ToArray());
+        AssertAllClose(full.Logits!, cached.Logits!, 1e-4, f + " step logits");
+        Assert.False(clean.Logits!.allclose(cached.Logits!), f + " the edit changed nothing");
+    }
+
     [Fact]
     public void ActNameAndResolveKnowTheInputs()
     {
