@@ -7,8 +7,9 @@ namespace SaeSharp.Models;
 /// TransformerLens's per-head attention inputs (<c>use_attn_in</c>, <c>use_split_qkv_input</c>): <c>blocks.{i}.hook_attn_in</c>
 /// [batch, pos, head, d_model], each query head's copy of resid_pre before ln1, then <c>hook_q_input</c> (query heads) and
 /// <c>hook_k_input</c> / <c>hook_v_input</c> (key-value heads under grouped-query attention, as TransformerLens without
-/// <c>ungroup_grouped_query_attention</c>), copies of hook_attn_in as its hooks left it (TransformerLens 2; TransformerLens 3
-/// copies resid_pre, so an edit of attn_in is dropped there when the split inputs are on). Built only when something reads
+/// <c>ungroup_grouped_query_attention</c>), copies of hook_attn_in as its hooks left it, so an edit there reaches q, k and v as
+/// with TransformerLens's use_attn_in alone (TransformerLens copies resid_pre for the split inputs, dropping an attn_in edit
+/// when both options are on; here both are always on). Built only when something reads
 /// them, as expanded views (caching them leaves the model's own path: logits bit-identical). When a hook function or SAE may
 /// replace one, it gets its own copy, ln1 is applied to each copy and head h's query (key, value) is projected from its own
 /// copy; rotary, norms, soft caps and masks follow as usual. ln1's own hooks keep firing on ln1(resid_pre), the input of an
