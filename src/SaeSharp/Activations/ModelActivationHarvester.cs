@@ -182,7 +182,7 @@ internal sealed class ModelActivationHarvester
                 throw new SaeSharpException($"hook_head_index {h}: '{spec.InputHook}' has no head dimension (hook_head_index picks a head of an attention hook: attn.hook_z, hook_q, hook_k, hook_v)");
             if (h < 0 || h >= heads)
                 throw new SaeSharpException($"hook_head_index {h}: '{spec.InputHook}' of {model.Config.ModelName} has {heads} heads (0..{heads - 1})");
-            DIn = model.Config.DHead;
+            DIn /= heads;   // d_head, or d_model for attn.hook_result and the per-head inputs hook_attn_in, hook_q/k/v_input
         }
         DOut = spec.TargetHook is { } t ? model.HookWidth(t) : DIn;
         if (spec.LayerHooks is { } slots)

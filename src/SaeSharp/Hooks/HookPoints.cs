@@ -89,6 +89,9 @@ internal sealed class BlockHookNames
     /// <summary>TransformerLens's <c>hook_mlp_in</c> [batch, pos, d_model] (the MLP's input before ln2) and
     /// <c>attn.hook_result</c> [batch, pos, head, d_model] (each head's z_h·W_O[h]).</summary>
     public readonly string MlpIn, Result;
+    /// <summary>TransformerLens's <c>hook_attn_in</c> [batch, pos, head, d_model] and <c>hook_q_input</c> / <c>hook_k_input</c> /
+    /// <c>hook_v_input</c> (k and v: the key-value heads): each head's copy of resid_pre, before ln1.</summary>
+    public readonly string AttnIn, QInput, KInput, VInput;
     /// <summary>Gemma 2/3's post-attention and post-MLP norms (TransformerLens <c>ln1_post</c>, <c>ln2_post</c>): their output
     /// (the same tensor as hook_attn_out / hook_mlp_out) and scale.</summary>
     public readonly string Ln1Post, Ln1PostScale, Ln2Post, Ln2PostScale;
@@ -117,6 +120,10 @@ internal sealed class BlockHookNames
         AttnScores = b + "attn.hook_attn_scores";
         MlpIn = b + "hook_mlp_in";
         Result = b + "attn.hook_result";
+        AttnIn = b + "hook_attn_in";
+        QInput = b + "hook_q_input";
+        KInput = b + "hook_k_input";
+        VInput = b + "hook_v_input";
         Ln1Post = b + "ln1_post.hook_normalized";
         Ln1PostScale = b + "ln1_post.hook_scale";
         Ln2Post = b + "ln2_post.hook_normalized";
@@ -150,7 +157,10 @@ internal sealed class BlockHookNames
 /// <para>Shapes: residual-stream hooks, <c>hook_embed</c>, <c>hook_pos_embed</c>, <c>hook_attn_out</c>, <c>hook_mlp_out</c>,
 /// <c>ln*.hook_normalized</c>, <c>hook_mlp_in</c> (the MLP's copy of resid_mid, or resid_pre in a parallel block; an edit
 /// reaches the MLP only): [batch, pos, d_model]; <c>attn.hook_result</c> (each head's z_h·W_O[h], without b_O): [batch, pos,
-/// head, d_model]; Gemma 2/3's <c>ln1_post/ln2_post.hook_normalized</c> (= hook_attn_out / hook_mlp_out) and
+/// head, d_model]; <c>hook_attn_in</c>, <c>hook_q_input</c> (each head's copy of resid_pre before ln1, TransformerLens's
+/// <c>use_attn_in</c> / <c>use_split_qkv_input</c>; head h's query is projected from ln1 of its copy): [batch, pos, head,
+/// d_model], <c>hook_k_input</c> / <c>hook_v_input</c> with the n_key_value_heads heads (an edit of any of them is the attention's input: see the README);
+/// Gemma 2/3's <c>ln1_post/ln2_post.hook_normalized</c> (= hook_attn_out / hook_mlp_out) and
 /// <c>hook_scale</c>; <c>mlp.hook_pre/post</c>: [batch, pos, d_mlp];
 /// <c>attn.hook_q/k/v/z</c> (and <c>hook_rot_q/k</c> for rotary models): [batch, pos, head, d_head], with the
 /// n_key_value_heads heads for k and v under grouped-query attention (as TransformerLens);
@@ -244,6 +254,8 @@ public sealed class HookPoints
         {
             var b = Blocks[i];
             Add(b.ResidPre, i);
+            Add(b.AttnIn, i);
+            Add(b.QInput, i); Add(b.KInput, i); Add(b.VInput, i);
             Add(b.Ln1Scale, i);
             Add(b.Ln1, i);
             if (qLatent) Add(b.QLatent, i);
@@ -358,23 +370,8 @@ public sealed class HookPoints
                 $"mlp.experts.{{0..{NumExperts - 1}}}.hook_gate/hook_pre/hook_post (each expert's), " +
                 (SharedExpert ? "mlp.shared_expert.hook_gate/hook_pre/hook_post, " + (SharedExpertGate ? "mlp.hook_shared_expert_gate, " : "") : "") +
                 "and hook_mlp_out for the block's MLP output");
-        throw new SaeSharpException(why ?? NotAHookPointHere(name) ?? $"unknown hook '{name}'{NameSuggestion.For(name, Names)}. Valid hooks: {ValidNamesSummary()}; " +
+        throw new SaeSharpException(why ?? $"unknown hook '{name}'{NameSuggestion.For(name, Names)}. Valid hooks: {ValidNamesSummary()}; " +
             $"aliases: module paths such as blocks.0.mlp, {Hf.Prefix}.{Hf.Blocks}.0.{Hf.Mlp} (output, or input with kind In / ':in')");
-    }
-
-    private static readonly System.Text.RegularExpressions.Regex TransformerLensOnlyHook =
-        new(@"^blocks\.([0-9]+)\.(hook_attn_in|hook_q_input|hook_k_input|hook_v_input)$");
-
-    /// <summary>For a TransformerLens hook point SaeSharp has no hook for (the optional <c>hook_attn_in</c>,
-    /// <c>hook_q/k/v_input</c>), what says so and names the hook holding the nearest
-    /// tensor; null for any other name.</summary>
-    private static string? NotAHookPointHere(string name)
-    {
-        var m = TransformerLensOnlyHook.Match(name);
-        if (!m.Success) return null;
-        string b = $"blocks.{m.Groups[1].Value}.";
-        string instead = $"every head reads {b}hook_resid_pre (before the norm; TransformerLens copies it per head)";
-        return $"hook '{name}': TransformerLens has it, SaeSharp has no such hook point; {instead} (sae model info lists the hook points)";
     }
 
     /// <summary>
@@ -382,6 +379,7 @@ public sealed class HookPoints
     /// <c>blocks.1.hook_resid_post</c>; <c>("q", 0)</c> → <c>blocks.0.attn.hook_q</c> (also k, v, z, rot_q, rot_k, result,
     /// pattern, attn_scores); <c>("pre", 2)</c> → <c>blocks.2.mlp.hook_pre</c> (also post, mid, pre_linear);
     /// <c>("normalized", 3, "ln2")</c> → <c>blocks.3.ln2.hook_normalized</c>; <c>"embed"</c> → <c>hook_embed</c>;
+    /// <c>("q_input", 1)</c> → <c>blocks.1.hook_q_input</c> (also attn_in, k_input, v_input, mlp_in);
     /// <c>"normalized"</c> / <c>"scale"</c> without a layer → <c>ln_final.hook_normalized</c> / <c>ln_final.hook_scale</c>.
     /// Aliases: attn → pattern, attn_logits → attn_scores, key/query/value → k/q/v, mlp_pre/mlp_mid/mlp_post →
     /// pre/mid/post; layer types a → attn, m → mlp, b/block/blocks → none, attention → attn. A compact name

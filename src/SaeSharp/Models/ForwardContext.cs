@@ -17,4 +17,8 @@ internal sealed class ForwardContext
     public Tensor? RotarySin { get; set; }
     /// <summary>Rotary cos / sin of the sliding-window layers when their frequencies differ (Gemma 3).</summary>
     public (Tensor Cos, Tensor Sin)? LocalRotary { get; set; }
+    /// <summary>While a block's attention runs with its per-head inputs edited (hook_attn_in, hook_q/k/v_input): ln1 of each
+    /// head's query, key and value input [batch, pos, head, d_model], which the attention projects head by head instead of
+    /// its own input (<see cref="SplitAttentionInputs"/>); null otherwise.</summary>
+    public (Tensor Q, Tensor K, Tensor V)? SplitInputs { get; set; }
 }

@@ -59,9 +59,20 @@ internal sealed class Gpt2Attention : nn.Module<Tensor, ForwardContext, Tensor>
     public override Tensor forward(Tensor x, ForwardContext ctx)
     {
         long b = x.shape[0], s = x.shape[1], d = x.shape[2];
-        var qkv = c_attn.forward(x).split(d, 2);
-        var z = AttentionCore.AttendHeads(qkv[0].view(b, s, _nHead, -1), qkv[1].view(b, s, _nHead, -1), qkv[2].view(b, s, _nHead, -1),
-            _layer, _scale, ctx, _names);
+        Tensor q, k, v;
+        if (ctx.SplitInputs is { } split)
+        {
+            // Each head's own input through its columns of c_attn's q, k and v thirds.
+            var (w, bias) = c_attn.InOut;
+            Tensor Part(Tensor input, int i) => SplitAttentionInputs.Project(input, w.narrow(1, i * d, d), bias?.narrow(0, i * d, d));
+            (q, k, v) = (Part(split.Q, 0), Part(split.K, 1), Part(split.V, 2));
+        }
+        else
+        {
+            var qkv = c_attn.forward(x).split(d, 2);
+            (q, k, v) = (qkv[0].view(b, s, _nHead, -1), qkv[1].view(b, s, _nHead, -1), qkv[2].view(b, s, _nHead, -1));
+        }
+        var z = AttentionCore.AttendHeads(q, k, v, _layer, _scale, ctx, _names);
         return AttentionCore.Project(z, _nHead, c_proj.InOut, c_proj.forward, ctx, _names);
     }
 }
@@ -93,10 +104,11 @@ internal sealed class Gpt2Block : nn.Module<Tensor, ForwardContext, Tensor>
     private readonly LayerNorm ln_2;
     private readonly Gpt2Mlp mlp;
     private readonly BlockHookNames _names;
+    private readonly SplitAttentionInputs.Heads _heads;
 
     public Gpt2Block(Gpt2Settings s, int layer, Func<Tensor, Tensor> act, BlockHookNames names, ScalarType dtype) : base("block")
     {
-        _names = names;
+        (_names, _heads) = (names, new(s.NHead, s.NHead));
         ln_1 = new LayerNorm(s.NEmbd, s.Eps, dtype);
         attn = new Gpt2Attention(s, layer, names, dtype);
         ln_2 = new LayerNorm(s.NEmbd, s.Eps, dtype);
@@ -105,7 +117,7 @@ internal sealed class Gpt2Block : nn.Module<Tensor, ForwardContext, Tensor>
     }
 
     public override Tensor forward(Tensor resid, ForwardContext ctx) =>
-        ResidualBlock.Sequential(resid, ctx, _names, ln_1, x => attn.forward(x, ctx), ln_2, x => mlp.forward(x, ctx));
+        ResidualBlock.Sequential(resid, ctx, _names, _heads, ln_1, x => attn.forward(x, ctx), ln_2, x => mlp.forward(x, ctx));
 }
 
 /// <summary>The <c>transformer</c> submodule of HF GPT2LMHeadModel: wte, wpe, h.{i}, ln_f.</summary>

@@ -81,9 +81,22 @@ internal sealed class NeoXAttention : nn.Module<Tensor, ForwardContext, Tensor>
         long b = x.shape[0], s = x.shape[1];
         int hd = _s.HeadSize;
         // HF GPTNeoXAttention: per head, q, k, v are consecutive blocks of head_size in the fused output.
-        var qkv = query_key_value.forward(x).view(b, s, _s.NHead, 3 * hd);
-        var z = AttentionCore.AttendHeads(qkv.narrow(3, 0, hd), qkv.narrow(3, hd, hd), qkv.narrow(3, 2 * hd, hd), _layer, 1.0 / Math.Sqrt(hd),
-            ctx, _names, _s.RotaryDim);
+        Tensor q, k, v;
+        if (ctx.SplitInputs is { } split)
+        {
+            // Each head's own input through its rows of the fused weight: [d_model, head, (q, k, v), head_size].
+            var (w, bias) = query_key_value.InOut;
+            var w4 = w.reshape(w.shape[0], _s.NHead, 3, hd);
+            var b3 = bias?.reshape(_s.NHead, 3, hd);
+            Tensor Part(Tensor input, int i) => SplitAttentionInputs.Project(input, w4.select(2, i), b3?.select(1, i));
+            (q, k, v) = (Part(split.Q, 0), Part(split.K, 1), Part(split.V, 2));
+        }
+        else
+        {
+            var qkv = query_key_value.forward(x).view(b, s, _s.NHead, 3 * hd);
+            (q, k, v) = (qkv.narrow(3, 0, hd), qkv.narrow(3, hd, hd), qkv.narrow(3, 2 * hd, hd));
+        }
+        var z = AttentionCore.AttendHeads(q, k, v, _layer, 1.0 / Math.Sqrt(hd), ctx, _names, _s.RotaryDim);
         return AttentionCore.Project(z, _s.NHead, dense.InOut, dense.forward, ctx, _names);
     }
 }
@@ -116,10 +129,11 @@ internal sealed class NeoXLayer : nn.Module<Tensor, ForwardContext, Tensor>
     private readonly NeoXMlp mlp;
     private readonly bool _parallel;
     private readonly BlockHookNames _names;
+    private readonly SplitAttentionInputs.Heads _heads;
 
     public NeoXLayer(NeoXSettings s, int layer, Func<Tensor, Tensor> act, BlockHookNames names, ScalarType dtype) : base("layer")
     {
-        (_parallel, _names) = (s.ParallelResidual, names);
+        (_parallel, _names, _heads) = (s.ParallelResidual, names, new(s.NHead, s.NHead));
         input_layernorm = new LayerNorm(s.Hidden, s.Eps, dtype);
         post_attention_layernorm = new LayerNorm(s.Hidden, s.Eps, dtype);
         attention = new NeoXAttention(s, layer, names, dtype);
@@ -131,12 +145,13 @@ internal sealed class NeoXLayer : nn.Module<Tensor, ForwardContext, Tensor>
     {
         var n = _names;
         if (!_parallel)
-            return ResidualBlock.Sequential(resid, ctx, n, input_layernorm, x => attention.forward(x, ctx), post_attention_layernorm, x => mlp.forward(x, ctx));
+            return ResidualBlock.Sequential(resid, ctx, n, _heads, input_layernorm, x => attention.forward(x, ctx), post_attention_layernorm, x => mlp.forward(x, ctx));
         // x + attn(ln1(x)) + mlp(ln2(x))
         var h = ctx.Hooks;
         resid = h.Fire(n.ResidPre, resid);
+        var split = SplitAttentionInputs.Fire(resid, h, n, _heads, input_layernorm);
         var x1 = h.Fire(n.Ln1, input_layernorm.Forward(resid, h, n.Ln1Scale));
-        var attnOut = h.Fire(n.AttnOut, attention.forward(x1, ctx));
+        var attnOut = h.Fire(n.AttnOut, SplitAttentionInputs.Run(ctx, split, x => attention.forward(x, ctx), x1));
         var x2 = h.Fire(n.Ln2, post_attention_layernorm.Forward(h.Fire(n.MlpIn, resid), h, n.Ln2Scale));   // hook_mlp_in: the MLP's copy of resid_pre
         var mlpOut = h.Fire(n.MlpOut, mlp.forward(x2, ctx));
         return h.Fire(n.ResidPost, resid.add(attnOut, TorchScalars.One).add(mlpOut, TorchScalars.One));

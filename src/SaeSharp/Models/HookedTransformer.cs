@@ -279,7 +279,8 @@ public abstract partial class HookedTransformer : nn.Module<Tensor, Tensor>
     /// Values per token at <paramref name="hook"/> (a hook name or alias), heads flattened: d_mlp for <c>mlp.hook_pre/post</c>
     /// and a mixture of experts' <c>mlp.experts.{e}.hook_*</c>, num_experts for <c>mlp.hook_expert_weights</c>, experts_per_token
     /// for <c>mlp.hook_expert_indices</c>, the shared expert's width for <c>mlp.shared_expert.hook_*</c> and 1 for
-    /// <c>mlp.hook_shared_expert_gate</c> and the norms' <c>hook_scale</c>, heads·d_head for the attention's q/k/v/z (key-value heads for k and v), d_model for the rest.
+    /// <c>mlp.hook_shared_expert_gate</c> and the norms' <c>hook_scale</c>, heads·d_head for the attention's q/k/v/z (key-value heads for k and v),
+    /// heads·d_model for attn.hook_result, hook_attn_in and hook_q/k/v_input, d_model for the rest.
     /// An attention pattern or its scores have no per-token width (a <see cref="SaeSharpException"/>).
     /// </summary>
     public int HookWidth(string hook)
@@ -300,8 +301,8 @@ public abstract partial class HookedTransformer : nn.Module<Tensor, Tensor>
         if (name.EndsWith("mlp.hook_shared_expert_gate", StringComparison.Ordinal)) return 1;
         if (name.EndsWith("mlp.hook_expert_weights", StringComparison.Ordinal)) return c.NumExperts;
         if (name.EndsWith("mlp.hook_expert_indices", StringComparison.Ordinal)) return c.ExpertsPerToken;
-        if (name.EndsWith("attn.hook_result", StringComparison.Ordinal)) return c.NHeads * c.DModel;
-        return HeadsAt(name) is int heads ? heads * c.DHead : c.DModel;
+        bool perHeadDModel = PerHeadDModel(name);
+        return HeadsAt(name) is int heads ? heads * (perHeadDModel ? c.DModel : c.DHead) : c.DModel;
     }
 
     /// <summary>The shape of what <paramref name="hook"/> (a name or alias) holds, as TransformerLens's cache gives it:
@@ -316,11 +317,20 @@ public abstract partial class HookedTransformer : nn.Module<Tensor, Tensor>
         return HeadsAt(name) is int heads ? $"[batch, pos, {heads}, {width / heads}]" : $"[batch, pos, {width}]";
     }
 
-    /// <summary>The number of heads of an attention hook [batch, pos, head, d_head], or null for any other hook.</summary>
+    /// <summary>A per-head hook of d_model values per head: <c>attn.hook_result</c>, <c>hook_attn_in</c>, <c>hook_q/k/v_input</c>.</summary>
+    private static bool PerHeadDModel(string name) =>
+        name.EndsWith("attn.hook_result", StringComparison.Ordinal) || name.EndsWith(".hook_attn_in", StringComparison.Ordinal)
+        || name.EndsWith(".hook_q_input", StringComparison.Ordinal) || name.EndsWith(".hook_k_input", StringComparison.Ordinal)
+        || name.EndsWith(".hook_v_input", StringComparison.Ordinal);
+
+    /// <summary>The number of heads of an attention hook [batch, pos, head, d_head] (or [batch, pos, head, d_model]: attn.hook_result,
+    /// hook_attn_in, hook_q/k/v_input), or null for any other hook.</summary>
     internal int? HeadsAt(string name)
     {
         if (name.EndsWith(".attn.hook_k", StringComparison.Ordinal) || name.EndsWith(".attn.hook_v", StringComparison.Ordinal)
-            || name.EndsWith(".attn.hook_rot_k", StringComparison.Ordinal)) return Config.NKvHeads;
+            || name.EndsWith(".attn.hook_rot_k", StringComparison.Ordinal) || name.EndsWith(".hook_k_input", StringComparison.Ordinal)
+            || name.EndsWith(".hook_v_input", StringComparison.Ordinal)) return Config.NKvHeads;
+        if (name.EndsWith(".hook_attn_in", StringComparison.Ordinal) || name.EndsWith(".hook_q_input", StringComparison.Ordinal)) return Config.NHeads;
         return name.Contains(".attn.hook_", StringComparison.Ordinal) && !name.EndsWith("attn.hook_pattern", StringComparison.Ordinal)
             && !name.EndsWith("attn.hook_attn_scores", StringComparison.Ordinal)
             && !name.EndsWith("_latent", StringComparison.Ordinal) ? Config.NHeads : null;
@@ -347,7 +357,7 @@ public abstract partial class HookedTransformer : nn.Module<Tensor, Tensor>
             if (h < 0 || h >= heads)
                 throw new SaeSharpException($"SAE at '{name}' reads head {h} (hook_head_index), but the hook has {heads} heads (0..{heads - 1})");
             width /= heads;
-            what = $" (head {h}, {(name.EndsWith("attn.hook_result", StringComparison.Ordinal) ? "d_model" : "d_head")})";
+            what = $" (head {h}, {(PerHeadDModel(name) ? "d_model" : "d_head")})";
         }
         if (width != sae.Cfg.DIn)
         {

@@ -43,8 +43,14 @@ internal sealed class DecoderAttention : nn.Module<Tensor, ForwardContext, Tenso
         long b = x.shape[0], s = x.shape[1];
         var st = _s;
         bool sliding = st.SlidingLayers[_layer];
-        var z = AttentionCore.AttendHeads(q_proj.forward(x).view(b, s, st.NHead, st.HeadDim), k_proj.forward(x).view(b, s, st.NKvHead, st.HeadDim),
-            v_proj.forward(x).view(b, s, st.NKvHead, st.HeadDim), _layer, st.AttnScale, ctx, _names, st.RotaryDim, q_norm, k_norm,
+        // With the per-head inputs edited, head h (key-value head g) is projected from its own input.
+        var (q, k, v) = ctx.SplitInputs is { } split
+            ? (SplitAttentionInputs.Project(split.Q, q_proj.InOut.WeightInOut, q_proj.InOut.Bias),
+                SplitAttentionInputs.Project(split.K, k_proj.InOut.WeightInOut, k_proj.InOut.Bias),
+                SplitAttentionInputs.Project(split.V, v_proj.InOut.WeightInOut, v_proj.InOut.Bias))
+            : (q_proj.forward(x).view(b, s, st.NHead, st.HeadDim), k_proj.forward(x).view(b, s, st.NKvHead, st.HeadDim),
+                v_proj.forward(x).view(b, s, st.NKvHead, st.HeadDim));
+        var z = AttentionCore.AttendHeads(q, k, v, _layer, st.AttnScale, ctx, _names, st.RotaryDim, q_norm, k_norm,
             st.AttnSoftCap, sliding ? st.SlidingWindow : null, localRotary: sliding, normOverHeads: st.QkNormWhole, clip: st.ClipQkv, sinks: sinks);
         return AttentionCore.Project(z, st.NHead, o_proj.InOut, o_proj.forward, ctx, _names);
     }
@@ -237,10 +243,14 @@ internal sealed class DecoderLayer : nn.Module<Tensor, ForwardContext, Tensor>
     /// <summary>Mixtral's <see cref="SparseMoeBlock"/>.</summary>
     private readonly SparseMoeBlock? block_sparse_moe;
     private readonly BlockHookNames _names;
+    private readonly SplitAttentionInputs.Heads _heads;
 
     public DecoderLayer(DecoderSettings s, int layer, Func<Tensor, Tensor> act, BlockHookNames names, ScalarType dtype) : base("layer")
     {
         _names = names;
+        _heads = new(s.NHead, s.NKvHead, s.Mla is null ? null
+            : "DeepSeek's latent attention projects every head through shared low-rank latents (q_a_proj, kv_a_proj_with_mqa) " +
+              "and one shared rotary key, so one head's input has no query, key or value of its own");
         if (!s.Olmo2) input_layernorm = DecoderCore.Norm(s, dtype);
         post_attention_layernorm = DecoderCore.Norm(s, dtype);
         if (s.Olmo2) post_feedforward_layernorm = new RmsNorm(s.Hidden, s.Eps, false, dtype, weightInFloat32: true);
@@ -263,15 +273,15 @@ internal sealed class DecoderLayer : nn.Module<Tensor, ForwardContext, Tensor>
     {
         Tensor Mlp(Tensor x) => (block_sparse_moe ?? mlp!).forward(x, ctx);
         if (input_layernorm is null)   // OLMo-2
-            return ResidualBlock.PostNormOnly(resid, ctx, _names, x => self_attn.forward(x, ctx), post_attention_layernorm,
+            return ResidualBlock.PostNormOnly(resid, ctx, _names, _heads, x => self_attn.forward(x, ctx), post_attention_layernorm,
                 Mlp, post_feedforward_layernorm!);
         // Gemma 2/3: post_attention_layernorm normalises the attention output (ln1_post, as TransformerLens); pre_feedforward_layernorm
         // is ln2, post_feedforward_layernorm ln2_post.
         if (pre_feedforward_layernorm is { } preFf && post_feedforward_layernorm is { } postFf)
-            return ResidualBlock.Sequential(resid, ctx, _names, input_layernorm,
+            return ResidualBlock.Sequential(resid, ctx, _names, _heads, input_layernorm,
                 x => ctx.Hooks.Fire(_names.Ln1Post, post_attention_layernorm.Forward(self_attn.forward(x, ctx), ctx.Hooks, _names.Ln1PostScale)),
                 preFf, x => ctx.Hooks.Fire(_names.Ln2Post, postFf.Forward(Mlp(x), ctx.Hooks, _names.Ln2PostScale)));
-        return ResidualBlock.Sequential(resid, ctx, _names, input_layernorm, x => self_attn.forward(x, ctx),
+        return ResidualBlock.Sequential(resid, ctx, _names, _heads, input_layernorm, x => self_attn.forward(x, ctx),
             post_attention_layernorm, Mlp);
     }
 }

@@ -7,18 +7,19 @@ namespace SaeSharp.Models;
 internal static class ResidualBlock
 {
     /// <summary>
-    /// A block in sequence: hook_resid_pre → ln1 (ln1.hook_normalized) → attention (hook_attn_out) →
+    /// A block in sequence: hook_resid_pre → hook_attn_in, hook_q/k/v_input (<see cref="SplitAttentionInputs"/>) → ln1 (ln1.hook_normalized) → attention (hook_attn_out) →
     /// hook_resid_mid = resid_pre + attn_out → hook_mlp_in (resid_mid as the MLP reads it: an edit there changes the MLP's
     /// input only, as TransformerLens's <c>use_hook_mlp_in</c>) → ln2 (ln2.hook_normalized) → MLP (hook_mlp_out) →
     /// hook_resid_post = resid_mid + mlp_out. Gemma's post-norms are part of its <paramref name="attn"/> and <paramref name="mlp"/>.
     /// </summary>
-    public static Tensor Sequential(Tensor resid, ForwardContext ctx, BlockHookNames n,
+    public static Tensor Sequential(Tensor resid, ForwardContext ctx, BlockHookNames n, SplitAttentionInputs.Heads heads,
         HookedNorm ln1, Func<Tensor, Tensor> attn, HookedNorm ln2, Func<Tensor, Tensor> mlp)
     {
         var h = ctx.Hooks;
         resid = h.Fire(n.ResidPre, resid);
+        var split = SplitAttentionInputs.Fire(resid, h, n, heads, ln1);
         var x1 = h.Fire(n.Ln1, ln1.Forward(resid, h, n.Ln1Scale));
-        var attnOut = h.Fire(n.AttnOut, attn(x1));
+        var attnOut = h.Fire(n.AttnOut, SplitAttentionInputs.Run(ctx, split, attn, x1));
         var mid = h.Fire(n.ResidMid, resid.add(attnOut, TorchScalars.One));
         var x2 = h.Fire(n.Ln2, ln2.Forward(h.Fire(n.MlpIn, mid), h, n.Ln2Scale));
         var mlpOut = h.Fire(n.MlpOut, mlp(x2));
@@ -26,18 +27,20 @@ internal static class ResidualBlock
     }
 
     /// <summary>
-    /// OLMo-2's block, as TransformerLens wires it: hook_resid_pre → attention (hook_attn_out, before its post-norm) →
+    /// OLMo-2's block, as TransformerLens wires it: hook_resid_pre → hook_attn_in, hook_q/k/v_input (read by the attention
+    /// without a norm) → attention (hook_attn_out, before its post-norm) →
     /// ln1 = post_attention_layernorm (ln1.hook_normalized: what is added) → hook_resid_mid = resid_pre + that →
     /// hook_mlp_in (the MLP's copy of resid_mid) → MLP
     /// (hook_mlp_out, before its post-norm) → ln2 = post_feedforward_layernorm (ln2.hook_normalized) →
     /// hook_resid_post = resid_mid + that. There is no pre-norm: attention and MLP read the residual stream itself.
     /// </summary>
-    public static Tensor PostNormOnly(Tensor resid, ForwardContext ctx, BlockHookNames n,
+    public static Tensor PostNormOnly(Tensor resid, ForwardContext ctx, BlockHookNames n, SplitAttentionInputs.Heads heads,
         Func<Tensor, Tensor> attn, HookedNorm ln1, Func<Tensor, Tensor> mlp, HookedNorm ln2)
     {
         var h = ctx.Hooks;
         resid = h.Fire(n.ResidPre, resid);
-        var attnOut = h.Fire(n.AttnOut, attn(resid));
+        var split = SplitAttentionInputs.Fire(resid, h, n, heads, null);
+        var attnOut = h.Fire(n.AttnOut, SplitAttentionInputs.Run(ctx, split, attn, resid));
         var mid = h.Fire(n.ResidMid, resid.add(h.Fire(n.Ln1, ln1.Forward(attnOut, h, n.Ln1Scale)), TorchScalars.One));
         var mlpOut = h.Fire(n.MlpOut, mlp(h.Fire(n.MlpIn, mid)));
         return h.Fire(n.ResidPost, mid.add(h.Fire(n.Ln2, ln2.Forward(mlpOut, h, n.Ln2Scale)), TorchScalars.One));

@@ -947,31 +947,38 @@ public class ModelTrainCommandTests : IDisposable
         Assert.True(e["sparsity"]!["l0"]!.GetValue<double>() <= 4.0 + 1e-9);
     }
 
-    /// <summary>An SAE trained at TransformerLens's <c>hook_mlp_in</c> reads the MLP's copy of the residual stream (resid_pre in
-    /// the built-in model, whose attention and MLP run in parallel) and, spliced in, changes the MLP's input only: with its
-    /// error term the model is exactly the clean one.</summary>
-    [Fact]
-    public void TrainEvalAndSpliceAtHookMlpIn()
+    /// <summary>SAEs at hooks holding a copy of the residual stream, trained, evaluated and spliced: TransformerLens's
+    /// <c>hook_mlp_in</c> (the MLP's copy: resid_pre in the built-in model, whose attention and MLP run in parallel; spliced
+    /// in, it changes the MLP's input only) and one head's <c>hook_q_input</c> (<c>--hook-head-index 1</c>, d_in = d_model;
+    /// spliced in, the heads project their own inputs). Each reads resid_pre, and with its error term the model is the clean
+    /// one (up to rounding for the query input).</summary>
+    [Theory]
+    [InlineData("blocks.1.hook_mlp_in", null, 5)]
+    [InlineData("blocks.1.hook_q_input", "1", 4)]
+    public void TrainEvalAndSpliceAtACopyOfResidPre(string hook, string? head, int ceDigits)
     {
         Ok(CliRunner.Run("corpus", "--out", P("c.jsonl"), "--docs", "300", "--seed", "4"));
-        Ok(CliRunner.Run("train", "--model", "builtin", "--hook", "blocks.1.hook_mlp_in", "--dataset", P("c.jsonl"), "--tokens", "4096",
-            "--context-size", "64", "--arch", "topk", "--k", "8", "--dict-size", "128", "--batch-size", "256", "--eval-rows", "256", "--out", P("mlpin")));
-        Assert.Equal("blocks.1.hook_mlp_in", JsonNode.Parse(File.ReadAllText(P("mlpin", "cfg.json")))!["metadata"]!["hook_name"]!.GetValue<string>());
-        Ok(CliRunner.Run("eval", "--sae", P("mlpin"), "--model", "builtin", "--dataset", P("c.jsonl"), "--tokens", "256", "--json", P("e.json")));
+        string[] headArgs = head is null ? [] : ["--hook-head-index", head];
+        Ok(CliRunner.Run(["train", "--model", "builtin", "--hook", hook, .. headArgs, "--dataset", P("c.jsonl"), "--tokens", "4096",
+            "--context-size", "64", "--arch", "topk", "--k", "8", "--dict-size", "128", "--batch-size", "256", "--eval-rows", "256", "--out", P("sae")]));
+        var cfg = JsonNode.Parse(File.ReadAllText(P("sae", "cfg.json")))!;
+        Assert.Equal(hook, cfg["metadata"]!["hook_name"]!.GetValue<string>());
+        Ok(CliRunner.Run("eval", "--sae", P("sae"), "--model", "builtin", "--dataset", P("c.jsonl"), "--tokens", "256", "--json", P("e.json")));
         var e = JsonNode.Parse(File.ReadAllText(P("e.json")))!;
         var perf = e["model_performance_preservation"]!;
-        Assert.Equal(perf["ce_loss_without_sae"]!.GetValue<double>(), perf["ce_loss_with_error_term"]!.GetValue<double>(), 5);
+        Assert.Equal(perf["ce_loss_without_sae"]!.GetValue<double>(), perf["ce_loss_with_error_term"]!.GetValue<double>(), ceDigits);
         Assert.True(e["model_behavior_preservation"]!["kl_div_with_error_term"]!.GetValue<double>() < 1e-6);
         Assert.True(e["reconstruction_quality"]!["fvu"]!.GetValue<double>() < 1);
 
         SafeTensors.Save(P("tokens.safetensors"), new Dictionary<string, Tensor> { ["tokens"] = tensor(new long[] { 1, 5, 9, 2, 7 }).unsqueeze(0) });
-        const string input = "blocks.1.hook_mlp_in.hook_sae_input";
-        Ok(CliRunner.Run("model", "run", "--model", "builtin", "--input", P("tokens.safetensors"), "--out", P("out.safetensors"), "--sae", P("mlpin"),
+        string input = hook + ".hook_sae_input";
+        Ok(CliRunner.Run("model", "run", "--model", "builtin", "--input", P("tokens.safetensors"), "--out", P("out.safetensors"), "--sae", P("sae"),
             "--hooks", input + ",blocks.1.hook_resid_pre"));
         using (NewDisposeScope())
         {
             var o = SafeTensors.Load(P("out.safetensors"));
             Assert.True(o[input].equal(o["blocks.1.hook_resid_pre"]).all().item<bool>(), "the SAE reads resid_pre");
+            Assert.Equal(o["blocks.1.hook_resid_pre"].shape[2], cfg["d_in"]!.GetValue<int>());   // d_model
         }
     }
 

@@ -105,8 +105,10 @@ public class HookTests : ModelTestBase
                     var same = m.RunWithHooks(Toks, (name, x => x), (name, x => x.clone()), (name, _ => null));
                     // A hook function on a norm's scale makes the norm divide by it explicitly (TransformerLens's way),
                     // not the fused kernel; one on attn.hook_result makes the output the heads' results summed plus b_O, not
-                    // the projection: equal up to rounding.
-                    if (name.EndsWith(".hook_scale", StringComparison.Ordinal) || name.EndsWith("attn.hook_result", StringComparison.Ordinal))
+                    // the projection; one on hook_attn_in or hook_q/k/v_input makes each head project its own copy of the
+                    // input: equal up to rounding.
+                    if (name.EndsWith(".hook_scale", StringComparison.Ordinal) || name.EndsWith("attn.hook_result", StringComparison.Ordinal)
+                        || name.EndsWith(".hook_attn_in", StringComparison.Ordinal) || name.EndsWith("_input", StringComparison.Ordinal))
                         AssertAllClose(clean, same, 1e-5, name);
                     else Assert.True(clean.equal(same).all().item<bool>(), name);
                 }
@@ -181,11 +183,10 @@ public class HookTests : ModelTestBase
         Assert.Contains("returned shape", Assert.Throws<SaeSharpException>(() => m.RunWithHooks(Toks, ("hook_embed", x => x[0]))).Message);
     }
 
-    /// <summary>TransformerLens hook points SaeSharp lacks are refused saying so and naming the hook of the nearest tensor
-    /// (every head reads hook_resid_pre), while hook_result and hook_mlp_in are hook points; out-of-range layers and
-    /// layer-less block names keep their own errors.</summary>
+    /// <summary>TransformerLens's optional hook points (hook_result, hook_mlp_in, hook_attn_in, hook_q/k/v_input) are hook
+    /// points here; out-of-range layers and layer-less block names keep their own errors.</summary>
     [Fact]
-    public void TransformerLensHooksWithoutAHookPointHereNameTheNearestHook()
+    public void TransformerLensOptionalHooksAreHookPointsAndBadNamesKeepTheirErrors()
     {
         using var parallel = NeoX(parallel: true);
         using var sequential = Gpt2();
@@ -193,7 +194,8 @@ public class HookTests : ModelTestBase
         Assert.Equal("blocks.0.attn.hook_result", sequential.HookPoints.Resolve("blocks.0.attn.hook_result"));
         Assert.Equal("blocks.1.hook_mlp_in", parallel.HookPoints.Resolve("blocks.1.hook_mlp_in"));
         Assert.Equal("blocks.1.hook_mlp_in", HookPoints.ActName("mlp_in", 1));
-        Assert.Contains("every head reads blocks.1.hook_resid_pre", Why(sequential, "blocks.1.hook_q_input"));
+        Assert.Equal("blocks.1.hook_q_input", sequential.HookPoints.Resolve("blocks.1.hook_q_input"));
+        Assert.Equal("blocks.0.hook_attn_in", parallel.HookPoints.Resolve("blocks.0.hook_attn_in"));
         Assert.Contains("hook 'blocks.5.attn.hook_attn_scores': layer 5 does not exist", Why(sequential, "blocks.5.attn.hook_attn_scores"));
         Assert.Contains("unknown hook 'attn.hook_attn_scores'", Why(sequential, "attn.hook_attn_scores"));
         Assert.Contains("unknown hook 'blocks.0.ln_final.hook_scale'", Why(sequential, "blocks.0.ln_final.hook_scale"));

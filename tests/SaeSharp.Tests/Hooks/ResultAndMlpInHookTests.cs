@@ -11,9 +11,10 @@ namespace SaeSharp.Tests.Hooks;
 /// them leaving the logits bit-identical.</summary>
 public class ResultAndMlpInHookTests : ModelTestBase
 {
-    private static readonly Tensor Toks = tensor(new long[] { 3, 14, 15, 9, 26, 5, 35 }).unsqueeze(0);
+    internal static readonly Tensor Toks = tensor(new long[] { 3, 14, 15, 9, 26, 5, 35 }).unsqueeze(0);
 
-    private static readonly string[] Fixtures =
+    /// <summary>One tiny Hugging Face checkpoint of each family and block layout (tests/data/hf_models).</summary>
+    internal static readonly string[] Fixtures =
         ["gpt2", "gpt_neox-parallel", "gpt_neox-sequential", "llama3", "qwen2", "gemma2", "gemma3", "olmo2", "mixtral", "deepseek_v3", "gpt_oss"];
 
     private static IEnumerable<HookedTransformer> Families() =>

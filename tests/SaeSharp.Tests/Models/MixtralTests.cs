@@ -196,9 +196,9 @@ public class MixtralTests : ModelTestBase
         Assert.Equal(["blocks.0.ln2.hook_normalized", "blocks.0.mlp.hook_expert_weights", "blocks.0.mlp.hook_expert_indices",
                       "blocks.0.mlp.experts.0.hook_gate", "blocks.0.mlp.experts.0.hook_pre", "blocks.0.mlp.experts.0.hook_post"],
             model.HookNames.SkipWhile(n => n != "blocks.0.ln2.hook_normalized").Take(6));
-        // 19 usual hooks a block (with ln1/ln2.hook_scale, attn.hook_attn_scores, attn.hook_result and hook_mlp_in);
-        // hook_embed, ln_final's two.
-        Assert.Equal(2 * (19 + 2 + 3 * 4) + 3, model.HookNames.Count);
+        // 23 usual hooks a block (with ln1/ln2.hook_scale, attn.hook_attn_scores, attn.hook_result, hook_mlp_in, hook_attn_in
+        // and hook_q/k/v_input); hook_embed, ln_final's two.
+        Assert.Equal(2 * (23 + 2 + 3 * 4) + 3, model.HookNames.Count);
     }
 
     [Theory]
