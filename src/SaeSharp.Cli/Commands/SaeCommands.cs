@@ -391,11 +391,18 @@ internal static class SaeCommands
     public static Command Encode()
     {
         var sae = SaeOption();
-        var activations = new Option<string>("--activations") { Description = "Activation file or folder [N, d_in]", Required = true };
+        var activations = new Option<string>("--activations")
+        {
+            Description = "Activation file or folder [N, d_in]; a [batch, seq, d_in] tensor (sae model run --hooks) is read position by position", Required = true,
+        };
+        var tensorName = new Option<string?>("--tensor")
+        {
+            Description = "The .safetensors tensor to encode (default: 'activations', else the one named as the SAE's hook_name, else the file's only tensor)",
+        };
         var output = new Option<string>("--out") { Description = "Output .safetensors with feature_acts [N, d_sae] and sae_out [N, d_out]", Required = true };
         var batchSize = new Option<int>("--batch-size") { Description = "Rows per batch", DefaultValueFactory = _ => 4096 }.Positive();
         var arch = ArchOption();
-        var command = new Command("encode", "Encode every row of an activation file: feature activations and reconstructions") { sae, activations, output, batchSize, arch };
+        var command = new Command("encode", "Encode every row of an activation file: feature activations and reconstructions") { sae, activations, tensorName, output, batchSize, arch };
         Cli.SetAction(command, parse =>
         {
             var inputs = parse.GetValue(activations)!;
@@ -408,7 +415,10 @@ internal static class SaeCommands
             using var model = SaeLoader.Load(parse.GetValue(sae)!, LoadOptions(parse, arch));
             model.eval();
             if (model.ReadsContext) throw TemporalSae.SequenceRequired($"sae encode of {inputs}");
-            using var source = ActivationSplit.EvalFiles([inputs], new ActivationFileSourceOptions { ExpectedDIn = model.Cfg.DIn, HookName = model.Cfg.Metadata.HookName });
+            using var source = ActivationSplit.EvalFiles([inputs], new ActivationFileSourceOptions
+            {
+                ExpectedDIn = model.Cfg.DIn, HookName = model.Cfg.Metadata.HookName, InputName = parse.GetValue(tensorName),
+            });
             long n = source.Rows ?? throw new SaeSharpException($"{inputs}: row count unknown");
             using var writer = new SafeTensorsStreamWriter(parse.GetValue(output)!,
             [
