@@ -21,7 +21,10 @@ internal static class AnalysisCommands
         var model = ModelCommands.ModelOption(required: false);
         model.Description += " (required; a model-diffing crosscoder: the base model, default the one it records)";
         var diffModel = new Option<string?>("--diff-model") { Description = "A model-diffing crosscoder's chat model (slot 1), run on the same windows (default: the one it records)" };
-        var dataset = new Option<string>("--dataset") { Description = ".txt, .jsonl, .parquet (or a folder of them), or a hub dataset hf:ORG/NAME[:SPLIT]; pre-tokenized jsonl/parquet detected", Required = true };
+        var dataset = new Option<string?>("--dataset")
+        {
+            Description = ".txt, .jsonl, .parquet (or a folder of them), or a hub dataset hf:ORG/NAME[:SPLIT]; pre-tokenized jsonl/parquet detected (default: the SAE's cfg.json dataset_path)",
+        };
         var tokens = new Option<long?>("--tokens") { Description = "Token budget (default: the whole dataset)" }.Positive();
         var output = new Option<string>("--out") { Description = "Output folder: features.jsonl, summary.json, tokens.json", Required = true };
         var features = new Option<string>("--features") { Description = "Features to analyse: all, or a list such as 0-99,123", DefaultValueFactory = _ => "all" };
@@ -48,8 +51,10 @@ internal static class AnalysisCommands
         cltLoading.AddTo(command);
         Cli.SetAction(command, parse =>
         {
-            string saePath = parse.GetValue(sae)!, ds = parse.GetValue(dataset)!;
-            if (!Data.TextDataset.Exists(ds)) throw new SaeSharpException($"--dataset {ds}: no such file or folder");
+            string saePath = parse.GetValue(sae)!;
+            if (parse.GetValue(dataset) is { } given && !Data.TextDataset.Exists(given)) throw new SaeSharpException($"--dataset {given}: no such file or folder");
+            string ds = parse.GetValue(dataset) ?? SaeCommands.RecordedDataset([saePath], null)
+                        ?? throw new SaeSharpException("give --dataset with --model (the SAE's cfg.json records no dataset_path)");
             // A model-diffing crosscoder names its two models; anything else needs --model (and takes no --diff-model).
             string? diffDir = null;
             string modelDir;

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using SaeSharp.Data;
 using SaeSharp.Hub;
 using SaeSharp.Interop;
 
@@ -56,6 +57,8 @@ internal static class ConvertCommand
             var inference = sae.ToInferenceSae();
             try
             {
+                // What SAELens's own cfg.json holds where the source records nothing (null would break its evals).
+                inference.Cfg.Metadata.FillSaeLensDefaults();
                 SaeLensFormat.Save(inference, dst);
             }
             finally

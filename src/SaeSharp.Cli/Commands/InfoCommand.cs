@@ -58,8 +58,49 @@ internal static class InfoCommand
                 ("parameters", Cli.Integer(sae.parameters().Sum(t => t.numel()))),
             }.Concat(sae.ArchitectureFields).Concat(cfg.Metadata.Extra?.GetValueOrDefault(SaeLensConversions.NoteKey) is { ValueKind: System.Text.Json.JsonValueKind.String } note
                 ? [("note", note.GetString()!)] : Array.Empty<(string, string)>()).ToArray());
+            PrintTrainedMetrics(Directory.Exists(resolved.Path) ? resolved.Path : Path.GetDirectoryName(Path.GetFullPath(resolved.Path))!);
             return 0;
         });
         return command;
+    }
+
+    /// <summary>A run <c>sae train</c> wrote: its held-out metrics (<c>metrics.json</c>) under the names of README's metrics
+    /// table (FVU, MSE, L0, dead share, and from a model % CE loss recovered and KL); nothing when the folder has none.</summary>
+    private static void PrintTrainedMetrics(string dir)
+    {
+        string path = Path.Combine(dir, Pipelines.TrainingRun.MetricsFile);
+        if (!File.Exists(path)) return;
+        System.Text.Json.Nodes.JsonObject json;
+        try
+        {
+            json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path)) as System.Text.Json.Nodes.JsonObject
+                   ?? throw new System.Text.Json.JsonException("not an object");
+        }
+        catch (System.Text.Json.JsonException e)
+        {
+            Cli.ErrorLine($"warning: {path}: not readable as sae train's metrics ({e.Message}); its metrics are not shown");
+            return;
+        }
+        double? Number(string key) => json[key] switch
+        {
+            System.Text.Json.Nodes.JsonValue v when v.TryGetValue(out double d) => d,
+            System.Text.Json.Nodes.JsonValue v when v.TryGetValue(out string? text) && double.TryParse(text, CultureInfo.InvariantCulture, out double d) => d, // "NaN"
+            _ => null,
+        };
+        var rows = new List<(string, string)>();
+        void Add(string name, string key, Func<double, string> format)
+        {
+            if (Number(key) is double v) rows.Add((name, format(v)));
+        }
+        Add("FVU", "fvu", v => v.ToString("G4", CultureInfo.InvariantCulture));
+        Add("MSE", "mse", v => v.ToString("G4", CultureInfo.InvariantCulture));
+        Add("L0", "l0", v => v.ToString("F2", CultureInfo.InvariantCulture));
+        Add("dead share", "dead_fraction", v => Cli.Percent("dead share", v, 1));
+        Add("% CE loss recovered", "ce_loss_score", v => Cli.Percent("% CE loss recovered", v, 2));
+        Add("KL", "kl_div_with_sae", v => v.ToString("G4", CultureInfo.InvariantCulture));
+        if (json["no_rows"] is System.Text.Json.Nodes.JsonValue noRows && noRows.TryGetValue(out string? why)) rows.Add(("no rows", why));
+        if (rows.Count == 0) return;
+        string over = Number("n_rows") is double n ? $" on {Cli.Integer((long)n)} held-out rows" : " on the held-out rows";
+        Cli.WriteTable($"metrics.json{over}", rows);
     }
 }

@@ -65,10 +65,14 @@ internal sealed class ModelDataOptionsCli
 
     public ModelDataOptions Read(ParseResult parse, bool hookRequired = true) => Read(parse, null, hookRequired);
 
+    /// <summary><see cref="Read(ParseResult, bool)"/> for a command on SAEs (<c>sae eval --model</c>): without
+    /// <c>--dataset</c>, the dataset the SAEs' cfg.json records (<paramref name="recordedDataset"/>, called only then).</summary>
+    public ModelDataOptions Read(ParseResult parse, Func<string?> recordedDataset) => Read(parse, null, hookRequired: false, recordedDataset);
+
     /// <summary>The flags over the model and data fields of a <c>--config</c> file (<paramref name="config"/>; SAELens's
     /// model_name, hook_name, dataset_path, context_size, prepend_bos, exclude_special_tokens, store_batch_size_prompts,
     /// model_from_pretrained_kwargs): a flag given wins over its field.</summary>
-    public ModelDataOptions Read(ParseResult parse, TrainingSettings? config, bool hookRequired = true)
+    public ModelDataOptions Read(ParseResult parse, TrainingSettings? config, bool hookRequired = true, Func<string?>? recordedDataset = null)
     {
         string src = config?.Source ?? "--config";
         var modelFlag = parse.GetValue(Model);
@@ -88,12 +92,13 @@ internal sealed class ModelDataOptionsCli
             }
         }
         else folder = ModelSource.Resolve(modelFlag ?? throw new SaeSharpException("give --model"));
-        var dataset = parse.GetValue(Dataset) ?? (config?.DatasetPath is { } d ? TrainingSettings.DatasetSpec(d) : null)
-                      ?? throw new SaeSharpException(config is null ? "give --dataset with --model" : "give --dataset (or dataset_path in --config) with --model");
+        var dataset = parse.GetValue(Dataset) ?? (config?.DatasetPath is { } d ? TrainingSettings.DatasetSpec(d) : null) ?? recordedDataset?.Invoke()
+                      ?? throw new SaeSharpException(config is not null ? "give --dataset (or dataset_path in --config) with --model"
+                          : recordedDataset is not null ? "give --dataset with --model (the SAE's cfg.json records no dataset_path)" : "give --dataset with --model");
         if (hookRequired && (parse.GetValue(Hook) ?? config?.HookName) is null)
             throw new SaeSharpException(config is null ? "give --hook with --model" : "give --hook (or hook_name in --config) with --model");
         if (!Data.TextDataset.Exists(dataset))
-            throw new SaeSharpException(parse.GetValue(Dataset) is null ? $"{src}: dataset_path {config!.DatasetPath}: no such file or folder (a Hugging Face dataset is named ORG/NAME)" : $"--dataset {dataset}: no such file or folder");
+            throw new SaeSharpException(parse.GetValue(Dataset) is null && config is not null ? $"{src}: dataset_path {config!.DatasetPath}: no such file or folder (a Hugging Face dataset is named ORG/NAME)" : $"--dataset {dataset}: no such file or folder");
         var kwargs = WeightProcessingOptions.FromKwargs(config?.ModelFromPretrainedKwargs, out _);
         var (excludeFlag, excludeIds) = ReadExclusion(parse);
         string? kwargsDtype = config?.ModelFromPretrainedKwargs is { } kw && kw.TryGetValue("dtype", out var dt) && dt.ValueKind == System.Text.Json.JsonValueKind.String ? dt.GetString() : null;

@@ -85,8 +85,8 @@ internal static class SaeCommands
                     Cli.RefuseGiven(parse, "for SAEs; a crosscoder is evaluated per slot and in total, and spliced into each of its models", arch, saebenchJson);
                     if (!parse.GetValue(latentScaling)) Cli.RefuseGiven(parse, "only with --latent-scaling", latents);
                     else if (parse.GetValue(json) is { } scalingJson)
-                        OutputGuard.RefuseReplacingInput("--json", CrossCoderCli.LatentScalingPng(scalingJson), new CommandInput("--sae", saes[0], InputKind.Sae),
-                            new CommandInput("--dataset", parse.GetValue(data.Dataset)!, InputKind.Whole));
+                        OutputGuard.RefuseReplacingInput("--json", CrossCoderCli.LatentScalingPng(scalingJson),
+                            [new CommandInput("--sae", saes[0], InputKind.Sae), .. parse.GetValue(data.Dataset) is { } ds ? [new CommandInput("--dataset", ds, InputKind.Whole)] : Array.Empty<CommandInput>()]);
                     return CrossCoderCli.EvalInModel(saes[0], ReadEvalInModel(parse, data), parse.GetValue(diffModel) is { } dm ? ModelSource.Resolve(dm) : null,
                         parse.GetValue(data.Hook), parse.GetValue(json), parse.GetValue(histogram),
                         parse.GetValue(latentScaling) ? new CrossCoderCli.LatentScalingRequest(parse.GetValue(latents)) : null);
@@ -192,17 +192,35 @@ internal static class SaeCommands
     private const long EvalInModelTokens = 16384;
 
     /// <summary>The model and data options of <c>sae eval --model</c> (the token budget <see cref="EvalInModelTokens"/> unless given).</summary>
-    private static ModelDataOptions ReadEvalInModel(ParseResult parse, ModelDataOptionsCli data)
+    private static ModelDataOptions ReadEvalInModel(ParseResult parse, ModelDataOptionsCli data, string[]? saes = null, SaeLoadOptions? saeOptions = null)
     {
-        var options = data.Read(parse, hookRequired: false);
+        var options = saes is null ? data.Read(parse, hookRequired: false) : data.Read(parse, () => RecordedDataset(saes, saeOptions));
         return options.Tokens is null ? options with { Tokens = EvalInModelTokens } : options;
+    }
+
+    /// <summary>The dataset the SAEs' cfg.json records (<see cref="ModelDataOptions.RecordedDataset"/>) for <c>--model</c>
+    /// without <c>--dataset</c>; null when none records one (a whole cross-layer transcoder records none); SAEs recording
+    /// different datasets are an error naming both.</summary>
+    internal static string? RecordedDataset(IReadOnlyList<string> saes, SaeLoadOptions? options)
+    {
+        (string Sae, string Dataset)? first = null;
+        foreach (var path in saes)
+        {
+            if (CrossLayerTranscoderLoader.IsCrossLayerTranscoder(path, options?.Hub) || CrossCoderFormat.IsCrossCoderPath(path)) continue;
+            using var probe = SaeLoader.Load(path, options);
+            if (ModelDataOptions.RecordedDataset(probe.Cfg.Metadata, path) is not { } recorded) continue;
+            if (first is { } f && f.Dataset != recorded)
+                throw new SaeSharpException($"give --dataset with --model: the SAEs record different datasets ({f.Sae}: {f.Dataset}; {path}: {recorded})");
+            first ??= (path, recorded);
+        }
+        return first?.Dataset;
     }
 
     /// <summary>The dictionary_learning README's statistics table plus FVU, KL, L2 ratio and dead fraction, per SAE.</summary>
     private static int EvalInModel(ParseResult parse, ModelDataOptionsCli data, CltLoadingCli cltLoading, string[] saes, string? jsonPath, string? histogram,
         SaeLoadOptions saeOptions, string? saebenchJson, string? saebenchConfig)
     {
-        var options = ReadEvalInModel(parse, data);
+        var options = ReadEvalInModel(parse, data, saes, saeOptions);
         // SAEBench's defaults; an explicit --context-size applies too; --saebench-config fields win.
         var coreConfig = saebenchConfig is not null ? SaeBenchCoreConfig.Parse(saebenchConfig, options.ContextSize)
             : new SaeBenchCoreConfig { ContextSize = options.ContextSize ?? 128 };
@@ -393,11 +411,18 @@ internal static class SaeCommands
     public static Command Encode()
     {
         var sae = SaeOption();
-        var activations = new Option<string>("--activations") { Description = "Activation file or folder [N, d_in]", Required = true };
+        var activations = new Option<string>("--activations")
+        {
+            Description = "Activation file or folder [N, d_in]; a [batch, seq, d_in] tensor (sae model run --hooks) is read position by position", Required = true,
+        };
+        var tensorName = new Option<string?>("--tensor")
+        {
+            Description = "The .safetensors tensor to encode (default: 'activations', else the one named as the SAE's hook_name, else the file's only tensor)",
+        };
         var output = new Option<string>("--out") { Description = "Output .safetensors with feature_acts [N, d_sae] and sae_out [N, d_out]", Required = true };
         var batchSize = new Option<int>("--batch-size") { Description = "Rows per batch", DefaultValueFactory = _ => 4096 }.Positive();
         var arch = ArchOption();
-        var command = new Command("encode", "Encode every row of an activation file: feature activations and reconstructions") { sae, activations, output, batchSize, arch };
+        var command = new Command("encode", "Encode every row of an activation file: feature activations and reconstructions") { sae, activations, tensorName, output, batchSize, arch };
         Cli.SetAction(command, parse =>
         {
             var inputs = parse.GetValue(activations)!;
@@ -410,7 +435,10 @@ internal static class SaeCommands
             using var model = SaeLoader.Load(parse.GetValue(sae)!, LoadOptions(parse, arch));
             model.eval();
             if (model.ReadsContext) throw TemporalSae.SequenceRequired($"sae encode of {inputs}");
-            using var source = ActivationSplit.EvalFiles([inputs], new ActivationFileSourceOptions { ExpectedDIn = model.Cfg.DIn, HookName = model.Cfg.Metadata.HookName });
+            using var source = ActivationSplit.EvalFiles([inputs], new ActivationFileSourceOptions
+            {
+                ExpectedDIn = model.Cfg.DIn, HookName = model.Cfg.Metadata.HookName, InputName = parse.GetValue(tensorName),
+            });
             long n = source.Rows ?? throw new SaeSharpException($"{inputs}: row count unknown");
             using var writer = new SafeTensorsStreamWriter(parse.GetValue(output)!,
             [

@@ -8,7 +8,8 @@ public sealed record ActivationFileSourceOptions
     /// <summary>Name of a second tensor used as the reconstruction target (transcoders), e.g. <c>targets</c>; null for none.</summary>
     public string? TargetName { get; init; }
     /// <summary>The hook whose column a SAELens activation cache (a <c>datasets</c> folder) is read from; null: its only
-    /// activation column. Other files ignore it.</summary>
+    /// activation column. A <c>.safetensors</c> file without an <c>activations</c> tensor (and no <see cref="InputName"/>)
+    /// is read from the tensor of this name, as <c>sae model run --hooks</c> saves it. Other files ignore it.</summary>
     public string? HookName { get; init; }
     /// <summary>Expected input width; a file of another width is an error naming it.</summary>
     public int? ExpectedDIn { get; init; }

@@ -98,7 +98,7 @@ internal abstract class ActivationRowFile : IDisposable
         string ext = System.IO.Path.GetExtension(path).ToLowerInvariant();
         return ext switch
         {
-            ".safetensors" => new SafeTensorsRowFile(path, inputName, targetName),
+            ".safetensors" => new SafeTensorsRowFile(path, inputName, targetName, hookName),
             ".npy" => new NpyRowFile(path, targetName),
             ".arrow" => OpenArrow(path, targetName, hookName),
             _ => throw new SaeSharpException($"{path}: unsupported activation file type '{ext}' (expected .safetensors or .npy, or a SAELens activation cache folder)"),
@@ -116,8 +116,9 @@ internal abstract class ActivationRowFile : IDisposable
     }
 }
 
-/// <summary>A <c>.safetensors</c> activation file: a single tensor, or one named <c>activations</c> (or the given name),
-/// plus an optional target tensor with the same number of rows.</summary>
+/// <summary>A <c>.safetensors</c> activation file: a single tensor, or one named <c>activations</c> (or the given name, or
+/// the given hook's name, as <c>sae model run --hooks</c> saves it), plus an optional target tensor with the same number
+/// of rows. A tensor [batch, seq, d] is read as [batch·seq, d] rows.</summary>
 internal sealed class SafeTensorsRowFile : ActivationRowFile
 {
     /// <summary>The input tensor's name when a file holds more than one tensor and none is given.</summary>
@@ -126,7 +127,7 @@ internal sealed class SafeTensorsRowFile : ActivationRowFile
     private static readonly string[] SupportedDtypes = ["F32", "F16", "BF16"];
     private readonly SafeTensorsFile _file;
 
-    public SafeTensorsRowFile(string path, string? inputName, string? targetName)
+    public SafeTensorsRowFile(string path, string? inputName, string? targetName, string? hookName = null)
     {
         _file = SafeTensorsFile.Open(path);
         try
@@ -134,20 +135,23 @@ internal sealed class SafeTensorsRowFile : ActivationRowFile
             string input;
             if (inputName is not null) input = _file.Info(inputName).Name;
             else if (_file.Contains(DefaultInputName)) input = DefaultInputName;
+            else if (hookName is not null && _file.Contains(hookName)) input = hookName;
             else if (_file.Names.Count == 1 && targetName is null) input = _file.Names[0];
             else
-                throw new SaeSharpException($"{path}: cannot tell which tensor holds the activations: no tensor named '{DefaultInputName}' (has: {string.Join(", ", _file.Names)}); save it as '{DefaultInputName}' (from C#: ActivationFileSourceOptions.InputName names it)");
+                throw new SaeSharpException($"{path}: cannot tell which tensor holds the activations: no tensor named '{DefaultInputName}'" +
+                    (hookName is null ? "" : $" or '{hookName}'") + $" (has: {string.Join(", ", _file.Names)}); save it as '{DefaultInputName}' " +
+                    "(sae encode --tensor NAME, or from C# ActivationFileSourceOptions.InputName, names it)");
             InputName = input;
             var inInfo = CheckMatrix(_file.Info(input));
-            Rows = inInfo.Shape[0];
-            InputWidth = checked((int)inInfo.Shape[1]);
+            Rows = RowsOf(inInfo);
+            InputWidth = checked((int)inInfo.Shape[^1]);
             if (targetName is not null)
             {
                 var tInfo = CheckMatrix(_file.Info(targetName));
-                if (tInfo.Shape[0] != Rows)
-                    throw new SaeSharpException($"{path}: target tensor '{targetName}' has {tInfo.Shape[0]} rows but input tensor '{input}' has {Rows}");
+                if (RowsOf(tInfo) != Rows)
+                    throw new SaeSharpException($"{path}: target tensor '{targetName}' has {RowsOf(tInfo)} rows but input tensor '{input}' has {Rows}");
                 TargetName = targetName;
-                TargetWidth = checked((int)tInfo.Shape[1]);
+                TargetWidth = checked((int)tInfo.Shape[^1]);
             }
         }
         catch
@@ -159,8 +163,8 @@ internal sealed class SafeTensorsRowFile : ActivationRowFile
 
     private SafeTensorInfo CheckMatrix(SafeTensorInfo info)
     {
-        if (info.Shape.Length != 2)
-            throw new SaeSharpException($"{Path}: tensor '{info.Name}' has shape [{string.Join(", ", info.Shape)}]; expected [N, d] activations");
+        if (info.Shape.Length is not (2 or 3))
+            throw new SaeSharpException($"{Path}: tensor '{info.Name}' has shape [{string.Join(", ", info.Shape)}]; expected [N, d] or [batch, seq, d] activations");
         if (!SupportedDtypes.Contains(info.Dtype))
             throw new SaeSharpException($"{Path}: tensor '{info.Name}' has dtype {info.Dtype}; expected F32, F16 or BF16");
         return info;
@@ -196,8 +200,11 @@ internal sealed class SafeTensorsRowFile : ActivationRowFile
     public override string InputName { get; }
     public override string? TargetName { get; }
 
-    protected override Tensor ReadInputRaw(long start, long count) => _file.ReadRows(InputName, start, count);
-    protected override Tensor ReadTargetRaw(long start, long count) => _file.ReadRows(TargetName!, start, count);
+    /// <summary>Rows of an [N, d] tensor, or of a [batch, seq, d] one read position by position (batch·seq rows).</summary>
+    private static long RowsOf(SafeTensorInfo info) => info.Shape[..^1].Aggregate(1L, (a, b) => a * b);
+
+    protected override Tensor ReadInputRaw(long start, long count) => _file.ReadMatrixRows(InputName, start, count);
+    protected override Tensor ReadTargetRaw(long start, long count) => _file.ReadMatrixRows(TargetName!, start, count);
 
     public override void Dispose() => _file.Dispose();
 }

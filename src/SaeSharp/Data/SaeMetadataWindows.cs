@@ -33,6 +33,22 @@ public static class SaeMetadataWindows
         extra["sequence_separator_token"] = JsonSerializer.SerializeToElement((sequenceSeparatorToken ?? PretokenizeToken.Bos).ToJson());
     }
 
+    /// <summary>
+    /// Fills the metadata fields SAELens 6's training runner always records (<c>_set_sae_metadata</c> in
+    /// llm_sae_training_runner.py) with the values it writes by default where <paramref name="metadata"/> has none (absent or
+    /// null): <c>seqpos_slice</c> [null], <c>model_from_pretrained_kwargs</c> {}, <c>exclude_special_tokens</c> false,
+    /// <c>disable_concat_sequences</c> false, <c>sequence_separator_token</c> "bos" (absent only: a null separator is
+    /// SAELens's "none" and is kept). SAELens's evals spread the kwargs (<c>**model_from_pretrained_kwargs</c>), which
+    /// fails on null. <c>sae convert --to saelens</c> writes its cfg.json so.
+    /// </summary>
+    public static void FillSaeLensDefaults(this SaeMetadata metadata)
+    {
+        ArgumentNullException.ThrowIfNull(metadata);
+        metadata.ModelFromPretrainedKwargs ??= [];
+        if (metadata.ExcludeSpecialTokens is null && metadata.ExcludeTokenIds is null) metadata.ExcludeSpecialTokens = false;
+        metadata.SetWindowFields(metadata.SeqposSlice(), metadata.DisableConcatSequences(), metadata.SequenceSeparatorToken());
+    }
+
     private static bool Get(SaeMetadata metadata, string key, out JsonNode? node)
     {
         ArgumentNullException.ThrowIfNull(metadata);

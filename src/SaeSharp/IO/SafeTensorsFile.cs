@@ -173,17 +173,25 @@ public sealed class SafeTensorsFile : IDisposable
     }
 
     /// <summary>Reads rows [start, start+count) of a tensor along its first dimension.</summary>
-    public Tensor ReadRows(string name, long start, long count, ScalarType? dtype = null)
+    public Tensor ReadRows(string name, long start, long count, ScalarType? dtype = null) => ReadRows(name, start, count, dtype, rowDims: 1);
+
+    /// <summary>Reads rows [start, start+count) of a tensor seen as a matrix [product of all dimensions but the last, last
+    /// dimension]: a [batch, seq, d] tensor (a hook activation of <c>sae model run</c>) gives rows of d, position by position.</summary>
+    public Tensor ReadMatrixRows(string name, long start, long count, ScalarType? dtype = null) =>
+        ReadRows(name, start, count, dtype, rowDims: Math.Max(1, Info(name).Shape.Length - 1));
+
+    /// <summary>Rows along the first <paramref name="rowDims"/> dimensions taken as one (row-major, so a row range is one byte range).</summary>
+    private Tensor ReadRows(string name, long start, long count, ScalarType? dtype, int rowDims)
     {
         var info = Info(name);
         CheckFloat8(info, dtype);
         if (info.Shape.Length == 0) throw new SaeSharpException($"{Path}: tensor '{name}' is a scalar; it has no rows");
-        if (start < 0 || count < 0 || start + count > info.Shape[0])
-            throw new SaeSharpException($"{Path}: tensor '{name}': rows [{start}, {start + count}) out of range 0..{info.Shape[0]}");
-        long rowElements = info.Shape.Skip(1).Aggregate(1L, (a, b) => a * b);
+        long rows = info.Shape.Take(rowDims).Aggregate(1L, (a, b) => a * b);
+        if (start < 0 || count < 0 || start + count > rows)
+            throw new SaeSharpException($"{Path}: tensor '{name}': rows [{start}, {start + count}) out of range 0..{rows}");
+        long rowElements = info.Shape.Skip(rowDims).Aggregate(1L, (a, b) => a * b);
         long rowBytes = rowElements * ElementSize(info.Dtype)!.Value;
-        var shape = (long[])info.Shape.Clone();
-        shape[0] = count;
+        long[] shape = [count, .. info.Shape.Skip(rowDims)];
         var t = ReadBytes(info, info.Begin + start * rowBytes, shape);
         return Convert(t, dtype);
     }

@@ -82,4 +82,25 @@ public sealed record ModelDataOptions
         init => _mixingFraction = value is null or (>= 0 and <= 1) ? value : throw new SaeSharpException($"activations_mixing_fraction (--activations-mixing-fraction) must be in [0, 1], got {value}");
     }
     private readonly double? _mixingFraction;
+
+    /// <summary>
+    /// The dataset an SAE's cfg.json records (<c>metadata.dataset_path</c>), as <c>--dataset</c> takes it (a Hugging Face
+    /// id <c>ORG/NAME</c> as <c>hf:ORG/NAME</c>), for a run on a model given no dataset; null when none is recorded.
+    /// (SAELens's evals take a dataset argument instead, default <c>Skylion007/openwebtext</c>.) A recorded path that holds
+    /// activations rather than text (an SAE trained on activation files or a cache records those) is an error naming
+    /// <paramref name="sae"/>, the path and <paramref name="option"/>.
+    /// </summary>
+    public static string? RecordedDataset(SaeMetadata metadata, string sae, string option = "--dataset")
+    {
+        ArgumentNullException.ThrowIfNull(metadata);
+        if (string.IsNullOrEmpty(metadata.DatasetPath)) return null;
+        string spec = Training.TrainingSettings.DatasetSpec(metadata.DatasetPath);
+        bool activations = File.Exists(spec) ? Data.TextDataset.KindOf(spec) == Data.TextDataset.FileKind.Unknown
+            : Directory.Exists(spec) && (File.Exists(Path.Combine(spec, Activations.ActivationCacheFolder.ManifestName)) || Activations.SaeLensActivationCache.IsCache(spec));
+        if (activations)
+            throw new SaeSharpException($"{sae}: cfg.json dataset_path {metadata.DatasetPath} holds activations, not text (the SAE was trained on them); give {option}");
+        if (!Data.TextDataset.Exists(spec))
+            throw new SaeSharpException($"{sae}: cfg.json dataset_path {metadata.DatasetPath}: no such file or folder (a Hugging Face dataset is named ORG/NAME); give {option}");
+        return spec;
+    }
 }

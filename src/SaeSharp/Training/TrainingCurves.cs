@@ -97,7 +97,8 @@ public static class TrainingCurves
     {
         var path = TrainLogFile.Locate(runOrLog);
         var log = TrainLogFile.Read(path);
-        png ??= Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, FileName);
+        // Beside the log, named as the run was given (relative stays relative), as sae train names it.
+        png ??= Path.Combine(Path.GetDirectoryName(path) ?? "", FileName);
         var bytes = Render(log, width, height);
         var dir = Path.GetDirectoryName(Path.GetFullPath(png));
         if (dir is not null) Directory.CreateDirectory(dir);

@@ -229,7 +229,7 @@ public class CliInputErrorTests : IDisposable
                      (["convert", _fx.SaeDir, P("sl"), "--to", "SAELens"],
                          "--to SAELens: expected saelens or dictionary_learning (did you mean 'saelens'?) (sae convert --help lists the options)"),
                      (["features", "--sae", _fx.SaeDir],
-                         "--dataset is required; --out is required (sae features --help lists the options)"),
+                         "--out is required (sae features --help lists the options)"),
                      (["cache", "--out"], "--out: give a value after it (sae cache --help lists the options)"),
                      (["cache", "--out", P("c"), "--tokens", "10", "--tokens", "20"], "--tokens given 2 times: give it once (sae cache --help lists the options)"),
                      (["eval", "--sae", _fx.SaeDir, "extra"], "'extra': an argument sae eval does not take (sae eval --help lists the options)"),

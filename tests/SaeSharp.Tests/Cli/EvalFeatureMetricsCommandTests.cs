@@ -67,6 +67,56 @@ public sealed class EvalFeatureMetricsCommandTests : IDisposable
     /// columns, W_dec = W_encᵀ, b_enc 0): an array of two objects, each with the five lists of d_sae = 12 values; norms
     /// and cosines 1, biases 0; every density a whole number of the counted tokens, summing to l0 (each firing token
     /// counted once per feature); the heuristic null exactly where the density is 0, else at least 1.</summary>
+    /// <summary><c>sae eval --model</c> and <c>sae features</c> without <c>--dataset</c> read the dataset the SAE's cfg.json
+    /// records (metadata dataset_path): the same numbers as with that <c>--dataset</c> given; a <c>--dataset</c> given wins over a
+    /// recorded path that does not exist; an SAE recording none is the error naming both options.</summary>
+    [Fact]
+    public void Eval_and_features_on_a_model_fall_back_to_the_sae_recorded_dataset()
+    {
+        using var a = new AnalysisFixture();
+        string Recording(string name, string? dataset)
+        {
+            string dir = P(name);
+            Directory.CreateDirectory(dir);
+            foreach (var f in Directory.GetFiles(a.SaeDir)) File.Copy(f, Path.Combine(dir, Path.GetFileName(f)));
+            var cfg = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "cfg.json")))!;
+            cfg["metadata"]!["dataset_path"] = dataset;
+            File.WriteAllText(Path.Combine(dir, "cfg.json"), cfg.ToJsonString());
+            return dir;
+        }
+        string recorded = Recording("recorded", a.DataPath), missing = Recording("missing", P("gone.txt")), none = Recording("none", null);
+        string[] common = ["--model", a.ModelDir, "--tokens", "64", "--context-size", "16"];
+
+        var (exit, _, err) = CliRunner.Run(["eval", "--sae", recorded, .. common, "--json", P("given.json"), "--dataset", a.DataPath]);
+        Assert.True(exit == 0, err);
+        (exit, _, err) = CliRunner.Run(["eval", "--sae", recorded, .. common, "--json", P("fallback.json")]);
+        Assert.True(exit == 0, err);
+        Assert.Equal(JsonNode.Parse(File.ReadAllText(P("given.json")))!["sparsity"]!.ToJsonString(),
+            JsonNode.Parse(File.ReadAllText(P("fallback.json")))!["sparsity"]!.ToJsonString());
+        Assert.Equal(JsonNode.Parse(File.ReadAllText(P("given.json")))!["model_performance_preservation"]!.ToJsonString(),
+            JsonNode.Parse(File.ReadAllText(P("fallback.json")))!["model_performance_preservation"]!.ToJsonString());
+
+        (exit, _, err) = CliRunner.Run(["eval", "--sae", missing, .. common, "--dataset", a.DataPath]);
+        Assert.True(exit == 0, err);
+        (exit, _, err) = CliRunner.Run(["eval", "--sae", missing, .. common]);
+        Assert.NotEqual(0, exit);
+        Assert.Contains($"dataset_path {P("gone.txt")}: no such file or folder", err.ReplaceLineEndings(""));
+        (exit, _, err) = CliRunner.Run(["eval", "--sae", none, .. common]);
+        Assert.NotEqual(0, exit);
+        Assert.Contains("give --dataset with --model (the SAE's cfg.json records no dataset_path)", err.ReplaceLineEndings(" "));
+
+        (exit, _, err) = CliRunner.Run("features", "--sae", recorded, "--model", a.ModelDir, "--tokens", "64", "--context-size", "16", "--out", P("f-fallback"));
+        Assert.True(exit == 0, err);
+        (exit, _, err) = CliRunner.Run("features", "--sae", recorded, "--model", a.ModelDir, "--tokens", "64", "--context-size", "16", "--out", P("f-given"),
+            "--dataset", a.DataPath);
+        Assert.True(exit == 0, err);
+        Assert.Equal(File.ReadAllText(Path.Combine(P("f-given"), "features.jsonl")), File.ReadAllText(Path.Combine(P("f-fallback"), "features.jsonl")));
+        (exit, _, err) = CliRunner.Run("features", "--sae", none, "--model", a.ModelDir, "--out", P("f-none"));
+        Assert.NotEqual(0, exit);
+        Assert.Contains("give --dataset with --model", err);
+        Assert.False(Directory.Exists(P("f-none")));
+    }
+
     [Fact]
     public void Eval_in_the_model_writes_feature_metrics_for_each_sae()
     {

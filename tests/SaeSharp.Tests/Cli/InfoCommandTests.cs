@@ -34,6 +34,41 @@ public sealed class InfoCommandTests : TempDirTestBase
         Assert.True(exit == 0, err);
         Assert.Matches(@"hook_name_out\W+-", output);
     }
+    /// <summary><c>sae info</c> on a run <c>sae train</c> wrote shows its held-out metrics under README's names; they are
+    /// those <c>sae eval</c> gives on the same held-out rows (the file's last --eval-rows rows), evaluated separately.</summary>
+    [Fact]
+    public void Info_on_a_trained_run_shows_its_held_out_metrics()
+    {
+        string P(params string[] parts) => Path.Combine([_dir, .. parts]);
+        Assert.Equal(0, CliRunner.Run("synth", "--out", P("data"), "--d-in", "16", "--features", "32", "--rows", "2000", "--eval-rows", "0").Exit);
+        var (exit, _, err) = CliRunner.Run("train", "--activations", P("data", "train.safetensors"), "--arch", "topk", "--k", "3", "--dict-size", "32",
+            "--steps", "20", "--batch-size", "64", "--out", P("run"), "--eval-rows", "200");
+        Assert.True(exit == 0, err);
+        using (var all = SaeSharp.IO.SafeTensors.Load(P("data", "train.safetensors"))["activations"])
+            SaeSharp.IO.SafeTensors.Save(P("held.safetensors"), new Dictionary<string, TorchSharp.torch.Tensor> { ["activations"] = all[^200..] });
+        (exit, _, err) = CliRunner.Run("eval", "--sae", P("run"), "--activations", P("held.safetensors"), "--json", P("eval.json"));
+        Assert.True(exit == 0, err);
+        var eval = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(P("eval.json")))!;
+
+        (exit, var output, err) = CliRunner.Run("info", P("run"));
+        Assert.True(exit == 0, err);
+        var lines = output.ReplaceLineEndings("\n").Split('\n');
+        int at = Array.IndexOf(lines, "metrics.json on 200 held-out rows");
+        Assert.True(at > 0, output);
+        var shown = lines[(at + 1)..].Where(l => l.Contains('\t')).ToDictionary(l => l.Split('\t')[0], l => double.Parse(l.Split('\t')[1], System.Globalization.CultureInfo.InvariantCulture));
+        Assert.Equal(["FVU", "MSE", "L0", "dead share"], shown.Keys);   // no model: no % CE loss recovered, no KL
+        Assert.Equal(eval["fvu"]!.GetValue<double>(), shown["FVU"], 3);
+        Assert.Equal(eval["mse"]!.GetValue<double>(), shown["MSE"], 6);
+        Assert.Equal(eval["l0"]!.GetValue<double>(), shown["L0"], 2);
+        Assert.Equal(eval["dead_fraction"]!.GetValue<double>(), shown["dead share"], 9);
+
+        // An SAE folder without metrics.json shows no such table.
+        File.Delete(P("run", "metrics.json"));
+        (exit, output, _) = CliRunner.Run("info", P("run"));
+        Assert.Equal(0, exit);
+        Assert.DoesNotContain("metrics.json", output);
+    }
+
     [Fact]
     public void Info_shows_the_head_and_the_seqpos_slice_an_SAE_was_trained_on()
     {

@@ -59,6 +59,43 @@ public class InterventionCommandTests : IDisposable
         Assert.False(File.Exists(P("b.safetensors")));
     }
 
+    /// <summary><c>sae encode</c> reads what <c>sae model run --hooks H</c> saves: a [batch, seq, d] tensor named H (no
+    /// <c>activations</c> tensor), picked by the SAE's hook_name or by <c>--tensor</c>, read position by position. Its
+    /// feature_acts equal the hook_sae_acts_post that <c>model run --sae</c> saves for the same prompt (the splice's own path).</summary>
+    [Fact]
+    public void EncodeReadsAModelRunHookTensor()
+    {
+        const string hook = "blocks.1.hook_resid_pre", text = "Mia had a dog .";
+        int dModel;
+        using (var m = SaeSharp.LanguageModels.BuiltinModel.Load()) dModel = m.Config.DModel;
+        using (var sae = InterventionTests.RandomSae(hook, dModel, 24, 5, encBias: 0.05)) SaeLensFormat.Save(sae, P("sae"));
+        var (exit, _, err) = CliRunner.Run("model", "run", "--model", "builtin", "--prompt", text, "--out", P("run.safetensors"), "--hooks", hook);
+        Assert.True(exit == 0, err);
+        (exit, _, err) = CliRunner.Run("model", "run", "--model", "builtin", "--prompt", text, "--out", P("spliced.safetensors"), "--sae", P("sae"),
+            "--error-term", "--hooks", $"{hook}.hook_sae_acts_post");
+        Assert.True(exit == 0, err);
+        var expected = SafeTensors.Load(P("spliced.safetensors"))[$"{hook}.hook_sae_acts_post"];   // [1, 6, 24]
+        Assert.Equal([1L, 6, 24], expected.shape);
+
+        (exit, var stdout, err) = CliRunner.Run("encode", "--sae", P("sae"), "--activations", P("run.safetensors"), "--out", P("enc.safetensors"));
+        Assert.True(exit == 0, err);
+        Assert.Contains("encoded 6 rows", stdout);
+        var f = SafeTensors.Load(P("enc.safetensors"))["feature_acts"];
+        Assert.Equal([6L, 24], f.shape);
+        Assert.True(f.allclose(expected.reshape(6, 24), rtol: 1e-4, atol: 1e-5));
+
+        // --tensor names it (a copy of the file whose hook tensor has another name); a missing name is refused, naming the file's tensors.
+        var run = SafeTensors.Load(P("run.safetensors"));
+        SafeTensors.Save(P("renamed.safetensors"), new Dictionary<string, Tensor> { ["logits"] = run["logits"], ["resid"] = run[hook] });
+        (exit, _, err) = CliRunner.Run("encode", "--sae", P("sae"), "--activations", P("renamed.safetensors"), "--out", P("enc2.safetensors"), "--tensor", "resid");
+        Assert.True(exit == 0, err);
+        Assert.True(SafeTensors.Load(P("enc2.safetensors"))["feature_acts"].allclose(f));
+        (exit, _, err) = CliRunner.Run("encode", "--sae", P("sae"), "--activations", P("renamed.safetensors"), "--out", P("enc3.safetensors"));
+        Assert.NotEqual(0, exit);
+        Assert.Contains($"no tensor named 'activations' or '{hook}' (has: logits, resid)", err.ReplaceLineEndings(" "));
+        Assert.False(File.Exists(P("enc3.safetensors")));
+    }
+
     [Fact]
     public void ModelRunSplicesSaesWithTheirHookPointsAndInterventions()
     {

@@ -20,6 +20,26 @@ public class PlotLogCommandTests : IDisposable
         return SKBitmap.Decode(path) ?? throw new Xunit.Sdk.XunitException($"{path} is not a picture SkiaSharp decodes");
     }
 
+    /// <summary><c>sae plot-log RUN</c> names the picture as <c>sae train --out RUN</c> does: RUN as given joined with
+    /// training_curves.png (it printed the full path, with a relative or "..". RUN given, where train printed RUN's form).</summary>
+    [Fact]
+    public void Plot_log_prints_the_curves_path_as_train_does()
+    {
+        Ok(CliRunner.Run("synth", "--out", P("data"), "--d-in", "8", "--features", "16", "--rows", "1000", "--eval-rows", "0"));
+        string run = Path.Combine(P("data"), "..", "run");   // not the full path's form
+        string expected = Path.Combine(run, TrainingCurves.FileName);
+        var r = CliRunner.Run("train", "--activations", P("data", "train.safetensors"), "--arch", "topk", "--k", "2", "--dict-size", "16",
+            "--steps", "5", "--batch-size", "32", "--out", run, "--eval-rows", "64");
+        Ok(r);
+        Assert.Contains($"training curves: {expected}", r.Out.ReplaceLineEndings("\n").Split('\n'));
+        r = CliRunner.Run("plot-log", run);
+        Ok(r);
+        Assert.Equal($"wrote {expected}", r.Out.Trim());
+        r = CliRunner.Run("plot-log", Path.Combine(run, TrainLogFile.FileName));
+        Ok(r);
+        Assert.Equal($"wrote {expected}", r.Out.Trim());
+    }
+
     [Fact]
     public void Train_writes_the_curves_of_a_multi_sae_run_and_plot_log_redraws_them_at_a_requested_size()
     {

@@ -231,6 +231,50 @@ public sealed class ConvertTests : IDisposable
         Assert.Equal(0, leaked);
     }
 
+    /// <summary><c>convert --to saelens</c> of a source that records no window fields, no weight processing and no token
+    /// exclusion writes what SAELens 6's own cfg.json holds by default (not null: its evals spread
+    /// <c>**model_from_pretrained_kwargs</c>, evals.py:836). Values a source does record are kept, a null separator too
+    /// (SAELens's "no separator").</summary>
+    [Fact]
+    public void Convert_to_saelens_writes_saelens_defaults_where_the_source_records_nothing()
+    {
+        var src = WriteSource("sparsify");
+        var dst = Path.Combine(_dir, "defaults");
+        var (exit, _, err) = CliRunner.Run("convert", src, dst);
+        Assert.True(exit == 0, err);
+        var meta = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(dst, "cfg.json")))!["metadata"]!;
+        // SAELens 6.18 sae_lens/config.py LanguageModelSAERunnerConfig: seqpos_slice = (None,) (l. 210),
+        // disable_concat_sequences = False (l. 211), sequence_separator_token = "bos" (l. 212), exclude_special_tokens = False
+        // (l. 274); saes/sae.py from_sae_runner_config: model_from_pretrained_kwargs = cfg.model_from_pretrained_kwargs or {}
+        // (l. 796); llm_sae_training_runner.py _set_sae_metadata copies all five into the metadata (l. 246-257).
+        Assert.Equal("[null]", meta["seqpos_slice"]!.ToJsonString());
+        Assert.Equal("false", meta["disable_concat_sequences"]!.ToJsonString());
+        Assert.Equal("\"bos\"", meta["sequence_separator_token"]!.ToJsonString());
+        Assert.Equal("false", meta["exclude_special_tokens"]!.ToJsonString());
+        Assert.Equal("{}", meta["model_from_pretrained_kwargs"]!.ToJsonString());
+
+        // A SAELens source's own values pass through: a slice, a null separator, a list of excluded ids, processing kwargs.
+        var saeLens = Path.Combine(_dir, "recorded");
+        var cfg = new SaeConfig { Architecture = SaeArchitectures.Standard, DIn = 4, DSae = 8 };
+        cfg.Metadata.Extra = new()
+        {
+            ["seqpos_slice"] = System.Text.Json.JsonSerializer.SerializeToElement(new int?[] { 1, null }),
+            ["sequence_separator_token"] = System.Text.Json.JsonSerializer.SerializeToElement<string?>(null),
+        };
+        cfg.Metadata.ExcludeTokenIds = [0, 5];
+        cfg.Metadata.ModelFromPretrainedKwargs = new() { ["fold_ln"] = System.Text.Json.JsonSerializer.SerializeToElement(true) };
+        using (var sae = SaeFactory.Create(cfg)) SaeLensFormat.Save(sae, saeLens);
+        (exit, _, err) = CliRunner.Run("convert", saeLens, Path.Combine(_dir, "kept"));
+        Assert.True(exit == 0, err);
+        meta = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(_dir, "kept", "cfg.json")))!["metadata"]!;
+        Assert.Equal("[1,null]", meta["seqpos_slice"]!.ToJsonString());
+        Assert.Null(meta["sequence_separator_token"]);
+        Assert.True(meta.AsObject().ContainsKey("sequence_separator_token"));
+        Assert.Equal("[0,5]", meta["exclude_special_tokens"]!.ToJsonString());
+        Assert.Equal("{\"fold_ln\":true}", meta["model_from_pretrained_kwargs"]!.ToJsonString());
+        Assert.Equal("false", meta["disable_concat_sequences"]!.ToJsonString());
+    }
+
     [Fact]
     public void Convert_refuses_a_non_empty_output_folder_unless_forced()
     {
