@@ -70,4 +70,34 @@ public class PerHeadSaeCommandTests : CliTempDirTestBase
         Assert.Contains($"hook '{Hook}'", frozen.Err + frozen.Out);
         Assert.Contains("attention pattern", frozen.Err + frozen.Out);
     }
+
+    /// <summary><c>sae cache</c> of hook_k_input keeps every head (TransformerLens's activation flattened): each row is
+    /// resid_pre once per head, as the same windows' resid_pre cache shows; <c>sae train --activations</c> from it trains an
+    /// SAE of all heads (d_in = heads·d_model) that <c>sae eval</c> splices with the model unchanged by its error term, and
+    /// <c>--hook-head-index</c> there is refused (a file has no head to harvest).</summary>
+    [Fact]
+    public void CacheOfAKeyInputHoldsResidPrePerHeadAndTrainsAnSaeOfAllHeads()
+    {
+        Ok(CliRunner.Run("corpus", "--out", P("c.jsonl"), "--docs", "40", "--seed", "2"));
+        foreach (var (hook, dir) in new[] { (Hook, "kin"), ("blocks.1.hook_resid_pre", "resid") })
+            Ok(CliRunner.Run("cache", "--model", "builtin", "--hook", hook, "--dataset", P("c.jsonl"), "--tokens", "512", "--context-size", "32", "--out", P(dir)));
+        using (NewDisposeScope())
+        {
+            var kin = SafeTensors.Load(P("kin", "shard_00000.safetensors"))["activations"];
+            var resid = SafeTensors.Load(P("resid", "shard_00000.safetensors"))["activations"];
+            Assert.Equal(new long[] { resid.shape[0], 4 * 128 }, kin.shape);
+            Assert.True(kin.view(-1, 4, 128).equal(resid.unsqueeze(1).expand(-1, 4, 128)).all().item<bool>(), "rows are resid_pre per head");
+        }
+        Ok(CliRunner.Run("train", "--activations", P("kin"), "--arch", "topk", "--k", "8", "--dict-size", "64", "--batch-size", "128", "--steps", "20", "--out", P("sae")));
+        var cfg = JsonNode.Parse(File.ReadAllText(P("sae", "cfg.json")))!;
+        Assert.Equal(512, cfg["d_in"]!.GetValue<int>());
+        Assert.Equal(Hook, cfg["metadata"]!["hook_name"]!.GetValue<string>());
+        Ok(CliRunner.Run("eval", "--sae", P("sae"), "--model", "builtin", "--dataset", P("c.jsonl"), "--tokens", "256", "--json", P("e.json")));
+        var e = JsonNode.Parse(File.ReadAllText(P("e.json")))!;
+        Assert.True(e["model_behavior_preservation"]!["kl_div_with_error_term"]!.GetValue<double>() < 1e-6);
+        var bad = CliRunner.Run("train", "--activations", P("kin"), "--hook-head-index", "1", "--arch", "topk", "--k", "8", "--dict-size", "64", "--steps", "2", "--out", P("h1"));
+        Assert.NotEqual(0, bad.Exit);
+        Assert.Contains("hook_head_index 1 applies to runs from a model", bad.Err + bad.Out);
+        Assert.False(Directory.Exists(P("h1")));
+    }
 }
