@@ -122,8 +122,9 @@ public class SaesAtSplitHooksTests : ModelTestBase
         Assert.Contains("attention pattern", e.Message);
     }
 
-    /// <summary>Generation with an SAE (no error term) spliced at key-value head 1's key input: the KV cache keeps the keys of
-    /// the SAE's reconstruction, so cached steps give the tokens and logits of recomputing the whole sequence each step.</summary>
+    /// <summary>Generation with an SAE (no error term) spliced at key-value head 1's key input, alone, steering a feature and
+    /// clamping one: the KV cache keeps the keys of the SAE's (edited) reconstruction, so cached steps give the tokens and
+    /// logits of recomputing the whole sequence each step.</summary>
     [Theory]
     [InlineData("llama3")]
     [InlineData("gpt_neox-parallel")]
@@ -135,11 +136,16 @@ public class SaesAtSplitHooksTests : ModelTestBase
         var hooked = new HookedSaeTransformer(m);
         hooked.AddSae(sae);
         var o = new GenerationOptions { ReturnLogits = true };
-        using var cached = hooked.Generate(Toks, 5, o);
-        using var full = hooked.Generate(Toks, 5, o with { UseKvCache = false });
         using var clean = m.Generate(Toks, 5, o);
-        Assert.Equal(full.Tokens.data<long>().ToArray(), cached.Tokens.data<long>().ToArray());
-        AssertAllClose(full.Logits!, cached.Logits!, 1e-4, f + " step logits");
-        Assert.False(clean.Logits!.allclose(cached.Logits!), f + " the SAE changed nothing");
+        Intervention[][] edits = [[], [new Steering(sae, 3, 8.0)], [new Clamp(sae, 5, 4.0)]];
+        foreach (var edit in edits)
+        {
+            using var cached = hooked.Generate(Toks, 5, o, edit);
+            using var full = hooked.Generate(Toks, 5, o with { UseKvCache = false }, edit);
+            string what = $"{f} {(edit.Length == 0 ? "SAE" : edit[0].GetType().Name)}";
+            Assert.Equal(full.Tokens.data<long>().ToArray(), cached.Tokens.data<long>().ToArray());
+            AssertAllClose(full.Logits!, cached.Logits!, 1e-4, what + " step logits");
+            Assert.False(clean.Logits!.allclose(cached.Logits!), what + " changed nothing");
+        }
     }
 }
