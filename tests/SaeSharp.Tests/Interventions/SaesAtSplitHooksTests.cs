@@ -9,7 +9,8 @@ using static TorchSharp.torch;
 namespace SaeSharp.Tests.Interventions;
 
 /// <summary>SAEs at TransformerLens's per-head hooks (one head of <c>hook_q/k/v_input</c> or <c>attn.hook_result</c>, by
-/// <c>hook_head_index</c>) and at <c>hook_mlp_in</c>, on tiny GPT-2, parallel NeoX and grouped-query Llama checkpoints:
+/// <c>hook_head_index</c>), at <c>hook_mlp_in</c> and at Gemma 2's post-norms (<c>ln1_post</c>, <c>ln2_post</c>), on tiny GPT-2,
+/// parallel NeoX, grouped-query Llama and Gemma 2 checkpoints:
 /// attribution patching against finite differences of the metric (plain and frozen), integrated gradients against the
 /// ablation of the whole SAE, and KV-cached generation against recomputation.</summary>
 public class SaesAtSplitHooksTests : ModelTestBase
@@ -54,6 +55,9 @@ public class SaesAtSplitHooksTests : ModelTestBase
     [InlineData("llama3", "blocks.0.hook_v_input", 1, true)]
     [InlineData("llama3", "blocks.1.hook_q_input", 3, false)]
     [InlineData("llama3", "blocks.0.attn.hook_result", 3, true)]
+    [InlineData("gemma2", "blocks.0.ln1_post.hook_normalized", null, false)]
+    [InlineData("gemma2", "blocks.1.ln2_post.hook_normalized", null, true)]
+    [InlineData("gemma2", "blocks.1.hook_q_input", 1, false)]
     public void AttributionsMatchFiniteDifferences(string f, string hook, int? head, bool frozen)
     {
         using var m = Load(f);
@@ -65,8 +69,9 @@ public class SaesAtSplitHooksTests : ModelTestBase
         Assert.Equal(metric.Evaluate(m.Forward(Toks), Toks).item<double>(), r.Metric, 9);
         using var values = frozen ? new FrozenValues() : null;
         if (values is not null) hooked.Run(Toks, new RunOptions { FreezeAttentionAndNorms = true, FrozenValues = values }).Logits!.Dispose();
-        // Llama's RMSNorm runs in float32 (as HF's) even in a float64 model: a larger step, and a tolerance for its rounding.
-        double h = f == "llama3" ? 1e-3 : 1e-5, tol = f == "llama3" ? 5e-4 : 1e-6;
+        // Llama's and Gemma's RMSNorm runs in float32 (as HF's) even in a float64 model, and Gemma 2's soft-capped logits are
+        // float32: a larger step, and a tolerance for their rounding.
+        double h = f is "llama3" or "gemma2" ? 1e-3 : 1e-5, tol = f switch { "llama3" => 5e-4, "gemma2" => 2e-3, _ => 1e-6 };
         string acts = attached.HookName(SaeSharp.Hooks.SaeHookPoints.ActsPost), error = attached.HookName(SaeSharp.Hooks.SaeHookPoints.Error);
         var entries = r.Top(6);
         Assert.NotEmpty(entries);
