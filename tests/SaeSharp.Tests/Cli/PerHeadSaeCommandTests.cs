@@ -9,7 +9,8 @@ namespace SaeSharp.Tests.Cli;
 /// <summary>An SAE of one head of TransformerLens's <c>hook_k_input</c> (<c>hook_head_index</c> 1, SAELens format) through
 /// every command on the built-in model: <c>sae model run</c> gives features and reconstruction of resid_pre (the head's
 /// copy) as computed by hand; <c>sae features</c>, <c>dashboard</c>, <c>neuronpedia</c>, <c>inspect</c>, <c>steer</c>,
-/// <c>ablate</c> and <c>attribute</c> name the hook with its head; <c>attribute --freeze-attention-and-norms</c> is refused.</summary>
+/// <c>ablate</c> and <c>attribute</c> name the hook with its head (<c>inspect --stats</c> refuses another head's report);
+/// <c>attribute --freeze-attention-and-norms</c> is refused.</summary>
 public class PerHeadSaeCommandTests : CliTempDirTestBase
 {
     private const string Hook = "blocks.1.hook_k_input", Site = "blocks.1.hook_k_input head 1";
@@ -55,6 +56,15 @@ public class PerHeadSaeCommandTests : CliTempDirTestBase
         var inspect = CliRunner.Run("inspect", "--sae", P("sae"), "--model", "builtin", "--prompt", prompt);
         Ok(inspect);
         Assert.Contains($"({Site}, ", inspect.Out);
+        // The same weights read from head 2: head 1's feature report is another SAE's.
+        Directory.CreateDirectory(P("sae2"));
+        foreach (var file in Directory.GetFiles(P("sae"))) File.Copy(file, P("sae2", Path.GetFileName(file)));
+        var cfg2 = JsonNode.Parse(File.ReadAllText(P("sae2", "cfg.json")))!;
+        cfg2["metadata"]!["hook_head_index"] = 2;
+        File.WriteAllText(P("sae2", "cfg.json"), cfg2.ToJsonString());
+        var other = CliRunner.Run("inspect", "--sae", P("sae2"), "--model", "builtin", "--prompt", prompt, "--stats", P("f"));
+        Assert.NotEqual(0, other.Exit);
+        Assert.Contains($"hook {Site}) is not of this SAE (d_sae 64, hook {Hook} head 2)", other.Err + other.Out);
         var steer = CliRunner.Run("steer", "--sae", P("sae"), "--model", "builtin", "--feature", "3", "--scale", "10", "--temperature", "0", "--runs", "1",
             "--max-new-tokens", "4", "--prompt", prompt);
         Ok(steer);
