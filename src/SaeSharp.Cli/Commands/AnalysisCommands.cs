@@ -277,7 +277,7 @@ internal static class AnalysisCommands
                 var report = parse.GetValue(stats) is { } dir ? FeatureReport.Load(dir) : null;
                 var notes = inspector.Notes(views.SelectMany(v => v.Features.Select(u => u.Index)), report);
                 var cmp = views.Count > 1 ? PromptInspector.Compare(views) : null;
-                Print(views, notes, cmp, inspector.Hook);
+                Print(views, notes, cmp, s.Cfg.Metadata.Site(inspector.Hook));
                 if (parse.GetValue(json) is { } jsonPath)
                 {
                     var node = views.Count == 1 ? views[0].ToJson() : new System.Text.Json.Nodes.JsonObject

@@ -218,7 +218,7 @@ internal static class InterventionCommands
                 Positions = ParsePositions(parse.GetValue(positionsOption), tokens.shape[1], steps, $"the prompt ({tokens.shape[1]} tokens) and its continuation have {steps} tokens"),
             };
             var site = m.Attach(s, steering.Hook);   // a transcoder steers (and writes) at its output hook
-            string at = site.IsTranscoder ? $"{site.OutputHook} (transcoder reading {site.Hook})" : site.Hook;
+            string at = site.IsTranscoder ? $"{site.OutputHook} (transcoder reading {site.Hook})" : s.Cfg.Metadata.Site(site.Hook);
             var hooked = new HookedSaeTransformer(m) { ModelHooks = pm.Hooks };
             long promptLen = tokens.shape[1];
             var rows = new List<string[]>();
@@ -363,7 +363,7 @@ internal static class InterventionCommands
                 edits.AddRange(clamps.Select(c => (Intervention)new Clamp(s!, c.Feature, c.Value, parse.GetValue(hook))));
                 var spliced = hooked.Saes[0];
                 ReportAblation(batches, batch => (pm.Forward(batch), hooked.RunWithHooks(batch, edits)), tok, parse.GetValue(top),
-                    $"{what} at {(spliced.IsTranscoder ? $"{spliced.OutputHook} (transcoder reading {spliced.Hook})" : spliced.Hook)}");
+                    $"{what} at {(spliced.IsTranscoder ? $"{spliced.OutputHook} (transcoder reading {spliced.Hook})" : spliced.Sae.Cfg.Metadata.Site(spliced.Hook))}");
                 return 0;
             }
             finally
@@ -716,7 +716,7 @@ internal static class InterventionCommands
     private static string AttributedAt(AttributionResult result, List<Sae> saes, int i) =>
         !result.CrossLayer && i < saes.Count && saes[i].Cfg.Metadata.HookNameOut is { } output
             ? $"{output} (transcoder reading {result.Hooks[i]})"
-            : result.Hooks[i];
+            : i < saes.Count ? saes[i].Cfg.Metadata.Site(result.Hooks[i]) : result.Hooks[i];
 
     /// <summary>A token position as written on the command line: a non-negative integer, or a negative one (Python's
     /// counting from the end); "-0" and a "+" sign are not positions.</summary>

@@ -100,7 +100,7 @@ public static class DashboardWriter
         Add("architecture", r.Source.Architecture);
         Add("d_sae", r.Source.DSae > 0 ? r.Source.DSae.ToString("N0", CultureInfo.InvariantCulture) : null);
         Add("model", r.Source.Model);
-        Add("hook", r.Source.Hook);
+        Add("hook", r.Source.Hook is { } hook ? Saes.SaeMetadata.SiteOf(hook, r.Source.HookHeadIndex) : null);
         Add("dataset", r.Source.Dataset is { } d ? Path.GetFileName(d.TrimEnd('/', '\\')) : null);
         Add("tokens", r.Tokens.ToString("N0", CultureInfo.InvariantCulture));
         return string.Join("", parts);

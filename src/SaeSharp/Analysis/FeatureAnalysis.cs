@@ -61,6 +61,8 @@ public sealed record FeatureSource
     public string? Model { get; init; }
     /// <summary>TransformerLens hook name the SAE reads.</summary>
     public string? Hook { get; init; }
+    /// <summary>The head of <see cref="Hook"/> an SAE of one head reads (SAELens <c>hook_head_index</c>), else null.</summary>
+    public int? HookHeadIndex { get; init; }
     /// <summary>The dataset the context windows came from.</summary>
     public string? Dataset { get; init; }
     /// <summary>Tokens per context window.</summary>
@@ -111,7 +113,7 @@ public static class FeatureAnalysis
             Source = new FeatureSource
             {
                 Architecture = sae.Cfg.Architecture, DSae = sae.Cfg.DSae, Model = model.Config.ModelName, Hook = hook,
-                ContextSize = ctx, PrependBos = sae.Cfg.Metadata.PrependBos, NeuronpediaId = NeuronpediaId(sae.Cfg),
+                HookHeadIndex = sae.Cfg.Metadata.HookHeadIndex, ContextSize = ctx, PrependBos = sae.Cfg.Metadata.PrependBos, NeuronpediaId = NeuronpediaId(sae.Cfg),
             },
             Tokens = collector.Tokens,
             Windows = collector.Windows,

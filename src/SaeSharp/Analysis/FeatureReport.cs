@@ -87,6 +87,7 @@ public sealed class FeatureReport
         ["d_sae"] = Source.DSae,
         ["model"] = Source.Model,
         ["hook"] = Source.Hook,
+        ["hook_head_index"] = Source.HookHeadIndex,
         ["dataset"] = Source.Dataset,
         ["context_size"] = Source.ContextSize,
         ["prepend_bos"] = Source.PrependBos,
@@ -272,6 +273,7 @@ public sealed class FeatureReport
                     Dataset = S("dataset"), ContextSize = (int)L("context_size", int.MaxValue),
                     PrependBos = r.TryGetProperty("prepend_bos", out var pb) && pb.ValueKind == JsonValueKind.True,
                     NeuronpediaId = S("neuronpedia_id"),
+                    HookHeadIndex = r.TryGetProperty("hook_head_index", out var hh) && hh.ValueKind == JsonValueKind.Number && hh.TryGetInt32(out int head) ? head : null,
                     FoldedWDecNorm = r.TryGetProperty("folded_w_dec_norm", out var fw) && fw.ValueKind == JsonValueKind.True,
                 },
             };

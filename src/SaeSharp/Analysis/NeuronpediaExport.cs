@@ -140,6 +140,7 @@ public static class NeuronpediaExport
             w.WriteNumber("sparsity_threshold", options.SparsityThreshold);
             w.WriteString("model_id", target.ModelId);
             w.WriteNumber("layer", target.Layer);
+            if (src.HookHeadIndex is int head) w.WriteNumber("hook_head_index", head);
             w.WriteBoolean("prepend_bos", src.PrependBos);
             w.WriteEndObject();
         });

@@ -14,7 +14,7 @@ internal static class ProbeSaes
 
     /// <summary>The hooks <paramref name="saes"/> read (resolved on <paramref name="model"/>), in the order of their first
     /// SAE, each with its SAEs; an SAE of another d_in than the first of its hook is an error naming both
-    /// (<paramref name="names"/>[i], else "#i+1").</summary>
+    /// (<paramref name="names"/>[i], else "#i+1"), and so is an SAE of one head (hook_head_index) of a per-head hook.</summary>
     internal static IReadOnlyList<HookGroup> HookGroups(HookedTransformer model, IReadOnlyList<Sae> saes, IReadOnlyList<string>? names = null)
     {
         ArgumentNullException.ThrowIfNull(model);
@@ -24,6 +24,9 @@ internal static class ProbeSaes
         for (int i = 0; i < saes.Count; i++)
         {
             string at = model.HookPoints.Resolve(saes[i].Cfg.Metadata.HookOr(null));
+            if (saes[i].Cfg.Metadata.HookHeadIndex is int head && model.HeadsAt(at) is not null)
+                throw new SaeSharpException($"--sae {Name(names, i)} reads head {head} (hook_head_index) of hook '{at}' {model.HookShape(at)}: sae probe reads " +
+                                            "[batch, pos, d] hooks, not one head of a per-head hook (the q/k/v inputs and hook_attn_in are copies of hook_resid_pre)");
             int g = groups.FindIndex(x => x.Hook == at);
             if (g < 0) { groups.Add((at, [i])); continue; }
             int first = groups[g].Saes[0];

@@ -215,6 +215,10 @@ public static class FeatureAttribution
         if (integrateErrors && integratedGradientSteps == 0)
             throw new SaeSharpException("integrating the error terms is part of integrated gradients: give integrated-gradient steps > 0");
         var hooks = model.Saes.Select(a => a.Hook).ToList();
+        if (freezeAttentionAndNorms && hooks.FirstOrDefault(h => PatternOnlyHooks.Any(s => h.EndsWith(s, StringComparison.Ordinal))) is { } patternOnly)
+            throw new SaeSharpException($"SAE at hook '{patternOnly}': it reaches the output only through the attention pattern, which freezing " +
+                                        "attention and norms holds constant (every attribution would be zero); attribute it without freezing, " +
+                                        "or put the SAE on the value side (hook_v_input, hook_attn_in, attn.hook_v)");
         var counter = new ProgressCounter(progress, "tokens", tokens.numel() * (1 + (long)hooks.Count * integratedGradientSteps));
         var attr = new List<Tensor>();
         var errAttr = new List<Tensor>();
@@ -447,6 +451,10 @@ public static class FeatureAttribution
         m.backward();
         return v;
     }
+
+    /// <summary>Hooks on the query and key side of attention: their only path to the output is the pattern.</summary>
+    private static readonly string[] PatternOnlyHooks =
+        [".hook_q_input", ".hook_k_input", ".attn.hook_q", ".attn.hook_k", ".attn.hook_rot_q", ".attn.hook_rot_k", ".attn.hook_attn_scores", ".attn.hook_pattern"];
 
     private static Tensor GradOf(Tensor leaf) => leaf.grad is { } g ? g.detach() : zeros_like(leaf);
 }

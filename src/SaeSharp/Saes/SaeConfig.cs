@@ -78,6 +78,13 @@ public sealed class SaeMetadata
         }
     }
 
+    /// <summary><paramref name="hook"/> as outputs name this SAE's site: "blocks.1.hook_k_input head 1" for an SAE of one head
+    /// (<see cref="HookHeadIndex"/>), else the hook alone.</summary>
+    public string Site(string hook) => SiteOf(hook, HookHeadIndex);
+
+    /// <summary>"<paramref name="hook"/> head <paramref name="head"/>", or the hook alone without a head.</summary>
+    public static string SiteOf(string hook, int? head) => head is int h ? $"{hook} head {h.ToString(System.Globalization.CultureInfo.InvariantCulture)}" : hook;
+
     /// <summary>SAELens's <c>hook_head_index_out</c>: the head of a transcoder's output hook it would replace, kept in
     /// <see cref="Extra"/>; null when absent or null. Splicing such a transcoder is refused (<c>AttachedSae</c>).</summary>
     [JsonIgnore]

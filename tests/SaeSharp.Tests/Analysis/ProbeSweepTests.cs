@@ -15,7 +15,8 @@ namespace SaeSharp.Tests.Analysis;
 /// <summary><c>sae probe</c> over several SAEs at one hook: every mode (token-level probing with absorption, mean-pooled
 /// probing, TPP, SCR) gives each SAE exactly what a call with that SAE alone gives, while the model runs over the data once;
 /// the --json files get <c>sae eval</c>'s _sae&lt;i&gt; suffix. SAEs at several hooks run in one pass too, the model's probes
-/// fitted once per hook (one --artifacts file per hook); SAEs of one hook and another d_in are refused by name.</summary>
+/// fitted once per hook (one --artifacts file per hook); SAEs of one hook and another d_in, and SAEs of one head of a per-head
+/// hook, are refused by name.</summary>
 public sealed class ProbeSweepTests : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("probesweep-").FullName;
@@ -25,10 +26,11 @@ public sealed class ProbeSweepTests : IDisposable
     private static readonly string[] Filler = ["the", "sat", "on", "mat", "ran", "to", "park", "big", "small", "and", "a"];
 
     /// <summary>A randomly initialised ReLU SAE at <paramref name="hook"/>, saved in SAELens format.</summary>
-    private string SaveSae(string name, int dIn, int dSae, string hook, long seed, int ctx = 32)
+    private string SaveSae(string name, int dIn, int dSae, string hook, long seed, int ctx = 32, int? head = null)
     {
         var cfg = new SaeConfig { DIn = dIn, DSae = dSae };
         cfg.Metadata.HookName = hook;
+        cfg.Metadata.HookHeadIndex = head;
         cfg.Metadata.ContextSize = ctx;
         using var sae = SaeFactory.Create(cfg);
         var gen = new TorchSharp.torch.Generator((ulong)seed);
@@ -258,7 +260,7 @@ public sealed class ProbeSweepTests : IDisposable
     }
 
     [Fact]
-    public void Cli_writes_one_json_per_sae_with_evals_suffix_and_refuses_saes_of_one_hook_and_another_d_in_by_name()
+    public void Cli_writes_one_json_per_sae_with_evals_suffix_and_refuses_saes_of_one_hook_and_another_d_in_or_of_one_head_by_name()
     {
         string hook = BuiltinModel.MiddleHook;
         string a = SaveSae("a", 128, 64, hook, 1), b = SaveSae("b", 128, 96, hook, 2);
@@ -294,5 +296,10 @@ public sealed class ProbeSweepTests : IDisposable
         Assert.Contains(missing, bad.Err + bad.Out);
         bad = CliRunner.Run(["probe", "--sae", a, "--sae", a, .. common]);
         Assert.Contains($"--sae {a} is given 2 times", bad.Err + bad.Out);
+        // One head of a per-head hook (TransformerLens's hook_k_input, hook_head_index 1): refused by name, before any pass.
+        string head = SaveSae("head", 128, 32, "blocks.1.hook_k_input", 5, head: 1);
+        bad = CliRunner.Run(["probe", "--sae", head, .. common]);
+        Assert.NotEqual(0, bad.Exit);
+        Assert.Contains($"--sae {head} reads head 1 (hook_head_index) of hook 'blocks.1.hook_k_input' [batch, pos, 4, 128]", bad.Err + bad.Out);
     }
 }
