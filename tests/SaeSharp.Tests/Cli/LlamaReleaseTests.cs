@@ -1,0 +1,140 @@
+using System.Text.Json.Nodes;
+using SaeSharp.IO;
+using SaeSharp.Saes;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Tests.Cli;
+
+/// <summary>
+/// A researcher's Llama 3.1 8B session, offline, from a hub cache as <c>huggingface-cli download</c> leaves it
+/// (<see cref="LlamaHubCache"/>): <c>--model meta-llama/Llama-3.1-8B</c> with Llama Scope SAEs at resid_post, mlp_out and
+/// attn_out, <c>meta-llama/Llama-3.1-8B-Instruct</c> with Goodfire's and andyrdt's SAEs, and a sparsify SAE by
+/// <c>hf:</c> folder. Each SAE's feature activations (<c>sae inspect --json</c>) are compared with a hand computation
+/// from the fixture's weights on the hook activations <c>sae model run</c> writes; the configs with SAELens's.
+/// </summary>
+public class LlamaReleaseTests : TempDirTestBase
+{
+    private const string Prompt = "Hi there";
+    // BOS, then the prompt's bytes: the fixture's tokenizer has the 256 byte tokens (id = byte) and no merges.
+    private static readonly long[] PromptTokens = [LlamaHubCache.Bos, 'H', 'i', ' ', 't', 'h', 'e', 'r', 'e'];
+
+    private string Cache => Path.Combine(_dir, "hub");
+
+    private (int Exit, string Out, string Err) Sae(params string[] args) =>
+        CliRunner.RunWithEnvironment(new Dictionary<string, string> { ["HF_HUB_CACHE"] = Cache, ["HF_HUB_OFFLINE"] = "1" }, args);
+
+    private string Ok(params string[] args)
+    {
+        var (exit, output, err) = Sae(args);
+        Assert.True(exit == 0, $"sae {string.Join(' ', args)}: {err}{output}");
+        return output;
+    }
+
+    /// <summary><c>sae info</c>'s name → value lines.</summary>
+    private Dictionary<string, string> Info(string sae) =>
+        Ok("info", sae).Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => l.Split('\t')).Where(p => p.Length == 2)
+            .ToDictionary(p => p[0], p => p[1].Trim());
+
+    /// <summary>The hook activations [pos, d_model] of the prompt, from <c>sae model run --hooks</c>.</summary>
+    private Dictionary<string, float[][]> Activations(string model, params string[] hooks)
+    {
+        string file = Path.Combine(_dir, "acts.safetensors");
+        Ok("model", "run", "--model", model, "--prompt", Prompt, "--hooks", string.Join(',', hooks), "--out", file);
+        using var scope = NewDisposeScope();
+        var t = SafeTensors.Load(file);
+        Assert.Equal(PromptTokens, t["tokens"].data<long>().ToArray());
+        return hooks.ToDictionary(h => h, h =>
+        {
+            var a = t[h][0];
+            return Enumerable.Range(0, (int)a.shape[0]).Select(p => a[p].data<float>().ToArray()).ToArray();
+        });
+    }
+
+    /// <summary><c>sae inspect --json</c>'s feature activations [pos, d_sae] (features it does not list: 0).</summary>
+    private float[][] Inspect(string model, string sae, int dSae)
+    {
+        string json = Path.Combine(_dir, "inspect.json");
+        Ok("inspect", "--model", model, "--sae", sae, "--prompt", Prompt, "--top", dSae.ToString(System.Globalization.CultureInfo.InvariantCulture), "--json", json);
+        var view = JsonNode.Parse(File.ReadAllText(json))!;
+        Assert.Equal(PromptTokens, view["tokens"]!.AsArray().Select(v => (long)v!).ToArray());
+        var f = Enumerable.Range(0, PromptTokens.Length).Select(_ => new float[dSae]).ToArray();
+        foreach (var feature in view["features"]!.AsArray())
+        {
+            var acts = feature!["acts"]!.AsArray();
+            for (int p = 0; p < f.Length; p++) f[p][(int)feature["feature"]!] = (float)acts[p]!;
+        }
+        return f;
+    }
+
+    private static void AssertClose(float[][] expected, float[][] actual, string what)
+    {
+        int fired = 0;
+        for (int p = 0; p < expected.Length; p++)
+            for (int j = 0; j < expected[p].Length; j++)
+            {
+                double e = expected[p][j], a = actual[p][j];
+                Assert.True(Math.Abs(e - a) <= 1e-3 + 1e-4 * Math.Abs(e), $"{what}: position {p} feature {j}: expected {e}, got {a}");
+                if (e > 0) fired++;
+            }
+        Assert.True(fired > 0 && fired < expected.Length * expected[0].Length, $"{what}: {fired} features fired; the test needs some on and some off");
+    }
+
+    private JsonNode Eval(string model, string sae)
+    {
+        string data = Path.Combine(_dir, "data.txt");
+        File.WriteAllLines(data, Enumerable.Range(0, 20).Select(i => $"The capital of France is Paris, and line {i} says hello there."));
+        string json = Path.Combine(_dir, "eval.json");
+        Ok("eval", "--model", model, "--sae", sae, "--dataset", data, "--tokens", "128", "--context-size", "32", "--json", json);
+        var r = JsonNode.Parse(File.ReadAllText(json))!;
+        return r is JsonArray a ? a[0]! : r;
+    }
+
+    [Fact]
+    public void Llama_Scope_SAEs_at_resid_post_mlp_out_and_attn_out_encode_as_SAELens_loads_them()
+    {
+        LlamaHubCache.WriteModel(Cache, "meta-llama/Llama-3.1-8B");
+        const string model = "meta-llama/Llama-3.1-8B";
+        var saes = new (string Spec, string Repo, string Folder, string Hook, string Neuronpedia)[]
+        {
+            ("llama_scope_lxr_8x/l3r_8x", "fnlp/Llama3_1-8B-Base-LXR-8x", "Llama3_1-8B-Base-L3R-8x", "blocks.3.hook_resid_post", "llama3.1-8b/3-llamascope-res-32k"),
+            ("llama_scope_lxm_8x/l3m_8x", "fnlp/Llama3_1-8B-Base-LXM-8x", "Llama3_1-8B-Base-L3M-8x", "blocks.3.hook_mlp_out", "llama3.1-8b/3-llamascope-mlp-32k"),
+            ("llama_scope_lxa_32x/l3a_32x", "fnlp/Llama3_1-8B-Base-LXA-32x", "Llama3_1-8B-Base-L3A-32x", "blocks.3.hook_attn_out", "llama3.1-8b/3-llamascope-att-131k"),
+        };
+        var acts = Activations(model, saes.Select(s => s.Hook).ToArray());
+        int seed = 0;
+        foreach (var (spec, repo, folder, hook, np) in saes)
+        {
+            int expansion = spec.EndsWith("32x", StringComparison.Ordinal) ? 32 : 8;
+            var w = LlamaHubCache.WriteLlamaScope(Cache, repo, folder, hook, expansion * LlamaHubCache.DModel, threshold: 30, normIn: 8.0, seed: 21 + seed++);
+            int d = LlamaHubCache.DModel, n = w.DSae;
+            // get_llama_scope_config_from_hf (SAELens): jumprelu, no b_dec subtraction, hook = hook_point_in, these constants;
+            // from_pretrained folds the input scaling (normalize_activations becomes none).
+            var info = Info(spec);
+            Assert.Equal(("jumprelu", "false", "none", hook, model), (info["architecture"], info["apply_b_dec_to_input"], info["normalize_activations"], info["hook_name"], info["model_name"]));
+            Assert.Equal(("1024", "true", "cerebras/SlimPajama-627B", np), (info["context_size"], info["prepend_bos"], info["dataset_path"], info["neuronpedia_id"]));
+
+            // By hand: the input scaled to norm √d_model on average, s = √d_model / dataset_average_activation_norm.in;
+            // pre = s·x·encoder.weightᵀ + encoder.bias; a latent fires when pre > jump_relu_threshold·s (SAELens's scaled threshold).
+            double s = Math.Sqrt(d) / w.NormIn, theta = w.Threshold * s;
+            var x = acts[hook];
+            int cutByTheta = 0, keptBelowRaw = 0;
+            var expected = x.Select(row => Enumerable.Range(0, n).Select(j =>
+            {
+                double pre = w.EncB[j];
+                for (int k = 0; k < d; k++) pre += s * row[k] * w.EncW[j * d + k];
+                if (pre > 0 && pre <= theta) cutByTheta++;
+                if (pre > theta && pre <= w.Threshold) keptBelowRaw++;
+                return pre > theta ? (float)pre : 0f;
+            }).ToArray()).ToArray();
+            // The prompt has latents that ReLU keeps and θ cuts, and latents above θ but below the unscaled threshold.
+            Assert.True(cutByTheta > 0 && keptBelowRaw > 0, $"{spec}: {cutByTheta} cut by θ, {keptBelowRaw} between θ and jump_relu_threshold");
+            AssertClose(expected, Inspect(model, spec, n), spec);
+
+            // Spliced into the model at its hook: with the error term added back the model is unchanged.
+            var r = Eval(model, spec);
+            Assert.Equal(hook, (string?)r["hook_name"]);
+            Assert.True(Math.Abs((double)r["model_behavior_preservation"]!["kl_div_with_error_term"]!) < 1e-6, r.ToJsonString());
+            Assert.True((double)r["model_behavior_preservation"]!["kl_div_with_sae"]! > 1e-3, r.ToJsonString());
+        }
+    }
+}
