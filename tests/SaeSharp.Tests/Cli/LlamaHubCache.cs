@@ -165,36 +165,72 @@ internal static class LlamaHubCache
         return w;
     }
 
+    /// <summary>An SAE's raw arrays as written: the encoder [d_sae, d_model] (PyTorch Linear layout), its bias, the
+    /// decoder bias.</summary>
+    public sealed record EncoderWeights(float[] EncW, float[] EncB, float[] DecB, int DSae);
+
     /// <summary>Goodfire's Llama-3.1-8B-Instruct SAE file (<c>encoder_linear</c> / <c>decoder_linear</c> state dict).</summary>
-    public static void WriteGoodfire(string cache, int dSae = 4 * DModel, int seed = 17)
+    public static EncoderWeights WriteGoodfire(string cache, int dSae = 4 * DModel, int seed = 17)
     {
         string snap = Snapshot(cache, "Goodfire/Llama-3.1-8B-Instruct-SAE-l19");
         var rng = new Random(seed);
+        var w = new EncoderWeights(Rand(rng, dSae * DModel, 0.5), Rand(rng, dSae, 20), Rand(rng, DModel, 0.1), dSae);
         using var scope = NewDisposeScope();
         TorchSave.SaveStateDict(Path.Combine(snap, "Llama-3.1-8B-Instruct-SAE-l19.pth"),
         [
-            new("encoder_linear.weight", tensor(Rand(rng, dSae * DModel, 0.5), [dSae, DModel])),
-            new("encoder_linear.bias", tensor(Rand(rng, dSae, 0.1), [dSae])),
+            new("encoder_linear.weight", tensor(w.EncW, [dSae, DModel])),
+            new("encoder_linear.bias", tensor(w.EncB, [dSae])),
             new("decoder_linear.weight", tensor(Rand(rng, DModel * dSae, 0.3), [DModel, dSae])),
-            new("decoder_linear.bias", tensor(Rand(rng, DModel, 0.1), [DModel])),
+            new("decoder_linear.bias", tensor(w.DecB, [DModel])),
         ]);
+        return w;
+    }
+
+    /// <summary>andyrdt's <c>resid_post_layer_L/trainer_T</c> folder: dictionary_learning's BatchTopKSAE <c>ae.pt</c>
+    /// (encoder.weight, encoder.bias, decoder.weight, b_dec, k, threshold) and the <c>config.json</c> its trainer writes.</summary>
+    public static EncoderWeights WriteAndyrdt(string cache, int layer, int trainer, int k, float threshold, int dSae = 4 * DModel, int seed = 23)
+    {
+        string dir = Path.Combine(Snapshot(cache, "andyrdt/saes-llama-3.1-8b-instruct"), $"resid_post_layer_{layer}", $"trainer_{trainer}");
+        Directory.CreateDirectory(dir);
+        var rng = new Random(seed);
+        var w = new EncoderWeights(Rand(rng, dSae * DModel, 0.5), Rand(rng, dSae, 0.1), Rand(rng, DModel, 20), dSae);
+        using (var scope = NewDisposeScope())
+            TorchSave.SaveStateDict(Path.Combine(dir, "ae.pt"),
+            [
+                new("b_dec", tensor(w.DecB, [DModel])),
+                new("k", tensor((long)k)),
+                new("threshold", tensor(threshold)),
+                new("encoder.weight", tensor(w.EncW, [dSae, DModel])),
+                new("encoder.bias", tensor(w.EncB, [dSae])),
+                new("decoder.weight", tensor(Rand(rng, DModel * dSae, 0.3), [DModel, dSae])),
+            ], ["", "encoder", "decoder"]);
+        File.WriteAllText(Path.Combine(dir, "config.json"), $$"""
+            {"trainer": {"trainer_class": "BatchTopKTrainer", "dict_class": "BatchTopKSAE", "lr": 0.0002, "steps": 244140, "auxk_alpha": 0.03125,
+              "warmup_steps": 1000, "decay_start": null, "threshold_beta": 0.999, "threshold_start_step": 1000, "top_k_aux": {{DModel / 2}},
+              "seed": 0, "activation_dim": {{DModel}}, "dict_size": {{dSae}}, "k": {{k}}, "device": "cuda:0", "layer": {{layer}},
+              "lm_name": "meta-llama/Llama-3.1-8B-Instruct", "wandb_name": "BatchTopKTrainer-meta-llama/Llama-3.1-8B-Instruct-resid_post_layer_{{layer}}",
+              "submodule_name": "resid_post_layer_{{layer}}"},
+             "buffer": {"d_submodule": {{DModel}}, "io": "out", "n_ctxs": 1024, "ctx_len": 1024, "refresh_batch_size": 64, "out_batch_size": 8192, "device": "cuda:0"} }
+            """);
+        return w;
     }
 
     /// <summary>EleutherAI sparsify's <c>layers.N</c> folder (cfg.json + sae.safetensors), TopK.</summary>
-    public static string WriteSparsify(string cache, int layer, int k = 8, int seed = 19)
+    public static EncoderWeights WriteSparsify(string cache, int layer, int k = 8, int seed = 19)
     {
         string dir = Path.Combine(Snapshot(cache, "EleutherAI/sae-llama-3-8b-32x"), $"layers.{layer}");
         Directory.CreateDirectory(dir);
         int dSae = 4 * DModel;
         var rng = new Random(seed);
+        var w = new EncoderWeights(Rand(rng, dSae * DModel, 0.5), Rand(rng, dSae, 0.1), Rand(rng, DModel, 20), dSae);
         File.WriteAllText(Path.Combine(dir, "cfg.json"),
             $$"""{"expansion_factor": 4, "normalize_decoder": true, "num_latents": 0, "k": {{k}}, "multi_topk": false, "d_in": {{DModel}}}""");
         using var scope = NewDisposeScope();
         SafeTensors.Save(Path.Combine(dir, "sae.safetensors"), new Dictionary<string, Tensor>
         {
-            ["encoder.weight"] = tensor(Rand(rng, dSae * DModel, 0.5), [dSae, DModel]), ["encoder.bias"] = tensor(Rand(rng, dSae, 0.1), [dSae]),
-            ["W_dec"] = tensor(Rand(rng, dSae * DModel, 0.3), [dSae, DModel]), ["b_dec"] = tensor(Rand(rng, DModel, 0.1), [DModel]),
+            ["encoder.weight"] = tensor(w.EncW, [dSae, DModel]), ["encoder.bias"] = tensor(w.EncB, [dSae]),
+            ["W_dec"] = tensor(Rand(rng, dSae * DModel, 0.3), [dSae, DModel]), ["b_dec"] = tensor(w.DecB, [DModel]),
         });
-        return dir;
+        return w;
     }
 }

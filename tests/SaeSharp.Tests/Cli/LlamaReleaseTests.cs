@@ -137,4 +137,61 @@ public class LlamaReleaseTests : TempDirTestBase
             Assert.True((double)r["model_behavior_preservation"]!["kl_div_with_sae"]! > 1e-3, r.ToJsonString());
         }
     }
+
+    /// <summary>ReLU(pre) per position, pre = (x − b_dec·<paramref name="subtractBDec"/>)·encoder.weightᵀ + encoder.bias.</summary>
+    private static double[][] ReluPre(float[][] x, LlamaHubCache.EncoderWeights w, bool subtractBDec) =>
+        x.Select(row => Enumerable.Range(0, w.DSae).Select(j =>
+        {
+            double pre = w.EncB[j];
+            for (int k = 0; k < row.Length; k++) pre += (row[k] - (subtractBDec ? w.DecB[k] : 0)) * w.EncW[j * row.Length + k];
+            return Math.Max(pre, 0);
+        }).ToArray()).ToArray();
+
+    [Fact]
+    public void Goodfire_andyrdt_and_sparsify_SAEs_load_eval_and_encode_the_Llama_activations_by_hand()
+    {
+        LlamaHubCache.WriteModel(Cache, "meta-llama/Llama-3.1-8B-Instruct");
+        LlamaHubCache.WriteModel(Cache, "meta-llama/Llama-3.1-8B");
+        const string it = "meta-llama/Llama-3.1-8B-Instruct";
+
+        // Goodfire (SAELens's fixed config for the 8B file): standard, no b_dec subtraction, blocks.19.hook_resid_post.
+        var gf = LlamaHubCache.WriteGoodfire(Cache);
+        const string gfSpec = "goodfire-llama-3.1-8b-instruct/layer_19";
+        var info = Info(gfSpec);
+        Assert.Equal(("standard", "false", "blocks.19.hook_resid_post", it, "llama3.1-8b-it/19-resid-post-gf"),
+            (info["architecture"], info["apply_b_dec_to_input"], info["hook_name"], info["model_name"], info["neuronpedia_id"]));
+        var x19 = Activations(it, "blocks.19.hook_resid_post")["blocks.19.hook_resid_post"];
+        AssertClose(ReluPre(x19, gf, subtractBDec: false).Select(r => r.Select(v => (float)v).ToArray()).ToArray(), Inspect(it, gfSpec, gf.DSae), gfSpec);
+        Assert.Equal("blocks.19.hook_resid_post", (string?)Eval(it, gfSpec)["hook_name"]);
+
+        // andyrdt (dictionary_learning_1): BatchTopKSAE at inference keeps ReLU((x − b_dec)·W + b) above its threshold.
+        const float threshold = 15;
+        var aa = LlamaHubCache.WriteAndyrdt(Cache, layer: 3, trainer: 1, k: 16, threshold);
+        const string aaSpec = "llama-3.1-8b-instruct-andyrdt/resid_post_layer_3_trainer_1";
+        info = Info(aaSpec);
+        Assert.Equal(("batchtopk", "16", "true", "blocks.3.hook_resid_post", it, "llama3.1-8b-it/3-resid-post-aa"),
+            (info["architecture"], info["k"], info["apply_b_dec_to_input"], info["hook_name"], info["model_name"], info["neuronpedia_id"]));
+        var x3 = Activations(it, "blocks.3.hook_resid_post")["blocks.3.hook_resid_post"];
+        var relu3 = ReluPre(x3, aa, subtractBDec: true);
+        Assert.Contains(relu3.SelectMany(r => r), v => v > 0 && v <= threshold);
+        AssertClose(relu3.Select(r => r.Select(v => v > threshold ? (float)v : 0f).ToArray()).ToArray(), Inspect(it, aaSpec, aa.DSae), aaSpec);
+        Assert.Equal("blocks.3.hook_resid_post", (string?)Eval(it, aaSpec)["hook_name"]);
+
+        // sparsify by hf: folder: TopK of ReLU((x − b_dec)·encoder.weightᵀ + encoder.bias); layers.5 is blocks.5.hook_resid_post.
+        const int k = 8;
+        var sp = LlamaHubCache.WriteSparsify(Cache, layer: 5, k);
+        const string spSpec = "hf:EleutherAI/sae-llama-3-8b-32x/layers.5";
+        info = Info(spSpec);
+        Assert.Equal(("topk", "8", "true", "blocks.5.hook_resid_post"), (info["architecture"], info["k"], info["apply_b_dec_to_input"], info["hook_name"]));
+        var x5 = Activations("meta-llama/Llama-3.1-8B", "blocks.5.hook_resid_post")["blocks.5.hook_resid_post"];
+        var top = ReluPre(x5, sp, subtractBDec: true).Select(r =>
+        {
+            double kth = r.OrderByDescending(v => v).ElementAt(k - 1);
+            return r.Select(v => v >= kth ? (float)v : 0f).ToArray();
+        }).ToArray();
+        Assert.All(top, r => Assert.Equal(k, r.Count(v => v > 0)));
+        AssertClose(top, Inspect("meta-llama/Llama-3.1-8B", spSpec, sp.DSae), spSpec);
+        var r5 = Eval("meta-llama/Llama-3.1-8B", spSpec);
+        Assert.Equal(k, (double)r5["sparsity"]!["l0"]!, 6);
+    }
 }
