@@ -194,4 +194,18 @@ public class LlamaReleaseTests : TempDirTestBase
         var r5 = Eval("meta-llama/Llama-3.1-8B", spSpec);
         Assert.Equal(k, (double)r5["sparsity"]!["l0"]!, 6);
     }
+
+    [Theory]
+    // pretrained_saes.yaml: llama_scope_lxa_8x's model is meta-llama/Llama-3.1-8B, Goodfire's 8B SAE's the -Instruct model.
+    [InlineData("llama_scope_lxa_8x/l3a_8x", "meta-llama/Llama-3.1-8B")]
+    [InlineData("goodfire-llama-3.1-8b-instruct/layer_19", "meta-llama/Llama-3.1-8B-Instruct")]
+    public void Eval_with_a_dataset_but_no_model_names_the_model_the_release_was_trained_on(string sae, string model)
+    {
+        string data = Path.Combine(_dir, "data.txt");
+        File.WriteAllText(data, "hello there\n");
+        var (exit, _, err) = Sae("eval", "--sae", sae, "--dataset", data);
+        Assert.NotEqual(0, exit);
+        Assert.Contains($"--dataset needs --model, the model to run ({sae} was trained on {model}: --model {model})", err);
+        Assert.False(Directory.Exists(Cache), "nothing is downloaded or cached for the message");
+    }
 }
