@@ -153,6 +153,12 @@ public class LlamaReleaseTests : TempDirTestBase
         LlamaHubCache.WriteModel(Cache, "meta-llama/Llama-3.1-8B-Instruct");
         LlamaHubCache.WriteModel(Cache, "meta-llama/Llama-3.1-8B");
         const string it = "meta-llama/Llama-3.1-8B-Instruct";
+        // No chat template: Llama 3's chat format written into the prompt; its special tokens are read as themselves.
+        string chat = Path.Combine(_dir, "chat.safetensors");
+        Ok("model", "run", "--model", it, "--prompt", "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>", "--out", chat);
+        using (var scope = NewDisposeScope())
+            Assert.Equal([LlamaHubCache.Bos, 128006, 'u', 's', 'e', 'r', 128007, '\n', '\n', 'H', 'i', 128009],
+                SafeTensors.Load(chat)["tokens"].data<long>().ToArray());
 
         // Goodfire (SAELens's fixed config for the 8B file): standard, no b_dec subtraction, blocks.19.hook_resid_post.
         var gf = LlamaHubCache.WriteGoodfire(Cache);
