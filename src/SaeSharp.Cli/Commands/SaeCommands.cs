@@ -96,7 +96,8 @@ internal static class SaeCommands
                 return EvalInModel(parse, data, cltLoading, saes, parse.GetValue(json), parse.GetValue(histogram), LoadOptions(parse, arch), parse.GetValue(saebenchJson),
                     parse.GetValue(saebenchConfig));
             }
-            var activationPath = parse.GetValue(activations) ?? throw new SaeSharpException("give --activations, or --model and --dataset");
+            var activationPath = parse.GetValue(activations) ?? throw new SaeSharpException(
+                parse.GetValue(data.Dataset) is null ? "give --activations, or --model and --dataset" : "--dataset needs --model, the model to run" + ReleaseModelHint(saes));
             Cli.RefuseGiven(parse, "evaluation inside a model (--model); on activation files --max-rows limits the rows (and the SAE runs on the CPU)",
                 [.. data.ModelOnly, data.Tokens, data.Device, diffModel, saebenchJson]);
             if (saes.Length != 1) throw new SaeSharpException("evaluation on an activation file takes one --sae");
@@ -567,5 +568,15 @@ internal static class SaeCommands
             return 0;
         });
         return command;
+    }
+
+    /// <summary>" (RELEASE/SAE_ID was trained on MODEL: --model MODEL)" for the first <c>--sae</c> whose release is in
+    /// the table, read from the table alone (nothing is downloaded); empty otherwise.</summary>
+    internal static string ReleaseModelHint(IEnumerable<string> saes)
+    {
+        foreach (var spec in saes)
+            if (spec.IndexOf('/') is > 0 and var slash && SaeSharp.Hub.SaeReleases.Find(spec[..slash]) is { } release)
+                return $" ({spec} was trained on {release.Model}: --model {release.Model})";
+        return "";
     }
 }
