@@ -291,7 +291,10 @@ public sealed class HfHubClient : IDisposable
                    ?? throw Unavailable(OfflineMiss($"cannot list {what}: no snapshot of it is in the cache", storage,
                        WhyNotCached(storage, revision, CommitHash.IsMatch(revision) ? revision : ReadRef(storage, revision),
                            folder is null ? "" : Path.Combine(folder.Split('/'))),
-                       repoType, repoId, folder is null ? "" : $"--include \"{folder}/*\"", revision));
+                       repoType, repoId, folder is null ? "" : $"--include \"{folder}/*\"", revision)
+                   + (repoType == HfRepoType.Dataset && folder is null
+                       ? "; of a large dataset a few data files are enough (`--include` their names: SaeSharp reads a split's files in name order and stops at --tokens)"
+                       : ""));
         }
 
         var files = new List<HfRepoFile>();

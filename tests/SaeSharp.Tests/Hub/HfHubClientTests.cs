@@ -379,6 +379,20 @@ public sealed class HfHubClientTests : IDisposable
     }
 
     [Fact]
+    public void Offline_listing_a_whole_dataset_suggests_downloading_a_few_of_its_files_not_the_repo()
+    {
+        // A dataset read without its cache (e.g. SAELens's recorded cerebras/SlimPajama-627B, ~900 GB): the hint says
+        // that a few data files, in name order, are enough; a model listing has no such hint.
+        using var offline = new HfHubClient(new HfHubOptions { Endpoint = _server.Endpoint, CacheDir = _cache, Offline = true });
+        string dataset = Assert.Throws<SaeSharpException>(() => offline.ListFiles("org/big", "main", null, HfRepoType.Dataset)).Message;
+        Assert.Contains("`huggingface-cli download --repo-type dataset org/big`", dataset);
+        Assert.Contains("a few data files are enough (`--include` their names: SaeSharp reads a split's files in name order", dataset);
+        string model = Assert.Throws<SaeSharpException>(() => offline.ListFiles("org/tiny")).Message;
+        Assert.DoesNotContain("a few data files", model);
+        Assert.Empty(_server.Requests);
+    }
+
+    [Fact]
     public void Transformers_offline_turns_offline_mode_on_unless_HF_HUB_OFFLINE_is_set()
     {
         // huggingface_hub: _is_true(os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE"))
