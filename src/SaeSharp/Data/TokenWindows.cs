@@ -140,7 +140,7 @@ public static class TokenWindows
         // "bos" (the default) is the token prepend_bos uses: a tokenizer without BOS separates with its EOS, as SAELens's
         // ActivationsStore does on a TransformerLens model (whose tokenizer's bos_token is then its eos_token).
         long? separator = sequenceSeparatorToken is null || sequenceSeparatorToken == PretokenizeToken.Bos
-            ? tokenizer.BosTokenId ?? tokenizer.EosTokenId
+            ? tokenizer.BosOrEosTokenId()
             : SequenceSeparatorId(sequenceSeparatorToken, tokenizer);
         var sequences = documents.Select(d => Array.ConvertAll(tokenizer.Encode(d), x => (long)x));
         return ConcatAndBatch(sequences, contextSize, beginBatchTokenId: prependBos ? bos : null, beginSequenceTokenId: null,

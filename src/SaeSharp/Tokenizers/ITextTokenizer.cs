@@ -82,11 +82,15 @@ public static class PromptEncoding
     /// (Qwen's), its EOS, as TransformerLens's <c>HookedTransformer.set_tokenizer</c> sets <c>bos_token = eos_token</c>
     /// (so SAELens's windows on Qwen 3 start with <c>&lt;|im_end|&gt;</c>); a tokenizer with neither is an error.
     /// </summary>
-    public static int PrependedBosId(this ITextTokenizer tokenizer)
+    public static int PrependedBosId(this ITextTokenizer tokenizer) =>
+        tokenizer.BosOrEosTokenId() ?? throw new SaeSharpException(
+            "prepend_bos is set but the tokenizer has neither a BOS nor an EOS token (set bos_token in tokenizer_config.json, or --no-prepend-bos)");
+
+    /// <summary>The id <see cref="PrependedBosId"/> prepends (BOS, else EOS), or null when the tokenizer has neither.</summary>
+    public static int? BosOrEosTokenId(this ITextTokenizer tokenizer)
     {
         ArgumentNullException.ThrowIfNull(tokenizer);
-        return tokenizer.BosTokenId ?? tokenizer.EosTokenId ?? throw new SaeSharpException(
-            "prepend_bos is set but the tokenizer has neither a BOS nor an EOS token (set bos_token in tokenizer_config.json, or --no-prepend-bos)");
+        return tokenizer.BosTokenId ?? tokenizer.EosTokenId;
     }
 }
 
