@@ -247,18 +247,11 @@ public class HookTests : ModelTestBase
         Assert.Equal("blocks.1.hook_mlp_out", m.HookPoints.Resolve("blocks.1.mlp.hook_out"));
         Assert.Equal("blocks.0.hook_mlp_out", m.HookPoints.Resolve("blocks.0.mlp.hook_out", HookKind.Out));
         using var scope = NewDisposeScope();
-        var tokens = tensor(new long[] { 3, 14, 15, 9, 26, 5, 35 }).unsqueeze(0);
-        var (_, cache) = m.RunWithCache(tokens, ["blocks.1.mlp.hook_out", "blocks.1.mlp.hook_post"]);
+        using var file = SafeTensorsFile.Open(Path.Combine(dir, "model.safetensors"));
+        using var down = file.Read("model.layers.1.mlp.down_proj.weight");
+        var (_, cache) = m.RunWithCache(tensor(new long[] { 3, 14, 15, 9, 26, 5, 35 }).unsqueeze(0), ["blocks.1.mlp.hook_out", "blocks.1.mlp.hook_post"]);
         using var _ = cache;
-        var w = SafeTensors.Load(Path.Combine(dir, "model.safetensors"));
-        try
-        {
-            AssertAllClose(cache["blocks.1.mlp.hook_post"].matmul(w["model.layers.1.mlp.down_proj.weight"].t()), cache["blocks.1.mlp.hook_out"], 1e-5, "qwen3");
-        }
-        finally
-        {
-            foreach (var t in w.Values) t.Dispose();
-        }
+        AssertAllClose(cache["blocks.1.mlp.hook_post"].matmul(down.t()), cache["blocks.1.mlp.hook_out"], 1e-5, "qwen3");
         using var gemma2 = ModelLoader.FromPretrained(SaeSharp.Tests.Tokenizers.TestPaths.Data("hf_models", "gemma2"));
         var e = Assert.Throws<SaeSharpException>(() => gemma2.HookPoints.Resolve("blocks.1.mlp.hook_out"));
         Assert.Contains("post_feedforward_layernorm has no hook point", e.Message);
