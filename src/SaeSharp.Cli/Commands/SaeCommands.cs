@@ -246,7 +246,7 @@ internal static class SaeCommands
             {
                 Cli.WriteTable(saes[i],
                 [
-                    ("hook", m.HookName ?? "-"),
+                    .. HookRows(m),
                     ("tokens evaluated", Cli.Integer(m.Tokens)),
                     ("routed tokens", "0: no metrics"),
                 ]);
@@ -257,7 +257,7 @@ internal static class SaeCommands
             [
                 // README's metrics table first (FVU, MSE, L0, dead share, % CE loss recovered, KL), then the losses and
                 // the other quantities they come from.
-                ("hook", m.HookName ?? "-"),
+                .. HookRows(m),
                 ("fvu", m.Reconstruction.Fvu.ToString("G5")),
                 ("mse", m.Mse.ToString("G5")),
                 ("l0", m.L0.ToString("F2")),
@@ -364,6 +364,12 @@ internal static class SaeCommands
             });
         return 0;
     }
+
+    /// <summary>The hook an SAE reads, and for a transcoder the hook its output replaces (<c>hook_name_out</c>).</summary>
+    private static (string, string)[] HookRows(DownstreamMetrics m) =>
+        m.OutputHookName is { } output && output != m.HookName
+            ? [("hook", m.HookName ?? "-"), ("hook_out (replaced)", output)]
+            : [("hook", m.HookName ?? "-")];
 
     /// <summary>The table row of the mean encoder-decoder cosine over the features where it is defined; none when the SAE
     /// has no cosines (a transcoder with d_out ≠ d_in) or none is defined.</summary>

@@ -117,13 +117,17 @@ public static class LabelScoring
         if (options.NeuronHook is not null && groups.Count > 1)
             throw new SaeSharpException($"a neuron hook ({options.NeuronHook}) is for SAEs at one hook; these read {string.Join(", ", groups.Select(g => g.Hook))}");
         int ctx = ProbeSaes.SharedContextSize(options.ContextSize, saes, names);
-        var (windows, labels, labelNames) = LabelledWindows(datasetPath, tokenizer, ctx, options.Tokens);
         var harvests = groups.Select(g => new HookHarvest(g, model.HookPoints.Resolve(options.NeuronHook ?? g.Hook), model.HookPoints)).ToList();
+        // Refused before the data is read or anything written: an artifact file holds one hook's activations at every position.
+        foreach (var h in harvests)
+            if (artifacts is not null && h.RoutedOnly)
+                throw new SaeSharpException($"--artifacts: {h.Group.Hook} is an MoE expert's hook, whose rows are the tokens routed to the expert, " +
+                    "which an artifact file does not record; probe it without --artifacts (hook_mlp_out and the layer's other hooks take --artifacts)");
+            else if (artifacts is not null && h.NeuronHook != h.Group.Hook)
+                throw new SaeSharpException($"--artifacts keeps the activations of the SAE's hook ({h.Group.Hook}) only: not with another neuron hook ({h.NeuronHook})");
+        var (windows, labels, labelNames) = LabelledWindows(datasetPath, tokenizer, ctx, options.Tokens);
         int? stopAt = ProbeSaes.StopAtLayer(model, harvests.SelectMany(h => new[] { h.Group.Hook, h.NeuronHook }));
         List<string> cacheNames = [.. harvests.SelectMany(h => h.CacheNames).Distinct()];
-        foreach (var h in harvests)
-            if (artifacts is not null && (h.RoutedOnly || h.NeuronHook != h.Group.Hook))
-                throw new SaeSharpException($"--artifacts keeps the activations of the SAE's hook only, of every position: not at an MoE expert's hook ({h.Group.Hook}) or with another neuron hook");
         var sources = new List<HookActivations>();
         var progress = new ProgressCounter(options.Progress, "tokens", windows.Sum(w => (long)w.Length));
         try
@@ -245,15 +249,15 @@ public static class LabelScoring
     }
 
     /// <summary>
-    /// Windows of <paramref name="ctx"/> tokens over the labelled documents (each preceded by BOS; a window that does not
-    /// start with BOS gets one, as SAELens does), with each position's label ids (null at BOS), until
+    /// Windows of <paramref name="ctx"/> tokens over the labelled documents (each preceded by BOS, or EOS for a tokenizer without
+    /// BOS (<see cref="PromptEncoding.PrependedBosId"/>); a window that does not start with it gets one, as SAELens does), with each position's label ids (null at BOS), until
     /// <paramref name="maxTokens"/> labelled tokens. A document whose labels do not align with its tokens is an error.
     /// </summary>
     internal static (List<long[]> Windows, List<int[]?[]> Labels, List<string> LabelNames) LabelledWindows(string datasetPath,
         ITextTokenizer tokenizer, int ctx, long maxTokens)
     {
         if (ctx < 2) throw new SaeSharpException($"context size must be at least 2, got {ctx}");
-        int bos = tokenizer.BosTokenId ?? throw new SaeSharpException("the tokenizer has no BOS token");
+        int bos = tokenizer.PrependedBosId();   // Qwen's tokenizers (no BOS): its EOS, as TransformerLens
         var names = new List<string>();
         var index = new Dictionary<string, int>(StringComparer.Ordinal);
         var windows = new List<long[]>();

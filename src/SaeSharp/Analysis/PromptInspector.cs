@@ -129,7 +129,7 @@ public sealed class PromptInspector
     {
         ArgumentNullException.ThrowIfNull(tokens);
         if (top <= 0) throw new SaeSharpException($"top must be positive, got {top}");
-        int skip = skipPrefix ?? (_prependBos && tokens.Length > 1 && tokens[0] == _tokenizer.BosTokenId ? 1 : 0);
+        int skip = skipPrefix ?? (_prependBos && tokens.Length > 1 && tokens[0] == _tokenizer.BosOrEosTokenId() ? 1 : 0);
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         var (f, x, _, rows) = _encoder.EncodeWithInput([tokens]);
@@ -254,7 +254,7 @@ public sealed class CrossLayerPromptInspector
     {
         ArgumentNullException.ThrowIfNull(tokens);
         if (top <= 0) throw new SaeSharpException($"top must be positive, got {top}");
-        int skip = skipPrefix ?? (_prependBos && tokens.Length > 1 && tokens[0] == _tokenizer.BosTokenId ? 1 : 0);
+        int skip = skipPrefix ?? (_prependBos && tokens.Length > 1 && tokens[0] == _tokenizer.BosOrEosTokenId() ? 1 : 0);
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         var (logits, cache) = _model.Run(tensor(tokens).unsqueeze(0), new RunOptions { StopAtLayer = _stop, Hooks = _hooks, CacheNames = InputHooks });

@@ -123,7 +123,8 @@ public static class TokenWindows
     /// <paramref name="sequenceSeparatorToken"/> separates documents (<see cref="SequenceSeparatorId"/>; null: SAELens's
     /// default <c>"bos"</c>). <paramref name="disableConcatSequences"/>: one window per document, the rest of it and
     /// documents shorter than the window dropped (<see cref="ConcatAndBatch"/>). A tokenizer without BOS concatenates
-    /// documents plainly (prepend_bos then is an error).
+    /// documents with its EOS, and prepend_bos starts windows with it, as TransformerLens
+    /// (<see cref="PromptEncoding.PrependedBosId"/>).
     /// </summary>
     public static IEnumerable<long[]> TokenizeAndConcatenate(
         IEnumerable<string> documents,
@@ -135,11 +136,12 @@ public static class TokenWindows
     {
         ArgumentNullException.ThrowIfNull(documents);
         ArgumentNullException.ThrowIfNull(tokenizer);
-        long? bos = tokenizer.BosTokenId;
-        if (prependBos && bos is null)
-            throw new SaeSharpException(
-                "prepend_bos is set but the tokenizer has no BOS token (set bos_token in tokenizer_config.json or turn prepend_bos off)");
-        long? separator = SequenceSeparatorId(sequenceSeparatorToken, tokenizer);
+        long? bos = prependBos ? tokenizer.PrependedBosId() : null;
+        // "bos" (the default) is the token prepend_bos uses: a tokenizer without BOS separates with its EOS, as SAELens's
+        // ActivationsStore does on a TransformerLens model (whose tokenizer's bos_token is then its eos_token).
+        long? separator = sequenceSeparatorToken is null || sequenceSeparatorToken == PretokenizeToken.Bos
+            ? tokenizer.BosOrEosTokenId()
+            : SequenceSeparatorId(sequenceSeparatorToken, tokenizer);
         var sequences = documents.Select(d => Array.ConvertAll(tokenizer.Encode(d), x => (long)x));
         return ConcatAndBatch(sequences, contextSize, beginBatchTokenId: prependBos ? bos : null, beginSequenceTokenId: null,
             sequenceSeparatorTokenId: separator, disableConcatSequences: disableConcatSequences);

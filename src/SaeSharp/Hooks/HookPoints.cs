@@ -498,6 +498,9 @@ public sealed class HookPoints
                 "mlp" => (mlpIn, b.MlpOut),
                 // TransformerLens 3's TransformerBridge names the MLP's input (ln2's full output) mlp.hook_in.
                 "mlp.hook_in" => (mlpIn, mlpIn),
+                // ...and its output mlp.hook_out (circuit-tracer's ReplacementMLP hooks too, the mwhanna Qwen 3 transcoder
+                // sets' feature_output_hook): hook_mlp_out, unless a post-MLP norm (Gemma 2) comes between them.
+                "mlp.hook_out" when Hf.PostMlpNorm is null => (b.MlpOut, b.MlpOut),
                 "ln1" => (ln1In, b.Ln1),
                 "ln2" => (ln2In, b.Ln2),
                 _ => null,
@@ -529,6 +532,8 @@ public sealed class HookPoints
             else if (sub == Hf.Act) m = (b.MlpPre, GatedMlp ? null : b.MlpPost);
             else if (sub == Hf.MlpOut) m = (b.MlpPost, mlpOut);
         }
+        if (m is null && tl && sub == "mlp.hook_out")
+            why = $"hook '{name}': the MLP's output before {Hf.Blocks}.{i}.{Hf.PostMlpNorm} has no hook point (hook_mlp_out is after that norm)";
         return m is { } mm ? Pick(name, kind, mm.In, mm.Out, out why) : null;
     }
 

@@ -66,19 +66,31 @@ public sealed record AddedToken(int Id, string Content, bool Special = true, boo
 public static class PromptEncoding
 {
     /// <summary>
-    /// <paramref name="text"/>'s ids with the tokenizer's BOS first when <paramref name="prependBos"/> (TransformerLens's and
-    /// SAELens's <c>prepend_bos</c>, true by default there); a tokenizer without BOS is then an error.
+    /// <paramref name="text"/>'s ids with <see cref="PrependedBosId"/> first when <paramref name="prependBos"/>
+    /// (TransformerLens's and SAELens's <c>prepend_bos</c>, true by default there).
     /// </summary>
     public static long[] EncodePrompt(this ITextTokenizer tokenizer, string text, bool prependBos)
     {
         ArgumentNullException.ThrowIfNull(tokenizer);
         var ids = tokenizer.Encode(text).Select(i => (long)i);
-        if (prependBos)
-        {
-            long bos = tokenizer.BosTokenId ?? throw new SaeSharpException("prepend_bos is set but the tokenizer has no BOS token");
-            ids = ids.Prepend(bos);
-        }
+        if (prependBos) ids = ids.Prepend(tokenizer.PrependedBosId());
         return ids.ToArray();
+    }
+
+    /// <summary>
+    /// The token <c>prepend_bos</c> puts first: the tokenizer's BOS, or, for a tokenizer that names an EOS and no BOS
+    /// (Qwen's), its EOS, as TransformerLens's <c>HookedTransformer.set_tokenizer</c> sets <c>bos_token = eos_token</c>
+    /// (so SAELens's windows on Qwen 3 start with <c>&lt;|im_end|&gt;</c>); a tokenizer with neither is an error.
+    /// </summary>
+    public static int PrependedBosId(this ITextTokenizer tokenizer) =>
+        tokenizer.BosOrEosTokenId() ?? throw new SaeSharpException(
+            "prepend_bos is set but the tokenizer has neither a BOS nor an EOS token (set bos_token in tokenizer_config.json, or --no-prepend-bos)");
+
+    /// <summary>The id <see cref="PrependedBosId"/> prepends (BOS, else EOS), or null when the tokenizer has neither.</summary>
+    public static int? BosOrEosTokenId(this ITextTokenizer tokenizer)
+    {
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        return tokenizer.BosTokenId ?? tokenizer.EosTokenId;
     }
 }
 

@@ -130,6 +130,20 @@ public class MixtralCommandTests : TinyGpt2CliTestBase
         Assert.True((double)r["model_behavior_preservation"]!["kl_div_with_sae"]! < 1e-5, r.ToJsonString());
     }
 
+    /// <summary><c>sae probe --artifacts</c> at an expert's hook is refused naming the hook and what to do, before the
+    /// dataset is read (this one does not even match the tokenizer) and before anything is written under the folder.</summary>
+    [Fact]
+    public void Probe_artifacts_at_an_expert_hook_are_refused_before_anything_is_read_or_written()
+    {
+        string model = Mixtral(), hook = "blocks.0.mlp.experts.2.hook_post";
+        File.WriteAllText(P("labels.jsonl"), "{\"text\": \"a b\", \"words\": [\"a\", \"b\"], \"labels\": [[\"x\"]]}\n");
+        string error = OneLineError(CliRunner.Run("probe", "--model", model, "--sae", IdentitySae(hook, 48), "--dataset", P("labels.jsonl"),
+            "--artifacts", P("art")));
+        Assert.Contains($"--artifacts: {hook} is an MoE expert's hook", error);
+        Assert.Contains("without --artifacts", error);
+        Assert.True(!Directory.Exists(P("art")) || Directory.GetFileSystemEntries(P("art")).Length == 0, "something was written under --artifacts");
+    }
+
     [Fact]
     public void A_dense_MLP_hook_is_a_one_line_error_naming_the_MoE_hooks()
     {

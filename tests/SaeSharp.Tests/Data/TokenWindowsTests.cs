@@ -84,6 +84,26 @@ public class TokenWindowsTests
         Assert.Equal(new long[][] { [15496, 995, 50256, 15496] }, plain);
     }
 
+    /// <summary>Qwen 3's tokenizer names an EOS (<c>&lt;|im_end|&gt;</c>, 151645) and no BOS. TransformerLens's
+    /// <c>set_tokenizer</c> then sets <c>bos_token = eos_token</c>, so SAELens's windows on a Qwen 3 model (prepend_bos true,
+    /// separator "bos", e.g. the mwhanna transcoders' configs) start with and separate documents by 151645.</summary>
+    [Fact]
+    public void A_tokenizer_without_bos_prepends_and_separates_with_its_eos_as_transformer_lens()
+    {
+        var qwen = Tokenizer.FromFolder(HubTokenizerTests.Qwen3Dir.Value);
+        Assert.Null(qwen.BosTokenId);
+        const long E = 151645;
+        // "Hello, world" is [9707 11 1879] (tests/data/tokenizers/qwen3-ids.json: "Hello, world!" is 9707 11 1879 0).
+        // context 5: [E H , W] + separator E → [E H , W E] | [E H , W] dropped (partial)
+        Assert.Equal(new long[][] { [E, 9707, 11, 1879, E] },
+            TokenWindows.TokenizeAndConcatenate(["Hello, world", "Hello, world"], qwen, 5).ToList());
+        // without prepend_bos the separator stays: [H , W E H] | [, W] dropped
+        Assert.Equal(new long[][] { [9707, 11, 1879, E, 9707] },
+            TokenWindows.TokenizeAndConcatenate(["Hello, world", "Hello, world"], qwen, 5, prependBos: false).ToList());
+        // a prompt (TransformerLens's to_tokens with prepend_bos)
+        Assert.Equal(new long[] { E, 9707, 11, 1879 }, qwen.EncodePrompt("Hello, world", prependBos: true));
+    }
+
     /// <summary>FromPath passes prepend_bos on: a text file read with it off gives windows that do not start with BOS
     /// (the same windows as TokenizeAndConcatenate above), with it on, windows that do.</summary>
     [Fact]

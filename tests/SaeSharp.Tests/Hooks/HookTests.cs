@@ -236,6 +236,27 @@ public class HookTests : ModelTestBase
         }
     }
 
+    /// <summary>circuit-tracer's <c>blocks.{i}.mlp.hook_out</c> (its ReplacementMLP's output hook; the feature_output_hook of
+    /// the mwhanna Qwen 3 transcoder sets) is the MLP's output: down_proj of <c>mlp.hook_post</c> with the checkpoint's
+    /// weights, i.e. <c>hook_mlp_out</c> in Qwen 3; in Gemma 2 a post-norm follows the MLP, so it has no hook and the error says so.</summary>
+    [Fact]
+    public void Mlp_hook_out_is_the_MLP_output_and_is_refused_behind_a_post_norm()
+    {
+        string dir = SaeSharp.Tests.Tokenizers.TestPaths.Data("hf_models", "qwen3");
+        using var m = ModelLoader.FromPretrained(dir);
+        Assert.Equal("blocks.1.hook_mlp_out", m.HookPoints.Resolve("blocks.1.mlp.hook_out"));
+        Assert.Equal("blocks.0.hook_mlp_out", m.HookPoints.Resolve("blocks.0.mlp.hook_out", HookKind.Out));
+        using var scope = NewDisposeScope();
+        using var file = SafeTensorsFile.Open(Path.Combine(dir, "model.safetensors"));
+        using var down = file.Read("model.layers.1.mlp.down_proj.weight");
+        var (_, cache) = m.RunWithCache(tensor(new long[] { 3, 14, 15, 9, 26, 5, 35 }).unsqueeze(0), ["blocks.1.mlp.hook_out", "blocks.1.mlp.hook_post"]);
+        using var _ = cache;
+        AssertAllClose(cache["blocks.1.mlp.hook_post"].matmul(down.t()), cache["blocks.1.mlp.hook_out"], 1e-5, "qwen3");
+        using var gemma2 = ModelLoader.FromPretrained(SaeSharp.Tests.Tokenizers.TestPaths.Data("hf_models", "gemma2"));
+        var e = Assert.Throws<SaeSharpException>(() => gemma2.HookPoints.Resolve("blocks.1.mlp.hook_out"));
+        Assert.Contains("post_feedforward_layernorm has no hook point", e.Message);
+    }
+
     [Fact]
     public void Gemma1_post_attention_layernorm_is_ln2_as_in_Llama()
     {
