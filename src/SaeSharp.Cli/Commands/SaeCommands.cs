@@ -417,7 +417,7 @@ internal static class SaeCommands
         };
         var tensorName = new Option<string?>("--tensor")
         {
-            Description = "The .safetensors tensor to encode (default: 'activations', else the one named as the SAE's hook_name, else the file's only tensor)",
+            Description = "The .safetensors tensor to encode (default: 'activations', else the one named as the SAE's hook_name, or its per-prompt H.0, H.1, ..., else the file's only tensor)",
         };
         var output = new Option<string>("--out") { Description = "Output .safetensors with feature_acts [N, d_sae] and sae_out [N, d_out]", Required = true };
         var batchSize = new Option<int>("--batch-size") { Description = "Rows per batch", DefaultValueFactory = _ => 4096 }.Positive();

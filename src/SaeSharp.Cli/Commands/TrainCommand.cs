@@ -12,7 +12,7 @@ internal static class TrainCommand
 {
     public static Command Create()
     {
-        var activations = new Option<string?>("--activations") { Description = ".safetensors/.npy file or folder of shards, [N, d_in] (tensor 'activations' or the only tensor)" };
+        var activations = new Option<string?>("--activations") { Description = ".safetensors/.npy file or folder of shards, [N, d_in] (tensor 'activations', the only tensor, or a sae model run file's one hook)" };
         var arch = new Option<string?>("--arch") { Description = $"Architecture(s), comma-separated: {string.Join("|", SaeRecipes.AcceptedNames)}; or one crosscoder: {CrossCoder.ArchitectureName}|{CrossCoder.BatchTopKArchitectureName}" };
         var k = new Option<int?>("--k") { Description = "Active latents per row (topk, batchtopk, matryoshka)" }.Positive();
         var l1 = new Option<double?>("--l1", "--l1-coefficient") { Description = "Sparsity coefficient (L1, or L0 for jumprelu; SAELens l1_coefficient); default: the recipe's (docs/recipes.md)" };
