@@ -276,6 +276,7 @@ internal static class SaeCommands
                 ("l2_ratio", m.Reconstruction.L2Ratio.ToString("F4")),
                 .. MeanCosineRow(m.FeatureMetrics),
             ]);
+            if (m.SmallAblationNote() is { } small) Cli.WriteIndented(Spectre.Console.Markup.Escape(small), 0);
             foreach (var note in m.NonFiniteNotes()) Cli.ErrorLine($"warning: {saes[i]}: {note}");
             SaveHistogram(HistogramPath(i, results.Count, jsonPath, histogram), m.Reconstruction);
         }
@@ -354,6 +355,7 @@ internal static class SaeCommands
             ("kl div with error terms", m.KlDivWithErrorTerm.ToString("G5")),
             ("kl div score", m.KlDivScore.ToString("F4")),
         ]);
+        if (m.SmallAblationNote() is { } small) Cli.WriteIndented(Spectre.Console.Markup.Escape(small), 0);
         Cli.WriteTable("per layer (from the clean activations)",
             m.Layers.Select((r, l) => ($"layer {l}", $"fvu {r.Fvu:G5}  l0 {r.L0:F2}  mse {r.Mse:G5}  alive {r.AliveFraction:P1}")).ToList());
         SaveJson(jsonPath, stream =>
