@@ -544,10 +544,13 @@ internal static class ModelCommands
             using var m = ModelSource.LoadModel(parse.GetValue(model)!, parse.GetValue(dtype)!);
             Cli.WriteIndented(Spectre.Console.Markup.Escape(m.Config.ToString()), 0); // wrapped at spaces on a terminal
             Console.WriteLine($"parameters: {Cli.Integer(m.parameters().Sum(p => p.numel()))}");
-            Console.WriteLine("hook points:");
+            Console.WriteLine("hook points (opt-in ones are left out of \"all\", as in TransformerLens):");
             var listing = HookListing(m.HookNames).ToList();
             int width = listing.Max(h => h.Shown.Length);
-            foreach (var (shown, name) in listing) Console.WriteLine($"  {shown.PadRight(width)}  {m.HookShape(name)}");
+            int optInShape = listing.Where(h => SaeSharp.Hooks.HookPoints.IsOptIn(h.Name)).Select(h => m.HookShape(h.Name).Length).DefaultIfEmpty(0).Max();
+            foreach (var (shown, name) in listing)
+                Console.WriteLine(SaeSharp.Hooks.HookPoints.IsOptIn(name) ? $"  {shown.PadRight(width)}  {m.HookShape(name).PadRight(optInShape)}  opt-in"
+                                                           : $"  {shown.PadRight(width)}  {m.HookShape(name)}");
             return 0;
         });
         return command;

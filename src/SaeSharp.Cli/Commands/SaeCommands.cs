@@ -277,6 +277,7 @@ internal static class SaeCommands
                 ("l2_ratio", m.Reconstruction.L2Ratio.ToString("F4")),
                 .. MeanCosineRow(m.FeatureMetrics),
             ]);
+            if (m.SmallAblationNote() is { } small) Cli.WriteIndented(Spectre.Console.Markup.Escape(small), 0);
             foreach (var note in m.NonFiniteNotes()) Cli.ErrorLine($"warning: {saes[i]}: {note}");
             SaveHistogram(HistogramPath(i, results.Count, jsonPath, histogram), m.Reconstruction);
         }
@@ -355,6 +356,7 @@ internal static class SaeCommands
             ("kl div with error terms", m.KlDivWithErrorTerm.ToString("G5")),
             ("kl div score", m.KlDivScore.ToString("F4")),
         ]);
+        if (m.SmallAblationNote() is { } small) Cli.WriteIndented(Spectre.Console.Markup.Escape(small), 0);
         Cli.WriteTable("per layer (from the clean activations)",
             m.Layers.Select((r, l) => ($"layer {l}", $"fvu {r.Fvu:G5}  l0 {r.L0:F2}  mse {r.Mse:G5}  alive {r.AliveFraction:P1}")).ToList());
         SaveJson(jsonPath, stream =>
@@ -424,7 +426,7 @@ internal static class SaeCommands
         };
         var tensorName = new Option<string?>("--tensor")
         {
-            Description = "The .safetensors tensor to encode (default: 'activations', else the one named as the SAE's hook_name, else the file's only tensor)",
+            Description = "The .safetensors tensor to encode (default: 'activations', else the one named as the SAE's hook_name, or its per-prompt H.0, H.1, ..., else the file's only tensor)",
         };
         var output = new Option<string>("--out") { Description = "Output .safetensors with feature_acts [N, d_sae] and sae_out [N, d_out]", Required = true };
         var batchSize = new Option<int>("--batch-size") { Description = "Rows per batch", DefaultValueFactory = _ => 4096 }.Positive();

@@ -12,7 +12,7 @@ internal static class TrainCommand
 {
     public static Command Create()
     {
-        var activations = new Option<string?>("--activations") { Description = ".safetensors/.npy file or folder of shards, [N, d_in] (tensor 'activations' or the only tensor)" };
+        var activations = new Option<string?>("--activations") { Description = ".safetensors/.npy file or folder of shards, [N, d_in] (tensor 'activations', the only tensor, or a sae model run file's one hook)" };
         var arch = new Option<string?>("--arch") { Description = $"Architecture(s), comma-separated: {string.Join("|", SaeRecipes.AcceptedNames)}; or one crosscoder: {CrossCoder.ArchitectureName}|{CrossCoder.BatchTopKArchitectureName}" };
         var k = new Option<int?>("--k") { Description = "Active latents per row (topk, batchtopk, matryoshka)" }.Positive();
         var l1 = new Option<double?>("--l1", "--l1-coefficient") { Description = "Sparsity coefficient (L1, or L0 for jumprelu; SAELens l1_coefficient); default: the recipe's (docs/recipes.md)" };
@@ -250,19 +250,21 @@ internal static class TrainCommand
     }
 
     /// <summary>"step 10/300 41,000 rows/s ETA 00:00:12 | topk: loss 73.9 L0 16.0 dead_fraction 0" (a log line); the live
-    /// bar's shorter form leaves out a single SAE's name, says "dead" and gives an ETA under an hour as m:ss. Several SAEs
-    /// in fewer than <paramref name="room"/> characters drop each one's loss, then its dead share, then the rate, so that
-    /// every SAE's L0 stays on the line ("step 22/73 ETA 0:26 | L0 topk 16.0 relu 85.2").</summary>
+    /// bar's shorter form leaves out a single SAE's name, says "unfired" (the share of latents not fired within the dead
+    /// window: not the held-out dead_fraction of the summary) and gives an ETA under an hour as m:ss. A single SAE in fewer
+    /// than <paramref name="room"/> characters drops the rate; several drop each one's loss, then its unfired share, then
+    /// the rate, so that every SAE's L0 stays on the line ("step 22/73 ETA 0:26 | L0 topk 16.0 relu 85.2").</summary>
     internal static string Describe(TrainingProgress p, bool live = false, int room = int.MaxValue)
     {
         var eta = p.Eta is not TimeSpan t ? "" : live ? $" ETA {CliProgress.Eta(t)}" : $" ETA {t:hh\\:mm\\:ss}";
         string head = $"step {p.Step}/{p.TotalSteps} {p.MeanRowsPerSecond:N0} rows/s{eta} | ";
         string Dead(SaeProgress sae) => Cli.Percent("dead_fraction", sae.DeadFraction, 0);
-        string line = head + string.Join(" | ", p.Saes.Select(sae =>
-            (live && p.Saes.Count == 1 ? "" : $"{sae.Name}: ") +
-            $"loss {sae.Losses.GetValueOrDefault("overall_loss"):G4} L0 {sae.L0:F1} {(live ? "dead" : "dead_fraction")} {Dead(sae)}"));
-        if (!live || p.Saes.Count == 1 || line.Length <= room) return line;
-        line = head + string.Join(" | ", p.Saes.Select(sae => $"{sae.Name} L0 {sae.L0:F1} dead {Dead(sae)}"));
+        string Full(SaeProgress sae) => (live && p.Saes.Count == 1 ? "" : $"{sae.Name}: ") +
+            $"loss {sae.Losses.GetValueOrDefault("overall_loss"):G4} L0 {sae.L0:F1} {(live ? "unfired" : "dead_fraction")} {Dead(sae)}";
+        string line = head + string.Join(" | ", p.Saes.Select(Full));
+        if (!live || line.Length <= room) return line;
+        if (p.Saes.Count == 1) return $"step {p.Step}/{p.TotalSteps}{eta} | {Full(p.Saes[0])}";
+        line = head + string.Join(" | ", p.Saes.Select(sae => $"{sae.Name} L0 {sae.L0:F1} unfired {Dead(sae)}"));
         if (line.Length <= room) return line;
         line = head + string.Join(" | ", p.Saes.Select(sae => $"{sae.Name} L0 {sae.L0:F1}"));
         return line.Length <= room ? line : $"step {p.Step}/{p.TotalSteps}{eta} | L0 " + string.Join(" ", p.Saes.Select(sae => $"{sae.Name} {sae.L0:F1}"));

@@ -118,7 +118,9 @@ internal abstract class ActivationRowFile : IDisposable
 
 /// <summary>A <c>.safetensors</c> activation file: a single tensor, or one named <c>activations</c> (or the given name, or
 /// the given hook's name, as <c>sae model run --hooks</c> saves it), plus an optional target tensor with the same number
-/// of rows. A tensor [batch, seq, d] is read as [batch·seq, d] rows.</summary>
+/// of rows. A tensor [batch, seq, d] is read as [batch·seq, d] rows. A name the file lacks is read from <c>name.0</c>,
+/// <c>name.1</c>, ... one after another (<c>sae model run</c> with several prompts writes those); a <c>sae model run</c> file
+/// with a single hook is read from that hook without a name.</summary>
 internal sealed class SafeTensorsRowFile : ActivationRowFile
 {
     /// <summary>The input tensor's name when a file holds more than one tensor and none is given.</summary>
@@ -132,26 +134,28 @@ internal sealed class SafeTensorsRowFile : ActivationRowFile
         _file = SafeTensorsFile.Open(path);
         try
         {
-            string input;
-            if (inputName is not null) input = _file.Info(inputName).Name;
-            else if (_file.Contains(DefaultInputName)) input = DefaultInputName;
-            else if (hookName is not null && _file.Contains(hookName)) input = hookName;
-            else if (_file.Names.Count == 1 && targetName is null) input = _file.Names[0];
+            string[] input;
+            if (inputName is not null) input = PartsOf(inputName) ?? [_file.Info(inputName).Name];
+            else if (_file.Contains(DefaultInputName)) input = [DefaultInputName];
+            else if (hookName is not null && PartsOf(hookName) is { } hookParts) input = hookParts;
+            else if (_file.Names.Count == 1 && targetName is null) input = [_file.Names[0]];
+            else if (hookName is null && targetName is null && ModelRunHook() is { } runHook) input = PartsOf(runHook)!;
             else
                 throw new SaeSharpException($"{path}: cannot tell which tensor holds the activations: no tensor named '{DefaultInputName}'" +
-                    (hookName is null ? "" : $" or '{hookName}'") + $" (has: {string.Join(", ", _file.Names)}); save it as '{DefaultInputName}' " +
+                    (hookName is null ? "" : $" or '{hookName}' (or '{hookName}.0', '{hookName}.1', ...)") + $" (has: {string.Join(", ", _file.Names)}); save it as '{DefaultInputName}' " +
                     "(sae encode --tensor NAME, or from C# ActivationFileSourceOptions.InputName, names it)");
-            InputName = input;
-            var inInfo = CheckMatrix(_file.Info(input));
-            Rows = RowsOf(inInfo);
-            InputWidth = checked((int)inInfo.Shape[^1]);
+            (_input, _inputStarts) = Rowed(input);
+            InputName = input.Length == 1 ? input[0] : $"{input[0]}..{input[^1]}";
+            Rows = _inputStarts[^1];
+            InputWidth = checked((int)_file.Info(input[0]).Shape[^1]);
             if (targetName is not null)
             {
-                var tInfo = CheckMatrix(_file.Info(targetName));
-                if (RowsOf(tInfo) != Rows)
-                    throw new SaeSharpException($"{path}: target tensor '{targetName}' has {RowsOf(tInfo)} rows but input tensor '{input}' has {Rows}");
-                TargetName = targetName;
-                TargetWidth = checked((int)tInfo.Shape[^1]);
+                var target = PartsOf(targetName) ?? [_file.Info(targetName).Name];
+                (_target, _targetStarts) = Rowed(target);
+                TargetName = target.Length == 1 ? target[0] : $"{target[0]}..{target[^1]}";
+                if (_targetStarts[^1] != Rows)
+                    throw new SaeSharpException($"{path}: target tensor '{TargetName}' has {_targetStarts[^1]} rows but input tensor '{InputName}' has {Rows}");
+                TargetWidth = checked((int)_file.Info(target[0]).Shape[^1]);
             }
         }
         catch
@@ -160,6 +164,68 @@ internal sealed class SafeTensorsRowFile : ActivationRowFile
             throw;
         }
     }
+
+    /// <summary>The tensor <paramref name="name"/>, or when the file has none of that name, <c>name.0</c>, <c>name.1</c>, ...
+    /// (<c>sae model run</c> with several prompts saves each prompt's activations so), in order; null when neither exists.</summary>
+    private string[]? PartsOf(string name)
+    {
+        if (_file.Contains(name)) return [name];
+        var parts = new List<string>();
+        while (_file.Contains($"{name}.{parts.Count}")) parts.Add($"{name}.{parts.Count}");
+        return parts.Count == 0 ? null : [.. parts];
+    }
+
+    /// <summary>The one hook of a <c>sae model run</c> file (it has <c>logits</c> or <c>logits.0</c>), beside its logits, tokens and
+    /// generations, with or without the prompts' <c>.0</c>, <c>.1</c>, ...; null when it holds no hook or several.</summary>
+    private string? ModelRunHook()
+    {
+        bool perPrompt = _file.Contains("logits.0");
+        if (!perPrompt && !_file.Contains("logits")) return null;
+        var hooks = _file.Names.Select(n => perPrompt && RunIndex.Match(n) is { Success: true } m ? m.Groups[1].Value : n)
+            .Where(n => n is not ("logits" or "tokens" or "generated_clean" or "generated_edited")).Distinct().ToList();
+        return hooks.Count == 1 ? hooks[0] : null;
+    }
+
+    private static readonly System.Text.RegularExpressions.Regex RunIndex = new(@"^(.+)\.[0-9]+$");
+
+    /// <summary>Checks the tensors as activation matrices of one width and returns them with the first row of each
+    /// (and the total rows last).</summary>
+    private (string[] Names, long[] Starts) Rowed(string[] names)
+    {
+        var starts = new long[names.Length + 1];
+        long width = -1;
+        for (int i = 0; i < names.Length; i++)
+        {
+            var info = CheckMatrix(_file.Info(names[i]));
+            if (width >= 0 && info.Shape[^1] != width)
+                throw new SaeSharpException($"{Path}: tensor '{names[i]}' has width {info.Shape[^1]} but '{names[0]}' has width {width}");
+            width = info.Shape[^1];
+            starts[i + 1] = starts[i] + RowsOf(info);
+        }
+        return (names, starts);
+    }
+
+    /// <summary>Rows [start, start+count) across <paramref name="names"/> read one after another.</summary>
+    private Tensor ReadParts(string[] names, long[] starts, long start, long count)
+    {
+        if (names.Length == 1) return _file.ReadMatrixRows(names[0], start, count);
+        using var scope = NewDisposeScope();
+        var pieces = new List<Tensor>();
+        for (int i = 0; i < names.Length && count > 0; i++)
+        {
+            if (start >= starts[i + 1]) continue;
+            long n = Math.Min(count, starts[i + 1] - start);
+            pieces.Add(_file.ReadMatrixRows(names[i], start - starts[i], n));
+            start += n;
+            count -= n;
+        }
+        return cat(pieces, 0).MoveToOuterDisposeScope();
+    }
+
+    private readonly string[] _input = [];
+    private readonly long[] _inputStarts = [0];
+    private readonly string[] _target = [];
+    private readonly long[] _targetStarts = [0];
 
     private SafeTensorInfo CheckMatrix(SafeTensorInfo info)
     {
@@ -203,8 +269,8 @@ internal sealed class SafeTensorsRowFile : ActivationRowFile
     /// <summary>Rows of an [N, d] tensor, or of a [batch, seq, d] one read position by position (batch·seq rows).</summary>
     private static long RowsOf(SafeTensorInfo info) => info.Shape[..^1].Aggregate(1L, (a, b) => a * b);
 
-    protected override Tensor ReadInputRaw(long start, long count) => _file.ReadMatrixRows(InputName, start, count);
-    protected override Tensor ReadTargetRaw(long start, long count) => _file.ReadMatrixRows(TargetName!, start, count);
+    protected override Tensor ReadInputRaw(long start, long count) => ReadParts(_input, _inputStarts, start, count);
+    protected override Tensor ReadTargetRaw(long start, long count) => ReadParts(_target, _targetStarts, start, count);
 
     public override void Dispose() => _file.Dispose();
 }

@@ -70,8 +70,11 @@ public sealed class HubDataset
     public static bool IsHubDataset(string path) =>
         path.StartsWith(Prefix, StringComparison.Ordinal) && !File.Exists(path) && !Directory.Exists(path);
 
-    /// <summary>What to record as cfg.json's <c>dataset_path</c>: the repo id for a hub dataset (as SAELens does), else the path.</summary>
-    public static string RecordedPath(string path) => IsHubDataset(path) ? new HubDataset(path).Repo : path;
+    /// <summary>What to record as cfg.json's <c>dataset_path</c>: the repo id for a hub dataset (as SAELens does), a local
+    /// file or folder as an absolute path (so that <c>sae eval --model</c> and <c>sae features</c> find it from any folder),
+    /// else the path as given.</summary>
+    public static string RecordedPath(string path) =>
+        IsHubDataset(path) ? new HubDataset(path).Repo : File.Exists(path) || Directory.Exists(path) ? Path.GetFullPath(path) : path;
 
     /// <summary>The split's data files in the repo (paths from its root), in ordinal order; listed once.</summary>
     public IReadOnlyList<string> Files()

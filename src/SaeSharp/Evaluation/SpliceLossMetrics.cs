@@ -38,6 +38,22 @@ public abstract class SpliceLossMetrics
     /// <summary>As <see cref="KlDivScore"/> against mean ablation.</summary>
     public double KlDivScoreMeanAblation => (KlDivWithMeanAblation - KlDivWithSae) / KlDivWithMeanAblation;
 
+    /// <summary>|CE zero-ablated − CE clean| under this share of CE clean makes <see cref="CeLossScore"/> a ratio of small
+    /// differences (<see cref="SmallAblationNote"/>).</summary>
+    public const double SmallAblationShare = 0.01;
+
+    /// <summary>A one-line note when zero-ablating the hook barely changes the loss (|CE zero-ablated − CE clean| under
+    /// <see cref="SmallAblationShare"/> of CE clean, both finite): <see cref="CeLossScore"/>'s denominator is then tiny and
+    /// the score can leave [0, 1] by noise (hook_mlp_in of a parallel block). Null otherwise.</summary>
+    public string? SmallAblationNote()
+    {
+        double gap = Math.Abs(CeLossWithAblation - CeLossWithoutSae);
+        if (!double.IsFinite(gap) || gap == 0 || gap >= SmallAblationShare * Math.Abs(CeLossWithoutSae)) return null;
+        static string V(double v, int decimals = 4) => v.ToString("F" + decimals, System.Globalization.CultureInfo.InvariantCulture);
+        return $"note: zero ablation barely changes the loss (CE clean {V(CeLossWithoutSae)}, zero-ablated {V(CeLossWithAblation)}, " +
+               $"{V(100 * gap / Math.Abs(CeLossWithoutSae), 2)} % of clean), so % CE loss recovered divides by a tiny difference: read it with the KL";
+    }
+
     /// <summary>Positions counted in the KL means and in the reconstruction metrics (at an MoE expert's hook only the
     /// tokens routed to the expert are reconstruction rows: <see cref="SaeEvalResult.Rows"/>).</summary>
     public long Tokens { get; internal set; }

@@ -192,6 +192,16 @@ public sealed class HookPoints
 
     /// <summary>Every hook name, in the order the hooks fire.</summary>
     public IReadOnlyList<string> Names { get; }
+    /// <summary>The hooks TransformerLens's <c>run_with_cache()</c> caches with a default config: <see cref="Names"/> without
+    /// the opt-in ones (<see cref="IsOptIn"/>). What <c>all</c> selects.</summary>
+    public IReadOnlyList<string> DefaultNames { get; }
+
+    /// <summary>True for the hooks TransformerLens fires only when its config asks: <c>attn.hook_result</c>
+    /// (<c>use_attn_result</c>), <c>hook_attn_in</c> (<c>use_attn_in</c>), <c>hook_q/k/v_input</c> (<c>use_split_qkv_input</c>)
+    /// and <c>hook_mlp_in</c> (<c>use_hook_mlp_in</c>). SaeSharp fires them whenever they are named.</summary>
+    public static bool IsOptIn(string name) => OptInSuffixes.Any(s => name.EndsWith(s, StringComparison.Ordinal));
+
+    private static readonly string[] OptInSuffixes = [".attn.hook_result", ".hook_attn_in", ".hook_q_input", ".hook_k_input", ".hook_v_input", ".hook_mlp_in"];
     /// <summary>Number of transformer blocks (<c>blocks.0</c> … <c>blocks.{n-1}</c>).</summary>
     public int NLayers { get; }
     /// <summary>The model adds learned position embeddings (has <c>hook_pos_embed</c>).</summary>
@@ -301,6 +311,7 @@ public sealed class HookPoints
         Add(LnFinalScale, nLayers);
         Add(LnFinal, nLayers);
         Names = names;
+        DefaultNames = names.Where(n => !IsOptIn(n)).ToList();
         _set = new HashSet<string>(names, StringComparer.Ordinal);
     }
 
@@ -329,13 +340,13 @@ public sealed class HookPoints
     }
 
     /// <summary>
-    /// Parses a hook list as the CLI takes it: <c>all</c>, or names and aliases separated by commas,
+    /// Parses a hook list as the CLI takes it: <c>all</c> (<see cref="DefaultNames"/>, TransformerLens's default set), or names and aliases separated by commas,
     /// each optionally suffixed <c>:in</c> or <c>:out</c>. Returns TransformerLens names without duplicates.
     /// </summary>
     public IReadOnlyList<string> Select(string spec)
     {
         if (string.IsNullOrWhiteSpace(spec)) throw new SaeSharpException("empty hook list: give 'all' or hook names separated by commas");
-        if (spec.Trim() == "all") return Names;
+        if (spec.Trim() == "all") return DefaultNames;
         var result = new List<string>();
         foreach (var n in spec.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
         {

@@ -44,18 +44,22 @@ public sealed class HookedSaeTransformer(HookedTransformer model)
     public void ResetSaes() => _saes.Clear();
 
     /// <summary>
-    /// Parses a hook list as <c>sae model run --hooks</c> takes it: <c>all</c> (every model hook, then every attached SAE's
-    /// hook points), or names and aliases separated by commas, SAE hook points included. TransformerLens names, no duplicates.
+    /// Parses a hook list as <c>sae model run --hooks</c> takes it: <c>all</c> (the model's default hooks,
+    /// <see cref="HookPoints.DefaultNames"/>, with the opt-in hooks an SAE is attached at, then every attached SAE's hook points), or names and aliases separated by commas, SAE hook points included. TransformerLens names, no duplicates.
     /// </summary>
     public IReadOnlyList<string> SelectHooks(string spec)
     {
         if (string.IsNullOrWhiteSpace(spec)) throw new SaeSharpException("empty hook list: give 'all' or hook names separated by commas");
         if (spec.Trim() == "all")
-            return [.. Model.HookNames, .. _saes.SelectMany(a => SaeHookPoints.Suffixes
+            return [.. Model.HookNames.Where(InDefaultSet), .. _saes.SelectMany(a => SaeHookPoints.Suffixes
                 .Where(s => s != SaeHookPoints.Error || a.UseErrorTerm).Select(a.HookName))];
         return spec.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
             .Select(n => Model.ResolveHook(n, _saes, null)).Distinct().ToList();
     }
+
+    /// <summary>A model hook TransformerLens caches by default (not opt-in, <see cref="HookPoints.IsOptIn"/>), or the opt-in hook
+    /// an attached SAE sits at (TransformerLens would have to turn it on for the SAE).</summary>
+    private bool InDefaultSet(string hook) => !HookPoints.IsOptIn(hook) || _saes.Any(a => a.Hook == hook || a.OutputHook == hook);
 
     /// <summary>The hook functions of <paramref name="interventions"/> in this model with the attached SAEs.</summary>
     public List<(string Name, Func<Tensor, Tensor?> Fn)> HooksFor(IEnumerable<Intervention>? interventions) =>
@@ -88,14 +92,14 @@ public sealed class HookedSaeTransformer(HookedTransformer model)
 
     /// <summary><c>run_with_cache</c> with the SAEs spliced: caches the named hooks (SAE hook points included), or those
     /// whose TransformerLens name passes <paramref name="namesFilter"/> (TransformerLens <c>names_filter</c> as a function);
-    /// neither: every hook. Both is a <see cref="SaeSharpException"/>. Dispose the result (<see cref="CachedRun"/>).</summary>
+    /// neither: every hook but the opt-in ones no SAE sits at (<see cref="HookPoints.DefaultNames"/>). Both is a <see cref="SaeSharpException"/>. Dispose the result (<see cref="CachedRun"/>).</summary>
     public CachedRun RunWithCache(Tensor tokens, IEnumerable<string>? names = null,
         IEnumerable<Intervention>? interventions = null, Tensor? attentionMask = null, Func<string, bool>? namesFilter = null)
     {
         if (names is not null && namesFilter is not null)
             throw new SaeSharpException("RunWithCache: give the hook names or a names filter, not both");
         var o = names is null
-            ? new RunOptions { AttentionMask = attentionMask, CacheFilter = namesFilter ?? (_ => true) }
+            ? new RunOptions { AttentionMask = attentionMask, CacheFilter = namesFilter ?? InDefaultSet }
             : new RunOptions { AttentionMask = attentionMask, CacheNames = names.ToList() };
         return HookedTransformer.Cached(Run(tokens, o, interventions));
     }

@@ -167,7 +167,8 @@ public abstract partial class HookedTransformer : nn.Module<Tensor, Tensor>
     }
 
     /// <summary>
-    /// TransformerLens <c>run_with_cache</c>: caches the named hooks (names or aliases; null = all), returns logits
+    /// TransformerLens <c>run_with_cache</c>: caches the named hooks (names or aliases; null = TransformerLens's default set,
+    /// <see cref="HookPoints.DefaultNames"/>: the opt-in hooks such as <c>attn.hook_result</c> only when named), returns logits
     /// (null when <paramref name="stopAtLayer"/> is set) and the cache in a <see cref="CachedRun"/>, which the caller
     /// disposes (<c>using var run = model.RunWithCache(...); var (logits, cache) = run;</c>).
     /// </summary>
@@ -175,7 +176,7 @@ public abstract partial class HookedTransformer : nn.Module<Tensor, Tensor>
         int? stopAtLayer = null, Tensor? attentionMask = null)
     {
         var opts = hooks is null
-            ? new RunOptions { AttentionMask = attentionMask, StopAtLayer = stopAtLayer, CacheFilter = _ => true }
+            ? new RunOptions { AttentionMask = attentionMask, StopAtLayer = stopAtLayer, CacheFilter = n => !HookPoints.IsOptIn(n) }
             : new RunOptions { AttentionMask = attentionMask, StopAtLayer = stopAtLayer, CacheNames = hooks.ToList() };
         return Cached(Run(tokens, opts));
     }

@@ -95,6 +95,15 @@ public sealed record ModelDataOptions
         ArgumentNullException.ThrowIfNull(metadata);
         if (string.IsNullOrEmpty(metadata.DatasetPath)) return null;
         string spec = Training.TrainingSettings.DatasetSpec(metadata.DatasetPath);
+        if (!Data.TextDataset.Exists(spec) && !Path.IsPathRooted(spec) && !spec.StartsWith(Data.HubDataset.Prefix, StringComparison.Ordinal))
+        {
+            // A relative path (SaeSharp before it recorded absolute ones) read from elsewhere: try it beside the SAE's
+            // folder and each folder above it, where the training run most likely ran.
+            var tried = SaeFolderChain(sae).Select(d => Path.Combine(d, spec)).ToList();
+            spec = tried.FirstOrDefault(Data.TextDataset.Exists)
+                ?? throw new SaeSharpException($"{sae}: cfg.json dataset_path {metadata.DatasetPath}: not found from the current folder " +
+                    $"({Path.GetFullPath(spec)}){(tried.Count == 0 ? "" : $" nor beside the SAE's folders ({string.Join(", ", tried)})")}; give {option}");
+        }
         bool activations = File.Exists(spec) ? Data.TextDataset.KindOf(spec) == Data.TextDataset.FileKind.Unknown
             : Directory.Exists(spec) && (File.Exists(Path.Combine(spec, Activations.ActivationCacheFolder.ManifestName)) || Activations.SaeLensActivationCache.IsCache(spec));
         if (activations)
@@ -102,5 +111,13 @@ public sealed record ModelDataOptions
         if (!Data.TextDataset.Exists(spec))
             throw new SaeSharpException($"{sae}: cfg.json dataset_path {metadata.DatasetPath}: no such file or folder (a Hugging Face dataset is named ORG/NAME); give {option}");
         return spec;
+    }
+
+    /// <summary>The folder of a local SAE (its folder, or the folder of its file) and every folder above it; empty for a
+    /// release or hub id.</summary>
+    private static IEnumerable<string> SaeFolderChain(string sae)
+    {
+        string? dir = Directory.Exists(sae) ? Path.GetFullPath(sae) : File.Exists(sae) ? Path.GetDirectoryName(Path.GetFullPath(sae)) : null;
+        for (; dir is not null; dir = Path.GetDirectoryName(dir)) yield return dir;
     }
 }

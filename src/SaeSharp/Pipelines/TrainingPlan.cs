@@ -425,7 +425,7 @@ public sealed class TrainingPlan : IDisposable
                                         "activation files hold the activations as they were written");
         var fileOptions = new ActivationFileSourceOptions
         {
-            Seed = (ulong)s.Seed, Epochs = s.Epochs ?? 0, TargetName = targetName, Shuffle = s.ActivationsMixingFraction != 0, HookName = cacheHook, ExcludeTokenIds = excluded,
+            Seed = (ulong)s.Seed, Epochs = s.Epochs ?? 0, TargetName = targetName, Shuffle = s.ActivationsMixingFraction != 0, HookName = cacheHook ?? s.HookName, ExcludeTokenIds = excluded,
         };
         var pretrained = LoadPretrained(s);
         ActivationFileSource? train = null, eval = null;

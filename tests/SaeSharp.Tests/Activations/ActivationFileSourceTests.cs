@@ -336,6 +336,36 @@ public class ActivationFileSourceTests : IDisposable
         Assert.Contains("[N, d]", Assert.Throws<SaeSharpException>(() => new ActivationFileSource(notMatrix)).Message);
     }
 
+    /// <summary>A multi-prompt <c>sae model run</c> file holds H.0, H.1, ... ([1, seq_i, d] each): read as H's rows, the
+    /// prompts one after another, when H itself is absent; a chunk may span two prompts. Neither: the error lists the file's tensors.</summary>
+    [Fact]
+    public void A_hook_saved_per_prompt_is_read_from_its_numbered_tensors_in_order()
+    {
+        const string hook = "blocks.0.hook_resid_post";
+        var path = Path.Combine(_dir, "run.safetensors");
+        SafeTensors.Save(path, new Dictionary<string, Tensor>
+        {
+            [hook + ".0"] = Rows(0, 3, 4).unsqueeze(0), [hook + ".1"] = Rows(3, 5, 4).unsqueeze(0), [hook + ".2"] = Rows(8, 2, 4).unsqueeze(0),
+            ["logits.0"] = zeros(1, 3, 7), ["logits.1"] = zeros(1, 5, 7), ["logits.2"] = zeros(1, 2, 7),
+        });
+        foreach (var options in new ActivationFileSourceOptions[] { new() { HookName = hook }, new() { InputName = hook } })
+        {
+            using var src = new ActivationFileSource(path, options with { Shuffle = false, ChunkRows = 4, BufferRows = 4 });
+            Assert.Equal(10, src.Rows);
+            Assert.Equal(Enumerable.Range(0, 10).Select(i => (long)i), Drain(src, 3));
+        }
+        // The file's one hook beside logits: read without a name (sae train --activations).
+        using (var src = new ActivationFileSource(path, new() { Shuffle = false }))
+            Assert.Equal(Enumerable.Range(0, 10).Select(i => (long)i), Drain(src, 4));
+        var twoHooks = Path.Combine(_dir, "run2.safetensors");
+        SafeTensors.Save(twoHooks, new Dictionary<string, Tensor> { ["a.0"] = ones(1, 2, 4), ["b.0"] = ones(1, 2, 4), ["logits.0"] = ones(1, 2, 5) });
+        Assert.Contains("has: ", Assert.Throws<SaeSharpException>(() => new ActivationFileSource(twoHooks)).Message);
+        var e = Assert.Throws<SaeSharpException>(() => new ActivationFileSource(path, new() { HookName = "blocks.1.hook_resid_post" }));
+        Assert.Contains("blocks.1.hook_resid_post.0", e.Message);
+        Assert.Contains("has: " + hook + ".0", e.Message);
+        Assert.Contains("logits.2", e.Message);
+    }
+
     [Fact]
     public void HeldOutSplitKeepsTheLastRowsOutOfTraining()
     {

@@ -175,10 +175,17 @@ public class ModelCommandTests : IDisposable
         var (exit, output, err) = CliRunner.Run("model", "info", "--model", model);
         Assert.True(exit == 0, err);
         Assert.Contains("gpt_neox", output);
-        var listed = output.ReplaceLineEndings("\n").Split('\n').SkipWhile(l => l != "hook points:").Skip(1).Where(l => l.Length > 0)
-            .Select(l => (Name: l.Trim().Split(' ')[0], Shape: l[(l.IndexOf('[', StringComparison.Ordinal))..])).ToList();
+        var lines = output.ReplaceLineEndings("\n").Split('\n').SkipWhile(l => !l.StartsWith("hook points", StringComparison.Ordinal)).Skip(1)
+            .Where(l => l.Length > 0).ToList();
+        var listed = lines.Select(l => (Name: l.Trim().Split(' ')[0], Shape: l[(l.IndexOf('[', StringComparison.Ordinal))..(l.IndexOf(']', StringComparison.Ordinal) + 1)])).ToList();
+        // TransformerLens's opt-in hooks (use_attn_in, use_split_qkv_input, use_attn_result, use_hook_mlp_in), by hand, per block.
+        var optIn = Enumerable.Range(0, 2).SelectMany(i => new[] { "hook_attn_in", "hook_q_input", "hook_k_input", "hook_v_input", "attn.hook_result", "hook_mlp_in" }
+            .Select(h => $"blocks.{i}.{h}")).Order().ToList();
+        Assert.Equal(optIn, lines.Where(l => l.EndsWith("  opt-in", StringComparison.Ordinal)).Select(l => l.Trim().Split(' ')[0]).Order());
+        Assert.All(lines, l => Assert.True(l.Length <= 80, l));
         using var m = SaeSharp.Models.ModelLoader.FromPretrained(model);
-        var (_, cache) = m.RunWithCache(tensor(new long[] { 1, 2, 3, 4, 5 }).unsqueeze(0));
+        Assert.Equal(2, m.Config.NLayers);
+        var (_, cache) = m.RunWithCache(tensor(new long[] { 1, 2, 3, 4, 5 }).unsqueeze(0), _ => true);
         using (cache)
         {
             Assert.Equal(m.HookNames, listed.Select(l => l.Name));

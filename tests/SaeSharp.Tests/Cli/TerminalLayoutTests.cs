@@ -54,9 +54,14 @@ public sealed class TerminalLayoutTests
         string log = TrainCommand.Describe(p), live = TrainCommand.Describe(p, live: true);
         Assert.Contains("topk: loss 5.178 L0 16.0 dead_fraction ", log);
         Assert.Contains("ETA 00:01:15", log);
-        Assert.Contains("| loss 5.178 L0 16.0 dead ", live);
+        Assert.Contains("| loss 5.178 L0 16.0 unfired ", live);
         Assert.Contains("ETA 1:15", live);
         Assert.True(live.Length < log.Length);
+        // At 80 columns (66 characters of description) a long step count drops the rate, never the unfired share.
+        var longer = new TrainingProgress { Step = 12_000, TotalSteps = 30_000, MeanRowsPerSecond = 141_000, Eta = p.Eta, Saes = p.Saes };
+        string narrow = TrainCommand.Describe(longer, live: true, room: 66);
+        Assert.Matches(@"^step 12000/30000 ETA 1:15 \| loss 5\.178 L0 16\.0 unfired (2 %|0\.02)$", narrow);
+        Assert.True(narrow.Length <= 66, narrow);
         // With two SAEs each keeps its name.
         var two = new TrainingProgress { Step = p.Step, TotalSteps = p.TotalSteps, Saes = [p.Saes[0], new SaeProgress { Name = "relu", Losses = p.Saes[0].Losses }] };
         Assert.Contains("topk: loss", TrainCommand.Describe(two, live: true));
@@ -89,11 +94,11 @@ public sealed class TerminalLayoutTests
             Saes = [Sae("topk", 16, 0), Sae("batchtopk", 16, 0.25), Sae("relu", 85.25, 0.5)],
         };
         string wide = TrainCommand.Describe(p, live: true, room: 200);
-        Assert.Contains("batchtopk: loss 19.75 L0 16.0 dead ", wide);
-        string medium = TrainCommand.Describe(p, live: true, room: 110);
+        Assert.Contains("batchtopk: loss 19.75 L0 16.0 unfired ", wide);
+        string medium = TrainCommand.Describe(p, live: true, room: 125);
         // The dead share reads "25 %" on a terminal, "0.25" when the test's output is redirected (Cli.Percent).
-        Assert.Matches(@"^step 22/73 7,978 rows/s ETA 0:26 \| topk L0 16\.0 dead 0( %)? \| batchtopk L0 16\.0 dead (25 %|0\.25) \| relu L0 85\.2 dead (50 %|0\.5)$", medium);
-        Assert.True(medium.Length <= 110, medium);
+        Assert.Matches(@"^step 22/73 7,978 rows/s ETA 0:26 \| topk L0 16\.0 unfired 0( %)? \| batchtopk L0 16\.0 unfired (25 %|0\.25) \| relu L0 85\.2 unfired (50 %|0\.5)$", medium);
+        Assert.True(medium.Length <= 125, medium);
         string medium2 = TrainCommand.Describe(p, live: true, room: 90);
         Assert.Equal("step 22/73 7,978 rows/s ETA 0:26 | topk L0 16.0 | batchtopk L0 16.0 | relu L0 85.2", medium2);
         string narrow = TrainCommand.Describe(p, live: true, room: 66);

@@ -29,7 +29,7 @@ public class HookTests : ModelTestBase
                 using (c)
                 {
                     string a = m.Config.Architecture;
-                    Assert.Equal(m.HookNames.Count, c.Count);
+                    Assert.Equal(m.HookPoints.DefaultNames.Count, c.Count);
                     for (int i = 0; i < m.Config.NLayers; i++)
                     {
                         string b = $"blocks.{i}.";
@@ -324,7 +324,16 @@ public class HookTests : ModelTestBase
 
         Assert.Equal(new[] { "blocks.1.ln2.hook_normalized", "blocks.1.hook_mlp_out", "hook_embed" },
             np.Select("gpt_neox.layers.1.mlp:in, layers.1.mlp:out,hook_embed,blocks.1.hook_mlp_out"));
-        Assert.Equal(n.HookNames, np.Select("all"));
+        // "all" is TransformerLens's default set: no opt-in hook (use_attn_result, use_attn_in, use_split_qkv_input,
+        // use_hook_mlp_in: 6 per block); named, an opt-in hook still resolves.
+        var all = np.Select("all");
+        Assert.Equal(n.HookNames.Count - 6 * np.NLayers, all.Count);
+        Assert.DoesNotContain(all, h => h.EndsWith("attn.hook_result", StringComparison.Ordinal) || h.EndsWith("hook_mlp_in", StringComparison.Ordinal)
+            || h.EndsWith("_input", StringComparison.Ordinal) || h.EndsWith("hook_attn_in", StringComparison.Ordinal));
+        Assert.Equal(n.HookNames.Where(all.Contains), all);   // firing order kept
+        Assert.Equal(new[] { "blocks.1.attn.hook_result", "blocks.0.hook_mlp_in" }, np.Select("blocks.1.attn.hook_result,blocks.0.hook_mlp_in"));
+        using (var defaultRun = n.RunWithCache(tensor(new long[] { 1, 2, 3 }).unsqueeze(0)))
+            Assert.Equal(all.Order(), defaultRun.Cache.Keys.Order());
         Assert.Equal("blocks.1.ln2.hook_normalized", np.Resolve("gpt_neox.layers.1.mlp:in"));
         Assert.Equal("blocks.1.hook_mlp_out", np.Resolve("gpt_neox.layers.1.mlp:out", HookKind.In));
     }

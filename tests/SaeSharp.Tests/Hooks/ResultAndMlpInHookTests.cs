@@ -44,7 +44,7 @@ public class ResultAndMlpInHookTests : ModelTestBase
         foreach (var m in Families())
             using (m)
             {
-                var (_, c) = m.RunWithCache(Toks);
+                var (_, c) = m.RunWithCache(Toks, _ => true);
                 using (c)
                     for (int l = 0; l < m.Config.NLayers; l++)
                     {
@@ -76,7 +76,7 @@ public class ResultAndMlpInHookTests : ModelTestBase
         foreach (var m in Families())
             using (m)
             {
-                var (_, c) = m.RunWithCache(Toks);
+                var (_, c) = m.RunWithCache(Toks, _ => true);
                 using (c)
                     for (int l = 0; l < m.Config.NLayers; l++)
                     {
@@ -178,7 +178,7 @@ public class ResultAndMlpInHookTests : ModelTestBase
             using (var m = ModelLoader.FromPretrained(TestPaths.Data("hf_models", f)))
             {
                 var plain = m.Forward(Toks);
-                var (logits, c) = m.RunWithCache(Toks);
+                var (logits, c) = m.RunWithCache(Toks, _ => true);
                 using (c)
                 {
                     Assert.True(plain.equal(logits!).all().item<bool>(), f + " logits");
