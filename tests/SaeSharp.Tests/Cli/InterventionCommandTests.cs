@@ -92,7 +92,7 @@ public class InterventionCommandTests : IDisposable
         Assert.True(SafeTensors.Load(P("enc2.safetensors"))["feature_acts"].allclose(f));
         (exit, _, err) = CliRunner.Run("encode", "--sae", P("sae"), "--activations", P("renamed.safetensors"), "--out", P("enc3.safetensors"));
         Assert.NotEqual(0, exit);
-        Assert.Contains($"no tensor named 'activations' or '{hook}' (has: logits, resid)", err.ReplaceLineEndings(" "));
+        Assert.Contains($"no tensor named 'activations' or '{hook}' (or '{hook}.0', '{hook}.1', ...) (has: logits, resid)", err.ReplaceLineEndings(" "));
         Assert.False(File.Exists(P("enc3.safetensors")));
     }
 

@@ -58,7 +58,7 @@ public class MixtralCommandTests : TinyGpt2CliTestBase
         // Each expert hook of a block once for all experts; the listing is otherwise the model's own hook names, in order.
         Assert.Matches(@"\n  blocks\.1\.mlp\.experts\.\{0\.\.3\}\.hook_post +\[batch, pos, \d+\]\n", output.ReplaceLineEndings("\n"));
         Assert.DoesNotContain("blocks.1.mlp.experts.3.hook_post", output);
-        var listed = output.ReplaceLineEndings("\n").Split('\n').SkipWhile(l => l != "hook points:").Skip(1).Where(l => l.Length > 0).Select(l => l.Trim().Split(' ')[0]).ToList();
+        var listed = output.ReplaceLineEndings("\n").Split('\n').SkipWhile(l => !l.StartsWith("hook points", StringComparison.Ordinal)).Skip(1).Where(l => l.Length > 0).Select(l => l.Trim().Split(' ')[0]).ToList();
         using (var m = SaeSharp.Models.ModelLoader.FromPretrained(model))
         {
             var names = m.HookNames.ToList();

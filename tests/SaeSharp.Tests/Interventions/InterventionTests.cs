@@ -49,11 +49,11 @@ public class InterventionTests : ModelTestBase
             {
                 using var sae0 = RandomSae("blocks.0.hook_resid_post", 16, 32, 1);
                 using var sae1 = RandomSae("blocks.1.hook_mlp_out", 16, 24, 2);
-                var (clean, cleanCache) = model.RunWithCache(Toks);
+                var (clean, cleanCache) = model.RunWithCache(Toks, _ => true); // every hook, the opt-in ones too
                 var hooked = new HookedSaeTransformer(model);
                 hooked.AddSae(sae0, useErrorTerm: true);
                 hooked.AddSae(sae1, useErrorTerm: true);
-                var (spliced, cache) = hooked.RunWithCache(Toks);
+                var (spliced, cache) = hooked.RunWithCache(Toks, namesFilter: _ => true);
                 using (cleanCache)
                 using (cache)
                 {

@@ -37,8 +37,8 @@ public class ForwardTests : ModelTestBase
         foreach (var m in AllKinds())
             using (m)
             {
-                var (refLogits, refCache) = m.RunWithCache(Tokens(shortRow));
-                var (refLong, refLongCache) = m.RunWithCache(Tokens(longRow));
+                var (refLogits, refCache) = m.RunWithCache(Tokens(shortRow), _ => true);
+                var (refLong, refLongCache) = m.RunWithCache(Tokens(longRow), _ => true);
                 using (refCache)
                 using (refLongCache)
                 {
@@ -46,7 +46,7 @@ public class ForwardTests : ModelTestBase
                     {
                         long[] padded = left ? [pad, pad, pad, .. shortRow] : [.. shortRow, pad, pad, pad];
                         var mask = tensor(left ? new long[] { 1, 1, 1, 1, 1, 1, 0, 0, 0, 1, 1, 1 } : new long[] { 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0 }).view(2, 6);
-                        var (logits, cache) = m.RunWithCache(Tokens(longRow, padded), attentionMask: mask);
+                        var (logits, cache) = m.RunWithCache(Tokens(longRow, padded), _ => true, attentionMask: mask);
                         using (cache)
                         {
                             int off = left ? 3 : 0;
