@@ -566,14 +566,47 @@ internal static class ModelCommands
         var noBos = new Option<bool>("--no-prepend-bos") { Description = "Do not start the prompt with BOS" };
         var topK = new Option<int>("--top-k") { Description = "Most likely tokens shown at each answer position", DefaultValueFactory = _ => 10 }.Positive();
         var dtype = ModelSource.DtypeOption();
-        var command = new Command("test-prompt", "TransformerLens's test_prompt: the rank, logit and probability of each answer token after the prompt, and the top-k tokens there")
+        var command = new Command("test-prompt", "TransformerLens's test_prompt: the rank, logit and probability of each answer token after the prompt, and the " +
+                                                 "top-k tokens there; with --sae, the SAE spliced and its features ablated, clamped or steered as in sae model run")
             { model, prompt, answer, noSpace, noBos, topK, dtype };
+        var edits = new InterventionCommands.RunEdits();
+        edits.AddTo(command);
         Cli.SetAction(command, parse =>
         {
-            using var m = ModelSource.LoadModel(parse.GetValue(model)!, parse.GetValue(dtype)!);
-            var result = SaeSharp.Analysis.PromptTest.Run(m, parse.GetValue(prompt)!, parse.GetValue(answer)!,
-                prependSpaceToAnswer: !parse.GetValue(noSpace), prependBos: !parse.GetValue(noBos), topK: parse.GetValue(topK));
-            WritePromptTest(result);
+            edits.RefuseUnqualified(parse);
+            string text = parse.GetValue(prompt)!, expected = parse.GetValue(answer)!;
+            bool space = !parse.GetValue(noSpace), bos = !parse.GetValue(noBos);
+            int k = parse.GetValue(topK);
+            var folder = ModelSource.Resolve(parse.GetValue(model)!);
+            if (!edits.Given(parse))
+            {
+                using var m = ModelLoader.FromPretrained(folder, ModelLoader.ParseDtype(parse.GetValue(dtype)!, folder));
+                WritePromptTest(SaeSharp.Analysis.PromptTest.Run(m, text, expected, space, bos, k));
+                return 0;
+            }
+            var paths = parse.GetValue(edits.Sae) ?? [];
+            if (paths.FirstOrDefault(SaeSharp.Interop.CrossCoderFormat.IsCrossCoderPath) is string cc)
+                throw new SaeSharpException($"--sae {cc}: a crosscoder; sae model test-prompt splices SAEs (a crosscoder's latents: sae ablate)");
+            var saes = new List<SaeSharp.Saes.Sae>();
+            try
+            {
+                foreach (var p in paths) saes.Add(InterventionCommands.LoadSae(p));
+                // The model as the SAEs' cfgs record it (weight processing, and dtype unless --dtype is given), as sae model run --sae runs it.
+                using var pm = ModelForSae.Load(folder, ModelForSae.SharedOptions(saes.Select(s => s.Cfg)),
+                    parse.GetResult(dtype) is { Implicit: false } ? ModelLoader.ParseDtype(parse.GetValue(dtype)!, folder) : ModelForSae.SharedDtype(saes, paths));
+                var m = pm.Model;
+                // The edits apply over the prompt and answer tokens (one numbering for --positions, as the run sees them).
+                var result = SaeSharp.Analysis.PromptTest.Run(m, text, expected, space, bos, k, tokens =>
+                {
+                    var (hooked, list) = edits.Build(parse, m, tokens, saes, pm.Hooks, 0, "the prompt and answer");
+                    return hooked.Run(tokens, null, list).Logits!;
+                });
+                WritePromptTest(result);
+            }
+            finally
+            {
+                foreach (var s in saes) s.Dispose();
+            }
             return 0;
         });
         return command;

@@ -1,6 +1,9 @@
+using System.Globalization;
 using SaeSharp.Analysis;
+using SaeSharp.Interop;
 using SaeSharp.Models;
 using SaeSharp.Tests.Cli;
+using SaeSharp.Tests.Interventions;
 using SaeSharp.Tests.Models;
 using static TorchSharp.torch;
 
@@ -86,5 +89,41 @@ public class PromptTestTests : ModelTestBase
         (exit, _, err) = CliRunner.Run("model", "test-prompt", "--model", folder, "--prompt", "Hello", "--answer", "", "--no-prepend-space");
         Assert.NotEqual(0, exit);
         Assert.Contains("answer", err);
+    }
+
+    /// <summary>The probability the command prints for the (single) answer token, read back from the pipe's round-trip number.</summary>
+    private static double PrintedProb(string output) =>
+        double.Parse(output.Split('\n').First(l => l.StartsWith("Performance")).Split("prob ")[1].Trim(), CultureInfo.InvariantCulture);
+
+    /// <summary>As SAELens's tutorial 2.0 test_prompt_with_ablation: --error-term alone gives the clean numbers; ablating
+    /// feature F with the error term kept equals the clean run with f_F·W_dec[F] subtracted at the hook (f encoded by hand).</summary>
+    [Fact]
+    public void Test_prompt_with_an_sae_ablation_equals_subtracting_the_features_decoder_row_by_hand()
+    {
+        const string hook = "blocks.0.hook_resid_post";
+        string folder = Gpt2Folder(), saeDir = Sub("sae");
+        using (var s0 = InterventionTests.RandomSae(hook, 16, 32, 5)) SaeLensFormat.Save(s0, saeDir);
+        using var sae = SaeLensFormat.Load(saeDir);
+        using var model = ModelLoader.FromPretrained(folder);
+        string[] common = ["model", "test-prompt", "--model", folder, "--prompt", "Hello world and", "--answer", "Hello"];
+        var (exit, clean, err) = CliRunner.Run(common);
+        Assert.True(exit == 0, err);
+        (exit, var spliced, err) = CliRunner.Run([.. common, "--sae", saeDir, "--error-term"]);
+        Assert.True(exit == 0, err);
+        Assert.Equal(PrintedProb(clean), PrintedProb(spliced), 1e-5);
+
+        using var tokens = model.ToTokens("Hello world and Hello");
+        using var x = model.RunWithCache(tokens, [hook]);
+        using var f = (matmul(x.Cache[hook] - sae.BDec, sae.WEnc) + sae.BEnc).relu();
+        int feature = (int)f[0, -2].argmax().item<long>();   // a feature active at the prompt's last token
+        Assert.True(f[0, -2, feature].item<float>() > 0);
+        using var removed = f[.., .., feature].unsqueeze(-1) * sae.WDec[feature];
+        using var logits = model.RunWithHooks(tokens, (hook, y => y - removed));
+        double[] l = logits[0, -2].to(ScalarType.Float64).data<double>().ToArray();
+        double max = l.Max(), expected = Math.Exp(l[18435] - max) / l.Sum(v => Math.Exp(v - max));
+        (exit, var ablated, err) = CliRunner.Run([.. common, "--sae", saeDir, "--error-term", "--ablate", $"{feature}"]);
+        Assert.True(exit == 0, err);
+        Assert.Equal(expected, PrintedProb(ablated), 1e-5);
+        Assert.NotEqual(PrintedProb(clean), PrintedProb(ablated));   // the ablation changed the run
     }
 }
