@@ -168,7 +168,11 @@ internal static class InterventionCommands
         var model = ModelCommands.ModelOption();
         var sae = SaeCommands.SaeOption();
         var feature = new Option<int>("--feature") { Description = "Feature index", Required = true };
-        var scale = new Option<double>("--scale") { Description = "Steering coefficient S (adds S·W_dec[F] at every position)", Required = true };
+        var scale = new Option<double[]>("--scale")
+        {
+            Description = "Steering coefficient S (adds S·W_dec[F] at every position); repeat it for a sweep (--scale -4 --scale 2 ...): one table per S, the unsteered runs shared",
+            Required = true, AllowMultipleArgumentsPerToken = false,
+        };
         var prompt = new Option<string>("--prompt") { Description = "Prompt text", Required = true };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Tokens to generate", DefaultValueFactory = _ => 32 }.NonNegative();
         var temperature = new Option<double>("--temperature") { Description = "Sampling temperature (0 = greedy)", DefaultValueFactory = _ => 1.0 };
@@ -193,11 +197,15 @@ internal static class InterventionCommands
             if (parse.GetValue(temperature) == 0)
                 Cli.RefuseGiven(parse, "sampling options; --temperature 0 is greedy decoding, which they do not change (give --temperature > 0 to sample)", topK, topP, seed);
             var folder = ModelSource.Resolve(parse.GetValue(model)!);
+            var scales = parse.GetValue(scale)!;
+            foreach (double v in scales)
+                if (!double.IsFinite(v)) throw new SaeSharpException($"--scale {v.ToString(CultureInfo.InvariantCulture)}: expected a finite number");
             if (CrossCoderFormat.IsCrossCoderPath(parse.GetValue(sae)!))
             {
+                if (scales.Length > 1) throw new SaeSharpException("--scale: a crosscoder steers at one scale per call; give --scale once");
                 Cli.RefuseGiven(parse, "for SAEs; a crosscoder steers at the hooks of its slots", hook);
                 return CrossCoderCli.Steer(parse.GetValue(sae)!, folder, parse.GetValue(diffModel) is { } dm ? ModelSource.Resolve(dm) : null, parse.GetValue(slot),
-                    parse.GetValue(feature), parse.GetValue(scale), parse.GetValue(prompt)!, parse.GetValue(maxNew), parse.GetValue(runs),
+                    parse.GetValue(feature), scales[0], parse.GetValue(prompt)!, parse.GetValue(maxNew), parse.GetValue(runs),
                     i => penalties.Apply(parse, new GenerationOptions
                     {
                         Temperature = parse.GetValue(temperature), TopK = parse.GetValue(topK), TopP = parse.GetValue(topP), Seed = parse.GetValue(seed) + (ulong)i,
@@ -213,15 +221,15 @@ internal static class InterventionCommands
             int r = parse.GetValue(runs);
             using var tokens = PromptTokens(tok, parse.GetValue(prompt)!, !parse.GetValue(noBos));
             long steps = tokens.shape[1] + parse.GetValue(maxNew);
-            var steering = new Steering(s, parse.GetValue(feature), parse.GetValue(scale), parse.GetValue(hook))
-            {
-                Positions = ParsePositions(parse.GetValue(positionsOption), tokens.shape[1], steps, $"the prompt ({tokens.shape[1]} tokens) and its continuation have {steps} tokens"),
-            };
+            var positions = ParsePositions(parse.GetValue(positionsOption), tokens.shape[1], steps, $"the prompt ({tokens.shape[1]} tokens) and its continuation have {steps} tokens");
+            // One Steering per --scale (a sweep, as SAELens tutorial 2.0's strengths × max activation), each against the same unsteered runs.
+            var steerings = scales.Select(v => new Steering(s, parse.GetValue(feature), v, parse.GetValue(hook)) { Positions = positions }).ToList();
+            var steering = steerings[0];
             var site = m.Attach(s, steering.Hook);   // a transcoder steers (and writes) at its output hook
             string at = site.IsTranscoder ? $"{site.OutputHook} (transcoder reading {site.Hook})" : s.Cfg.Metadata.Site(site.Hook);
             var hooked = new HookedSaeTransformer(m) { ModelHooks = pm.Hooks };
             long promptLen = tokens.shape[1];
-            var rows = new List<string[]>();
+            var tables = steerings.Select(_ => new List<string[]>()).ToList();
             var notes = new List<string>();
             for (int i = 0; i < r; i++)
             {
@@ -233,16 +241,19 @@ internal static class InterventionCommands
                 string Continue(Steering? steer)
                 {
                     using var g = hooked.Generate(tokens, parse.GetValue(maxNew), o, steer is null ? [] : [steer]);
-                    if (GenerationNote(g, 0, steer?.Positions) is string note) notes.Add($"seed {o.Seed}, {(steer is null ? "unsteered" : "steered")}: {note}");
+                    string kind = steer is null ? "unsteered" : scales.Length == 1 ? "steered" : $"steered × {steer.Scale.ToString(CultureInfo.InvariantCulture)}";
+                    if (GenerationNote(g, 0, steer?.Positions) is string note) notes.Add($"seed {o.Seed}, {kind}: {note}");
                     return ModelCommands.Continuation(tok, g.Tokens, promptLen);
                 }
-                rows.Add([o.Seed.ToString()!, Continue(null), Continue(steering)]);
+                string plain = Continue(null);
+                for (int k = 0; k < steerings.Count; k++) tables[k].Add([o.Seed.ToString()!, plain, Continue(steerings[k])]);
             }
             Console.WriteLine($"prompt: {parse.GetValue(prompt)}");
             // The penalties given, both runs penalised alike: "feature 3 × 20 at H (repetition penalty 1.3)".
             string penalised = string.Join(", ", penalties.Describe(parse));
-            Cli.WriteColumns($"feature {steering.Feature} × {steering.Scale.ToString(CultureInfo.InvariantCulture)} at {at}" +
-                             (penalised.Length == 0 ? "" : $" ({penalised})"), ["seed", "unsteered", "steered"], rows);
+            for (int k = 0; k < steerings.Count; k++)
+                Cli.WriteColumns($"feature {steerings[k].Feature} × {steerings[k].Scale.ToString(CultureInfo.InvariantCulture)} at {at}" +
+                                 (penalised.Length == 0 ? "" : $" ({penalised})"), ["seed", "unsteered", "steered"], tables[k]);
             foreach (var note in notes) Cli.ErrorLine($"note: {note}");
             WriteFeatureLogits(steering.Feature, FeatureLogits(m, s, site.WriteHook, steering.Feature, 10, Math.Min(tok.VocabSize, m.Config.DVocab))
                 .Select(e => (tok.TokenText((int)e.Token), e.Logit)));

@@ -8,7 +8,7 @@ using static TorchSharp.torch;
 
 namespace SaeSharp.Cli.Commands;
 
-/// <summary><c>sae model run|generate|tokenize|info</c>: the hooked language models on their own.</summary>
+/// <summary><c>sae model run|generate|tokenize|info|test-prompt</c>: the hooked language models on their own.</summary>
 internal static class ModelCommands
 {
     public static Option<string> ModelOption(bool required = true) => new("--model")
@@ -152,6 +152,7 @@ internal static class ModelCommands
         command.Subcommands.Add(Generate());
         command.Subcommands.Add(Tokenize());
         command.Subcommands.Add(Info());
+        command.Subcommands.Add(TestPrompt());
         return command;
     }
 
@@ -554,6 +555,85 @@ internal static class ModelCommands
             return 0;
         });
         return command;
+    }
+
+    private static Command TestPrompt()
+    {
+        var model = ModelOption();
+        var prompt = new Option<string>("--prompt") { Description = "Prompt text", Required = true };
+        var answer = new Option<string>("--answer") { Description = "The expected continuation (one or more tokens), e.g. earth", Required = true };
+        var noSpace = new Option<bool>("--no-prepend-space")
+        {
+            Description = "Take the answer as written (TransformerLens prepend_space_to_answer=False; default: a space is put before an answer that has none)",
+        };
+        var noBos = new Option<bool>("--no-prepend-bos") { Description = "Do not start the prompt with BOS" };
+        var topK = new Option<int>("--top-k") { Description = "Most likely tokens shown at each answer position", DefaultValueFactory = _ => 10 }.Positive();
+        var dtype = ModelSource.DtypeOption();
+        var command = new Command("test-prompt", "TransformerLens's test_prompt: the rank, logit and probability of each answer token after the prompt, and the " +
+                                                 "top-k tokens there; with --sae, the SAE spliced and its features ablated, clamped or steered as in sae model run")
+            { model, prompt, answer, noSpace, noBos, topK, dtype };
+        var edits = new InterventionCommands.RunEdits();
+        edits.AddTo(command);
+        Cli.SetAction(command, parse =>
+        {
+            edits.RefuseUnqualified(parse);
+            string text = parse.GetValue(prompt)!, expected = parse.GetValue(answer)!;
+            bool space = !parse.GetValue(noSpace), bos = !parse.GetValue(noBos);
+            int k = parse.GetValue(topK);
+            var folder = ModelSource.Resolve(parse.GetValue(model)!);
+            if (!edits.Given(parse))
+            {
+                using var m = ModelLoader.FromPretrained(folder, ModelLoader.ParseDtype(parse.GetValue(dtype)!, folder));
+                WritePromptTest(SaeSharp.Analysis.PromptTest.Run(m, text, expected, space, bos, k));
+                return 0;
+            }
+            var paths = parse.GetValue(edits.Sae) ?? [];
+            if (paths.FirstOrDefault(SaeSharp.Interop.CrossCoderFormat.IsCrossCoderPath) is string cc)
+                throw new SaeSharpException($"--sae {cc}: a crosscoder; sae model test-prompt splices SAEs (a crosscoder's latents: sae ablate)");
+            var saes = new List<SaeSharp.Saes.Sae>();
+            try
+            {
+                foreach (var p in paths) saes.Add(InterventionCommands.LoadSae(p));
+                // The model as the SAEs' cfgs record it (weight processing, and dtype unless --dtype is given), as sae model run --sae runs it.
+                using var pm = ModelForSae.Load(folder, ModelForSae.SharedOptions(saes.Select(s => s.Cfg)),
+                    parse.GetResult(dtype) is { Implicit: false } ? ModelLoader.ParseDtype(parse.GetValue(dtype)!, folder) : ModelForSae.SharedDtype(saes, paths));
+                var m = pm.Model;
+                // The edits apply over the prompt and answer tokens (one numbering for --positions, as the run sees them).
+                var result = SaeSharp.Analysis.PromptTest.Run(m, text, expected, space, bos, k, tokens =>
+                {
+                    var (hooked, list) = edits.Build(parse, m, tokens, saes, pm.Hooks, 0, "the prompt and answer");
+                    return hooked.Run(tokens, null, list).Logits!;
+                });
+                WritePromptTest(result);
+            }
+            finally
+            {
+                foreach (var s in saes) s.Dispose();
+            }
+            return 0;
+        });
+        return command;
+    }
+
+    /// <summary>A <see cref="SaeSharp.Analysis.PromptTestResult"/> as TransformerLens's test_prompt prints it: the tokens as Python
+    /// lists, then per answer token its rank, logit and probability and a table of the top tokens, then the ranks.</summary>
+    internal static void WritePromptTest(SaeSharp.Analysis.PromptTestResult result)
+    {
+        static string Repr(string s) => "'" + s.Replace("\\", "\\\\").Replace("'", "\\'").Replace("\n", "\\n").Replace("\t", "\\t").Replace("\r", "\\r") + "'";
+        static string List(IEnumerable<string> items) => "[" + string.Join(", ", items) + "]";
+        string Num(double v) => Cli.Fixed(v, 2);
+        Console.WriteLine($"Tokenized prompt: {List(result.PromptTokens.Select(Repr))}");
+        Console.WriteLine($"Tokenized answer: {List(result.AnswerTokens.Select(Repr))}");
+        foreach (var p in result.Predictions)
+        {
+            var a = p.Answer;
+            Cli.WriteColumns($"Performance on answer token {Analysis.DashboardWriter.Quote(a.Token)}: rank {a.Rank}, logit {Num(a.Logit)}, " +
+                             $"prob {Cli.Percent("prob", a.Prob, 2)}",
+                ["rank", "token", new Column("logit", Right: true), new Column("prob", Right: true)],
+                p.Top.Select(t => new[] { t.Rank.ToString(System.Globalization.CultureInfo.InvariantCulture), Analysis.DashboardWriter.Quote(t.Token),
+                                          Num(t.Logit), Cli.Percent("prob", t.Prob, 2) }));
+        }
+        Console.WriteLine($"Ranks of the answer tokens: {List(result.AnswerRanks.Select(r => $"({Repr(r.Token)}, {r.Rank})"))}");
     }
 
     /// <summary>The hook names, each expert hook of an MoE block once for all experts (<c>blocks.3.mlp.experts.{0..127}.hook_post</c>,
