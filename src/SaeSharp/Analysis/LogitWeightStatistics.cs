@@ -7,7 +7,7 @@ namespace SaeSharp.Analysis;
 /// <summary>The moments of one feature's logit weight distribution W_dec[i]·W_U over the vocabulary (one row of
 /// SAELens's <c>get_stats_df</c>): population standard deviation, skewness E[z³] and kurtosis E[z⁴] (not excess).</summary>
 /// <param name="Feature">Feature index.</param>
-/// <param name="Mean">Mean over the vocabulary (0 up to rounding: W_U is centred, as TransformerLens's).</param>
+/// <param name="Mean">Mean over the vocabulary (0 up to rounding without cosine similarity: W_U is centred, as TransformerLens's).</param>
 /// <param name="Std">Square root of the mean squared deviation.</param>
 /// <param name="Skewness">Mean of z³, z = (value − mean) / std.</param>
 /// <param name="Kurtosis">Mean of z⁴ (3 for a normal distribution).</param>
