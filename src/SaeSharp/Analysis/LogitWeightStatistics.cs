@@ -101,11 +101,8 @@ public static class LogitWeightStatistics
         var rows = new List<Tensor>();
         foreach (var set in sets)
         {
+            set.CheckFor(vocab);
             var ids = set.TokenIds;
-            if (ids.Count == 0 || ids.Count >= vocab)
-                throw new SaeSharpException($"token set '{set.Name}': {ids.Count} of {vocab} tokens (an enrichment score needs some tokens in the set and some outside it)");
-            if (ids.FirstOrDefault(i => i < 0 || i >= vocab, -1) is int bad and >= 0)
-                throw new SaeSharpException($"token set '{set.Name}': token id {bad} is outside the vocabulary of {vocab} tokens");
             double n = ids.Count, hit = 1 / n, miss = 1 / (vocab - n);
             var (pos, _) = ranks.index_select(1, tensor(ids.Select(i => (long)i).ToArray())).to(ScalarType.Float64).sort(1); // [rows, n] ascending
             var k = (TorchScalars.Arange(ids.Count, ScalarType.Float64) + TorchScalars.One).unsqueeze(0);  // 1..n

@@ -71,6 +71,16 @@ public sealed record TokenSet(string Name, IReadOnlyList<int> TokenIds)
     public static IReadOnlyList<TokenSet> Tutorial(ITextTokenizer tokenizer) =>
         [.. Letters(tokenizer), .. TutorialPatterns.Select(p => FromRegex(tokenizer, p.Name, p.Pattern))];
 
+    /// <summary>Refuses, naming the set, a set that cannot be scored against <paramref name="vocab"/> logits: empty,
+    /// holding every token, or holding an id outside [0, vocab).</summary>
+    public void CheckFor(long vocab)
+    {
+        if (TokenIds.Count == 0 || TokenIds.Count >= vocab)
+            throw new SaeSharpException($"token set '{Name}': {TokenIds.Count} of {vocab} tokens (an enrichment score needs some tokens in the set and some outside it)");
+        if (TokenIds.FirstOrDefault(i => i < 0 || i >= vocab, -1) is int bad and >= 0)
+            throw new SaeSharpException($"token set '{Name}': token id {bad} is outside the vocabulary of {vocab} tokens");
+    }
+
     private static IEnumerable<(int Id, string Text)> Vocabulary(ITextTokenizer tokenizer)
     {
         for (int id = 0; id < tokenizer.VocabSize; id++)
