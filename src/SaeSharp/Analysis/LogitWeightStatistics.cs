@@ -105,11 +105,11 @@ public static class LogitWeightStatistics
             var ids = set.TokenIds;
             double n = ids.Count, hit = 1 / n, miss = 1 / (vocab - n);
             var (pos, _) = ranks.index_select(1, tensor(ids.Select(i => (long)i).ToArray())).to(ScalarType.Float64).sort(1); // [rows, n] ascending
-            var k = (TorchScalars.Arange(ids.Count, ScalarType.Float64) + TorchScalars.One).unsqueeze(0);  // 1..n
+            var k = TorchScalars.Arange(ids.Count, ScalarType.Float64).add(TorchScalars.One, TorchScalars.One).unsqueeze(0);  // 1..n
             // after the k-th hit at position p: k hits, p + 1 − k misses; just before it: k − 1 hits, p − k + 1 misses
-            var missesAfter = pos - k + TorchScalars.One;
+            var missesAfter = (pos - k).add(TorchScalars.One, TorchScalars.One);
             var after = k * TorchScalars.Of(hit) - missesAfter * TorchScalars.Of(miss);
-            var before = (k - TorchScalars.One) * TorchScalars.Of(hit) - missesAfter * TorchScalars.Of(miss);
+            var before = k.sub(TorchScalars.One) * TorchScalars.Of(hit) - missesAfter * TorchScalars.Of(miss);
             rows.Add(maximum(after.abs(), before.abs()).amax([1]));
         }
         return stack(rows).MoveToOuterDisposeScope();
