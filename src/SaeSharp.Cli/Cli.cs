@@ -37,6 +37,7 @@ internal static partial class Cli
                      AnalysisCommands.Dashboard(),
                      AnalysisCommands.Neuronpedia(),
                      AnalysisCommands.Inspect(),
+                     LogitStatsCommand.Create(),
                      DemoCommand.Create(),
                      CorpusCommand.Create(),
                      LmCommand.Create(),
