@@ -149,6 +149,13 @@ public sealed class SaeDiskLoadTests : FakeHubTestBase
         foreach (var t in p.Values) t.Dispose();
         string dl = ServeAndDownload("google/gemma-scope-2b-pt-transcoders", (path + "/params.npz", Path.Combine(src, "params.npz")));
         AssertSameAsRelease("gemma-scope-2b-pt-transcoders/" + path, "Gemma Scope", Path.Combine(dl, path), Path.Combine(dl, path, "params.npz"));
+
+        // Without the repo's name in the path nothing tells the model, the hooks or that it is a transcoder: a note says so.
+        using var bare = SaeLoader.Load(Path.Combine(src, "params.npz"));
+        Assert.Equal(((string?)null, (string?)null, (int?)null), (bare.Cfg.Metadata.ModelName, bare.Cfg.Metadata.HookName, bare.Cfg.DOut));
+        Assert.Equal(GemmaScope.NoRepoInPathNote, bare.Cfg.Metadata.Extra![SaeLensConversions.NoteKey].GetString());
+        using var named = SaeLoader.Load(Path.Combine(dl, path));
+        Assert.False(named.Cfg.Metadata.Extra?.ContainsKey(SaeLensConversions.NoteKey) ?? false);
     }
 
     [Fact]
