@@ -693,7 +693,7 @@ public static class SaeLensConversions
                 $"{CircuitTracerConfigFile} beside it";
         if (Path.GetExtension(name) == ".safetensors" && MwhannaLayer(path) is not null && !IsMwhannaTranscoderFile(path))
             return $"an {MwhannaTranscoder} layer file needs the repo's {WandbConfigFiles[0]} (the sizes) and {CircuitTracerConfigFile} " +
-                "(the model) beside it; download them with it, or load it by release id (`sae releases mwhanna` lists them)";
+                "(the model) beside it; download them with it, or load it by release id (`sae releases --search mwhanna` lists them)";
         return null;
     }
 
