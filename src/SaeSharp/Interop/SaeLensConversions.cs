@@ -659,11 +659,11 @@ public static class SaeLensConversions
 
     /// <summary>Loads a Llama Scope R1 Distill folder (or its weights file) copied from the repo: the norm_scaling_factor
     /// is <paramref name="normScalingFactor"/> when given (a release SAE), else that of the release SAE whose repo path
-    /// the folder's path ends with (<see cref="ReleaseSaeAt"/>).</summary>
+    /// the folder's path ends with (<see cref="NormScalingFactorAt"/>).</summary>
     public static Sae LoadLlamaScopeR1DistillPath(string path, double? normScalingFactor = null)
     {
         string folder = FolderOf(path, SaeLensFormat.WeightsFile);
-        return LoadLlamaScopeR1Distill(folder, normScalingFactor ?? ReleaseSaeAt(LlamaScopeR1Distill, folder)?.Sae.NormScalingFactor);
+        return LoadLlamaScopeR1Distill(folder, normScalingFactor ?? NormScalingFactorAt(LlamaScopeR1Distill, folder));
     }
 
     /// <summary>Whether <paramref name="path"/> is an mwhanna_transcoder file: <c>…_N.safetensors</c> with the repo's
@@ -697,16 +697,17 @@ public static class SaeLensConversions
         return null;
     }
 
-    /// <summary>The SAE of a release in <paramref name="conversion"/> whose repo path the local <paramref name="path"/>
-    /// ends with (a copy downloaded with the repo's folder names kept); null when none or several.</summary>
-    public static (SaeRelease Release, PretrainedSae Sae)? ReleaseSaeAt(string conversion, string path)
+    /// <summary>The release table's <c>norm_scaling_factor</c> for a local copy <paramref name="path"/> of a release SAE in
+    /// <paramref name="conversion"/> (null: the SAELens format), found by the SAE's repo path, which the local path must
+    /// end with (downloaded with the repo's folder names kept); null when no entry matches or matching entries disagree.</summary>
+    public static double? NormScalingFactorAt(string? conversion, string path)
     {
         ArgumentNullException.ThrowIfNull(path);
         string full = Path.GetFullPath(path).Replace('\\', '/').TrimEnd('/');
-        var hits = SaeReleases.All.Where(r => r.Conversion == conversion)
-            .SelectMany(r => r.Saes.Where(s => full.EndsWith("/" + s.Path.Trim('/'), StringComparison.Ordinal)).Select(s => (r, s)))
-            .Take(2).ToList();
-        return hits.Count == 1 ? hits[0] : null;
+        var factors = SaeReleases.All.Where(r => r.Conversion == conversion).SelectMany(r => r.Saes)
+            .Where(s => s.NormScalingFactor is not null && full.EndsWith("/" + s.Path.Trim('/'), StringComparison.Ordinal))
+            .Select(s => s.NormScalingFactor!.Value).Distinct().Take(2).ToList();
+        return factors.Count == 1 ? factors[0] : null;
     }
 
     /// <summary>The file <paramref name="isFile"/> accepts that <paramref name="path"/> names: the path itself, or the only

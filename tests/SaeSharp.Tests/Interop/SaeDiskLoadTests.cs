@@ -183,6 +183,34 @@ public sealed class SaeDiskLoadTests : FakeHubTestBase
     }
 
     [Fact]
+    public void SAELens_folder_whose_factor_only_the_release_table_has_finds_it_by_the_repo_path()
+    {
+        // gpt2-small-mlp-tm: a pre-6.0 cfg with the boolean normalisation and no factor; the table's norm_scaling_factor is folded in.
+        const string path = "sae_group_gpt2_blocks.0.hook_mlp_out_24576:v1";
+        string src = Path.Combine(_work, "src");
+        Directory.CreateDirectory(src);
+        File.WriteAllText(Path.Combine(src, "cfg.json"), """
+            {"d_in": 8, "d_sae": 24, "dtype": "float32", "device": "cpu", "model_name": "gpt2-small", "hook_point": "blocks.0.hook_mlp_out",
+             "hook_point_layer": 0, "activation_fn_str": "relu", "apply_b_dec_to_input": true, "normalize_activations": true}
+            """);
+        using (var scope = NewDisposeScope())
+        {
+            var g = new Generator(4);
+            SaeSharp.IO.SafeTensors.Save(Path.Combine(src, "sae_weights.safetensors"), new Dictionary<string, Tensor>
+            {
+                ["W_enc"] = randn(8, 24, generator: g), ["W_dec"] = randn(24, 8, generator: g), ["b_enc"] = randn(24, generator: g), ["b_dec"] = randn(8, generator: g),
+            });
+        }
+        string dl = ServeAndDownload("tommmcgrath/gpt2-small-mlp-out-saes",
+            (path + "/cfg.json", Path.Combine(src, "cfg.json")), (path + "/sae_weights.safetensors", Path.Combine(src, "sae_weights.safetensors")));
+        AssertSameAsRelease("gpt2-small-mlp-tm/blocks.0.hook_mlp_out", "SAELens", Path.Combine(dl, path));
+
+        var e = Assert.Throws<SaeSharpException>(() => SaeLoader.Load(src));
+        Assert.Contains("no scaling factor was found", e.Message);
+        Assert.Contains("load it by release id, or keep the repo's folder names in its path", e.Message);
+    }
+
+    [Fact]
     public void The_not_recognised_error_lists_what_each_format_needs_on_disk()
     {
         string dir = Path.Combine(_work, "empty");
