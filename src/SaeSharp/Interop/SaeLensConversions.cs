@@ -19,7 +19,8 @@ namespace SaeSharp.Interop;
 /// names the conversions it has that SaeSharp refuses.
 /// SAELens's transcoders are SaeSharp SAEs with <c>d_out</c> and <c>metadata.hook_name_out</c>: <c>transcoder</c> →
 /// standard, <c>jumprelu_transcoder</c> → jumprelu (see <see cref="SaeLensFormat.SaeLensTranscoders"/>). These formats
-/// load by release name (<c>RELEASE/SAE_ID</c>), as in SAELens; the <c>Load*</c> methods read local copies of the files.
+/// load by release name (<c>RELEASE/SAE_ID</c>), as in SAELens, and from a downloaded copy, which <see cref="SaeLoader"/>
+/// detects by its files (the <c>Is*Path</c> / <c>Is*File</c> probes) and loads with the same <c>Load*</c> methods.
 /// </summary>
 public static class SaeLensConversions
 {
