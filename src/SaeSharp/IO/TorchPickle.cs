@@ -34,6 +34,29 @@ public static class TorchPickle
     public static long DefaultByteBudget(string path) =>
         File.Exists(path) ? 4 * new FileInfo(path).Length + (16L << 20) : 16L << 20;
 
+    /// <summary>True for a <c>torch.save</c> zip whose pickle mentions every one of <paramref name="names"/> (a cheap
+    /// probe of a state dict's keys: only the small pickle entry is read, nothing is unpickled); false for any other file.</summary>
+    public static bool Mentions(string path, params string[] names)
+    {
+        ArgumentNullException.ThrowIfNull(names);
+        if (!File.Exists(path)) return false;
+        try
+        {
+            using var zip = ZipFile.OpenRead(path);
+            var entry = zip.Entries.FirstOrDefault(e => e.FullName.EndsWith("data.pkl", StringComparison.Ordinal));
+            if (entry is null || entry.Length > 1 << 24) return false;
+            using var stream = entry.Open();
+            using var ms = new MemoryStream();
+            stream.CopyTo(ms);
+            string text = Encoding.Latin1.GetString(ms.GetBuffer(), 0, (int)ms.Length);
+            return names.All(n => text.Contains(n, StringComparison.Ordinal));
+        }
+        catch (Exception e) when (e is InvalidDataException or IOException or UnauthorizedAccessException)
+        {
+            return false;
+        }
+    }
+
     /// <summary>Loads a checkpoint whose top level is a dictionary (a <c>state_dict</c>) and returns its
     /// tensor entries in file order; non-tensor entries are dropped (use <see cref="Load"/> to read them).</summary>
     public static IReadOnlyDictionary<string, Tensor> LoadStateDict(string path)

@@ -43,6 +43,13 @@ public static class GemmaScope
         return t.eq(TorchScalars.Of(1)).all().item<bool>();
     }
 
+    /// <summary>The note (<see cref="SaeLensConversions.NoteKey"/>) on a <c>params.npz</c> whose path names no Gemma Scope
+    /// repo: the model, hook and SAE-or-transcoder come from the repo's name, as in SAELens's release table.</summary>
+    public const string NoRepoInPathNote =
+        "no gemma-scope-SIZE-pt|it-res|mlp|att|transcoders folder in the path, which gives the model and hook (and tells a transcoder " +
+        "from an SAE): read as an SAE with no hook. Keep the repo's name in the path (huggingface-cli download google/gemma-scope-2b-pt-res " +
+        "--local-dir DL/gemma-scope-2b-pt-res), load it by release id, or name the hook with --hook";
+
     /// <summary>Loads the SAE at <paramref name="path"/> (a folder holding <c>params.npz</c>, or the file itself);
     /// its metadata is read from <paramref name="metadataPath"/> (a release's <c>REPO_ID/PATH</c>) when given, else from
     /// the file's folders.</summary>
@@ -68,6 +75,8 @@ public static class GemmaScope
             };
             string metadataDir = metadataPath ?? Path.GetDirectoryName(Path.GetFullPath(file))!;
             ApplyPathMetadata(metadataDir, cfg, file);
+            if (cfg.Metadata.ModelName is null)
+                (cfg.Metadata.Extra ??= [])[SaeLensConversions.NoteKey] = System.Text.Json.JsonSerializer.SerializeToElement(NoRepoInPathNote);
             if (FolderParts(metadataDir).Contains("embedding")) ScaleEmbeddingSae(w, dIn);
             return SaeWeights.Create(cfg, w, file, file);
         }

@@ -1,5 +1,3 @@
-using System.IO.Compression;
-using System.Text;
 using System.Text.RegularExpressions;
 using SaeSharp.IO;
 using SaeSharp.Saes;
@@ -32,26 +30,7 @@ public static class OpenAiSae
 
     /// <summary>True for a <c>torch.save</c> zip (or a folder's <c>ae.pt</c>) whose pickle mentions both <c>pre_bias</c>
     /// and <c>latent_bias</c> (only the small pickle entry is read).</summary>
-    public static bool IsOpenAiCheckpoint(string path)
-    {
-        path = CheckpointFile(path);
-        if (!File.Exists(path)) return false;
-        try
-        {
-            using var zip = ZipFile.OpenRead(path);
-            var entry = zip.Entries.FirstOrDefault(e => e.FullName.EndsWith("data.pkl", StringComparison.Ordinal));
-            if (entry is null || entry.Length > 1 << 24) return false;
-            using var stream = entry.Open();
-            using var ms = new MemoryStream();
-            stream.CopyTo(ms);
-            string text = Encoding.Latin1.GetString(ms.GetBuffer(), 0, (int)ms.Length);
-            return text.Contains("pre_bias", StringComparison.Ordinal) && text.Contains("latent_bias", StringComparison.Ordinal);
-        }
-        catch (Exception e) when (e is InvalidDataException or IOException or UnauthorizedAccessException)
-        {
-            return false;
-        }
-    }
+    public static bool IsOpenAiCheckpoint(string path) => TorchPickle.Mentions(CheckpointFile(path), "pre_bias", "latent_bias");
 
     /// <summary>The checkpoint a path names: the file itself, or a folder's <c>ae.pt</c> (the name dictionary_learning
     /// also uses; a folder fetched with <c>hf:ORG/REPO/PATH</c> holds it so).</summary>

@@ -19,7 +19,8 @@ namespace SaeSharp.Interop;
 /// names the conversions it has that SaeSharp refuses.
 /// SAELens's transcoders are SaeSharp SAEs with <c>d_out</c> and <c>metadata.hook_name_out</c>: <c>transcoder</c> →
 /// standard, <c>jumprelu_transcoder</c> → jumprelu (see <see cref="SaeLensFormat.SaeLensTranscoders"/>). These formats
-/// load by release name (<c>RELEASE/SAE_ID</c>), as in SAELens; the <c>Load*</c> methods read local copies of the files.
+/// load by release name (<c>RELEASE/SAE_ID</c>), as in SAELens, and from a downloaded copy, which <see cref="SaeLoader"/>
+/// detects by its files (the <c>Is*Path</c> / <c>Is*File</c> probes) and loads with the same <c>Load*</c> methods.
 /// </summary>
 public static class SaeLensConversions
 {
@@ -338,7 +339,9 @@ public static class SaeLensConversions
         int expansion = JsonFields.Int(json, "expansion_factor", cfgPath) ?? throw Missing(cfgPath, "expansion_factor");
         string hook = JsonFields.Str(json, "hook_point_in", cfgPath) ?? throw Missing(cfgPath, "hook_point_in");
         if (normScalingFactor is not { } s)
-            throw new SaeSharpException($"{cfgPath}: a Llama Scope R1 Distill SAE is 'expected_average_only_in' and needs the release table's norm_scaling_factor (load it by release name)");
+            throw new SaeSharpException($"{cfgPath}: a Llama Scope R1 Distill SAE is 'expected_average_only_in' and needs the release table's " +
+                $"norm_scaling_factor, which its files do not hold: load it by release id ({LlamaScopeR1Distill}/SAE_ID; `sae releases {LlamaScopeR1Distill}` " +
+                "lists them), or keep the repo's folder names in the path (…/800M-Slimpajama-0-OpenR1-Math-220k/L0R) so that the release table's entry is found");
         var cfg = new SaeConfig
         {
             Architecture = SaeArchitectures.JumpReLU,
@@ -409,7 +412,9 @@ public static class SaeLensConversions
             string where = repoId ?? Path.GetFullPath(file);
             var size = Regex.Match(where, @"qwen3-(\d+(?:\.\d+)?)b");
             if (!size.Success)
-                throw new SaeSharpException($"{configPath}: not found, and '{where}' names no qwen3-<size>b to take the model from");
+                throw new SaeSharpException($"{configPath}: not found, and '{where}' names no qwen3-<size>b to take the model from " +
+                    "(copy the repo's config.yaml beside the file, keep the repo's name in the path, e.g. …/qwen3-14b-transcoders/layer_3.safetensors, " +
+                    "or load it by release id, e.g. mwhanna-qwen3-14b-transcoders/layer_3)");
             model = $"Qwen/Qwen3-{size.Groups[1].Value}B";
         }
         var wandb = YamlFields.Load(wandbPath);
@@ -617,6 +622,108 @@ public static class SaeLensConversions
             ? v
             : throw new SaeSharpException($"{source}: '{string.Join(".", keys)}' is '{s}', expected a finite number");
     }
+
+    // ---- from disk ----
+
+    /// <summary>Whether <paramref name="path"/> is a deepseek_r1 file as its repo holds it: a <c>.pt</c> (not
+    /// dictionary_learning's <c>ae.pt</c>) named with its layer <c>l&lt;N&gt;</c> whose state dict has
+    /// <c>encoder.weight</c>, <c>encoder.bias</c>, <c>decoder.weight</c> and <c>decoder.bias</c>, or a folder holding one
+    /// such file.</summary>
+    public static bool IsDeepSeekR1Path(string path) => DeepSeekR1File(path) is not null;
+
+    internal static string? DeepSeekR1File(string path) => OneFile(path, f =>
+        Path.GetExtension(f) == ".pt" && Path.GetFileName(f) != DictionaryLearning.WeightsFile && Regex.IsMatch(Path.GetFileName(f), @"l\d+")
+        && TorchPickle.Mentions(f, "encoder.weight", "encoder.bias", "decoder.weight", "decoder.bias"));
+
+    /// <summary>Whether <paramref name="path"/> is one of the two Goodfire files under its repo's name (the only names
+    /// SAELens's goodfire loader has a config for), or a folder holding one.</summary>
+    public static bool IsGoodfirePath(string path) => GoodfireFile(path) is not null;
+
+    internal static string? GoodfireFile(string path) => OneFile(path, f =>
+        GoodfireSaes.ContainsKey(Path.GetFileName(f)) && TorchPickle.Mentions(f, "encoder_linear.weight", "decoder_linear.weight"));
+
+    /// <summary>Whether <paramref name="path"/> is a connor_rob_hook_z <c>NAME.pt</c> with its <c>NAME_cfg.json</c> beside
+    /// it, or a folder holding one such pair.</summary>
+    public static bool IsConnorRobHookZPath(string path) => ConnorRobHookZFile(path) is not null;
+
+    internal static string? ConnorRobHookZFile(string path) => OneFile(path, f =>
+        Path.GetExtension(f) == ".pt" && File.Exists(ConnorCfgPath(f)));
+
+    /// <summary>Whether <paramref name="path"/> is a Llama Scope R1 Distill SAE folder (<c>config.json</c> and
+    /// <c>sae_weights.safetensors</c>, without SAELens's <c>cfg.json</c>) or that folder's weights file.</summary>
+    public static bool IsLlamaScopeR1DistillPath(string path)
+    {
+        string folder = FolderOf(path, SaeLensFormat.WeightsFile);
+        return File.Exists(Path.Combine(folder, R1DistillConfigFile)) && File.Exists(Path.Combine(folder, SaeLensFormat.WeightsFile))
+            && !File.Exists(Path.Combine(folder, SaeLensFormat.CfgFile));
+    }
+
+    /// <summary>Loads a Llama Scope R1 Distill folder (or its weights file) copied from the repo: the norm_scaling_factor
+    /// is <paramref name="normScalingFactor"/> when given (a release SAE), else that of the release SAE whose repo path
+    /// the folder's path ends with (<see cref="NormScalingFactorAt"/>).</summary>
+    public static Sae LoadLlamaScopeR1DistillPath(string path, double? normScalingFactor = null)
+    {
+        string folder = FolderOf(path, SaeLensFormat.WeightsFile);
+        return LoadLlamaScopeR1Distill(folder, normScalingFactor ?? NormScalingFactorAt(LlamaScopeR1Distill, folder));
+    }
+
+    /// <summary>Whether <paramref name="path"/> is an mwhanna_transcoder file: <c>…_N.safetensors</c> with the repo's
+    /// <c>wandb-config.yaml</c> (or <c>wanb-config.yaml</c>) beside it. (The repo's folder is a transcoder set.)</summary>
+    public static bool IsMwhannaTranscoderFile(string path) =>
+        File.Exists(path) && Path.GetExtension(path) == ".safetensors" && MwhannaLayer(path) is not null
+        && WandbConfigFiles.Any(f => File.Exists(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, f)));
+
+    /// <summary>Whether <paramref name="path"/> is one layer's encoder file of a circuit-tracer CLT,
+    /// <c>W_enc_L.safetensors</c> with <c>W_dec_L.safetensors</c> beside it (SAELens's mntss_clt_layer_transcoder), or a
+    /// folder holding one such layer only (a folder of every layer is the whole CLT).</summary>
+    public static bool IsMntssCltLayerPath(string path) => MntssCltLayerFile(path) is not null;
+
+    internal static string? MntssCltLayerFile(string path) => OneFile(path, f =>
+        Regex.Match(Path.GetFileName(f), @"^W_enc_(.+)\.safetensors$") is { Success: true } m
+        && File.Exists(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(f))!, $"W_dec_{m.Groups[1].Value}.safetensors")));
+
+    /// <summary>Why <paramref name="path"/>, which looks like one of these conversions' files, was not taken for one: the
+    /// file that its loader needs beside it and that is missing; else null.</summary>
+    public static string? MissingCompanion(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        if (!File.Exists(path)) return null;
+        string name = Path.GetFileName(path);
+        if (Regex.Match(name, @"^W_enc_(.+)\.safetensors$") is { Success: true } m)
+            return $"a circuit-tracer CLT layer file ({MntssCltLayerTranscoder}) needs W_dec_{m.Groups[1].Value}.safetensors and the repo's " +
+                $"{CircuitTracerConfigFile} beside it";
+        if (Path.GetExtension(name) == ".safetensors" && MwhannaLayer(path) is not null && !IsMwhannaTranscoderFile(path))
+            return $"an {MwhannaTranscoder} layer file needs the repo's {WandbConfigFiles[0]} (the sizes) and {CircuitTracerConfigFile} " +
+                "(the model) beside it; download them with it, or load it by release id (`sae releases --search mwhanna` lists them)";
+        return null;
+    }
+
+    /// <summary>The release table's <c>norm_scaling_factor</c> for a local copy <paramref name="path"/> of a release SAE in
+    /// <paramref name="conversion"/> (null: the SAELens format), found by the SAE's repo path, which the local path must
+    /// end with (downloaded with the repo's folder names kept); null when no entry matches or matching entries disagree.</summary>
+    public static double? NormScalingFactorAt(string? conversion, string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        string full = Path.GetFullPath(path).Replace('\\', '/').TrimEnd('/');
+        var factors = SaeReleases.All.Where(r => r.Conversion == conversion).SelectMany(r => r.Saes)
+            .Where(s => s.NormScalingFactor is not null && full.EndsWith("/" + s.Path.Trim('/'), StringComparison.Ordinal))
+            .Select(s => s.NormScalingFactor!.Value).Distinct().Take(2).ToList();
+        return factors.Count == 1 ? factors[0] : null;
+    }
+
+    /// <summary>The file <paramref name="isFile"/> accepts that <paramref name="path"/> names: the path itself, or the only
+    /// such file directly in a folder (a repo downloaded whole); null when none or several.</summary>
+    private static string? OneFile(string path, Func<string, bool> isFile)
+    {
+        if (File.Exists(path)) return isFile(path) ? path : null;
+        if (!Directory.Exists(path)) return null;
+        var files = Directory.EnumerateFiles(path).Where(isFile).Take(2).ToList();
+        return files.Count == 1 ? files[0] : null;
+    }
+
+    /// <summary>The folder of an SAE given as the folder or as its file <paramref name="fileName"/>.</summary>
+    private static string FolderOf(string path, string fileName) =>
+        File.Exists(path) && Path.GetFileName(path) == fileName ? Path.GetDirectoryName(Path.GetFullPath(path))! : path;
 
     // ---- shared ----
 

@@ -132,11 +132,13 @@ public static class SaeLensFormat
         }
         if (cfg.NormalizeActivations == "expected_average_only_in")
         {
-            double? factor = normScalingFactor ?? ReadScalingFactor(dir, cfg);
+            // Last, a copy of a release SAE whose factor only the release table has, found by the repo path it was downloaded under.
+            double? factor = normScalingFactor ?? ReadScalingFactor(dir, cfg) ?? SaeLensConversions.NormScalingFactorAt(null, dir);
             if (factor is null)
             {
                 sae.Dispose();
-                throw new SaeSharpException($"{cfgPath}: normalize_activations is 'expected_average_only_in' but no scaling factor was found in {ActivationScalerFile}, the cfg or the release table");
+                throw new SaeSharpException($"{cfgPath}: normalize_activations is 'expected_average_only_in' but no scaling factor was found in {ActivationScalerFile}, " +
+                    "the cfg or the release table (a copy of a release SAE: load it by release id, or keep the repo's folder names in its path)");
             }
             sae.FoldActivationScale(factor.Value, factor.Value);
             cfg.NormalizeActivations = "none";

@@ -29,19 +29,33 @@ public static class SaeLoader
         SaeLensConversions.TemporalConfigFile, SaeLensConversions.TemporalWeightsFile,
     ];
 
-    /// <summary>The formats tried, in order: a name, a probe of the path and the loader (given the options and the
-    /// release's facts, when the SAE was named by release).</summary>
-    private static readonly List<(string Name, Func<string, bool> Detect, Func<string, SaeLoadOptions, ResolvedSae, Sae> Load)> Formats =
+    /// <summary>The formats tried, in order: a name, the files that show it (for the error when none does), a probe of the
+    /// path and the loader (given the options and the release's facts, when the SAE was named by release).</summary>
+    private static readonly List<(string Name, string Files, Func<string, bool> Detect, Func<string, SaeLoadOptions, ResolvedSae, Sae> Load)> Formats =
     [
-        ("SAELens", SaeLensFormat.IsSaeLensFolder, (p, _, r) => SaeLensFormat.Load(p, r.Sae?.NormScalingFactor,
+        ("SAELens", "cfg.json + sae_weights.safetensors", SaeLensFormat.IsSaeLensFolder, (p, _, r) => SaeLensFormat.Load(p, r.Sae?.NormScalingFactor,
             r.Release?.ConfigOverrides?["normalize_activations"]?.GetValue<string>())),
-        ("dictionary_learning", DictionaryLearning.IsDictionaryLearningPath, (p, o, _) => DictionaryLearning.Load(p, o.Architecture)),
-        ("Gemma Scope", GemmaScope.IsGemmaScopePath, (p, _, _) => GemmaScope.Load(p)),
-        ("Gemma Scope 2", GemmaScope.IsGemmaScope2Path, (p, _, _) => GemmaScope.LoadScope2(p)),
-        ("Llama Scope", LlamaScope.IsLlamaScopeFolder, (p, _, _) => LlamaScope.Load(p)),
-        ("sparsify", Sparsify.IsSparsifyPath, (p, _, _) => Sparsify.Load(p)),
-        ("OpenAI sparse_autoencoder", OpenAiSae.IsOpenAiCheckpoint, (p, _, _) => OpenAiSae.Load(p)),
-        ("canrager temporal", SaeLensConversions.IsTemporalFolder, (p, _, _) => SaeLensConversions.LoadTemporal(p)),
+        ("dictionary_learning", "ae.pt (+ config.json)", DictionaryLearning.IsDictionaryLearningPath, (p, o, _) => DictionaryLearning.Load(p, o.Architecture)),
+        ("Gemma Scope", "params.npz", GemmaScope.IsGemmaScopePath, (p, _, _) => GemmaScope.Load(p)),
+        ("Gemma Scope 2", "params.safetensors (+ config.json)", GemmaScope.IsGemmaScope2Path, (p, _, _) => GemmaScope.LoadScope2(p)),
+        ("Llama Scope", "hyperparams.json + checkpoints/final.safetensors", LlamaScope.IsLlamaScopeFolder, (p, _, _) => LlamaScope.Load(p)),
+        ("sparsify", "cfg.json + sae.safetensors", Sparsify.IsSparsifyPath, (p, _, _) => Sparsify.Load(p)),
+        ("OpenAI sparse_autoencoder", "N.pt with pre_bias, latent_bias", OpenAiSae.IsOpenAiCheckpoint, (p, _, _) => OpenAiSae.Load(p)),
+        ("canrager temporal", "conf.yaml + latest_ckpt.safetensors", SaeLensConversions.IsTemporalFolder, (p, _, _) => SaeLensConversions.LoadTemporal(p)),
+        // SAELens's conversions whose files a path shows by themselves (gemma_2_transcoder is Gemma Scope's files, gemma_3
+        // Gemma Scope 2's, temporal canrager's): the same loaders as by release name.
+        (SaeLensConversions.DeepSeekR1, "…l<N>….pt with encoder.weight, decoder.weight", SaeLensConversions.IsDeepSeekR1Path,
+            (p, _, _) => SaeLensConversions.LoadDeepSeekR1(SaeLensConversions.DeepSeekR1File(p)!)),
+        (SaeLensConversions.Goodfire, "Llama-3.1-8B-Instruct-SAE-l19.pth or Llama-3.3-70B-Instruct-SAE-l50.pt", SaeLensConversions.IsGoodfirePath,
+            (p, _, _) => SaeLensConversions.LoadGoodfire(SaeLensConversions.GoodfireFile(p)!)),
+        (SaeLensConversions.ConnorRobHookZ, "NAME.pt + NAME_cfg.json", SaeLensConversions.IsConnorRobHookZPath,
+            (p, _, _) => SaeLensConversions.LoadConnorRobHookZ(SaeLensConversions.ConnorRobHookZFile(p)!)),
+        (SaeLensConversions.LlamaScopeR1Distill, "config.json + sae_weights.safetensors", SaeLensConversions.IsLlamaScopeR1DistillPath,
+            (p, _, r) => SaeLensConversions.LoadLlamaScopeR1DistillPath(p, r.Sae?.NormScalingFactor)),
+        (SaeLensConversions.MwhannaTranscoder, "layer_N.safetensors + wandb-config.yaml", SaeLensConversions.IsMwhannaTranscoderFile,
+            (p, _, _) => SaeLensConversions.LoadMwhannaTranscoder(p)),
+        (SaeLensConversions.MntssCltLayerTranscoder, "W_enc_N.safetensors + W_dec_N.safetensors", SaeLensConversions.IsMntssCltLayerPath,
+            (p, _, _) => SaeLensConversions.LoadMntssCltLayer(SaeLensConversions.MntssCltLayerFile(p)!)),
     ];
 
     /// <summary>Loads the SAE that <paramref name="path"/> names: a local file or folder, <c>RELEASE/SAE_ID</c> or
@@ -69,7 +83,7 @@ public static class SaeLoader
         var found = Formats.Where(f => f.Detect(local)).Select(f => f.Name).ToList();
         if (found.Count > 1)
             throw new SaeSharpException($"{local}: holds the files of several SAE formats ({string.Join(", ", found)}); point at one SAE's files (a folder with one format, or the file itself)");
-        foreach (var (name, detect, load) in Formats)
+        foreach (var (name, _, detect, load) in Formats)
         {
             if (!found.Contains(name)) continue;
             if (options.Architecture is { } arch && name != "dictionary_learning")
@@ -83,19 +97,22 @@ public static class SaeLoader
             : [];
         if (inside.Count > 0) throw HoldsSaes(local, inside, d => Path.Combine(local, d));
         if (CrossLayerTranscoderLoader.IsCrossLayerTranscoder(local)) throw CrossLayerTranscoderLoader.NotASingleSae(local);
-        throw new SaeSharpException($"{local}: not a recognised SAE{NotRecognisedHint(local)} (looked for: {string.Join(", ", Formats.Select(f => f.Name))})");
+        throw new SaeSharpException($"{local}: not a recognised SAE{NotRecognisedHint(local)} (looked for: {string.Join("; ", Formats.Select(f => $"{f.Name}: {f.Files}"))})");
     }
 
     /// <summary>Why a path that looks like part of an SAE was not taken for one: a folder with a cfg.json but neither
-    /// format's weights beside it, or a <c>.pt</c> file named neither <c>ae.pt</c> nor <c>checkpoints/ae_{step}.pt</c>; else "".</summary>
+    /// format's weights beside it, or a <c>.pt</c> file that no format takes; else "".</summary>
     private static string NotRecognisedHint(string local)
     {
         if (Directory.Exists(local) && File.Exists(Path.Combine(local, SaeLensFormat.CfgFile)))
             return $": it has {SaeLensFormat.CfgFile} but no weights beside it ({SaeLensFormat.WeightsFile} for SAELens, {Sparsify.WeightsFile} for sparsify)";
+        if (SaeLensConversions.MissingCompanion(local) is { } missing) return ": " + missing;
         if (File.Exists(local) && local.EndsWith(".pt", StringComparison.OrdinalIgnoreCase) && Path.GetFileName(local) != DictionaryLearning.WeightsFile)
             return $": a .pt file is read as dictionary_learning's only under the name {DictionaryLearning.WeightsFile} or as a step checkpoint " +
                 $"{DictionaryLearning.CheckpointsFolder}/ae_STEP.pt (rename it, or put it in a folder as " +
-                $"{DictionaryLearning.WeightsFile}), and as OpenAI's sparse_autoencoder only when it holds pre_bias and latent_bias";
+                $"{DictionaryLearning.WeightsFile}), as OpenAI's sparse_autoencoder only when it holds pre_bias and latent_bias, as " +
+                $"{SaeLensConversions.DeepSeekR1}'s when its name has the layer (l<N>) and it holds encoder.weight, encoder.bias, decoder.weight, " +
+                $"decoder.bias, and as {SaeLensConversions.ConnorRobHookZ}'s with NAME_cfg.json beside NAME.pt";
         return "";
     }
 

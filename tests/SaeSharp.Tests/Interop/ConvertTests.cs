@@ -39,7 +39,7 @@ public sealed class ConvertTests : IDisposable
         Assert.Contains("its folder sae holds one: point at " + Path.Combine(single, "sae"), one.Message);
         // A folder with nothing of the kind keeps the plain message.
         var empty = Assert.Throws<SaeSharpException>(() => SaeLoader.Load(Path.Combine(run, "checkpoints")));
-        Assert.StartsWith($"{Path.Combine(run, "checkpoints")}: not a recognised SAE (looked for: SAELens,", empty.Message);
+        Assert.StartsWith($"{Path.Combine(run, "checkpoints")}: not a recognised SAE (looked for: SAELens: cfg.json + sae_weights.safetensors; ", empty.Message);
     }
 
     [Fact]
