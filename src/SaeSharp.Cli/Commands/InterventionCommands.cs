@@ -383,13 +383,14 @@ internal static class InterventionCommands
                 var spec = parse.GetValue(metric) is { } mt ? AttributionMetric.Parse(mt, id => SingleToken(tok, id, "--metric")) : null;
                 var spliced = hooked.Saes[0];
                 string site = spliced.IsTranscoder ? $"{spliced.OutputHook} (transcoder reading {spliced.Hook})" : spliced.Sae.Cfg.Metadata.Site(spliced.Hook);
-                string where = at is null ? "" : $" at position{(at.Length == 1 ? "" : "s")} {string.Join(",", at)}";
+                string where = at is null ? "" : $", position{(at.Length == 1 ? "" : "s")} {string.Join(",", at)}";
                 if (sweep)
                 {
                     var (clean, effects) = CliProgress.Run("ablate", progress =>
                         FeatureAblation.Sweep(hooked, s!, batches[0], spec!, at, list.Count > 0 ? list : null, means, parse.GetValue(hook), progress));
                     double? error = errorNode ? FeatureAblation.Metric(hooked, batches[0], spec!, [new ErrorAblation(s!, parse.GetValue(hook)) { Positions = at }]) : null;
-                    WriteAblationEffects($"{MetricLabel(spec!, tok)} = {Cli.Fixed(clean, 4)}; {md}-ablating each of {effects.Count} live feature(s){where} at {site}",
+                    Cli.WriteIndented(Spectre.Console.Markup.Escape($"{md}-ablating each of {effects.Count} live feature(s) at {site}{where}"), 0);
+                    WriteAblationEffects($"{MetricLabel(spec!, tok)} = {F(clean)}",
                         effects.Take(parse.GetValue(top)).Select(e => new[] { e.Feature.ToString(CultureInfo.InvariantCulture), F(e.Activation), F(e.Metric), F(e.Delta) })
                             .Concat(error is double v ? [["error", "", F(v), F(v - clean)]] : []));
                     return 0;
@@ -399,7 +400,7 @@ internal static class InterventionCommands
                 if (list.Count > 0) edits.Add(new Ablation(s!, list, means, parse.GetValue(hook)) { Positions = at });
                 edits.AddRange(clamps.Select(c => (Intervention)new Clamp(s!, c.Feature, c.Value, parse.GetValue(hook))));
                 if (errorNode) edits.Add(new ErrorAblation(s!, parse.GetValue(hook)) { Positions = at });
-                ReportAblation(batches, batch => (pm.Forward(batch), hooked.RunWithHooks(batch, edits)), tok, parse.GetValue(top), $"{what}{where} at {site}");
+                ReportAblation(batches, batch => (pm.Forward(batch), hooked.RunWithHooks(batch, edits)), tok, parse.GetValue(top), $"{what} at {site}{where}");
                 if (spec is not null)
                 {
                     double clean = FeatureAblation.Metric(hooked, batches[0], spec), ablated = FeatureAblation.Metric(hooked, batches[0], spec, edits);
@@ -472,9 +473,10 @@ internal static class InterventionCommands
     }
 
     /// <summary><c>sae ablate --each</c>'s table: feature, its activation summed over the ablated tokens, the metric with it
-    /// ablated and the change (rows as given: largest |Δ| first, the error node last).</summary>
+    /// ablated and the change (rows as given: largest |Δ| first, the error node last). The title is the metric and its clean
+    /// value only, so at 80 columns the table is as narrow as its cells.</summary>
     internal static void WriteAblationEffects(string title, IEnumerable<IReadOnlyList<string>> rows) =>
-        Cli.WriteColumns(title, ["feature", new Column("activation", Right: true), new Column("ablated", Right: true), new Column("Δ", Right: true)], rows);
+        Cli.WriteColumns(title, [new Column("feature", Right: true), new Column("activation", Right: true), new Column("ablated", Right: true), new Column("Δ", Right: true)], rows);
 
     /// <summary>A metric as a user reads it: <c>logit-diff:" Mary"," John"</c> with the tokens' text (ids without a tokenizer).</summary>
     internal static string MetricLabel(AttributionMetric spec, ITextTokenizer? tok)
