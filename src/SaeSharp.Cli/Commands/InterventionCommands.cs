@@ -336,6 +336,8 @@ internal static class InterventionCommands
             if (parse.GetValue(prompt) is null) Cli.RefuseGiven(parse, "for one --prompt (the metric is read at its last token)", metric, positionsOpt);
             if (parse.GetValue(metric) is null) Cli.RefuseGiven(parse, "the features ablated one at a time against --metric; give --metric", each);
             if (parse.GetValue(each)) Cli.RefuseGiven(parse, "for ablating features together; --each ablates one at a time", clamp);
+            if (parse.GetValue(features) is null && !parse.GetValue(each) && !parse.GetValue(ablateError))
+                Cli.RefuseGiven(parse, "where --features, --each and --ablate-error ablate (clamps apply at every position); give one of them", positionsOpt);
             var folder = ModelSource.Resolve(parse.GetValue(model)!);
             bool crossCoder = CrossCoderFormat.IsCrossCoderPath(parse.GetValue(sae)!);
             if (crossCoder) Cli.RefuseGiven(parse, "for SAEs; a crosscoder edits the hooks of its slots", hook, metric, each, positionsOpt, ablateError);

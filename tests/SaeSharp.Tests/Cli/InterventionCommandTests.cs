@@ -807,6 +807,9 @@ public class InterventionCommandTests : IDisposable
         (exit, _, err) = CliRunner.Run([.. common, "--each", "--clamp", "1:3"]);
         Assert.NotEqual(0, exit);
         Assert.Contains("--clamp", err);
+        (exit, _, err) = CliRunner.Run([.. common, "--clamp", "1:3"]);
+        Assert.NotEqual(0, exit);
+        Assert.Contains("--positions: where --features", err);
     }
 
     /// <summary>A random transcoder from block 0's MLP input to its output, saved in SAELens's layout as P("tc").</summary>
