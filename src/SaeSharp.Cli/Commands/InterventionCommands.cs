@@ -319,9 +319,13 @@ internal static class InterventionCommands
         var noBos = NoBosOption();
         var diffModel = new Option<string?>("--diff-model") { Description = "A model-diffing crosscoder: the second (chat) model, run on the same tokens to encode (same tokenizer)" };
         var slot = new Option<int?>("--slot") { Description = "A crosscoder: the slot whose model is run with the latents ablated (all of that model's slots are edited; default: the last slot)" };
+        var metric = new Option<string?>("--metric") { Description = "With --prompt: also report this metric clean and ablated: logit-diff:A,B | logit:A | loss, as sae attribute takes it" };
+        var each = new Option<bool>("--each") { Description = "With --metric: ablate each live feature (of --features, default all) on its own at --positions; a table feature → Δmetric, largest |Δ| first" };
+        var positionsOpt = new Option<string?>("--positions") { Description = "With --prompt: token positions where --features, --each and --ablate-error ablate, negative ones from the end (-1 the last token; default: every position)" };
+        var ablateError = new Option<bool>("--ablate-error") { Description = "Zero the SAE's error node (hook_sae_error): the activation becomes the reconstruction alone" };
         var command = new Command("ablate", "Ablate features (SAE spliced with its error term): change in next-token loss and KL per position and overall")
         {
-            model, sae, features, clamp, prompt, dataset, tokensOpt, contextSize, mode, hook, top, noBos, diffModel, slot,
+            model, sae, features, clamp, prompt, dataset, tokensOpt, contextSize, mode, hook, top, noBos, diffModel, slot, metric, each, positionsOpt, ablateError,
         };
         Cli.SetAction(command, parse =>
         {
@@ -329,22 +333,30 @@ internal static class InterventionCommands
                 Cli.RefuseGiven(parse, "for ablating over a dataset; the tokens come from --prompt (give one of --prompt and --dataset)", dataset, tokensOpt, contextSize);
             else if (parse.GetValue(dataset) is null)
                 Cli.RefuseGiven(parse, "for ablating over --dataset, which is not given (or give --prompt)", tokensOpt, contextSize);
+            if (parse.GetValue(prompt) is null) Cli.RefuseGiven(parse, "for one --prompt (the metric is read at its last token)", metric, positionsOpt);
+            if (parse.GetValue(metric) is null) Cli.RefuseGiven(parse, "the features ablated one at a time against --metric; give --metric", each);
+            if (parse.GetValue(each)) Cli.RefuseGiven(parse, "for ablating features together; --each ablates one at a time", clamp);
+            if (parse.GetValue(features) is null && !parse.GetValue(each) && !parse.GetValue(ablateError))
+                Cli.RefuseGiven(parse, "where --features, --each and --ablate-error ablate (clamps apply at every position); give one of them", positionsOpt);
             var folder = ModelSource.Resolve(parse.GetValue(model)!);
             bool crossCoder = CrossCoderFormat.IsCrossCoderPath(parse.GetValue(sae)!);
-            if (crossCoder) Cli.RefuseGiven(parse, "for SAEs; a crosscoder edits the hooks of its slots", hook);
+            if (crossCoder) Cli.RefuseGiven(parse, "for SAEs; a crosscoder edits the hooks of its slots", hook, metric, each, positionsOpt, ablateError);
             else Cli.RefuseGiven(parse, "for a crosscoder (--sae CROSSCODER)", diffModel, slot);
             using var s = crossCoder ? null : LoadSae(parse.GetValue(sae)!);
             using var pm = s is null ? null : ModelForSae.Load(folder, s.Cfg);   // processed as the SAE's cfg records, in its dtype
             var tok = Tokenizer.FromFolder(folder);
             using var outer = NewDisposeScope();   // the token batches and the ablation's tensors
             var clamps = (parse.GetValue(clamp) ?? []).Select(c => FeatureValue(c, "--clamp", "F:V")).ToList();
-            if (parse.GetValue(features) is null && clamps.Count == 0) throw new SaeSharpException("give --features (to ablate), --clamp F:V, or both");
-            if (parse.GetValue(features) is null) Cli.RefuseGiven(parse, "how --features are ablated; give --features", mode);
+            bool sweep = parse.GetValue(each), errorNode = parse.GetValue(ablateError);
+            if (parse.GetValue(features) is null && clamps.Count == 0 && !sweep && !errorNode)
+                throw new SaeSharpException("give --features (to ablate), --clamp F:V, --ablate-error, or --metric M --each");
+            if (parse.GetValue(features) is null && !sweep) Cli.RefuseGiven(parse, "how --features are ablated; give --features", mode);
             var list = parse.GetValue(features) is { } fs ? FeatureList(fs, "--features").ToList() : [];
             string md = parse.GetValue(mode)!;
             if (md is not ("zero" or "mean")) throw new SaeSharpException($"--mode {md}: expected zero or mean");
-            string what = string.Join(", ", (list.Count > 0 ? [$"{md}-ablation of {list.Count} {(crossCoder ? "latent" : "feature")}(s)"] : new List<string>())
-                .Concat(clamps.Select(c => $"{(crossCoder ? "latent" : "feature")} {c.Feature} clamped to {c.Value.ToString("G6", CultureInfo.InvariantCulture)}")));
+            string what = string.Join(", ", (list.Count > 0 && !sweep ? [$"{md}-ablation of {list.Count} {(crossCoder ? "latent" : "feature")}(s)"] : new List<string>())
+                .Concat(clamps.Select(c => $"{(crossCoder ? "latent" : "feature")} {c.Feature} clamped to {c.Value.ToString("G6", CultureInfo.InvariantCulture)}"))
+                .Concat(errorNode && !sweep ? ["error node zeroed"] : []));
             bool bos = !parse.GetValue(noBos);
             List<Tensor> batches;
             if (parse.GetValue(prompt) is string text)
@@ -367,14 +379,35 @@ internal static class InterventionCommands
                 var m = pm!.Model;
                 var hooked = new HookedSaeTransformer(m) { ModelHooks = pm.Hooks };
                 hooked.AddSae(s!, parse.GetValue(hook), useErrorTerm: true);
-                using var means = md == "mean" && list.Count > 0 ? Ablation.FeatureMeans(m, s!, batches, parse.GetValue(hook), pm.Hooks) : null;
-                // The ablation first, then the clamps, as sae model run applies --ablate and --clamp.
-                var edits = new List<Intervention>();
-                if (list.Count > 0) edits.Add(new Ablation(s!, list, means, parse.GetValue(hook)));
-                edits.AddRange(clamps.Select(c => (Intervention)new Clamp(s!, c.Feature, c.Value, parse.GetValue(hook))));
+                using var means = md == "mean" && (list.Count > 0 || sweep) ? Ablation.FeatureMeans(m, s!, batches, parse.GetValue(hook), pm.Hooks) : null;
+                long length = batches[0].shape[1];
+                var at = ParsePositions(parse.GetValue(positionsOpt), length, length, $"the prompt has {length} tokens");
+                var spec = parse.GetValue(metric) is { } mt ? AttributionMetric.Parse(mt, id => SingleToken(tok, id, "--metric")) : null;
                 var spliced = hooked.Saes[0];
-                ReportAblation(batches, batch => (pm.Forward(batch), hooked.RunWithHooks(batch, edits)), tok, parse.GetValue(top),
-                    $"{what} at {(spliced.IsTranscoder ? $"{spliced.OutputHook} (transcoder reading {spliced.Hook})" : spliced.Sae.Cfg.Metadata.Site(spliced.Hook))}");
+                string site = spliced.IsTranscoder ? $"{spliced.OutputHook} (transcoder reading {spliced.Hook})" : spliced.Sae.Cfg.Metadata.Site(spliced.Hook);
+                string where = at is null ? "" : $", position{(at.Length == 1 ? "" : "s")} {string.Join(",", at)}";
+                if (sweep)
+                {
+                    var (clean, effects) = CliProgress.Run("ablate", progress =>
+                        FeatureAblation.Sweep(hooked, s!, batches[0], spec!, at, list.Count > 0 ? list : null, means, parse.GetValue(hook), progress));
+                    double? error = errorNode ? FeatureAblation.Metric(hooked, batches[0], spec!, [new ErrorAblation(s!, parse.GetValue(hook)) { Positions = at }]) : null;
+                    Cli.WriteIndented(Spectre.Console.Markup.Escape($"{md}-ablating each of {effects.Count} live feature(s) at {site}{where}"), 0);
+                    WriteAblationEffects($"{MetricLabel(spec!, tok)} = {F(clean)}",
+                        effects.Take(parse.GetValue(top)).Select(e => new[] { e.Feature.ToString(CultureInfo.InvariantCulture), F(e.Activation), F(e.Metric), F(e.Delta) })
+                            .Concat(error is double v ? [["error", "", F(v), F(v - clean)]] : []));
+                    return 0;
+                }
+                // The ablation first, then the clamps, as sae model run applies --ablate and --clamp; the error node last.
+                var edits = new List<Intervention>();
+                if (list.Count > 0) edits.Add(new Ablation(s!, list, means, parse.GetValue(hook)) { Positions = at });
+                edits.AddRange(clamps.Select(c => (Intervention)new Clamp(s!, c.Feature, c.Value, parse.GetValue(hook))));
+                if (errorNode) edits.Add(new ErrorAblation(s!, parse.GetValue(hook)) { Positions = at });
+                ReportAblation(batches, batch => (pm.Forward(batch), hooked.RunWithHooks(batch, edits)), tok, parse.GetValue(top), $"{what} at {site}{where}");
+                if (spec is not null)
+                {
+                    double clean = FeatureAblation.Metric(hooked, batches[0], spec), ablated = FeatureAblation.Metric(hooked, batches[0], spec, edits);
+                    Cli.WriteTable(MetricLabel(spec, tok), new (string, string)[] { ("clean", F(clean)), ("ablated", F(ablated)), ("Δ", F(ablated - clean)) });
+                }
                 return 0;
             }
             finally
@@ -439,6 +472,24 @@ internal static class InterventionCommands
             ("KL(clean ‖ ablated)", Cli.Significant(kl / nKl, 3)),
             ("positions", Cli.Integer(nKl)),
         });
+    }
+
+    /// <summary><c>sae ablate --each</c>'s table: feature, its activation summed over the ablated tokens, the metric with it
+    /// ablated and the change (rows as given: largest |Δ| first, the error node last). The title is the metric and its clean
+    /// value only, so at 80 columns the table is as narrow as its cells.</summary>
+    internal static void WriteAblationEffects(string title, IEnumerable<IReadOnlyList<string>> rows) =>
+        Cli.WriteColumns(title, [new Column("feature", Right: true), new Column("activation", Right: true), new Column("ablated", Right: true), new Column("Δ", Right: true)], rows);
+
+    /// <summary>A metric as a user reads it: <c>logit-diff:" Mary"," John"</c> with the tokens' text (ids without a tokenizer).</summary>
+    internal static string MetricLabel(AttributionMetric spec, ITextTokenizer? tok)
+    {
+        string Tok(long id) => Analysis.DashboardWriter.Quote(tok is null ? id.ToString(CultureInfo.InvariantCulture) : tok.TokenText((int)id));
+        return spec.Kind switch
+        {
+            AttributionMetricKind.Logit => $"logit:{Tok(spec.A)}",
+            AttributionMetricKind.LogitDiff => $"logit-diff:{Tok(spec.A)},{Tok(spec.B)}",
+            _ => spec.ToString(),
+        };
     }
 
     /// <summary>What a user should know about row <paramref name="row"/> of a generation, or null: that it stopped at EOS
@@ -529,12 +580,7 @@ internal static class InterventionCommands
                 }
                 using var result = Attribute();
                 string Tok(long id) => tok is null ? id.ToString(CultureInfo.InvariantCulture) : tok.TokenText((int)id);
-                string label = spec.Kind switch
-                {
-                    AttributionMetricKind.Logit => $"logit:{Analysis.DashboardWriter.Quote(Tok(spec.A))}",
-                    AttributionMetricKind.LogitDiff => $"logit-diff:{Analysis.DashboardWriter.Quote(Tok(spec.A))},{Analysis.DashboardWriter.Quote(Tok(spec.B))}",
-                    _ => spec.ToString(),
-                };
+                string label = MetricLabel(spec, tok);
                 var rows = result.Top(parse.GetValue(top));
                 Cli.WriteColumns($"{label} = {result.Metric.ToString("G6", CultureInfo.InvariantCulture)}: top attributions",
                     ["sae", "batch", "pos", "token", "feature", new Column("activation", Right: true), new Column("attribution", Right: true)],

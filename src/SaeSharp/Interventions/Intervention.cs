@@ -246,6 +246,9 @@ public sealed class Ablation : Intervention
     public IReadOnlyList<int> Features { get; }
     /// <summary>[d_sae] means for mean ablation (not owned), or null for zero ablation.</summary>
     public Tensor? Means { get; }
+    /// <summary>Token positions ablated (as <see cref="Steering.Positions"/>: 0-based, negative ones from the prompt's end);
+    /// null: every position (SAELens tutorial's <c>sae_acts[:, pos, feature_id] = 0.0</c> with <c>pos</c> given or None).</summary>
+    public IReadOnlyCollection<long>? Positions { get; init; }
 
     /// <inheritdoc/>
     public override (string Name, Func<Tensor, Tensor?> Fn) ToHook(HookedTransformer model, IReadOnlyList<AttachedSae>? saes = null)
@@ -253,13 +256,20 @@ public sealed class Ablation : Intervention
         var spliced = RequireSpliced(model, saes, out _);
         var features = Features.Select(i => (long)i).ToArray();
         var means = Means;
+        var positions = Positions?.ToArray();
         return (spliced.HookName(SaeHookPoints.ActsPost), f =>
         {
             using var scope = NewDisposeScope();
             var i = tensor(features, device: f.device);
-            if (means is null) return f.index_fill(-1, i, TorchScalars.Of(0.0)).MoveToOuterDisposeScope();
-            var m = means.to(f.dtype, f.device).index_select(0, i).expand([.. f.shape.SkipLast(1), i.shape[0]]);
-            return f.index_copy(-1, i, m.contiguous()).MoveToOuterDisposeScope();
+            Tensor ablated;
+            if (means is null) ablated = f.index_fill(-1, i, TorchScalars.Of(0.0));
+            else
+            {
+                var m = means.to(f.dtype, f.device).index_select(0, i).expand([.. f.shape.SkipLast(1), i.shape[0]]);
+                ablated = f.index_copy(-1, i, m.contiguous());
+            }
+            if (positions is not null) ablated = f.add(Steering.AtPositions(ablated - f, positions), TorchScalars.One);
+            return ablated.MoveToOuterDisposeScope();
         });
     }
 
@@ -292,5 +302,31 @@ public sealed class Ablation : Intervention
         if (n == 0) throw new SaeSharpException("no tokens to take feature means over");
         using var count = n.ToScalar();
         return (sum / count).to(sae.WDec.dtype).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>
+/// Error-node ablation (SAELens tutorial's <c>hook_sae_error</c> set to 0): the SAE's error term x − SAE(x) zeroed at every
+/// position, or at <see cref="Positions"/>, so the activation there is the reconstruction alone. Needs the SAE spliced with
+/// its error term (<c>useErrorTerm</c>, <c>--error-term</c>); without it there is no error node to ablate.
+/// </summary>
+public sealed class ErrorAblation(Sae sae, string? hook = null) : Intervention(sae, hook)
+{
+    /// <summary>Token positions whose error term is zeroed (as <see cref="Steering.Positions"/>); null: every position.</summary>
+    public IReadOnlyCollection<long>? Positions { get; init; }
+
+    /// <inheritdoc/>
+    public override (string Name, Func<Tensor, Tensor?> Fn) ToHook(HookedTransformer model, IReadOnlyList<AttachedSae>? saes = null)
+    {
+        var spliced = RequireSpliced(model, saes, out var hook);
+        if (!spliced.UseErrorTerm)
+            throw new SaeSharpException($"ablating the error node at '{hook}' needs the SAE spliced with its error term (useErrorTerm / --error-term): " +
+                "without it the activation is already the reconstruction alone");
+        var positions = Positions?.ToArray();
+        return (spliced.HookName(SaeHookPoints.Error), e =>
+        {
+            using var scope = NewDisposeScope();
+            return (e - Steering.AtPositions(e, positions)).MoveToOuterDisposeScope();
+        });
     }
 }

@@ -754,6 +754,64 @@ public class InterventionCommandTests : IDisposable
         Assert.Contains("--mode: how --features are ablated; give --features", err);
     }
 
+    /// <summary><c>sae ablate --metric M --each --positions P --ablate-error</c>: its rows are the library's single-feature
+    /// ablations at P (each feature's logit difference by <see cref="FeatureAblation.Metric"/>), largest |Δ| first, the
+    /// error node last (zeroed at P); without --each the metric's clean and ablated values are those of the library's run
+    /// with the features ablated there. The options that need another are refused.</summary>
+    [Fact]
+    public void AblateReportsAMetricPerFeatureAndForTheErrorNode()
+    {
+        using var fx = new AnalysisFixture();
+        const string prompt = "the cat sat on the dog";
+        string[] common = ["ablate", "--model", fx.ModelDir, "--sae", fx.SaeDir, "--prompt", prompt, "--metric", "logit-diff: bird, fish", "--positions", "2"];
+        var (exit, output, err) = CliRunner.Run([.. common, "--each", "--ablate-error"]);
+        Assert.True(exit == 0, err);
+        var rows = output.Split('\n').Select(l => l.Split('\t')).Where(c => c.Length == 4 && c[0] != "feature").ToList();
+
+        using var scope = NewDisposeScope();
+        using var sae = SaeLoader.Load(fx.SaeDir);
+        using var pm = SaeSharp.Pipelines.ModelForSae.Load(fx.ModelDir, sae.Cfg);
+        var tokens = InterventionCommands.PromptTokens(SaeSharp.Tokenizers.Tokenizer.FromFolder(fx.ModelDir), prompt, true);
+        var hooked = new HookedSaeTransformer(pm.Model) { ModelHooks = pm.Hooks };
+        hooked.AddSae(sae, useErrorTerm: true);
+        var metric = AttributionMetric.LogitDiff(fx.Vocab["Ġbird"], fx.Vocab["Ġfish"]);
+        double clean = FeatureAblation.Metric(hooked, tokens, metric);
+        string F(double v) => v.ToString("F4", System.Globalization.CultureInfo.InvariantCulture);
+        Assert.Contains($"= {F(clean)}", output);
+        Assert.Equal("error", rows[^1][0]);
+        double error = FeatureAblation.Metric(hooked, tokens, metric, [new ErrorAblation(sae) { Positions = [2] }]);
+        Assert.Equal([F(error), F(error - clean)], rows[^1][2..]);
+        var features = rows.SkipLast(1).ToList();
+        Assert.Contains(0, features.Select(r => int.Parse(r[0])));   // feature 0 reads " cat" (AnalysisFixture.ChosenWords)
+        Assert.Equal(features.Select(r => Math.Abs(double.Parse(r[3], System.Globalization.CultureInfo.InvariantCulture))).OrderDescending(),
+            features.Select(r => Math.Abs(double.Parse(r[3], System.Globalization.CultureInfo.InvariantCulture))));
+        foreach (var r in features)
+        {
+            double m = FeatureAblation.Metric(hooked, tokens, metric, [new Ablation(sae, [int.Parse(r[0])]) { Positions = [2] }]);
+            Assert.Equal([F(m), F(m - clean)], r[2..]);
+        }
+
+        (exit, output, err) = CliRunner.Run([.. common, "--features", "0,1,2"]);
+        Assert.True(exit == 0, err);
+        double ablated = FeatureAblation.Metric(hooked, tokens, metric, [new Ablation(sae, [0, 1, 2]) { Positions = [2] }]);
+        Assert.Matches($@"clean\s+│?\s*{F(clean)}", output);
+        Assert.Matches($@"ablated\s+│?\s*{F(ablated)}", output);
+
+        (exit, _, err) = CliRunner.Run("ablate", "--model", fx.ModelDir, "--sae", fx.SaeDir, "--prompt", prompt, "--each");
+        Assert.NotEqual(0, exit);
+        Assert.Contains("--each", err);
+        Assert.Contains("give --metric", err);
+        (exit, _, err) = CliRunner.Run("ablate", "--model", fx.ModelDir, "--sae", fx.SaeDir, "--dataset", fx.DataPath, "--features", "1", "--metric", "loss");
+        Assert.NotEqual(0, exit);
+        Assert.Contains("--metric", err);
+        (exit, _, err) = CliRunner.Run([.. common, "--each", "--clamp", "1:3"]);
+        Assert.NotEqual(0, exit);
+        Assert.Contains("--clamp", err);
+        (exit, _, err) = CliRunner.Run([.. common, "--clamp", "1:3"]);
+        Assert.NotEqual(0, exit);
+        Assert.Contains("--positions: where --features", err);
+    }
+
     /// <summary>A random transcoder from block 0's MLP input to its output, saved in SAELens's layout as P("tc").</summary>
     private (string Ln2, string MlpOut) SaveTranscoder()
     {
