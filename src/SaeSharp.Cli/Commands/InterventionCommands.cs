@@ -349,7 +349,8 @@ internal static class InterventionCommands
             var clamps = (parse.GetValue(clamp) ?? []).Select(c => FeatureValue(c, "--clamp", "F:V")).ToList();
             bool sweep = parse.GetValue(each), errorNode = parse.GetValue(ablateError);
             if (parse.GetValue(features) is null && clamps.Count == 0 && !sweep && !errorNode)
-                throw new SaeSharpException("give --features (to ablate), --clamp F:V, --ablate-error, or --metric M --each");
+                throw new SaeSharpException(crossCoder ? "give --features (to ablate), --clamp F:V, or both"
+                    : "give --features (to ablate), --clamp F:V, --ablate-error, or --metric M --each");
             if (parse.GetValue(features) is null && !sweep) Cli.RefuseGiven(parse, "how --features are ablated; give --features", mode);
             var list = parse.GetValue(features) is { } fs ? FeatureList(fs, "--features").ToList() : [];
             string md = parse.GetValue(mode)!;

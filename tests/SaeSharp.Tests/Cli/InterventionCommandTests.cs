@@ -810,6 +810,9 @@ public class InterventionCommandTests : IDisposable
         (exit, _, err) = CliRunner.Run([.. common, "--clamp", "1:3"]);
         Assert.NotEqual(0, exit);
         Assert.Contains("--positions: where --features", err);
+        (exit, _, err) = CliRunner.Run("ablate", "--model", fx.ModelDir, "--sae", fx.SaeDir, "--prompt", prompt);   // nothing to do: every way named
+        Assert.NotEqual(0, exit);
+        Assert.Contains("give --features (to ablate), --clamp F:V, --ablate-error, or --metric M --each", err);
     }
 
     /// <summary>A random transcoder from block 0's MLP input to its output, saved in SAELens's layout as P("tc").</summary>
