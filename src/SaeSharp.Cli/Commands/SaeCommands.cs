@@ -313,7 +313,11 @@ internal static class SaeCommands
                 var (set, id) = ModelPipeline.SaeBenchIds(saes[i]);
                 return (m, new SaeLensEvalRun { SaeSet = set, SaeId = id, Dataset = dataset });
             })]);
-            Console.WriteLine($"SAELens evals output: {outputDir} ({string.Join(", ", written.Select(Path.GetFileName))})");
+            // What SAELens's evals CLI prints at the end.
+            Console.WriteLine($"SAELens evals output: {outputDir}");
+            Console.WriteLine($"  individual JSONs: {written.Count - 2}");
+            Console.WriteLine($"  combined JSON: {written[^2]}");
+            Console.WriteLine($"  CSV: {written[^1]}");
         }
         if (saebenchJson is not null)
         {

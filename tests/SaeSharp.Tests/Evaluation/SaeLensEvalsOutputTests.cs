@@ -11,15 +11,8 @@ namespace SaeSharp.Tests.Evaluation;
 /// <summary><c>sae eval --output-dir</c> and <see cref="SaeLensEvalsOutput"/>: SAELens's evals output folder
 /// (sae_lens/evals.py <c>multiple_evals</c> and <c>process_results</c>): the file names, the keys in the order its dict
 /// construction makes them, and the CSV as <c>pandas.json_normalize(results).to_csv(index=False)</c> writes it.</summary>
-public sealed class SaeLensEvalsOutputTests : IDisposable
+public sealed class SaeLensEvalsOutputTests : TempDirTestBase
 {
-    private readonly string _dir = Directory.CreateTempSubdirectory("eval-saelens-").FullName;
-
-    public void Dispose()
-    {
-        try { Directory.Delete(_dir, recursive: true); } catch (IOException) { /* best effort */ }
-    }
-
     private string P(string name) => Path.Combine(_dir, name);
 
     /// <summary>multiple_evals's keys: unique_id, sae_set, sae_id, then eval_cfg (context_size, dataset, library_version,
@@ -48,6 +41,7 @@ public sealed class SaeLensEvalsOutputTests : IDisposable
             "--tokens", "64", "--context-size", "16", "--output-dir", outDir, "--json", P("eval.json"));
         Assert.True(exit == 0, err);
         Assert.Contains("SAELens evals output: " + outDir, output);
+        Assert.Contains("individual JSONs: 2", output);
 
         string[] saes = [a.SaeDir, second];
         var names = saes.Select(s => (s + "-custom_sae_16_" + a.DataPath + ".json").Replace("/", "_", StringComparison.Ordinal)).ToArray();
@@ -165,6 +159,40 @@ public sealed class SaeLensEvalsOutputTests : IDisposable
         var m = new DownstreamMetrics { Name = "s", HookName = "blocks.8.hook_resid_pre", Reconstruction = new SaeEvalResult(), ContextSize = 128 };
         var run = new SaeLensEvalRun { SaeSet = "gpt2-small-res-jb", SaeId = "blocks.8.hook_resid_pre", Dataset = "Skylion007/openwebtext" };
         Assert.Equal("gpt2-small-res-jb-blocks.8.hook_resid_pre_128_Skylion007_openwebtext.json", SaeLensEvalsOutput.FileName(m, run));
+    }
+
+    /// <summary>A NaN metric (CE loss score 0/0: ablation leaves the loss unchanged) and a NaN density are written as the
+    /// int -1 (SAELens's replace_nans_with_negative_one), in the JSON and in the one-row CSV (an int column there); the
+    /// batch counts are ⌈contexts / batch_size_prompts⌉ = ⌈3/2⌉ = 2; a result without a cfg has an empty sae_cfg, which
+    /// gives no CSV column. Two results for one file are refused before the folder is made.</summary>
+    [Fact]
+    public void Nan_is_minus_one_and_a_clash_is_refused()
+    {
+        var m = new DownstreamMetrics
+        {
+            Name = "s", HookName = "h",
+            Reconstruction = new SaeEvalResult { FeatureMetrics = new FeatureMetrics { FeatureDensity = [0.5, double.NaN] } },
+            CeLossWithoutSae = 2, CeLossWithSae = 2, CeLossWithAblation = 2, ContextSize = 16, BatchSizePrompts = 2, Contexts = 3,
+        };
+        var run = new SaeLensEvalRun { SaeSet = "set", SaeId = "id", Dataset = "org/data" };
+        string dir = P("out");
+        var written = SaeLensEvalsOutput.Write(dir, [(m, run)]);
+        Assert.Equal([P("out/set-id_16_org_data.json"), P("out/all_eval_results.json"), P("out/all_eval_results.csv")], written);
+        string text = File.ReadAllText(written[0]);
+        Assert.Contains("\"ce_loss_score\": -1,", text, StringComparison.Ordinal);
+        Assert.Contains("\"feature_density\": [\n      0.5,\n      -1\n    ]", text, StringComparison.Ordinal);
+        Assert.EndsWith("\"sae_cfg\": {}\n}", text, StringComparison.Ordinal);
+        var json = JsonNode.Parse(text)!;
+        Assert.Equal(2, json["eval_cfg"]!["n_eval_reconstruction_batches"]!.GetValue<int>());
+        Assert.Equal(2, json["eval_cfg"]!["n_eval_sparsity_variance_batches"]!.GetValue<int>());
+        var csv = ParseCsv(File.ReadAllText(written[2]));
+        int score = csv[0].IndexOf("metrics.model_performance_preservation.ce_loss_score");
+        Assert.Equal("-1", csv[1][score]);
+        Assert.DoesNotContain(csv[0], c => c.StartsWith("sae_cfg", StringComparison.Ordinal));
+
+        var e = Assert.Throws<SaeSharpException>(() => SaeLensEvalsOutput.Write(P("clash"), [(m, run), (m, run)]));
+        Assert.Contains("2 SAEs would write set-id_16_org_data.json", e.Message);
+        Assert.False(Directory.Exists(P("clash")));
     }
 
     /// <summary>The same SAE twice would write one file twice: refused before the evaluation, naming the SAE; nothing written.</summary>
