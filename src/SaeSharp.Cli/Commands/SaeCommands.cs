@@ -38,6 +38,11 @@ internal static class SaeCommands
         var activations = new Option<string?>("--activations") { Description = "Activation file or folder [N, d_in]" };
         var groundTruth = new Option<string?>("--ground-truth") { Description = "features.safetensors of synthetic data (adds mmcs, recovered_fraction and SAELens's synthetic-data metrics: mcc, uniqueness, ...)" };
         var json = new Option<string?>("--json") { Description = "Write the metrics as JSON here" };
+        var outputDir = new Option<string?>("--output-dir")
+        {
+            Description = "With --model: also write SAELens's evals output folder here (per SAE {unique_id}_{context_size}_{dataset}.json, " +
+                          "all_eval_results.json, all_eval_results.csv)",
+        };
         var saebenchJson = new Option<string?>("--saebench-json")
         {
             Description = "With --model: also evaluate by SAEBench's core procedure (its batches, formulas and defaults: 16 windows of 128 tokens, " +
@@ -60,7 +65,7 @@ internal static class SaeCommands
         var latents = new Option<string?>("--latents") { Description = "With --latent-scaling: the latents, e.g. 0-99,123 or all (default: the chat-only band Δnorm > 0.9 and the shared band)" };
         var command = new Command("eval", "Evaluate SAEs on activations (MSE, L0, FVU, dead features) or inside a model (% CE loss recovered, KL)")
         {
-            sae, activations, groundTruth, json, saebenchJson, saebenchConfig, histogram, maxRows, arch, latentScaling, latents, diffModel,
+            sae, activations, groundTruth, json, outputDir, saebenchJson, saebenchConfig, histogram, maxRows, arch, latentScaling, latents, diffModel,
         };
         var data = new ModelDataOptionsCli();
         data.Tokens.Description = $"Token budget with --model (default {EvalInModelTokens})";
@@ -80,9 +85,18 @@ internal static class SaeCommands
                 // The two evaluations take different inputs: a flag of the other one would be silently ignored.
                 Cli.RefuseGiven(parse, "evaluation on activation files; with --model the rows come from --dataset (--tokens sets how many)",
                     activations, maxRows, groundTruth);
+                if (parse.GetValue(outputDir) is { } evalsDir)
+                {
+                    // SAELens's file per SAE is named by its release and id: the same SAE twice would write one file twice.
+                    if (saes.GroupBy(s => s, StringComparer.Ordinal).FirstOrDefault(g => g.Count() > 1) is { } twice)
+                        throw new SaeSharpException($"--output-dir: --sae {twice.Key} is given {twice.Count()} times; SAELens's evals output has one file per SAE");
+                    OutputGuard.RefuseReplacingInput("--output-dir", evalsDir, [SaeLensEvalsOutput.CombinedJsonFile, SaeLensEvalsOutput.CsvFile],
+                        [.. saes.Select(s => new CommandInput("--sae", s, InputKind.Sae)),
+                         .. parse.GetValue(data.Dataset) is { } ds0 ? [new CommandInput("--dataset", ds0, InputKind.Whole)] : Array.Empty<CommandInput>()]);
+                }
                 if (saes.Length == 1 && CrossCoderFormat.IsCrossCoderPath(saes[0]))
                 {
-                    Cli.RefuseGiven(parse, "for SAEs; a crosscoder is evaluated per slot and in total, and spliced into each of its models", arch, saebenchJson);
+                    Cli.RefuseGiven(parse, "for SAEs; a crosscoder is evaluated per slot and in total, and spliced into each of its models", arch, saebenchJson, outputDir);
                     if (!parse.GetValue(latentScaling)) Cli.RefuseGiven(parse, "only with --latent-scaling", latents);
                     else if (parse.GetValue(json) is { } scalingJson)
                         OutputGuard.RefuseReplacingInput("--json", CrossCoderCli.LatentScalingPng(scalingJson),
@@ -94,12 +108,12 @@ internal static class SaeCommands
                 Cli.RefuseGiven(parse, "only for a model-diffing crosscoder", latentScaling, latents);
                 Cli.RefuseGiven(parse, "for a model-diffing crosscoder (--sae CROSSCODER)", diffModel);
                 return EvalInModel(parse, data, cltLoading, saes, parse.GetValue(json), parse.GetValue(histogram), LoadOptions(parse, arch), parse.GetValue(saebenchJson),
-                    parse.GetValue(saebenchConfig));
+                    parse.GetValue(saebenchConfig), parse.GetValue(outputDir));
             }
             var activationPath = parse.GetValue(activations) ?? throw new SaeSharpException(
                 parse.GetValue(data.Dataset) is null ? "give --activations, or --model and --dataset" : "--dataset needs --model, the model to run" + ReleaseModelHint(saes));
             Cli.RefuseGiven(parse, "evaluation inside a model (--model); on activation files --max-rows limits the rows (and the SAE runs on the CPU)",
-                [.. data.ModelOnly, data.Tokens, data.Device, diffModel, saebenchJson]);
+                [.. data.ModelOnly, data.Tokens, data.Device, diffModel, saebenchJson, outputDir]);
             if (saes.Length != 1) throw new SaeSharpException("evaluation on an activation file takes one --sae");
             if (CrossCoderFormat.IsCrossCoderPath(saes[0]))
             {
@@ -219,7 +233,7 @@ internal static class SaeCommands
 
     /// <summary>The dictionary_learning README's statistics table plus FVU, KL, L2 ratio and dead fraction, per SAE.</summary>
     private static int EvalInModel(ParseResult parse, ModelDataOptionsCli data, CltLoadingCli cltLoading, string[] saes, string? jsonPath, string? histogram,
-        SaeLoadOptions saeOptions, string? saebenchJson, string? saebenchConfig)
+        SaeLoadOptions saeOptions, string? saebenchJson, string? saebenchConfig, string? outputDir)
     {
         var options = ReadEvalInModel(parse, data, saes, saeOptions);
         // SAEBench's defaults; an explicit --context-size applies too; --saebench-config fields win.
@@ -229,6 +243,7 @@ internal static class SaeCommands
         {
             if (saes.Length != 1) throw new SaeSharpException("a whole cross-layer transcoder is evaluated alone: give it as the only --sae");
             if (saebenchJson is not null) throw new SaeSharpException("--saebench-json: SAEBench's core eval is per SAE; a whole cross-layer transcoder has no such output");
+            if (outputDir is not null) throw new SaeSharpException("--output-dir: SAELens's evals output is per SAE; a whole cross-layer transcoder has no such output");
             if (parse.GetValue(data.Hook) is not null) throw new SaeSharpException("--hook: a cross-layer transcoder reads and writes the hooks its files name");
             return EvalReplacement(saes[0], options, jsonPath, saeOptions.Hub, cltLoading.Read(parse, options.ModelDtype));
         }
@@ -289,6 +304,21 @@ internal static class SaeCommands
                 foreach (var m in results) m.WriteJson(writer);
                 if (results.Count != 1) writer.WriteEndArray();
             });
+        if (outputDir is not null)
+        {
+            // A SAELens release's SAE by its release and id; an SAE of one's own as SAEBench names it (the path as given, custom_sae).
+            string dataset = options.DatasetPath.StartsWith("hf:", StringComparison.Ordinal) ? options.DatasetPath["hf:".Length..] : options.DatasetPath;
+            var written = SaeLensEvalsOutput.Write(outputDir, [.. results.Select((m, i) =>
+            {
+                var (set, id) = ModelPipeline.SaeBenchIds(saes[i]);
+                return (m, new SaeLensEvalRun { SaeSet = set, SaeId = id, Dataset = dataset });
+            })]);
+            // What SAELens's evals CLI prints at the end.
+            Console.WriteLine($"SAELens evals output: {outputDir}");
+            Console.WriteLine($"  individual JSONs: {written.Count - 2}");
+            Console.WriteLine($"  combined JSON: {written[^2]}");
+            Console.WriteLine($"  CSV: {written[^1]}");
+        }
         if (saebenchJson is not null)
         {
             // One eval_id for the SAEs of one run, as SAEBench's multiple_evals; a SAELens release's SAE has its decoder norms

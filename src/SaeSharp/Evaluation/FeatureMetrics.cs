@@ -186,7 +186,7 @@ public sealed record FeatureMetrics
     }
 
     /// <summary>The non-null lists under their SAELens (then SAEBench) keys, in SAELens's order.</summary>
-    private IEnumerable<(string Key, IReadOnlyList<double> Values)> Lists()
+    internal IEnumerable<(string Key, IReadOnlyList<double> Values)> Lists()
     {
         yield return ("feature_density", FeatureDensity);
         if (ConsistentActivationHeuristic is { } cah) yield return ("consistent_activation_heuristic", cah);

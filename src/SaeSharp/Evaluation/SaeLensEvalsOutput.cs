@@ -1,0 +1,225 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using SaeSharp.IO;
+using SaeSharp.Synthetic;
+
+namespace SaeSharp.Evaluation;
+
+/// <summary>Who an evaluated SAE is in SAELens's eval output: its <c>sae_set</c> (the release) and <c>sae_id</c>, the
+/// dataset evaluated on, and the producing library's version and git hash (<c>eval_cfg.library_version</c>,
+/// <c>eval_cfg.git_hash</c>).</summary>
+public sealed record SaeLensEvalRun
+{
+    /// <summary>SAELens's <c>sae_set</c>: the release name (<c>gpt2-small-res-jb</c>).</summary>
+    public required string SaeSet { get; init; }
+    /// <summary>SAELens's <c>sae_id</c> within the release (<c>blocks.8.hook_resid_pre</c>).</summary>
+    public required string SaeId { get; init; }
+    /// <summary><c>eval_cfg.dataset</c>: the dataset's name or path (<c>Skylion007/openwebtext</c>).</summary>
+    public required string Dataset { get; init; }
+    /// <summary><c>eval_cfg.library_version</c>; SAELens writes its package version, SaeSharp "SaeSharp {version}".</summary>
+    public string LibraryVersion { get; init; } = SaeBenchEnvelope.Producer;
+    /// <summary><c>eval_cfg.git_hash</c>; "unknown", as SAELens writes when it has none.</summary>
+    public string GitHash { get; init; } = "unknown";
+    /// <summary>SAELens's <c>unique_id</c>: <c>{sae_set}-{sae_id}</c>.</summary>
+    public string UniqueId => $"{SaeSet}-{SaeId}";
+}
+
+/// <summary>
+/// The output folder of SAELens's evals CLI (<c>python -m sae_lens.evals ... --output_dir D</c>; <c>process_results</c> in
+/// sae_lens/evals.py): per SAE <c>{unique_id}_{context_size}_{dataset}.json</c> ("/" replaced by "_"), all results in
+/// <see cref="CombinedJsonFile"/>, and <see cref="CsvFile"/>, the results as <c>pandas.json_normalize(...).to_csv(index=False)</c>
+/// writes them (dotted column names such as <c>metrics.sparsity.l0</c>). Each result holds <c>unique_id</c>, <c>sae_set</c>,
+/// <c>sae_id</c>, <c>eval_cfg</c>, <c>metrics</c> (<see cref="DownstreamMetrics.ToJson"/>'s groups), <c>feature_metrics</c>
+/// and <c>sae_cfg</c>, in that order, as <c>multiple_evals</c> builds it; NaN (and, here, ±∞) is written as -1, as SAELens's
+/// <c>replace_nans_with_negative_one</c> does. JSON is written as Python's <c>json.dump(indent=2)</c> writes it.
+/// </summary>
+public static class SaeLensEvalsOutput
+{
+    /// <summary>The file holding every result as a JSON list.</summary>
+    public const string CombinedJsonFile = "all_eval_results.json";
+    /// <summary>The results as a CSV table, one row per SAE.</summary>
+    public const string CsvFile = "all_eval_results.csv";
+
+    /// <summary>SAELens's per-SAE file name: <c>{unique_id}_{context_size}_{dataset}.json</c> with every "/" replaced by "_".</summary>
+    public static string FileName(DownstreamMetrics metrics, SaeLensEvalRun run)
+    {
+        ArgumentNullException.ThrowIfNull(metrics);
+        ArgumentNullException.ThrowIfNull(run);
+        return $"{run.UniqueId}_{metrics.ContextSize.ToString(CultureInfo.InvariantCulture)}_{run.Dataset}.json".Replace('/', '_');
+    }
+
+    /// <summary>Writes the per-SAE files, <see cref="CombinedJsonFile"/> and <see cref="CsvFile"/> into
+    /// <paramref name="outputDir"/> (created if missing; files of the same names replaced, all of them together or none)
+    /// and returns their paths in that order. Two results with the same file name are refused before anything is written.</summary>
+    public static IReadOnlyList<string> Write(string outputDir, IReadOnlyList<(DownstreamMetrics Metrics, SaeLensEvalRun Run)> results)
+    {
+        ArgumentNullException.ThrowIfNull(outputDir);
+        ArgumentNullException.ThrowIfNull(results);
+        if (results.Count == 0) throw new SaeSharpException($"SAELens eval output {outputDir}: no results to write");
+        if (File.Exists(outputDir)) throw new SaeSharpException($"SAELens eval output folder {outputDir} is a file");
+        var names = results.Select(r => FileName(r.Metrics, r.Run)).ToList();
+        foreach (var group in names.GroupBy(n => n, StringComparer.Ordinal).Where(g => g.Count() > 1))
+            throw new SaeSharpException($"SAELens eval output {outputDir}: {group.Count()} SAEs would write {group.Key} " +
+                                        "(the same sae_set, sae_id, context size and dataset): evaluate each SAE once");
+        if (names.FirstOrDefault(n => n is CombinedJsonFile) is { } clash)
+            throw new SaeSharpException($"SAELens eval output {outputDir}: an SAE's file would be {clash}");
+        var dicts = results.Select(r => Result(r.Metrics, r.Run)).ToList();
+        Directory.CreateDirectory(outputDir);
+        var paths = names.Select(n => Path.Combine(outputDir, n)).Append(Path.Combine(outputDir, CombinedJsonFile))
+            .Append(Path.Combine(outputDir, CsvFile)).ToList();
+        using var files = new AtomicFileGroup();
+        for (int i = 0; i < dicts.Count; i++) files.WriteAllText(paths[i], PythonJson.Dump(dicts[i]));
+        files.WriteAllText(paths[^2], PythonJson.Dump(dicts));
+        files.WriteAllText(paths[^1], Csv(dicts));
+        files.Commit();
+        return paths;
+    }
+
+    /// <summary>One result as SAELens's <c>multiple_evals</c> builds it, NaN already -1.</summary>
+    internal static PythonJson.Object Result(DownstreamMetrics m, SaeLensEvalRun run)
+    {
+        long batches = m.BatchSizePrompts > 0 ? (m.Contexts + m.BatchSizePrompts - 1) / m.BatchSizePrompts : 0;
+        // eval_cfg: the four keys multiple_evals sets first, then EvalConfig's fields (its update keeps library_version and
+        // git_hash where they are). SaeSharp evaluates every metric on the same windows: one batch count for both.
+        var evalCfg = new PythonJson.Object
+        {
+            { "context_size", (long)m.ContextSize },
+            { "dataset", run.Dataset },
+            { "library_version", run.LibraryVersion },
+            { "git_hash", run.GitHash },
+            { "batch_size_prompts", (long)m.BatchSizePrompts },
+            { "n_eval_reconstruction_batches", batches },
+            { "compute_kl", true },
+            { "compute_ce_loss", true },
+            { "n_eval_sparsity_variance_batches", batches },
+            { "compute_l2_norms", true },
+            { "compute_sparsity_metrics", true },
+            { "compute_variance_metrics", true },
+            { "compute_featurewise_density_statistics", m.FeatureMetrics is not null },
+            { "compute_featurewise_weight_based_metrics", m.FeatureMetrics?.EncoderNorm is not null },
+        };
+        var metrics = new PythonJson.Object();
+        foreach (var (key, value) in m.ToJson())
+            if (value is JsonObject group)
+                // A metric SaeSharp writes as null is NaN or infinite (SpliceLossMetrics.Num): SAELens's -1.
+                metrics.Add(key, FromJson(group, nullAs: -1L));
+        var features = new PythonJson.Object();
+        if (m.FeatureMetrics is { } f)
+            foreach (var (key, values) in f.Lists()) features.Add(key, values.Select(v => Finite(v)).ToList());
+        return new PythonJson.Object
+        {
+            { "unique_id", run.UniqueId },
+            { "sae_set", run.SaeSet },
+            { "sae_id", run.SaeId },
+            { "eval_cfg", evalCfg },
+            { "metrics", metrics },
+            { "feature_metrics", features },
+            { "sae_cfg", m.Cfg is { } cfg ? FromJson(JsonNode.Parse(cfg.ToJson()), nullAs: null) : new PythonJson.Object() },
+        };
+    }
+
+    /// <summary>A number as SAELens leaves it after <c>replace_nans_with_negative_one</c> (the int -1 for NaN; ±∞ too here,
+    /// as SaeSharp's in-model JSON does not keep them apart).</summary>
+    private static object Finite(double v) => double.IsFinite(v) ? v : MinusOne;
+
+    private static readonly object MinusOne = -1L;
+
+    /// <summary>A JSON tree as PythonJson values: integers as long, other numbers as double, NaN as -1.</summary>
+    private static object? FromJson(JsonNode? node, object? nullAs) => node switch
+    {
+        null => nullAs,
+        JsonObject o => o.Aggregate(new PythonJson.Object(), (acc, kv) => { acc.Add(kv.Key, FromJson(kv.Value, nullAs)); return acc; }),
+        JsonArray a => a.Select(e => FromJson(e, nullAs)).ToList(),
+        JsonValue v => v.GetValueKind() switch
+        {
+            JsonValueKind.String => v.GetValue<string>(),
+            JsonValueKind.True => true,
+            JsonValueKind.False => false,
+            JsonValueKind.Number => v.TryGetValue<int>(out int i) ? i : v.TryGetValue<long>(out long l) ? l
+                : v.TryGetValue<float>(out float s) ? Finite(s) : Finite(v.GetValue<double>()),
+            _ => nullAs,
+        },
+        _ => nullAs,
+    };
+
+    /// <summary><c>pandas.json_normalize(results).to_csv(index=False)</c>: per result, its top-level plain values first, then
+    /// its nested objects flattened depth first under dotted names (an empty object gives no column; a list stays one
+    /// value); the columns in order of first appearance over the results; a column typed as pandas infers it (integers
+    /// alone: int; integers and floats, or a missing value among numbers: float, written as Python's repr, <c>128.0</c>);
+    /// lists as Python's <c>str</c> (<c>[0.5, 1e-05]</c>), booleans <c>True</c>/<c>False</c>, missing values empty; fields
+    /// holding a comma, quote or line break quoted, lines ended by "\n".</summary>
+    internal static string Csv(IReadOnlyList<PythonJson.Object> results)
+    {
+        var rows = results.Select(Normalize).ToList();
+        var columns = new List<string>();
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var row in rows)
+            foreach (var key in row.Keys)
+                if (seen.Add(key)) columns.Add(key);
+        var sb = new StringBuilder();
+        sb.AppendJoin(',', columns.Select(Quote)).Append('\n');
+        var cells = columns.Select(c => ColumnCells(rows.Select(r => r.TryGetValue(c, out var v) ? v : null).ToList())).ToList();
+        for (int r = 0; r < rows.Count; r++)
+            sb.AppendJoin(',', cells.Select(c => Quote(c[r]))).Append('\n');
+        return sb.ToString();
+    }
+
+    /// <summary>pandas's <c>_normalise_json_ordered</c>: top-level non-dict values, then the dicts flattened with ".".</summary>
+    private static OrderedDictionary<string, object?> Normalize(PythonJson.Object result)
+    {
+        var flat = new OrderedDictionary<string, object?>(StringComparer.Ordinal);
+        foreach (var (key, value) in result)
+            if (value is not PythonJson.Object) flat[key] = value;
+        foreach (var (key, value) in result)
+            if (value is PythonJson.Object nested) Flatten(nested, key, flat);
+        return flat;
+
+        static void Flatten(PythonJson.Object o, string prefix, OrderedDictionary<string, object?> into)
+        {
+            foreach (var (key, value) in o)
+            {
+                string name = prefix + "." + key;
+                if (value is PythonJson.Object nested) Flatten(nested, name, into);
+                else into[name] = value;
+            }
+        }
+    }
+
+    /// <summary>One column's cells as <c>to_csv</c> writes the dtype pandas infers for <paramref name="values"/> (null: missing).</summary>
+    private static string[] ColumnCells(List<object?> values)
+    {
+        var present = values.Where(v => v is not null).ToList();
+        bool numeric = present.Count > 0 && present.All(v => v is int or long or double);
+        bool floatColumn = numeric && (present.Count < values.Count || present.Any(v => v is double));
+        return values.Select(v => v is null ? "" : floatColumn ? PyStr(Convert.ToDouble(v, CultureInfo.InvariantCulture)) : PyStr(v)).ToArray();
+    }
+
+    /// <summary>Python's <c>str(value)</c>.</summary>
+    private static string PyStr(object? value) => value switch
+    {
+        string s => s,
+        _ => PyRepr(value),
+    };
+
+    /// <summary>Python's <c>repr(value)</c> (as <c>str</c> of a list writes its elements).</summary>
+    private static string PyRepr(object? value) => value switch
+    {
+        null => "None",
+        bool b => b ? "True" : "False",
+        int i => i.ToString(CultureInfo.InvariantCulture),
+        long l => l.ToString(CultureInfo.InvariantCulture),
+        double d => double.IsNaN(d) ? "nan" : double.IsInfinity(d) ? (d > 0 ? "inf" : "-inf") : PythonJson.FloatRepr(d),
+        string s => s.Contains('\'', StringComparison.Ordinal) && !s.Contains('"', StringComparison.Ordinal)
+            ? "\"" + s.Replace("\\", "\\\\", StringComparison.Ordinal) + "\""
+            : "'" + s.Replace("\\", "\\\\", StringComparison.Ordinal).Replace("'", "\\'", StringComparison.Ordinal) + "'",
+        PythonJson.Object o => "{" + string.Join(", ", o.Select(kv => PyRepr(kv.Key) + ": " + PyRepr(kv.Value))) + "}",
+        System.Collections.IEnumerable list => "[" + string.Join(", ", list.Cast<object?>().Select(PyRepr)) + "]",
+        _ => throw new ArgumentException($"no Python repr for {value.GetType()}"),
+    };
+
+    /// <summary>Python's csv QUOTE_MINIMAL: quoted when holding the delimiter, the quote or a line break; quotes doubled.</summary>
+    private static string Quote(string field) =>
+        field.AsSpan().IndexOfAny(",\"\r\n") >= 0 ? "\"" + field.Replace("\"", "\"\"", StringComparison.Ordinal) + "\"" : field;
+}
