@@ -236,7 +236,7 @@ internal static class InterventionCommands
                 var o = penalties.Apply(parse, new GenerationOptions
                 {
                     Temperature = parse.GetValue(temperature), TopK = parse.GetValue(topK), TopP = parse.GetValue(topP), Seed = parse.GetValue(seed) + (ulong)i,
-                    EosTokenId = tok.EosTokenId,
+                    EosTokenIds = m.StopTokenIds(tok),
                 });
                 string Continue(Steering? steer)
                 {
