@@ -506,7 +506,7 @@ internal static class ModelCommands
     private static Command Tokenize()
     {
         var model = ModelOption();
-        var text = new Option<string?>("--text") { Description = "Text to tokenize (or ids as a JSON array with --decode)" };
+        var text = new Option<string?>("--text", "--prompt") { Description = "Text to tokenize (or ids as a JSON array with --decode); --prompt, as the other commands name it, is the same" };
         var file = new Option<string?>("--file") { Description = "Read the text from a file" };
         var decode = new Option<bool>("--decode") { Description = "Decode a JSON array of ids to text" };
         var raw = new Option<bool>("--no-special-tokens") { Description = "Leave out the BOS/EOS the tokenizer adds (Hugging Face add_special_tokens=False)" };
@@ -514,11 +514,11 @@ internal static class ModelCommands
             { model, text, file, decode, raw };
         Cli.SetAction(command, parse =>
         {
-            if (parse.GetValue(text) is not null) Cli.RefuseGiven(parse, "the text comes from --text; give one of --text and --file", file);
+            if (parse.GetValue(text) is not null) Cli.RefuseGiven(parse, "the text comes from --text (--prompt); give one of --text and --file", file);
             if (parse.GetValue(decode)) Cli.RefuseGiven(parse, "for encoding text; --decode turns ids into text", raw);
             var tok = Tokenizer.FromFolder(ModelSource.Resolve(parse.GetValue(model)!));
             var input = parse.GetValue(text) ?? (parse.GetValue(file) is string f ? File.ReadAllText(f)
-                : throw new SaeSharpException("give --text or --file"));
+                : throw new SaeSharpException("give --text (or --prompt) or --file"));
             if (parse.GetValue(decode))
             {
                 int[] ids;
