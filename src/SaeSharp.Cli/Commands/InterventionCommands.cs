@@ -206,6 +206,8 @@ internal static class InterventionCommands
                 Cli.RefuseGiven(parse, "sampling options; --temperature 0 is greedy decoding, which they do not change (give --temperature > 0 to sample)", topK, topP, seed);
             var folder = ModelSource.Resolve(parse.GetValue(model)!);
             var scales = parse.GetValue(scale)!;
+            // How each scale is named in titles and notes: as given ("20"), or "2 max act" with --scale-by-max-act.
+            var scaleNames = scales.Select(v => v.ToString(CultureInfo.InvariantCulture) + (parse.GetValue(byMaxAct) ? " max act" : "")).ToArray();
             foreach (double v in scales)
                 if (!double.IsFinite(v)) throw new SaeSharpException($"--scale {v.ToString(CultureInfo.InvariantCulture)}: expected a finite number");
             if (!parse.GetValue(byMaxAct))
@@ -239,7 +241,8 @@ internal static class InterventionCommands
                 string source = parse.GetValue(featuresFile) ?? $"measured over {(parse.GetValue(maxActTokens) ?? 20000).ToString(CultureInfo.InvariantCulture)} tokens of {parse.GetValue(dataset)}";
                 if (!(maxAct > 0))
                     throw new SaeSharpException($"--scale-by-max-act: feature {f} has max activation {maxAct.ToString(CultureInfo.InvariantCulture)} ({source}): it never fires, so its units scale nothing");
-                Console.WriteLine($"feature {f} max activation {maxAct.ToString("G6", CultureInfo.InvariantCulture)} ({source}); --scale " +
+                Console.WriteLine($"feature {f} max activation {maxAct.ToString("G6", CultureInfo.InvariantCulture)} ({source})");
+                Console.WriteLine("strengths: " +
                     string.Join(", ", scales.Select(v => $"{v.ToString(CultureInfo.InvariantCulture)} → {(v * maxAct).ToString("G6", CultureInfo.InvariantCulture)}")));
                 scales = scales.Select(v => v * maxAct).ToArray();
             }
@@ -271,7 +274,7 @@ internal static class InterventionCommands
                 string Continue(Steering? steer)
                 {
                     using var g = hooked.Generate(tokens, parse.GetValue(maxNew), o, steer is null ? [] : [steer]);
-                    string kind = steer is null ? "unsteered" : scales.Length == 1 ? "steered" : $"steered × {steer.Scale.ToString(CultureInfo.InvariantCulture)}";
+                    string kind = steer is null ? "unsteered" : scales.Length == 1 ? "steered" : $"steered × {scaleNames[steerings.IndexOf(steer)]}";
                     if (GenerationNote(g, 0, steer?.Positions) is string note) notes.Add($"seed {o.Seed}, {kind}: {note}");
                     return ModelCommands.Continuation(tok, g.Tokens, promptLen);
                 }
@@ -282,7 +285,7 @@ internal static class InterventionCommands
             // The penalties given, both runs penalised alike: "feature 3 × 20 at H (repetition penalty 1.3)".
             string penalised = string.Join(", ", penalties.Describe(parse));
             for (int k = 0; k < steerings.Count; k++)
-                Cli.WriteColumns($"feature {steerings[k].Feature} × {steerings[k].Scale.ToString(CultureInfo.InvariantCulture)} at {at}" +
+                Cli.WriteColumns($"feature {steerings[k].Feature} × {scaleNames[k]} at {at}" +
                                  (penalised.Length == 0 ? "" : $" ({penalised})"), ["seed", "unsteered", "steered"], tables[k]);
             foreach (var note in notes) Cli.ErrorLine($"note: {note}");
             WriteFeatureLogits(steering.Feature, FeatureLogits(m, s, site.WriteHook, steering.Feature, 10, Math.Min(tok.VocabSize, m.Config.DVocab))
