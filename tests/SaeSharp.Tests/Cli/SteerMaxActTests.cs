@@ -11,13 +11,7 @@ namespace SaeSharp.Tests.Cli;
 /// printed, and the steered continuations equal a raw <c>--scale</c> run of coefficient × that max.</summary>
 public class SteerMaxActTests : CliTempDirTestBase
 {
-    private static string[] Table(string output, string scale)
-    {
-        var lines = output.Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        int start = Array.FindIndex(lines, l => l.StartsWith($"feature 3 × {scale} at ", StringComparison.Ordinal));
-        Assert.True(start >= 0, output);
-        return lines.Skip(start).Take(4).ToArray();   // title, header, two seeds
-    }
+    private static string[] Table(string output, string scale) => SteerSweepTests.Table(output, scale);
 
     [Fact]
     public void Strengths_in_max_activations_equal_raw_strengths_times_the_max()
