@@ -137,10 +137,10 @@ internal static class CltInterveneCommand
             {
                 // One seed for both: the clean and the intervened continuation draw the same random numbers at every step; both
                 // stop at EOS, as sae steer and circuit-tracer's generate (TransformerLens's stop_at_eos) do.
-                var sample = generation.Options(tok!.EosTokenId);
+                var sample = generation.Options(cm.Model.StopTokenIds(tok!));
                 using var plain = cm.Model.Generate(tokens, g, sample with { Hooks = cm.Hooks });
                 using var gen = CltInterventions.FeatureInterventionGenerate(cm.Model, clt, tokens, interventions, g, o, sample, cm.Hooks);
-                rows = [ModelCommands.ContinuationRow(tok, n, "clean", plain.Tokens), ModelCommands.ContinuationRow(tok, n, "intervened", gen.Tokens!)];
+                rows = [ModelCommands.ContinuationRow(tok!, n, "clean", plain.Tokens), ModelCommands.ContinuationRow(tok!, n, "intervened", gen.Tokens!)];
                 if (InterventionCommands.GenerationNote(plain, 0, null) is string cleanNote) notes.Add($"{generation.NotePrefix(p)}clean: {cleanNote}");
                 if (InterventionCommands.GenerationNote(gen.Row!.Value, g, null) is string note) notes.Add($"{generation.NotePrefix(p)}intervened: {note}");
             }

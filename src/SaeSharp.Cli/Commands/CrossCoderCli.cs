@@ -583,7 +583,7 @@ internal static class CrossCoderCli
         var notes = new List<string>();
         for (int i = 0; i < runs; i++)
         {
-            var o = options(i) with { EosTokenId = tok.EosTokenId };
+            var o = options(i) with { EosTokenIds = pm.Model.StopTokenIds(tok) };
             string Continue(bool steered)
             {
                 using var g = pm.Model.Generate(tokens, maxNew, o with { Hooks = [.. pm.Hooks, .. steered ? steer : []] });
@@ -737,7 +737,7 @@ internal static class CrossCoderCli
                     var tok = generationTokenizer!;
                     var steer = steering.SelectMany(s => CrossCoderInterventions.Steering(cc, s.Feature, s.Value, slots, positions)).ToList();
                     // One seed for both: the clean and the edited continuation draw the same random numbers at every step.
-                    var options = generation.Options(tok.EosTokenId);
+                    var options = generation.Options(model.Model.StopTokenIds(tok));
                     // Both stop at EOS, as sae steer and sae intervene --generate do.
                     using var plain = model.Model.Generate(tokens, generate, options with { Hooks = model.Hooks });
                     using var edited = CrossCoderInterventions.Generate(cc, runs, spec.LayerHooks!, spec.LayerModels!, slots[0].Slot, latentEdits,

@@ -185,9 +185,17 @@ internal static class InterventionCommands
         var noBos = NoBosOption();
         var diffModel = new Option<string?>("--diff-model") { Description = "A model-diffing crosscoder: the second (chat) model, which --slot may choose to generate with" };
         var slot = new Option<int?>("--slot") { Description = "A crosscoder: the slot whose model generates, steered at every hook of its slots by that slot's decoder rows (default: the last slot)" };
+        var byMaxAct = new Option<bool>("--scale-by-max-act")
+        {
+            Description = "Give --scale in units of the feature's max activation (SAELens's steering tutorial: coefficient × max_act), read from --features-file or measured over --dataset",
+        };
+        var featuresFile = new Option<string?>("--features-file") { Description = "With --scale-by-max-act: the features.jsonl of sae features (or its --out folder) holding the feature's max_activation" };
+        var dataset = new Option<string?>("--dataset") { Description = "With --scale-by-max-act: measure the feature's max activation over this dataset as sae features does (SAELens find_max_activation)" };
+        var maxActTokens = new Option<long?>("--tokens") { Description = "With --dataset: tokens to measure the max activation over (default 20000)" }.Positive();
         var command = new Command("steer", "Continue a prompt with and without a feature's decoder direction added (same seeds), and show the feature's top logit tokens")
         {
             model, sae, feature, scale, prompt, maxNew, temperature, topK, topP, seed, runs, hook, positionsOption, noBos, diffModel, slot,
+            byMaxAct, featuresFile, dataset, maxActTokens,
         };
         var penalties = new ModelCommands.PenaltyOptions();
         penalties.AddTo(command);
@@ -198,10 +206,19 @@ internal static class InterventionCommands
                 Cli.RefuseGiven(parse, "sampling options; --temperature 0 is greedy decoding, which they do not change (give --temperature > 0 to sample)", topK, topP, seed);
             var folder = ModelSource.Resolve(parse.GetValue(model)!);
             var scales = parse.GetValue(scale)!;
+            // How each scale is named in titles and notes: as given ("20"), or "2 max act" with --scale-by-max-act.
+            var scaleNames = scales.Select(v => v.ToString(CultureInfo.InvariantCulture) + (parse.GetValue(byMaxAct) ? " max act" : "")).ToArray();
             foreach (double v in scales)
                 if (!double.IsFinite(v)) throw new SaeSharpException($"--scale {v.ToString(CultureInfo.InvariantCulture)}: expected a finite number");
+            if (!parse.GetValue(byMaxAct))
+                Cli.RefuseGiven(parse, "for --scale-by-max-act, the source of the feature's max activation", featuresFile, dataset, maxActTokens);
+            else if (parse.GetValue(featuresFile) is not null)
+                Cli.RefuseGiven(parse, "the max activation comes from --features-file; give one of --features-file and --dataset", dataset, maxActTokens);
+            else if (parse.GetValue(dataset) is null)
+                throw new SaeSharpException("--scale-by-max-act: give --features-file FEATURES.jsonl (sae features output) or --dataset D to measure the feature's max activation over");
             if (CrossCoderFormat.IsCrossCoderPath(parse.GetValue(sae)!))
             {
+                Cli.RefuseGiven(parse, "for an SAE; a crosscoder steers at raw --scale", byMaxAct);
                 if (scales.Length > 1) throw new SaeSharpException("--scale: a crosscoder steers at one scale per call; give --scale once");
                 Cli.RefuseGiven(parse, "for SAEs; a crosscoder steers at the hooks of its slots", hook);
                 return CrossCoderCli.Steer(parse.GetValue(sae)!, folder, parse.GetValue(diffModel) is { } dm ? ModelSource.Resolve(dm) : null, parse.GetValue(slot),
@@ -213,6 +230,22 @@ internal static class InterventionCommands
                     !parse.GetValue(noBos), parse.GetValue(positionsOption));
             }
             Cli.RefuseGiven(parse, "for a crosscoder (--sae CROSSCODER)", diffModel, slot);
+            if (parse.GetValue(byMaxAct))
+            {
+                // SAELens's steering tutorial: strength = coefficient × the feature's max activation (before the model is loaded here).
+                int f = parse.GetValue(feature);
+                double maxAct = parse.GetValue(featuresFile) is { } ff
+                    ? Analysis.FeatureReport.MaxActivation(ff, f)
+                    : Pipelines.AnalysisPipeline.MaxActivation(parse.GetValue(sae)!, f,
+                        new Pipelines.ModelDataOptions { ModelPath = folder, DatasetPath = parse.GetValue(dataset)!, Tokens = parse.GetValue(maxActTokens) ?? 20000 });
+                string source = parse.GetValue(featuresFile) ?? $"measured over {(parse.GetValue(maxActTokens) ?? 20000).ToString(CultureInfo.InvariantCulture)} tokens of {parse.GetValue(dataset)}";
+                if (!(maxAct > 0))
+                    throw new SaeSharpException($"--scale-by-max-act: feature {f} has max activation {maxAct.ToString(CultureInfo.InvariantCulture)} ({source}): it never fires, so its units scale nothing");
+                Console.WriteLine($"feature {f} max activation {maxAct.ToString("G6", CultureInfo.InvariantCulture)} ({source})");
+                Console.WriteLine("strengths: " +
+                    string.Join(", ", scales.Select(v => $"{v.ToString(CultureInfo.InvariantCulture)} → {(v * maxAct).ToString("G6", CultureInfo.InvariantCulture)}")));
+                scales = scales.Select(v => v * maxAct).ToArray();
+            }
             using var s = LoadSae(parse.GetValue(sae)!);
             using var pm = ModelForSae.Load(folder, s.Cfg);   // processed as the SAE's cfg records, in its dtype
             var m = pm.Model;
@@ -236,12 +269,12 @@ internal static class InterventionCommands
                 var o = penalties.Apply(parse, new GenerationOptions
                 {
                     Temperature = parse.GetValue(temperature), TopK = parse.GetValue(topK), TopP = parse.GetValue(topP), Seed = parse.GetValue(seed) + (ulong)i,
-                    EosTokenId = tok.EosTokenId,
+                    EosTokenIds = m.StopTokenIds(tok),
                 });
                 string Continue(Steering? steer)
                 {
                     using var g = hooked.Generate(tokens, parse.GetValue(maxNew), o, steer is null ? [] : [steer]);
-                    string kind = steer is null ? "unsteered" : scales.Length == 1 ? "steered" : $"steered × {steer.Scale.ToString(CultureInfo.InvariantCulture)}";
+                    string kind = steer is null ? "unsteered" : scales.Length == 1 ? "steered" : $"steered × {scaleNames[steerings.IndexOf(steer)]}";
                     if (GenerationNote(g, 0, steer?.Positions) is string note) notes.Add($"seed {o.Seed}, {kind}: {note}");
                     return ModelCommands.Continuation(tok, g.Tokens, promptLen);
                 }
@@ -252,7 +285,7 @@ internal static class InterventionCommands
             // The penalties given, both runs penalised alike: "feature 3 × 20 at H (repetition penalty 1.3)".
             string penalised = string.Join(", ", penalties.Describe(parse));
             for (int k = 0; k < steerings.Count; k++)
-                Cli.WriteColumns($"feature {steerings[k].Feature} × {steerings[k].Scale.ToString(CultureInfo.InvariantCulture)} at {at}" +
+                Cli.WriteColumns($"feature {steerings[k].Feature} × {scaleNames[k]} at {at}" +
                                  (penalised.Length == 0 ? "" : $" ({penalised})"), ["seed", "unsteered", "steered"], tables[k]);
             foreach (var note in notes) Cli.ErrorLine($"note: {note}");
             WriteFeatureLogits(steering.Feature, FeatureLogits(m, s, site.WriteHook, steering.Feature, 10, Math.Min(tok.VocabSize, m.Config.DVocab))

@@ -113,14 +113,14 @@ internal static class ModelCommands
         /// <summary>Whether <c>--temperature</c> asks for sampling.</summary>
         public bool Sampling(ParseResult parse) => parse.GetValue(Temperature) != 0;
 
-        /// <summary>The options of the command line, stopping at <paramref name="eos"/>; <paramref name="seed"/> replaces <c>--seed</c>.</summary>
-        public GenerationOptions Options(ParseResult parse, long? eos, ulong? seed = null) => Penalties.Apply(parse, new()
+        /// <summary>The options of the command line, stopping at any of <paramref name="eos"/> (<see cref="HookedTransformer.StopTokenIds"/>); <paramref name="seed"/> replaces <c>--seed</c>.</summary>
+        public GenerationOptions Options(ParseResult parse, IReadOnlyList<long>? eos, ulong? seed = null) => Penalties.Apply(parse, new()
         {
             Temperature = parse.GetValue(Temperature),
             TopK = parse.GetValue(TopK),
             TopP = parse.GetValue(TopP),
             Seed = seed ?? parse.GetValue(Seed),
-            EosTokenId = eos,
+            EosTokenIds = eos,
             UseKvCache = !_kvCacheOption || !parse.GetValue(NoKvCache),
         });
 
@@ -324,7 +324,7 @@ internal static class ModelCommands
         private string How => sampling.Describe(parse, Seed);
 
         /// <summary>The options of both continuations: the same seed, so both draw the same random numbers at every step.</summary>
-        public GenerationOptions Options(long? eos) => sampling.Options(parse, eos, Seed);
+        public GenerationOptions Options(IReadOnlyList<long> eos) => sampling.Options(parse, eos, Seed);
 
         /// <summary>"prompt 1, " (or "row 1, ") before a note when there are several prompts.</summary>
         public string NotePrefix(int i) => texts.Length > 1 ? $"{noun} {i}, " : "";
@@ -368,7 +368,7 @@ internal static class ModelCommands
     private static string Continuations(SaeSharp.Interventions.HookedSaeTransformer hooked, List<SaeSharp.Interventions.Intervention> edits,
         bool errorTerm, ITextTokenizer tok, Tensor tokens, GenerationRequest request, SavedRun run, List<string> notes, string notePrefix)
     {
-        var options = request.Options(tok.EosTokenId);
+        var options = request.Options(hooked.Model.StopTokenIds(tok));
         using var plain = hooked.Model.Generate(tokens, request.NewTokens, options with { Hooks = hooked.ModelHooks });
         using var edited = hooked.Generate(tokens, request.NewTokens, options, edits);
         string label = edits.Count > 0 ? "edited" : "spliced";
@@ -494,7 +494,7 @@ internal static class ModelCommands
                                             $"the context of {m.Config.NCtx} tokens of {m.Config.ModelName}; ask for at most {Math.Max(0, m.Config.NCtx - promptTokens)}");
             using var scope = NewDisposeScope();
             using var tokens = tensor(ids.Select(i => (long)i).ToArray()).unsqueeze(0);
-            using var result = m.Generate(tokens, newTokens, sampling.Options(parse, tok.EosTokenId));
+            using var result = m.Generate(tokens, newTokens, sampling.Options(parse, m.StopTokenIds(tok)));
             var all = result.Tokens[0].data<long>().Select(v => (int)v).ToArray();
             Console.WriteLine(DecodeShowingUnknownIds(tok, all));
             if (InterventionCommands.GenerationNote(result, 0, null) is string note) Cli.ErrorLine($"note: {note}");
@@ -506,7 +506,7 @@ internal static class ModelCommands
     private static Command Tokenize()
     {
         var model = ModelOption();
-        var text = new Option<string?>("--text") { Description = "Text to tokenize (or ids as a JSON array with --decode)" };
+        var text = new Option<string?>("--text", "--prompt") { Description = "Text to tokenize (or ids as a JSON array with --decode); --prompt, as the other commands name it, is the same" };
         var file = new Option<string?>("--file") { Description = "Read the text from a file" };
         var decode = new Option<bool>("--decode") { Description = "Decode a JSON array of ids to text" };
         var raw = new Option<bool>("--no-special-tokens") { Description = "Leave out the BOS/EOS the tokenizer adds (Hugging Face add_special_tokens=False)" };
@@ -514,11 +514,11 @@ internal static class ModelCommands
             { model, text, file, decode, raw };
         Cli.SetAction(command, parse =>
         {
-            if (parse.GetValue(text) is not null) Cli.RefuseGiven(parse, "the text comes from --text; give one of --text and --file", file);
+            if (parse.GetValue(text) is not null) Cli.RefuseGiven(parse, "the text comes from --text (--prompt); give one of --text and --file", file);
             if (parse.GetValue(decode)) Cli.RefuseGiven(parse, "for encoding text; --decode turns ids into text", raw);
             var tok = Tokenizer.FromFolder(ModelSource.Resolve(parse.GetValue(model)!));
             var input = parse.GetValue(text) ?? (parse.GetValue(file) is string f ? File.ReadAllText(f)
-                : throw new SaeSharpException("give --text or --file"));
+                : throw new SaeSharpException("give --text (or --prompt) or --file"));
             if (parse.GetValue(decode))
             {
                 int[] ids;

@@ -209,6 +209,23 @@ public sealed class FeatureReport
         w.WriteEndArray();
     }
 
+    /// <summary>The <c>max_activation</c> of <paramref name="feature"/> in a <c>sae features</c> output: its
+    /// <see cref="FeaturesFile"/> or the folder holding it (SAELens's steering tutorial's <c>max_act</c>, by which it multiplies
+    /// the steering coefficient). A feature the file does not list is an error naming the file.</summary>
+    public static float MaxActivation(string featuresPath, int feature)
+    {
+        string dir = Directory.Exists(featuresPath) ? featuresPath : Path.GetDirectoryName(Path.GetFullPath(featuresPath))!;
+        if (!Directory.Exists(featuresPath) && !File.Exists(featuresPath))
+            throw new SaeSharpException($"{featuresPath}: not found (give the features.jsonl of `sae features` or its --out folder)");
+        if (!Directory.Exists(featuresPath) && Path.GetFileName(featuresPath) != FeaturesFile)
+            throw new SaeSharpException($"{featuresPath}: expected `sae features` output, {FeaturesFile} or its folder");
+        var report = Load(dir);
+        var f = report.Features.FirstOrDefault(x => x.Feature == feature)
+            ?? throw new SaeSharpException($"{Path.Combine(dir, FeaturesFile)}: no line for feature {feature} (it lists {report.Features.Count} feature(s)" +
+                (report.Features.Count == 0 ? "" : $": {string.Join(", ", report.Features.Take(10).Select(x => x.Feature))}{(report.Features.Count > 10 ? ", ..." : "")}") + ")");
+        return f.MaxActivation;
+    }
+
     /// <summary>Reads a folder written by <see cref="Save"/>.</summary>
     public static FeatureReport Load(string dir)
     {

@@ -23,6 +23,10 @@ public sealed class HfHubClient : IDisposable
     public static readonly IReadOnlyList<string> TokenizerFiles =
         ["tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"];
 
+    /// <summary>The generation settings <c>save_pretrained</c> writes beside config.json (the EOS ids <c>generate</c> stops
+    /// at); fetched with a model when the repo has it.</summary>
+    public const string GenerationConfigFile = "generation_config.json";
+
     private readonly HfHubOptions _options;
     private readonly HttpClient _http;
     private readonly bool _ownsHttp;
@@ -48,7 +52,7 @@ public sealed class HfHubClient : IDisposable
     /// <paramref name="modelIdOrPath"/> is a repo id ("org/name"; a TransformerLens alias such as "gpt2-small" or
     /// "pythia-70m" stands for its repo, <see cref="TransformerLensNames"/>): with no <paramref name="files"/>, downloads
     /// <c>config.json</c>, the weights (<c>model.safetensors</c>, or <c>model.safetensors.index.json</c> and its
-    /// shards) and whichever tokenizer files exist (<see cref="TokenizerFiles"/>); with <paramref name="files"/>,
+    /// shards), whichever tokenizer files exist (<see cref="TokenizerFiles"/>) and <see cref="GenerationConfigFile"/> if it does; with <paramref name="files"/>,
     /// exactly those (all required). Returns the snapshot folder <c>snapshots/{commit}</c>.
     /// </summary>
     public string Resolve(string modelIdOrPath, string revision = "main", params string[] files) =>
@@ -91,7 +95,7 @@ public sealed class HfHubClient : IDisposable
             foreach (var shard in ShardsOf(index))
                 await DownloadFileAsync(repo, shard, revision, optional: false, cancellationToken).ConfigureAwait(false);
         }
-        foreach (var f in TokenizerFiles)
+        foreach (var f in (string[])[.. TokenizerFiles, GenerationConfigFile])
             await TryOptionalAsync(repo, f, revision, cancellationToken).ConfigureAwait(false);
         return snapshot;
     }

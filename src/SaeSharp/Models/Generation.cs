@@ -24,8 +24,16 @@ public sealed record GenerationOptions
     /// present in the row so far (real prompt and new tokens; left padding not counted) is divided by it when positive and
     /// multiplied by it when negative, before temperature, top-k and top-p; applied when greedy too. 1 = none; must be &gt; 0.</summary>
     public double RepetitionPenalty { get; init; } = 1.0;
-    /// <summary>Rows that emit this token stop; they are filled with it afterwards. Generation ends when all rows stop.</summary>
-    public long? EosTokenId { get; init; }
+    /// <summary>Rows that emit any of these tokens stop (Hugging Face's <c>eos_token_id</c>, an id or a list); each is filled
+    /// with the token it stopped at afterwards. Generation ends when all rows stop. Null or empty: no stop.
+    /// <see cref="HookedTransformer.GenerationConfig"/> gives a loaded model's.</summary>
+    public IReadOnlyList<long>? EosTokenIds { get; init; }
+    /// <summary>One stop token: sets <see cref="EosTokenIds"/> to it alone (null: none); reads the first of them.</summary>
+    public long? EosTokenId
+    {
+        get => EosTokenIds is { Count: > 0 } ids ? ids[0] : null;
+        init => EosTokenIds = value is long id ? [id] : null;
+    }
     /// <summary>[batch, prompt] mask of a left-padded batch of prompts (1 = real token).</summary>
     public Tensor? AttentionMask { get; init; }
     /// <summary>Hooks active on every forward step (e.g. steering vectors added to a residual hook); as
@@ -56,7 +64,7 @@ public enum GenerationStop
 {
     /// <summary>It generated every new token asked for.</summary>
     MaxNewTokens,
-    /// <summary>It emitted <see cref="GenerationOptions.EosTokenId"/> as its last new token (perhaps before
+    /// <summary>It emitted one of <see cref="GenerationOptions.EosTokenIds"/> as its last new token (perhaps before
     /// <see cref="GenerationResult.MaxNewTokens"/>: <see cref="GenerationRow.NewTokens"/> says); the tokens after it, if the
     /// batch went on for other rows, are that token repeated.</summary>
     Eos,
@@ -145,6 +153,7 @@ internal static class Generation
         Tensor? counts = o.FreqPenalty != 0 || o.RepetitionPenalty != 1
             ? zeros(b, model.Config.DVocab, dtype: ScalarType.Float32, device: seq.device).scatter_add_(1, seq, mask.to(ScalarType.Float32))
             : null;
+        var eosIds = o.EosTokenIds is { Count: > 0 } stopIds ? tensor(stopIds.ToArray(), device: seq.device) : null;
         var eosStep = full(new[] { b }, TorchScalars.Of(-1L), dtype: ScalarType.Int64, device: seq.device); // the step at which each row emitted EOS
         int steps = 0;
         var stepLogits = new List<Tensor>();
@@ -166,11 +175,11 @@ internal static class Generation
                 finally { if (freeze) (NormScales.Frozen, NormScales.Values) = (wasFrozen, wasValues); }
                 var last = logits.select(1, -1);
                 var next = Sample(last, o, gen, counts);
-                if (o.EosTokenId is long eos)
+                if (eosIds is not null)
                 {
-                    using var eosScalar = eos.ToScalar();
-                    next = where(finished, full_like(next, eosScalar), next);
-                    var now = finished.logical_or(next.eq(eosScalar));
+                    // A finished row repeats its last token: the EOS it stopped at.
+                    next = where(finished, seq.select(1, -1), next);
+                    var now = finished.logical_or(isin(next, eosIds));
                     eosStep = where(now.logical_and(finished.logical_not()), full_like(eosStep, TorchScalars.Of((long)step)), eosStep).MoveToOuterDisposeScope();
                     finished = now.MoveToOuterDisposeScope();
                 }
@@ -190,7 +199,7 @@ internal static class Generation
                     input = seq;
                     inputMask = mask;
                 }
-                if (o.EosTokenId is not null && finished.all().item<bool>()) break;
+                if (eosIds is not null && finished.all().item<bool>()) break;
             }
         }
         finally

@@ -29,6 +29,7 @@ public static class ModelLoader
         var cfg = JsonConfig.Read(Path.Combine(folder, "config.json"));
         string type = ModelType(cfg);
         string name = NameOf(folder, cfg);
+        var generation = GenerationConfig.FromFolder(folder);
 
         // The weights are opened first (headers only for safetensors) so that every size config.json declares is
         // checked against the tensors actually present before the model is allocated: a config declaring a huge
@@ -84,6 +85,7 @@ public static class ModelLoader
         }
         model.eval();
         model.Folder = Path.GetFullPath(folder);
+        model.GenerationConfig = generation;
         return OwnedModules.Detach(model);
     }
 

@@ -14,6 +14,12 @@ namespace SaeSharp.Pipelines;
 /// </summary>
 public static class AnalysisPipeline
 {
+    /// <summary>SAELens's <c>find_max_activation</c> (the steering tutorial): the largest activation of <paramref name="feature"/>
+    /// over <paramref name="data"/>'s windows, measured as <see cref="Features"/> measures it for <c>sae features</c>'
+    /// <c>max_activation</c> (the same windows, excluded tokens and seqpos slice).</summary>
+    public static float MaxActivation(string saePath, int feature, ModelDataOptions data) =>
+        Features(saePath, data, new FeatureAnalysisOptions { Features = [feature] }).Features.Single().MaxActivation;
+
     /// <summary>
     /// <c>sae features --sae DIR --model M --dataset D</c>: loads the SAE (any format) and its model (processed as its cfg
     /// asks), makes the windows as training did (the SAE's context size and prepend_bos unless <paramref name="data"/> says

@@ -227,6 +227,13 @@ public class ModelTextCommandTests : IDisposable
         (exit, output, err) = CliRunner.Run("model", "tokenize", "--model", model, "--decode", "--text", "[14134,502,1148,21720,417,13]");
         Assert.True(exit == 0, err);
         Assert.Equal("Call me Ishmael.", output.Trim());
+        // --prompt, as every other command names the text, is the same option.
+        (exit, output, err) = CliRunner.Run("model", "tokenize", "--model", model, "--prompt", "Call me Ishmael.");
+        Assert.True(exit == 0, err);
+        Assert.Equal("[14134,502,1148,21720,417,13]", output.Trim());
+        (exit, _, err) = CliRunner.Run("model", "tokenize", "--model", model, "--prompt", "Call", "--file", Path.Combine(_dir, "t.txt"));
+        Assert.Equal(1, exit);
+        Assert.Contains("--file", err);
     }
 
     /// <summary>sae corpus: the same --seed writes the same stories, another seed other stories (its help: "the same seed

@@ -7,7 +7,9 @@ namespace SaeSharp.Tests.Cli;
 /// equals the table of a call with that scale alone (same seeds), and a crosscoder refuses a sweep.</summary>
 public class SteerSweepTests : CliTempDirTestBase
 {
-    private static string[] Table(string output, string scale)
+    /// <summary>The table of feature 3 at <paramref name="scale"/> (as its title names it) in <c>sae steer</c>'s output: title,
+    /// header and two seeds.</summary>
+    internal static string[] Table(string output, string scale)
     {
         var lines = output.Split('\n', StringSplitOptions.RemoveEmptyEntries);
         int start = Array.FindIndex(lines, l => l.StartsWith($"feature 3 × {scale} at ", StringComparison.Ordinal));

@@ -12,6 +12,7 @@ public sealed class HfHubClientTests : IDisposable
     private readonly byte[] _weights = Bytes(5000, seed: 1);
     private readonly byte[] _tokenizer = Encoding.UTF8.GetBytes("{\"model\": {}}");
     private readonly byte[] _tokenizerConfig = Encoding.UTF8.GetBytes("{\"bos_token\": \"<|endoftext|>\"}");
+    private readonly byte[] _generationConfig = Encoding.UTF8.GetBytes("{\"eos_token_id\": [1, 107]}");
 
     public HfHubClientTests()
     {
@@ -21,6 +22,7 @@ public sealed class HfHubClientTests : IDisposable
             ["model.safetensors"] = new(_weights, Lfs: true),
             ["tokenizer.json"] = new(_tokenizer),
             ["tokenizer_config.json"] = new(_tokenizerConfig),
+            ["generation_config.json"] = new(_generationConfig),
         };
     }
 
@@ -57,6 +59,8 @@ public sealed class HfHubClientTests : IDisposable
             ["model.safetensors"] = (_weights, FakeHubServer.Sha256(_weights)),
             ["tokenizer.json"] = (_tokenizer, FakeHubServer.GitEtag(_tokenizer)),
             ["tokenizer_config.json"] = (_tokenizerConfig, FakeHubServer.GitEtag(_tokenizerConfig)),
+            // the EOS ids generation stops at (Models.GenerationConfig), fetched with the model
+            ["generation_config.json"] = (_generationConfig, FakeHubServer.GitEtag(_generationConfig)),
         };
         foreach (var (name, (content, etag)) in expected)
         {
