@@ -152,6 +152,10 @@ internal static class SaeCommands
         /// <see cref="DensityPath"/> (beside --json: <c>NAME[_sae<i>i</i>]_l0.png</c>).</summary>
         public string? L0Path(int i, int count) => PicturePath(i, count, L0Histogram, "l0");
 
+        /// <summary>Where SAE <paramref name="i"/> of <paramref name="count"/> gets its density vs consistent-activation-heuristic
+        /// scatter: beside --json only (<c>NAME[_sae<i>i</i>]_density_vs_cah.png</c>).</summary>
+        public string? HeuristicPath(int i, int count) => PicturePath(i, count, null, "density_vs_cah");
+
         /// <summary>The flag that names <see cref="DensityPath"/> (--json when it is the default).</summary>
         public string DensityFlag => Histogram is null ? "--json" : "--histogram";
 
@@ -180,6 +184,7 @@ internal static class SaeCommands
         {
             outputs.Add((pngs.DensityFlag, pngs.DensityPath(i, saes.Length)));
             outputs.Add((pngs.L0Flag, pngs.L0Path(i, saes.Length)));
+            outputs.Add(("--json", pngs.HeuristicPath(i, saes.Length)));
         }
         OutputGuard.RefuseBadOutputFiles(outputs, [.. inputs]);
     }
@@ -197,8 +202,9 @@ internal static class SaeCommands
         Console.WriteLine($"metrics JSON: {jsonPath}");
     }
 
-    /// <summary>Writes SAE <paramref name="i"/> of <paramref name="count"/>'s density and per-token L0 histograms where
-    /// <paramref name="pngs"/> says, and says where on stdout.</summary>
+    /// <summary>Writes SAE <paramref name="i"/> of <paramref name="count"/>'s density and per-token L0 histograms (and, for
+    /// rows from prompts, the density vs consistent-activation-heuristic scatter) where <paramref name="pngs"/> says, and
+    /// says where on stdout.</summary>
     private static void SaveHistograms(EvalPictures pngs, int i, int count, SaeEvalResult result)
     {
         if (pngs.DensityPath(i, count) is { } density)
@@ -211,6 +217,8 @@ internal static class SaeCommands
             result.SaveL0Histogram(l0);
             Console.WriteLine($"per-token L0 histogram: {l0}");
         }
+        if (pngs.HeuristicPath(i, count) is { } cah && result.FeatureMetrics is { } fm && DensityHeuristicScatter.Save(cah, fm))
+            Console.WriteLine($"density vs consistent activation heuristic: {cah}");
     }
 
     /// <summary><c>sae eval --model</c>'s token budget when <c>--tokens</c> is not given.</summary>

@@ -71,6 +71,8 @@ public sealed class EvalFeatureMetricsCommandTests : IDisposable
         Assert.Contains($"per-token L0 histogram: {P("eval_l0.png")}", output);
         using var png = SkiaSharp.SKBitmap.Decode(P("eval_l0.png"));
         Assert.Equal((L0Histogram.Width, L0Histogram.Height), (png.Width, png.Height));
+        // No prompts, no heuristic: no density vs heuristic scatter.
+        Assert.False(File.Exists(P("eval_density_vs_cah.png")));
     }
 
     /// <summary>Inside the model, two SAEs in one pass (<see cref="AnalysisFixture"/>'s embedding SAE twice: unit encoder

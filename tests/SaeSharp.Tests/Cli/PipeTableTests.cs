@@ -140,6 +140,9 @@ public sealed class PipeTableTests : IClassFixture<PipeTableTests.Fixture>
         Assert.True(File.Exists(Path.Combine(_fx.Dir, "two_sae0_l0.png")));
         Assert.True(File.Exists(Path.Combine(_fx.Dir, "two_sae1_l0.png")));
         Assert.False(File.Exists(Path.Combine(_fx.Dir, "two_l0.png")));
+        // Rows from prompts: each SAE's density vs consistent-activation-heuristic scatter, beside --json only.
+        Assert.True(File.Exists(Path.Combine(_fx.Dir, "two_sae0_density_vs_cah.png")));
+        Assert.True(File.Exists(Path.Combine(_fx.Dir, "two_sae1_density_vs_cah.png")));
         // --histogram given: its name with the same suffix (as --saebench-json), not the --json name.
         string png = Path.Combine(_fx.Dir, "dens.png");
         var given = CliRunner.Run("eval", "--sae", a.SaeDir, "--sae", a.SaeDir, "--model", a.ModelDir, "--dataset", a.DataPath,
