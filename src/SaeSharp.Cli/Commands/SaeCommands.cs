@@ -50,7 +50,7 @@ internal static class SaeCommands
                           "exclude_special_tokens_from_reconstruction, compute_featurewise_density_statistics)",
         };
         var histogram = new Option<string?>("--histogram") { Description = "Write the log10 feature-density histogram PNG here (a crosscoder: the relative decoder norm histogram; default: beside --json; several --sae: a _sae<i> suffix per SAE)" };
-        var l0Histogram = new Option<string?>("--l0-histogram") { Description = "Write the histogram of the per-token L0 PNG here (default: beside --json; several --sae: a _sae<i> suffix per SAE)" };
+        var l0Histogram = new Option<string?>("--l0-histogram") { Description = "Write the per-token L0 histogram PNG here (default: beside --json; several --sae: a _sae<i> suffix per SAE)" };
         var maxRows = new Option<long?>("--max-rows") { Description = "Evaluate at most this many rows" }.Positive();
         var arch = ArchOption();
         var diffModel = new Option<string?>("--diff-model") { Description = "A model-diffing crosscoder with --model: the second (chat) model, run on the same windows (same tokenizer); each model gets its own slots' reconstruction" };
