@@ -105,7 +105,7 @@ internal static class OutputGuard
     {
         "--json" or "--saebench-json" => ".json",
         "--html" => ".html",
-        "--histogram" => ".png",
+        "--histogram" or "--l0-histogram" => ".png",
         _ => ".safetensors",
     };
 

@@ -26,14 +26,19 @@ internal static class LogitStatsCommand
         var tokenWords = new Option<string[]>("--token-words") { Description = "NAME=WORD,WORD,...: every token of \" WORD\" for each word; repeatable" };
         var enrichFeatures = new Option<int>("--enrichment-features") { Description = "Enrichment of this many features, the most skewed (the tutorial's 5000)", DefaultValueFactory = _ => 5000 }.Positive();
         var csv = new Option<string?>("--csv") { Description = "Write every feature's mean, std, skewness, kurtosis (and enrichment scores) as CSV" };
+        var plot = new Option<string?>("--plot") { Description = "Write the tutorial's pictures into this folder: skewness and log kurtosis histograms, their scatter, the token set enrichment Manhattan plot" };
         var command = new Command("logit-stats", "Statistics of each feature's logit weights W_dec·W_U (skewness, kurtosis) and token set enrichment")
         {
-            sae, model, cosine, sort, top, tutorialSets, tokenSet, tokenWords, enrichFeatures, csv,
+            sae, model, cosine, sort, top, tutorialSets, tokenSet, tokenWords, enrichFeatures, csv, plot,
         };
         Cli.SetAction(command, parse =>
         {
             string modelDir = ModelSource.Resolve(parse.GetValue(model)!);
-            OutputGuard.RefuseBadOutputFiles([("--csv", parse.GetValue(csv))], [new("--sae", parse.GetValue(sae)!, InputKind.Sae), new("--model", modelDir, InputKind.Folder)]);
+            CommandInput[] inputs = [new("--sae", parse.GetValue(sae)!, InputKind.Sae), new("--model", modelDir, InputKind.Folder)];
+            OutputGuard.RefuseBadOutputFiles([("--csv", parse.GetValue(csv))], inputs);
+            var plotDir = parse.GetValue(plot);
+            if (plotDir is not null)
+                OutputGuard.RefuseReplacingInput("--plot", plotDir, [LogitStatsPlots.SkewnessFile, LogitStatsPlots.KurtosisFile, LogitStatsPlots.ScatterFile, LogitStatsPlots.ManhattanFile], inputs);
             var tok = Tokenizer.FromFolder(modelDir);
             var sets = new List<TokenSet>();
             var skipped = new List<string>();
@@ -100,6 +105,11 @@ internal static class LogitStatsCommand
                     }
                     AtomicFile.WriteAllText(path, sb.ToString());
                     Console.WriteLine($"table: {path}");
+                }
+                if (plotDir is not null)
+                {
+                    var pngs = LogitStatsPlots.Save(plotDir, s.Cfg.Metadata.Site(hook), moments, sets.Select(t => t.Name).ToList(), bySkew, scores);
+                    Console.WriteLine($"{pngs.Count} pictures: {plotDir}");
                 }
             }
             return 0;

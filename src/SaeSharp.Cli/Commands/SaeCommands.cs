@@ -55,6 +55,7 @@ internal static class SaeCommands
                           "exclude_special_tokens_from_reconstruction, compute_featurewise_density_statistics)",
         };
         var histogram = new Option<string?>("--histogram") { Description = "Write the log10 feature-density histogram PNG here (a crosscoder: the relative decoder norm histogram; default: beside --json; several --sae: a _sae<i> suffix per SAE)" };
+        var l0Histogram = new Option<string?>("--l0-histogram") { Description = "Write the per-token L0 histogram PNG here (default: beside --json; several --sae: a _sae<i> suffix per SAE)" };
         var maxRows = new Option<long?>("--max-rows") { Description = "Evaluate at most this many rows" }.Positive();
         var arch = ArchOption();
         var diffModel = new Option<string?>("--diff-model") { Description = "A model-diffing crosscoder with --model: the second (chat) model, run on the same windows (same tokenizer); each model gets its own slots' reconstruction" };
@@ -65,7 +66,7 @@ internal static class SaeCommands
         var latents = new Option<string?>("--latents") { Description = "With --latent-scaling: the latents, e.g. 0-99,123 or all (default: the chat-only band Δnorm > 0.9 and the shared band)" };
         var command = new Command("eval", "Evaluate SAEs on activations (MSE, L0, FVU, dead features) or inside a model (% CE loss recovered, KL)")
         {
-            sae, activations, groundTruth, json, outputDir, saebenchJson, saebenchConfig, histogram, maxRows, arch, latentScaling, latents, diffModel,
+            sae, activations, groundTruth, json, outputDir, saebenchJson, saebenchConfig, histogram, l0Histogram, maxRows, arch, latentScaling, latents, diffModel,
         };
         var data = new ModelDataOptionsCli();
         data.Tokens.Description = $"Token budget with --model (default {EvalInModelTokens})";
@@ -78,8 +79,8 @@ internal static class SaeCommands
         {
             var saes = parse.GetValue(sae)!;
             if (parse.GetValue(saebenchJson) is null) Cli.RefuseGiven(parse, "only with --saebench-json", saebenchConfig);
-            RefuseReplacingInputs(parse, saes, data, parse.GetValue(activations), parse.GetValue(groundTruth), parse.GetValue(json), parse.GetValue(histogram),
-                parse.GetValue(saebenchJson));
+            var pngs = new EvalPictures(parse.GetValue(json), parse.GetValue(histogram), parse.GetValue(l0Histogram));
+            RefuseReplacingInputs(parse, saes, data, parse.GetValue(activations), parse.GetValue(groundTruth), pngs, parse.GetValue(saebenchJson));
             if (data.Given(parse))
             {
                 // The two evaluations take different inputs: a flag of the other one would be silently ignored.
@@ -96,7 +97,7 @@ internal static class SaeCommands
                 }
                 if (saes.Length == 1 && CrossCoderFormat.IsCrossCoderPath(saes[0]))
                 {
-                    Cli.RefuseGiven(parse, "for SAEs; a crosscoder is evaluated per slot and in total, and spliced into each of its models", arch, saebenchJson, outputDir);
+                    Cli.RefuseGiven(parse, "for SAEs; a crosscoder is evaluated per slot and in total, and spliced into each of its models", arch, saebenchJson, outputDir, l0Histogram);
                     if (!parse.GetValue(latentScaling)) Cli.RefuseGiven(parse, "only with --latent-scaling", latents);
                     else if (parse.GetValue(json) is { } scalingJson)
                         OutputGuard.RefuseReplacingInput("--json", CrossCoderCli.LatentScalingPng(scalingJson),
@@ -107,7 +108,7 @@ internal static class SaeCommands
                 }
                 Cli.RefuseGiven(parse, "only for a model-diffing crosscoder", latentScaling, latents);
                 Cli.RefuseGiven(parse, "for a model-diffing crosscoder (--sae CROSSCODER)", diffModel);
-                return EvalInModel(parse, data, cltLoading, saes, parse.GetValue(json), parse.GetValue(histogram), LoadOptions(parse, arch), parse.GetValue(saebenchJson),
+                return EvalInModel(parse, data, cltLoading, saes, pngs, LoadOptions(parse, arch), parse.GetValue(saebenchJson),
                     parse.GetValue(saebenchConfig), parse.GetValue(outputDir));
             }
             var activationPath = parse.GetValue(activations) ?? throw new SaeSharpException(
@@ -117,7 +118,7 @@ internal static class SaeCommands
             if (saes.Length != 1) throw new SaeSharpException("evaluation on an activation file takes one --sae");
             if (CrossCoderFormat.IsCrossCoderPath(saes[0]))
             {
-                Cli.RefuseGiven(parse, "for SAEs; a crosscoder is evaluated per layer and in total (MSE, explained variance, FVU, L0, dead latents) with its decoder norms", groundTruth, arch);
+                Cli.RefuseGiven(parse, "for SAEs; a crosscoder is evaluated per layer and in total (MSE, explained variance, FVU, L0, dead latents) with its decoder norms", groundTruth, arch, l0Histogram);
                 if (!parse.GetValue(latentScaling)) Cli.RefuseGiven(parse, "only with --latent-scaling", latents);
                 else if (parse.GetValue(json) is { } scalingJson)
                     OutputGuard.RefuseReplacingInput("--json", CrossCoderCli.LatentScalingPng(scalingJson), new CommandInput("--sae", saes[0], InputKind.Sae),
@@ -146,23 +147,43 @@ internal static class SaeCommands
             using var features = parse.GetValue(groundTruth) is string gt ? SyntheticDataset.ReadFeatures(gt) : null;
             var result = SaeEvaluator.Evaluate(model, source, parse.GetValue(maxRows) ?? long.MaxValue, groundTruthFeatures: features);
             PrintMetrics(saes[0], result);
-            var jsonPath = parse.GetValue(json);
-            SaveJson(jsonPath, result.WriteJson);
-            SaveHistogram(HistogramPath(0, 1, jsonPath, parse.GetValue(histogram)), result);
+            SaveJson(pngs.Json, result.WriteJson);
+            SaveHistograms(pngs, 0, 1, result);
             return 0;
         });
         return command;
     }
 
-    /// <summary>Where SAE <paramref name="i"/> of <paramref name="count"/> gets its density histogram: --histogram, with a
-    /// _sae<i>i</i> suffix before the extension when there are several SAEs (as --saebench-json); else beside --json
-    /// (<c>NAME[_sae<i>i</i>]_feature_density.png</c>); null: none.</summary>
-    private static string? HistogramPath(int i, int count, string? json, string? histogram) =>
-        histogram is not null ? SaeBenchPath(i, count, histogram, ".png") : DefaultHistogramPath(json, count == 1 ? null : $"sae{i}");
+    /// <summary><c>sae eval</c>'s --json and the pictures it writes beside it unless given their own paths.</summary>
+    private sealed record EvalPictures(string? Json, string? Histogram, string? L0Histogram)
+    {
+        /// <summary>Where SAE <paramref name="i"/> of <paramref name="count"/> gets its density histogram: --histogram, with a
+        /// _sae<i>i</i> suffix before the extension when there are several SAEs (as --saebench-json); else beside --json
+        /// (<c>NAME[_sae<i>i</i>]_feature_density.png</c>); null: none.</summary>
+        public string? DensityPath(int i, int count) => PicturePath(i, count, Histogram, "feature_density");
+
+        /// <summary>Where SAE <paramref name="i"/> of <paramref name="count"/> gets its per-token L0 histogram, by the rule of
+        /// <see cref="DensityPath"/> (beside --json: <c>NAME[_sae<i>i</i>]_l0.png</c>).</summary>
+        public string? L0Path(int i, int count) => PicturePath(i, count, L0Histogram, "l0");
+
+        /// <summary>Where SAE <paramref name="i"/> of <paramref name="count"/> gets its density vs consistent-activation-heuristic
+        /// scatter: beside --json only (<c>NAME[_sae<i>i</i>]_density_vs_cah.png</c>).</summary>
+        public string? HeuristicPath(int i, int count) => PicturePath(i, count, null, "density_vs_cah");
+
+        /// <summary>The flag that names <see cref="DensityPath"/> (--json when it is the default).</summary>
+        public string DensityFlag => Histogram is null ? "--json" : "--histogram";
+
+        /// <summary>The flag that names <see cref="L0Path"/>.</summary>
+        public string L0Flag => L0Histogram is null ? "--json" : "--l0-histogram";
+
+        private string? PicturePath(int i, int count, string? given, string name) =>
+            given is not null ? SaeBenchPath(i, count, given, ".png")
+            : Json is null ? null : Path.ChangeExtension(Json, null) + (count == 1 ? "" : $"_sae{i}") + $"_{name}.png";
+    }
 
     /// <summary><c>sae eval</c>'s --json and histogram files may not replace its inputs.</summary>
     private static void RefuseReplacingInputs(ParseResult parse, string[] saes, ModelDataOptionsCli data, string? activations, string? groundTruth,
-        string? json, string? histogram, string? saebenchJson)
+        EvalPictures pngs, string? saebenchJson)
     {
         var inputs = saes.Select(s => new CommandInput("--sae", s, InputKind.Sae)).ToList();
         if (activations is not null) inputs.Add(new("--activations", activations, InputKind.Whole));
@@ -170,11 +191,15 @@ internal static class SaeCommands
         if (parse.GetValue(data.Model) is { } modelPath) inputs.Add(new("--model", modelPath, InputKind.Folder));
         if (parse.GetValue(data.Dataset) is { } dataset) inputs.Add(new("--dataset", dataset, InputKind.Whole));
         // Every file the command writes, no two the same (--histogram onto --json wrote the PNG over the JSON before).
-        var outputs = new List<(string Flag, string? Path)> { ("--json", json) };
+        var outputs = new List<(string Flag, string? Path)> { ("--json", pngs.Json) };
         for (int i = 0; i < saes.Length; i++)
             if (saebenchJson is not null) outputs.Add(("--saebench-json", SaeBenchPath(i, saes.Length, saebenchJson)));
         for (int i = 0; i < saes.Length; i++)
-            outputs.Add((histogram is null ? "--json" : "--histogram", HistogramPath(i, saes.Length, json, histogram)));
+        {
+            outputs.Add((pngs.DensityFlag, pngs.DensityPath(i, saes.Length)));
+            outputs.Add((pngs.L0Flag, pngs.L0Path(i, saes.Length)));
+            outputs.Add(("--json", pngs.HeuristicPath(i, saes.Length)));
+        }
         OutputGuard.RefuseBadOutputFiles(outputs, [.. inputs]);
     }
 
@@ -182,11 +207,6 @@ internal static class SaeCommands
     /// SAE, else with a _sae<i>i</i> suffix before the extension.</summary>
     internal static string SaeBenchPath(int i, int count, string path, string defaultExtension = ".json") =>
         count == 1 ? path : Path.ChangeExtension(path, null) + $"_sae{i}" + (Path.GetExtension(path) is { Length: > 0 } ext ? ext : defaultExtension);
-
-    /// <summary>SAEBench's <c>sae_lens_release_id</c> and <c>sae_lens_id</c> of <c>--sae</c> <paramref name="spec"/>: a
-    /// SAELens release and id, or (SAEBench's custom SAE) the path as given and "custom_sae".</summary>
-    private static string? DefaultHistogramPath(string? jsonPath, string? suffix) =>
-        jsonPath is null ? null : Path.ChangeExtension(jsonPath, null) + (suffix is null ? "" : "_" + suffix) + "_feature_density.png";
 
     /// <summary>Writes <c>--json</c> (atomically) when it was given, and says where on stdout.</summary>
     private static void SaveJson(string? jsonPath, Action<Stream> write)
@@ -196,11 +216,23 @@ internal static class SaeCommands
         Console.WriteLine($"metrics JSON: {jsonPath}");
     }
 
-    private static void SaveHistogram(string? png, SaeEvalResult result)
+    /// <summary>Writes SAE <paramref name="i"/> of <paramref name="count"/>'s density and per-token L0 histograms (and, for
+    /// rows from prompts, the density vs consistent-activation-heuristic scatter) where <paramref name="pngs"/> says, and
+    /// says where on stdout.</summary>
+    private static void SaveHistograms(EvalPictures pngs, int i, int count, SaeEvalResult result)
     {
-        if (png is null) return;
-        FeatureDensityHistogram.Save(png, result.FeatureFrequency, result.Rows);
-        Console.WriteLine($"feature density histogram: {png}");
+        if (pngs.DensityPath(i, count) is { } density)
+        {
+            result.SaveDensityHistogram(density);
+            Console.WriteLine($"feature density histogram: {density}");
+        }
+        if (pngs.L0Path(i, count) is { } l0)
+        {
+            result.SaveL0Histogram(l0);
+            Console.WriteLine($"per-token L0 histogram: {l0}");
+        }
+        if (pngs.HeuristicPath(i, count) is { } cah && result.FeatureMetrics is { } fm && DensityHeuristicScatter.Save(cah, fm))
+            Console.WriteLine($"density vs consistent activation heuristic: {cah}");
     }
 
     /// <summary><c>sae eval --model</c>'s token budget when <c>--tokens</c> is not given.</summary>
@@ -232,7 +264,7 @@ internal static class SaeCommands
     }
 
     /// <summary>The dictionary_learning README's statistics table plus FVU, KL, L2 ratio and dead fraction, per SAE.</summary>
-    private static int EvalInModel(ParseResult parse, ModelDataOptionsCli data, CltLoadingCli cltLoading, string[] saes, string? jsonPath, string? histogram,
+    private static int EvalInModel(ParseResult parse, ModelDataOptionsCli data, CltLoadingCli cltLoading, string[] saes, EvalPictures pngs,
         SaeLoadOptions saeOptions, string? saebenchJson, string? saebenchConfig, string? outputDir)
     {
         var options = ReadEvalInModel(parse, data, saes, saeOptions);
@@ -245,7 +277,8 @@ internal static class SaeCommands
             if (saebenchJson is not null) throw new SaeSharpException("--saebench-json: SAEBench's core eval is per SAE; a whole cross-layer transcoder has no such output");
             if (outputDir is not null) throw new SaeSharpException("--output-dir: SAELens's evals output is per SAE; a whole cross-layer transcoder has no such output");
             if (parse.GetValue(data.Hook) is not null) throw new SaeSharpException("--hook: a cross-layer transcoder reads and writes the hooks its files name");
-            return EvalReplacement(saes[0], options, jsonPath, saeOptions.Hub, cltLoading.Read(parse, options.ModelDtype));
+            if (pngs.L0Histogram is not null) throw new SaeSharpException("--l0-histogram: a whole cross-layer transcoder has an L0 per layer; its JSON holds each layer's l0_distribution");
+            return EvalReplacement(saes[0], options, pngs.Json, saeOptions.Hub, cltLoading.Read(parse, options.ModelDtype));
         }
         cltLoading.RefuseForSae(parse, saes[0]);
         var results = CliProgress.Run("eval", progress => ModelPipeline.Evaluate(saes, options, saeOptions: saeOptions, progress: progress, hook: parse.GetValue(data.Hook),
@@ -294,9 +327,9 @@ internal static class SaeCommands
             ]);
             if (m.SmallAblationNote() is { } small) Cli.WriteIndented(Spectre.Console.Markup.Escape(small), 0);
             foreach (var note in m.NonFiniteNotes()) Cli.ErrorLine($"warning: {saes[i]}: {note}");
-            SaveHistogram(HistogramPath(i, results.Count, jsonPath, histogram), m.Reconstruction);
+            SaveHistograms(pngs, i, results.Count, m.Reconstruction);
         }
-        SaveJson(jsonPath, stream =>
+        SaveJson(pngs.Json, stream =>
             {
                 // One SAE: its object; several: an array of them. Streamed: a 65k-feature SAE's five lists are not built as a string.
                 using var writer = new System.Text.Json.Utf8JsonWriter(stream, new System.Text.Json.JsonWriterOptions { Indented = true });

@@ -152,11 +152,17 @@ public sealed class DownstreamMetrics : SpliceLossMetrics
     };
 
     /// <summary>SAELens's <c>sparsity</c> group of <paramref name="r"/> (with SaeSharp's alive fraction).</summary>
-    internal static JsonObject SparsityJson(SaeEvalResult r, long? deadLatents) => new()
+    internal static JsonObject SparsityJson(SaeEvalResult r, long? deadLatents)
     {
-        ["l0"] = Num(r.L0),
-        ["l1"] = Num(r.L1),
-        ["dead_latents"] = deadLatents,
-        ["alive_fraction"] = Num(r.AliveFraction),
-    };
+        var json = new JsonObject
+        {
+            ["l0"] = Num(r.L0),
+            ["l1"] = Num(r.L1),
+            ["dead_latents"] = deadLatents,
+            ["alive_fraction"] = Num(r.AliveFraction),
+        };
+        // SaeSharp's: the spread of the per-token L0 behind l0 (SAELens's tutorial draws its histogram).
+        if (r.L0Distribution is { } d) json["l0_distribution"] = JsonSerializer.SerializeToNode(d);
+        return json;
+    }
 }

@@ -49,6 +49,10 @@ public sealed record SaeEvalResult
     [JsonPropertyName("dead_fraction")] public double DeadFraction { get; init; }
     /// <summary>Rows evaluated.</summary>
     [JsonPropertyName("n_rows")] public long Rows { get; init; }
+    /// <summary>The spread of the per-row L0 behind <see cref="L0"/> (<see cref="L0Distribution"/> of <see cref="L0Rows"/>);
+    /// not written for a result without them.</summary>
+    [JsonPropertyName("l0_distribution")][JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public L0Distribution? L0Distribution => L0Distribution.FromCounts(L0Rows);
 
     /// <summary>Mean max cosine similarity of the true features with the decoder rows (synthetic data only).</summary>
     [JsonPropertyName("mmcs")][JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public double? Mmcs { get; init; }
@@ -85,6 +89,10 @@ public sealed record SaeEvalResult
     /// tests fᵢ &gt; 0: the same for non-negative activations). <see cref="FeatureMetrics"/> holds the same array.</summary>
     [JsonIgnore] public double[] FeatureFrequency { get; init; } = [];
 
+    /// <summary>The per-row L0 histogram: element l is the number of evaluated rows with exactly l features ≠ 0, up to the
+    /// largest L0 seen (empty for a result built by hand). <see cref="SaveL0Histogram"/> draws it.</summary>
+    [JsonIgnore] public long[] L0Rows { get; init; } = [];
+
     /// <summary>Per-feature metrics (SAELens's <c>feature_metrics</c>): the feature density and, for rows from a model,
     /// the consistent-activation heuristic; with the encoder's norms, encoder-decoder cosines and biases when the
     /// evaluator had the SAE (<see cref="SaeEvaluator"/>, <see cref="DownstreamEvaluator"/>). Null for a result built by
@@ -99,6 +107,9 @@ public sealed record SaeEvalResult
 
     /// <summary>Writes the log10 feature-density histogram of <see cref="FeatureFrequency"/> as a PNG (see <see cref="FeatureDensityHistogram"/>).</summary>
     public void SaveDensityHistogram(string path) => FeatureDensityHistogram.Save(path, FeatureFrequency, Rows);
+
+    /// <summary>Writes the per-token L0 histogram of <see cref="L0Rows"/> as a PNG (see <see cref="L0Histogram"/>).</summary>
+    public void SaveL0Histogram(string path) => L0Histogram.Save(path, L0Rows);
 
     /// <summary>The scalar metrics as a JSON object (NaN written as "NaN" when a metric is undefined, e.g. fvu of constant data).</summary>
     public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);

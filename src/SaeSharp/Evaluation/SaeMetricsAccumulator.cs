@@ -23,6 +23,7 @@ public sealed class SaeMetricsAccumulator
     private readonly long[] _fired;  // per feature: rows with f ≠ 0 (the one firing count: density, alive, L0's per-feature part)
     private readonly long[] _firedPrompts; // per feature: prompts with a row where f ≠ 0 (when rows carry their prompt)
     private bool? _withPrompts;      // whether the batches carried prompt indices (all or none)
+    private readonly long[] _l0Rows; // per L0 value 0..d_sae: rows with that many features ≠ 0 (the per-token L0 histogram)
 
     /// <summary>An empty accumulator for targets of width <paramref name="dOut"/> and <paramref name="dSae"/> latents.</summary>
     public SaeMetricsAccumulator(int dOut, int dSae)
@@ -33,6 +34,7 @@ public sealed class SaeMetricsAccumulator
         _mean = new double[dOut];
         _fired = new long[dSae];
         _firedPrompts = new long[dSae];
+        _l0Rows = new long[dSae + 1];
     }
 
     /// <summary>Rows added so far.</summary>
@@ -78,7 +80,9 @@ public sealed class SaeMetricsAccumulator
         // SAELens's (and SAEBench's) evaluation mse: each row's ‖x−x̂‖² over its batch's row count, summed here.
         _batchMse += batchSse / b;
         _l1 += fd.abs().sum(type: ScalarType.Float64).item<double>();
-        _l0 += nonzero.sum().to(ScalarType.Float64).item<double>();
+        var rowL0 = nonzero.sum([1], type: ScalarType.Int64);
+        _l0 += rowL0.sum().to(ScalarType.Float64).item<double>();
+        foreach (var l in rowL0.data<long>()) _l0Rows[l]++;
         _cos += cos.sum().item<double>();
         _l2Ratio += ratio.sum().item<double>();
         _xHatSq += yNorm.pow(TorchScalars.Of(2)).sum().item<double>();
@@ -154,6 +158,7 @@ public sealed class SaeMetricsAccumulator
             DeadFraction = (_dSae - alive) / (double)_dSae,
             Rows = _n,
             FeatureFrequency = frequency,
+            L0Rows = _l0Rows[..(Array.FindLastIndex(_l0Rows, c => c > 0) + 1)],
             FeatureMetrics = new FeatureMetrics
             {
                 FeatureDensity = frequency,

@@ -49,15 +49,7 @@ public static class HistogramPlot
         plt.Title(title);
         plt.XLabel(xLabel);
         plt.YLabel(yLabel);
-        if (logY)
-        {
-            var ticks = new ScottPlot.TickGenerators.NumericAutomatic
-            {
-                IntegerTicksOnly = true,
-                LabelFormatter = y => Math.Pow(10, y).ToString("N0", System.Globalization.CultureInfo.InvariantCulture),
-            };
-            plt.Axes.Left.TickGenerator = ticks;
-        }
+        if (logY) plt.Axes.Left.TickGenerator = DecadeTicks();
         double xmin = bars.Count == 0 ? 0 : bars.Min(b => b.Lower), xmax = bars.Count == 0 ? 1 : bars.Max(b => b.Upper);
         double ymax = list.Count == 0 ? 1 : list.Max(b => b.Value);
         double pad = (xmax - xmin) * 0.02;
@@ -66,6 +58,30 @@ public static class HistogramPlot
         if (legend is { Count: > 0 }) top = Math.Max(top, bottom + (ymax - bottom) / 0.6);
         plt.Axes.SetLimits(xmin - pad, xmax + pad, bottom, top);
         return plt.GetImageBytes(width, height, ImageFormat.Png);
+    }
+
+    /// <summary>Ticks of a log10 axis: at whole decades, labelled with the number (10, 100, 1,000).</summary>
+    private static ScottPlot.TickGenerators.NumericAutomatic DecadeTicks() => new()
+    {
+        IntegerTicksOnly = true,
+        LabelFormatter = y => Math.Pow(10, y).ToString("N0", System.Globalization.CultureInfo.InvariantCulture),
+    };
+
+    /// <summary>Bars of <paramref name="bins"/> equal widths from the smallest to the largest finite value (the last bin
+    /// holds the largest), each counting its values, in <paramref name="color"/>; non-finite values are left out. All
+    /// values equal: one bar of width 1 centred on them; none: no bar.</summary>
+    public static IReadOnlyList<HistogramBar> EqualBins(IEnumerable<double> values, int bins, string color)
+    {
+        ArgumentNullException.ThrowIfNull(values);
+        ArgumentOutOfRangeException.ThrowIfLessThan(bins, 1);
+        var finite = values.Where(double.IsFinite).ToList();
+        if (finite.Count == 0) return [];
+        double lo = finite.Min(), hi = finite.Max();
+        if (lo == hi) return [new HistogramBar(lo - 0.5, lo + 0.5, finite.Count, color)];
+        double w = (hi - lo) / bins;
+        var counts = new long[bins];
+        foreach (var v in finite) counts[Math.Min(bins - 1, (int)((v - lo) / w))]++;
+        return counts.Select((c, i) => new HistogramBar(lo + i * w, i == bins - 1 ? hi : lo + (i + 1) * w, c, color)).ToList();
     }
 
     /// <summary>Writes <see cref="Render"/>'s PNG to <paramref name="path"/> atomically.</summary>

@@ -234,7 +234,7 @@ public static class LinePanelsPlot
 
     /// <summary>Ticks of a log10 axis from <paramref name="lo"/> to <paramref name="hi"/> (log10 units): labels at decades,
     /// and at 2× and 5× when fewer than three decades are in range; minor ticks at 2×…9×.</summary>
-    private static NumericManual LogTicks(double lo, double hi)
+    internal static NumericManual LogTicks(double lo, double hi)
     {
         var ticks = new NumericManual();
         int first = (int)Math.Floor(lo), last = (int)Math.Ceiling(hi);

@@ -1,9 +1,10 @@
 using System.Globalization;
+using SaeSharp.Analysis;
 using SaeSharp.Tests.Cli;
 
 namespace SaeSharp.Tests.Analysis;
 
-/// <summary><c>sae logit-stats</c>: its table and CSV, and a token set it cannot score refused before anything is written.</summary>
+/// <summary><c>sae logit-stats</c>: its table, CSV and pictures, and a token set it cannot score refused before anything is written.</summary>
 public class LogitStatsCliTests : IDisposable
 {
     private readonly AnalysisFixture _fx = new();
@@ -15,8 +16,21 @@ public class LogitStatsCliTests : IDisposable
     {
         string csv = Path.Combine(_fx.Dir, "stats.csv");
         var (exit, stdout, err) = CliRunner.Run("logit-stats", "--sae", _fx.SaeDir, "--model", _fx.ModelDir, "--top", "3",
-            "--token-set", "space=Ġ", "--token-words", "animals=cat,dog", "--csv", csv);
+            "--token-set", "space=Ġ", "--token-words", "animals=cat,dog", "--csv", csv, "--plot", Path.Combine(_fx.Dir, "plots"));
         Assert.True(exit == 0, err);
+        foreach (var (name, w, h) in new[]
+        {
+            (LogitStatsPlots.SkewnessFile, LogitStatsPlots.HistogramWidth, LogitStatsPlots.HistogramHeight),
+            (LogitStatsPlots.KurtosisFile, LogitStatsPlots.HistogramWidth, LogitStatsPlots.HistogramHeight),
+            (LogitStatsPlots.ScatterFile, LogitStatsPlots.ScatterWidth, LogitStatsPlots.ScatterHeight),
+            (LogitStatsPlots.ManhattanFile, LogitStatsPlots.ManhattanWidth, LogitStatsPlots.ManhattanHeight),
+        })
+        {
+            using var png = SkiaSharp.SKBitmap.Decode(Path.Combine(_fx.Dir, "plots", name));
+            Assert.True(png is not null, name);
+            Assert.Equal((w, h), (png.Width, png.Height));
+        }
+        Assert.Contains("4 pictures: ", stdout);
         var lines = File.ReadAllLines(csv);
         Assert.Equal("feature,mean,std,skewness,kurtosis,space,animals", lines[0]);
         Assert.Equal(AnalysisFixture.DSae + 1, lines.Length);
@@ -40,11 +54,14 @@ public class LogitStatsCliTests : IDisposable
     public void A_token_set_without_tokens_is_refused_naming_it_before_anything_is_written()
     {
         string csv = Path.Combine(_fx.Dir, "none.csv");
-        var (exit, stdout, err) = CliRunner.Run("logit-stats", "--sae", _fx.SaeDir, "--model", _fx.ModelDir, "--token-set", "nothing=zzzz", "--csv", csv);
+        string plots = Path.Combine(_fx.Dir, "none-plots");
+        var (exit, stdout, err) = CliRunner.Run("logit-stats", "--sae", _fx.SaeDir, "--model", _fx.ModelDir, "--token-set", "nothing=zzzz", "--csv", csv,
+            "--plot", plots);
         Assert.Equal(1, exit);
         Assert.Contains("token set 'nothing': 0 of", err);
         Assert.DoesNotContain("skewness", stdout);
         Assert.False(File.Exists(csv));
+        Assert.False(Directory.Exists(plots));
         (exit, _, err) = CliRunner.Run("logit-stats", "--sae", _fx.SaeDir, "--model", _fx.ModelDir, "--token-set", "novalue");
         Assert.Equal(1, exit);
         Assert.Contains("--token-set novalue: expected NAME=VALUE", err);

@@ -310,6 +310,7 @@ public class CliInputErrorTests : IDisposable
         // sae eval: --json / --histogram (given, or the default beside --json) onto the SAE's files, the activations, a shard folder.
         Refused("--json", "--sae", "eval", "--sae", saeCopy, "--activations", acts, "--json", Path.Combine(saeCopy, "cfg.json"));
         Refused("--histogram", "--sae", "eval", "--sae", saeCopy, "--activations", acts, "--histogram", Path.Combine(saeCopy, "sae_weights.safetensors"));
+        Refused("--l0-histogram", "--sae", "eval", "--sae", saeCopy, "--activations", acts, "--l0-histogram", Path.Combine(saeCopy, "sae_weights.safetensors"));
         Refused("--json", "--activations", "eval", "--sae", saeCopy, "--activations", acts, "--json", acts);
         Refused("--json", "--activations", "eval", "--sae", saeCopy, "--activations", shards, "--json", Path.Combine(shards, "metrics.json"));
         Refused("--json", "--dataset", "eval", "--sae", _fx.SaeDir, "--model", _fx.ModelDir, "--dataset", _fx.DataPath, "--json", _fx.DataPath);
@@ -397,6 +398,7 @@ public class CliInputErrorTests : IDisposable
         Assert.Contains("the same file as --json", Refused("--histogram", [.. eval, "--json", P("e.json"), "--histogram", P("e.json")]));
         Assert.Contains("the same file as --json", Refused("--saebench-json", [.. eval, "--json", P("e.json"), "--saebench-json", P("e.json")]));
         Assert.Contains("the same file as --saebench-json", Refused("--histogram", [.. eval, "--saebench-json", P("s.json"), "--histogram", P("s.json")]));
+        Assert.Contains("the same file as --histogram", Refused("--l0-histogram", [.. eval, "--histogram", P("h.png"), "--l0-histogram", P("h.png")]));
         Assert.False(File.Exists(P("e.json")));
         Assert.False(File.Exists(P("s.json")));
 

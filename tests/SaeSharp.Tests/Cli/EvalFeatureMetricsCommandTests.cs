@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using SaeSharp.Evaluation;
 using SaeSharp.Interop;
 using SaeSharp.IO;
 using SaeSharp.Saes;
@@ -25,7 +26,8 @@ public sealed class EvalFeatureMetricsCommandTests : IDisposable
     /// <summary>On rows: an SAE with W_enc columns (3,4), (0,0), (1,−1), W_dec rows (4,3), (1,0), (−2,2), b_enc (0.5, −1, 0.25)
     /// on rows (1,0), (0,1), (−1,0), (0,−1): f = relu(x·W_enc + b_enc) fires feature 0 on the first two rows, feature 2 on the
     /// first and last, feature 1 never. Norms 5, 0, √2; cosines 24/25, NaN ("NaN", as the file's scalars), −1; no heuristic
-    /// (rows have no prompts).</summary>
+    /// (rows have no prompts). Per row 2, 1, 0 and 1 features fire: l0_distribution holds the spread of 0, 1, 1, 2 (numpy's
+    /// linear quantiles: p25 at index 0.75 → 0.75; std √0.5) and the L0 histogram PNG is written beside the JSON.</summary>
     [Fact]
     public void Eval_on_activations_writes_feature_metrics_after_the_scalars()
     {
@@ -61,6 +63,16 @@ public sealed class EvalFeatureMetricsCommandTests : IDisposable
         Assert.Equal("NaN", cos[1]!.GetValue<string>());
         Assert.Equal(-1, cos[2]!.GetValue<double>(), 6);
         Assert.Equal([0.5, -1, 0.25], Doubles(fm["encoder_bias"]!));
+
+        var d = json["l0_distribution"]!.AsObject();
+        Assert.Equal(["std", "min", "p10", "p25", "median", "p75", "p90", "max"], d.Select(p => p.Key));
+        double[] expected = [Math.Sqrt(0.5), 0, 0.3, 0.75, 1, 1.25, 1.7, 2];
+        for (int i = 0; i < expected.Length; i++) Assert.Equal(expected[i], d[i]!.GetValue<double>(), 12);
+        Assert.Contains($"per-token L0 histogram: {P("eval_l0.png")}", output);
+        using var png = SkiaSharp.SKBitmap.Decode(P("eval_l0.png"));
+        Assert.Equal((L0Histogram.Width, L0Histogram.Height), (png.Width, png.Height));
+        // No prompts, no heuristic: no density vs heuristic scatter.
+        Assert.False(File.Exists(P("eval_density_vs_cah.png")));
     }
 
     /// <summary>Inside the model, two SAEs in one pass (<see cref="AnalysisFixture"/>'s embedding SAE twice: unit encoder

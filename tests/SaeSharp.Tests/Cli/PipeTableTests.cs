@@ -122,7 +122,8 @@ public sealed class PipeTableTests : IClassFixture<PipeTableTests.Fixture>
 
     /// <summary>sae eval --model with two --sae and --json: each SAE gets its own density histogram beside the JSON,
     /// <c>NAME_sae0_feature_density.png</c> and <c>NAME_sae1_...</c>, and the JSON is an array of one object per SAE; with
-    /// --histogram H.png they are H_sae0.png and H_sae1.png.</summary>
+    /// --histogram H.png they are H_sae0.png and H_sae1.png. The per-token L0 histograms (<c>NAME_sae0_l0.png</c>,
+    /// --l0-histogram L.png: L_sae0.png) follow the same rule.</summary>
     [Fact]
     public void Eval_of_two_saes_writes_a_histogram_for_each()
     {
@@ -135,11 +136,22 @@ public sealed class PipeTableTests : IClassFixture<PipeTableTests.Fixture>
         Assert.True(File.Exists(Path.Combine(_fx.Dir, "two_sae0_feature_density.png")));
         Assert.True(File.Exists(Path.Combine(_fx.Dir, "two_sae1_feature_density.png")));
         Assert.False(File.Exists(Path.Combine(_fx.Dir, "two_feature_density.png")));
+        // The per-token L0 histograms by the same rule.
+        Assert.True(File.Exists(Path.Combine(_fx.Dir, "two_sae0_l0.png")));
+        Assert.True(File.Exists(Path.Combine(_fx.Dir, "two_sae1_l0.png")));
+        Assert.False(File.Exists(Path.Combine(_fx.Dir, "two_l0.png")));
+        // Rows from prompts: each SAE's density vs consistent-activation-heuristic scatter, beside --json only.
+        Assert.True(File.Exists(Path.Combine(_fx.Dir, "two_sae0_density_vs_cah.png")));
+        Assert.True(File.Exists(Path.Combine(_fx.Dir, "two_sae1_density_vs_cah.png")));
         // --histogram given: its name with the same suffix (as --saebench-json), not the --json name.
         string png = Path.Combine(_fx.Dir, "dens.png");
         var given = CliRunner.Run("eval", "--sae", a.SaeDir, "--sae", a.SaeDir, "--model", a.ModelDir, "--dataset", a.DataPath,
-            "--tokens", "64", "--context-size", "16", "--json", Path.Combine(_fx.Dir, "three.json"), "--histogram", png);
+            "--tokens", "64", "--context-size", "16", "--json", Path.Combine(_fx.Dir, "three.json"), "--histogram", png,
+            "--l0-histogram", Path.Combine(_fx.Dir, "l0.png"));
         Assert.True(given.Exit == 0, given.Err);
+        Assert.True(File.Exists(Path.Combine(_fx.Dir, "l0_sae0.png")));
+        Assert.True(File.Exists(Path.Combine(_fx.Dir, "l0_sae1.png")));
+        Assert.False(File.Exists(Path.Combine(_fx.Dir, "three_sae0_l0.png")));
         Assert.True(File.Exists(Path.Combine(_fx.Dir, "dens_sae0.png")));
         Assert.True(File.Exists(Path.Combine(_fx.Dir, "dens_sae1.png")));
         Assert.False(File.Exists(Path.Combine(_fx.Dir, "three_sae0_feature_density.png")));
