@@ -126,6 +126,11 @@ public static class SaeLensEvalsOutput
 
     private static readonly object MinusOne = -1L;
 
+    /// <summary>A number written from a float32 (its text is that float's shortest form), widened to double as torch's
+    /// <c>.item()</c> gives it to Python; a double such as a standard deviation keeps all its digits.</summary>
+    private static bool IsFloat32(JsonValue v, out float s) =>
+        v.TryGetValue(out s) && s.ToString(CultureInfo.InvariantCulture) == v.ToJsonString();
+
     /// <summary>A JSON tree as PythonJson values: integers as long, other numbers as double, NaN as -1.</summary>
     private static object? FromJson(JsonNode? node, object? nullAs) => node switch
     {
@@ -138,7 +143,7 @@ public static class SaeLensEvalsOutput
             JsonValueKind.True => true,
             JsonValueKind.False => false,
             JsonValueKind.Number => v.TryGetValue<int>(out int i) ? i : v.TryGetValue<long>(out long l) ? l
-                : v.TryGetValue<float>(out float s) ? Finite(s) : Finite(v.GetValue<double>()),
+                : IsFloat32(v, out float s) ? Finite(s) : Finite(v.GetValue<double>()),
             _ => nullAs,
         },
         _ => nullAs,

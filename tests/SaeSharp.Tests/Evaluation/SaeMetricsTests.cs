@@ -178,7 +178,7 @@ public class SaeMetricsTests
         var acc = new SaeMetricsAccumulator(2, 2);
         acc.Add(T(new float[,] { { 1, 2 } }), T(new float[,] { { 1, 2 } }), T(new float[,] { { 1, 0 } }));
         var obj = JsonNode.Parse(acc.Result().ToJson())!.AsObject();
-        Assert.Equal(new[] { "alive_fraction", "cosine", "dead_fraction", "explained_variance", "explained_variance_legacy", "fvu", "l0", "l1", "l2_norm_in", "l2_norm_out", "l2_ratio", "mse", "mse_loss", "n_rows", "relative_reconstruction_bias" },
+        Assert.Equal(new[] { "alive_fraction", "cosine", "dead_fraction", "explained_variance", "explained_variance_legacy", "fvu", "l0", "l0_distribution", "l1", "l2_norm_in", "l2_norm_out", "l2_ratio", "mse", "mse_loss", "n_rows", "relative_reconstruction_bias" },
             obj.Select(kv => kv.Key).Order(StringComparer.Ordinal));
         // One row: variance about the mean is zero, so fvu is undefined and written as NaN.
         Assert.Equal("NaN", obj["fvu"]!.GetValue<string>());
