@@ -46,6 +46,8 @@ internal static class InterventionCommands
         }
 
         private static bool Any(ParseResult p, Option<string[]> o) => (p.GetValue(o)?.Length ?? 0) > 0;
+        /// <summary>True when --steer, --clamp or --ablate edits the run (beyond splicing the SAEs).</summary>
+        public bool Edits(ParseResult p) => Any(p, Steer) || Any(p, Clamp) || Any(p, Ablate);
 
         /// <summary>
         /// The hooked model and interventions of the command line. Every SAE is spliced, except one whose only

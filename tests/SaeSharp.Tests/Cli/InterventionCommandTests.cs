@@ -815,6 +815,70 @@ public class InterventionCommandTests : IDisposable
         Assert.Contains("give --features (to ablate), --clamp F:V, --ablate-error, or --metric M --each", err);
     }
 
+    /// <summary><c>model run --metric</c> over several prompts (the Hooked SAE demo's per-prompt logit difference): each
+    /// row's clean value is the logit difference read by hand from <c>model run</c>'s logits of that prompt alone, the
+    /// spliced one from the same command's saved logits of that prompt, the last row their means; one --metric per prompt
+    /// pairs them in order; a count that fits neither, and neither --out nor --metric, are refused.</summary>
+    [Fact]
+    public void ModelRunPrintsAMetricPerPromptCleanAndSplicedWithTheirMeans()
+    {
+        using var fx = new AnalysisFixture();
+        string[] prompts = ["the cat sat on the", "a dog ran to the park and"];
+        long bird = fx.Vocab["Ġbird"], fish = fx.Vocab["Ġfish"];
+        double Hand(string file, string key)
+        {
+            using var scope = NewDisposeScope();
+            var l = SafeTensors.Load(file)[key].to(ScalarType.Float64);
+            return (l[0, -1, bird] - l[0, -1, fish]).item<double>();
+        }
+        var clean = new List<double>();
+        for (int i = 0; i < prompts.Length; i++)
+        {
+            var (code, _, e) = CliRunner.Run("model", "run", "--model", fx.ModelDir, "--prompt", prompts[i], "--out", P($"p{i}.safetensors"));
+            Assert.True(code == 0, e);
+            clean.Add(Hand(P($"p{i}.safetensors"), "logits"));
+        }
+        Assert.NotEqual(clean[0], clean[1], 3);
+        static double D(string v) => double.Parse(v, System.Globalization.CultureInfo.InvariantCulture);
+        string F(double v) => v.ToString("F4", System.Globalization.CultureInfo.InvariantCulture);
+
+        var (exit, output, err) = CliRunner.Run("model", "run", "--model", fx.ModelDir, "--sae", fx.SaeDir, "--prompt", prompts[0], "--prompt", prompts[1],
+            "--metric", "logit-diff: bird, fish", "--out", P("all.safetensors"));
+        Assert.True(exit == 0, err);
+        Assert.Contains("logit-diff:\" bird\",\" fish\" per prompt", output);
+        var rows = output.Split('\n').Select(l => l.TrimEnd('\r').Split('\t')).Where(c => c.Length == 5 && c[0] != "prompt").ToList();
+        Assert.Equal(3, rows.Count);
+        var spliced = new List<double>();
+        for (int i = 0; i < prompts.Length; i++)
+        {
+            spliced.Add(Hand(P("all.safetensors"), $"logits.{i}"));
+            Assert.Equal([i.ToString(System.Globalization.CultureInfo.InvariantCulture), prompts[i]], rows[i][..2]);
+            Assert.Equal(clean[i], D(rows[i][2]), 3);   // the SAE's processed model: logit differences are those of the plain one
+            Assert.Equal(F(spliced[i]), rows[i][3]);
+            Assert.Equal(D(rows[i][3]) - D(rows[i][2]), D(rows[i][4]), 3);
+        }
+        Assert.Equal("mean", rows[2][0]);
+        Assert.Equal(clean.Average(), D(rows[2][2]), 3);
+        Assert.Equal(F(spliced.Average()), rows[2][3]);
+
+        // No --sae and no --out: the clean column alone; a metric per prompt, in order (the second the opposite difference).
+        (exit, output, err) = CliRunner.Run("model", "run", "--model", fx.ModelDir, "--prompt", prompts[0], "--prompt", prompts[1],
+            "--metric", "logit-diff: bird, fish", "--metric", $"logit-diff:{fish},{bird}");
+        Assert.True(exit == 0, err);
+        rows = output.Split('\n').Select(l => l.TrimEnd('\r').Split('\t')).Where(c => c.Length == 4 && c[0] != "prompt").ToList();
+        Assert.Equal(["0", prompts[0], "logit-diff:\" bird\",\" fish\"", F(clean[0])], rows[0]);
+        Assert.Equal(["1", prompts[1], "logit-diff:\" fish\",\" bird\"", F(-clean[1])], rows[1]);
+        Assert.Equal(F((clean[0] - clean[1]) / 2), rows[2][3]);
+
+        (exit, _, err) = CliRunner.Run("model", "run", "--model", fx.ModelDir, "--prompt", prompts[0], "--prompt", prompts[1],
+            "--metric", "loss", "--metric", "loss", "--metric", "loss");
+        Assert.Equal(1, exit);
+        Assert.Contains("--metric is given 3 times for 2 prompts", err);
+        (exit, _, err) = CliRunner.Run("model", "run", "--model", fx.ModelDir, "--prompt", prompts[0]);
+        Assert.Equal(1, exit);
+        Assert.Contains("give --out", err);
+    }
+
     /// <summary>A random transcoder from block 0's MLP input to its output, saved in SAELens's layout as P("tc").</summary>
     private (string Ln2, string MlpOut) SaveTranscoder()
     {
