@@ -330,7 +330,7 @@ internal static class ModelCommands
     /// <summary><c>sae model run --metric</c>'s table, as the Hooked SAE demo prints its per-prompt logit differences: one
     /// row per prompt (its index, as the saved keys' suffix, and its text), the metric clean and, with --sae, spliced or
     /// edited and the change; then their means.</summary>
-    private static void WriteMetricPerPrompt(List<AttributionMetric> metrics, string[]? texts, List<double> clean,
+    internal static void WriteMetricPerPrompt(List<AttributionMetric> metrics, string[]? texts, List<double> clean,
         List<double>? edited, string editedHeading, ITextTokenizer? tok)
     {
         string F(double v) => Cli.Fixed(v, 4);
