@@ -74,13 +74,16 @@ internal static partial class Cli
 
     /// <summary>A line for the user on stderr (an error, a warning, a note). On a terminal it is wrapped at the terminal's
     /// width between words, continuation lines indented by two spaces (the terminal would break words); into a pipe or
-    /// file it stays one line, for grep.</summary>
+    /// file it stays one line, for grep. A message of several lines (a list under its first line) is wrapped line by
+    /// line, a continuation indented two spaces past its line's own indent.</summary>
     public static void ErrorLine(string line)
     {
         int width = 0;
         if (!Console.IsErrorRedirected)
             try { width = Console.WindowWidth; } catch (IOException) { /* no terminal size: leave the line as it is */ }
-        Console.Error.WriteLine(width > 0 ? Wrap(line, width) : line);
+        Console.Error.WriteLine(width > 0
+            ? string.Join(Environment.NewLine, line.Split('\n').Select(l => Wrap(l, width, " ", new string(' ', l.Length - l.TrimStart(' ').Length + 2))))
+            : line);
     }
 
     /// <summary>A line of <c>name value</c> items separated by two spaces on stdout (<c>  mse 0.70  fvu 0.24  l0 16.0</c>):

@@ -56,12 +56,25 @@ internal static class InfoCommand
                 ("dataset_path", cfg.Metadata.DatasetPath ?? "-"),
                 ("neuronpedia_id", cfg.Metadata.Extra?.GetValueOrDefault("neuronpedia_id").ToString() is { Length: > 0 } np ? np : "-"),
                 ("parameters", Cli.Integer(sae.parameters().Sum(t => t.numel()))),
+                ("log_feature_sparsity", LogSparsitySummary(sae.LogFeatureSparsity)),
             }.Concat(sae.ArchitectureFields).Concat(cfg.Metadata.Extra?.GetValueOrDefault(SaeLensConversions.NoteKey) is { ValueKind: System.Text.Json.JsonValueKind.String } note
                 ? [("note", note.GetString()!)] : Array.Empty<(string, string)>()).ToArray());
             PrintTrainedMetrics(Directory.Exists(resolved.Path) ? resolved.Path : Path.GetDirectoryName(Path.GetFullPath(resolved.Path))!);
             return 0;
         });
         return command;
+    }
+
+    /// <summary>The SAE's log10 feature sparsity (SAELens's <c>sparsity.safetensors</c>) in a few words: its min and median
+    /// over the finite values, and how many are not finite (log10 of 0); that the folder has none.</summary>
+    private static string LogSparsitySummary(IReadOnlyList<float>? log)
+    {
+        if (log is null) return $"none (no {SaeLensFormat.SparsityFile})";
+        var finite = log.Where(float.IsFinite).Select(v => (double)v).ToList();
+        string G(double v) => v.ToString("G4", CultureInfo.InvariantCulture);
+        string summary = finite.Count == 0 ? "no finite value" : $"min {G(finite.Min())}, median {G(Evaluation.CrossCoderLatentScaling.Median(finite))}";
+        int other = log.Count - finite.Count;
+        return $"{summary}{(other > 0 ? $", {other} not finite" : "")} ({SaeLensFormat.SparsityFile})";
     }
 
     /// <summary>A run <c>sae train</c> wrote: its held-out metrics (<c>metrics.json</c>) under the names of README's metrics

@@ -46,6 +46,8 @@ internal static class InterventionCommands
         }
 
         private static bool Any(ParseResult p, Option<string[]> o) => (p.GetValue(o)?.Length ?? 0) > 0;
+        /// <summary>True when --steer, --clamp or --ablate edits the run (beyond splicing the SAEs).</summary>
+        public bool Edits(ParseResult p) => Any(p, Steer) || Any(p, Clamp) || Any(p, Ablate);
 
         /// <summary>
         /// The hooked model and interventions of the command line. Every SAE is spliced, except one whose only
@@ -342,7 +344,12 @@ internal static class InterventionCommands
         var sae = SaeCommands.SaeOption();
         var features = new Option<string?>("--features") { Description = "Features to ablate, e.g. 3,17,250 (give --features, --clamp or both)" };
         var clamp = new Option<string[]>("--clamp") { Description = "F:V sets feature F to V, as sae model run --clamp (repeatable; a crosscoder: the raw latent f, not f·c)" };
-        var prompt = new Option<string?>("--prompt") { Description = "Prompt text" };
+        var prompt = new Option<string[]>("--prompt")
+        {
+            Description = "Prompt text; repeat it for several prompts: --metric then prints a row per prompt and their mean, and --each ablates over them as one batch " +
+                          "(prompts of the same token count), the metric summed over the prompts",
+            AllowMultipleArgumentsPerToken = false,
+        };
         var dataset = new Option<string?>("--dataset") { Description = ".txt, .jsonl, .parquet (or a folder of them), or a hub dataset hf:ORG/NAME[:SPLIT]" };
         var tokensOpt = new Option<long>("--tokens") { Description = "Token budget over --dataset", DefaultValueFactory = _ => 4096 }.Positive();
         var contextSize = new Option<int>("--context-size") { Description = "Tokens per window over --dataset", DefaultValueFactory = _ => 128 }.Positive();
@@ -362,11 +369,12 @@ internal static class InterventionCommands
         };
         Cli.SetAction(command, parse =>
         {
-            if (parse.GetValue(prompt) is not null)
+            var texts = parse.GetValue(prompt) ?? [];
+            if (texts.Length > 0)
                 Cli.RefuseGiven(parse, "for ablating over a dataset; the tokens come from --prompt (give one of --prompt and --dataset)", dataset, tokensOpt, contextSize);
             else if (parse.GetValue(dataset) is null)
                 Cli.RefuseGiven(parse, "for ablating over --dataset, which is not given (or give --prompt)", tokensOpt, contextSize);
-            if (parse.GetValue(prompt) is null) Cli.RefuseGiven(parse, "for one --prompt (the metric is read at its last token)", metric, positionsOpt);
+            if (texts.Length == 0) Cli.RefuseGiven(parse, "for --prompt (the metric is read at its last token)", metric, positionsOpt);
             if (parse.GetValue(metric) is null) Cli.RefuseGiven(parse, "the features ablated one at a time against --metric; give --metric", each);
             if (parse.GetValue(each)) Cli.RefuseGiven(parse, "for ablating features together; --each ablates one at a time", clamp);
             if (parse.GetValue(features) is null && !parse.GetValue(each) && !parse.GetValue(ablateError))
@@ -393,8 +401,8 @@ internal static class InterventionCommands
                 .Concat(errorNode && !sweep ? ["error node zeroed"] : []));
             bool bos = !parse.GetValue(noBos);
             List<Tensor> batches;
-            if (parse.GetValue(prompt) is string text)
-                batches = [PromptTokens(tok, text, bos)];
+            if (texts.Length > 0)
+                batches = texts.Select(t => PromptTokens(tok, t, bos)).ToList();
             else if (parse.GetValue(dataset) is string ds)
             {
                 if (!Data.TextDataset.Exists(ds)) throw new SaeSharpException($"--dataset {ds}: no such file or folder");
@@ -414,32 +422,47 @@ internal static class InterventionCommands
                 var hooked = new HookedSaeTransformer(m) { ModelHooks = pm.Hooks };
                 hooked.AddSae(s!, parse.GetValue(hook), useErrorTerm: true);
                 using var means = md == "mean" && (list.Count > 0 || sweep) ? Ablation.FeatureMeans(m, s!, batches, parse.GetValue(hook), pm.Hooks) : null;
-                long length = batches[0].shape[1];
-                var at = ParsePositions(parse.GetValue(positionsOpt), length, length, $"the prompt has {length} tokens");
+                // Each prompt's positions (negative ones from its own end); --each runs the prompts as one batch of one length.
+                long[]? At(Tensor batch, int i) => ParsePositions(parse.GetValue(positionsOpt), batch.shape[1], batch.shape[1],
+                    $"{(texts.Length > 1 ? $"prompt {i}" : "the prompt")} has {batch.shape[1]} tokens", texts.Length > 1 ? $"prompt {i}" : "the prompt");
+                var at = At(batches[0], 0);
                 var spec = parse.GetValue(metric) is { } mt ? AttributionMetric.Parse(mt, id => SingleToken(tok, id, "--metric")) : null;
                 var spliced = hooked.Saes[0];
                 string site = spliced.IsTranscoder ? $"{spliced.OutputHook} (transcoder reading {spliced.Hook})" : spliced.Sae.Cfg.Metadata.Site(spliced.Hook);
-                string where = at is null ? "" : $", position{(at.Length == 1 ? "" : "s")} {string.Join(",", at)}";
+                string where = at is null ? "" : texts.Length > 1 && !sweep ? $", positions {parse.GetValue(positionsOpt)} of each prompt"
+                    : $", position{(at.Length == 1 ? "" : "s")} {string.Join(",", at)}";
                 if (sweep)
                 {
+                    if (batches.Count > 1 && batches.FirstOrDefault(b => b.shape[1] != batches[0].shape[1]) is { } other)
+                        throw new SaeSharpException($"--each over several prompts ablates them as one batch, which needs prompts of one token count: " +
+                            $"prompt 0 has {batches[0].shape[1]} tokens, prompt {batches.IndexOf(other)} {other.shape[1]}");
+                    var batch = batches.Count == 1 ? batches[0] : cat(batches, 0);
                     var (clean, effects) = CliProgress.Run("ablate", progress =>
-                        FeatureAblation.Sweep(hooked, s!, batches[0], spec!, at, list.Count > 0 ? list : null, means, parse.GetValue(hook), progress));
-                    double? error = errorNode ? FeatureAblation.Metric(hooked, batches[0], spec!, [new ErrorAblation(s!, parse.GetValue(hook)) { Positions = at }]) : null;
+                        FeatureAblation.Sweep(hooked, s!, batch, spec!, at, list.Count > 0 ? list : null, means, parse.GetValue(hook), progress));
+                    double? error = errorNode ? FeatureAblation.Metric(hooked, batch, spec!, [new ErrorAblation(s!, parse.GetValue(hook)) { Positions = at }]) : null;
                     Cli.WriteIndented(Spectre.Console.Markup.Escape($"{md}-ablating each of {effects.Count} live feature(s) at {site}{where}"), 0);
-                    WriteAblationEffects($"{MetricLabel(spec!, tok)} = {F(clean)}",
+                    WriteAblationEffects($"{MetricLabel(spec!, tok)}{(batches.Count > 1 ? $" summed over {batches.Count} prompts" : "")} = {F(clean)}",
                         effects.Take(parse.GetValue(top)).Select(e => new[] { e.Feature.ToString(CultureInfo.InvariantCulture), F(e.Activation), F(e.Metric), F(e.Delta) })
                             .Concat(error is double v ? [["error", "", F(v), F(v - clean)]] : []));
                     return 0;
                 }
                 // The ablation first, then the clamps, as sae model run applies --ablate and --clamp; the error node last.
-                var edits = new List<Intervention>();
-                if (list.Count > 0) edits.Add(new Ablation(s!, list, means, parse.GetValue(hook)) { Positions = at });
-                edits.AddRange(clamps.Select(c => (Intervention)new Clamp(s!, c.Feature, c.Value, parse.GetValue(hook))));
-                if (errorNode) edits.Add(new ErrorAblation(s!, parse.GetValue(hook)) { Positions = at });
-                ReportAblation(batches, batch => (pm.Forward(batch), hooked.RunWithHooks(batch, edits)), tok, parse.GetValue(top), $"{what} at {site}{where}");
-                if (spec is not null)
+                List<Intervention> Edits(Tensor batch)
                 {
-                    double clean = FeatureAblation.Metric(hooked, batches[0], spec), ablated = FeatureAblation.Metric(hooked, batches[0], spec, edits);
+                    var positions = texts.Length > 1 ? At(batch, batches.IndexOf(batch)) : at;
+                    var edits = new List<Intervention>();
+                    if (list.Count > 0) edits.Add(new Ablation(s!, list, means, parse.GetValue(hook)) { Positions = positions });
+                    edits.AddRange(clamps.Select(c => (Intervention)new Clamp(s!, c.Feature, c.Value, parse.GetValue(hook))));
+                    if (errorNode) edits.Add(new ErrorAblation(s!, parse.GetValue(hook)) { Positions = positions });
+                    return edits;
+                }
+                ReportAblation(batches, batch => (pm.Forward(batch), hooked.RunWithHooks(batch, Edits(batch))), tok, parse.GetValue(top), $"{what} at {site}{where}");
+                if (spec is not null && texts.Length > 1)
+                    ModelCommands.WriteMetricPerPrompt([spec], texts, batches.Select(b => FeatureAblation.Metric(hooked, b, spec)).ToList(),
+                        batches.Select(b => FeatureAblation.Metric(hooked, b, spec, Edits(b))).ToList(), "ablated", tok);
+                else if (spec is not null)
+                {
+                    double clean = FeatureAblation.Metric(hooked, batches[0], spec), ablated = FeatureAblation.Metric(hooked, batches[0], spec, Edits(batches[0]));
                     Cli.WriteTable(MetricLabel(spec, tok), new (string, string)[] { ("clean", F(clean)), ("ablated", F(ablated)), ("Δ", F(ablated - clean)) });
                 }
                 return 0;

@@ -25,7 +25,7 @@ internal static class LogitStatsCommand
         var tokenSet = new Option<string[]>("--token-set") { Description = "NAME=REGEX: the tokens whose vocabulary string (Ġ for a space) the regular expression matches at its start; repeatable" };
         var tokenWords = new Option<string[]>("--token-words") { Description = "NAME=WORD,WORD,...: every token of \" WORD\" for each word; repeatable" };
         var enrichFeatures = new Option<int>("--enrichment-features") { Description = "Enrichment of this many features, the most skewed (the tutorial's 5000)", DefaultValueFactory = _ => 5000 }.Positive();
-        var csv = new Option<string?>("--csv") { Description = "Write every feature's mean, std, skewness, kurtosis (and enrichment scores) as CSV" };
+        var csv = new Option<string?>("--csv") { Description = "Write every feature's mean, std, skewness, kurtosis (log_feature_sparsity when the SAE has a sparsity.safetensors, and enrichment scores) as CSV" };
         var plot = new Option<string?>("--plot") { Description = "Write the tutorial's pictures into this folder: skewness and log kurtosis histograms, their scatter, the token set enrichment Manhattan plot" };
         var command = new Command("logit-stats", "Statistics of each feature's logit weights W_dec·W_U (skewness, kurtosis) and token set enrichment")
         {
@@ -93,12 +93,15 @@ internal static class LogitStatsCommand
                 if (parse.GetValue(csv) is { } path)
                 {
                     var column = bySkew.Select((f, j) => (f, j)).ToDictionary(x => x.f, x => x.j);
+                    var logSparsity = s.LogFeatureSparsity;   // SAELens's from_pretrained_with_cfg_and_sparsity, beside the statistics
                     var sb = new StringBuilder("feature,mean,std,skewness,kurtosis");
+                    if (logSparsity is not null) sb.Append(",log_feature_sparsity");
                     foreach (var set in sets) sb.Append(',').Append(Csv(set.Name));
                     sb.Append('\n');
                     foreach (var m in moments)
                     {
                         sb.Append(CultureInfo.InvariantCulture, $"{m.Feature},{m.Mean:R},{m.Std:R},{m.Skewness:R},{m.Kurtosis:R}");
+                        if (logSparsity is not null) sb.Append(CultureInfo.InvariantCulture, $",{logSparsity[m.Feature]:R}");
                         for (int k = 0; k < sets.Count; k++)
                             sb.Append(',').Append(column.TryGetValue(m.Feature, out int j) ? scores[k, j].ToString("R", CultureInfo.InvariantCulture) : "");
                         sb.Append('\n');

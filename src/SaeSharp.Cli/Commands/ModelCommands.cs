@@ -1,5 +1,7 @@
 using System.CommandLine;
+using System.Globalization;
 using System.Text.Json;
+using SaeSharp.Interventions;
 using SaeSharp.IO;
 using SaeSharp.Models;
 using SaeSharp.Pipelines;
@@ -167,8 +169,14 @@ internal static class ModelCommands
             AllowMultipleArgumentsPerToken = false,
         };
         var noBos = InterventionCommands.NoBosOption();
-        var output = new Option<string>("--out") { Description = "Output safetensors: 'logits' and each requested hook", Required = true };
+        var output = new Option<string?>("--out") { Description = "Output safetensors: 'logits' and each requested hook (required unless --metric is given)" };
         var hooks = new Option<string?>("--hooks") { Description = "'all' or a comma-separated list of hook names" };
+        var metric = new Option<string[]>("--metric")
+        {
+            Description = "logit-diff:A,B | logit:A | loss, as sae attribute takes it: print it per prompt (each row of --input), clean and with --sae and its edits, and the mean. " +
+                          "Give it once for every prompt, or once per prompt in order (the Hooked SAE demo's answer pair of each prompt)",
+            AllowMultipleArgumentsPerToken = false,
+        };
         var dtype = ModelSource.DtypeOption();
         var diffModel = new Option<string?>("--diff-model") { Description = "A model-diffing crosscoder (--sae): the second (chat) model, run clean on the same tokens to encode (same tokenizer)" };
         var slot = new Option<int?>("--slot") { Description = "A crosscoder (--sae): the slot whose model is run, spliced at every hook of its slots (default: the last slot)" };
@@ -179,7 +187,7 @@ internal static class ModelCommands
         }.NonNegative();
         var command = new Command("run", "Run the model on token ids (or a --prompt) and save logits and hook activations, with SAEs (or a crosscoder) spliced and interventions applied")
         {
-            model, input, prompt, noBos, output, hooks, dtype, diffModel, slot, generate,
+            model, input, prompt, noBos, output, hooks, metric, dtype, diffModel, slot, generate,
         };
         var edits = new InterventionCommands.RunEdits();
         edits.AddTo(command);
@@ -188,6 +196,9 @@ internal static class ModelCommands
         Cli.SetAction(command, parse =>
         {
             edits.RefuseUnqualified(parse);
+            var metricSpecs = parse.GetValue(metric) ?? [];
+            if (parse.GetValue(output) is null && metricSpecs.Length == 0)
+                throw new SaeSharpException("give --out (the file for the logits and hooks), or --metric to print a metric per prompt");
             RefuseReplacingRunInputs(parse, output, model, input, diffModel, edits.Sae);
             int newTokens = parse.GetValue(generate);
             sampling.RefuseWithoutGeneration(parse, newTokens);
@@ -212,10 +223,14 @@ internal static class ModelCommands
                     prompts.Select(t => DecodeShowingUnknownIds(rowTokenizer, t[0].data<long>().Select(v => (int)v).ToList())).ToArray(), "row");
             }
             var hookArg = parse.GetValue(hooks);
+            var metrics = MetricsPerPrompt(metricSpecs, prompts, parse.GetValue(model)!, promptTokenizer);
             if (parse.GetValue(edits.Sae)?.FirstOrDefault(SaeSharp.Interop.CrossCoderFormat.IsCrossCoderPath) is string ccPath)
+            {
+                Cli.RefuseGiven(parse, "for a model run with SAEs; a crosscoder run saves its logits with --out", metric);
                 return CrossCoderCli.ModelRun(parse, edits, ccPath, ModelSource.Resolve(parse.GetValue(model)!),
                     parse.GetValue(diffModel) is { } dm ? ModelSource.Resolve(dm) : null, parse.GetValue(slot), parse.GetValue(dtype)!,
                     prompts, texts.Length > 0, hookArg, parse.GetValue(output)!, generation);
+            }
             Cli.RefuseGiven(parse, "for a crosscoder (--sae CROSSCODER)", diffModel, slot);
             ITextTokenizer? generationTokenizer = null;
             if (newTokens > 0)
@@ -239,9 +254,11 @@ internal static class ModelCommands
                 var m = pm.Model;
                 var notes = new List<string>();
                 string? spliced = null;
+                var (metricClean, metricEdited) = (new List<double>(), new List<double>());
                 for (int i = 0; i < prompts.Count; i++)
                 {
                     var tokens = prompts[i];
+                    var rowMetrics = metrics is null ? null : metrics.Count == 1 ? metrics : metrics.GetRange(metricClean.Count, (int)tokens.shape[0]);
                     if (tokens.shape[1] > m.Config.NCtx && m.Config.RotaryDim > 0)
                         notes.Add($"{(prompts.Count == 1 ? "" : $"run {i}: ")}{tokens.shape[1]} tokens exceed n_ctx={m.Config.NCtx} of {m.Config.ModelName}; " +
                                   "rotary positions run on past it, as transformers does (TransformerLens refuses)");
@@ -253,6 +270,13 @@ internal static class ModelCommands
                         var (logits, cache) = hooked.RunWithCache(tokens, names, PromptEdits(list, tokens.shape[1]));
                         var run = new SavedRun(logits!, texts.Length == 0 ? null : tokens, names, cache);
                         runs.Add(run);
+                        if (rowMetrics is not null)
+                        {
+                            metricEdited.AddRange(AttributionMetric.EvaluateRows(rowMetrics, logits!, tokens));
+                            using var _ = no_grad();
+                            using var clean = pm.Forward(tokens);
+                            metricClean.AddRange(AttributionMetric.EvaluateRows(rowMetrics, clean, tokens));
+                        }
                         // The continuations before the file is written, so that a failing generation (beyond the context length) writes nothing.
                         if (newTokens > 0)
                             spliced = Continuations(hooked, list, parse.GetValue(edits.ErrorTerm), generationTokenizer!, tokens, generation, run, notes, generation.NotePrefix(i));
@@ -262,10 +286,14 @@ internal static class ModelCommands
                         var names = hookArg is null ? [] : m.HookPoints.Select(hookArg);
                         var (logits, cache) = m.RunWithCache(tokens, names);
                         runs.Add(new SavedRun(logits!, texts.Length == 0 ? null : tokens, names, cache));
+                        if (rowMetrics is not null) metricClean.AddRange(AttributionMetric.EvaluateRows(rowMetrics, logits!, tokens));
                     }
                 }
+                if (metrics is not null)
+                    WriteMetricPerPrompt(metrics, texts.Length > 0 ? texts : null, metricClean, edits.Given(parse) ? metricEdited : null,
+                        edits.Edits(parse) ? "edited" : "spliced", promptTokenizer ?? MetricTokenizer(parse.GetValue(model)!));
                 if (spliced is not null) Console.WriteLine($"{spliced} of {ModelLoader.NameOf(folder)}");
-                SaveRuns(parse.GetValue(output)!, runs);
+                if (parse.GetValue(output) is { } outPath) SaveRuns(outPath, runs);
                 generation.WriteContinuations(runs, ModelLoader.NameOf(folder));
                 foreach (var note in notes) Cli.ErrorLine($"note: {note}");
             }
@@ -280,16 +308,68 @@ internal static class ModelCommands
         return command;
     }
 
+    /// <summary><c>sae model run --metric</c>: the metrics of its prompts (of the rows of <paramref name="prompts"/>), one for
+    /// every prompt or one per prompt in order; token strings through the model's tokenizer. Null without --metric.</summary>
+    private static List<AttributionMetric>? MetricsPerPrompt(string[] specs, IReadOnlyList<Tensor> prompts, string model, ITextTokenizer? tok)
+    {
+        if (specs.Length == 0) return null;
+        int rows = prompts.Sum(t => (int)t.shape[0]);
+        if (specs.Length != 1 && specs.Length != rows)
+            throw new SaeSharpException($"--metric is given {specs.Length} times for {rows} prompts: give it once (for every prompt) or once per prompt, in order");
+        tok ??= MetricTokenizer(model);
+        return specs.Select(s => AttributionMetric.Parse(s, tok is null ? null : t => InterventionCommands.SingleToken(tok, t, "--metric"))).ToList();
+    }
+
+    /// <summary>The model's tokenizer for a metric's token strings and labels, or null when the model has none (token ids only).</summary>
+    private static ITextTokenizer? MetricTokenizer(string model)
+    {
+        try { return Tokenizer.FromFolder(ModelSource.Resolve(model)); }
+        catch (SaeSharpException) { return null; }
+    }
+
+    /// <summary><c>sae model run --metric</c>'s table, as the Hooked SAE demo prints its per-prompt logit differences: one
+    /// row per prompt (its index, as the saved keys' suffix, and its text), the metric clean and, with --sae, spliced or
+    /// edited and the change; then their means.</summary>
+    internal static void WriteMetricPerPrompt(List<AttributionMetric> metrics, string[]? texts, List<double> clean,
+        List<double>? edited, string editedHeading, ITextTokenizer? tok)
+    {
+        string F(double v) => Cli.Fixed(v, 4);
+        bool several = metrics.Count > 1;
+        var columns = new List<Column> { new("prompt", Right: true) };
+        if (texts is not null) columns.Add("text");
+        if (several) columns.Add("metric");
+        columns.Add(new Column("clean", Right: true));
+        if (edited is not null) columns.AddRange([new Column(editedHeading, Right: true), new Column("Δ", Right: true)]);
+        var rows = new List<IReadOnlyList<string>>();
+        for (int i = 0; i < clean.Count; i++)
+        {
+            var row = new List<string> { i.ToString(CultureInfo.InvariantCulture) };
+            if (texts is not null) row.Add(texts[i]);
+            if (several) row.Add(InterventionCommands.MetricLabel(metrics[i], tok));
+            row.Add(F(clean[i]));
+            if (edited is not null) row.AddRange([F(edited[i]), F(edited[i] - clean[i])]);
+            rows.Add(row);
+        }
+        var mean = new List<string> { "mean" };
+        if (texts is not null) mean.Add("");
+        if (several) mean.Add("");
+        mean.Add(F(clean.Average()));
+        if (edited is not null) mean.AddRange([F(edited.Average()), F(edited.Average() - clean.Average())]);
+        rows.Add(mean);
+        Cli.WriteColumns(several ? "metric per prompt" : $"{InterventionCommands.MetricLabel(metrics[0], tok)} per prompt", columns, rows);
+    }
+
     /// <summary>Before <c>sae model run</c> runs: its --out is a file that replaces none of its inputs (the SAEs' files, the
     /// models' files, the --input tokens).</summary>
-    private static void RefuseReplacingRunInputs(ParseResult parse, Option<string> output, Option<string> model, Option<string?> input,
+    private static void RefuseReplacingRunInputs(ParseResult parse, Option<string?> output, Option<string> model, Option<string?> input,
         Option<string?> diffModel, Option<string[]> saes)
     {
+        if (parse.GetValue(output) is not { } outPath) return;
         var inputs = (parse.GetValue(saes) ?? []).Select(s => new CommandInput("--sae", s, InputKind.Sae)).ToList();
         if (parse.GetValue(model) is { } m) inputs.Add(new("--model", m, InputKind.Folder));
         if (parse.GetValue(diffModel) is { } dm) inputs.Add(new("--diff-model", dm, InputKind.Folder));
         if (parse.GetValue(input) is { } i) inputs.Add(new("--input", i, InputKind.Whole));
-        OutputGuard.RefuseBadOutputFile("--out", parse.GetValue(output)!, [.. inputs]);
+        OutputGuard.RefuseBadOutputFile("--out", outPath, [.. inputs]);
     }
 
     /// <summary>One prompt's run of <c>sae model run</c>: its logits, its tokens (of a <c>--prompt</c>), the hooks it saves, and

@@ -143,7 +143,27 @@ public static class SaeLensFormat
             sae.FoldActivationScale(factor.Value, factor.Value);
             cfg.NormalizeActivations = "none";
         }
+        try
+        {
+            sae.LogFeatureSparsity = ReadLogFeatureSparsity(dir, sae.Cfg.DSae);
+        }
+        catch
+        {
+            sae.Dispose();
+            throw;
+        }
         return sae;
+    }
+
+    /// <summary>The <c>sparsity</c> tensor of <paramref name="dir"/>'s <c>sparsity.safetensors</c> as d_sae floats
+    /// (SAELens's log feature sparsity), or null when the folder has none; a tensor of another size is an error naming the file.</summary>
+    public static float[]? ReadLogFeatureSparsity(string dir, int dSae)
+    {
+        using var scope = NewDisposeScope();
+        if (LoadSparsity(dir) is not { } t) return null;
+        if (t.numel() != dSae || t.dim() > 2)
+            throw new SaeSharpException($"{Path.Combine(dir, SparsityFile)}: tensor 'sparsity' has shape [{string.Join(", ", t.shape)}], expected [{dSae}] (d_sae)");
+        return t.reshape(-1).data<float>().ToArray();
     }
 
     /// <summary>A SAELens 6 TopK SAE with <c>rescale_acts_by_decoder_norm</c> multiplies the pre-activations by

@@ -97,22 +97,28 @@ public static class SaeLoader
             : [];
         if (inside.Count > 0) throw HoldsSaes(local, inside, d => Path.Combine(local, d));
         if (CrossLayerTranscoderLoader.IsCrossLayerTranscoder(local)) throw CrossLayerTranscoderLoader.NotASingleSae(local);
-        throw new SaeSharpException($"{local}: not a recognised SAE{NotRecognisedHint(local)} (looked for: {string.Join("; ", Formats.Select(f => $"{f.Name}: {f.Files}"))})");
+        throw SaeSharpException.Lines(NotRecognised(local).Split('\n'));
     }
+
+    /// <summary>The error for a path no format takes, one fact a line so it reads at 80 columns: the path and what was
+    /// found there (<see cref="NotRecognisedHint"/>), then each format tried with the files that show it.</summary>
+    private static string NotRecognised(string local) =>
+        $"{local}: not a recognised SAE{NotRecognisedHint(local)}\nlooked for (format: files):\n" +
+        string.Join("\n", Formats.Select(f => $"  {f.Name}: {f.Files}".Length <= 80 ? $"  {f.Name}: {f.Files}" : $"  {f.Name}: {f.Files.Replace(" or ", "\n    or ", StringComparison.Ordinal)}"));
 
     /// <summary>Why a path that looks like part of an SAE was not taken for one: a folder with a cfg.json but neither
     /// format's weights beside it, or a <c>.pt</c> file that no format takes; else "".</summary>
     private static string NotRecognisedHint(string local)
     {
         if (Directory.Exists(local) && File.Exists(Path.Combine(local, SaeLensFormat.CfgFile)))
-            return $": it has {SaeLensFormat.CfgFile} but no weights beside it ({SaeLensFormat.WeightsFile} for SAELens, {Sparsify.WeightsFile} for sparsify)";
+            return $": it has {SaeLensFormat.CfgFile} but no weights beside it\n  ({SaeLensFormat.WeightsFile} for SAELens, {Sparsify.WeightsFile} for sparsify)";
         if (SaeLensConversions.MissingCompanion(local) is { } missing) return ": " + missing;
         if (File.Exists(local) && local.EndsWith(".pt", StringComparison.OrdinalIgnoreCase) && Path.GetFileName(local) != DictionaryLearning.WeightsFile)
-            return $": a .pt file is read as dictionary_learning's only under the name {DictionaryLearning.WeightsFile} or as a step checkpoint " +
-                $"{DictionaryLearning.CheckpointsFolder}/ae_STEP.pt (rename it, or put it in a folder as " +
-                $"{DictionaryLearning.WeightsFile}), as OpenAI's sparse_autoencoder only when it holds pre_bias and latent_bias, as " +
-                $"{SaeLensConversions.DeepSeekR1}'s when its name has the layer (l<N>) and it holds encoder.weight, encoder.bias, decoder.weight, " +
-                $"decoder.bias, and as {SaeLensConversions.ConnorRobHookZ}'s with NAME_cfg.json beside NAME.pt";
+            return $": a .pt file is read as\n  dictionary_learning's only under the name {DictionaryLearning.WeightsFile}\n    or as a step checkpoint " +
+                $"{DictionaryLearning.CheckpointsFolder}/ae_STEP.pt\n    (rename it, or put it in a folder as " +
+                $"{DictionaryLearning.WeightsFile})\n  OpenAI's sparse_autoencoder only when it holds pre_bias and latent_bias\n  " +
+                $"{SaeLensConversions.DeepSeekR1}'s when its name has the layer (l<N>) and it holds\n    encoder.weight, encoder.bias, decoder.weight, " +
+                $"decoder.bias\n  {SaeLensConversions.ConnorRobHookZ}'s with NAME_cfg.json beside NAME.pt";
         return "";
     }
 

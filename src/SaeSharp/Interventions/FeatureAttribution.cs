@@ -70,6 +70,26 @@ public sealed record AttributionMetric(AttributionMetricKind Kind, long A = 0, l
         }
     }
 
+    /// <summary>The metric of each row of <paramref name="logits"/> [batch, pos, d_vocab] on its own, as <see cref="Evaluate"/>
+    /// gives it for that row alone (TransformerLens's <c>logits_to_ave_logit_diff(..., per_prompt=True)</c>, whose
+    /// <c>answer_tokens</c> give each prompt its own pair): <paramref name="metrics"/> holds one metric for every row, or
+    /// one per row. Their mean is the notebook's average logit difference.</summary>
+    public static double[] EvaluateRows(IReadOnlyList<AttributionMetric> metrics, Tensor logits, Tensor tokens)
+    {
+        ArgumentNullException.ThrowIfNull(metrics);
+        ArgumentNullException.ThrowIfNull(logits);
+        ArgumentNullException.ThrowIfNull(tokens);
+        var rows = new double[logits.shape[0]];
+        if (metrics.Count != 1 && metrics.Count != rows.Length)
+            throw new SaeSharpException($"{metrics.Count} metrics for {rows.Length} rows: give one for every row or one per row");
+        for (int r = 0; r < rows.Length; r++)
+        {
+            using var scope = NewDisposeScope();
+            rows[r] = metrics[metrics.Count == 1 ? 0 : r].Evaluate(logits.narrow(0, r, 1), tokens.narrow(0, r, 1)).to(ScalarType.Float64).item<double>();
+        }
+        return rows;
+    }
+
     /// <summary>The metric in the form <see cref="Parse"/> reads: <c>logit:A</c>, <c>logit-diff:A,B</c> or <c>loss</c>.</summary>
     public override string ToString() => Kind switch
     {

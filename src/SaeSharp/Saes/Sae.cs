@@ -33,6 +33,12 @@ public abstract class Sae : nn.Module<Tensor, Tensor>
     /// <summary>Training hyperparameters used by <see cref="TrainingForward"/>; ignored at inference.</summary>
     public SaeTrainingOptions Training { get; set; } = new();
 
+    /// <summary>log10 of each latent's firing frequency [d_sae], as SAELens's <c>from_pretrained_with_cfg_and_sparsity</c>
+    /// returns it: the <c>sparsity</c> tensor of the folder's <c>sparsity.safetensors</c> (a release's, or what
+    /// <c>sae train</c> writes), set when <see cref="Interop.SaeLensFormat"/> loads the SAE; null when the folder has none.
+    /// A plain array, not a tensor, so it is no part of the state_dict.</summary>
+    public IReadOnlyList<float>? LogFeatureSparsity { get; set; }
+
     /// <param name="cfg">Shape and inference behaviour.</param>
     /// <param name="hasEncoderBias">False for architectures without <c>b_enc</c> (gated).</param>
     /// <param name="hasEncoderWeights">False for an architecture without <c>W_enc</c> (a tied temporal SAE, matching_pursuit:

@@ -1,6 +1,9 @@
 using System.Globalization;
 using SaeSharp.Analysis;
+using SaeSharp.Interop;
+using SaeSharp.IO;
 using SaeSharp.Tests.Cli;
+using static TorchSharp.torch;
 
 namespace SaeSharp.Tests.Analysis;
 
@@ -48,6 +51,44 @@ public class LogitStatsCliTests : IDisposable
         var expected = rows.OrderByDescending(r => double.Parse(r[3], CultureInfo.InvariantCulture)).Take(3).Select(r => r[0]);
         Assert.Equal(expected, table.Select(t => t[0]));
         Assert.Contains("enrichment: animals", stdout);
+    }
+
+    [Fact]
+    public void A_sparsity_file_beside_the_SAE_is_its_log_feature_sparsity_in_the_csv_and_info()
+    {
+        // SAELens's from_pretrained_with_cfg_and_sparsity: sparsity.safetensors, key 'sparsity', log10 firing frequency.
+        // Absent: no column, and info says so.
+        string csv = Path.Combine(_fx.Dir, "none.csv");
+        var (exit, stdout, err) = CliRunner.Run("logit-stats", "--sae", _fx.SaeDir, "--model", _fx.ModelDir, "--top", "2", "--csv", csv);
+        Assert.True(exit == 0, err);
+        Assert.Equal("feature,mean,std,skewness,kurtosis", File.ReadLines(csv).First());
+        (exit, stdout, err) = CliRunner.Run("info", _fx.SaeDir);
+        Assert.True(exit == 0, err);
+        Assert.Contains("log_feature_sparsity\tnone (no sparsity.safetensors)", stdout);
+
+        // Feature i at log10 frequency −i/2, feature 11 never firing (−inf): min −5 and median −2.5 of the 11 finite values.
+        float[] log = [.. Enumerable.Range(0, AnalysisFixture.DSae).Select(i => i == 11 ? float.NegativeInfinity : -i / 2f)];
+        using (var t = tensor(log)) SafeTensors.Save(Path.Combine(_fx.SaeDir, "sparsity.safetensors"), new Dictionary<string, Tensor> { ["sparsity"] = t });
+        using (var sae = SaeLoader.Load(_fx.SaeDir)) Assert.Equal(log, sae.LogFeatureSparsity);
+        csv = Path.Combine(_fx.Dir, "with.csv");
+        (exit, _, err) = CliRunner.Run("logit-stats", "--sae", _fx.SaeDir, "--model", _fx.ModelDir, "--top", "2", "--token-words", "animals=cat,dog", "--csv", csv);
+        Assert.True(exit == 0, err);
+        var lines = File.ReadAllLines(csv);
+        Assert.Equal("feature,mean,std,skewness,kurtosis,log_feature_sparsity,animals", lines[0]);
+        foreach (var r in lines.Skip(1).Select(l => l.Split(',')))
+        {
+            int f = int.Parse(r[0], CultureInfo.InvariantCulture);
+            Assert.Equal(f == 11 ? "-Infinity" : (-f / 2.0).ToString("R", CultureInfo.InvariantCulture), r[5]);
+        }
+        (exit, stdout, err) = CliRunner.Run("info", _fx.SaeDir);
+        Assert.True(exit == 0, err);
+        Assert.Contains("log_feature_sparsity\tmin -5, median -2.5, 1 not finite (sparsity.safetensors)", stdout);
+
+        // A file of another size is an error naming it.
+        using (var t = tensor(new float[] { -1, -2 })) SafeTensors.Save(Path.Combine(_fx.SaeDir, "sparsity.safetensors"), new Dictionary<string, Tensor> { ["sparsity"] = t });
+        (exit, _, err) = CliRunner.Run("info", _fx.SaeDir);
+        Assert.Equal(1, exit);
+        Assert.Contains("sparsity.safetensors: tensor 'sparsity' has shape [2], expected [12] (d_sae)", err);
     }
 
     [Fact]

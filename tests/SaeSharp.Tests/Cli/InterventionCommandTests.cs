@@ -815,6 +815,123 @@ public class InterventionCommandTests : IDisposable
         Assert.Contains("give --features (to ablate), --clamp F:V, --ablate-error, or --metric M --each", err);
     }
 
+    /// <summary><c>model run --metric</c> over several prompts (the Hooked SAE demo's per-prompt logit difference): each
+    /// row's clean value is the logit difference read by hand from <c>model run</c>'s logits of that prompt alone, the
+    /// spliced one from the same command's saved logits of that prompt, the last row their means; one --metric per prompt
+    /// pairs them in order; a count that fits neither, and neither --out nor --metric, are refused.</summary>
+    [Fact]
+    public void ModelRunPrintsAMetricPerPromptCleanAndSplicedWithTheirMeans()
+    {
+        using var fx = new AnalysisFixture();
+        string[] prompts = ["the cat sat on the", "a dog ran to the park and"];
+        long bird = fx.Vocab["Ġbird"], fish = fx.Vocab["Ġfish"];
+        double Hand(string file, string key)
+        {
+            using var scope = NewDisposeScope();
+            var l = SafeTensors.Load(file)[key].to(ScalarType.Float64);
+            return (l[0, -1, bird] - l[0, -1, fish]).item<double>();
+        }
+        var clean = new List<double>();
+        for (int i = 0; i < prompts.Length; i++)
+        {
+            var (code, _, e) = CliRunner.Run("model", "run", "--model", fx.ModelDir, "--prompt", prompts[i], "--out", P($"p{i}.safetensors"));
+            Assert.True(code == 0, e);
+            clean.Add(Hand(P($"p{i}.safetensors"), "logits"));
+        }
+        Assert.NotEqual(clean[0], clean[1], 3);
+        static double D(string v) => double.Parse(v, System.Globalization.CultureInfo.InvariantCulture);
+        string F(double v) => v.ToString("F4", System.Globalization.CultureInfo.InvariantCulture);
+
+        var (exit, output, err) = CliRunner.Run("model", "run", "--model", fx.ModelDir, "--sae", fx.SaeDir, "--prompt", prompts[0], "--prompt", prompts[1],
+            "--metric", "logit-diff: bird, fish", "--out", P("all.safetensors"));
+        Assert.True(exit == 0, err);
+        Assert.Contains("logit-diff:\" bird\",\" fish\" per prompt", output);
+        var rows = output.Split('\n').Select(l => l.TrimEnd('\r').Split('\t')).Where(c => c.Length == 5 && c[0] != "prompt").ToList();
+        Assert.Equal(3, rows.Count);
+        var spliced = new List<double>();
+        for (int i = 0; i < prompts.Length; i++)
+        {
+            spliced.Add(Hand(P("all.safetensors"), $"logits.{i}"));
+            Assert.Equal([i.ToString(System.Globalization.CultureInfo.InvariantCulture), prompts[i]], rows[i][..2]);
+            Assert.InRange(D(rows[i][2]) - (clean[i]), -1e-3, 1e-3);   // the SAE's processed model: logit differences are those of the plain one
+            Assert.Equal(F(spliced[i]), rows[i][3]);
+            Assert.InRange(D(rows[i][4]) - (D(rows[i][3]) - D(rows[i][2])), -2e-4, 2e-4);
+        }
+        Assert.Equal("mean", rows[2][0]);
+        Assert.InRange(D(rows[2][2]) - (clean.Average()), -1e-3, 1e-3);
+        Assert.Equal(F(spliced.Average()), rows[2][3]);
+
+        // No --sae and no --out: the clean column alone; a metric per prompt, in order (the second the opposite difference).
+        (exit, output, err) = CliRunner.Run("model", "run", "--model", fx.ModelDir, "--prompt", prompts[0], "--prompt", prompts[1],
+            "--metric", "logit-diff: bird, fish", "--metric", $"logit-diff:{fish},{bird}");
+        Assert.True(exit == 0, err);
+        rows = output.Split('\n').Select(l => l.TrimEnd('\r').Split('\t')).Where(c => c.Length == 4 && c[0] != "prompt").ToList();
+        Assert.Equal(["0", prompts[0], "logit-diff:\" bird\",\" fish\"", F(clean[0])], rows[0]);
+        Assert.Equal(["1", prompts[1], "logit-diff:\" fish\",\" bird\"", F(-clean[1])], rows[1]);
+        Assert.Equal(F((clean[0] - clean[1]) / 2), rows[2][3]);
+
+        (exit, _, err) = CliRunner.Run("model", "run", "--model", fx.ModelDir, "--prompt", prompts[0], "--prompt", prompts[1],
+            "--metric", "loss", "--metric", "loss", "--metric", "loss");
+        Assert.Equal(1, exit);
+        Assert.Contains("--metric is given 3 times for 2 prompts", err);
+        (exit, _, err) = CliRunner.Run("model", "run", "--model", fx.ModelDir, "--prompt", prompts[0]);
+        Assert.Equal(1, exit);
+        Assert.Contains("give --out", err);
+    }
+
+    /// <summary><c>sae ablate --prompt P1 --prompt P2 --metric M</c>: a row per prompt with the library's metric of that prompt
+    /// alone, clean and ablated, and their means; with --each the prompts run as one batch, so each value is the sum of
+    /// the prompts' own values (FeatureAblation.Sweep sums over a batch's rows); prompts of different token counts are
+    /// refused for --each.</summary>
+    [Fact]
+    public void AblateOverSeveralPromptsReportsEachPromptAndSumsForEach()
+    {
+        using var fx = new AnalysisFixture();
+        string[] prompts = ["the cat sat on the dog", "a bird ran to the tree"];
+        using var scope = NewDisposeScope();
+        using var sae = SaeLoader.Load(fx.SaeDir);
+        using var pm = SaeSharp.Pipelines.ModelForSae.Load(fx.ModelDir, sae.Cfg);
+        var tok = SaeSharp.Tokenizers.Tokenizer.FromFolder(fx.ModelDir);
+        var tokens = prompts.Select(p => InterventionCommands.PromptTokens(tok, p, true)).ToList();
+        Assert.Equal(tokens[0].shape[1], tokens[1].shape[1]);
+        var hooked = new HookedSaeTransformer(pm.Model) { ModelHooks = pm.Hooks };
+        hooked.AddSae(sae, useErrorTerm: true);
+        var metric = AttributionMetric.LogitDiff(fx.Vocab["Ġbird"], fx.Vocab["Ġfish"]);
+        string F(double v) => v.ToString("F4", System.Globalization.CultureInfo.InvariantCulture);
+        static double D(string v) => double.Parse(v, System.Globalization.CultureInfo.InvariantCulture);
+
+        string[] common = ["ablate", "--model", fx.ModelDir, "--sae", fx.SaeDir, "--prompt", prompts[0], "--prompt", prompts[1], "--metric", "logit-diff: bird, fish"];
+        var (exit, output, err) = CliRunner.Run([.. common, "--features", "0,1,2", "--positions", "-2"]);
+        Assert.True(exit == 0, err);
+        var rows = output.Split('\n').Select(l => l.TrimEnd('\r').Split('\t')).Where(c => c.Length == 5 && c[0] != "prompt").ToList();
+        Assert.Equal(3, rows.Count);
+        var (clean, ablated) = (new List<double>(), new List<double>());
+        for (int i = 0; i < 2; i++)
+        {
+            clean.Add(FeatureAblation.Metric(hooked, tokens[i], metric));
+            ablated.Add(FeatureAblation.Metric(hooked, tokens[i], metric, [new Ablation(sae, [0, 1, 2]) { Positions = [tokens[i].shape[1] - 2] }]));
+            Assert.Equal([i.ToString(System.Globalization.CultureInfo.InvariantCulture), prompts[i], F(clean[i]), F(ablated[i])], rows[i][..4]);
+        }
+        Assert.Equal(["mean", "", F(clean.Average()), F(ablated.Average())], rows[2][..4]);
+        Assert.InRange(D(rows[2][4]) - (D(rows[2][3]) - D(rows[2][2])), -2e-4, 2e-4);
+
+        (exit, output, err) = CliRunner.Run([.. common, "--each", "--positions", "2"]);
+        Assert.True(exit == 0, err);
+        Assert.Contains($"summed over 2 prompts = {F(clean.Sum())}", output);
+        var effects = output.Split('\n').Select(l => l.Split('\t')).Where(c => c.Length == 4 && c[0] != "feature").ToList();
+        Assert.NotEmpty(effects);
+        foreach (var r in effects.Take(3))
+        {
+            double sum = tokens.Sum(t => FeatureAblation.Metric(hooked, t, metric, [new Ablation(sae, [int.Parse(r[0])]) { Positions = [2] }]));
+            Assert.InRange(D(r[2]) - (sum), -2e-4, 2e-4);
+        }
+
+        (exit, _, err) = CliRunner.Run("ablate", "--model", fx.ModelDir, "--sae", fx.SaeDir, "--prompt", prompts[0], "--prompt", "the cat",
+            "--metric", "logit-diff: bird, fish", "--each");
+        Assert.Equal(1, exit);
+        Assert.Contains("needs prompts of one token count", err);
+    }
+
     /// <summary>A random transcoder from block 0's MLP input to its output, saved in SAELens's layout as P("tc").</summary>
     private (string Ln2, string MlpOut) SaveTranscoder()
     {

@@ -39,7 +39,9 @@ public sealed class ConvertTests : IDisposable
         Assert.Contains("its folder sae holds one: point at " + Path.Combine(single, "sae"), one.Message);
         // A folder with nothing of the kind keeps the plain message.
         var empty = Assert.Throws<SaeSharpException>(() => SaeLoader.Load(Path.Combine(run, "checkpoints")));
-        Assert.StartsWith($"{Path.Combine(run, "checkpoints")}: not a recognised SAE (looked for: SAELens: cfg.json + sae_weights.safetensors; ", empty.Message);
+        Assert.StartsWith($"{Path.Combine(run, "checkpoints")}: not a recognised SAE\nlooked for (format: files):\n  SAELens: cfg.json + sae_weights.safetensors\n", empty.Message);
+        // One fact a line, each within 80 columns but the path's own line.
+        Assert.All(empty.Message.Split('\n').Skip(1), l => Assert.True(l.Length <= 80, l));
     }
 
     [Fact]
@@ -54,12 +56,14 @@ public sealed class ConvertTests : IDisposable
         }
         File.Delete(Path.Combine(saeLens, "sae_weights.safetensors"));
         var e = Assert.Throws<SaeSharpException>(() => SaeLoader.Load(saeLens));
-        Assert.StartsWith($"{saeLens}: not a recognised SAE: it has cfg.json but no weights beside it (sae_weights.safetensors for SAELens, sae.safetensors for sparsify)", e.Message);
+        Assert.StartsWith($"{saeLens}: not a recognised SAE: it has cfg.json but no weights beside it\n  (sae_weights.safetensors for SAELens, sae.safetensors for sparsify)\nlooked for", e.Message);
         // A dictionary_learning ae.pt saved under another name: the error says the name it is read under; renamed back it loads.
         string renamed = Path.Combine(_dir, "trainer_0.pt");
         File.Move(Path.Combine(_dir, "dl", "ae.pt"), renamed);
         e = Assert.Throws<SaeSharpException>(() => SaeLoader.Load(renamed));
-        Assert.StartsWith($"{renamed}: not a recognised SAE: a .pt file is read as dictionary_learning's only under the name ae.pt", e.Message);
+        Assert.StartsWith($"{renamed}: not a recognised SAE: a .pt file is read as\n  dictionary_learning's only under the name ae.pt", e.Message);
+        Assert.Contains("\n  OpenAI's sparse_autoencoder only when it holds pre_bias and latent_bias\n", e.Message);
+        Assert.All(e.Message.Split('\n').Skip(1), l => Assert.True(l.Length <= 80, l));
         File.Move(renamed, Path.Combine(_dir, "dl", "ae.pt"));
         using var back = SaeLoader.Load(Path.Combine(_dir, "dl", "ae.pt"));
         Assert.Equal((4, 8), (back.Cfg.DIn, back.Cfg.DSae));

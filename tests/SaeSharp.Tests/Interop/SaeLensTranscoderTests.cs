@@ -165,7 +165,7 @@ public sealed class SaeLensTranscoderTests : FakeHubTestBase
         dir = Copy("transcoder");
         File.Delete(Path.Combine(dir, "cfg.json"));
         e = Assert.Throws<SaeSharpException>(() => SaeLoader.Load(dir));
-        Assert.StartsWith($"{dir}: not a recognised SAE (looked for: SAELens: cfg.json + sae_weights.safetensors; ", e.Message);
+        Assert.StartsWith($"{dir}: not a recognised SAE\nlooked for (format: files):\n  SAELens: cfg.json + sae_weights.safetensors\n", e.Message);
     }
 
     /// <summary><c>sae eval --model</c> on a SAELens skip transcoder read at <c>mlp.hook_in</c>: spliced at its
