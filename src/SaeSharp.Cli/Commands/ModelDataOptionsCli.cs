@@ -135,7 +135,7 @@ internal sealed class ModelDataOptionsCli
     {
         ArgumentNullException.ThrowIfNull(parse);
         bool special = parse.GetValue(excludeSpecial);
-        var ids = parse.GetValue(excludeIds) is { } text ? Data.ExcludedTokens.Parse(text, "--exclude-token-ids") : null;
+        var ids = parse.GetValue(excludeIds) is { } text ? Tokenizers.ExcludedTokens.Parse(text, "--exclude-token-ids") : null;
         if (special && ids is not null)
             throw new SaeSharpException("give --exclude-special-tokens (the tokenizer's special tokens) or --exclude-token-ids (exactly those ids), not both");
         return (special, ids);

@@ -2,6 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
 using SaeSharp.Saes;
+using SaeSharp.Data;
 using SaeSharp.IO;
 using SaeSharp.Models;
 using TorchSharp;
@@ -60,6 +61,23 @@ public sealed class ActivationCacheShard
 /// <summary>The <c>manifest.json</c> of an activation cache folder.</summary>
 public sealed class ActivationCacheManifest
 {
+    /// <summary>cfg.json metadata of SAEs trained on this cache: its model, hook, context size, BOS, dataset,
+    /// special-token exclusion, window fields (seqpos_slice, disable_concat_sequences, sequence_separator_token) and weight
+    /// processing (and, for a transcoder cache, <c>hook_name_out</c> = its target hook).</summary>
+    public SaeMetadata ToSaeMetadata()
+    {
+        var metadata = new SaeMetadata
+        {
+            ModelName = Model, HookName = Hook, ContextSize = ContextSize, PrependBos = PrependBos,
+            DatasetPath = DatasetPath is null ? null : Data.HubDataset.RecordedPath(DatasetPath), ExcludeSpecialTokens = ExcludeTokenIdsListed ? null : ExcludeTokenIds.Length > 0,
+            ExcludeTokenIds = ExcludeTokenIdsListed ? ExcludeTokenIds : null,
+            ModelFromPretrainedKwargs = SaeMetadata.FromPretrainedKwargs(ModelFromPretrainedKwargs, ModelDtype),
+        };
+        metadata.SetWindowFields(Saes.SeqposSlice.FromJson(SeqposSlice, "manifest seqpos_slice"), DisableConcatSequences,
+            SequenceSeparatorToken is { } sep ? Data.PretokenizeToken.Parse(sep, "manifest sequence_separator_token") ?? Data.PretokenizeToken.None : null);
+        return metadata.WithOutputHook(TargetHook);
+    }
+
     /// <summary>Always <c>saesharp-activation-cache</c>; another value is rejected on read.</summary>
     [JsonPropertyName("format")] public string Format { get; set; } = "saesharp-activation-cache";
     /// <summary>Version of this manifest layout (1).</summary>
@@ -186,8 +204,8 @@ public sealed class ActivationCacheFolder : IActivationSource
     public long RowsDelivered => _source.RowsDelivered;
     /// <inheritdoc/>
     public int MaxDataPasses => _source.MaxDataPasses;
-    /// <summary>cfg.json metadata of the cache's rows: its model, hook, context size and dataset (<see cref="Pipelines.TrainingPlan.MetadataOf(ActivationCacheManifest)"/>).</summary>
-    public Saes.SaeMetadata? Metadata => Pipelines.TrainingPlan.MetadataOf(Manifest);
+    /// <summary>cfg.json metadata of the cache's rows: its model, hook, context size and dataset (<see cref="ActivationCacheManifest.ToSaeMetadata"/>).</summary>
+    public Saes.SaeMetadata? Metadata => Manifest.ToSaeMetadata();
     /// <inheritdoc/>
     public ActivationBatch? Next(int batchSize) => _source.Next(batchSize);
     /// <inheritdoc/>
@@ -253,7 +271,7 @@ public sealed class ActivationCacheFolder : IActivationSource
             SequenceSeparatorToken = o.SequenceSeparatorToken.ToString(), BatchSizePrompts = o.BatchSizePrompts, PrependBos = o.PrependBos, DatasetPath = o.DatasetPath,
             ExcludeTokenIds = (o.ExcludeTokenIds ?? []).Distinct().Order().ToArray(), ExcludeTokenIdsListed = o.ExcludeTokenIdsListed,
             ModelFromPretrainedKwargs = o.ModelFromPretrainedKwargs?.ToDictionary(kv => kv.Key, kv => kv.Value) ?? new(),
-            ModelDtype = model.Config.Dtype == ScalarType.Float32 ? null : Interop.SaeLensFormat.DtypeName(model.Config.Dtype),
+            ModelDtype = model.Config.Dtype == ScalarType.Float32 ? null : SaeConfig.DtypeName(model.Config.Dtype),
             MaxContexts = maxContexts,
         };
         var m = fresh;

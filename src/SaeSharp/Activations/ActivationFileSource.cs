@@ -129,13 +129,13 @@ public sealed class ActivationFileSource : IActivationSource
     public ActivationFileSource(string path, ActivationFileSourceOptions? options = null) : this([path], options) { }
 
     /// <summary>The cfg.json metadata of rows read from <paramref name="paths"/> when they are one <c>sae cache</c> folder
-    /// (<see cref="Pipelines.TrainingPlan.MetadataOf(ActivationCacheManifest)"/>: its model, hook, context size, dataset);
+    /// (<see cref="ActivationCacheManifest.ToSaeMetadata"/>: its model, hook, context size, dataset);
     /// null for anything else.</summary>
     public static Saes.SaeMetadata? CacheFolderMetadata(IReadOnlyList<string> paths)
     {
         ArgumentNullException.ThrowIfNull(paths);
         return paths.Count == 1 && File.Exists(Path.Combine(paths[0], ActivationCacheFolder.ManifestName))
-            ? Pipelines.TrainingPlan.MetadataOf(ActivationCacheManifest.Read(paths[0])) : null;
+            ? ActivationCacheManifest.Read(paths[0]).ToSaeMetadata() : null;
     }
 
     /// <summary>Files in dataset order: each file as given, an activation cache folder's shards as its manifest lists them

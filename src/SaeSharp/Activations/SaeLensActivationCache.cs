@@ -333,7 +333,7 @@ public sealed class SaeLensActivationCache
         ["model_from_pretrained_kwargs"] = new JsonObject((o.ModelFromPretrainedKwargs ?? new Dictionary<string, bool>())
             .Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)JsonValue.Create(kv.Value)))
             .Concat(model.Config.Dtype == ScalarType.Float32 ? []
-                : [KeyValuePair.Create("dtype", (JsonNode?)JsonValue.Create(Interop.SaeLensFormat.DtypeName(model.Config.Dtype)))])),
+                : [KeyValuePair.Create("dtype", (JsonNode?)JsonValue.Create(SaeConfig.DtypeName(model.Config.Dtype)))])),
         ["compile_llm"] = false,
         ["llm_compilation_mode"] = null,
         ["prepend_bos"] = o.PrependBos,

@@ -90,7 +90,7 @@ public static class DashboardWriter
     /// or <c>hf:</c> path whole (<c>gemma-scope-2b-pt-res-canonical/layer_0/width_16k/canonical</c>, whose last part alone
     /// says nothing).</summary>
     internal static string SaeLabel(string sae) =>
-        Hub.SaeSource.IsRemote(sae) ? sae : Path.GetFileName(sae.TrimEnd('/', '\\'));
+        Interop.SaeSource.IsRemote(sae) ? sae : Path.GetFileName(sae.TrimEnd('/', '\\'));
 
     private static string SourceLine(FeatureReport r)
     {

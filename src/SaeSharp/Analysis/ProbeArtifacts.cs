@@ -3,6 +3,7 @@ using System.Text;
 using System.Text.Json.Nodes;
 using SaeSharp.IO;
 using SaeSharp.Models;
+using SaeSharp.Saes;
 using static TorchSharp.torch;
 
 namespace SaeSharp.Analysis;
@@ -63,7 +64,7 @@ public sealed class ProbeArtifacts
         {
             ["files"] = files,
             ["processing"] = new JsonObject(pm.Options.ToKwargs().Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))),
-            ["dtype"] = first is null ? null : Interop.SaeLensFormat.DtypeName(first.dtype),
+            ["dtype"] = first is null ? null : SaeConfig.DtypeName(first.dtype),
             ["device"] = pm.Model.Device.ToString(),
         };
         return this;

@@ -12,11 +12,7 @@ namespace SaeSharp.Analysis;
 public sealed record UnitActivations(int Index, double Sum, float[] Acts, int? Layer = null)
 {
     /// <summary>How the unit is named: <c>L{layer}/{index}</c> for a CLT's feature, else its index.</summary>
-    public string Label => LabelOf(Index, Layer);
-
-    /// <summary><c>L{layer}/{index}</c> for feature <paramref name="index"/> of a CLT's layer <paramref name="layer"/>, else the index.</summary>
-    public static string LabelOf(int index, int? layer) =>
-        layer is int l ? $"L{l}/{index}" : index.ToString(System.Globalization.CultureInfo.InvariantCulture);
+    public string Label => CrossLayerTranscoder.FeatureLabel(Index, Layer);
 }
 
 /// <summary>
@@ -222,7 +218,7 @@ public sealed class CrossLayerPromptInspector
     private readonly bool _prependBos;
     private readonly int? _stop;
 
-    /// <param name="model">The model the CLT was trained on (its hooks are checked: <see cref="CrossLayerTranscoder.Hooks"/>).</param>
+    /// <param name="model">The model the CLT was trained on (its hooks are checked: <see cref="CrossLayerTranscoderHooks.Hooks"/>).</param>
     /// <param name="clt">The cross-layer transcoder.</param>
     /// <param name="tokenizer">The model's tokenizer.</param>
     /// <param name="modelHooks">Hooks completing the model's weight processing (<see cref="ProcessedModel.Hooks"/>).</param>

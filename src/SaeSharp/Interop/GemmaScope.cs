@@ -69,7 +69,7 @@ public static class GemmaScope
                 Architecture = SaeArchitectures.JumpReLU,
                 DIn = dIn,
                 DSae = dSae,
-                Dtype = SaeLensFormat.DtypeName(w["W_enc"].dtype),
+                Dtype = SaeConfig.DtypeName(w["W_enc"].dtype),
                 ApplyBDecToInput = false,
                 Metadata = new SaeMetadata { ModelClassName = "HookedTransformer" },
             };

@@ -92,7 +92,7 @@ public static class LlamaScope
                 Architecture = SaeArchitectures.JumpReLU,
                 DIn = dIn,
                 DSae = dSae,
-                Dtype = SaeLensFormat.DtypeName(encW.dtype),
+                Dtype = SaeConfig.DtypeName(encW.dtype),
                 ApplyBDecToInput = false,
                 NormalizeActivations = "none",
                 Metadata = new SaeMetadata

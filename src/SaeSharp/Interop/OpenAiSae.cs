@@ -75,7 +75,7 @@ public static class OpenAiSae
         {
             DIn = d,
             DSae = n,
-            Dtype = SaeLensFormat.DtypeName(encoderWeight.dtype),
+            Dtype = SaeConfig.DtypeName(encoderWeight.dtype),
             ApplyBDecToInput = true,
             NormalizeActivations = normalize ? "layer_norm" : "none",
             Metadata = new SaeMetadata { ModelClassName = "HookedTransformer" },

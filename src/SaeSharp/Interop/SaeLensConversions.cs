@@ -587,7 +587,7 @@ public static class SaeLensConversions
             Architecture = SaeArchitectures.Temporal,
             DIn = dIn,
             DSae = checked((int)(dIn * expFactor)),
-            Dtype = SaeLensFormat.DtypeName(SaeLensFormat.DtypeFromString(dtype, cfgPath + ": data.dtype")),
+            Dtype = SaeConfig.DtypeName(SaeLensFormat.DtypeFromString(dtype, cfgPath + ": data.dtype")),
             ApplyBDecToInput = true,
             NormalizeActivations = TemporalSae.ConstantScalarRescale,
             Metadata = new SaeMetadata { HookName = $"blocks.{layer.Groups[1].Value}.hook_resid_post" },

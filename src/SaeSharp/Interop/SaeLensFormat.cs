@@ -22,14 +22,6 @@ public static class SaeLensFormat
     /// <summary>File name of the weights (<c>sae_weights.safetensors</c>: W_enc, b_enc, W_dec, b_dec, ...).</summary>
     public const string WeightsFile = "sae_weights.safetensors";
 
-    /// <summary>The SAELens dtype name of a floating-point tensor dtype (also TransformerLens's <c>dtype</c> keyword).</summary>
-    public static string DtypeName(ScalarType dtype) => dtype switch
-    {
-        ScalarType.Float16 => "float16",
-        ScalarType.BFloat16 => "bfloat16",
-        ScalarType.Float64 => "float64",
-        _ => "float32",
-    };
     /// <summary>File name of the per-latent log10 firing frequencies (<c>sparsity.safetensors</c>, tensor <c>sparsity</c>).</summary>
     public const string SparsityFile = "sparsity.safetensors";
     /// <summary>File name of SAELens's activation scaler (<c>activation_scaler.json</c>, <c>scaling_factor</c>).</summary>
@@ -268,7 +260,7 @@ public static class SaeLensFormat
             throw UnsupportedArchitecture(archName, cfgPath);
         FromSaeLensTranscoder(root, cfgPath);
         if (root["metadata"]?["exclude_special_tokens"] is { } exclude && exclude.GetValueKind() is not (JsonValueKind.True or JsonValueKind.False))
-            _ = Data.ExcludedTokens.FromJson(exclude, $"{cfgPath}: metadata exclude_special_tokens");
+            _ = Tokenizers.ExcludedTokens.FromJson(exclude, $"{cfgPath}: metadata exclude_special_tokens");
         try
         {
             return SaeConfig.FromJson(root.ToJsonString(), cfgPath);

@@ -126,7 +126,7 @@ public static class Sparsify
                 DIn = dIn,
                 DSae = dSae,
                 K = k,
-                Dtype = SaeLensFormat.DtypeName(encoderWeight.dtype),
+                Dtype = SaeConfig.DtypeName(encoderWeight.dtype),
                 ApplyBDecToInput = !transcode,
                 Metadata = new SaeMetadata
                 {

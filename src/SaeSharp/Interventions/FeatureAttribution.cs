@@ -144,7 +144,7 @@ public sealed class AttributionResult : IDisposable
 
     /// <summary>How feature <paramref name="feature"/> of SAE (or CLT layer) <paramref name="sae"/> is named: <c>L{layer}/{index}</c>
     /// for a cross-layer transcoder (as <c>sae inspect</c> names them), else the index.</summary>
-    public string FeatureLabel(int sae, int feature) => Analysis.UnitActivations.LabelOf(feature, CrossLayer ? sae : null);
+    public string FeatureLabel(int sae, int feature) => CrossLayerTranscoder.FeatureLabel(feature, CrossLayer ? sae : null);
 
     /// <summary>The <paramref name="n"/> entries of largest |attribution| over every SAE, largest first.</summary>
     public IReadOnlyList<AttributionEntry> Top(int n)

@@ -17,7 +17,7 @@ public static class ActivationFileExclusion
     /// The token ids whose rows are dropped when <paramref name="activations"/> is read for a run with exclude_special_tokens
     /// <paramref name="special"/> or the list <paramref name="ids"/>; null when nothing is dropped: neither is set, or the
     /// rows were harvested with that exclusion already (a SaeSharp cache whose manifest excludes those ids). A list needs no
-    /// tokenizer; <c>true</c> takes the special tokens (<see cref="ModelPipeline.SpecialTokenIds"/>) of the model the files
+    /// tokenizer; <c>true</c> takes the special tokens (<see cref="ExcludedTokens.SpecialTokenIds"/>) of the model the files
     /// record (a SaeSharp cache's manifest <c>model</c>, a SAELens cache's <c>model_name</c>), else of
     /// <paramref name="modelName"/>, resolved as <c>--model</c> is (<see cref="ModelPipeline.ResolveModelFolder"/>); a model
     /// that is not recorded or cannot be found is an error naming what was looked for. <paramref name="where"/> starts
@@ -44,7 +44,7 @@ public static class ActivationFileExclusion
         IReadOnlyCollection<long> special2;
         try
         {
-            special2 = ModelPipeline.SpecialTokenIds(Tokenizer.FromFolder(ModelPipeline.ResolveModelFolder(name)));
+            special2 = ExcludedTokens.SpecialTokenIds(Tokenizer.FromFolder(ModelPipeline.ResolveModelFolder(name)));
         }
         catch (SaeSharpException e)
         {

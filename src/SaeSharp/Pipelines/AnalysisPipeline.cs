@@ -317,7 +317,7 @@ public static class AnalysisPipeline
         return new SaeBenchRun
         {
             ModelName = ModelPipeline.SaeBenchModelName(cfg, modelFolder),
-            LlmDtype = Interop.SaeLensFormat.DtypeName(ModelForSae.RecordedDtype(cfg)),
+            LlmDtype = SaeConfig.DtypeName(ModelForSae.RecordedDtype(cfg)),
             SaeLensReleaseId = release, SaeLensId = id,
             SaeCfgDict = System.Text.Json.Nodes.JsonNode.Parse(cfg.ToJson())!.AsObject(),
         };

@@ -285,7 +285,7 @@ public sealed class DemoRun : IDisposable
             new FeatureAnalysisOptions
             {
                 Features = features, ModelHooks = pm.Hooks, MaxContexts = ModelPipeline.ContextsFor(_o.DashboardTokens, _o.ContextSize),
-                ExcludeTokenIds = ModelPipeline.SpecialTokenIds(tokenizer),
+                ExcludeTokenIds = ExcludedTokens.SpecialTokenIds(tokenizer),
             });
         return report.Features.ToDictionary(f => f.Feature, f => f.MaxActivation > 0 ? (double)f.MaxActivation : 1.0);
     }

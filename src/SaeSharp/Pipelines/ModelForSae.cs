@@ -74,7 +74,7 @@ public static class ModelForSae
         var recorded = saes.Select(s => RecordedDtype(s.Cfg)).ToList();
         if (recorded.Distinct().Count() > 1)
             throw new SaeSharpException("the SAEs were trained on the model in different dtypes (" +
-                string.Join(", ", recorded.Select((d, i) => $"{names[i]}: {SaeLensFormat.DtypeName(d)}")) + "): run them separately, or together with sae eval --model --dtype");
+                string.Join(", ", recorded.Select((d, i) => $"{names[i]}: {SaeConfig.DtypeName(d)}")) + "): run them separately, or together with sae eval --model --dtype");
         return recorded.Count > 0 ? recorded[0] : ScalarType.Float32;
     }
 

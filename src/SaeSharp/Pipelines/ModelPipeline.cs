@@ -15,21 +15,6 @@ namespace SaeSharp.Pipelines;
 /// <summary>Library entry points behind the CLI commands that run a language model on text.</summary>
 public static class ModelPipeline
 {
-    /// <summary>
-    /// The ids SAELens <c>exclude_special_tokens=True</c> drops (<c>sae_lens.util.get_special_token_ids</c>: every
-    /// <c>*_token_id</c> and <c>special_tokens_map</c> entry of the Hugging Face tokenizer): BOS, EOS, PAD, UNK and
-    /// <see cref="ITextTokenizer.NamedSpecialTokenIds"/>. Special added tokens the config files do not name
-    /// (Llama 3's reserved tokens, Gemma's <c>&lt;start_of_turn&gt;</c>) are kept, as in SAELens.
-    /// </summary>
-    public static IReadOnlyCollection<long> SpecialTokenIds(ITextTokenizer tokenizer)
-    {
-        var ids = new SortedSet<long>();
-        foreach (var id in new[] { tokenizer.BosTokenId, tokenizer.EosTokenId, tokenizer.PadTokenId, tokenizer.UnkTokenId })
-            if (id is int i) ids.Add(i);
-        foreach (int id in tokenizer.NamedSpecialTokenIds) ids.Add(id);
-        return ids;
-    }
-
     /// <summary>The local folder of a model named as <c>--model</c> takes it: <c>builtin</c> (the shipped model), a local
     /// folder, or a Hugging Face repo id whose config, weights and tokenizer are in the hub cache or downloaded.</summary>
     public static string ResolveModelFolder(string model) =>
@@ -374,7 +359,7 @@ public static class ModelPipeline
     public static string SaeBenchLlmDtype(SaeConfig cfg, ModelDataOptions data)
     {
         ArgumentNullException.ThrowIfNull(data);
-        return Interop.SaeLensFormat.DtypeName(data.ModelDtype ?? ModelForSae.RecordedDtype(cfg));
+        return SaeConfig.DtypeName(data.ModelDtype ?? ModelForSae.RecordedDtype(cfg));
     }
 
     /// <summary>

@@ -632,16 +632,7 @@ public sealed class TrainingPlan : IDisposable
     public static SaeMetadata MetadataOf(ActivationCacheManifest manifest)
     {
         ArgumentNullException.ThrowIfNull(manifest);
-        var metadata = new SaeMetadata
-        {
-            ModelName = manifest.Model, HookName = manifest.Hook, ContextSize = manifest.ContextSize, PrependBos = manifest.PrependBos,
-            DatasetPath = manifest.DatasetPath is null ? null : Data.HubDataset.RecordedPath(manifest.DatasetPath), ExcludeSpecialTokens = manifest.ExcludeTokenIdsListed ? null : manifest.ExcludeTokenIds.Length > 0,
-            ExcludeTokenIds = manifest.ExcludeTokenIdsListed ? manifest.ExcludeTokenIds : null,
-            ModelFromPretrainedKwargs = KwargsOf(manifest.ModelFromPretrainedKwargs, manifest.ModelDtype),
-        };
-        metadata.SetWindowFields(Saes.SeqposSlice.FromJson(manifest.SeqposSlice, "manifest seqpos_slice"), manifest.DisableConcatSequences,
-            manifest.SequenceSeparatorToken is { } sep ? Data.PretokenizeToken.Parse(sep, "manifest sequence_separator_token") ?? Data.PretokenizeToken.None : null);
-        return WithOutputHook(metadata, manifest.TargetHook);
+        return manifest.ToSaeMetadata();
     }
 
     /// <summary>cfg.json metadata of SAEs trained on <paramref name="column"/> of a SAELens activation cache: hook and context
@@ -656,7 +647,7 @@ public sealed class TrainingPlan : IDisposable
         {
             ModelName = cache.ModelName, HookName = column.Name, ContextSize = cache.ContextSize ?? column.ContextSize, PrependBos = cache.PrependBos, ExcludeSpecialTokens = false,
             DatasetPath = cache.DatasetPath is { } d ? Data.HubDataset.RecordedPath(d) : cache.Directory,
-            ModelFromPretrainedKwargs = KwargsOf(cache.ModelFromPretrainedKwargs, cache.ModelDtype),
+            ModelFromPretrainedKwargs = SaeMetadata.FromPretrainedKwargs(cache.ModelFromPretrainedKwargs, cache.ModelDtype),
         };
         // SAELens's cache runner packs documents with BOS between them; its seqpos_slice says which positions it kept.
         metadata.SetWindowFields(cache.SeqposSlice, false, Data.PretokenizeToken.Bos);
@@ -676,27 +667,11 @@ public sealed class TrainingPlan : IDisposable
             DatasetPath = Data.HubDataset.RecordedPath(data.DatasetPath),
             ExcludeSpecialTokens = data.ExcludeTokenIds is null ? data.ExcludeSpecialTokens ?? false : null,
             ExcludeTokenIds = data.ExcludeTokenIds is { } ids ? [.. ids] : null,
-            ModelFromPretrainedKwargs = KwargsOf(data.Processing.ToKwargs(),
-                data.ModelDtype is { } dtype && dtype != ScalarType.Float32 ? Interop.SaeLensFormat.DtypeName(dtype) : null),
+            ModelFromPretrainedKwargs = SaeMetadata.FromPretrainedKwargs(data.Processing.ToKwargs(),
+                data.ModelDtype is { } dtype && dtype != ScalarType.Float32 ? SaeConfig.DtypeName(dtype) : null),
         };
         metadata.SetWindowFields(data.SeqposSlice, data.DisableConcatSequences, data.SequenceSeparatorToken);
-        return WithOutputHook(metadata, targetHook);
-    }
-
-    /// <summary>A transcoder's <c>hook_name_out</c> (the hook whose activation its output replaces), when it has one.</summary>
-    private static SaeMetadata WithOutputHook(SaeMetadata metadata, string? targetHook)
-    {
-        if (targetHook is not null) (metadata.Extra ??= new())["hook_name_out"] = JsonSerializer.SerializeToElement(targetHook);
-        return metadata;
-    }
-
-    /// <summary>cfg.json's <c>model_from_pretrained_kwargs</c>: the weight processing flags and, for a model run in another
-    /// dtype than float32, TransformerLens's <c>dtype</c> keyword; null when there is neither.</summary>
-    private static Dictionary<string, JsonElement>? KwargsOf(Dictionary<string, bool> flags, string? dtype)
-    {
-        var kwargs = flags.ToDictionary(kv => kv.Key, kv => JsonSerializer.SerializeToElement(kv.Value));
-        if (dtype is not null) kwargs["dtype"] = JsonSerializer.SerializeToElement(dtype);
-        return kwargs.Count == 0 ? null : kwargs;
+        return metadata.WithOutputHook(targetHook);
     }
 
     /// <summary>Closes the sources, the SAEs and the ground-truth features.</summary>

@@ -115,23 +115,10 @@ public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
     /// <summary>The TransformerLens hook layer <paramref name="layer"/>'s reconstruction replaces.</summary>
     public string OutputHook(int layer) => $"blocks.{CheckLayer(layer)}.{Cfg.FeatureOutputHook}";
 
-    /// <summary>Every layer's input and output hook resolved in <paramref name="model"/> (by layer), after checking that the
-    /// model has the CLT's layers and width and that both hooks of layer l are in block l.</summary>
-    public (IReadOnlyList<string> Inputs, IReadOnlyList<string> Outputs) Hooks(Models.HookedTransformer model)
-    {
-        ArgumentNullException.ThrowIfNull(model);
-        int n = Cfg.NLayers;
-        if (n > model.Config.NLayers)
-            throw new SaeSharpException($"the cross-layer transcoder spans {n} layers but the model has {model.Config.NLayers}");
-        if (Cfg.DModel != model.Config.DModel)
-            throw new SaeSharpException($"the cross-layer transcoder has d_model = {Cfg.DModel} but the model's is {model.Config.DModel}");
-        var inputs = Enumerable.Range(0, n).Select(l => model.HookPoints.Resolve(InputHook(l))).ToList();
-        var outputs = Enumerable.Range(0, n).Select(l => model.HookPoints.Resolve(OutputHook(l))).ToList();
-        for (int l = 0; l < n; l++)
-            if (model.HookPoints.LayerOf(inputs[l]) != l || model.HookPoints.LayerOf(outputs[l]) != l)
-                throw new SaeSharpException($"cross-layer transcoder layer {l}: hooks '{inputs[l]}' → '{outputs[l]}' are not both in block {l}");
-        return (inputs, outputs);
-    }
+    /// <summary><c>L{layer}/{index}</c>: how feature <paramref name="index"/> of layer <paramref name="layer"/> is named
+    /// (<c>sae inspect</c>, attribution tables); without a layer (one SAE's feature), the index.</summary>
+    public static string FeatureLabel(int index, int? layer) =>
+        layer is int l ? $"L{l}/{index}" : index.ToString(System.Globalization.CultureInfo.InvariantCulture);
 
     /// <summary>Features of layer <paramref name="layer"/> [..., d_transcoder] from its input <paramref name="x"/> [..., d_model]
     /// (circuit-tracer <c>encode_layer</c>); with <paramref name="applyActivationFunction"/> false, the pre-activations.</summary>
@@ -266,7 +253,7 @@ public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
             Architecture = activation_function is not null ? SaeArchitectures.JumpReLU : Cfg.TopK is null ? SaeArchitectures.Standard : SaeArchitectures.TopK,
             K = Cfg.TopK,
             DIn = Cfg.DModel, DOut = Cfg.DModel, DSae = Cfg.DTranscoder, ApplyBDecToInput = false,
-            Dtype = Interop.SaeLensFormat.DtypeName(b_enc.dtype),
+            Dtype = SaeConfig.DtypeName(b_enc.dtype),
             Metadata = new SaeMetadata { ModelName = Cfg.ModelName, HookName = InputHook(layer) },
         };
         cfg.Metadata.HookNameOut = OutputHook(layer);
@@ -279,7 +266,7 @@ public sealed class CrossLayerTranscoder : nn.Module<Tensor, Tensor>
         };
         if (activation_function is { } a) weights["threshold"] = a.Threshold(layer);
         string where = $"cross-layer transcoder layer {layer}";
-        return Interop.SaeWeights.Create(cfg, weights, where, where);
+        return SaeWeights.Create(cfg, weights, where, where);
     }
 
     /// <summary>

@@ -1,3 +1,4 @@
+using static TorchSharp.torch;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
@@ -46,7 +47,7 @@ public sealed class SaeMetadata
     [JsonInclude, JsonPropertyName("exclude_special_tokens")]
     private JsonElement? ExcludeSpecialTokensJson
     {
-        get => Data.ExcludedTokens.ToJson(ExcludeSpecialTokens, ExcludeTokenIds);
+        get => Tokenizers.ExcludedTokens.ToJson(ExcludeSpecialTokens, ExcludeTokenIds);
         set
         {
             (ExcludeSpecialTokens, ExcludeTokenIds) = value switch
@@ -54,7 +55,7 @@ public sealed class SaeMetadata
                 null or { ValueKind: JsonValueKind.Null } => (null, null),
                 { ValueKind: JsonValueKind.True } => (true, null),
                 { ValueKind: JsonValueKind.False } => (false, (long[]?)null),
-                { } v => ((bool?)null, Data.ExcludedTokens.FromJson(JsonNode.Parse(v.GetRawText()), "cfg.json metadata exclude_special_tokens")),
+                { } v => ((bool?)null, Tokenizers.ExcludedTokens.FromJson(JsonNode.Parse(v.GetRawText()), "cfg.json metadata exclude_special_tokens")),
             };
         }
     }
@@ -90,6 +91,21 @@ public sealed class SaeMetadata
     [JsonIgnore]
     public int? HookHeadIndexOut =>
         Extra?.TryGetValue("hook_head_index_out", out var v) == true && v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int h) ? h : null;
+    /// <summary>A transcoder's <c>hook_name_out</c> (the hook whose activation its output replaces), when it has one.</summary>
+    internal SaeMetadata WithOutputHook(string? targetHook)
+    {
+        if (targetHook is not null) (Extra ??= new())["hook_name_out"] = JsonSerializer.SerializeToElement(targetHook);
+        return this;
+    }
+
+    /// <summary>cfg.json's <c>model_from_pretrained_kwargs</c>: the weight processing flags and, for a model run in another
+    /// dtype than float32, TransformerLens's <c>dtype</c> keyword; null when there is neither.</summary>
+    internal static Dictionary<string, JsonElement>? FromPretrainedKwargs(Dictionary<string, bool> flags, string? dtype)
+    {
+        var kwargs = flags.ToDictionary(kv => kv.Key, kv => JsonSerializer.SerializeToElement(kv.Value));
+        if (dtype is not null) kwargs["dtype"] = JsonSerializer.SerializeToElement(dtype);
+        return kwargs.Count == 0 ? null : kwargs;
+    }
 }
 
 /// <summary>
@@ -109,6 +125,15 @@ public sealed class SaeConfig
     [JsonPropertyName("d_sae")] public int DSae { get; set; }
     /// <summary>Width of the reconstruction target; null means <see cref="DIn"/>.</summary>
     [JsonPropertyName("d_out")] [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public int? DOut { get; set; }
+    /// <summary>The SAELens dtype name of a floating-point tensor dtype (also TransformerLens's <c>dtype</c> keyword).</summary>
+    public static string DtypeName(ScalarType dtype) => dtype switch
+    {
+        ScalarType.Float16 => "float16",
+        ScalarType.BFloat16 => "bfloat16",
+        ScalarType.Float64 => "float64",
+        _ => "float32",
+    };
+
     /// <summary>dtype of the weights ("float32", "bfloat16", ...).</summary>
     [JsonPropertyName("dtype")] public string Dtype { get; set; } = "float32";
     /// <summary>Device of the weights ("cpu").</summary>

@@ -474,7 +474,7 @@ public sealed class TrainingSettings
                 ? Data.PretokenizeToken.FromJson(separatorNode, $"{source}: sequence_separator_token") : null;
             long[]? excludeIds = fields.TryGetPropertyValue("exclude_special_tokens", out var excludeNode) && excludeNode is not null
                                  && excludeNode.GetValueKind() is not (JsonValueKind.True or JsonValueKind.False)
-                ? Data.ExcludedTokens.FromJson(excludeNode, $"{source}: exclude_special_tokens") : null;
+                ? Tokenizers.ExcludedTokens.FromJson(excludeNode, $"{source}: exclude_special_tokens") : null;
             if (excludeIds is not null) fields.Remove("exclude_special_tokens");
             normalized = fields.ToJsonString();
             var settings = JsonSerializer.Deserialize<TrainingSettings>(normalized) ?? new TrainingSettings();

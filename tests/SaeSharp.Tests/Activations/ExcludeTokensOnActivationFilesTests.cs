@@ -185,7 +185,7 @@ public class ExcludeTokensOnActivationFilesTests : IDisposable
     [Fact]
     public void True_takes_the_special_tokens_of_the_recorded_model_and_a_list_needs_no_tokenizer()
     {
-        var special = ModelPipeline.SpecialTokenIds(Tokenizer.FromFolder(BuiltinModel.Folder));
+        var special = ExcludedTokens.SpecialTokenIds(Tokenizer.FromFolder(BuiltinModel.Folder));
         Assert.NotEmpty(special);
         Assert.Equal(special.Order(), ActivationFileExclusion.Resolve(SaeSharpCache("builtin"), true, null, "run")!);
         // A list: as given, whatever model (none) the cache records.
@@ -249,7 +249,7 @@ public class ExcludeTokensOnActivationFilesTests : IDisposable
     [Fact]
     public void A_cached_runner_config_takes_the_special_tokens_of_its_model_name_for_files_that_record_no_model()
     {
-        var special = ModelPipeline.SpecialTokenIds(Tokenizer.FromFolder(BuiltinModel.Folder)).ToHashSet();
+        var special = ExcludedTokens.SpecialTokenIds(Tokenizer.FromFolder(BuiltinModel.Folder)).ToHashSet();
         Assert.NotEmpty(special);
         long[] cycle = [.. special.Order(), .. Enumerable.Range(0, 100).Select(i => (long)i).Where(i => !special.Contains(i)).Take(3)];
         long TokenAt(long r) => cycle[r % cycle.Length];

@@ -245,7 +245,7 @@ public sealed class SaeLensCacheCommandTests : CliTempDirTestBase
         // cache still cannot be filtered.
         string excludeTrue = Config("excl_true", "exclude_special_tokens", true);
         File.WriteAllText(excludeTrue, File.ReadAllText(excludeTrue).Replace("\"model_name\":\"gpt2\"", "\"model_name\":\"builtin\""));
-        string special = string.Join(", ", SaeSharp.Pipelines.ModelPipeline.SpecialTokenIds(SaeSharp.Tokenizers.Tokenizer.FromFolder(SaeSharp.LanguageModels.BuiltinModel.Folder)).Order());
+        string special = string.Join(", ", SaeSharp.Tokenizers.ExcludedTokens.SpecialTokenIds(SaeSharp.Tokenizers.Tokenizer.FromFolder(SaeSharp.LanguageModels.BuiltinModel.Folder)).Order());
         Assert.Contains($"data-00000-of-00001.arrow: stores no token id per row, so the rows of token ids {special} (exclude_special_tokens) cannot be dropped",
             Fails(CliRunner.Run(Train(excludeTrue, "excl_true"))));
 

@@ -19,7 +19,7 @@ public class ModelPipelineTests : ModelTestBase
         var (model, data) = TinyGpt2WithText();
         var tok = Tokenizer.FromFolder(model);
         Assert.Equal(50256, tok.BosTokenId);
-        Assert.Contains(50256L, ModelPipeline.SpecialTokenIds(tok));
+        Assert.Contains(50256L, ExcludedTokens.SpecialTokenIds(tok));
         var opts = new ModelDataOptions
         {
             ModelPath = model, DatasetPath = data, ContextSize = 16, Tokens = 100, ExcludeSpecialTokens = true, BatchSizePrompts = 2,

@@ -5,7 +5,7 @@ using SaeSharp.Tokenizers;
 namespace SaeSharp.Tests.Pipelines;
 
 /// <summary>
-/// <see cref="ModelPipeline.SpecialTokenIds"/> follows SAELens 6.18 <c>get_special_token_ids</c>: the ids of the
+/// <see cref="ExcludedTokens.SpecialTokenIds"/> follows SAELens 6.18 <c>get_special_token_ids</c>: the ids of the
 /// tokens the Hugging Face tokenizer names (every <c>*_token_id</c> and <c>special_tokens_map</c> entry), not every
 /// added token marked special. Real families: <c>HubTokenizerTests.SpecialTokenIds_match_SAELens</c>.
 /// </summary>
@@ -25,7 +25,7 @@ public class SpecialTokenIdsTests
     {
         // Llama 3's case: 256 special added tokens, special_tokens_map = {bos, eos}.
         var tok = Tiny("""{"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}""");
-        Assert.Equal([8L], ModelPipeline.SpecialTokenIds(tok));
+        Assert.Equal([8L], ExcludedTokens.SpecialTokenIds(tok));
     }
 
     [Theory]
@@ -37,7 +37,7 @@ public class SpecialTokenIdsTests
     {
         var tok = Tiny(config);
         Assert.Equal([10], tok.NamedSpecialTokenIds);
-        Assert.Equal([8L, 10L], ModelPipeline.SpecialTokenIds(tok));
+        Assert.Equal([8L, 10L], ExcludedTokens.SpecialTokenIds(tok));
     }
 
     [Fact]
@@ -45,7 +45,7 @@ public class SpecialTokenIdsTests
     {
         // SAELens takes unk_token_id like any *_token_id; here UNK names a plain vocabulary token.
         var tok = Tiny("""{"eos_token": "<|endoftext|>", "unk_token": "abc"}""");
-        Assert.Equal([7L, 8L], ModelPipeline.SpecialTokenIds(tok));
+        Assert.Equal([7L, 8L], ExcludedTokens.SpecialTokenIds(tok));
     }
 
     [Fact]
@@ -54,6 +54,6 @@ public class SpecialTokenIdsTests
         // GPT-2: bos = eos = unk = <|endoftext|>, no pad (TransformerLens sets pad to eos).
         string dir = TestPaths.TempDir();
         foreach (var f in new[] { "vocab.json", "merges.txt" }) File.Copy(TestPaths.Data("gpt2-tokenizer", f), Path.Combine(dir, f));
-        Assert.Equal([50256L], ModelPipeline.SpecialTokenIds(Tokenizer.FromFolder(dir)));
+        Assert.Equal([50256L], ExcludedTokens.SpecialTokenIds(Tokenizer.FromFolder(dir)));
     }
 }

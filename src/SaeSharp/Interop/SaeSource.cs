@@ -1,7 +1,8 @@
 using System.Text.Json;
+using SaeSharp.Hub;
 using SaeSharp.Saes;
 
-namespace SaeSharp.Hub;
+namespace SaeSharp.Interop;
 
 /// <summary>An SAE argument resolved to local files: the path to load, and the release facts when it named one.</summary>
 public sealed record ResolvedSae(string Path, SaeRelease? Release = null, PretrainedSae? Sae = null);
@@ -17,11 +18,11 @@ public sealed record ResolvedSae(string Path, SaeRelease? Release = null, Pretra
 /// <c>ae.pt</c>, Gemma Scope 2 <c>params.safetensors</c> (+ <c>config.json</c>), Llama Scope <c>hyperparams.json</c> +
 /// <c>checkpoints/final.safetensors</c>, sparsify <c>cfg.json</c> +
 /// <c>sae.safetensors</c>); a folder that holds none but whose sub-folders do (a sparsify run) is an error naming them, as
-/// is a folder of a whole cross-layer transcoder (nothing downloaded: <see cref="Interop.CrossLayerTranscoderLoader.Load(string, Hub.HfHubOptions?, TorchSharp.torch.ScalarType)"/>
+/// is a folder of a whole cross-layer transcoder (nothing downloaded: <see cref="CrossLayerTranscoderLoader.Load(string, Hub.HfHubOptions?, TorchSharp.torch.ScalarType)"/>
 /// takes those);</item>
 /// <item><c>RELEASE/SAE_ID</c> of <see cref="SaeReleases"/> (as <c>SAE.from_pretrained(release, sae_id)</c>): the files
 /// SAELens's loader for the release's format downloads (SAELens, gemma_2, dictionary_learning_1, llama_scope, and the
-/// conversions of <see cref="Interop.SaeLensConversions"/>).</item>
+/// conversions of <see cref="SaeLensConversions"/>).</item>
 /// </list>
 /// </summary>
 public static class SaeSource
@@ -36,10 +37,10 @@ public static class SaeSource
     [
         FilesOf(null)!.Value,                               // SAELens
         FilesOf("gemma_2")!.Value,                          // Gemma Scope
-        ([Interop.GemmaScope.Scope2WeightsFile], [Interop.GemmaScope.Scope2ConfigFile]), // Gemma Scope 2
-        ([Interop.DictionaryLearning.WeightsFile], [Interop.DictionaryLearning.ConfigFile]), // dictionary_learning (bare ae.pt too), OpenAI sparse_autoencoder
+        ([GemmaScope.Scope2WeightsFile], [GemmaScope.Scope2ConfigFile]), // Gemma Scope 2
+        ([DictionaryLearning.WeightsFile], [DictionaryLearning.ConfigFile]), // dictionary_learning (bare ae.pt too), OpenAI sparse_autoencoder
         FilesOf("llama_scope")!.Value,                      // Llama Scope: weights nested in checkpoints/
-        ([Interop.Sparsify.ConfigFile, Interop.Sparsify.WeightsFile], []), // sparsify hookpoint folder
+        ([Sparsify.ConfigFile, Sparsify.WeightsFile], []), // sparsify hookpoint folder
     ];
 
     /// <summary>True when <paramref name="spec"/> is not a local path but names a hub file or a release.</summary>
@@ -93,14 +94,14 @@ public static class SaeSource
     {
         var (repo, revision, path) = ParseHub(spec);
         // A Llama Scope weights file names its SAE's folder, two levels up (hyperparams.json lies there).
-        if (path is not null && (path == Interop.LlamaScope.WeightsFile || path.EndsWith("/" + Interop.LlamaScope.WeightsFile, StringComparison.Ordinal)))
-            path = path[..^Interop.LlamaScope.WeightsFile.Length].TrimEnd('/') is { Length: > 0 } folder ? folder : null;
+        if (path is not null && (path == LlamaScope.WeightsFile || path.EndsWith("/" + LlamaScope.WeightsFile, StringComparison.Ordinal)))
+            path = path[..^LlamaScope.WeightsFile.Length].TrimEnd('/') is { Length: > 0 } folder ? folder : null;
         string ext = System.IO.Path.GetExtension(path ?? "").ToLowerInvariant();
         if (path is not null && ext is ".pt" or ".pth" or ".npz" or ".safetensors")
         {
             string file = client.DownloadFile(repo, path, revision)!;
             string folder = path.Contains('/') ? path[..path.LastIndexOf('/')] + "/" : "";
-            string? sidecar = ext is ".pt" or ".pth" ? Interop.DictionaryLearning.ConfigPathOf(path) : ext == ".safetensors" ? folder + "cfg.json" : null;
+            string? sidecar = ext is ".pt" or ".pth" ? DictionaryLearning.ConfigPathOf(path) : ext == ".safetensors" ? folder + "cfg.json" : null;
             if (sidecar is not null) client.DownloadFile(repo, sidecar, revision, optional: true);
             return file;
         }
@@ -108,15 +109,15 @@ public static class SaeSource
         var inFolder = FolderListing(client, repo, revision, path);
         var layouts = FolderLayouts.Where(l => l.Required.All(inFolder.Contains)).ToList();
         // A whole cross-layer transcoder is not one SAE: said from the listing, before anything is downloaded.
-        if (layouts.Count == 0 && Interop.CrossLayerTranscoderLoader.FilesOf(inFolder.Where(f => !f.Contains('/'))).Count > 0)
-            throw Interop.CrossLayerTranscoderLoader.NotASingleSae(spec);
+        if (layouts.Count == 0 && CrossLayerTranscoderLoader.FilesOf(inFolder.Where(f => !f.Contains('/'))).Count > 0)
+            throw CrossLayerTranscoderLoader.NotASingleSae(spec);
         if (layouts.Count == 0)
         {
             // Not an SAE itself: name the sub-folders that hold one (a run of several SAEs, a sparsify run), as a local folder does.
             var subs = inFolder.Where(p => p.Contains('/')).Select(p => p[..p.IndexOf('/')]).Distinct().Order(StringComparer.Ordinal).ToList();
             var holding = subs.Where(d => FolderLayouts.Any(l => l.Required.All(r => inFolder.Contains(d + "/" + r)))).ToList();
             if (holding.Count > 0)
-                throw Interop.SaeLoader.HoldsSaes(spec, holding, d => $"{HubPrefix}{repo}{(revision == "main" ? "" : "@" + revision)}/{prefix}{d}");
+                throw SaeLoader.HoldsSaes(spec, holding, d => $"{HubPrefix}{repo}{(revision == "main" ? "" : "@" + revision)}/{prefix}{d}");
             throw new SaeSharpException(
                 $"{spec}: no SAE files ({string.Join(", ", FolderLayouts.Select(l => string.Join(" + ", l.Required)))}) in {(path ?? "the repo root")}"
                 + (subs.Count > 0 ? $"; its folders include {string.Join(", ", subs.Take(10))}" : ""));
@@ -128,13 +129,13 @@ public static class SaeSource
             saeFolder ??= SaeFolderOf(file, name);
         }
         // The sparsify trainer's config.json beside the hookpoint folders names the model.
-        if (layouts.Any(l => l.Required.Contains(Interop.Sparsify.WeightsFile)) && path is not null)
+        if (layouts.Any(l => l.Required.Contains(Sparsify.WeightsFile)) && path is not null)
             client.TryDownloadFile(repo, (path.Contains('/') ? path[..path.LastIndexOf('/')] + "/" : "") + "config.json", revision);
         return saeFolder!;
     }
 
     /// <summary>The local folder of the whole cross-layer transcoder that <paramref name="spec"/> (<c>hf:ORG/REPO[@REVISION][/PATH]</c>,
-    /// a folder) names, downloading into the cache only its files (<see cref="Interop.CrossLayerTranscoderLoader.FilesOf"/>).</summary>
+    /// a folder) names, downloading into the cache only its files (<see cref="CrossLayerTranscoderLoader.FilesOf"/>).</summary>
     internal static string ResolveCrossLayerTranscoder(string spec, HfHubOptions? hub)
     {
         var (repo, revision, path) = ParseHub(spec);
@@ -162,7 +163,7 @@ public static class SaeSource
         if (System.IO.Path.GetExtension(path ?? "").ToLowerInvariant() is ".pt" or ".pth" or ".npz" or ".safetensors") return [];
         var inFolder = FolderListing(client, repo, revision, path);
         if (FolderLayouts.Any(l => l.Required.All(inFolder.Contains))) return [];
-        return Interop.CrossLayerTranscoderLoader.FilesOf(inFolder.Where(f => !f.Contains('/')));
+        return CrossLayerTranscoderLoader.FilesOf(inFolder.Where(f => !f.Contains('/')));
     }
 
     /// <summary>The hub's files under <paramref name="path"/> (the repo root when null), relative to it.</summary>
@@ -185,22 +186,22 @@ public static class SaeSource
     /// last required one lies directly in the SAE's folder (its folder is what is loaded).</summary>
     private static (string[] Required, string[] Optional)? FilesOf(string? conversion) => conversion switch
     {
-        null => ([Interop.SaeLensFormat.CfgFile, Interop.SaeLensFormat.WeightsFile], [Interop.SaeLensFormat.SparsityFile]),
-        "gemma_2" => ([Interop.GemmaScope.WeightsFile], []),
-        "dictionary_learning_1" => ([Interop.DictionaryLearning.WeightsFile, Interop.DictionaryLearning.ConfigFile], []),
-        "llama_scope" => ([Interop.LlamaScope.WeightsFile, Interop.LlamaScope.HyperparamsFile], []),
+        null => ([SaeLensFormat.CfgFile, SaeLensFormat.WeightsFile], [SaeLensFormat.SparsityFile]),
+        "gemma_2" => ([GemmaScope.WeightsFile], []),
+        "dictionary_learning_1" => ([DictionaryLearning.WeightsFile, DictionaryLearning.ConfigFile], []),
+        "llama_scope" => ([LlamaScope.WeightsFile, LlamaScope.HyperparamsFile], []),
         _ => null,
     };
 
     private static string ResolveRelease(HfHubClient client, SaeRelease release, PretrainedSae sae)
     {
-        if (release.Conversion is { } c && Interop.SaeLensConversions.Unsupported.ContainsKey(c))
-            throw Interop.SaeLensConversions.UnsupportedRelease(release, sae);
-        if (Interop.SaeLensConversions.Handles(release.Conversion)) return Interop.SaeLensConversions.Download(client, release, sae);
+        if (release.Conversion is { } c && SaeLensConversions.Unsupported.ContainsKey(c))
+            throw SaeLensConversions.UnsupportedRelease(release, sae);
+        if (SaeLensConversions.Handles(release.Conversion)) return SaeLensConversions.Download(client, release, sae);
         var files = FilesOf(release.Conversion) ?? throw new SaeSharpException(
             $"{release.Release}/{sae.Id}: the release is in SAELens's '{release.Conversion}' format, which SaeSharp does not load yet "
             + "(it loads releases in the SAELens, Gemma Scope (gemma_2), dictionary_learning (dictionary_learning_1) and Llama Scope (llama_scope) formats, "
-            + $"and SAELens's {string.Join(", ", Interop.SaeLensConversions.Names)})");
+            + $"and SAELens's {string.Join(", ", SaeLensConversions.Names)})");
         string? local = null;
         foreach (var f in files.Required) local = client.DownloadFile(release.RepoId, sae.Path + "/" + f);
         foreach (var f in files.Optional) client.TryDownloadFile(release.RepoId, sae.Path + "/" + f);
