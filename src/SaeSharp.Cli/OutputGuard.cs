@@ -105,6 +105,7 @@ internal static class OutputGuard
     {
         "--json" or "--saebench-json" => ".json",
         "--html" => ".html",
+        "--csv" => ".csv",
         "--histogram" => ".png",
         _ => ".safetensors",
     };
