@@ -425,7 +425,15 @@ internal static class InterventionCommands
                     var (clean, effects) = CliProgress.Run("ablate", progress =>
                         FeatureAblation.Sweep(hooked, s!, batches[0], spec!, at, list.Count > 0 ? list : null, means, parse.GetValue(hook), progress));
                     double? error = errorNode ? FeatureAblation.Metric(hooked, batches[0], spec!, [new ErrorAblation(s!, parse.GetValue(hook)) { Positions = at }]) : null;
-                    Cli.WriteIndented(Spectre.Console.Markup.Escape($"{md}-ablating each of {effects.Count} live feature(s) at {site}{where}"), 0);
+                    if (effects.Count == 0)
+                    {
+                        // An empty table said nothing; say which features were asked for and that none fires there.
+                        string asked = list.Count > 0 ? $"of --features {string.Join(",", list)} " : "";
+                        Cli.WriteIndented(Spectre.Console.Markup.Escape($"no feature {asked}is active at {site}{where}: nothing to ablate " +
+                                                                        $"({MetricLabel(spec!, tok)} = {F(clean)})"), 0);
+                        if (error is null) return 0;
+                    }
+                    else Cli.WriteIndented(Spectre.Console.Markup.Escape($"{md}-ablating each of {effects.Count} live feature(s) at {site}{where}"), 0);
                     WriteAblationEffects($"{MetricLabel(spec!, tok)} = {F(clean)}",
                         effects.Take(parse.GetValue(top)).Select(e => new[] { e.Feature.ToString(CultureInfo.InvariantCulture), F(e.Activation), F(e.Metric), F(e.Delta) })
                             .Concat(error is double v ? [["error", "", F(v), F(v - clean)]] : []));
