@@ -208,8 +208,14 @@ internal static class InterventionCommands
             var scales = parse.GetValue(scale)!;
             // How each scale is named in titles and notes: as given ("20"), or "2 max act" with --scale-by-max-act.
             var scaleNames = scales.Select(v => v.ToString(CultureInfo.InvariantCulture) + (parse.GetValue(byMaxAct) ? " max act" : "")).ToArray();
-            foreach (double v in scales)
-                if (!double.IsFinite(v)) throw new SaeSharpException($"--scale {v.ToString(CultureInfo.InvariantCulture)}: expected a finite number");
+            // Each strength named as given on the command line; one given twice would run and print the same table twice.
+            var scaleTokens = parse.GetResult(scale)?.Tokens.Select(t => t.Value).ToArray() ?? [];
+            string Given(int i) => i < scaleTokens.Length ? scaleTokens[i] : scales[i].ToString(CultureInfo.InvariantCulture);
+            for (int i = 0; i < scales.Length; i++)
+                if (!double.IsFinite(scales[i])) throw new SaeSharpException($"--scale {Given(i)}: expected a finite number");
+            for (int i = 1; i < scales.Length; i++)
+                if (Array.IndexOf(scales, scales[i]) is int first && first < i)
+                    throw new SaeSharpException($"--scale {Given(i)}: the same strength as --scale {Given(first)}; give each strength once");
             if (!parse.GetValue(byMaxAct))
                 Cli.RefuseGiven(parse, "for --scale-by-max-act, the source of the feature's max activation", featuresFile, dataset, maxActTokens);
             else if (parse.GetValue(featuresFile) is not null)
