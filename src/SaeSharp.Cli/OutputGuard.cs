@@ -87,6 +87,23 @@ internal static class OutputGuard
         if (Directory.Exists(output))
             throw new SaeSharpException($"{flag} {output}: is a folder; give a file path (e.g. {Path.Combine(output, exampleName)})");
         RefuseReplacingInput(flag, output, null, inputs);
+        if (ArtefactOf(output) is { } artefact)
+            throw new SaeSharpException($"{flag} {output}: is one of the files of {artefact}, which this command does not write; give another file");
+    }
+
+    /// <summary>"the SAE in DIR", "the crosscoder in DIR" or "the model in DIR" when <paramref name="output"/> is an
+    /// existing file such a folder is read from, else null: an output of another kind written over it (a
+    /// <c>sae model run --out</c> onto <c>sae_weights.safetensors</c>) destroyed the SAE, input of the command or not.</summary>
+    private static string? ArtefactOf(string output)
+    {
+        if (!File.Exists(output)) return null;
+        string full = Path.GetFullPath(output), dir = Path.GetDirectoryName(full)!, name = Path.GetFileName(full);
+        if (SaeLoader.FileNames.Contains(name) && SaeLoader.FileNames.Any(other => other != name && File.Exists(Path.Combine(dir, other))))
+            return $"the SAE in {dir}";
+        bool weightsOrTokenizer = name is "tokenizer.json" or "tokenizer_config.json" or "generation_config.json"
+                                  || name.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase) || name.EndsWith(".bin", StringComparison.OrdinalIgnoreCase);
+        if (!weightsOrTokenizer || !File.Exists(Path.Combine(dir, "config.json"))) return null;
+        return CrossCoderFormat.IsCrossCoderPath(dir) ? $"the crosscoder in {dir}" : $"the model in {dir}";
     }
 
     /// <summary><see cref="RefuseBadOutputFile"/> for each of a command's output files given (a null path: not given), and
@@ -105,6 +122,7 @@ internal static class OutputGuard
     {
         "--json" or "--saebench-json" => ".json",
         "--html" => ".html",
+        "--csv" => ".csv",
         "--histogram" or "--l0-histogram" => ".png",
         _ => ".safetensors",
     };

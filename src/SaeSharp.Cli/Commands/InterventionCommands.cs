@@ -210,8 +210,14 @@ internal static class InterventionCommands
             var scales = parse.GetValue(scale)!;
             // How each scale is named in titles and notes: as given ("20"), or "2 max act" with --scale-by-max-act.
             var scaleNames = scales.Select(v => v.ToString(CultureInfo.InvariantCulture) + (parse.GetValue(byMaxAct) ? " max act" : "")).ToArray();
-            foreach (double v in scales)
-                if (!double.IsFinite(v)) throw new SaeSharpException($"--scale {v.ToString(CultureInfo.InvariantCulture)}: expected a finite number");
+            // Each strength named as given on the command line; one given twice would run and print the same table twice.
+            var scaleTokens = parse.GetResult(scale)?.Tokens.Select(t => t.Value).ToArray() ?? [];
+            string Given(int i) => i < scaleTokens.Length ? scaleTokens[i] : scales[i].ToString(CultureInfo.InvariantCulture);
+            for (int i = 0; i < scales.Length; i++)
+                if (!double.IsFinite(scales[i])) throw new SaeSharpException($"--scale {Given(i)}: expected a finite number");
+            for (int i = 1; i < scales.Length; i++)
+                if (Array.IndexOf(scales, scales[i]) is int first && first < i)
+                    throw new SaeSharpException($"--scale {Given(i)}: the same strength as --scale {Given(first)}; give each strength once");
             if (!parse.GetValue(byMaxAct))
                 Cli.RefuseGiven(parse, "for --scale-by-max-act, the source of the feature's max activation", featuresFile, dataset, maxActTokens);
             else if (parse.GetValue(featuresFile) is not null)
@@ -440,7 +446,15 @@ internal static class InterventionCommands
                     var (clean, effects) = CliProgress.Run("ablate", progress =>
                         FeatureAblation.Sweep(hooked, s!, batch, spec!, at, list.Count > 0 ? list : null, means, parse.GetValue(hook), progress));
                     double? error = errorNode ? FeatureAblation.Metric(hooked, batch, spec!, [new ErrorAblation(s!, parse.GetValue(hook)) { Positions = at }]) : null;
-                    Cli.WriteIndented(Spectre.Console.Markup.Escape($"{md}-ablating each of {effects.Count} live feature(s) at {site}{where}"), 0);
+                    if (effects.Count == 0)
+                    {
+                        // An empty table said nothing; say which features were asked for and that none fires there.
+                        string asked = list.Count > 0 ? $"of --features {string.Join(",", list)} " : "";
+                        Cli.WriteIndented(Spectre.Console.Markup.Escape($"no feature {asked}is active at {site}{where}: nothing to ablate " +
+                                                                        $"({MetricLabel(spec!, tok)} = {F(clean)})"), 0);
+                        if (error is null) return 0;
+                    }
+                    else Cli.WriteIndented(Spectre.Console.Markup.Escape($"{md}-ablating each of {effects.Count} live feature(s) at {site}{where}"), 0);
                     WriteAblationEffects($"{MetricLabel(spec!, tok)}{(batches.Count > 1 ? $" summed over {batches.Count} prompts" : "")} = {F(clean)}",
                         effects.Take(parse.GetValue(top)).Select(e => new[] { e.Feature.ToString(CultureInfo.InvariantCulture), F(e.Activation), F(e.Metric), F(e.Delta) })
                             .Concat(error is double v ? [["error", "", F(v), F(v - clean)]] : []));

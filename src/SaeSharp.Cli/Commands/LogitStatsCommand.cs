@@ -34,6 +34,8 @@ internal static class LogitStatsCommand
         Cli.SetAction(command, parse =>
         {
             string modelDir = ModelSource.Resolve(parse.GetValue(model)!);
+            if (SaeSharp.Interop.CrossCoderFormat.IsCrossCoderPath(parse.GetValue(sae)!))
+                throw new SaeSharpException($"--sae {parse.GetValue(sae)}: a crosscoder; sae logit-stats takes an SAE (one decoder row per feature at one hook)");
             CommandInput[] inputs = [new("--sae", parse.GetValue(sae)!, InputKind.Sae), new("--model", modelDir, InputKind.Folder)];
             OutputGuard.RefuseBadOutputFiles([("--csv", parse.GetValue(csv))], inputs);
             var plotDir = parse.GetValue(plot);

@@ -45,8 +45,13 @@ public static class FeatureWeights
         hook = model.HookPoints.Resolve(hook);
         var c = model.Config;
         Tensor result;
-        bool mlpPost = IsMlpPost(hook);
-        if (rows.shape[1] == c.DModel && !mlpPost && !hook.EndsWith("hook_pre", StringComparison.Ordinal) && !hook.EndsWith("hook_gate", StringComparison.Ordinal))
+        bool mlpPost = IsMlpPost(hook), attnZ = hook.EndsWith("attn.hook_z", StringComparison.Ordinal);
+        // Inside attention only hook_z (through W_O) and hook_result (a head's output, already d_model wide) write into
+        // the residual stream; hook_q/k/v, scores and pattern do not, whatever their width. hook_z is tested by name before
+        // width: n_heads·d_head usually equals d_model (GPT-2, Pythia, Llama), where its rows were taken as residual ones.
+        bool attnInternal = hook.Contains(".attn.hook_", StringComparison.Ordinal) && !attnZ && !hook.EndsWith("attn.hook_result", StringComparison.Ordinal);
+        if (rows.shape[1] == c.DModel && !mlpPost && !attnZ && !attnInternal
+            && !hook.EndsWith("hook_pre", StringComparison.Ordinal) && !hook.EndsWith("hook_gate", StringComparison.Ordinal))
             result = rows;
         else if (mlpPost)
         {
@@ -54,7 +59,7 @@ public static class FeatureWeights
             result = rows.shape[1] == wOut.shape[0] ? rows.matmul(wOut)
                 : throw new SaeSharpException($"decoder rows of width {rows.shape[1]} do not fit hook '{hook}' (its MLP has {wOut.shape[0]} neurons)");
         }
-        else if (hook.EndsWith("attn.hook_z", StringComparison.Ordinal))
+        else if (attnZ)
         {
             var wo = AttnOut(model, model.HookPoints.LayerOf(hook));                             // [h·d_head, d_model]
             if (rows.shape[1] == wo.shape[0]) result = rows.matmul(wo);

@@ -41,13 +41,19 @@ public static class PromptTest
         ArgumentNullException.ThrowIfNull(prompt);
         ArgumentNullException.ThrowIfNull(answer);
         if (topK < 1) throw new SaeSharpException($"test_prompt: top_k {topK} must be at least 1");
+        string given = answer;
         if (prependSpaceToAnswer && !answer.StartsWith(' ')) answer = " " + answer;
         using var scope = NewDisposeScope();
         var promptTokens = model.ToTokens(prompt, prependBos);
         var answerTokens = model.ToTokens(answer, prependBos: false);
         int n = (int)promptTokens.shape[1], m = (int)answerTokens.shape[1];
         if (n == 0) throw new SaeSharpException("test_prompt: the prompt gives no token; give some text, or keep BOS first");
-        if (m == 0) throw new SaeSharpException($"test_prompt: the answer '{answer}' gives no token");
+        if (m == 0) throw new SaeSharpException($"test_prompt: the answer '{given}' gives no token");
+        // A word-level vocabulary makes unknown text its unk token: ranking that token would answer another question.
+        if (model.Tokenizer.UnkTokenId is int unk && model.Tokenizer.IdToToken(unk) is { } unkText && !answer.Contains(unkText, StringComparison.Ordinal)
+            && answerTokens[0].data<long>().Contains(unk))
+            throw new SaeSharpException($"test_prompt: the answer '{given}' is not in the vocabulary of {model.Config.ModelName}: it tokenizes to " +
+                                        $"the unknown token {unkText}; give an answer the tokenizer knows");
         if (n + m > model.Config.NCtx)
             throw new SaeSharpException($"test_prompt: the prompt's {n} tokens and the answer's {m} exceed the context of " +
                                         $"{model.Config.NCtx} tokens of {model.Config.ModelName}");

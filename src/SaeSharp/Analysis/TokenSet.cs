@@ -38,9 +38,14 @@ public sealed record TokenSet(string Name, IReadOnlyList<int> TokenIds)
     {
         ArgumentNullException.ThrowIfNull(tokenizer);
         Regex regex;
-        try { regex = new Regex(@"\G(?:" + pattern + ")", RegexOptions.CultureInvariant); }
-        catch (ArgumentException e) { throw new SaeSharpException($"token set '{name}': regular expression '{pattern}' does not parse: {e.Message}"); }
-        return new TokenSet(name, Vocabulary(tokenizer).Where(t => regex.IsMatch(t.Text)).Select(t => t.Id).ToList());
+        // Parsed on its own, so that the error's offset is in the user's pattern and a pattern such as "a)|(b" is not
+        // read inside the anchoring group as another alternative; the first match found starts at 0 when one does.
+        try { regex = new Regex(pattern, RegexOptions.CultureInvariant); }
+        catch (RegexParseException e)
+        {
+            throw new SaeSharpException($"token set '{name}': regular expression '{pattern}' does not parse: {e.Message}");
+        }
+        return new TokenSet(name, Vocabulary(tokenizer).Where(t => regex.Match(t.Text) is { Success: true, Index: 0 }).Select(t => t.Id).ToList());
     }
 
     /// <summary>One set per letter a–z: the tokens that, with every leading and trailing <c>Ġ</c> removed, are all letters

@@ -106,5 +106,14 @@ public class LogitStatsCliTests : IDisposable
         (exit, _, err) = CliRunner.Run("logit-stats", "--sae", _fx.SaeDir, "--model", _fx.ModelDir, "--token-set", "novalue");
         Assert.Equal(1, exit);
         Assert.Contains("--token-set novalue: expected NAME=VALUE", err);
+        // A crosscoder is named as one, not "not a recognised SAE" with the list of SAE formats.
+        string cc = SaeSharp.Tests.Tokenizers.TestPaths.Data("crosscoder", "cc_hub");
+        (exit, _, err) = CliRunner.Run("logit-stats", "--sae", cc, "--model", _fx.ModelDir);
+        Assert.Equal(1, exit);
+        Assert.Contains($"--sae {cc}: a crosscoder; sae logit-stats takes an SAE", err);
+        // --csv naming a folder: the suggested file is a .csv in it.
+        (exit, _, err) = CliRunner.Run("logit-stats", "--sae", _fx.SaeDir, "--model", _fx.ModelDir, "--csv", _fx.Dir);
+        Assert.Equal(1, exit);
+        Assert.Contains($"--csv {_fx.Dir}: is a folder; give a file path (e.g. {Path.Combine(_fx.Dir, "out.csv")})", err);
     }
 }

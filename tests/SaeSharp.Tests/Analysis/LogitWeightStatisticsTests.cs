@@ -148,5 +148,14 @@ public class LogitWeightStatisticsTests : ModelTestBase
         Assert.True(expected.Count > 2);
         Assert.Equal(expected, words.TokenIds);
         Assert.Throws<SaeSharpException>(() => TokenSet.FromRegex(tok, "bad", "(["));
+        // The error points into the pattern as written (offset 4 of "[abc": the unterminated set), not into a wrapped form.
+        var unterminated = Assert.Throws<SaeSharpException>(() => TokenSet.FromRegex(tok, "x", "[abc"));
+        Assert.Contains("'[abc' at offset 4", unterminated.Message);
+        Assert.DoesNotContain(@"\G", unterminated.Message);
+        // A pattern that closes a group it did not open is refused, not read as "match 'a' at the start, or 'b' anywhere".
+        Assert.Throws<SaeSharpException>(() => TokenSet.FromRegex(tok, "x", "a)|(b"));
+        // Anchored at the start as re.match: "he" does not match "Ġhe" (it starts with Ġ), "Ġhe" does.
+        Assert.DoesNotContain(Id("Ġhe"), TokenSet.FromRegex(tok, "he", "he").TokenIds);
+        Assert.Contains(Id("Ġhe"), TokenSet.FromRegex(tok, "he", "Ġhe").TokenIds);
     }
 }

@@ -88,7 +88,21 @@ public class PromptTestTests : ModelTestBase
 
         (exit, _, err) = CliRunner.Run("model", "test-prompt", "--model", folder, "--prompt", "Hello", "--answer", "", "--no-prepend-space");
         Assert.NotEqual(0, exit);
-        Assert.Contains("answer", err);
+        Assert.Contains("the answer '' gives no token", err);
+    }
+
+    /// <summary>On a word-level vocabulary (the built-in model's) an answer it does not know becomes its unk token; ranking
+    /// that token answered another question, so the answer is refused naming it.</summary>
+    [Fact]
+    public void An_answer_outside_a_word_level_vocabulary_is_refused_not_ranked_as_unk()
+    {
+        var (exit, output, err) = CliRunner.Run("model", "test-prompt", "--model", "builtin", "--prompt", "the cat sat on the", "--answer", "zqxv");
+        Assert.Equal(1, exit);
+        Assert.Contains("the answer 'zqxv' is not in the vocabulary of", err);
+        Assert.Contains("<unk>", err);
+        Assert.DoesNotContain("Ranks of the answer tokens", output);
+        (exit, _, err) = CliRunner.Run("model", "test-prompt", "--model", "builtin", "--prompt", "the cat sat on the", "--answer", "dog", "--top-k", "2");
+        Assert.True(exit == 0, err);
     }
 
     /// <summary>The probability the command prints for the (single) answer token, read back from the pipe's round-trip number.</summary>

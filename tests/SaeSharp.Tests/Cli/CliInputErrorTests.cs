@@ -344,6 +344,35 @@ public class CliInputErrorTests : IDisposable
         Assert.Equal(watched[Path.Combine(saeCopy, "sae_weights.safetensors")], File.ReadAllBytes(Path.Combine(saeCopy, "sae_weights.safetensors")));
     }
 
+    /// <summary>badinput walk: <c>sae model run --out DIR/sae_weights.safetensors</c> (no --sae) replaced an SAE's weights
+    /// with logits, as "any other existing output file is replaced". A file an SAE or a model folder is read from is not
+    /// "any other file": refused naming it, the file unchanged; a new file beside it is still written.</summary>
+    [Fact]
+    public void An_output_file_that_is_an_sae_or_model_file_is_refused_even_when_not_an_input()
+    {
+        string saeCopy = P("sae-kept");
+        Directory.CreateDirectory(saeCopy);
+        foreach (var f in Directory.GetFiles(_fx.SaeDir)) File.Copy(f, Path.Combine(saeCopy, Path.GetFileName(f)));
+        string weights = Path.Combine(saeCopy, "sae_weights.safetensors");
+        byte[] before = File.ReadAllBytes(weights);
+        string[] run = ["model", "run", "--model", _fx.ModelDir, "--prompt", " cat sat", "--prompt", " dog"];
+        string err = OneLineError(CliRunner.Run([.. run, "--out", weights]));
+        Assert.Equal($"error: --out {weights}: is one of the files of the SAE in {saeCopy}, which this command does not write; give another file", err);
+        Assert.Equal(before, File.ReadAllBytes(weights));
+        // The same for a model's weights (another model than the one run), and for logit-stats' --csv onto an SAE's cfg.json.
+        string otherModel = P("other-model");
+        Directory.CreateDirectory(otherModel);
+        foreach (var f in Directory.GetFiles(_fx.ModelDir)) File.Copy(f, Path.Combine(otherModel, Path.GetFileName(f)));
+        string modelWeights = Directory.GetFiles(otherModel, "*.safetensors").First();
+        Assert.Contains($"is one of the files of the model in {otherModel}", OneLineError(CliRunner.Run([.. run, "--out", modelWeights])));
+        Assert.Contains($"is one of the files of the SAE in {saeCopy}",
+            OneLineError(CliRunner.Run("logit-stats", "--sae", _fx.SaeDir, "--model", _fx.ModelDir, "--csv", Path.Combine(saeCopy, "cfg.json"))));
+        // A new file beside the SAE's, and an existing file of no SAE or model, are written.
+        Ok(CliRunner.Run([.. run, "--out", Path.Combine(saeCopy, "run.safetensors")]));
+        Ok(CliRunner.Run([.. run, "--out", Path.Combine(saeCopy, "run.safetensors")]));
+        Assert.Equal(before, File.ReadAllBytes(weights));
+    }
+
     [Fact]
     public void Model_run_attribute_inspect_and_score_labels_refuse_an_output_onto_their_inputs_and_a_folder_or_file_in_the_way_before_running()
     {

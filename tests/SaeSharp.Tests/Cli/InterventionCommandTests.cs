@@ -797,6 +797,17 @@ public class InterventionCommandTests : IDisposable
         Assert.Matches($@"clean\s+│?\s*{F(clean)}", output);
         Assert.Matches($@"ablated\s+│?\s*{F(ablated)}", output);
 
+        // --each over features none of which fires at the position: a sentence saying so, not an empty table.
+        (exit, output, err) = CliRunner.Run([.. common, "--each", "--top", AnalysisFixture.DSae.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
+        Assert.True(exit == 0, err);
+        var live = output.Split('\n').Select(l => l.Split('\t')).Where(c => c.Length == 4 && c[0] != "feature").Select(c => int.Parse(c[0])).ToHashSet();
+        int quiet = Enumerable.Range(0, AnalysisFixture.DSae).First(f => !live.Contains(f));
+        (exit, output, err) = CliRunner.Run([.. common, "--each", "--features", $"{quiet}"]);
+        Assert.True(exit == 0, err);
+        Assert.Contains($"no feature of --features {quiet} is active at", output);
+        Assert.Contains($"nothing to ablate", output);
+        Assert.DoesNotContain("feature\t", output);
+
         (exit, _, err) = CliRunner.Run("ablate", "--model", fx.ModelDir, "--sae", fx.SaeDir, "--prompt", prompt, "--each");
         Assert.NotEqual(0, exit);
         Assert.Contains("--each", err);

@@ -32,5 +32,11 @@ public class SteerSweepTests : CliTempDirTestBase
             Assert.Equal(Table(alone, scale), Table(sweep, scale));
         }
         Assert.NotEqual(Table(sweep, "-30").Skip(2), Table(sweep, "30").Skip(2));   // the two scales steer differently
+
+        // A scale given twice (30 and 30.0) would print the same table twice: refused before the model runs.
+        (exit, var output, err) = CliRunner.Run([.. common, "--scale", "30", "--scale", "-4", "--scale", "30.0"]);
+        Assert.Equal(1, exit);
+        Assert.Contains("--scale 30.0: the same strength as --scale 30; give each strength once", err);
+        Assert.DoesNotContain("feature 3 ×", output);
     }
 }
