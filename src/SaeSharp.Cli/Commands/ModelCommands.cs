@@ -154,6 +154,7 @@ internal static class ModelCommands
         command.Subcommands.Add(Info());
         command.Subcommands.Add(TestPrompt());
         command.Subcommands.Add(LogitAttrs());
+        command.Subcommands.Add(Patch());
         return command;
     }
 
@@ -680,6 +681,69 @@ internal static class ModelCommands
                 };
                 SaeSharp.IO.AtomicFile.WriteAllText(path, node.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
                 Console.WriteLine($"wrote {path}");
+            }
+            return 0;
+        });
+        return command;
+    }
+
+    private static Command Patch()
+    {
+        var model = ModelOption();
+        var clean = new Option<string>("--clean") { Description = "The clean prompt, whose activations are patched in", Required = true };
+        var corrupted = new Option<string>("--corrupted") { Description = "The corrupted prompt, run with one clean activation at a time (as many tokens as --clean)", Required = true };
+        var metric = new Option<string>("--metric")
+        {
+            Description = "logit-diff:A,B (logit A − logit B at the last token), logit:A or loss; A and B single tokens as written or token ids",
+            Required = true,
+        };
+        var act = new Option<string>("--act")
+        {
+            Description = "resid_pre, attn_out or mlp_out (per layer and position), or z (each head's hook_z over every position)",
+            DefaultValueFactory = _ => "resid_pre",
+        };
+        act.AcceptOnlyFromAmong("resid_pre", "attn_out", "mlp_out", "z");
+        var noBos = new Option<bool>("--no-prepend-bos") { Description = "Do not start the prompts with BOS" };
+        var dtype = ModelSource.DtypeOption();
+        var command = new Command("patch", "TransformerLens's activation patching: the metric of the corrupted prompt with one activation (layer × position, " +
+                                           "or layer × head) taken from the clean prompt, as (patched − corrupted) / (clean − corrupted)")
+            { model, clean, corrupted, metric, act, noBos, dtype };
+        Cli.SetAction(command, parse =>
+        {
+            using var m = ModelSource.LoadModel(parse.GetValue(model)!, parse.GetValue(dtype)!);
+            var tok = m.Tokenizer;
+            var spec = SaeSharp.Interventions.AttributionMetric.Parse(parse.GetValue(metric)!, s => InterventionCommands.SingleToken(tok, s, "--metric"));
+            bool bos = !parse.GetValue(noBos);
+            using var scope = NewDisposeScope();
+            var cleanTokens = m.ToTokens(parse.GetValue(clean)!, bos);
+            var corruptedTokens = m.ToTokens(parse.GetValue(corrupted)!, bos);
+            if (cleanTokens.shape[1] != corruptedTokens.shape[1])
+                throw new SaeSharpException($"--corrupted has {corruptedTokens.shape[1]} tokens and --clean {cleanTokens.shape[1]}: patching needs prompts of the same length");
+            var kind = parse.GetValue(act) switch
+            {
+                "attn_out" => SaeSharp.Interventions.PatchedActivation.AttnOut,
+                "mlp_out" => SaeSharp.Interventions.PatchedActivation.MlpOut,
+                "z" => SaeSharp.Interventions.PatchedActivation.HeadZ,
+                _ => SaeSharp.Interventions.PatchedActivation.ResidPre,
+            };
+            var r = SaeSharp.Interventions.ActivationPatching.Run(m, cleanTokens, corruptedTokens, kind, spec);
+            Console.WriteLine($"metric {parse.GetValue(metric)}: clean {Cli.Fixed(r.Clean, 3)}, corrupted {Cli.Fixed(r.Corrupted, 3)}");
+            bool raw = Math.Abs(r.Clean - r.Corrupted) < 1e-9;
+            string Value(int row, int col) => Cli.Fixed(raw ? r.Patched[row, col] : r.Normalized(row, col), 2);
+            int layers = r.Patched.GetLength(0), cols = r.Patched.GetLength(1);
+            string what = raw ? "patched metric (clean and corrupted are equal)" : "(patched − corrupted) / (clean − corrupted)";
+            var layerColumns = Enumerable.Range(0, layers).Select(l => new Column($"L{l}", Right: true));
+            if (kind == SaeSharp.Interventions.PatchedActivation.HeadZ)
+                Cli.WriteColumns($"hook_z of each head, {what}", [new Column("layer"), .. Enumerable.Range(0, cols).Select(h => new Column($"H{h}", Right: true))],
+                    Enumerable.Range(0, layers).Select(l => (IReadOnlyList<string>)[$"L{l}", .. Enumerable.Range(0, cols).Select(h => Value(l, h))]));
+            else
+            {
+                var strTokens = m.ToStringTokens(cleanTokens);
+                var corruptedStr = m.ToStringTokens(corruptedTokens);
+                Cli.WriteColumns($"hook_{parse.GetValue(act)} at each position, {what}", [new Column("pos"), new Column("token (clean/corrupted)"), .. layerColumns],
+                    Enumerable.Range(0, cols).Select(p => (IReadOnlyList<string>)[p.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                        strTokens[p] == corruptedStr[p] ? Analysis.DashboardWriter.Quote(strTokens[p]) : $"{Analysis.DashboardWriter.Quote(strTokens[p])}/{Analysis.DashboardWriter.Quote(corruptedStr[p])}",
+                        .. Enumerable.Range(0, layers).Select(l => Value(l, p))]));
             }
             return 0;
         });
