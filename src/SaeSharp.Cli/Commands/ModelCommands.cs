@@ -155,6 +155,8 @@ internal static class ModelCommands
         command.Subcommands.Add(Tokenize());
         command.Subcommands.Add(Info());
         command.Subcommands.Add(TestPrompt());
+        command.Subcommands.Add(LogitAttrs());
+        command.Subcommands.Add(Patch());
         return command;
     }
 
@@ -693,6 +695,150 @@ internal static class ModelCommands
             return 0;
         });
         return command;
+    }
+
+    private static Command LogitAttrs()
+    {
+        var model = ModelOption();
+        var prompt = new Option<string[]>("--prompt") { Description = "Prompt text (repeatable; each is run on its own, so lengths may differ)", Required = true };
+        var answer = new Option<string[]>("--answer")
+        {
+            Description = "A,B: the logit difference logit(A) − logit(B) at the prompt's last token, A and B single tokens as written " +
+                          "(\" Mary, John\") or token ids; one for every prompt, or one per prompt in order",
+            Required = true,
+        };
+        var noBos = new Option<bool>("--no-prepend-bos") { Description = "Do not start the prompts with BOS" };
+        var topHeads = new Option<int>("--top-heads") { Description = "Heads shown, largest |logit difference| first", DefaultValueFactory = _ => 10 }.Positive();
+        var json = new Option<string?>("--json") { Description = "Write every value (all heads) to this JSON file" };
+        var dtype = ModelSource.DtypeOption();
+        var command = new Command("logit-attrs", "TransformerLens's direct logit attribution of a logit difference: the logit lens of the accumulated residual " +
+                                                 "stream, each layer's output and each head's (cache.accumulated_resid, decompose_resid, stack_head_results)")
+            { model, prompt, answer, noBos, topHeads, json, dtype };
+        Cli.SetAction(command, parse =>
+        {
+            var texts = parse.GetValue(prompt)!;
+            var pairs = parse.GetValue(answer)!;
+            if (pairs.Length != 1 && pairs.Length != texts.Length)
+                throw new SaeSharpException($"--answer: {pairs.Length} given for {texts.Length} prompts (give one for all, or one per prompt)");
+            if (parse.GetValue(json) is { } j) OutputGuard.RefuseBadOutputFile("--json", j, new CommandInput("--model", parse.GetValue(model)!, InputKind.Folder));
+            using var m = ModelSource.LoadModel(parse.GetValue(model)!, parse.GetValue(dtype)!);
+            var tok = m.Tokenizer;
+            (long, long) Pair(string spec)
+            {
+                var parts = spec.Split(',');
+                if (parts.Length != 2 || parts.Any(x => x.Length == 0))
+                    throw new SaeSharpException($"--answer '{spec}': write A,B with two tokens (\" Mary, John\")");
+                long Id(string t) => long.TryParse(t.Trim(), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out long id)
+                    ? id : InterventionCommands.SingleToken(tok, t, "--answer");
+                return (Id(parts[0]), Id(parts[1]));
+            }
+            var answers = texts.Select((_, i) => Pair(pairs[pairs.Length == 1 ? 0 : i])).ToList();
+            using var scope = NewDisposeScope();
+            bool bos = !parse.GetValue(noBos);
+            var tokens = texts.Select(t => m.ToTokens(t, bos)).ToList();
+            var r = SaeSharp.Analysis.LogitAttribution.Run(m, tokens, answers);
+            string Tok(long id) => Analysis.DashboardWriter.Quote(tok.TokenText((int)id));
+            var distinct = answers.Distinct().ToList();
+            string what = distinct.Count == 1 ? $"logit({Tok(distinct[0].Item1)}) − logit({Tok(distinct[0].Item2)})" : "logit(A) − logit(B)";
+            Console.WriteLine($"{what} at the last token, mean over {r.Prompts} prompt{(r.Prompts == 1 ? "" : "s")}: {Cli.Fixed(r.LogitDiff, 3)}");
+            Console.WriteLine($"= final_post below + {Cli.Fixed(r.Bias, 3)} from the biases (final LayerNorm β, b_U)");
+            WriteLogitComponents("Accumulated residual stream (logit lens, cache.accumulated_resid)", "stream", r.Accumulated);
+            WriteLogitComponents("Each layer's output (cache.decompose_resid); they sum to final_post", "component", r.PerLayer);
+            var heads = r.PerHead.OrderByDescending(h => Math.Abs(h.LogitDiff)).Take(parse.GetValue(topHeads)).ToList();
+            WriteLogitComponents($"Heads (cache.stack_head_results), {heads.Count} of {r.PerHead.Count} by |logit diff|", "head", heads);
+            if (parse.GetValue(json) is { } path)
+            {
+                static System.Text.Json.Nodes.JsonObject Map(IEnumerable<SaeSharp.Analysis.LogitComponent> cs)
+                {
+                    var o = new System.Text.Json.Nodes.JsonObject();
+                    foreach (var c in cs) o[c.Label] = c.LogitDiff;
+                    return o;
+                }
+                var node = new System.Text.Json.Nodes.JsonObject
+                {
+                    ["logit_diff"] = r.LogitDiff, ["bias"] = r.Bias, ["prompts"] = r.Prompts,
+                    ["accumulated_resid"] = Map(r.Accumulated), ["decompose_resid"] = Map(r.PerLayer), ["stack_head_results"] = Map(r.PerHead),
+                };
+                SaeSharp.IO.AtomicFile.WriteAllText(path, node.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+                Console.WriteLine($"wrote {path}");
+            }
+            return 0;
+        });
+        return command;
+    }
+
+    private static Command Patch()
+    {
+        var model = ModelOption();
+        var clean = new Option<string>("--clean") { Description = "The clean prompt, whose activations are patched in", Required = true };
+        var corrupted = new Option<string>("--corrupted") { Description = "The corrupted prompt, run with one clean activation at a time (as many tokens as --clean)", Required = true };
+        var metric = new Option<string>("--metric")
+        {
+            Description = "logit-diff:A,B (logit A − logit B at the last token), logit:A or loss; A and B single tokens as written or token ids",
+            Required = true,
+        };
+        var act = new Option<string>("--act")
+        {
+            Description = "resid_pre, attn_out or mlp_out (per layer and position), or z (each head's hook_z over every position)",
+            DefaultValueFactory = _ => "resid_pre",
+        };
+        act.AcceptOnlyFromAmong("resid_pre", "attn_out", "mlp_out", "z");
+        var noBos = new Option<bool>("--no-prepend-bos") { Description = "Do not start the prompts with BOS" };
+        var dtype = ModelSource.DtypeOption();
+        var command = new Command("patch", "TransformerLens's activation patching: the metric of the corrupted prompt with one activation (layer × position, " +
+                                           "or layer × head) taken from the clean prompt, as (patched − corrupted) / (clean − corrupted)")
+            { model, clean, corrupted, metric, act, noBos, dtype };
+        Cli.SetAction(command, parse =>
+        {
+            using var m = ModelSource.LoadModel(parse.GetValue(model)!, parse.GetValue(dtype)!);
+            var tok = m.Tokenizer;
+            var spec = SaeSharp.Interventions.AttributionMetric.Parse(parse.GetValue(metric)!, s => InterventionCommands.SingleToken(tok, s, "--metric"));
+            bool bos = !parse.GetValue(noBos);
+            using var scope = NewDisposeScope();
+            var cleanTokens = m.ToTokens(parse.GetValue(clean)!, bos);
+            var corruptedTokens = m.ToTokens(parse.GetValue(corrupted)!, bos);
+            if (cleanTokens.shape[1] != corruptedTokens.shape[1])
+                throw new SaeSharpException($"--corrupted has {corruptedTokens.shape[1]} tokens and --clean {cleanTokens.shape[1]}: patching needs prompts of the same length");
+            var kind = parse.GetValue(act) switch
+            {
+                "attn_out" => SaeSharp.Interventions.PatchedActivation.AttnOut,
+                "mlp_out" => SaeSharp.Interventions.PatchedActivation.MlpOut,
+                "z" => SaeSharp.Interventions.PatchedActivation.HeadZ,
+                _ => SaeSharp.Interventions.PatchedActivation.ResidPre,
+            };
+            var r = SaeSharp.Interventions.ActivationPatching.Run(m, cleanTokens, corruptedTokens, kind, spec);
+            Console.WriteLine($"metric {parse.GetValue(metric)}: clean {Cli.Fixed(r.Clean, 3)}, corrupted {Cli.Fixed(r.Corrupted, 3)}");
+            bool raw = Math.Abs(r.Clean - r.Corrupted) < 1e-9;
+            string Value(int row, int col) => Cli.Fixed(raw ? r.Patched[row, col] : r.Normalized(row, col), 2);
+            int layers = r.Patched.GetLength(0), cols = r.Patched.GetLength(1);
+            string what = raw ? "patched metric (clean and corrupted are equal)" : "(patched − corrupted) / (clean − corrupted)";
+            var layerColumns = Enumerable.Range(0, layers).Select(l => new Column($"L{l}", Right: true));
+            if (kind == SaeSharp.Interventions.PatchedActivation.HeadZ)
+                Cli.WriteColumns($"hook_z of each head, {what}", [new Column("layer"), .. Enumerable.Range(0, cols).Select(h => new Column($"H{h}", Right: true))],
+                    Enumerable.Range(0, layers).Select(l => (IReadOnlyList<string>)[$"L{l}", .. Enumerable.Range(0, cols).Select(h => Value(l, h))]));
+            else
+            {
+                var strTokens = m.ToStringTokens(cleanTokens);
+                var corruptedStr = m.ToStringTokens(corruptedTokens);
+                Cli.WriteColumns($"hook_{parse.GetValue(act)} at each position, {what}", [new Column("pos"), new Column("token (clean/corrupted)"), .. layerColumns],
+                    Enumerable.Range(0, cols).Select(p => (IReadOnlyList<string>)[p.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                        strTokens[p] == corruptedStr[p] ? Analysis.DashboardWriter.Quote(strTokens[p]) : $"{Analysis.DashboardWriter.Quote(strTokens[p])}/{Analysis.DashboardWriter.Quote(corruptedStr[p])}",
+                        .. Enumerable.Range(0, layers).Select(l => Value(l, p))]));
+            }
+            return 0;
+        });
+        return command;
+    }
+
+    /// <summary>One stack of <see cref="SaeSharp.Analysis.LogitAttribution"/>: label, value and a bar (+ or −) scaled to the stack's largest |value|.</summary>
+    private static void WriteLogitComponents(string title, string what, IReadOnlyList<SaeSharp.Analysis.LogitComponent> rows)
+    {
+        const int width = 30;
+        double max = rows.Select(c => Math.Abs(c.LogitDiff)).DefaultIfEmpty(0).Max();
+        string Bar(double v) => max == 0 ? "" : new string(v < 0 ? '-' : '+', (int)Math.Round(width * Math.Abs(v) / max));
+        Console.WriteLine();
+        Cli.WriteColumns(title, [what, new Column("logit diff", Right: true), new Column("", NoWrap: true)],
+            rows.Select(c => new[] { c.Label, Cli.Fixed(c.LogitDiff, 3), Bar(c.LogitDiff) }));
     }
 
     /// <summary>A <see cref="SaeSharp.Analysis.PromptTestResult"/> as TransformerLens's test_prompt prints it: the tokens as Python

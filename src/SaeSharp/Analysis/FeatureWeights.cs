@@ -36,6 +36,20 @@ public static class FeatureWeights
         return (wu * gamma.unsqueeze(0)).t().contiguous().MoveToOuterDisposeScope();
     }
 
+    /// <summary>The final norm's bias β [d_model] float32 (a LayerNorm's; TransformerLens <c>fold_ln</c> moves it into b_U),
+    /// or null when the norm has none (RMSNorm).</summary>
+    public static Tensor? FinalNormBias(HookedTransformer model)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        foreach (var (name, p) in model.named_parameters())
+            if (name is "gpt_neox.final_layer_norm.bias" or "transformer.ln_f.bias" or "model.norm.bias")
+            {
+                using var _ = no_grad();
+                return p.detach().to(ScalarType.Float32);
+            }
+        return null;
+    }
+
     /// <summary>The SAE's decoder rows of <paramref name="features"/> written into the residual stream, [n, d_model].</summary>
     public static Tensor ResidualDirections(HookedTransformer model, Sae sae, string hook, IReadOnlyList<int> features)
     {

@@ -1,0 +1,133 @@
+using SaeSharp.Hooks;
+using SaeSharp.Models;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Analysis;
+
+/// <summary>One residual-stream component (or accumulated stream) and its share of the logit difference.</summary>
+public sealed record LogitComponent(string Label, double LogitDiff);
+
+/// <summary>
+/// What <see cref="LogitAttribution.Run"/> found, each value averaged over the prompts: the model's own logit difference at
+/// the last position, the bias terms no component carries (the final LayerNorm's β and b_U through the answer tokens), and
+/// the three stacks of TransformerLens's Exploratory Analysis Demo. <see cref="PerLayer"/> and <see cref="Bias"/> sum to
+/// <see cref="LogitDiff"/>, as does the last <see cref="Accumulated"/> entry (<c>final_post</c>) with the bias.
+/// </summary>
+public sealed record LogitAttributionResult(
+    double LogitDiff,
+    double Bias,
+    IReadOnlyList<LogitComponent> Accumulated,
+    IReadOnlyList<LogitComponent> PerLayer,
+    IReadOnlyList<LogitComponent> PerHead,
+    int Prompts);
+
+/// <summary>
+/// Direct logit attribution as TransformerLens's Exploratory Analysis Demo does it (transformer_lens/ActivationCache.py):
+/// <c>cache.accumulated_resid(incl_mid=True)</c> (the logit lens), <c>cache.decompose_resid()</c> and
+/// <c>cache.stack_head_results()</c> at the last position, each run through <c>apply_ln_to_stack</c> (centred for a
+/// LayerNorm, divided by the cached <c>ln_final.hook_scale</c>) and projected on W_U[:, A] − W_U[:, B] with the final
+/// norm's γ folded in (<c>residual_stack_to_logit_diff</c>). A model with a logit soft cap (Gemma 2) is refused: its
+/// logits are not linear in the residual stream.
+/// </summary>
+public static class LogitAttribution
+{
+    /// <summary>
+    /// Attributes logit(A) − logit(B) at the last position of each prompt (tokens [1, pos], run one at a time, so prompts
+    /// may differ in length) to the residual stream's components; <paramref name="answers"/> holds one (A, B) per prompt.
+    /// </summary>
+    public static LogitAttributionResult Run(HookedTransformer model, IReadOnlyList<Tensor> prompts, IReadOnlyList<(long Correct, long Incorrect)> answers)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(prompts);
+        ArgumentNullException.ThrowIfNull(answers);
+        if (prompts.Count == 0) throw new SaeSharpException("logit attribution: no prompt");
+        if (answers.Count != prompts.Count)
+            throw new SaeSharpException($"logit attribution: {answers.Count} answer pairs for {prompts.Count} prompts (give one pair per prompt)");
+        var c = model.Config;
+        if (c.OutputLogitsSoftCap is not null)
+            throw new SaeSharpException($"{c.ModelName}: its logits are soft-capped (logit_softcap={c.OutputLogitsSoftCap}), so they do not split into residual-stream components");
+        foreach (var (a, b) in answers)
+            foreach (var t in new[] { a, b })
+                if (t < 0 || t >= c.DVocab) throw new SaeSharpException($"logit attribution: token {t} is outside the vocabulary 0..{c.DVocab - 1}");
+
+        using var _ = no_grad();
+        using var outer = NewDisposeScope();
+        var hp = model.HookPoints;
+        var names = new HashSet<string>(model.HookNames, StringComparer.Ordinal);
+        bool posEmbed = names.Contains(HookPoints.PosEmbed), mid = names.Contains(hp.Blocks[0].ResidMid);
+        var wanted = new List<string> { HookPoints.Embed, HookPoints.LnFinalScale, hp.Blocks[c.NLayers - 1].ResidPost };
+        if (posEmbed) wanted.Add(HookPoints.PosEmbed);
+        foreach (var blk in hp.Blocks.Take(c.NLayers))
+        {
+            wanted.AddRange([blk.ResidPre, blk.AttnOut, blk.MlpOut, blk.Result]);
+            if (mid) wanted.Add(blk.ResidMid);
+        }
+        var wu = FeatureWeights.FoldedUnembed(model);                                        // [d_model, vocab]
+        var beta = FeatureWeights.FinalNormBias(model) ?? zeros(c.DModel, ScalarType.Float32);
+        using var biasLogits = model.LogitsOf(beta.to(c.Dtype).unsqueeze(0)).to(ScalarType.Float64); // β·W_U + b_U
+        bool center = c.NormalizationType == "LN";
+
+        var accLabels = new List<string>();
+        for (int l = 0; l < c.NLayers; l++)
+        {
+            accLabels.Add($"{l}_pre");
+            if (mid) accLabels.Add($"{l}_mid");
+        }
+        accLabels.Add("final_post");
+        var layerLabels = new List<string> { "embed" };
+        if (posEmbed) layerLabels.Add("pos_embed");
+        for (int l = 0; l < c.NLayers; l++) layerLabels.AddRange([$"{l}_attn_out", $"{l}_mlp_out"]);
+        var headLabels = Enumerable.Range(0, c.NLayers).SelectMany(l => Enumerable.Range(0, c.NHeads).Select(h => $"L{l}H{h}")).ToList();
+
+        var acc = new double[accLabels.Count];
+        var perLayer = new double[layerLabels.Count];
+        var perHead = new double[headLabels.Count];
+        double logitDiff = 0, bias = 0;
+        for (int p = 0; p < prompts.Count; p++)
+        {
+            using var scope = NewDisposeScope();
+            var tokens = prompts[p];
+            if (tokens.dim() != 2 || tokens.shape[0] != 1 || tokens.shape[1] == 0)
+                throw new SaeSharpException($"logit attribution: prompt {p} has token shape [{string.Join(", ", tokens.shape)}], not [1, pos] with pos ≥ 1");
+            var (a, b) = answers[p];
+            using var run = model.RunWithCache(tokens, wanted);
+            var (logits, cache) = run;
+            var last = logits!.select(0, 0).select(0, -1).to(ScalarType.Float64);
+            logitDiff += last[a].item<double>() - last[b].item<double>();
+            bias += biasLogits[0, a].item<double>() - biasLogits[0, b].item<double>();
+            var direction = wu.select(1, a) - wu.select(1, b);                              // [d_model]
+            var scale = cache[HookPoints.LnFinalScale].select(0, 0).select(0, -1).to(ScalarType.Float32); // [1]
+            Tensor At(string name) => cache[name].select(0, 0).select(0, -1).to(ScalarType.Float32);   // last position
+            // apply_ln_to_stack + residual_stack_to_logit_diff for a stack [n, d_model].
+            double[] Project(Tensor stack)
+            {
+                if (center) stack = stack - stack.mean([-1], keepdim: true);
+                return (stack / scale).matmul(direction).to(ScalarType.Float64).data<double>().ToArray();
+            }
+            void Add(double[] into, double[] values) { for (int i = 0; i < into.Length; i++) into[i] += values[i]; }
+
+            var accStack = new List<Tensor>();
+            var layerStack = new List<Tensor> { At(HookPoints.Embed) };
+            if (posEmbed) layerStack.Add(At(HookPoints.PosEmbed));
+            var heads = new List<Tensor>();
+            for (int l = 0; l < c.NLayers; l++)
+            {
+                var blk = hp.Blocks[l];
+                accStack.Add(At(blk.ResidPre));
+                if (mid) accStack.Add(At(blk.ResidMid));
+                layerStack.Add(At(blk.AttnOut));
+                layerStack.Add(At(blk.MlpOut));
+                heads.Add(cache[blk.Result].select(0, 0).select(0, -1).to(ScalarType.Float32)); // [heads, d_model]
+            }
+            accStack.Add(At(hp.Blocks[c.NLayers - 1].ResidPost));
+            Add(acc, Project(stack(accStack)));
+            Add(perLayer, Project(stack(layerStack)));
+            Add(perHead, Project(cat(heads, 0)));
+        }
+        int n = prompts.Count;
+        static List<LogitComponent> Mean(List<string> labels, double[] sums, int n) =>
+            labels.Select((label, i) => new LogitComponent(label, sums[i] / n)).ToList();
+        return new LogitAttributionResult(logitDiff / n, bias / n, Mean(accLabels, acc, n), Mean(layerLabels, perLayer, n),
+            Mean(headLabels, perHead, n), n);
+    }
+}

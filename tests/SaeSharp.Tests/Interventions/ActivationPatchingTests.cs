@@ -1,0 +1,72 @@
+using SaeSharp.Interventions;
+using SaeSharp.Models;
+using SaeSharp.Tests.Cli;
+using SaeSharp.Tests.Models;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Tests.Interventions;
+
+/// <summary>TransformerLens's activation patching (<see cref="ActivationPatching"/>, <c>sae model patch</c>) on a tiny
+/// GPT-2: patching a run into itself gives its own metric everywhere; at layer 0 the residual stream is the embeddings,
+/// so patching the one position where the prompts differ restores the clean metric and any other position changes nothing.</summary>
+public class ActivationPatchingTests : ModelTestBase
+{
+    private static readonly AttributionMetric Metric = AttributionMetric.LogitDiff(3, 5);
+
+    [Fact]
+    public void Patching_a_run_into_itself_gives_its_own_metric_everywhere()
+    {
+        using var model = ModelLoader.FromPretrained(TinyModels.WriteGpt2(Sub("g"), seed: 6, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 64));
+        using var tokens = tensor(new long[] { 5, 9, 3, 12, 40, 7 }).unsqueeze(0);
+        using var logits = model.Forward(tokens);
+        double own = logits[0, -1, 3].item<float>() - (double)logits[0, -1, 5].item<float>();
+        foreach (var kind in Enum.GetValues<PatchedActivation>())
+        {
+            var r = ActivationPatching.Run(model, tokens, tokens, kind, Metric);
+            Assert.Equal(own, r.Clean, 1e-5);
+            Assert.Equal(own, r.Corrupted, 1e-5);
+            Assert.Equal(2, r.Patched.GetLength(0));
+            Assert.Equal(kind == PatchedActivation.HeadZ ? 4 : 6, r.Patched.GetLength(1));
+            foreach (var v in r.Patched) Assert.Equal(own, v, 1e-5);
+        }
+    }
+
+    [Fact]
+    public void At_layer_0_only_the_position_where_the_prompts_differ_matters_and_it_restores_the_clean_metric()
+    {
+        using var model = ModelLoader.FromPretrained(TinyModels.WriteGpt2(Sub("g"), seed: 7, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 64));
+        using var clean = tensor(new long[] { 5, 9, 3, 12, 40, 7 }).unsqueeze(0);
+        using var corrupted = tensor(new long[] { 5, 9, 30, 12, 40, 7 }).unsqueeze(0);
+        var r = ActivationPatching.Run(model, clean, corrupted, PatchedActivation.ResidPre, Metric);
+        Assert.True(Math.Abs(r.Clean - r.Corrupted) > 1e-3, "the corruption should move the metric");
+        for (int p = 0; p < 6; p++)
+        {
+            Assert.Equal(p == 2 ? r.Clean : r.Corrupted, r.Patched[0, p], 1e-5);
+            Assert.Equal(p == 2 ? 1 : 0, r.Normalized(0, p), 1e-3);
+        }
+        // Before position 2 nothing differs at any layer (causal attention): patching there changes nothing.
+        for (int l = 0; l < 2; l++)
+            for (int p = 0; p < 2; p++) Assert.Equal(r.Corrupted, r.Patched[l, p], 1e-5);
+        // The last layer's MLP output is read only by the unembedding at its own position: patching it anywhere but the
+        // last position changes nothing.
+        var mlp = ActivationPatching.Run(model, clean, corrupted, PatchedActivation.MlpOut, Metric);
+        for (int p = 0; p < 5; p++) Assert.Equal(r.Corrupted, mlp.Patched[1, p], 1e-5);
+        Assert.NotEqual(r.Corrupted, mlp.Patched[1, 5], 3);
+    }
+
+    [Fact]
+    public void Patch_command_refuses_prompts_of_different_lengths()
+    {
+        string dir = TinyModels.WriteGpt2(Sub("tok"), seed: 3, nLayer: 1, nEmbd: 16, nHead: 4, vocab: 50257, nPositions: 64);
+        AddGpt2Tokenizer(dir);
+        var (exit, output, err) = CliRunner.Run("model", "patch", "--model", dir, "--clean", "Hello world", "--corrupted", "Hello there",
+            "--metric", "logit-diff: world, there");
+        Assert.True(exit == 0, err);
+        Assert.Contains("metric logit-diff: world, there: clean", output);
+        Assert.Contains("\" world\"/\" there\"", output);
+        var (bad, _, badErr) = CliRunner.Run("model", "patch", "--model", dir, "--clean", "Hello world", "--corrupted", "Hello big world",
+            "--metric", "logit-diff: world, there");
+        Assert.NotEqual(0, bad);
+        Assert.Contains("--corrupted has 4 tokens and --clean 3", badErr);
+    }
+}
