@@ -145,8 +145,8 @@ public static class SaeSource
         bool Listed(Interop.SaeCompanion c) => c.AnyOf.Any(listed.Contains);
         var usable = formats.Where(f => f.Companions.All(c => !c.Required || Listed(c))).ToList();
         if (usable.Count == 0 && listed.Contains(path))
-            throw new SaeSharpException($"{spec}: the repo has {path} but not what its format's loader needs beside it: " + string.Join("; ",
-                formats.Select(f => $"{f.Format} needs {string.Join(" and ", f.Companions.Where(c => c.Required && !Listed(c)))}")));
+            throw SaeSharpException.Lines([$"{spec}: the repo lacks files its format needs beside it:",
+                .. formats.Select(f => $"  {f.Format} needs {string.Join(" and ", f.Companions.Where(c => c.Required && !Listed(c)))}")]);
         string file = client.DownloadFile(repo, path, revision)!;
         foreach (var companion in usable.SelectMany(f => f.Companions).Select(c => c.AnyOf.FirstOrDefault(listed.Contains)).OfType<string>().Distinct())
             client.DownloadFile(repo, companion, revision);

@@ -118,7 +118,7 @@ public sealed class HubFileCompanionTests : IDisposable
             Assert.Contains("connor_rob_hook_z's with NAME_cfg.json beside NAME.pt", e.Message);
             return;
         }
-        Assert.StartsWith($"{spec}: the repo has {file} but not what its format's loader needs beside it", e.Message);
-        Assert.Contains($"{format} needs {required}", e.Message);
+        Assert.StartsWith($"{spec}: the repo lacks files its format needs beside it:\n", e.Message);
+        Assert.Contains($"\n  {format} needs {required}", e.Message);
     }
 }
