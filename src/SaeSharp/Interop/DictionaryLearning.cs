@@ -323,6 +323,11 @@ public static partial class DictionaryLearning
         return m.Success ? $"blocks.{m.Groups[2].Value}.hook_{m.Groups[1].Value}" : null;
     }
 
+    /// <summary>What the loader reads beside <c>ae.pt</c> or a step checkpoint: the optional config.json
+    /// (<see cref="ConfigPathOf"/>); null for another file.</summary>
+    internal static IReadOnlyList<SaeCompanion>? CompanionsOf(string file) =>
+        SaeCompanion.NameOf(file) == WeightsFile || IsStepCheckpoint(file) ? [SaeCompanion.May(ConfigPathOf(file))] : null;
+
     static (string Weights, string Config) Files(string path)
     {
         if (Directory.Exists(path)) return (Path.Combine(path, WeightsFile), Path.Combine(path, ConfigFile));

@@ -37,6 +37,10 @@ public static class GemmaScope
             ? File.Exists(Path.Combine(path, WeightsFile))
             : File.Exists(path) && path.EndsWith(".npz", StringComparison.OrdinalIgnoreCase);
 
+    /// <summary>What the loader reads beside an <c>.npz</c> file: nothing; null for a file of another kind.</summary>
+    internal static IReadOnlyList<SaeCompanion>? CompanionsOf(string file) =>
+        file.EndsWith(".npz", StringComparison.OrdinalIgnoreCase) ? [] : null;
+
     private static bool AllOnes(Tensor t)
     {
         using var scope = NewDisposeScope();
@@ -213,8 +217,24 @@ public static class GemmaScope
     public static bool IsGemmaScope2Path(string path) =>
         Directory.Exists(path)
             ? File.Exists(Path.Combine(path, Scope2WeightsFile))
-            : File.Exists(path) && (Path.GetFileName(path) == Scope2WeightsFile
-                                    || (path.EndsWith(".safetensors", StringComparison.Ordinal) && Path.GetFileName(Path.GetDirectoryName(Path.GetFullPath(path))) == "clt"));
+            : File.Exists(path) && Scope2CompanionsOf(Path.GetFullPath(path)) is not null;
+
+    /// <summary>What the loader reads beside <c>params.safetensors</c> or a CLT's <c>clt/NAME.safetensors</c>: the
+    /// optional config.json (<see cref="Scope2ConfigPath"/>); null for another file.</summary>
+    internal static IReadOnlyList<SaeCompanion>? Scope2CompanionsOf(string file) =>
+        SaeCompanion.NameOf(file) == Scope2WeightsFile ? [SaeCompanion.May(Scope2ConfigPath(file, clt: false))]
+        : file.EndsWith(".safetensors", StringComparison.Ordinal) && SaeCompanion.FolderNameOf(file) == CltFolder
+            ? [SaeCompanion.May(Scope2ConfigPath(file, clt: true))]
+            : null;
+
+    /// <summary>The folder of a Gemma Scope 2 repo that holds its cross-layer transcoders' files.</summary>
+    private const string CltFolder = "clt";
+
+    /// <summary>The config.json SAELens reads for the weights <paramref name="file"/> (<c>f"{folder_name}/config.json"</c>):
+    /// beside params.safetensors, and for a CLT file in a folder named after it.</summary>
+    private static string Scope2ConfigPath(string file, bool clt) =>
+        clt ? SaeCompanion.Beside(file, Path.GetFileNameWithoutExtension(SaeCompanion.NameOf(file)) + "/" + Scope2ConfigFile)
+            : SaeCompanion.Beside(file, Scope2ConfigFile);
 
     /// <summary>SAELens's <c>folder_name</c> of a local Gemma Scope 2 SAE, which its rules read: the kind folder and the
     /// SAE's folder (<c>resid_post/layer_12_width_16k_l0_big</c>), or for a CLT file <c>clt/</c> + its name without
@@ -301,10 +321,7 @@ public static class GemmaScope
         folderName ??= Scope2FolderName(file);
         repoId ??= Scope2RepoId(file);
         bool clt = folderName.Contains("clt", StringComparison.Ordinal);
-        // SAELens reads f"{folder_name}/config.json": beside params.safetensors, and for a CLT file in a folder named after it.
-        string cfgPath = clt
-            ? Path.Combine(Path.GetDirectoryName(Path.GetFullPath(file))!, Path.GetFileNameWithoutExtension(file), Scope2ConfigFile)
-            : Path.Combine(Path.GetDirectoryName(Path.GetFullPath(file))!, Scope2ConfigFile);
+        string cfgPath = Path.GetFullPath(Scope2ConfigPath(Path.GetFullPath(file), clt));
         System.Text.Json.Nodes.JsonObject raw;
         if (File.Exists(cfgPath))
         {

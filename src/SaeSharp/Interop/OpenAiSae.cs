@@ -32,6 +32,9 @@ public static class OpenAiSae
     /// and <c>latent_bias</c> (only the small pickle entry is read).</summary>
     public static bool IsOpenAiCheckpoint(string path) => TorchPickle.Mentions(CheckpointFile(path), "pre_bias", "latent_bias");
 
+    /// <summary>What the loader reads beside a <c>.pt</c> checkpoint: nothing; null for another file.</summary>
+    internal static IReadOnlyList<SaeCompanion>? CompanionsOf(string file) => Path.GetExtension(file) == ".pt" ? [] : null;
+
     /// <summary>The checkpoint a path names: the file itself, or a folder's <c>ae.pt</c> (the name dictionary_learning
     /// also uses; a folder fetched with <c>hf:ORG/REPO/PATH</c> holds it so).</summary>
     private static string CheckpointFile(string path) =>

@@ -535,9 +535,13 @@ public static class SaeLensConversions
     public static bool IsTemporalFolder(string path)
     {
         ArgumentNullException.ThrowIfNull(path);
-        if (File.Exists(path) && Path.GetFileName(path) == TemporalWeightsFile) path = Path.GetDirectoryName(Path.GetFullPath(path))!;
-        return File.Exists(Path.Combine(path, TemporalConfigFile)) && File.Exists(Path.Combine(path, TemporalWeightsFile));
+        string weights = File.Exists(path) ? Path.GetFullPath(path) : Path.Combine(path, TemporalWeightsFile);
+        return File.Exists(weights) && SaeCompanion.HasRequired(TemporalCompanionsOf(weights));
     }
+
+    /// <summary>What the loader reads beside <c>latest_ckpt.safetensors</c>: conf.yaml; null for another file.</summary>
+    internal static IReadOnlyList<SaeCompanion>? TemporalCompanionsOf(string file) =>
+        SaeCompanion.NameOf(file) == TemporalWeightsFile ? [SaeCompanion.Needs(SaeCompanion.Beside(file, TemporalConfigFile))] : null;
 
     /// <summary>
     /// SAELens's <c>temporal</c> (<c>get_temporal_sae_config_from_hf</c>, <c>temporal_sae_huggingface_loader</c>): a
@@ -632,31 +636,48 @@ public static class SaeLensConversions
     public static bool IsDeepSeekR1Path(string path) => DeepSeekR1File(path) is not null;
 
     internal static string? DeepSeekR1File(string path) => OneFile(path, f =>
-        Path.GetExtension(f) == ".pt" && Path.GetFileName(f) != DictionaryLearning.WeightsFile && Regex.IsMatch(Path.GetFileName(f), @"l\d+")
-        && TorchPickle.Mentions(f, "encoder.weight", "encoder.bias", "decoder.weight", "decoder.bias"));
+        DeepSeekR1CompanionsOf(f) is not null && TorchPickle.Mentions(f, "encoder.weight", "encoder.bias", "decoder.weight", "decoder.bias"));
+
+    /// <summary>What the deepseek_r1 loader reads beside a <c>.pt</c> (not <c>ae.pt</c>) named with its layer
+    /// <c>l&lt;N&gt;</c>: nothing; null for another file.</summary>
+    internal static IReadOnlyList<SaeCompanion>? DeepSeekR1CompanionsOf(string file) =>
+        Path.GetExtension(file) == ".pt" && SaeCompanion.NameOf(file) != DictionaryLearning.WeightsFile && Regex.IsMatch(SaeCompanion.NameOf(file), @"l\d+")
+            ? [] : null;
 
     /// <summary>Whether <paramref name="path"/> is one of the two Goodfire files under its repo's name (the only names
     /// SAELens's goodfire loader has a config for), or a folder holding one.</summary>
     public static bool IsGoodfirePath(string path) => GoodfireFile(path) is not null;
 
     internal static string? GoodfireFile(string path) => OneFile(path, f =>
-        GoodfireSaes.ContainsKey(Path.GetFileName(f)) && TorchPickle.Mentions(f, "encoder_linear.weight", "decoder_linear.weight"));
+        GoodfireCompanionsOf(f) is not null && TorchPickle.Mentions(f, "encoder_linear.weight", "decoder_linear.weight"));
+
+    /// <summary>What the goodfire loader reads beside one of its two files: nothing; null for another file.</summary>
+    internal static IReadOnlyList<SaeCompanion>? GoodfireCompanionsOf(string file) =>
+        GoodfireSaes.ContainsKey(SaeCompanion.NameOf(file)) ? [] : null;
 
     /// <summary>Whether <paramref name="path"/> is a connor_rob_hook_z <c>NAME.pt</c> with its <c>NAME_cfg.json</c> beside
     /// it, or a folder holding one such pair.</summary>
     public static bool IsConnorRobHookZPath(string path) => ConnorRobHookZFile(path) is not null;
 
-    internal static string? ConnorRobHookZFile(string path) => OneFile(path, f =>
-        Path.GetExtension(f) == ".pt" && File.Exists(ConnorCfgPath(f)));
+    internal static string? ConnorRobHookZFile(string path) => OneFile(path, f => SaeCompanion.HasRequired(ConnorRobHookZCompanionsOf(f)));
+
+    /// <summary>What the connor_rob_hook_z loader reads beside <c>NAME.pt</c>: <c>NAME_cfg.json</c>; null for another file.</summary>
+    internal static IReadOnlyList<SaeCompanion>? ConnorRobHookZCompanionsOf(string file) =>
+        Path.GetExtension(file) == ".pt" ? [SaeCompanion.Needs(ConnorCfgPath(file))] : null;
 
     /// <summary>Whether <paramref name="path"/> is a Llama Scope R1 Distill SAE folder (<c>config.json</c> and
     /// <c>sae_weights.safetensors</c>, without SAELens's <c>cfg.json</c>) or that folder's weights file.</summary>
     public static bool IsLlamaScopeR1DistillPath(string path)
     {
-        string folder = FolderOf(path, SaeLensFormat.WeightsFile);
-        return File.Exists(Path.Combine(folder, R1DistillConfigFile)) && File.Exists(Path.Combine(folder, SaeLensFormat.WeightsFile))
-            && !File.Exists(Path.Combine(folder, SaeLensFormat.CfgFile));
+        string weights = Path.Combine(FolderOf(path, SaeLensFormat.WeightsFile), SaeLensFormat.WeightsFile);
+        return File.Exists(weights) && SaeCompanion.HasRequired(LlamaScopeR1DistillCompanionsOf(weights))
+            && !SaeCompanion.HasRequired(SaeLensFormat.CompanionsOf(weights));
     }
+
+    /// <summary>What the llama_scope_r1_distill loader reads beside <c>sae_weights.safetensors</c>: config.json; null
+    /// for another file.</summary>
+    internal static IReadOnlyList<SaeCompanion>? LlamaScopeR1DistillCompanionsOf(string file) =>
+        SaeCompanion.NameOf(file) == SaeLensFormat.WeightsFile ? [SaeCompanion.Needs(SaeCompanion.Beside(file, R1DistillConfigFile))] : null;
 
     /// <summary>Loads a Llama Scope R1 Distill folder (or its weights file) copied from the repo: the norm_scaling_factor
     /// is <paramref name="normScalingFactor"/> when given (a release SAE), else that of the release SAE whose repo path
@@ -670,17 +691,30 @@ public static class SaeLensConversions
     /// <summary>Whether <paramref name="path"/> is an mwhanna_transcoder file: <c>…_N.safetensors</c> with the repo's
     /// <c>wandb-config.yaml</c> (or <c>wanb-config.yaml</c>) beside it. (The repo's folder is a transcoder set.)</summary>
     public static bool IsMwhannaTranscoderFile(string path) =>
-        File.Exists(path) && Path.GetExtension(path) == ".safetensors" && MwhannaLayer(path) is not null
-        && WandbConfigFiles.Any(f => File.Exists(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, f)));
+        File.Exists(path) && SaeCompanion.HasRequired(MwhannaTranscoderCompanionsOf(Path.GetFullPath(path)));
+
+    /// <summary>What the mwhanna_transcoder loader reads beside <c>…_N.safetensors</c>: the repo's wandb-config.yaml (or
+    /// its misspelling), and config.yaml (the model) when there; null for another file.</summary>
+    internal static IReadOnlyList<SaeCompanion>? MwhannaTranscoderCompanionsOf(string file) =>
+        Path.GetExtension(file) == ".safetensors" && MwhannaLayer(file) is not null
+            ? [SaeCompanion.Needs([.. WandbConfigFiles.Select(f => SaeCompanion.Beside(file, f))]),
+               SaeCompanion.May(SaeCompanion.Beside(file, CircuitTracerConfigFile))]
+            : null;
 
     /// <summary>Whether <paramref name="path"/> is one layer's encoder file of a circuit-tracer CLT,
     /// <c>W_enc_L.safetensors</c> with <c>W_dec_L.safetensors</c> beside it (SAELens's mntss_clt_layer_transcoder), or a
     /// folder holding one such layer only (a folder of every layer is the whole CLT).</summary>
     public static bool IsMntssCltLayerPath(string path) => MntssCltLayerFile(path) is not null;
 
-    internal static string? MntssCltLayerFile(string path) => OneFile(path, f =>
-        Regex.Match(Path.GetFileName(f), @"^W_enc_(.+)\.safetensors$") is { Success: true } m
-        && File.Exists(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(f))!, $"W_dec_{m.Groups[1].Value}.safetensors")));
+    internal static string? MntssCltLayerFile(string path) => OneFile(path, f => SaeCompanion.HasRequired(MntssCltLayerCompanionsOf(f)));
+
+    /// <summary>What the mntss_clt_layer_transcoder loader reads beside <c>W_enc_L.safetensors</c>: the layer's
+    /// <c>W_dec_L.safetensors</c> and the repo's config.yaml; null for another file.</summary>
+    internal static IReadOnlyList<SaeCompanion>? MntssCltLayerCompanionsOf(string file) =>
+        Regex.Match(SaeCompanion.NameOf(file), @"^W_enc_(.+)\.safetensors$") is { Success: true } m
+            ? [SaeCompanion.Needs(SaeCompanion.Beside(file, $"W_dec_{m.Groups[1].Value}.safetensors")),
+               SaeCompanion.Needs(SaeCompanion.Beside(file, CircuitTracerConfigFile))]
+            : null;
 
     /// <summary>Why <paramref name="path"/>, which looks like one of these conversions' files, was not taken for one: the
     /// file that its loader needs beside it and that is missing; else null.</summary>

@@ -31,9 +31,17 @@ public static class SaeLensFormat
     /// such a folder's <c>sae_weights.safetensors</c>.</summary>
     public static bool IsSaeLensFolder(string dir)
     {
-        dir = FolderOf(dir);
-        return File.Exists(Path.Combine(dir, CfgFile)) && File.Exists(Path.Combine(dir, WeightsFile));
+        string weights = Path.Combine(FolderOf(dir), WeightsFile);
+        return File.Exists(weights) && SaeCompanion.HasRequired(CompanionsOf(weights));
     }
+
+    /// <summary>What the loader reads beside <c>sae_weights.safetensors</c>: cfg.json, and sparsity.safetensors and
+    /// activation_scaler.json when there; null for a file of another name.</summary>
+    internal static IReadOnlyList<SaeCompanion>? CompanionsOf(string file) =>
+        SaeCompanion.NameOf(file) == WeightsFile
+            ? [SaeCompanion.Needs(SaeCompanion.Beside(file, CfgFile)), SaeCompanion.May(SaeCompanion.Beside(file, SparsityFile)),
+               SaeCompanion.May(SaeCompanion.Beside(file, ActivationScalerFile))]
+            : null;
 
     /// <summary>The folder of a path naming its <c>sae_weights.safetensors</c> (as <c>hf:ORG/REPO/.../sae_weights.safetensors</c>
     /// resolves), else the path itself.</summary>

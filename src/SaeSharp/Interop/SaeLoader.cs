@@ -30,33 +30,45 @@ public static class SaeLoader
     ];
 
     /// <summary>The formats tried, in order: a name, the files that show it (for the error when none does), a probe of the
-    /// path and the loader (given the options and the release's facts, when the SAE was named by release).</summary>
-    private static readonly List<(string Name, string Files, Func<string, bool> Detect, Func<string, SaeLoadOptions, ResolvedSae, Sae> Load)> Formats =
+    /// path, the loader (given the options and the release's facts, when the SAE was named by release), and the companions
+    /// of a file the format takes by its name (<see cref="SaeCompanion"/>; null: not one; the format's detection of a
+    /// local file checks the same list), which <c>hf:ORG/REPO/PATH</c> of a file downloads with it
+    /// (<see cref="FileFormats"/>). Llama Scope has none: its weights file names its folder.</summary>
+    private static readonly List<(string Name, string Files, Func<string, bool> Detect, Func<string, SaeLoadOptions, ResolvedSae, Sae> Load,
+        Func<string, IReadOnlyList<SaeCompanion>?> Companions)> Formats =
     [
         ("SAELens", "cfg.json + sae_weights.safetensors", SaeLensFormat.IsSaeLensFolder, (p, _, r) => SaeLensFormat.Load(p, r.Sae?.NormScalingFactor,
-            r.Release?.ConfigOverrides?["normalize_activations"]?.GetValue<string>())),
-        ("dictionary_learning", "ae.pt (+ config.json)", DictionaryLearning.IsDictionaryLearningPath, (p, o, _) => DictionaryLearning.Load(p, o.Architecture)),
-        ("Gemma Scope", "params.npz", GemmaScope.IsGemmaScopePath, (p, _, _) => GemmaScope.Load(p)),
-        ("Gemma Scope 2", "params.safetensors (+ config.json)", GemmaScope.IsGemmaScope2Path, (p, _, _) => GemmaScope.LoadScope2(p)),
-        ("Llama Scope", "hyperparams.json + checkpoints/final.safetensors", LlamaScope.IsLlamaScopeFolder, (p, _, _) => LlamaScope.Load(p)),
-        ("sparsify", "cfg.json + sae.safetensors", Sparsify.IsSparsifyPath, (p, _, _) => Sparsify.Load(p)),
-        ("OpenAI sparse_autoencoder", "N.pt with pre_bias, latent_bias", OpenAiSae.IsOpenAiCheckpoint, (p, _, _) => OpenAiSae.Load(p)),
-        ("canrager temporal", "conf.yaml + latest_ckpt.safetensors", SaeLensConversions.IsTemporalFolder, (p, _, _) => SaeLensConversions.LoadTemporal(p)),
+            r.Release?.ConfigOverrides?["normalize_activations"]?.GetValue<string>()), SaeLensFormat.CompanionsOf),
+        ("dictionary_learning", "ae.pt (+ config.json)", DictionaryLearning.IsDictionaryLearningPath, (p, o, _) => DictionaryLearning.Load(p, o.Architecture),
+            DictionaryLearning.CompanionsOf),
+        ("Gemma Scope", "params.npz", GemmaScope.IsGemmaScopePath, (p, _, _) => GemmaScope.Load(p), GemmaScope.CompanionsOf),
+        ("Gemma Scope 2", "params.safetensors (+ config.json)", GemmaScope.IsGemmaScope2Path, (p, _, _) => GemmaScope.LoadScope2(p),
+            GemmaScope.Scope2CompanionsOf),
+        ("Llama Scope", "hyperparams.json + checkpoints/final.safetensors", LlamaScope.IsLlamaScopeFolder, (p, _, _) => LlamaScope.Load(p), _ => null),
+        ("sparsify", "cfg.json + sae.safetensors", Sparsify.IsSparsifyPath, (p, _, _) => Sparsify.Load(p), Sparsify.CompanionsOf),
+        ("OpenAI sparse_autoencoder", "N.pt with pre_bias, latent_bias", OpenAiSae.IsOpenAiCheckpoint, (p, _, _) => OpenAiSae.Load(p), OpenAiSae.CompanionsOf),
+        ("canrager temporal", "conf.yaml + latest_ckpt.safetensors", SaeLensConversions.IsTemporalFolder, (p, _, _) => SaeLensConversions.LoadTemporal(p),
+            SaeLensConversions.TemporalCompanionsOf),
         // SAELens's conversions whose files a path shows by themselves (gemma_2_transcoder is Gemma Scope's files, gemma_3
         // Gemma Scope 2's, temporal canrager's): the same loaders as by release name.
         (SaeLensConversions.DeepSeekR1, "…l<N>….pt with encoder.weight, decoder.weight", SaeLensConversions.IsDeepSeekR1Path,
-            (p, _, _) => SaeLensConversions.LoadDeepSeekR1(SaeLensConversions.DeepSeekR1File(p)!)),
+            (p, _, _) => SaeLensConversions.LoadDeepSeekR1(SaeLensConversions.DeepSeekR1File(p)!), SaeLensConversions.DeepSeekR1CompanionsOf),
         (SaeLensConversions.Goodfire, "Llama-3.1-8B-Instruct-SAE-l19.pth or Llama-3.3-70B-Instruct-SAE-l50.pt", SaeLensConversions.IsGoodfirePath,
-            (p, _, _) => SaeLensConversions.LoadGoodfire(SaeLensConversions.GoodfireFile(p)!)),
+            (p, _, _) => SaeLensConversions.LoadGoodfire(SaeLensConversions.GoodfireFile(p)!), SaeLensConversions.GoodfireCompanionsOf),
         (SaeLensConversions.ConnorRobHookZ, "NAME.pt + NAME_cfg.json", SaeLensConversions.IsConnorRobHookZPath,
-            (p, _, _) => SaeLensConversions.LoadConnorRobHookZ(SaeLensConversions.ConnorRobHookZFile(p)!)),
+            (p, _, _) => SaeLensConversions.LoadConnorRobHookZ(SaeLensConversions.ConnorRobHookZFile(p)!), SaeLensConversions.ConnorRobHookZCompanionsOf),
         (SaeLensConversions.LlamaScopeR1Distill, "config.json + sae_weights.safetensors", SaeLensConversions.IsLlamaScopeR1DistillPath,
-            (p, _, r) => SaeLensConversions.LoadLlamaScopeR1DistillPath(p, r.Sae?.NormScalingFactor)),
+            (p, _, r) => SaeLensConversions.LoadLlamaScopeR1DistillPath(p, r.Sae?.NormScalingFactor), SaeLensConversions.LlamaScopeR1DistillCompanionsOf),
         (SaeLensConversions.MwhannaTranscoder, "layer_N.safetensors + wandb-config.yaml", SaeLensConversions.IsMwhannaTranscoderFile,
-            (p, _, _) => SaeLensConversions.LoadMwhannaTranscoder(p)),
+            (p, _, _) => SaeLensConversions.LoadMwhannaTranscoder(p), SaeLensConversions.MwhannaTranscoderCompanionsOf),
         (SaeLensConversions.MntssCltLayerTranscoder, "W_enc_N.safetensors + W_dec_N.safetensors", SaeLensConversions.IsMntssCltLayerPath,
-            (p, _, _) => SaeLensConversions.LoadMntssCltLayer(SaeLensConversions.MntssCltLayerFile(p)!)),
+            (p, _, _) => SaeLensConversions.LoadMntssCltLayer(SaeLensConversions.MntssCltLayerFile(p)!), SaeLensConversions.MntssCltLayerCompanionsOf),
     ];
+
+    /// <summary>The formats that take <paramref name="file"/> (a path, '/'-separated, local or inside a hub repo) by its
+    /// name, each with the companions its loader reads beside it (paths spelled as <paramref name="file"/> is).</summary>
+    internal static IReadOnlyList<(string Format, IReadOnlyList<SaeCompanion> Companions)> FileFormats(string file) =>
+        [.. Formats.Select(f => (f.Name, Companions: f.Companions(file))).Where(f => f.Companions is not null).Select(f => (f.Name, f.Companions!))];
 
     /// <summary>Loads the SAE that <paramref name="path"/> names: a local file or folder, <c>RELEASE/SAE_ID</c> or
     /// <c>hf:ORG/REPO[/PATH]</c> (downloaded into the Hugging Face cache first); SAELens <c>SAE.from_pretrained</c> /
@@ -83,7 +95,7 @@ public static class SaeLoader
         var found = Formats.Where(f => f.Detect(local)).Select(f => f.Name).ToList();
         if (found.Count > 1)
             throw new SaeSharpException($"{local}: holds the files of several SAE formats ({string.Join(", ", found)}); point at one SAE's files (a folder with one format, or the file itself)");
-        foreach (var (name, _, detect, load) in Formats)
+        foreach (var (name, _, detect, load, _) in Formats)
         {
             if (!found.Contains(name)) continue;
             if (options.Architecture is { } arch && name != "dictionary_learning")

@@ -98,13 +98,7 @@ public static class SaeSource
             path = path[..^LlamaScope.WeightsFile.Length].TrimEnd('/') is { Length: > 0 } folder ? folder : null;
         string ext = System.IO.Path.GetExtension(path ?? "").ToLowerInvariant();
         if (path is not null && ext is ".pt" or ".pth" or ".npz" or ".safetensors")
-        {
-            string file = client.DownloadFile(repo, path, revision)!;
-            string folder = path.Contains('/') ? path[..path.LastIndexOf('/')] + "/" : "";
-            string? sidecar = ext is ".pt" or ".pth" ? DictionaryLearning.ConfigPathOf(path) : ext == ".safetensors" ? folder + "cfg.json" : null;
-            if (sidecar is not null) client.DownloadFile(repo, sidecar, revision, optional: true);
-            return file;
-        }
+            return DownloadWithCompanions(client, spec, repo, revision, path);
         string prefix = path is null ? "" : path + "/";
         var inFolder = FolderListing(client, repo, revision, path);
         var layouts = FolderLayouts.Where(l => l.Required.All(inFolder.Contains)).ToList();
@@ -130,8 +124,34 @@ public static class SaeSource
         }
         // The sparsify trainer's config.json beside the hookpoint folders names the model.
         if (layouts.Any(l => l.Required.Contains(Sparsify.WeightsFile)) && path is not null)
-            client.TryDownloadFile(repo, (path.Contains('/') ? path[..path.LastIndexOf('/')] + "/" : "") + "config.json", revision);
+            client.TryDownloadFile(repo, (path.Contains('/') ? path[..path.LastIndexOf('/')] + "/" : "") + Sparsify.RunConfigFile, revision);
         return saeFolder!;
+    }
+
+    /// <summary>Downloads the file <paramref name="path"/> with the companions that the formats taking it by its name read
+    /// beside it (<see cref="SaeLoader.FileFormats"/>, the lists their detection of a local file checks): of each
+    /// format whose required companions the repo's listing (offline, the cached snapshot's) has, those and the optional
+    /// ones listed. When the repo lists the file but no format has what it needs, an error names the missing companions,
+    /// before anything is downloaded.</summary>
+    private static string DownloadWithCompanions(HfHubClient client, string spec, string repo, string revision, string path)
+    {
+        var formats = SaeLoader.FileFormats(path);
+        var paths = formats.SelectMany(f => f.Companions).SelectMany(c => c.AnyOf).ToList();
+        if (paths.Count == 0) return client.DownloadFile(repo, path, revision)!;
+        // One listing of the folder that holds the file and every companion (they lie beside it, one folder up or down).
+        var parts = paths.Append(path).Select(p => p.Split('/')[..^1]).ToList();
+        int common = Enumerable.Range(0, parts.Min(p => p.Length)).TakeWhile(i => parts.All(p => p[i] == parts[0][i])).Count();
+        var listed = client.ListFiles(repo, revision, common == 0 ? null : string.Join('/', parts[0][..common]))
+            .Select(f => f.Path).ToHashSet(StringComparer.Ordinal);
+        bool Listed(SaeCompanion c) => c.AnyOf.Any(listed.Contains);
+        var usable = formats.Where(f => f.Companions.All(c => !c.Required || Listed(c))).ToList();
+        if (usable.Count == 0 && listed.Contains(path))
+            throw SaeSharpException.Lines([$"{spec}: the repo lacks files its format needs beside it:",
+                .. formats.Select(f => $"  {f.Format} needs {string.Join(" and ", f.Companions.Where(c => c.Required && !Listed(c)))}")]);
+        string file = client.DownloadFile(repo, path, revision)!;
+        foreach (var companion in usable.SelectMany(f => f.Companions).Select(c => c.AnyOf.FirstOrDefault(listed.Contains)).OfType<string>().Distinct())
+            client.DownloadFile(repo, companion, revision);
+        return file;
     }
 
     /// <summary>The local folder of the whole cross-layer transcoder that <paramref name="spec"/> (<c>hf:ORG/REPO[@REVISION][/PATH]</c>,

@@ -34,6 +34,8 @@ public static class Sparsify
     public const string ConfigFile = "cfg.json";
     /// <summary>File name of a hookpoint's weights (<c>sae.safetensors</c>: encoder.weight, encoder.bias, W_dec, b_dec).</summary>
     public const string WeightsFile = "sae.safetensors";
+    /// <summary>File name of the trainer's config beside a run's hookpoint folders (its <c>model</c>).</summary>
+    public const string RunConfigFile = "config.json";
 
     /// <summary>Options whose true value changes the SAE's function and cannot be represented.</summary>
     static readonly string[] Refused = ["skip_connection", "embed_skip", "gram_lookup", "signed"];
@@ -42,14 +44,21 @@ public static class Sparsify
     /// subfolders are hookpoint folders.</summary>
     public static bool IsSparsifyPath(string path)
     {
-        if (File.Exists(path))
-            return Path.GetFileName(path) == WeightsFile && File.Exists(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, ConfigFile));
+        if (File.Exists(path)) return SaeCompanion.HasRequired(CompanionsOf(Path.GetFullPath(path)));
         if (!Directory.Exists(path)) return false;
         return IsHookpointFolder(path) || HookpointFolders(path).Count > 0;
     }
 
+    /// <summary>What the loader reads beside <c>sae.safetensors</c>: its cfg.json, and the run's config.json one folder
+    /// up (the model) when there; null for a file of another name.</summary>
+    internal static IReadOnlyList<SaeCompanion>? CompanionsOf(string file) =>
+        SaeCompanion.NameOf(file) != WeightsFile ? null
+        : SaeCompanion.Above(file, RunConfigFile) is { } run
+            ? [SaeCompanion.Needs(SaeCompanion.Beside(file, ConfigFile)), SaeCompanion.May(run)]
+            : [SaeCompanion.Needs(SaeCompanion.Beside(file, ConfigFile))];
+
     static bool IsHookpointFolder(string dir) =>
-        File.Exists(Path.Combine(dir, ConfigFile)) && File.Exists(Path.Combine(dir, WeightsFile));
+        File.Exists(Path.Combine(dir, WeightsFile)) && SaeCompanion.HasRequired(CompanionsOf(Path.Combine(dir, WeightsFile)));
 
     /// <summary>The names of the subfolders of a run folder that hold a sparsify SAE, sorted.</summary>
     public static List<string> HookpointFolders(string dir)
@@ -167,7 +176,7 @@ public static class Sparsify
     {
         var parent = Path.GetDirectoryName(Path.GetFullPath(dir).TrimEnd(Path.DirectorySeparatorChar));
         if (parent is null) return null;
-        var path = Path.Combine(parent, "config.json");
+        var path = Path.Combine(parent, RunConfigFile);
         if (!File.Exists(path)) return null;
         try
         {

@@ -37,7 +37,8 @@ public sealed class SaeDiskLoadTests : FakeHubTestBase
     }
 
     /// <summary>Loads <paramref name="spec"/> by release id and each of <paramref name="paths"/> by path; asserts the format
-    /// detected from the files, equal weights, and equal cfg once the release's facts are added to the path's.</summary>
+    /// detected from the files, equal weights, and equal cfg once the release's facts are added to the path's. An
+    /// <c>hf:ORG/REPO/PATH</c> path is loaded into a cache of its own, so that it has only the files it downloads itself.</summary>
     private void AssertSameAsRelease(string spec, string format, params string[] paths)
     {
         var resolved = SaeSource.Resolve(spec, Hub);
@@ -45,8 +46,11 @@ public sealed class SaeDiskLoadTests : FakeHubTestBase
         var expected = byRelease.WeightsByName();
         foreach (var path in paths)
         {
-            Assert.Equal(format, SaeLoader.DetectFormat(path));
-            using var byPath = SaeLoader.Load(path);
+            var options = path.StartsWith(SaeSource.HubPrefix, StringComparison.Ordinal)
+                ? new SaeLoadOptions { Hub = new HfHubOptions { Endpoint = _server.Endpoint, CacheDir = Path.Combine(_work, "cache", Guid.NewGuid().ToString("N")) } }
+                : null;
+            Assert.Equal(format, SaeLoader.DetectFormat(path, options));
+            using var byPath = SaeLoader.Load(path, options);
             SaeSource.ApplyReleaseFacts(byPath.Cfg, resolved);
             Assert.Equal(byRelease.Cfg.ToJson(), byPath.Cfg.ToJson());
             var got = byPath.WeightsByName();
@@ -65,7 +69,8 @@ public sealed class SaeDiskLoadTests : FakeHubTestBase
     {
         const string file = "DeepSeek-R1-Distill-Llama-8B-SAE-l19.pt";
         string dl = ServeAndDownload("qresearch/DeepSeek-R1-Distill-Llama-8B-SAE-l19", (file, Fixture("deepseek_r1", file)));
-        AssertSameAsRelease("deepseek-r1-distill-llama-8b-qresearch/blocks.19.hook_resid_post", "deepseek_r1", Path.Combine(dl, file), dl);
+        AssertSameAsRelease("deepseek-r1-distill-llama-8b-qresearch/blocks.19.hook_resid_post", "deepseek_r1", Path.Combine(dl, file), dl,
+            "hf:qresearch/DeepSeek-R1-Distill-Llama-8B-SAE-l19/" + file);
     }
 
     [Fact]
@@ -82,7 +87,8 @@ public sealed class SaeDiskLoadTests : FakeHubTestBase
         const string name = "gpt2-small_L0_Hcat_z_lr1.20e-03_l11.80e+00_ds24576_bs4096_dc1.00e-06_rsanthropic_rie25000_nr4_v9";
         string dl = ServeAndDownload("ckkissane/attn-saes-gpt2-small-all-layers",
             (name + ".pt", Fixture("connor_rob_hook_z", name + ".pt")), (name + "_cfg.json", Fixture("connor_rob_hook_z", name + "_cfg.json")));
-        AssertSameAsRelease("gpt2-small-hook-z-kk/blocks.0.hook_z", "connor_rob_hook_z", Path.Combine(dl, name + ".pt"), dl);
+        AssertSameAsRelease("gpt2-small-hook-z-kk/blocks.0.hook_z", "connor_rob_hook_z", Path.Combine(dl, name + ".pt"), dl,
+            $"hf:ckkissane/attn-saes-gpt2-small-all-layers/{name}.pt");
     }
 
     [Fact]
@@ -93,7 +99,8 @@ public sealed class SaeDiskLoadTests : FakeHubTestBase
             (path + "/config.json", Fixture("llama_scope_r1_distill", path, "config.json")),
             (path + "/sae_weights.safetensors", Fixture("llama_scope_r1_distill", path, "sae_weights.safetensors")));
         string folder = Path.Combine(dl, path);
-        AssertSameAsRelease("llama_scope_r1_distill/l0r_800m_slimpajama", "llama_scope_r1_distill", folder, Path.Combine(folder, "sae_weights.safetensors"));
+        AssertSameAsRelease("llama_scope_r1_distill/l0r_800m_slimpajama", "llama_scope_r1_distill", folder, Path.Combine(folder, "sae_weights.safetensors"),
+            $"hf:fnlp/Llama-Scope-R1-Distill/{path}/sae_weights.safetensors");
 
         // Renamed, the folder no longer names its release entry: the factor (in the table only) is asked for.
         string moved = Path.Combine(_work, "mine", "L0R");
@@ -111,13 +118,15 @@ public sealed class SaeDiskLoadTests : FakeHubTestBase
             ("layer_1.safetensors", Fixture("mwhanna", "layer_1.safetensors")),
             ("wandb-config.yaml", Fixture("mwhanna", "wandb-config.yaml")),
             ("config.yaml", Fixture("mwhanna", "config.yaml")));
-        AssertSameAsRelease("mwhanna-qwen3-0.6b-transcoders-lowl0/layer_1", "mwhanna_transcoder", Path.Combine(dl, "layer_1.safetensors"));
+        AssertSameAsRelease("mwhanna-qwen3-0.6b-transcoders-lowl0/layer_1", "mwhanna_transcoder", Path.Combine(dl, "layer_1.safetensors"),
+            "hf:mwhanna/qwen3-0.6b-transcoders-lowl0/layer_1.safetensors");
 
         // The 14b repos: no config.yaml, the misspelt wandb config; the model comes from the folder's name as from the repo id.
         string dl14 = ServeAndDownload("mwhanna/qwen3-14b-transcoders",
             ("layer_1.safetensors", Fixture("mwhanna", "layer_1.safetensors")),
             ("wanb-config.yaml", Fixture("mwhanna", "wandb-config.yaml")));
-        AssertSameAsRelease("mwhanna-qwen3-14b-transcoders/layer_1", "mwhanna_transcoder", Path.Combine(dl14, "layer_1.safetensors"));
+        AssertSameAsRelease("mwhanna-qwen3-14b-transcoders/layer_1", "mwhanna_transcoder", Path.Combine(dl14, "layer_1.safetensors"),
+            "hf:mwhanna/qwen3-14b-transcoders/layer_1.safetensors");
         string renamed = Path.Combine(_work, "mine");
         Directory.Move(dl14, renamed);
         var e = Assert.Throws<SaeSharpException>(() => SaeLoader.Load(Path.Combine(renamed, "layer_1.safetensors")));
@@ -137,7 +146,8 @@ public sealed class SaeDiskLoadTests : FakeHubTestBase
             ("config.yaml", Fixture("mntss", "config.yaml")),
             ("W_enc_2.safetensors", Fixture("mntss", "W_enc_2.safetensors")),
             ("W_dec_2.safetensors", Fixture("mntss", "W_dec_2.safetensors")));
-        AssertSameAsRelease("mntss-gemma-2-2b-2.5m-clt-as-per-layer/layer_2", "mntss_clt_layer_transcoder", Path.Combine(dl, "W_enc_2.safetensors"), dl);
+        AssertSameAsRelease("mntss-gemma-2-2b-2.5m-clt-as-per-layer/layer_2", "mntss_clt_layer_transcoder", Path.Combine(dl, "W_enc_2.safetensors"), dl,
+            "hf:mntss/clt-gemma-2-2b-2.5M/W_enc_2.safetensors");
     }
 
     [Fact]
@@ -165,7 +175,8 @@ public sealed class SaeDiskLoadTests : FakeHubTestBase
         const string res = "resid_post/layer_12_width_16k_l0_small", tc = "transcoder/layer_13_width_16k_l0_big";
         string dl = ServeAndDownload("google/gemma-scope-2-270m-pt",
             (res + "/params.safetensors", Gs2(res, "params.safetensors")), (res + "/config.json", Gs2(res, "config.json")));
-        AssertSameAsRelease("gemma-scope-2-270m-pt-res/layer_12_width_16k_l0_small", "Gemma Scope 2", Path.Combine(dl, res), Path.Combine(dl, res, "params.safetensors"));
+        AssertSameAsRelease("gemma-scope-2-270m-pt-res/layer_12_width_16k_l0_small", "Gemma Scope 2", Path.Combine(dl, res), Path.Combine(dl, res, "params.safetensors"),
+            $"hf:google/gemma-scope-2-270m-pt/{res}/params.safetensors");
         // No config.json: the model comes from the repo id, here from the folder named after the repo.
         dl = ServeAndDownload("google/gemma-scope-2-1b-pt", (tc + "/params.safetensors", Gs2(tc, "params.safetensors")));
         AssertSameAsRelease("gemma-scope-2-1b-pt-transcoders/" + tc, "Gemma Scope 2", Path.Combine(dl, tc));
@@ -179,7 +190,8 @@ public sealed class SaeDiskLoadTests : FakeHubTestBase
         string dl = ServeAndDownload("canrager/temporalSAEs",
             (path + "/" + SaeLensConversions.TemporalConfigFile, Path.Combine(src, SaeLensConversions.TemporalConfigFile)),
             (path + "/" + SaeLensConversions.TemporalWeightsFile, Path.Combine(src, SaeLensConversions.TemporalWeightsFile)));
-        AssertSameAsRelease("temporal-sae-llama-3.1-8b/blocks.26.hook_resid_post", "canrager temporal", Path.Combine(dl, path));
+        AssertSameAsRelease("temporal-sae-llama-3.1-8b/blocks.26.hook_resid_post", "canrager temporal", Path.Combine(dl, path),
+            $"hf:canrager/temporalSAEs/{path}/{SaeLensConversions.TemporalWeightsFile}");
     }
 
     [Fact]
