@@ -67,9 +67,11 @@ internal static class InterventionCommands
             long length = tokens.shape[1] + generate;
             var positions = ParsePositions(p.GetValue(Positions), tokens.shape[1], length,
                 generate == 0 ? $"the input has {tokens.shape[1]} tokens" : $"the prompt ({tokens.shape[1]} tokens) and its continuation have {length} tokens", prompt);
-            foreach (var s in p.GetValue(Steer) ?? []) { var (f, v) = FeatureValue(s, "--steer", "F:S"); edits.Add(new Steering(target, f, v) { Positions = positions }); }
-            foreach (var s in p.GetValue(Clamp) ?? []) { var (f, v) = FeatureValue(s, "--clamp", "F:V"); edits.Add(new Clamp(target, f, v)); }
+            foreach (var s in p.GetValue(Steer) ?? []) { var (f, v) = FeatureValue(s, "--steer", "F:S"); edits.Add(Given("--steer", s, () => new Steering(target, f, v) { Positions = positions })); }
+            foreach (var s in p.GetValue(Clamp) ?? []) { var (f, v) = FeatureValue(s, "--clamp", "F:V"); edits.Add(Given("--clamp", s, () => new Clamp(target, f, v))); }
             var ablated = (p.GetValue(Ablate) ?? []).SelectMany(a => FeatureList(a, "--ablate")).ToList();
+            if (ablated.Where(f => f < 0 || f >= target.Cfg.DSae).Select(f => (int?)f).FirstOrDefault() is int outside)
+                throw new SaeSharpException($"--ablate {outside}: feature {outside} is out of range for an SAE with d_sae={target.Cfg.DSae} (0..{target.Cfg.DSae - 1})");
             var mode = p.GetValue(AblateMode);
             if (mode is not ("zero" or "mean")) throw new SaeSharpException($"--ablate-mode {mode}: expected zero or mean");
             if (ablated.Count > 0)
@@ -85,6 +87,14 @@ internal static class InterventionCommands
                 if (!steerOnly || errorTerm) hooked.AddSae(owned[i], useErrorTerm: errorTerm);
             }
             return (hooked, edits);
+        }
+
+        /// <summary>An edit made from option <paramref name="option"/>'s value <paramref name="value"/>; its refusal (a feature
+        /// out of range, ...) names the option and the value as given.</summary>
+        private static Intervention Given(string option, string value, Func<Intervention> make)
+        {
+            try { return make(); }
+            catch (SaeSharpException e) { throw new SaeSharpException($"{option} {value}: {e.Message}"); }
         }
     }
 

@@ -195,7 +195,10 @@ public class SaeModelRunGenerateTests : ModelTestBase
             Assert.False(File.Exists(Sub("x.safetensors")));
             return err.ReplaceLineEndings(" ");
         }
-        Assert.Contains("feature 32 is out of range for an SAE with d_sae=32", Error("--sae", Sub("sae"), "--generate", "3", "--clamp", "32:1"));
+        // The refusal names the option and the value as typed (d_sae 32: features 0..31).
+        Assert.Contains("--clamp 32:1: feature 32 is out of range for an SAE with d_sae=32", Error("--sae", Sub("sae"), "--generate", "3", "--clamp", "32:1"));
+        Assert.Contains("--steer 40:2: feature 40 is out of range", Error("--sae", Sub("sae"), "--generate", "3", "--steer", "40:2"));
+        Assert.Contains("--ablate 33: feature 33 is out of range", Error("--sae", Sub("sae"), "--generate", "3", "--ablate", "1,33"));
         Assert.Contains($"--positions {p + 3}: the prompt ({p} tokens) and its continuation have {p + 3} tokens, so positions run 0..{p + 2}",
             Error("--sae", Sub("sae"), "--generate", "3", "--steer", "1:2", "--positions", $"{p + 3}"));
         Assert.Contains("blocks.5.hook_resid_post", Error("--sae", Sub("deep"), "--generate", "3"));
