@@ -35,7 +35,7 @@ public static class SaeSource
     /// <see cref="FilesOf"/>'s.</summary>
     private static readonly (string[] Required, string[] Optional)[] FolderLayouts =
     [
-        FilesOf(null)!.Value,                               // SAELens
+        ([SaeLensFormat.CfgFile, SaeLensFormat.WeightsFile], [SaeLensFormat.SparsityFile, SaeLensFormat.ActivationScalerFile]), // SAELens (a trainer's output folder)
         FilesOf("gemma_2")!.Value,                          // Gemma Scope
         ([GemmaScope.Scope2WeightsFile], [GemmaScope.Scope2ConfigFile]), // Gemma Scope 2
         ([DictionaryLearning.WeightsFile], [DictionaryLearning.ConfigFile]), // dictionary_learning (bare ae.pt too), OpenAI sparse_autoencoder

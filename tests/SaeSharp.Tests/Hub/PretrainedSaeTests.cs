@@ -434,6 +434,35 @@ public sealed class PretrainedSaeTests : FakeHubTestBase
     }
 
     [Fact]
+    public void Hf_folder_of_a_SAELens_training_run_reads_its_activation_scaler()
+    {
+        // SAELens's trainer saves activation_scaler.json beside cfg.json when normalize_activations is
+        // expected_average_only_in; the folder by hf: must fold that factor as the same folder on disk does.
+        var (files, _) = SaeLensFiles("blocks.1.hook_resid_pre", dIn: 8, dSae: 24);
+        string dir = Path.Combine(_work, "run");
+        Directory.CreateDirectory(dir);
+        foreach (var (name, bytes) in files) File.WriteAllBytes(Path.Combine(dir, name), bytes);
+        using var original = SaeLensFormat.Load(dir);
+        var cfg = System.Text.Json.Nodes.JsonNode.Parse(files["cfg.json"])!;
+        cfg["normalize_activations"] = "expected_average_only_in";
+        var cfgBytes = Encoding.UTF8.GetBytes(cfg.ToJsonString());
+        const double s = 0.25;
+        _server.Repos["someone/scaled-saes"] = new()
+        {
+            ["run/cfg.json"] = new(cfgBytes),
+            ["run/sae_weights.safetensors"] = new(files["sae_weights.safetensors"], Lfs: true),
+            ["run/activation_scaler.json"] = new("""{"scaling_factor": 0.25}"""u8.ToArray()),
+        };
+        using var sae = SaeLoader.Load("hf:someone/scaled-saes/run", Options);
+        Assert.Equal("none", sae.Cfg.NormalizeActivations);
+        using var x = torch.randn(5, 8, generator: new Generator(4)) * 3;
+        var (yScaled, fScaled) = original.Run(x * s);
+        var (yRaw, fRaw) = sae.Run(x);
+        Assert.True(fRaw.allclose(fScaled, rtol: 1e-4, atol: 1e-5));
+        Assert.True(yRaw.allclose(yScaled / s, rtol: 1e-4, atol: 1e-4));
+    }
+
+    [Fact]
     public void Hf_folder_of_a_Llama_Scope_SAE_loads_as_its_release_name_does()
     {
         // fnlp/Llama-Scope's layout: L15R-8x/hyperparams.json and L15R-8x/checkpoints/final.safetensors.
