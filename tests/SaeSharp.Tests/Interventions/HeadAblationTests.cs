@@ -1,7 +1,6 @@
 using SaeSharp.Analysis;
 using SaeSharp.Interventions;
 using SaeSharp.Models;
-using SaeSharp.Tests.Cli;
 using SaeSharp.Tests.Models;
 using static TorchSharp.torch;
 
@@ -135,20 +134,20 @@ public class HeadAblationTests : ModelTestBase
     {
         string dir = TinyModels.WriteGpt2(Sub("tok"), seed: 3, nLayer: 1, nEmbd: 16, nHead: 4, vocab: 50257, nPositions: 64);
         AddGpt2Tokenizer(dir);
-        var (exit, output, err) = CliRunner.Run("model", "run", "--model", dir, "--repeated-random", "5", "--batch", "2", "--seed", "3",
+        var (exit, output, err) = SaeSharp.Tests.Cli.CliRunner.Run("model", "run", "--model", dir, "--repeated-random", "5", "--batch", "2", "--seed", "3",
             "--loss-per-position", "--ablate-head", "0.1", "--ablate-head-mode", "mean");
         Assert.True(exit == 0, err);
         Assert.Contains("L0H1 mean-ablated", output);
         Assert.Contains("loss per prompt", output);
         Assert.Contains("next-token loss at each position, mean over 2 rows", output);
         Assert.Contains("on the first copy", output);
-        var (bad, _, badErr) = CliRunner.Run("model", "run", "--model", dir, "--repeated-random", "5", "--ablate-head", "0.4");
+        var (bad, _, badErr) = SaeSharp.Tests.Cli.CliRunner.Run("model", "run", "--model", dir, "--repeated-random", "5", "--ablate-head", "0.4");
         Assert.NotEqual(0, bad);
         Assert.Contains("head 4 is outside", badErr);
-        var (noRepeat, _, noRepeatErr) = CliRunner.Run("model", "run", "--model", dir, "--prompt", "Hello world", "--batch", "2", "--loss-per-position");
+        var (noRepeat, _, noRepeatErr) = SaeSharp.Tests.Cli.CliRunner.Run("model", "run", "--model", dir, "--prompt", "Hello world", "--batch", "2", "--loss-per-position");
         Assert.NotEqual(0, noRepeat);
         Assert.Contains("--batch", noRepeatErr);
-        var (attrs, attrsOut, attrsErr) = CliRunner.Run("model", "logit-attrs", "--model", dir, "--prompt", "Hello world", "--answer", " world, there",
+        var (attrs, attrsOut, attrsErr) = SaeSharp.Tests.Cli.CliRunner.Run("model", "logit-attrs", "--model", dir, "--prompt", "Hello world", "--answer", " world, there",
             "--ablate-head", "L0H2");
         Assert.True(attrs == 0, attrsErr);
         Assert.Contains("the run with L0H2 zero-ablated", attrsOut);

@@ -1,7 +1,7 @@
 using SaeSharp.Activations;
 using static TorchSharp.torch;
 
-namespace SaeSharp.Models;
+namespace SaeSharp.Analysis;
 
 /// <summary>
 /// Random tokens repeated twice, TransformerLens's Main Demo cell 44 (<c>torch.randint(1000, 10000, (batch, seq_len))</c>,
