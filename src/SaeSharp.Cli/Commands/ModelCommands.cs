@@ -232,7 +232,7 @@ internal static class ModelCommands
         }.NonNegative();
         var lossPerPosition = new Option<bool>("--loss-per-position")
         {
-            Description = "Print the next-token loss at each position (mean over the rows), clean and with --ablate-head (TransformerLens loss_fn(per_token=True))",
+            Description = "Print the next-token loss at each position (mean over the rows), clean and with --ablate-head or --sae (TransformerLens loss_fn(per_token=True))",
         };
         var repeated = new Option<int?>("--repeated-random")
         {
@@ -261,6 +261,7 @@ internal static class ModelCommands
                 if (edits.Given(parse)) throw new SaeSharpException("--ablate-head runs the model alone: give it without --sae (and its --steer, --clamp, --ablate)");
                 headAblation.Parse(parse);
                 if (metricSpecs.Length == 0) metricSpecs = ["loss"];   // Main Demo cell 31: the loss before and after
+                if (parse.GetValue(generate) > 0) throw new SaeSharpException("--generate continues a prompt with --sae spliced; with --ablate-head it is not done");
             }
             if (parse.GetValue(output) is null && metricSpecs.Length == 0 && !perPosition)
                 throw new SaeSharpException("give --out (the file for the logits and hooks), --metric to print a metric per prompt, or --loss-per-position");
@@ -300,7 +301,7 @@ internal static class ModelCommands
             var metrics = MetricsPerPrompt(metricSpecs, prompts, parse.GetValue(model)!, promptTokenizer);
             if (parse.GetValue(edits.Sae)?.FirstOrDefault(SaeSharp.Interop.CrossCoderFormat.IsCrossCoderPath) is string ccPath)
             {
-                Cli.RefuseGiven(parse, "for a model run with SAEs; a crosscoder run saves its logits with --out", metric);
+                Cli.RefuseGiven(parse, "for a model run with SAEs; a crosscoder run saves its logits with --out", metric, lossPerPosition);
                 return CrossCoderCli.ModelRun(parse, edits, ccPath, ModelSource.Resolve(parse.GetValue(model)!),
                     parse.GetValue(diffModel) is { } dm ? ModelSource.Resolve(dm) : null, parse.GetValue(slot), parse.GetValue(dtype)!,
                     prompts, texts.Length > 0, hookArg, parse.GetValue(output)!, generation);
@@ -346,12 +347,16 @@ internal static class ModelCommands
                         var (logits, cache) = hooked.RunWithCache(tokens, names, PromptEdits(list, tokens.shape[1]));
                         var run = new SavedRun(logits!, texts.Length == 0 ? null : tokens, names, cache);
                         runs.Add(run);
-                        if (rowMetrics is not null)
+                        if (rowMetrics is not null || perPosition)
                         {
-                            metricEdited.AddRange(AttributionMetric.EvaluateRows(rowMetrics, logits!, tokens));
                             using var _ = no_grad();
                             using var clean = pm.Forward(tokens);
-                            metricClean.AddRange(AttributionMetric.EvaluateRows(rowMetrics, clean, tokens));
+                            if (rowMetrics is not null)
+                            {
+                                metricEdited.AddRange(AttributionMetric.EvaluateRows(rowMetrics, logits!, tokens));
+                                metricClean.AddRange(AttributionMetric.EvaluateRows(rowMetrics, clean, tokens));
+                            }
+                            if (perPosition) positionLosses.Add((TokenLosses.LossByPosition(clean, tokens), TokenLosses.LossByPosition(logits!, tokens)));
                         }
                         // The continuations before the file is written, so that a failing generation (beyond the context length) writes nothing.
                         if (newTokens > 0)
@@ -374,12 +379,13 @@ internal static class ModelCommands
                             positionLosses.Add((TokenLosses.LossByPosition(clean ?? logits!, tokens), clean is null ? null : TokenLosses.LossByPosition(logits!, tokens)));
                     }
                 }
+                string editedHeading = ablated ? "ablated" : edits.Edits(parse) ? "edited" : "spliced";
                 if (ablated) Console.WriteLine($"{headAblation.Describe(parse)} (hook_z at every position)");
                 if (metrics is not null)
                     WriteMetricPerPrompt(metrics, texts.Length > 0 ? texts : null, metricClean, edits.Given(parse) || ablated ? metricEdited : null,
-                        ablated ? "ablated" : edits.Edits(parse) ? "edited" : "spliced", promptTokenizer ?? MetricTokenizer(parse.GetValue(model)!));
+                        editedHeading, promptTokenizer ?? MetricTokenizer(parse.GetValue(model)!));
                 for (int i = 0; i < positionLosses.Count; i++)
-                    WriteLossPerPosition(positionLosses[i], prompts[i], prompts.Count > 1 ? generation.PromptName(i) : null, repeatedLength,
+                    WriteLossPerPosition(positionLosses[i], editedHeading, prompts[i], prompts.Count > 1 ? generation.PromptName(i) : null, repeatedLength,
                         promptTokenizer ?? MetricTokenizer(parse.GetValue(model)!));
                 if (spliced is not null) Console.WriteLine($"{spliced} of {ModelLoader.NameOf(folder)}");
                 if (parse.GetValue(output) is { } outPath) SaveRuns(outPath, runs);
@@ -414,9 +420,9 @@ internal static class ModelCommands
         (MetricTokenizer(model) ?? throw new SaeSharpException($"--repeated-random: --model {model} has no tokenizer to draw token ids from")).VocabSize;
 
     /// <summary><c>sae model run --loss-per-position</c>: the next-token loss at each position, averaged over the rows (TransformerLens
-    /// Main Demo cell 44), clean and with the heads ablated; the token predicted shown for a single row; after
+    /// Main Demo cell 44), clean and with the heads ablated (or the SAEs spliced and edited, <paramref name="editedHeading"/>); the token predicted shown for a single row; after
     /// <c>--repeated-random N</c> the mean loss on each copy (an induction head makes the second far lower).</summary>
-    private static void WriteLossPerPosition((double[] Clean, double[]? Ablated) losses, Tensor tokens, string? promptName, int? repeatedLength, ITextTokenizer? tok)
+    private static void WriteLossPerPosition((double[] Clean, double[]? Ablated) losses, string editedHeading, Tensor tokens, string? promptName, int? repeatedLength, ITextTokenizer? tok)
     {
         string F(double v) => Cli.Fixed(v, 3);
         long rows = tokens.shape[0];
@@ -424,7 +430,7 @@ internal static class ModelCommands
         var columns = new List<Column> { new("pos", Right: true) };
         if (ids is not null) columns.Add("next token");
         columns.Add(new Column("clean", Right: true));
-        if (losses.Ablated is not null) columns.AddRange([new Column("ablated", Right: true), new Column("Δ", Right: true)]);
+        if (losses.Ablated is not null) columns.AddRange([new Column(editedHeading, Right: true), new Column("Δ", Right: true)]);
         var table = Enumerable.Range(0, losses.Clean.Length).Select(t =>
         {
             var row = new List<string> { t.ToString(CultureInfo.InvariantCulture) };
@@ -440,7 +446,7 @@ internal static class ModelCommands
             // Position t predicts token t+1: the first copy's tokens 1..n−1 at t = 0..n−2, the second copy's n+1..2n−1 at t = n..2n−2.
             string Halves(double[] l) => $"{F(l.Take(n - 1).Average())} on the first copy, {F(l.Skip(n).Average())} on the second";
             Console.WriteLine($"mean loss (clean): {Halves(losses.Clean)}");
-            if (losses.Ablated is not null) Console.WriteLine($"mean loss (ablated): {Halves(losses.Ablated)}");
+            if (losses.Ablated is not null) Console.WriteLine($"mean loss ({editedHeading}): {Halves(losses.Ablated)}");
         }
     }
 
