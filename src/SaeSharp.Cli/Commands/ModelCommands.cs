@@ -94,22 +94,23 @@ internal static class ModelCommands
 
         /// <summary>Refuses bad penalties (<see cref="PenaltyOptions.Validate"/>) and the sampling options at temperature 0
         /// (greedy decoding, which they do not change).</summary>
-        public void RefuseWhenGreedy(ParseResult parse)
+        public void RefuseWhenGreedy(ParseResult parse, bool seedUsed = false)
         {
             Penalties.Validate(parse);
             if (parse.GetValue(Temperature) == 0)
                 Cli.RefuseGiven(parse, "sampling options; --temperature 0 (the default) is greedy decoding, which they do not change (give --temperature > 0 to sample)",
-                    TopK, TopP, Seed);
+                    seedUsed ? [TopK, TopP] : [TopK, TopP, Seed]);
         }
 
         /// <summary>Refuses all the options when a command's <c>--generate</c> asks for no new tokens
-        /// (<paramref name="newTokens"/> 0), and the sampling options at temperature 0 (<see cref="RefuseWhenGreedy"/>).</summary>
-        public void RefuseWithoutGeneration(ParseResult parse, int newTokens)
+        /// (<paramref name="newTokens"/> 0), and the sampling options at temperature 0 (<see cref="RefuseWhenGreedy"/>);
+        /// <paramref name="seedUsed"/>: <c>--seed</c> also seeds something else (<c>sae model run --repeated-random</c>).</summary>
+        public void RefuseWithoutGeneration(ParseResult parse, int newTokens, bool seedUsed = false)
         {
             if (newTokens == 0)
                 Cli.RefuseGiven(parse, "how --generate chooses the new tokens; give --generate N",
-                    [Temperature, TopK, TopP, Seed, .. Penalties.All, .. _kvCacheOption ? [NoKvCache] : Array.Empty<Option>()]);
-            RefuseWhenGreedy(parse);
+                    [Temperature, TopK, TopP, .. seedUsed ? Array.Empty<Option>() : [Seed], .. Penalties.All, .. _kvCacheOption ? [NoKvCache] : Array.Empty<Option>()]);
+            RefuseWhenGreedy(parse, seedUsed);
         }
 
         /// <summary>Whether <c>--temperature</c> asks for sampling.</summary>
@@ -145,6 +146,48 @@ internal static class ModelCommands
             if (Sampling(parse) && seed is ulong sd) parts.Add($"seed {sd}");
             return (Sampling(parse) ? "sampled" : "greedy") + (parts.Count == 0 ? "" : $" ({string.Join(", ", parts)})");
         }
+    }
+
+    /// <summary><c>--ablate-head L.H</c> (repeatable) and <c>--ablate-head-mode zero|mean</c> of <c>sae model run</c> and
+    /// <c>sae model logit-attrs</c>: TransformerLens's head ablation hooks (<see cref="HeadAblation"/>).</summary>
+    internal sealed class HeadAblationOptions
+    {
+        public readonly Option<string[]> Heads = new("--ablate-head")
+        {
+            Description = "LAYER.HEAD (e.g. 0.8, or L0H8): replace this head's hook_z at every position (repeatable), as TransformerLens's head ablation hook",
+            AllowMultipleArgumentsPerToken = false,
+        };
+        public readonly Option<string> Mode = new("--ablate-head-mode")
+        {
+            Description = "zero, or mean (the head's own mean over the run's rows and positions)",
+            DefaultValueFactory = _ => "zero",
+        };
+
+        public HeadAblationOptions() => Mode.AcceptOnlyFromAmong("zero", "mean");
+
+        public void AddTo(Command c)
+        {
+            c.Options.Add(Heads);
+            c.Options.Add(Mode);
+        }
+
+        /// <summary>Whether any head is ablated; refuses <c>--ablate-head-mode</c> without one.</summary>
+        public bool Given(ParseResult parse)
+        {
+            bool any = (parse.GetValue(Heads)?.Length ?? 0) > 0;
+            if (!any) Cli.RefuseGiven(parse, "how --ablate-head ablates its heads; give --ablate-head", Mode);
+            return any;
+        }
+
+        /// <summary>The heads of the command line (parsed, so that a typo fails before the model loads).</summary>
+        public List<AttentionHead> Parse(ParseResult parse) => (parse.GetValue(Heads) ?? []).Select(h => AttentionHead.Parse(h, "--ablate-head")).ToList();
+
+        /// <summary>The ablation hooks for <paramref name="model"/> (heads checked against it), or null when no head is ablated.</summary>
+        public (string Name, Func<Tensor, Tensor?> Fn)[]? Hooks(ParseResult parse, HookedTransformer model) => !Given(parse) ? null
+            : HeadAblation.Hooks(model, Parse(parse), parse.GetValue(Mode) == "mean" ? HeadAblationKind.Mean : HeadAblationKind.Zero);
+
+        /// <summary>"L0H8 zero-ablated" for the heads given.</summary>
+        public string Describe(ParseResult parse) => $"{string.Join(", ", Parse(parse).Distinct())} {parse.GetValue(Mode)}-ablated";
     }
 
     public static Command Create()
@@ -187,10 +230,22 @@ internal static class ModelCommands
             Description = "With --sae (SAEs or a crosscoder): also continue each prompt (each row of --input) up to this many tokens (stopping at EOS), clean and with the splice and edits, " +
                           "side by side (KV-cached; greedy, or sampled with --temperature, the two drawing the same random numbers)",
         }.NonNegative();
+        var lossPerPosition = new Option<bool>("--loss-per-position")
+        {
+            Description = "Print the next-token loss at each position (mean over the rows), clean and with --ablate-head or --sae (TransformerLens loss_fn(per_token=True))",
+        };
+        var repeated = new Option<int?>("--repeated-random")
+        {
+            Description = "Run on N random tokens repeated twice instead of --input/--prompt (TransformerLens Main Demo: ids in [1000, 10000), or the whole vocabulary " +
+                          "below 10000 ids; seeded by --seed, default 0)",
+        }.Positive();
+        var batch = new Option<int>("--batch") { Description = "Rows of --repeated-random", DefaultValueFactory = _ => 10 }.Positive();
         var command = new Command("run", "Run the model on token ids (or a --prompt) and save logits and hook activations, with SAEs (or a crosscoder) spliced and interventions applied")
         {
-            model, input, prompt, noBos, output, hooks, metric, dtype, diffModel, slot, generate,
+            model, input, prompt, noBos, output, hooks, metric, dtype, diffModel, slot, generate, lossPerPosition, repeated, batch,
         };
+        var headAblation = new HeadAblationOptions();
+        headAblation.AddTo(command);
         var edits = new InterventionCommands.RunEdits();
         edits.AddTo(command);
         var sampling = new SamplingOptions();
@@ -199,18 +254,36 @@ internal static class ModelCommands
         {
             edits.RefuseUnqualified(parse);
             var metricSpecs = parse.GetValue(metric) ?? [];
-            if (parse.GetValue(output) is null && metricSpecs.Length == 0)
-                throw new SaeSharpException("give --out (the file for the logits and hooks), or --metric to print a metric per prompt");
+            bool ablated = headAblation.Given(parse), perPosition = parse.GetValue(lossPerPosition);
+            int? repeatedLength = parse.GetValue(repeated);
+            if (ablated)
+            {
+                if (edits.Given(parse)) throw new SaeSharpException("--ablate-head runs the model alone: give it without --sae (and its --steer, --clamp, --ablate)");
+                headAblation.Parse(parse);
+                if (metricSpecs.Length == 0) metricSpecs = ["loss"];   // Main Demo cell 31: the loss before and after
+                if (parse.GetValue(generate) > 0) throw new SaeSharpException("--generate continues a prompt with --sae spliced; with --ablate-head it is not done");
+            }
+            if (parse.GetValue(output) is null && metricSpecs.Length == 0 && !perPosition)
+                throw new SaeSharpException("give --out (the file for the logits and hooks), --metric to print a metric per prompt, or --loss-per-position");
             RefuseReplacingRunInputs(parse, output, model, input, diffModel, edits.Sae);
             int newTokens = parse.GetValue(generate);
-            sampling.RefuseWithoutGeneration(parse, newTokens);
+            if (repeatedLength is null) Cli.RefuseGiven(parse, "the rows of --repeated-random; give --repeated-random N", batch);
+            else
+            {
+                Cli.RefuseGiven(parse, "the tokens come from --repeated-random", input, prompt, noBos, generate);
+                if (edits.Given(parse)) throw new SaeSharpException("--repeated-random runs the model alone (and with --ablate-head): give it without --sae");
+            }
+            sampling.RefuseWithoutGeneration(parse, newTokens, seedUsed: repeatedLength is not null);
             using var scope = NewDisposeScope();   // the cache, logits and SAE hooks' tensors (Conventions: no temporary outside a scope)
             var texts = parse.GetValue(prompt) ?? [];
-            if (texts.Length > 0) Cli.RefuseGiven(parse, "the tokens come from --prompt; give one of --prompt and --input", input);
-            else if (parse.GetValue(input) is null) throw new SaeSharpException("give --input (a safetensors file of token ids) or --prompt (text)");
+            if (repeatedLength is not null) { }
+            else if (texts.Length > 0) Cli.RefuseGiven(parse, "the tokens come from --prompt; give one of --prompt and --input", input);
+            else if (parse.GetValue(input) is null) throw new SaeSharpException("give --input (a safetensors file of token ids), --prompt (text) or --repeated-random N");
             else Cli.RefuseGiven(parse, "for a --prompt's tokens; --input's token ids are used as they are", noBos);
             var promptTokenizer = texts.Length == 0 ? null : Tokenizer.FromFolder(ModelSource.Resolve(parse.GetValue(model)!));
-            var prompts = texts.Length == 0 ? [InterventionCommands.ReadTokens(parse.GetValue(input)!)]
+            var prompts = repeatedLength is int n
+                ? [SaeSharp.Analysis.RepeatedRandomTokens.Generate(parse.GetValue(batch), n, VocabularySize(parse.GetValue(model)!), parse.GetValue(sampling.Seed) ?? 0)]
+                : texts.Length == 0 ? [InterventionCommands.ReadTokens(parse.GetValue(input)!)]
                 : texts.Select(t => InterventionCommands.PromptTokens(promptTokenizer!, t, !parse.GetValue(noBos))).ToList();
             var generation = new GenerationRequest(newTokens, sampling, parse, texts);
             if (newTokens > 0 && texts.Length == 0 && prompts[0].shape[0] > 1)
@@ -228,7 +301,7 @@ internal static class ModelCommands
             var metrics = MetricsPerPrompt(metricSpecs, prompts, parse.GetValue(model)!, promptTokenizer);
             if (parse.GetValue(edits.Sae)?.FirstOrDefault(SaeSharp.Interop.CrossCoderFormat.IsCrossCoderPath) is string ccPath)
             {
-                Cli.RefuseGiven(parse, "for a model run with SAEs; a crosscoder run saves its logits with --out", metric);
+                Cli.RefuseGiven(parse, "for a model run with SAEs; a crosscoder run saves its logits with --out", metric, lossPerPosition);
                 return CrossCoderCli.ModelRun(parse, edits, ccPath, ModelSource.Resolve(parse.GetValue(model)!),
                     parse.GetValue(diffModel) is { } dm ? ModelSource.Resolve(dm) : null, parse.GetValue(slot), parse.GetValue(dtype)!,
                     prompts, texts.Length > 0, hookArg, parse.GetValue(output)!, generation);
@@ -257,6 +330,8 @@ internal static class ModelCommands
                 var notes = new List<string>();
                 string? spliced = null;
                 var (metricClean, metricEdited) = (new List<double>(), new List<double>());
+                var ablationHooks = headAblation.Hooks(parse, m);
+                var positionLosses = new List<(double[] Clean, double[]? Ablated)>();
                 for (int i = 0; i < prompts.Count; i++)
                 {
                     var tokens = prompts[i];
@@ -272,12 +347,16 @@ internal static class ModelCommands
                         var (logits, cache) = hooked.RunWithCache(tokens, names, PromptEdits(list, tokens.shape[1]));
                         var run = new SavedRun(logits!, texts.Length == 0 ? null : tokens, names, cache);
                         runs.Add(run);
-                        if (rowMetrics is not null)
+                        if (rowMetrics is not null || perPosition)
                         {
-                            metricEdited.AddRange(AttributionMetric.EvaluateRows(rowMetrics, logits!, tokens));
                             using var _ = no_grad();
                             using var clean = pm.Forward(tokens);
-                            metricClean.AddRange(AttributionMetric.EvaluateRows(rowMetrics, clean, tokens));
+                            if (rowMetrics is not null)
+                            {
+                                metricEdited.AddRange(AttributionMetric.EvaluateRows(rowMetrics, logits!, tokens));
+                                metricClean.AddRange(AttributionMetric.EvaluateRows(rowMetrics, clean, tokens));
+                            }
+                            if (perPosition) positionLosses.Add((TokenLosses.LossByPosition(clean, tokens), TokenLosses.LossByPosition(logits!, tokens)));
                         }
                         // The continuations before the file is written, so that a failing generation (beyond the context length) writes nothing.
                         if (newTokens > 0)
@@ -286,14 +365,28 @@ internal static class ModelCommands
                     else
                     {
                         var names = hookArg is null ? [] : m.HookPoints.Select(hookArg);
-                        var (logits, cache) = m.RunWithCache(tokens, names);
+                        // With --ablate-head the saved run is the ablated one (TransformerLens run_with_hooks), compared with a clean forward.
+                        var (logits, cache) = m.RunWithCache(tokens, new RunOptions { CacheNames = names, Hooks = ablationHooks });
                         runs.Add(new SavedRun(logits!, texts.Length == 0 ? null : tokens, names, cache));
-                        if (rowMetrics is not null) metricClean.AddRange(AttributionMetric.EvaluateRows(rowMetrics, logits!, tokens));
+                        using var _ = no_grad();
+                        using var clean = ablationHooks is null ? null : m.Forward(tokens);
+                        if (rowMetrics is not null)
+                        {
+                            metricClean.AddRange(AttributionMetric.EvaluateRows(rowMetrics, clean ?? logits!, tokens));
+                            if (clean is not null) metricEdited.AddRange(AttributionMetric.EvaluateRows(rowMetrics, logits!, tokens));
+                        }
+                        if (perPosition)
+                            positionLosses.Add((TokenLosses.LossByPosition(clean ?? logits!, tokens), clean is null ? null : TokenLosses.LossByPosition(logits!, tokens)));
                     }
                 }
+                string editedHeading = ablated ? "ablated" : edits.Edits(parse) ? "edited" : "spliced";
+                if (ablated) Console.WriteLine($"{headAblation.Describe(parse)} (hook_z at every position)");
                 if (metrics is not null)
-                    WriteMetricPerPrompt(metrics, texts.Length > 0 ? texts : null, metricClean, edits.Given(parse) ? metricEdited : null,
-                        edits.Edits(parse) ? "edited" : "spliced", promptTokenizer ?? MetricTokenizer(parse.GetValue(model)!));
+                    WriteMetricPerPrompt(metrics, texts.Length > 0 ? texts : null, metricClean, edits.Given(parse) || ablated ? metricEdited : null,
+                        editedHeading, promptTokenizer ?? MetricTokenizer(parse.GetValue(model)!));
+                for (int i = 0; i < positionLosses.Count; i++)
+                    WriteLossPerPosition(positionLosses[i], editedHeading, prompts[i], prompts.Count > 1 ? generation.PromptName(i) : null, repeatedLength,
+                        promptTokenizer ?? MetricTokenizer(parse.GetValue(model)!));
                 if (spliced is not null) Console.WriteLine($"{spliced} of {ModelLoader.NameOf(folder)}");
                 if (parse.GetValue(output) is { } outPath) SaveRuns(outPath, runs);
                 generation.WriteContinuations(runs, ModelLoader.NameOf(folder));
@@ -320,6 +413,41 @@ internal static class ModelCommands
             throw new SaeSharpException($"--metric is given {specs.Length} times for {rows} prompts: give it once (for every prompt) or once per prompt, in order");
         tok ??= MetricTokenizer(model);
         return specs.Select(s => AttributionMetric.Parse(s, tok is null ? null : t => InterventionCommands.SingleToken(tok, t, "--metric"))).ToList();
+    }
+
+    /// <summary>The vocabulary size of <paramref name="model"/>'s tokenizer, from which <c>--repeated-random</c> draws.</summary>
+    private static long VocabularySize(string model) =>
+        (MetricTokenizer(model) ?? throw new SaeSharpException($"--repeated-random: --model {model} has no tokenizer to draw token ids from")).VocabSize;
+
+    /// <summary><c>sae model run --loss-per-position</c>: the next-token loss at each position, averaged over the rows (TransformerLens
+    /// Main Demo cell 44), clean and with the heads ablated (or the SAEs spliced and edited, <paramref name="editedHeading"/>); the token predicted shown for a single row; after
+    /// <c>--repeated-random N</c> the mean loss on each copy (an induction head makes the second far lower).</summary>
+    private static void WriteLossPerPosition((double[] Clean, double[]? Ablated) losses, string editedHeading, Tensor tokens, string? promptName, int? repeatedLength, ITextTokenizer? tok)
+    {
+        string F(double v) => Cli.Fixed(v, 3);
+        long rows = tokens.shape[0];
+        var ids = rows == 1 && tok is not null ? tokens[0].data<long>().ToArray() : null;
+        var columns = new List<Column> { new("pos", Right: true) };
+        if (ids is not null) columns.Add("next token");
+        columns.Add(new Column("clean", Right: true));
+        if (losses.Ablated is not null) columns.AddRange([new Column(editedHeading, Right: true), new Column("Δ", Right: true)]);
+        var table = Enumerable.Range(0, losses.Clean.Length).Select(t =>
+        {
+            var row = new List<string> { t.ToString(CultureInfo.InvariantCulture) };
+            if (ids is not null) row.Add(ids[t + 1] >= 0 && ids[t + 1] < tok!.VocabSize ? Analysis.DashboardWriter.Quote(tok.TokenText((int)ids[t + 1])) : $"<id {ids[t + 1]}>");
+            row.Add(F(losses.Clean[t]));
+            if (losses.Ablated is not null) row.AddRange([F(losses.Ablated[t]), F(losses.Ablated[t] - losses.Clean[t])]);
+            return (IReadOnlyList<string>)row;
+        });
+        Console.WriteLine();
+        Cli.WriteColumns($"next-token loss at each position{(rows > 1 ? $", mean over {rows} rows" : "")}{(promptName is null ? "" : $", {promptName}")}", columns, table);
+        if (repeatedLength is int n && n > 1)
+        {
+            // Position t predicts token t+1: the first copy's tokens 1..n−1 at t = 0..n−2, the second copy's n+1..2n−1 at t = n..2n−2.
+            string Halves(double[] l) => $"{F(l.Take(n - 1).Average())} on the first copy, {F(l.Skip(n).Average())} on the second";
+            Console.WriteLine($"mean loss (clean): {Halves(losses.Clean)}");
+            if (losses.Ablated is not null) Console.WriteLine($"mean loss ({editedHeading}): {Halves(losses.Ablated)}");
+        }
     }
 
     /// <summary>The model's tokenizer for a metric's token strings and labels, or null when the model has none (token ids only).</summary>
@@ -714,8 +842,11 @@ internal static class ModelCommands
         var command = new Command("logit-attrs", "TransformerLens's direct logit attribution of a logit difference: the logit lens of the accumulated residual " +
                                                  "stream, each layer's output and each head's (cache.accumulated_resid, decompose_resid, stack_head_results)")
             { model, prompt, answer, noBos, topHeads, json, dtype };
+        var headAblation = new HeadAblationOptions();
+        headAblation.AddTo(command);
         Cli.SetAction(command, parse =>
         {
+            if (headAblation.Given(parse)) headAblation.Parse(parse);
             var texts = parse.GetValue(prompt)!;
             var pairs = parse.GetValue(answer)!;
             if (pairs.Length != 1 && pairs.Length != texts.Length)
@@ -736,7 +867,9 @@ internal static class ModelCommands
             using var scope = NewDisposeScope();
             bool bos = !parse.GetValue(noBos);
             var tokens = texts.Select(t => m.ToTokens(t, bos)).ToList();
-            var r = SaeSharp.Analysis.LogitAttribution.Run(m, tokens, answers);
+            var ablation = headAblation.Hooks(parse, m);
+            var r = SaeSharp.Analysis.LogitAttribution.Run(m, tokens, answers, ablation);
+            if (ablation is not null) Console.WriteLine($"the run with {headAblation.Describe(parse)} (hook_z at every position):");
             string Tok(long id) => Analysis.DashboardWriter.Quote(tok.TokenText((int)id));
             var distinct = answers.Distinct().ToList();
             string what = distinct.Count == 1 ? $"logit({Tok(distinct[0].Item1)}) − logit({Tok(distinct[0].Item2)})" : "logit(A) − logit(B)";
@@ -757,6 +890,7 @@ internal static class ModelCommands
                 var node = new System.Text.Json.Nodes.JsonObject
                 {
                     ["logit_diff"] = r.LogitDiff, ["bias"] = r.Bias, ["prompts"] = r.Prompts,
+                    ["ablated_heads"] = ablation is null ? null : headAblation.Describe(parse),
                     ["accumulated_resid"] = Map(r.Accumulated), ["decompose_resid"] = Map(r.PerLayer), ["stack_head_results"] = Map(r.PerHead),
                 };
                 SaeSharp.IO.AtomicFile.WriteAllText(path, node.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
@@ -779,10 +913,10 @@ internal static class ModelCommands
         };
         var act = new Option<string>("--act")
         {
-            Description = "resid_pre, attn_out or mlp_out (per layer and position), or z (each head's hook_z over every position)",
+            Description = "resid_pre, attn_out or mlp_out (per layer and position), or z, v or pattern (each head's hook_z, hook_v or hook_pattern over every position)",
             DefaultValueFactory = _ => "resid_pre",
         };
-        act.AcceptOnlyFromAmong("resid_pre", "attn_out", "mlp_out", "z");
+        act.AcceptOnlyFromAmong("resid_pre", "attn_out", "mlp_out", "z", "v", "pattern");
         var noBos = new Option<bool>("--no-prepend-bos") { Description = "Do not start the prompts with BOS" };
         var dtype = ModelSource.DtypeOption();
         var command = new Command("patch", "TransformerLens's activation patching: the metric of the corrupted prompt with one activation (layer × position, " +
@@ -804,6 +938,8 @@ internal static class ModelCommands
                 "attn_out" => SaeSharp.Interventions.PatchedActivation.AttnOut,
                 "mlp_out" => SaeSharp.Interventions.PatchedActivation.MlpOut,
                 "z" => SaeSharp.Interventions.PatchedActivation.HeadZ,
+                "v" => SaeSharp.Interventions.PatchedActivation.HeadV,
+                "pattern" => SaeSharp.Interventions.PatchedActivation.HeadPattern,
                 _ => SaeSharp.Interventions.PatchedActivation.ResidPre,
             };
             var r = SaeSharp.Interventions.ActivationPatching.Run(m, cleanTokens, corruptedTokens, kind, spec);
@@ -813,8 +949,8 @@ internal static class ModelCommands
             int layers = r.Patched.GetLength(0), cols = r.Patched.GetLength(1);
             string what = raw ? "patched metric (clean and corrupted are equal)" : "(patched − corrupted) / (clean − corrupted)";
             var layerColumns = Enumerable.Range(0, layers).Select(l => new Column($"L{l}", Right: true));
-            if (kind == SaeSharp.Interventions.PatchedActivation.HeadZ)
-                Cli.WriteColumns($"hook_z of each head, {what}", [new Column("layer"), .. Enumerable.Range(0, cols).Select(h => new Column($"H{h}", Right: true))],
+            if (SaeSharp.Interventions.ActivationPatching.IsPerHead(kind))
+                Cli.WriteColumns($"hook_{parse.GetValue(act)} of each head, {what}", [new Column("layer"), .. Enumerable.Range(0, cols).Select(h => new Column($"H{h}", Right: true))],
                     Enumerable.Range(0, layers).Select(l => (IReadOnlyList<string>)[$"L{l}", .. Enumerable.Range(0, cols).Select(h => Value(l, h))]));
             else
             {

@@ -34,8 +34,12 @@ public static class LogitAttribution
     /// <summary>
     /// Attributes logit(A) − logit(B) at the last position of each prompt (tokens [1, pos], run one at a time, so prompts
     /// may differ in length) to the residual stream's components; <paramref name="answers"/> holds one (A, B) per prompt.
+    /// <paramref name="hooks"/> (<c>run_with_hooks</c> functions, e.g. <see cref="Interventions.HeadAblation.Hooks"/>) run
+    /// during each prompt's cached run: the attribution of the edited run (Exploratory Analysis Demo cells 115–117, the
+    /// ablated run's <c>stack_head_results</c>).
     /// </summary>
-    public static LogitAttributionResult Run(HookedTransformer model, IReadOnlyList<Tensor> prompts, IReadOnlyList<(long Correct, long Incorrect)> answers)
+    public static LogitAttributionResult Run(HookedTransformer model, IReadOnlyList<Tensor> prompts, IReadOnlyList<(long Correct, long Incorrect)> answers,
+        IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? hooks = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(prompts);
@@ -90,7 +94,7 @@ public static class LogitAttribution
             if (tokens.dim() != 2 || tokens.shape[0] != 1 || tokens.shape[1] == 0)
                 throw new SaeSharpException($"logit attribution: prompt {p} has token shape [{string.Join(", ", tokens.shape)}], not [1, pos] with pos ≥ 1");
             var (a, b) = answers[p];
-            using var run = model.RunWithCache(tokens, wanted);
+            using var run = model.RunWithCache(tokens, new RunOptions { CacheNames = wanted, Hooks = hooks });
             var (logits, cache) = run;
             var last = logits!.select(0, 0).select(0, -1).to(ScalarType.Float64);
             logitDiff += last[a].item<double>() - last[b].item<double>();

@@ -186,6 +186,17 @@ public abstract partial class HookedTransformer : nn.Module<Tensor, Tensor>
         int? stopAtLayer = null, Tensor? attentionMask = null) =>
         Cached(Run(tokens, new RunOptions { AttentionMask = attentionMask, StopAtLayer = stopAtLayer, CacheFilter = filter }));
 
+    /// <summary><c>run_with_cache</c> inside TransformerLens's <c>hooks(fwd_hooks=...)</c>: <paramref name="options"/> with its
+    /// <see cref="RunOptions.Hooks"/> and what to cache (<see cref="RunOptions.CacheNames"/>, possibly empty, or
+    /// <see cref="RunOptions.CacheFilter"/>).</summary>
+    public CachedRun RunWithCache(Tensor tokens, RunOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        if (options.CacheNames is null && options.CacheFilter is null)
+            throw new ArgumentException("RunWithCache: the options name no hook to cache (set CacheNames, possibly empty, or CacheFilter)", nameof(options));
+        return Cached(Run(tokens, options));
+    }
+
     /// <summary>A cached run's result as a <see cref="CachedRun"/> (the options asked for a cache).</summary>
     internal static CachedRun Cached((Tensor? Logits, ActivationCache? Cache) run) => new(run.Logits, run.Cache!);
 

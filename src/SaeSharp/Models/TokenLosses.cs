@@ -19,6 +19,18 @@ public static class TokenLosses
         return picked.squeeze(-1).neg();
     }
 
+    /// <summary>TransformerLens's <c>loss_fn(logits, tokens, per_token=True)</c> averaged over the batch (Main Demo cell 44,
+    /// <c>einops.reduce(..., "batch position -> position", "mean")</c>): entry t is the mean −log p(token t+1), pos−1 entries
+    /// from <paramref name="logits"/> [batch, pos, d_vocab] and <paramref name="tokens"/> [batch, pos].</summary>
+    public static double[] LossByPosition(Tensor logits, Tensor tokens)
+    {
+        if (tokens.dim() != 2 || tokens.shape[1] < 2)
+            throw new SaeSharpException($"loss per position: tokens [{string.Join(", ", tokens.shape)}] must be [batch, pos] with pos ≥ 2");
+        using var scope = NewDisposeScope();
+        var loss = NextTokenLoss(LogProbs(logits), tokens).mean([0]);
+        return loss.data<double>().ToArray();
+    }
+
     /// <summary>KL(p ‖ q) per position [batch, pos] from log-probabilities (p the clean run's).</summary>
     public static Tensor Kl(Tensor logP, Tensor logQ)
     {

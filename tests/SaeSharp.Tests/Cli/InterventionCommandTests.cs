@@ -888,6 +888,12 @@ public class InterventionCommandTests : IDisposable
         (exit, _, err) = CliRunner.Run("model", "run", "--model", fx.ModelDir, "--prompt", prompts[0]);
         Assert.Equal(1, exit);
         Assert.Contains("give --out", err);
+        // --loss-per-position with --sae: clean and spliced at each position of the prompt (one row per predicted token).
+        (exit, output, err) = CliRunner.Run("model", "run", "--model", fx.ModelDir, "--sae", fx.SaeDir, "--prompt", prompts[0], "--loss-per-position");
+        Assert.True(exit == 0, err);
+        Assert.Contains("pos\tnext token\tclean\tspliced\tΔ", output);
+        using (var saved = SafeTensors.Load(P("p0.safetensors"))["tokens"])
+            Assert.Equal(saved.shape[1] - 1, output.Split('\n').Count(l => l.Split('\t') is { Length: 5 } c && c[1].StartsWith('"')));
     }
 
     /// <summary><c>sae ablate --prompt P1 --prompt P2 --metric M</c>: a row per prompt with the library's metric of that prompt

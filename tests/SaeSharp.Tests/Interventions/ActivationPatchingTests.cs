@@ -26,7 +26,7 @@ public class ActivationPatchingTests : ModelTestBase
             Assert.Equal(own, r.Clean, 1e-5);
             Assert.Equal(own, r.Corrupted, 1e-5);
             Assert.Equal(2, r.Patched.GetLength(0));
-            Assert.Equal(kind == PatchedActivation.HeadZ ? 4 : 6, r.Patched.GetLength(1));
+            Assert.Equal(ActivationPatching.IsPerHead(kind) ? 4 : 6, r.Patched.GetLength(1));
             foreach (var v in r.Patched) Assert.Equal(own, v, 1e-5);
         }
     }
@@ -55,6 +55,32 @@ public class ActivationPatchingTests : ModelTestBase
     }
 
     [Fact]
+    public void A_head_whose_W_O_is_zero_changes_nothing_when_its_z_v_or_pattern_is_patched()
+    {
+        using var model = ModelLoader.FromPretrained(TinyModels.WriteGpt2(Sub("g"), seed: 8, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 64));
+        ZeroHeadOutput(model, layer: 0, head: 2);
+        using var clean = tensor(new long[] { 5, 9, 3, 12, 40, 7 }).unsqueeze(0);
+        using var corrupted = tensor(new long[] { 5, 9, 30, 12, 40, 7 }).unsqueeze(0);
+        foreach (var kind in new[] { PatchedActivation.HeadZ, PatchedActivation.HeadV, PatchedActivation.HeadPattern })
+        {
+            var r = ActivationPatching.Run(model, clean, corrupted, kind, Metric);
+            Assert.True(Math.Abs(r.Clean - r.Corrupted) > 1e-3, "the corruption should move the metric");
+            // The dead head's output is W_O·z = 0 whatever its z, v or pattern: the patched run is the corrupted run.
+            Assert.Equal(0, r.Normalized(0, 2), 1e-4);
+            // A live head at layer 0 reads the corrupted position (causal attention from the last query): its patch moves the metric.
+            Assert.Contains(Enumerable.Range(0, 4).Where(h => h != 2), h => Math.Abs(r.Normalized(0, h)) > 1e-3);
+        }
+    }
+
+    /// <summary>Zeros the rows of W_O (GPT-2's <c>c_proj</c>, Conv1D [n_head·d_head, d_model]) that read <paramref name="head"/>'s z.</summary>
+    internal static void ZeroHeadOutput(HookedTransformer model, int layer, int head)
+    {
+        using var _ = no_grad();
+        int dHead = model.Config.DHead;
+        model.state_dict()[$"transformer.h.{layer}.attn.c_proj.weight"].narrow(0, head * dHead, dHead).fill_(0.0f);
+    }
+
+    [Fact]
     public void Patch_command_refuses_prompts_of_different_lengths()
     {
         string dir = TinyModels.WriteGpt2(Sub("tok"), seed: 3, nLayer: 1, nEmbd: 16, nHead: 4, vocab: 50257, nPositions: 64);
@@ -68,5 +94,10 @@ public class ActivationPatchingTests : ModelTestBase
             "--metric", "logit-diff: world, there");
         Assert.NotEqual(0, bad);
         Assert.Contains("--corrupted has 4 tokens and --clean 3", badErr);
+        var (v, vOut, vErr) = CliRunner.Run("model", "patch", "--model", dir, "--clean", "Hello world", "--corrupted", "Hello there",
+            "--metric", "logit-diff: world, there", "--act", "v");
+        Assert.True(v == 0, vErr);
+        Assert.Contains("hook_v of each head", vOut);
+        Assert.Contains("H3", vOut);
     }
 }
