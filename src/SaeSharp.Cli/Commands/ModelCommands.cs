@@ -158,6 +158,7 @@ internal static class ModelCommands
         command.Subcommands.Add(LogitAttrs());
         command.Subcommands.Add(Patch());
         command.Subcommands.Add(HeadScoresCommand());
+        command.Subcommands.Add(Attention());
         return command;
     }
 
@@ -910,6 +911,35 @@ internal static class ModelCommands
                 SaeSharp.IO.AtomicFile.WriteAllText(path, node.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
                 Console.WriteLine($"wrote {path}");
             }
+            return 0;
+        });
+        return command;
+    }
+
+    private static Command Attention()
+    {
+        var model = ModelOption();
+        var prompt = new Option<string>("--prompt") { Description = "Prompt text", Required = true };
+        var layer = new Option<int>("--layer") { Description = "The layer whose attention patterns are shown (blocks.L.attn.hook_pattern)", Required = true };
+        var head = new Option<int[]>("--head") { Description = "Show only these heads (repeatable; default every head of the layer)" };
+        var html = new Option<string>("--html") { Description = "The page to write (one self-contained .html file)", Required = true };
+        var noBos = new Option<bool>("--no-prepend-bos") { Description = "Do not start the prompt with BOS" };
+        var dtype = ModelSource.DtypeOption();
+        var command = new Command("attention", "An attention pattern page as circuitsvis draws them (attention_heads): a thumbnail per head, the picked " +
+                                               "head's pattern with the tokens on both axes, and what a hovered token attends to or is attended by")
+            { model, prompt, layer, head, html, noBos, dtype };
+        Cli.SetAction(command, parse =>
+        {
+            string path = parse.GetValue(html)!;
+            OutputGuard.RefuseBadOutputFile("--html", path, "attention.html", new CommandInput("--model", parse.GetValue(model)!, InputKind.Folder));
+            using var m = ModelSource.LoadModel(parse.GetValue(model)!, parse.GetValue(dtype)!);
+            using var scope = NewDisposeScope();
+            var text = parse.GetValue(prompt)!;
+            var tokens = m.ToTokens(text, !parse.GetValue(noBos));
+            var heads = parse.GetValue(head) is { Length: > 0 } hs ? hs.Distinct().ToList() : null;
+            var patterns = SaeSharp.Analysis.AttentionPage.Collect(m, tokens, parse.GetValue(layer), heads);
+            SaeSharp.Analysis.AttentionPage.Write(path, patterns, $"{m.Config.ModelName}: {text}");
+            Console.WriteLine($"wrote {path} ({patterns.Heads.Count} head{(patterns.Heads.Count == 1 ? "" : "s")}, {patterns.Tokens.Count} tokens)");
             return 0;
         });
         return command;
