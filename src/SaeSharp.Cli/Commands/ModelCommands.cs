@@ -761,8 +761,7 @@ internal static class ModelCommands
                     ["logit_diff"] = r.LogitDiff, ["bias"] = r.Bias, ["prompts"] = r.Prompts,
                     ["accumulated_resid"] = Map(r.Accumulated), ["decompose_resid"] = Map(r.PerLayer), ["stack_head_results"] = Map(r.PerHead),
                 };
-                SaeSharp.IO.AtomicFile.WriteAllText(path, node.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
-                Console.WriteLine($"wrote {path}");
+                WriteJson(path, node);
             }
             return 0;
         });
@@ -908,8 +907,7 @@ internal static class ModelCommands
                     ["duplicate_token_head"] = Grid(scores.DuplicateToken),
                     ["induction_head"] = Grid(scores.Induction),
                 };
-                SaeSharp.IO.AtomicFile.WriteAllText(path, node.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
-                Console.WriteLine($"wrote {path}");
+                WriteJson(path, node);
             }
             return 0;
         });
@@ -945,6 +943,13 @@ internal static class ModelCommands
         return command;
     }
 
+    /// <summary>Writes a <c>--json</c> file (indented, atomically) and says so.</summary>
+    private static void WriteJson(string path, System.Text.Json.Nodes.JsonNode node)
+    {
+        SaeSharp.IO.AtomicFile.WriteAllText(path, node.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        Console.WriteLine($"wrote {path}");
+    }
+
     /// <summary><c>--token-range LOW,HIGH</c>, HIGH capped at the vocabulary size.</summary>
     private static (long Low, long High) TokenRange(string spec, int vocab)
     {
@@ -959,7 +964,7 @@ internal static class ModelCommands
     }
 
     /// <summary>Each score as a layer × head table (heads split over several tables to fit the terminal), then the top heads of each.</summary>
-    private static void WriteHeadScores(SaeSharp.Analysis.HeadScores scores, string source, int top)
+    internal static void WriteHeadScores(SaeSharp.Analysis.HeadScores scores, string source, int top)
     {
         Console.WriteLine($"Head scores: {source}");
         var kinds = new (string Title, double[,] Values)[]
