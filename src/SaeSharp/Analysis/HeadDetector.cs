@@ -143,8 +143,8 @@ public static class HeadDetector
     /// <summary>
     /// <paramref name="batch"/> rows of <paramref name="seqLen"/> random token ids in [<paramref name="low"/>,
     /// <paramref name="high"/>), each repeated twice: [batch, 2·seq_len], as the demos build them
-    /// (<c>torch.manual_seed(seed); torch.randint(low, high, (batch, seq_len))</c>, then <c>einops.repeat</c>); libtorch's
-    /// generator, so the same seed gives PyTorch's tokens.
+    /// (<c>torch.manual_seed(seed); torch.randint(low, high, (batch, seq_len))</c>, then <c>einops.repeat</c>); libtorch's CPU
+    /// generator, the one <c>torch.manual_seed</c> seeds (not checked against PyTorch's ids).
     /// </summary>
     public static Tensor RepeatedRandomTokens(long batch, long seqLen, long low, long high, ulong seed)
     {
