@@ -200,6 +200,8 @@ internal static class ModelCommands
         command.Subcommands.Add(TestPrompt());
         command.Subcommands.Add(LogitAttrs());
         command.Subcommands.Add(Patch());
+        command.Subcommands.Add(HeadScoresCommand());
+        command.Subcommands.Add(Attention());
         return command;
     }
 
@@ -282,7 +284,7 @@ internal static class ModelCommands
             else Cli.RefuseGiven(parse, "for a --prompt's tokens; --input's token ids are used as they are", noBos);
             var promptTokenizer = texts.Length == 0 ? null : Tokenizer.FromFolder(ModelSource.Resolve(parse.GetValue(model)!));
             var prompts = repeatedLength is int n
-                ? [SaeSharp.Analysis.RepeatedRandomTokens.Generate(parse.GetValue(batch), n, VocabularySize(parse.GetValue(model)!), parse.GetValue(sampling.Seed) ?? 0)]
+                ? [SaeSharp.Analysis.RepeatedRandomTokens.ForVocabulary(parse.GetValue(batch), n, VocabularySize(parse.GetValue(model)!), parse.GetValue(sampling.Seed) ?? 0)]
                 : texts.Length == 0 ? [InterventionCommands.ReadTokens(parse.GetValue(input)!)]
                 : texts.Select(t => InterventionCommands.PromptTokens(promptTokenizer!, t, !parse.GetValue(noBos))).ToList();
             var generation = new GenerationRequest(newTokens, sampling, parse, texts);
@@ -893,8 +895,7 @@ internal static class ModelCommands
                     ["ablated_heads"] = ablation is null ? null : headAblation.Describe(parse),
                     ["accumulated_resid"] = Map(r.Accumulated), ["decompose_resid"] = Map(r.PerLayer), ["stack_head_results"] = Map(r.PerHead),
                 };
-                SaeSharp.IO.AtomicFile.WriteAllText(path, node.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
-                Console.WriteLine($"wrote {path}");
+                WriteJson(path, node);
             }
             return 0;
         });
@@ -964,6 +965,170 @@ internal static class ModelCommands
             return 0;
         });
         return command;
+    }
+
+    private static Command HeadScoresCommand()
+    {
+        var model = ModelOption();
+        var prompt = new Option<string[]>("--prompt") { Description = "Prompt text (repeatable; scores averaged over the prompts, as detect_head of a list)" };
+        var repeated = new Option<int?>("--repeated-random")
+        {
+            Description = "Instead of prompts: N random tokens repeated twice (the demos' induction test); scores are the mean attention " +
+                          "1 token back, N back (duplicate) and N − 1 back (induction)",
+        }.Positive();
+        var batch = new Option<int>("--batch") { Description = "Random sequences with --repeated-random", DefaultValueFactory = _ => 2 }.Positive();
+        var seed = new Option<ulong>("--seed") { Description = "Seed of the random tokens (torch.manual_seed)", DefaultValueFactory = _ => 0 };
+        var range = new Option<string>("--token-range")
+        {
+            Description = "LOW,HIGH: random token ids in [LOW, HIGH), HIGH capped at the vocabulary size (torch.randint(100, 20000))",
+            DefaultValueFactory = _ => "100,20000",
+        };
+        var measure = new Option<string>("--error-measure")
+        {
+            Description = "With --prompt: mul (share of the attention on the detected pairs) or abs (1 − Σ|pattern − detection| / seq_len)",
+            DefaultValueFactory = _ => "mul",
+        };
+        measure.AcceptOnlyFromAmong("mul", "abs");
+        var excludeBos = new Option<bool>("--exclude-bos") { Description = "With --prompt: ignore the attention to the first token" };
+        var excludeCurrent = new Option<bool>("--exclude-current-token") { Description = "With --prompt: ignore each token's attention to itself" };
+        var noBos = new Option<bool>("--no-prepend-bos") { Description = "Do not start the prompts with BOS" };
+        var top = new Option<int>("--top") { Description = "Top heads listed per score", DefaultValueFactory = _ => 5 }.Positive();
+        var json = new Option<string?>("--json") { Description = "Write every head's scores to this JSON file ([layer][head] per score)" };
+        var dtype = ModelSource.DtypeOption();
+        var command = new Command("head-scores", "TransformerLens's head detector: the previous-token, duplicate-token and induction score of every head " +
+                                                 "(detect_head on prompts, or the demos' stripe means on repeated random tokens)")
+            { model, prompt, repeated, batch, seed, range, measure, excludeBos, excludeCurrent, noBos, top, json, dtype };
+        Cli.SetAction(command, parse =>
+        {
+            var texts = parse.GetValue(prompt) ?? [];
+            int? n = parse.GetValue(repeated);
+            if ((texts.Length > 0) == (n is not null))
+                throw new SaeSharpException("give either --prompt (one or more) or --repeated-random N");
+            if (n is null) Cli.RefuseGiven(parse, "random tokens; give --repeated-random N", batch, seed, range);
+            else Cli.RefuseGiven(parse, "detect_head on prompts; give --prompt (--repeated-random scores the stripes of its repeated tokens)",
+                measure, excludeBos, excludeCurrent, noBos);
+            if (parse.GetValue(json) is { } j) OutputGuard.RefuseBadOutputFile("--json", j, new CommandInput("--model", parse.GetValue(model)!, InputKind.Folder));
+            using var m = ModelSource.LoadModel(parse.GetValue(model)!, parse.GetValue(dtype)!);
+            using var scope = NewDisposeScope();
+            SaeSharp.Analysis.HeadScores scores;
+            string source;
+            if (n is int len)
+            {
+                var (low, high) = TokenRange(parse.GetValue(range)!, m.Config.DVocab);
+                int b = parse.GetValue(batch);
+                var tokens = SaeSharp.Analysis.RepeatedRandomTokens.Generate(b, len, low, high, parse.GetValue(seed));
+                scores = SaeSharp.Analysis.HeadDetector.RepeatedTokenScores(m, tokens);
+                source = $"{b} × {len} random tokens in [{low}, {high}) repeated twice (seed {parse.GetValue(seed)})";
+            }
+            else
+            {
+                bool bos = !parse.GetValue(noBos);
+                var tokens = texts.Select(t => m.ToTokens(t, bos)).ToList();
+                var em = parse.GetValue(measure) == "abs" ? SaeSharp.Analysis.HeadErrorMeasure.Abs : SaeSharp.Analysis.HeadErrorMeasure.Mul;
+                scores = SaeSharp.Analysis.HeadDetector.Detect(m, tokens, em, parse.GetValue(excludeBos), parse.GetValue(excludeCurrent));
+                source = $"detect_head, error measure {parse.GetValue(measure)}" + (parse.GetValue(excludeBos) ? ", BOS excluded" : "") +
+                         (parse.GetValue(excludeCurrent) ? ", current token excluded" : "") +
+                         (texts.Length == 1 ? $", {tokens[0].shape[1]} tokens" : $", mean over {texts.Length} prompts");
+            }
+            WriteHeadScores(scores, source, parse.GetValue(top));
+            if (parse.GetValue(json) is { } path)
+            {
+                static System.Text.Json.Nodes.JsonArray Grid(double[,] v) => new(Enumerable.Range(0, v.GetLength(0))
+                    .Select(l => (System.Text.Json.Nodes.JsonNode?)new System.Text.Json.Nodes.JsonArray(Enumerable.Range(0, v.GetLength(1))
+                        .Select(h => (System.Text.Json.Nodes.JsonNode?)v[l, h]).ToArray())).ToArray());
+                var node = new System.Text.Json.Nodes.JsonObject
+                {
+                    ["source"] = source,
+                    ["previous_token_head"] = Grid(scores.PreviousToken),
+                    ["duplicate_token_head"] = Grid(scores.DuplicateToken),
+                    ["induction_head"] = Grid(scores.Induction),
+                };
+                WriteJson(path, node);
+            }
+            return 0;
+        });
+        return command;
+    }
+
+    private static Command Attention()
+    {
+        var model = ModelOption();
+        var prompt = new Option<string>("--prompt") { Description = "Prompt text", Required = true };
+        var layer = new Option<int>("--layer") { Description = "The layer whose attention patterns are shown (blocks.L.attn.hook_pattern)", Required = true };
+        var head = new Option<int[]>("--head") { Description = "Show only these heads (repeatable; default every head of the layer)" };
+        var html = new Option<string>("--html") { Description = "The page to write (one self-contained .html file)", Required = true };
+        var noBos = new Option<bool>("--no-prepend-bos") { Description = "Do not start the prompt with BOS" };
+        var dtype = ModelSource.DtypeOption();
+        var command = new Command("attention", "An attention pattern page as circuitsvis draws them (attention_heads): a thumbnail per head, the picked " +
+                                               "head's pattern with the tokens on both axes, and what a hovered token attends to or is attended by")
+            { model, prompt, layer, head, html, noBos, dtype };
+        Cli.SetAction(command, parse =>
+        {
+            string path = parse.GetValue(html)!;
+            OutputGuard.RefuseBadOutputFile("--html", path, "attention.html", new CommandInput("--model", parse.GetValue(model)!, InputKind.Folder));
+            using var m = ModelSource.LoadModel(parse.GetValue(model)!, parse.GetValue(dtype)!);
+            using var scope = NewDisposeScope();
+            var text = parse.GetValue(prompt)!;
+            var tokens = m.ToTokens(text, !parse.GetValue(noBos));
+            var heads = parse.GetValue(head) is { Length: > 0 } hs ? hs.Distinct().ToList() : null;
+            var patterns = SaeSharp.Analysis.AttentionPage.Collect(m, tokens, parse.GetValue(layer), heads);
+            SaeSharp.Analysis.AttentionPage.Write(path, patterns, $"{m.Config.ModelName}: {text}");
+            Console.WriteLine($"wrote {path} ({patterns.Heads.Count} head{(patterns.Heads.Count == 1 ? "" : "s")}, {patterns.Tokens.Count} tokens)");
+            return 0;
+        });
+        return command;
+    }
+
+    /// <summary>Writes a <c>--json</c> file (indented, atomically) and says so.</summary>
+    private static void WriteJson(string path, System.Text.Json.Nodes.JsonNode node)
+    {
+        SaeSharp.IO.AtomicFile.WriteAllText(path, node.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        Console.WriteLine($"wrote {path}");
+    }
+
+    /// <summary><c>--token-range LOW,HIGH</c>, HIGH capped at the vocabulary size.</summary>
+    private static (long Low, long High) TokenRange(string spec, int vocab)
+    {
+        var parts = spec.Split(',');
+        if (parts.Length != 2 || !long.TryParse(parts[0].Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out long low)
+            || !long.TryParse(parts[1].Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out long high))
+            throw new SaeSharpException($"--token-range '{spec}': write LOW,HIGH with two token ids (100,20000)");
+        high = Math.Min(high, vocab);
+        if (low >= high)
+            throw new SaeSharpException($"--token-range '{spec}': no token id in [{low}, {high}) (the vocabulary has {vocab} tokens)");
+        return (low, high);
+    }
+
+    /// <summary>Each score as a layer × head table (heads split over several tables to fit the terminal), then the top heads of each.</summary>
+    internal static void WriteHeadScores(SaeSharp.Analysis.HeadScores scores, string source, int top)
+    {
+        Console.WriteLine($"Head scores: {source}");
+        var kinds = new (string Title, double[,] Values)[]
+        {
+            ("previous token", scores.PreviousToken), ("duplicate token", scores.DuplicateToken), ("induction", scores.Induction),
+        };
+        int layers = scores.Induction.GetLength(0), heads = scores.Induction.GetLength(1);
+        bool terminal = !Console.IsOutputRedirected || Cli.TerminalTables.Value;
+        foreach (var (title, v) in kinds)
+        {
+            var cells = Enumerable.Range(0, layers).Select(l => Enumerable.Range(0, heads).Select(h => Cli.Fixed(v[l, h], 2)).ToArray()).ToArray();
+            int cell = Math.Max(cells.SelectMany(r => r).Max(c => c.Length), $"H{heads - 1}".Length) + 3;
+            int fit = terminal ? Math.Max(1, (Spectre.Console.AnsiConsole.Profile.Width - 1 - $"L{layers - 1}".Length - 5) / cell) : heads;
+            int chunks = (heads + fit - 1) / fit, per = (heads + chunks - 1) / chunks;
+            for (int first = 0; first < heads; first += per)
+            {
+                int last = Math.Min(heads, first + per);
+                Console.WriteLine();
+                Cli.WriteColumns($"{char.ToUpperInvariant(title[0])}{title[1..]} score" + (chunks > 1 ? $", heads {first}–{last - 1}" : ""),
+                    [new Column("layer"), .. Enumerable.Range(first, last - first).Select(h => new Column($"H{h}", Right: true))],
+                    Enumerable.Range(0, layers).Select(l => (IReadOnlyList<string>)[$"L{l}", .. cells[l][first..last]]));
+            }
+        }
+        var ranked = kinds.Select(k => Enumerable.Range(0, layers * heads).Select(i => (Layer: i / heads, Head: i % heads, Score: k.Values[i / heads, i % heads]))
+            .OrderByDescending(x => x.Score).Take(top).ToList()).ToList();
+        Console.WriteLine();
+        Cli.WriteColumns("Top heads", [new Column("rank"), .. kinds.Select(k => new Column(k.Title))],
+            Enumerable.Range(0, ranked[0].Count).Select(r => (IReadOnlyList<string>)[$"{r + 1}", .. ranked.Select(x => $"L{x[r].Layer}H{x[r].Head} {Cli.Fixed(x[r].Score, 2)}")]));
     }
 
     /// <summary>One stack of <see cref="SaeSharp.Analysis.LogitAttribution"/>: label, value and a bar (+ or −) scaled to the stack's largest |value|.</summary>

@@ -44,7 +44,10 @@ public static class DashboardWriter
         return index;
     }
 
-    private static string Esc(string s) => System.Net.WebUtility.HtmlEncode(s);
+    internal static string Esc(string s) => System.Net.WebUtility.HtmlEncode(s);
+
+    /// <summary>JSON to embed in an inline <c>&lt;script&gt;</c> element: <c>&lt;/</c> written <c>&lt;\/</c>, so no string in it ends the element.</summary>
+    internal static string ScriptJson(System.Text.Json.Nodes.JsonNode node) => node.ToJsonString().Replace("</", "<\\/", StringComparison.Ordinal);
     private static string Inv(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);
 
     /// <summary>A token as shown (<see cref="TokenDisplay.Visible"/>): newlines, tabs and other control characters made
@@ -135,7 +138,7 @@ public static class DashboardWriter
         int dead = r.Features.Count(f => f.Firings == 0);
         double median = r.Features.Count == 0 ? 0 : r.Features.Select(f => f.Density).Order().ElementAt(r.Features.Count / 2);
         string np = r.Source.NeuronpediaId is { } id ? $"<a class=\"np\" href=\"https://www.neuronpedia.org/{Esc(id)}\">Neuronpedia ↗</a>" : "";
-        var json = rows.ToJsonString().Replace("</", "<\\/", StringComparison.Ordinal);
+        var json = ScriptJson(rows);
         return Head("Feature dashboard", "") + $$"""
             <body class="index">
             <header class="top"><div class="brand">SaeSharp <span>feature dashboard</span></div>{{np}}</header>

@@ -290,4 +290,27 @@ public sealed class TerminalLayoutTests
     [InlineData("1-2", false)]
     public void A_cell_reads_as_a_number_by_its_text(string cell, bool number) =>
         Assert.Equal(number, SaeSharp.Cli.Cli.MostlyNumbers([cell]));
+
+    /// <summary>sae model head-scores of a GPT-2-sized model (12 layers × 12 heads, abs scores below zero) fits 80 columns:
+    /// each score's heads split evenly over two tables (H0–H5, H6–H11), every layer's row on one line.</summary>
+    [Fact]
+    public void Head_scores_of_twelve_heads_fit_80_columns()
+    {
+        var v = new double[12, 12];
+        for (int l = 0; l < 12; l++) for (int h = 0; h < 12; h++) v[l, h] = (l * 12 + h) / 72.0 - 1;   // −1 .. 0.99
+        var scores = new SaeSharp.Analysis.HeadScores(v, v, v);
+        string output = AtColumns(80, () =>
+        {
+            SaeSharp.Cli.Cli.TerminalTables.Value = true;
+            try { ModelCommands.WriteHeadScores(scores, "test", 5); }
+            finally { SaeSharp.Cli.Cli.TerminalTables.Value = false; }
+        });
+        var lines = output.Split('\n').Select(l => l.TrimEnd('\r', ' ')).Where(l => l.Length > 0).ToList();
+        Assert.All(lines, l => Assert.True(l.Length <= 80, $"'{l}' is wider than 80 columns"));
+        Assert.Equal(3, lines.Count(l => l.Contains("heads 0–5", StringComparison.Ordinal)));
+        Assert.Equal(3, lines.Count(l => l.Contains("heads 6–11", StringComparison.Ordinal)));
+        // L11's row of the second table: H6..H11 = (132 + h) / 72 − 1.
+        Assert.Equal(3, lines.Count(l => l.Contains("L11 ", StringComparison.Ordinal) && l.Contains("0.92", StringComparison.Ordinal) && l.Contains("0.99", StringComparison.Ordinal)));   // one per score
+        Assert.Contains(lines, l => l.Contains("L11H11 0.99", StringComparison.Ordinal));
+    }
 }

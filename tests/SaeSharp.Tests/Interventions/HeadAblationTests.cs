@@ -115,17 +115,17 @@ public class HeadAblationTests : ModelTestBase
     [Fact]
     public void Repeated_random_tokens_repeat_each_row_once_in_the_notebooks_range()
     {
-        using var big = RepeatedRandomTokens.Generate(3, 7, 50257, seed: 1);
+        using var big = RepeatedRandomTokens.ForVocabulary(3, 7, 50257, seed: 1);
         Assert.Equal([3L, 14], big.shape);
         var ids = big.data<long>().ToArray();
         for (int b = 0; b < 3; b++)
             for (int p = 0; p < 7; p++) Assert.Equal(ids[b * 14 + p], ids[b * 14 + 7 + p]);
         Assert.All(ids, id => Assert.InRange(id, 1000, 9999));
-        using var again = RepeatedRandomTokens.Generate(3, 7, 50257, seed: 1);
+        using var again = RepeatedRandomTokens.ForVocabulary(3, 7, 50257, seed: 1);
         Assert.Equal(ids, again.data<long>().ToArray());
-        using var other = RepeatedRandomTokens.Generate(3, 7, 50257, seed: 2);
+        using var other = RepeatedRandomTokens.ForVocabulary(3, 7, 50257, seed: 2);
         Assert.NotEqual(ids, other.data<long>().ToArray());
-        using var small = RepeatedRandomTokens.Generate(2, 50, 64, seed: 1);
+        using var small = RepeatedRandomTokens.ForVocabulary(2, 50, 64, seed: 1);
         Assert.All(small.data<long>().ToArray(), id => Assert.InRange(id, 0, 63));
     }
 

@@ -1,0 +1,175 @@
+using SaeSharp.Models;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Analysis;
+
+/// <summary>The head types of TransformerLens's head detector (transformer_lens/head_detector.py, <c>HeadName</c>).</summary>
+public enum HeadType
+{
+    /// <summary><c>previous_token_head</c>: each token attends to the one before it.</summary>
+    PreviousToken,
+    /// <summary><c>duplicate_token_head</c>: each token attends to earlier copies of itself.</summary>
+    DuplicateToken,
+    /// <summary><c>induction_head</c>: each token attends to the token after an earlier copy of itself.</summary>
+    Induction,
+}
+
+/// <summary>How <see cref="HeadDetector.Similarity"/> compares a pattern with a detection pattern (TransformerLens <c>ErrorMeasure</c>).</summary>
+public enum HeadErrorMeasure
+{
+    /// <summary><c>"mul"</c> (TransformerLens's default): Σ pattern·detection / Σ pattern, the share of attention on the detected pairs.</summary>
+    Mul,
+    /// <summary><c>"abs"</c>: 1 − round(Σ |pattern − detection| / seq_len, 3), from −1 (opposite) to 1 (exact).</summary>
+    Abs,
+}
+
+/// <summary>Previous-token, duplicate-token and induction score of every head, [layer, head] each.</summary>
+public sealed record HeadScores(double[,] PreviousToken, double[,] DuplicateToken, double[,] Induction)
+{
+    /// <summary>The scores of one head type.</summary>
+    public double[,] Of(HeadType type) => type switch
+    {
+        HeadType.PreviousToken => PreviousToken,
+        HeadType.DuplicateToken => DuplicateToken,
+        _ => Induction,
+    };
+}
+
+/// <summary>
+/// TransformerLens's head scores from attention patterns (<c>blocks.L.attn.hook_pattern</c>): <see cref="Detect"/> is
+/// <c>detect_head</c> of transformer_lens/head_detector.py with its built-in detection patterns, and
+/// <see cref="RepeatedTokenScores"/> the stripe means of demos/Main_Demo.ipynb (cell 46, <c>induction_score_hook</c>) and
+/// demos/Exploratory_Analysis_Demo.ipynb (cell 108) on random tokens repeated twice.
+/// </summary>
+public static class HeadDetector
+{
+    /// <summary>
+    /// The detection pattern [seq, seq] (float64, lower triangular) of a head type for these tokens, as
+    /// <c>get_previous_token_head_detection_pattern</c> (1 at [i, i−1]), <c>get_duplicate_token_head_detection_pattern</c>
+    /// (1 at [i, j], j &lt; i, where token j equals token i) and <c>get_induction_head_detection_pattern</c> (the duplicate
+    /// pattern shifted one key to the right: 1 at [i, j+1], j+1 ≤ i) build it.
+    /// </summary>
+    public static Tensor DetectionPattern(HeadType type, IReadOnlyList<long> tokens)
+    {
+        ArgumentNullException.ThrowIfNull(tokens);
+        int n = tokens.Count;
+        var d = new double[n * n];
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j <= i; j++)
+            {
+                bool hit = type switch
+                {
+                    HeadType.PreviousToken => j == i - 1,
+                    HeadType.DuplicateToken => j < i && tokens[j] == tokens[i],
+                    _ => j >= 1 && tokens[j - 1] == tokens[i],   // [i, i] too when token i−1 equals token i, as TransformerLens's roll and tril give
+                };
+                if (hit) d[i * n + j] = 1;
+            }
+        return tensor(d, [n, n]);
+    }
+
+    /// <summary>
+    /// <c>compute_head_attention_similarity_score</c> for each head at once: <paramref name="patterns"/> [head, q, k] (one
+    /// sequence), <paramref name="detection"/> [q, k]. <paramref name="excludeBos"/> ignores the attention to position 0,
+    /// <paramref name="excludeCurrentToken"/> the diagonal (both off in TransformerLens by default).
+    /// </summary>
+    public static double[] Similarity(Tensor patterns, Tensor detection, HeadErrorMeasure measure = HeadErrorMeasure.Mul,
+        bool excludeBos = false, bool excludeCurrentToken = false)
+    {
+        ArgumentNullException.ThrowIfNull(patterns);
+        ArgumentNullException.ThrowIfNull(detection);
+        if (patterns.dim() != 3 || patterns.shape[1] != patterns.shape[2])
+            throw new SaeSharpException($"head scores: attention patterns of shape [{string.Join(", ", patterns.shape)}], expected [head, seq, seq]");
+        long n = patterns.shape[1];
+        if (detection.shape.Length != 2 || detection.shape[0] != n || detection.shape[1] != n)
+            throw new SaeSharpException($"head scores: a detection pattern of shape [{string.Join(", ", detection.shape)}] for sequences of {n} tokens (expected [{n}, {n}])");
+        using var scope = NewDisposeScope();
+        var keep = new double[n * n];
+        for (long i = 0; i < n; i++)
+            for (long j = 0; j < n; j++)
+                keep[i * n + j] = (excludeBos && j == 0) || (excludeCurrentToken && i == j) ? 0 : 1;
+        var mask = tensor(keep, [n, n]);
+        var p = patterns.to(ScalarType.Float64);
+        var det = detection.to(ScalarType.Float64);
+        long[] qk = [-2, -1];
+        if (measure == HeadErrorMeasure.Mul)
+        {
+            var a = p.mul(mask);
+            return a.mul(det).sum(qk).div(a.sum(qk)).data<double>().ToArray();
+        }
+        var abs = p.sub(det).abs().mul(mask).sum(qk).data<double>().ToArray();
+        return abs.Select(s => 1 - Math.Round(s / n, 3, MidpointRounding.ToEven)).ToArray();
+    }
+
+    /// <summary>
+    /// TransformerLens <c>detect_head(model, seq, detection_pattern)</c> for each built-in head type and each prompt
+    /// ([1, seq] token ids, 1 &lt; seq ≤ n_ctx), averaged over the prompts as <c>detect_head</c> does for a list of strings:
+    /// every head's score [layer, head]. One cached run per prompt, caching only the attention patterns.
+    /// </summary>
+    public static HeadScores Detect(HookedTransformer model, IReadOnlyList<Tensor> prompts, HeadErrorMeasure measure = HeadErrorMeasure.Mul,
+        bool excludeBos = false, bool excludeCurrentToken = false)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(prompts);
+        if (prompts.Count == 0) throw new SaeSharpException("head scores: no prompt");
+        var c = model.Config;
+        var types = Enum.GetValues<HeadType>();
+        var sums = types.Select(_ => new double[c.NLayers, c.NHeads]).ToArray();
+        using var _ = no_grad();
+        foreach (var tokens in prompts)
+        {
+            using var scope = NewDisposeScope();
+            if (tokens.dim() != 2 || tokens.shape[0] != 1)
+                throw new SaeSharpException($"head scores: a prompt of shape [{string.Join(", ", tokens.shape)}], expected [1, seq]");
+            long n = tokens.shape[1];
+            if (n < 2 || n > c.NCtx)
+                throw new SaeSharpException($"head scores: a prompt of {n} tokens; the sequence must have at least 2 tokens and fit the context window ({c.NCtx})");
+            var ids = tokens[0].to(ScalarType.Int64).data<long>().ToArray();
+            var detections = types.Select(t => DetectionPattern(t, ids)).ToArray();
+            using var run = model.RunWithCache(tokens, model.HookPoints.Blocks.Take(c.NLayers).Select(b => b.Pattern));
+            for (int l = 0; l < c.NLayers; l++)
+            {
+                var pattern = run.Cache[model.HookPoints.Blocks[l].Pattern][0];
+                for (int t = 0; t < types.Length; t++)
+                {
+                    var s = Similarity(pattern, detections[t], measure, excludeBos, excludeCurrentToken);
+                    for (int h = 0; h < c.NHeads; h++) sums[t][l, h] += s[h] / prompts.Count;
+                }
+            }
+        }
+        return new HeadScores(sums[0], sums[1], sums[2]);
+    }
+
+    /// <summary>
+    /// The demos' scores on random tokens repeated twice (<paramref name="repeated"/> [batch, 2·seq_len], as
+    /// <see cref="RepeatedRandomTokens.Generate"/> makes them): per head, the mean over the batch of the pattern's stripe
+    /// <c>pattern.diagonal(offset, dim1=-2, dim2=-1)</c> at offset −1 (previous token), −seq_len (duplicate token: the first
+    /// copy) and 1 − seq_len (induction: the token after the first copy), the stripe taken whole as the notebooks do.
+    /// </summary>
+    public static HeadScores RepeatedTokenScores(HookedTransformer model, Tensor repeated)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(repeated);
+        var c = model.Config;
+        if (repeated.dim() != 2 || repeated.shape[1] % 2 != 0 || repeated.shape[1] < 4)
+            throw new SaeSharpException($"head scores: repeated tokens of shape [{string.Join(", ", repeated.shape)}], expected [batch, 2·seq_len] with seq_len ≥ 2");
+        long seqLen = repeated.shape[1] / 2;
+        if (2 * seqLen > c.NCtx)
+            throw new SaeSharpException($"head scores: {seqLen} random tokens repeated twice are {2 * seqLen} tokens, more than the context window ({c.NCtx})");
+        var scores = new[] { new double[c.NLayers, c.NHeads], new double[c.NLayers, c.NHeads], new double[c.NLayers, c.NHeads] };
+        long[] offsets = [-1, -seqLen, 1 - seqLen];
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        using var run = model.RunWithCache(repeated, model.HookPoints.Blocks.Take(c.NLayers).Select(b => b.Pattern));
+        for (int l = 0; l < c.NLayers; l++)
+        {
+            var pattern = run.Cache[model.HookPoints.Blocks[l].Pattern].to(ScalarType.Float64);   // [batch, head, q, k]
+            for (int t = 0; t < 3; t++)
+            {
+                var s = pattern.diagonal(offsets[t], -2, -1).mean([0, 2]).data<double>().ToArray();
+                for (int h = 0; h < c.NHeads; h++) scores[t][l, h] = s[h];
+            }
+        }
+        return new HeadScores(scores[0], scores[1], scores[2]);
+    }
+}

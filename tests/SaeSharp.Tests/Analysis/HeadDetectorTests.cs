@@ -1,0 +1,210 @@
+using System.Text.Json.Nodes;
+using SaeSharp.Analysis;
+using SaeSharp.Models;
+using SaeSharp.Tests.Cli;
+using SaeSharp.Tests.Models;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Tests.Analysis;
+
+/// <summary>TransformerLens's head detector (<see cref="HeadDetector"/>, <c>sae model head-scores</c>): detection patterns
+/// written out by hand from transformer_lens/head_detector.py, hand-built attention patterns whose scores are known, and on a
+/// tiny model the scores recomputed by plain loops over <c>hook_pattern</c> of a cached run.</summary>
+public class HeadDetectorTests : ModelTestBase
+{
+    private static double[,] Grid(Tensor t)
+    {
+        var v = t.to(ScalarType.Float64).data<double>().ToArray();
+        int n = (int)t.shape[0];
+        var g = new double[n, n];
+        for (int i = 0; i < n; i++) for (int j = 0; j < n; j++) g[i, j] = v[i * n + j];
+        return g;
+    }
+
+    private static void AssertOnes(double[,] g, params (int Q, int K)[] ones)
+    {
+        for (int i = 0; i < g.GetLength(0); i++)
+            for (int j = 0; j < g.GetLength(1); j++)
+                Assert.True(g[i, j] == (ones.Contains((i, j)) ? 1 : 0), $"[{i}, {j}] = {g[i, j]}");
+    }
+
+    [Fact]
+    public void Detection_patterns_are_the_ones_TransformerLens_builds()
+    {
+        long[] tokens = [5, 7, 9, 5, 7, 9];
+        using var prev = HeadDetector.DetectionPattern(HeadType.PreviousToken, tokens);
+        AssertOnes(Grid(prev), (1, 0), (2, 1), (3, 2), (4, 3), (5, 4));
+        using var dup = HeadDetector.DetectionPattern(HeadType.DuplicateToken, tokens);
+        AssertOnes(Grid(dup), (3, 0), (4, 1), (5, 2));
+        using var ind = HeadDetector.DetectionPattern(HeadType.Induction, tokens);
+        AssertOnes(Grid(ind), (3, 1), (4, 2), (5, 3));
+        // torch.roll then tril keeps [i, i] when token i−1 equals token i; the duplicate pattern never has its diagonal.
+        using var same = HeadDetector.DetectionPattern(HeadType.Induction, [4, 4, 6]);
+        AssertOnes(Grid(same), (1, 1));
+        using var sameDup = HeadDetector.DetectionPattern(HeadType.DuplicateToken, [4, 4, 6]);
+        AssertOnes(Grid(sameDup), (1, 0));
+    }
+
+    /// <summary>Head 0 attends to the previous token (position 0 to itself), head 1 uniformly over the causal past.</summary>
+    private static Tensor PreviousAndUniform(int n)
+    {
+        var p = new float[2 * n * n];
+        for (int i = 0; i < n; i++)
+        {
+            p[i * n + Math.Max(0, i - 1)] = 1;
+            for (int j = 0; j <= i; j++) p[n * n + i * n + j] = 1f / (i + 1);
+        }
+        return tensor(p, [2, n, n]);
+    }
+
+    [Fact]
+    public void A_pure_previous_token_head_scores_one_once_the_bos_column_is_left_out()
+    {
+        const int n = 8;
+        using var patterns = PreviousAndUniform(n);
+        using var det = HeadDetector.DetectionPattern(HeadType.PreviousToken, new long[n]);
+        // mul: Σ A·D / Σ A; row 0's weight sits on [0, 0], outside the detection pattern.
+        var mul = HeadDetector.Similarity(patterns, det);
+        Assert.Equal((n - 1.0) / n, mul[0], 1e-12);
+        double uniform = Enumerable.Range(1, n - 1).Sum(i => 1.0 / (i + 1)) / n;
+        Assert.Equal(uniform, mul[1], 1e-6);   // 1/(i+1) held in float32
+        Assert.Equal(1.0, HeadDetector.Similarity(patterns, det, excludeBos: true)[0], 1e-12);
+        // Excluding the current token too drops row 0 of the uniform head entirely and the diagonal elsewhere.
+        double uniformBoth = Enumerable.Range(2, n - 2).Sum(i => 1.0 / (i + 1)) / Enumerable.Range(2, n - 2).Sum(i => (i - 1.0) / (i + 1));
+        Assert.Equal(uniformBoth, HeadDetector.Similarity(patterns, det, excludeBos: true, excludeCurrentToken: true)[1], 1e-6);
+        // abs: 1 − round(Σ|A − D| / n, 3); the only difference of head 0 is its [0, 0].
+        var abs = HeadDetector.Similarity(patterns, det, HeadErrorMeasure.Abs);
+        Assert.Equal(1 - Math.Round(1.0 / n, 3), abs[0], 1e-12);
+        Assert.Equal(1.0, HeadDetector.Similarity(patterns, det, HeadErrorMeasure.Abs, excludeBos: true)[0], 1e-12);
+    }
+
+    [Fact]
+    public void An_exact_induction_pattern_on_a_repeated_sequence_scores_one()
+    {
+        long[] once = [11, 3, 7, 20, 5];
+        long[] tokens = [.. once, .. once];
+        int k = once.Length, n = tokens.Length;
+        var p = new float[n * n];
+        for (int i = 0; i < n; i++) p[i * n + (i < k ? 0 : i - k + 1)] = 1;   // the first copy rests on position 0
+        using var pattern = tensor(p, [1, n, n]);
+        using var ind = HeadDetector.DetectionPattern(HeadType.Induction, tokens);
+        Assert.Equal(1.0, HeadDetector.Similarity(pattern, ind, excludeBos: true)[0], 1e-12);
+        Assert.Equal((double)k / n, HeadDetector.Similarity(pattern, ind)[0], 1e-12);
+        using var dup = HeadDetector.DetectionPattern(HeadType.DuplicateToken, tokens);
+        Assert.Equal(0.0, HeadDetector.Similarity(pattern, dup, excludeBos: true)[0], 1e-12);
+    }
+
+    [Fact]
+    public void Detect_on_a_tiny_model_equals_the_scores_computed_by_hand_from_hook_pattern()
+    {
+        using var model = Gpt2(nLayer: 2, seed: 5);
+        long[] ids = [3, 8, 1, 3, 8, 1, 9];
+        using var tokens = tensor(ids).unsqueeze(0);
+        var r = HeadDetector.Detect(model, [tokens], HeadErrorMeasure.Mul, excludeBos: true);
+        var abs = HeadDetector.Detect(model, [tokens], HeadErrorMeasure.Abs);
+        using var run = model.RunWithCache(tokens, h => h.EndsWith("hook_pattern", StringComparison.Ordinal));
+        int n = ids.Length;
+        bool Prev(int i, int j) => j == i - 1;
+        bool Dup(int i, int j) => j < i && ids[j] == ids[i];
+        bool Ind(int i, int j) => j >= 1 && j <= i && ids[j - 1] == ids[i];
+        for (int l = 0; l < 2; l++)
+            for (int h = 0; h < 4; h++)
+            {
+                var a = run.Cache["pattern", l][0, h].data<float>().ToArray();
+                double Mul(Func<int, int, bool> d)
+                {
+                    double hit = 0, all = 0;
+                    for (int i = 0; i < n; i++)
+                        for (int j = 1; j < n; j++)
+                        {
+                            all += a[i * n + j];
+                            if (d(i, j)) hit += a[i * n + j];
+                        }
+                    return hit / all;
+                }
+                double Abs(Func<int, int, bool> d)
+                {
+                    double s = 0;
+                    for (int i = 0; i < n; i++) for (int j = 0; j < n; j++) s += Math.Abs(a[i * n + j] - (d(i, j) ? 1 : 0));
+                    return 1 - Math.Round(s / n, 3);
+                }
+                Assert.Equal(Mul(Prev), r.PreviousToken[l, h], 1e-6);
+                Assert.Equal(Mul(Dup), r.DuplicateToken[l, h], 1e-6);
+                Assert.Equal(Mul(Ind), r.Induction[l, h], 1e-6);
+                Assert.Equal(Abs(Prev), abs.PreviousToken[l, h], 1e-6);
+                Assert.Equal(Abs(Ind), abs.Induction[l, h], 1e-6);
+            }
+        // A list of prompts: the mean of each prompt's scores (detect_head of a list of strings).
+        using var other = tensor(new long[] { 4, 4, 2, 7 }).unsqueeze(0);
+        var both = HeadDetector.Detect(model, [tokens, other]);
+        var one = HeadDetector.Detect(model, [tokens]);
+        var two = HeadDetector.Detect(model, [other]);
+        Assert.Equal((one.Induction[1, 2] + two.Induction[1, 2]) / 2, both.Induction[1, 2], 1e-12);
+    }
+
+    [Fact]
+    public void Repeated_random_tokens_and_their_stripe_scores_match_loops_over_hook_pattern()
+    {
+        using var tokens = RepeatedRandomTokens.Generate(3, 6, 10, 50, seed: 7);
+        Assert.Equal([3L, 12L], tokens.shape);
+        var t = tokens.data<long>().ToArray();
+        for (int b = 0; b < 3; b++)
+            for (int i = 0; i < 6; i++)
+            {
+                Assert.Equal(t[b * 12 + i], t[b * 12 + 6 + i]);
+                Assert.InRange(t[b * 12 + i], 10, 49);
+            }
+        using (var again = RepeatedRandomTokens.Generate(3, 6, 10, 50, seed: 7)) Assert.Equal(t, again.data<long>().ToArray());
+
+        using var model = Gpt2(nLayer: 2, seed: 6);
+        var r = HeadDetector.RepeatedTokenScores(model, tokens);
+        using var run = model.RunWithCache(tokens, h => h.EndsWith("hook_pattern", StringComparison.Ordinal));
+        const int len = 6, n = 12;
+        for (int l = 0; l < 2; l++)
+            for (int h = 0; h < 4; h++)
+            {
+                var p = run.Cache["pattern", l][.., h].contiguous().data<float>().ToArray();   // [batch, q, k]
+                double Stripe(int back)
+                {
+                    double s = 0;
+                    int count = 0;
+                    for (int b = 0; b < 3; b++)
+                        for (int q = back; q < n; q++, count++) s += p[b * n * n + q * n + q - back];
+                    return s / count;
+                }
+                Assert.Equal(Stripe(1), r.PreviousToken[l, h], 1e-6);
+                Assert.Equal(Stripe(len), r.DuplicateToken[l, h], 1e-6);
+                Assert.Equal(Stripe(len - 1), r.Induction[l, h], 1e-6);
+            }
+    }
+
+    [Fact]
+    public void Head_scores_command_prints_the_tables_and_writes_every_score_to_json()
+    {
+        string dir = TinyModels.WriteGpt2(Sub("tok"), seed: 3, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 50257, nPositions: 64);
+        AddGpt2Tokenizer(dir);
+        string json = Path.Combine(Dir, "scores.json");
+        var (exit, output, err) = CliRunner.Run("model", "head-scores", "--model", dir, "--repeated-random", "10", "--seed", "3", "--json", json);
+        Assert.True(exit == 0, err);
+        Assert.Contains("2 × 10 random tokens in [100, 20000) repeated twice (seed 3)", output);
+        Assert.Contains("Induction score", output);
+        Assert.Contains("Top heads", output);
+        var node = JsonNode.Parse(File.ReadAllText(json))!;
+        using var model = ModelLoader.FromPretrained(dir);
+        using var tokens = RepeatedRandomTokens.Generate(2, 10, 100, 20000, 3);
+        var r = HeadDetector.RepeatedTokenScores(model, tokens);
+        for (int l = 0; l < 2; l++)
+            for (int h = 0; h < 4; h++)
+                Assert.Equal(r.Induction[l, h], node["induction_head"]![l]![h]!.GetValue<double>(), 1e-12);
+
+        var (both, _, bothErr) = CliRunner.Run("model", "head-scores", "--model", dir, "--repeated-random", "10", "--prompt", "Hello");
+        Assert.NotEqual(0, both);
+        Assert.Contains("either --prompt", bothErr);
+        var (measure, _, measureErr) = CliRunner.Run("model", "head-scores", "--model", dir, "--repeated-random", "10", "--error-measure", "abs");
+        Assert.NotEqual(0, measure);
+        Assert.Contains("--error-measure", measureErr);
+        var (range, _, rangeErr) = CliRunner.Run("model", "head-scores", "--model", dir, "--repeated-random", "10", "--token-range", "60000,70000");
+        Assert.NotEqual(0, range);
+        Assert.Contains("--token-range '60000,70000'", rangeErr);
+    }
+}
