@@ -663,6 +663,9 @@ internal static class ModelCommands
             bool space = !parse.GetValue(noSpace), bos = !parse.GetValue(noBos);
             int k = parse.GetValue(topK);
             var folder = ModelSource.Resolve(parse.GetValue(model)!);
+            var words = Tokenizer.FromFolder(folder);
+            InterventionCommands.NoteUnknownWords(words, text, "--prompt");
+            InterventionCommands.NoteUnknownWords(words, expected, "--answer");
             if (!edits.Given(parse))
             {
                 using var m = ModelLoader.FromPretrained(folder, ModelLoader.ParseDtype(parse.GetValue(dtype)!, folder));
@@ -730,12 +733,16 @@ internal static class ModelCommands
                     throw new SaeSharpException($"--answer '{spec}': write A,B with two tokens (\" Mary, John\")");
                 long Id(string t) => long.TryParse(t.Trim(), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out long id)
                     ? id : InterventionCommands.SingleToken(tok, t, "--answer");
-                return (Id(parts[0]), Id(parts[1]));
+                long a = Id(parts[0]), b = Id(parts[1]);
+                SaeSharp.Interventions.AttributionMetric.RefuseSameToken($"--answer '{spec}'", a, b);
+                return (a, b);
             }
             var answers = texts.Select((_, i) => Pair(pairs[pairs.Length == 1 ? 0 : i])).ToList();
             using var scope = NewDisposeScope();
             bool bos = !parse.GetValue(noBos);
             var tokens = texts.Select(t => m.ToTokens(t, bos)).ToList();
+            if (tokens.FindIndex(t => t.shape[1] == 0) is int empty and >= 0) throw InterventionCommands.NoTokenError("--prompt", texts[empty]);
+            foreach (var t in texts) InterventionCommands.NoteUnknownWords(tok, t, "--prompt");
             var r = SaeSharp.Analysis.LogitAttribution.Run(m, tokens, answers);
             string Tok(long id) => Analysis.DashboardWriter.Quote(tok.TokenText((int)id));
             var distinct = answers.Distinct().ToList();
@@ -797,6 +804,10 @@ internal static class ModelCommands
             using var scope = NewDisposeScope();
             var cleanTokens = m.ToTokens(parse.GetValue(clean)!, bos);
             var corruptedTokens = m.ToTokens(parse.GetValue(corrupted)!, bos);
+            if (cleanTokens.shape[1] == 0) throw InterventionCommands.NoTokenError("--clean", parse.GetValue(clean)!);
+            if (corruptedTokens.shape[1] == 0) throw InterventionCommands.NoTokenError("--corrupted", parse.GetValue(corrupted)!);
+            InterventionCommands.NoteUnknownWords(tok, parse.GetValue(clean)!, "--clean");
+            InterventionCommands.NoteUnknownWords(tok, parse.GetValue(corrupted)!, "--corrupted");
             if (cleanTokens.shape[1] != corruptedTokens.shape[1])
                 throw new SaeSharpException($"--corrupted has {corruptedTokens.shape[1]} tokens and --clean {cleanTokens.shape[1]}: patching needs prompts of the same length");
             var kind = parse.GetValue(act) switch
