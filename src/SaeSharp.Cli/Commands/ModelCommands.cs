@@ -663,9 +663,7 @@ internal static class ModelCommands
             bool space = !parse.GetValue(noSpace), bos = !parse.GetValue(noBos);
             int k = parse.GetValue(topK);
             var folder = ModelSource.Resolve(parse.GetValue(model)!);
-            var words = Tokenizer.FromFolder(folder);
-            InterventionCommands.NoteUnknownWords(words, text, "--prompt");
-            InterventionCommands.NoteUnknownWords(words, expected, "--answer");
+            InterventionCommands.NoteUnknownWords(Tokenizer.FromFolder(folder), text, "--prompt");   // an unknown answer is an error (PromptTest)
             if (!edits.Given(parse))
             {
                 using var m = ModelLoader.FromPretrained(folder, ModelLoader.ParseDtype(parse.GetValue(dtype)!, folder));
