@@ -168,9 +168,26 @@ internal static class InterventionCommands
     public static Tensor PromptTokens(ITextTokenizer tok, string prompt, bool prependBos)
     {
         var ids = tok.EncodePrompt(prompt, prependBos && tok.BosTokenId is not null);
-        if (ids.Length == 0) throw new SaeSharpException("the prompt is empty");
+        if (ids.Length == 0) throw NoTokenError("--prompt", prompt);
+        NoteUnknownWords(tok, prompt, "--prompt");
         using var scope = NewDisposeScope();
         return tensor(ids).unsqueeze(0).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The error for a prompt (given as <paramref name="option"/>) that gives no token at all: empty text and no BOS
+    /// before it (<c>--no-prepend-bos</c>, or a tokenizer without one). With BOS an empty prompt runs on BOS alone, as
+    /// TransformerLens's <c>model("")</c>.</summary>
+    internal static SaeSharpException NoTokenError(string option, string prompt) =>
+        new($"{option} \"{prompt}\": gives no token (its text gives none and no BOS is prepended); give some text");
+
+    /// <summary>A note on stderr naming the words of <paramref name="text"/> (given as <paramref name="option"/>) that the
+    /// tokenizer reads as its unknown token, so that a run on <c>&lt;unk&gt;</c> is not taken for a run on the words.</summary>
+    internal static void NoteUnknownWords(ITextTokenizer tok, string text, string option)
+    {
+        var words = tok.UnknownWords(text);
+        if (words.Count > 0)
+            Cli.ErrorLine($"note: {option}: {string.Join(", ", words.Select(w => $"'{w}'"))} not in the tokenizer's vocabulary: " +
+                          $"read as {tok.IdToToken(tok.UnkTokenId!.Value)}");
     }
 
     internal static Option<bool> NoBosOption() => new("--no-prepend-bos") { Description = "Do not start the prompt with BOS" };
@@ -248,12 +265,13 @@ internal static class InterventionCommands
                     !parse.GetValue(noBos), parse.GetValue(positionsOption));
             }
             Cli.RefuseGiven(parse, "for a crosscoder (--sae CROSSCODER)", diffModel, slot);
+            using var s = LoadSae(parse.GetValue(sae)!);
             if (parse.GetValue(byMaxAct))
             {
                 // SAELens's steering tutorial: strength = coefficient × the feature's max activation (before the model is loaded here).
                 int f = parse.GetValue(feature);
                 double maxAct = parse.GetValue(featuresFile) is { } ff
-                    ? Analysis.FeatureReport.MaxActivation(ff, f)
+                    ? Analysis.FeatureReport.MaxActivation(ff, f, s.Cfg, s.Cfg.Metadata.HookOr(parse.GetValue(hook)))
                     : Pipelines.AnalysisPipeline.MaxActivation(parse.GetValue(sae)!, f,
                         new Pipelines.ModelDataOptions { ModelPath = folder, DatasetPath = parse.GetValue(dataset)!, Tokens = parse.GetValue(maxActTokens) ?? 20000 });
                 string source = parse.GetValue(featuresFile) ?? $"measured over {(parse.GetValue(maxActTokens) ?? 20000).ToString(CultureInfo.InvariantCulture)} tokens of {parse.GetValue(dataset)}";
@@ -264,7 +282,6 @@ internal static class InterventionCommands
                     string.Join(", ", scales.Select(v => $"{v.ToString(CultureInfo.InvariantCulture)} → {(v * maxAct).ToString("G6", CultureInfo.InvariantCulture)}")));
                 scales = scales.Select(v => v * maxAct).ToArray();
             }
-            using var s = LoadSae(parse.GetValue(sae)!);
             using var pm = ModelForSae.Load(folder, s.Cfg);   // processed as the SAE's cfg records, in its dtype
             var m = pm.Model;
             var tok = Tokenizer.FromFolder(folder);

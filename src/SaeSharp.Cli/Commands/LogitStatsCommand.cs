@@ -53,10 +53,11 @@ internal static class LogitStatsCommand
                 var (name, pattern) = NameValue("--token-set", spec);
                 sets.Add(TokenSet.FromRegex(tok, name, pattern));
             }
+            var wordNotes = new List<string>();
             foreach (var spec in parse.GetValue(tokenWords) ?? [])
             {
                 var (name, words) = NameValue("--token-words", spec);
-                sets.Add(TokenSet.FromWords(tok, name, words.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)));
+                sets.Add(TokenSet.FromWords(tok, name, words.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries), wordNotes));
             }
             if (sets.GroupBy(s => s.Name).FirstOrDefault(g => g.Count() > 1) is { } twice)
                 throw new SaeSharpException($"token set '{twice.Key}' is given twice");
@@ -67,6 +68,7 @@ internal static class LogitStatsCommand
                 string hook = s.Cfg.Metadata.HookNameOut ?? s.Cfg.Metadata.HookOr(null);
                 using var unembed = LogitWeightStatistics.Unembed(pm.Model, parse.GetValue(cosine));
                 foreach (var set in sets) set.CheckFor(unembed.shape[1]);   // before any table is printed
+                foreach (var note in wordNotes) Cli.ErrorLine($"note: --token-words {note}");
                 if (skipped.Count > 0) Cli.ErrorLine($"note: tutorial token sets without a token in this vocabulary, left out: {string.Join(", ", skipped)}");
                 var moments = LogitWeightStatistics.AllMoments(pm.Model, s, hook, unembed);
                 Func<LogitWeightMoments, double> key = parse.GetValue(sort) switch

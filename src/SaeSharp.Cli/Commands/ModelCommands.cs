@@ -793,6 +793,7 @@ internal static class ModelCommands
             bool space = !parse.GetValue(noSpace), bos = !parse.GetValue(noBos);
             int k = parse.GetValue(topK);
             var folder = ModelSource.Resolve(parse.GetValue(model)!);
+            InterventionCommands.NoteUnknownWords(Tokenizer.FromFolder(folder), text, "--prompt");   // an unknown answer is an error (PromptTest)
             if (!edits.Given(parse))
             {
                 using var m = ModelLoader.FromPretrained(folder, ModelLoader.ParseDtype(parse.GetValue(dtype)!, folder));
@@ -863,12 +864,16 @@ internal static class ModelCommands
                     throw new SaeSharpException($"--answer '{spec}': write A,B with two tokens (\" Mary, John\")");
                 long Id(string t) => long.TryParse(t.Trim(), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out long id)
                     ? id : InterventionCommands.SingleToken(tok, t, "--answer");
-                return (Id(parts[0]), Id(parts[1]));
+                long a = Id(parts[0]), b = Id(parts[1]);
+                SaeSharp.Interventions.AttributionMetric.RefuseSameToken($"--answer '{spec}'", a, b);
+                return (a, b);
             }
             var answers = texts.Select((_, i) => Pair(pairs[pairs.Length == 1 ? 0 : i])).ToList();
             using var scope = NewDisposeScope();
             bool bos = !parse.GetValue(noBos);
             var tokens = texts.Select(t => m.ToTokens(t, bos)).ToList();
+            if (tokens.FindIndex(t => t.shape[1] == 0) is int empty and >= 0) throw InterventionCommands.NoTokenError("--prompt", texts[empty]);
+            foreach (var t in texts) InterventionCommands.NoteUnknownWords(tok, t, "--prompt");
             var ablation = headAblation.Hooks(parse, m);
             var r = SaeSharp.Analysis.LogitAttribution.Run(m, tokens, answers, ablation);
             if (ablation is not null) Console.WriteLine($"the run with {headAblation.Describe(parse)} (hook_z at every position):");
@@ -932,6 +937,10 @@ internal static class ModelCommands
             using var scope = NewDisposeScope();
             var cleanTokens = m.ToTokens(parse.GetValue(clean)!, bos);
             var corruptedTokens = m.ToTokens(parse.GetValue(corrupted)!, bos);
+            if (cleanTokens.shape[1] == 0) throw InterventionCommands.NoTokenError("--clean", parse.GetValue(clean)!);
+            if (corruptedTokens.shape[1] == 0) throw InterventionCommands.NoTokenError("--corrupted", parse.GetValue(corrupted)!);
+            InterventionCommands.NoteUnknownWords(tok, parse.GetValue(clean)!, "--clean");
+            InterventionCommands.NoteUnknownWords(tok, parse.GetValue(corrupted)!, "--corrupted");
             if (cleanTokens.shape[1] != corruptedTokens.shape[1])
                 throw new SaeSharpException($"--corrupted has {corruptedTokens.shape[1]} tokens and --clean {cleanTokens.shape[1]}: patching needs prompts of the same length");
             var kind = parse.GetValue(act) switch

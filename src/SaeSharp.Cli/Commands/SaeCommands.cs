@@ -89,8 +89,12 @@ internal static class SaeCommands
                 if (parse.GetValue(outputDir) is { } evalsDir)
                 {
                     // SAELens's file per SAE is named by its release and id: the same SAE twice would write one file twice.
-                    if (saes.GroupBy(s => s, StringComparer.Ordinal).FirstOrDefault(g => g.Count() > 1) is { } twice)
-                        throw new SaeSharpException($"--output-dir: --sae {twice.Key} is given {twice.Count()} times; SAELens's evals output has one file per SAE");
+                    // A local SAE by its full path: "sae", "./sae" and "sae/" are one SAE (as files, under other names).
+                    static string Key(string s) => File.Exists(s) || Directory.Exists(s) ? Path.GetFullPath(s).TrimEnd(Path.DirectorySeparatorChar) : s;
+                    if (saes.GroupBy(Key, StringComparer.Ordinal).FirstOrDefault(g => g.Count() > 1) is { } twice)
+                        throw new SaeSharpException(twice.Distinct().Count() == 1
+                            ? $"--output-dir: --sae {twice.First()} is given {twice.Count()} times; SAELens's evals output has one file per SAE"
+                            : $"--output-dir: {string.Join(" and ", twice.Select(s => $"--sae {s}"))} are the same SAE; SAELens's evals output has one file per SAE");
                     OutputGuard.RefuseReplacingInput("--output-dir", evalsDir, [SaeLensEvalsOutput.CombinedJsonFile, SaeLensEvalsOutput.CsvFile],
                         [.. saes.Select(s => new CommandInput("--sae", s, InputKind.Sae)),
                          .. parse.GetValue(data.Dataset) is { } ds0 ? [new CommandInput("--dataset", ds0, InputKind.Whole)] : Array.Empty<CommandInput>()]);

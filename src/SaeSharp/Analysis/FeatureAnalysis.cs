@@ -74,6 +74,18 @@ public sealed record FeatureSource
     /// <summary>Whether the SAE's decoder norms were folded before the pass (<c>sae features --fold-w-dec-norm</c>, SAELens's
     /// <c>fold_W_dec_norm</c>): activations are then ‖W_dec[i]‖ times the SAE's own, as SAEDashboard's runners report them.</summary>
     public bool FoldedWDecNorm { get; init; }
+
+    /// <summary>Throws when this report is recorded as another SAE's than <paramref name="cfg"/> at <paramref name="hook"/>:
+    /// another d_sae, hook or head (what is not recorded is not compared). <paramref name="use"/> says what the report's
+    /// numbers would have been used for ("its densities", "its max activations").</summary>
+    public void RefuseOtherSae(SaeConfig cfg, string hook, string use)
+    {
+        ArgumentNullException.ThrowIfNull(cfg);
+        int? head = cfg.Metadata.HookHeadIndex;
+        if ((DSae != 0 && DSae != cfg.DSae) || (Hook is { } h && h != hook) || (HookHeadIndex is int statsHead && head is int && statsHead != head))
+            throw new SaeSharpException($"the feature report of {Sae ?? "an SAE"} (d_sae {DSae}, hook {SaeMetadata.SiteOf(Hook ?? "?", HookHeadIndex)}) " +
+                $"is not of this SAE (d_sae {cfg.DSae}, hook {cfg.Metadata.Site(hook)}): {use} are another SAE's; give a `sae features` folder of this SAE");
+    }
 }
 
 /// <summary>A model a crosscoder's slots read in <c>sae features</c>, with the hooks its processing adds to every run (null: none).</summary>

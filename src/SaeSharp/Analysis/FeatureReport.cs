@@ -3,6 +3,7 @@ using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using SaeSharp.IO;
+using SaeSharp.Saes;
 using SaeSharp.Tokenizers;
 
 namespace SaeSharp.Analysis;
@@ -211,8 +212,9 @@ public sealed class FeatureReport
 
     /// <summary>The <c>max_activation</c> of <paramref name="feature"/> in a <c>sae features</c> output: its
     /// <see cref="FeaturesFile"/> or the folder holding it (SAELens's steering tutorial's <c>max_act</c>, by which it multiplies
-    /// the steering coefficient). A feature the file does not list is an error naming the file.</summary>
-    public static float MaxActivation(string featuresPath, int feature)
+    /// the steering coefficient). A feature the file does not list is an error naming the file, and so is a report that
+    /// records another SAE than <paramref name="cfg"/> at <paramref name="hook"/> (<see cref="FeatureSource.RefuseOtherSae"/>).</summary>
+    public static float MaxActivation(string featuresPath, int feature, SaeConfig cfg, string hook)
     {
         string dir = Directory.Exists(featuresPath) ? featuresPath : Path.GetDirectoryName(Path.GetFullPath(featuresPath))!;
         if (!Directory.Exists(featuresPath) && !File.Exists(featuresPath))
@@ -220,6 +222,7 @@ public sealed class FeatureReport
         if (!Directory.Exists(featuresPath) && Path.GetFileName(featuresPath) != FeaturesFile)
             throw new SaeSharpException($"{featuresPath}: expected `sae features` output, {FeaturesFile} or its folder");
         var report = Load(dir);
+        report.Source.RefuseOtherSae(cfg, hook, "its max activations");
         var f = report.Features.FirstOrDefault(x => x.Feature == feature)
             ?? throw new SaeSharpException($"{Path.Combine(dir, FeaturesFile)}: no line for feature {feature} (it lists {report.Features.Count} feature(s)" +
                 (report.Features.Count == 0 ? "" : $": {string.Join(", ", report.Features.Take(10).Select(x => x.Feature))}{(report.Features.Count > 10 ? ", ..." : "")}") + ")");

@@ -64,7 +64,12 @@ public static class FeatureWeights
         // the residual stream; hook_q/k/v, scores and pattern do not, whatever their width. hook_z is tested by name before
         // width: n_heads·d_head usually equals d_model (GPT-2, Pythia, Llama), where its rows were taken as residual ones.
         bool attnInternal = hook.Contains(".attn.hook_", StringComparison.Ordinal) && !attnZ && !hook.EndsWith("attn.hook_result", StringComparison.Ordinal);
-        if (rows.shape[1] == c.DModel && !mlpPost && !attnZ && !attnInternal
+        // A block's LayerNorm output (ln1/ln2.hook_normalized) is d_model wide too, but feeds attention or the MLP, never the
+        // residual stream; ln_final.hook_normalized feeds the unembedding, whose folded W_U gives its logits exactly. A
+        // transcoder reading it (hook_name_out set) writes its rows into its output hook: d_model rows of the stream.
+        bool blockNorm = sae.Cfg.Metadata.HookNameOut is null && hook.StartsWith("blocks.", StringComparison.Ordinal) && hook.Contains(".ln", StringComparison.Ordinal)
+                         && (hook.EndsWith(".hook_normalized", StringComparison.Ordinal) || hook.EndsWith(".hook_scale", StringComparison.Ordinal));
+        if (rows.shape[1] == c.DModel && !mlpPost && !attnZ && !attnInternal && !blockNorm
             && !hook.EndsWith("hook_pre", StringComparison.Ordinal) && !hook.EndsWith("hook_gate", StringComparison.Ordinal))
             result = rows;
         else if (mlpPost)
@@ -81,7 +86,9 @@ public static class FeatureWeights
                 result = rows.matmul(wo.narrow(0, (long)h * c.DHead, c.DHead));
             else throw new SaeSharpException($"decoder rows of width {rows.shape[1]} do not fit hook '{hook}'");
         }
-        else throw new SaeSharpException($"hook '{hook}': decoder rows of width {rows.shape[1]} cannot be written into the residual stream (logit effects need a residual-stream, attn/mlp output, mlp.hook_post or attn.hook_z hook)");
+        else throw new SaeSharpException($"hook '{hook}': decoder rows of width {rows.shape[1]} cannot be written into the residual stream (" +
+            (blockNorm ? "a block's LayerNorm output feeds attention or the MLP, not the stream; " : "") +
+            "logit effects need a residual-stream, attn/mlp output, mlp.hook_post or attn.hook_z hook)");
         return result.MoveToOuterDisposeScope();
     }
 

@@ -168,12 +168,7 @@ public sealed class PromptInspector
     /// <exception cref="SaeSharpException"><paramref name="stats"/> records another d_sae, hook or head than this SAE's.</exception>
     public IReadOnlyDictionary<int, FeatureNote> Notes(IEnumerable<int> features, FeatureReport? stats = null, int topLogits = 5)
     {
-        int? head = _sae.Cfg.Metadata.HookHeadIndex;
-        if (stats is not null && ((stats.Source.DSae != 0 && stats.Source.DSae != _sae.Cfg.DSae) || (stats.Source.Hook is { } h && h != Hook)
-                                  || (stats.Source.HookHeadIndex is int statsHead && head is int && statsHead != head)))
-            throw new SaeSharpException($"the feature report of {stats.Source.Sae ?? "an SAE"} (d_sae {stats.Source.DSae}, hook " +
-                $"{SaeMetadata.SiteOf(stats.Source.Hook ?? "?", stats.Source.HookHeadIndex)}) is not of this SAE (d_sae {_sae.Cfg.DSae}, hook " +
-                $"{_sae.Cfg.Metadata.Site(Hook)}): its densities are another SAE's; give a `sae features` folder of this SAE");
+        stats?.Source.RefuseOtherSae(_sae.Cfg, Hook, "its densities");
         var ids = features.Distinct().ToList();
         var fs = ids.Select(i => new FeatureStatistics
         {

@@ -62,14 +62,27 @@ public sealed record TokenSet(string Name, IReadOnlyList<int> TokenIds)
     }
 
     /// <summary>Every token of <c>" " + word</c> for each word (<c>get_test_gene_sets</c>'s <c>convert_tokens_to_ids</c>:
-    /// a word of several tokens adds them all).</summary>
-    public static TokenSet FromWords(ITextTokenizer tokenizer, string name, IEnumerable<string> words)
+    /// a word of several tokens adds them all), except the unknown token: a word the vocabulary does not hold adds nothing
+    /// (its <c>&lt;unk&gt;</c> would put every unknown word in the set). <paramref name="notes"/>, when given, receives a
+    /// line for each word that is not one token of its own: its tokens, or that it is not in the vocabulary.</summary>
+    public static TokenSet FromWords(ITextTokenizer tokenizer, string name, IEnumerable<string> words, ICollection<string>? notes = null)
     {
         ArgumentNullException.ThrowIfNull(tokenizer);
         ArgumentNullException.ThrowIfNull(words);
         var ids = new SortedSet<int>();
-        foreach (var w in words) ids.UnionWith(tokenizer.Encode(" " + w, parseSpecialTokens: false));
+        foreach (var w in words)
+        {
+            var wordIds = tokenizer.Encode(" " + w, parseSpecialTokens: false);
+            var known = wordIds.Where(i => i != tokenizer.UnkTokenId).ToArray();
+            ids.UnionWith(known);
+            if (known.Length < wordIds.Length)
+                notes?.Add($"token set '{name}': '{w}' is not in the vocabulary" + (known.Length == 0 ? ", left out" : $" as a whole: only its known tokens {Tokens(known)} are in the set"));
+            else if (wordIds.Length > 1)
+                notes?.Add($"token set '{name}': ' {w}' is not one token: its {wordIds.Length} tokens {Tokens(wordIds)} are in the set");
+        }
         return new TokenSet(name, ids.ToList());
+
+        string Tokens(int[] list) => string.Join(" ", list.Select(i => DashboardWriter.Quote(tokenizer.TokenText(i))));
     }
 
     /// <summary>The tutorial's regex sets (<see cref="TutorialPatterns"/>) and the 26 letter sets.</summary>

@@ -282,7 +282,29 @@ public static class TokenWindows
                 rows = WarnWhenLonger(rows, contextSize, path);
             return InVocabulary(FromPretokenized(rows, contextSize), tokenizer.VocabSize, path);
         }
-        return TokenizeAndConcatenate(TextDataset.ReadFiles(files, column ?? textField ?? "text", txtMode), tokenizer, contextSize, prependBos,
-            disableConcatSequences, sequenceSeparatorToken);
+        string field = column ?? textField ?? "text";
+        return NamingEmptyText(TextDataset.ReadFiles(files, field, txtMode), docs => TokenizeAndConcatenate(docs, tokenizer, contextSize, prependBos,
+            disableConcatSequences, sequenceSeparatorToken), path, field);
+    }
+
+    /// <summary>The windows <paramref name="windows"/> makes of <paramref name="documents"/>; none of a dataset whose rows all
+    /// hold empty (or blank) text is an error naming it and the field, not a count of zero windows found later.</summary>
+    private static IEnumerable<long[]> NamingEmptyText(IEnumerable<string> documents, Func<IEnumerable<string>, IEnumerable<long[]>> windows,
+        string path, string field)
+    {
+        long rows = 0, withText = 0;
+        bool any = false;
+        foreach (var w in windows(documents.Select(d =>
+                 {
+                     rows++;
+                     if (!string.IsNullOrWhiteSpace(d)) withText++;
+                     return d;
+                 })))
+        {
+            any = true;
+            yield return w;
+        }
+        if (!any && rows > 0 && withText == 0)
+            throw new SaeSharpException($"dataset '{path}': the text of all its {rows} row(s) is empty (field '{field}'); give a dataset with text, or --text-field naming the column that holds it");
     }
 }

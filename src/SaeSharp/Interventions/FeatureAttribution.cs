@@ -38,11 +38,21 @@ public sealed record AttributionMetric(AttributionMetricKind Kind, long A = 0, l
             var parts = spec["logit-diff:".Length..].Split(',');
             if (parts.Length != 2 || parts.Any(p => p.Length == 0))
                 throw new SaeSharpException($"metric '{spec}': write logit-diff:A,B with two tokens");
-            return LogitDiff(Token(parts[0]), Token(parts[1]));
+            long a = Token(parts[0]), b = Token(parts[1]);
+            RefuseSameToken($"metric '{spec}'", a, b);
+            return LogitDiff(a, b);
         }
         if (spec.StartsWith("logit:", StringComparison.Ordinal) && spec.Length > "logit:".Length)
             return Logit(Token(spec["logit:".Length..]));
         throw new SaeSharpException($"unknown metric '{spec}' (use logit:A, logit-diff:A,B or loss)");
+    }
+
+    /// <summary>Throws when the two tokens of a logit difference are one token: logit A − logit A is 0 whatever the run,
+    /// so the difference (and anything attributed or patched to it) means nothing. <paramref name="what"/> names the
+    /// option and value as given.</summary>
+    public static void RefuseSameToken(string what, long a, long b)
+    {
+        if (a == b) throw new SaeSharpException($"{what}: A and B are the same token (id {a}), so logit A − logit B is 0 in every run; give two different tokens");
     }
 
     /// <summary>The metric of <paramref name="logits"/> [batch, pos, d_vocab] for <paramref name="tokens"/> [batch, pos], a scalar.</summary>

@@ -170,6 +170,19 @@ public static class TokenDisplay
         return s;
     }
 
+    /// <summary>The words (whitespace-separated pieces) of <paramref name="text"/> that the tokenizer reads, wholly or in
+    /// part, as its unknown token (a word-level vocabulary's missing words), in order, each once; empty when it has no
+    /// unknown token or none appears. The unknown token written as such ("&lt;unk&gt;") is not counted.</summary>
+    public static IReadOnlyList<string> UnknownWords(this ITextTokenizer tokenizer, string text)
+    {
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        ArgumentNullException.ThrowIfNull(text);
+        if (tokenizer.UnkTokenId is not int unk || !tokenizer.Encode(text).Contains(unk)) return [];
+        string? written = tokenizer.IdToToken(unk);
+        return text.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries)
+            .Where(w => w != written && tokenizer.Encode(w).Contains(unk)).Distinct(StringComparer.Ordinal).ToList();
+    }
+
     /// <summary>The content of a control token (BOS, EOS, PAD, another special added token; not UNK unless it is one of
     /// those too), else null.</summary>
     private static string? SpecialContent(ITextTokenizer tokenizer, int id)

@@ -35,4 +35,31 @@ public class AttentionLogitDirectionTests
             Assert.Contains("cannot be written into the residual stream",
                 Assert.Throws<SaeSharpException>(() => FeatureWeights.ResidualDirections(model, sae, hook, [1])).Message);
     }
+
+    /// <summary>A block's LayerNorm output (ln1/ln2.hook_normalized) is d_model wide but never added to the residual stream:
+    /// refused, naming why. ln_final.hook_normalized feeds the unembedding (its rows are the directions the folded W_U
+    /// reads), and a transcoder reading ln2.hook_normalized writes its rows into its output hook: rows as they are.</summary>
+    [Fact]
+    public void A_block_layernorm_output_sae_is_refused_but_ln_final_and_a_transcoder_reading_it_keep_their_rows()
+    {
+        using var scope = NewDisposeScope();
+        using var model = ModelLoader.FromPretrained(BuiltinModel.Folder);
+        using var sae = SaeFactory.Create(new SaeConfig { Architecture = SaeArchitectures.Standard, DIn = model.Config.DModel, DSae = 4 });
+        using (no_grad())
+        {
+            using var g = new Generator(5);
+            sae.WDec.copy_(randn(4, model.Config.DModel, generator: g));
+        }
+        var rows = sae.WDec.detach().index_select(0, tensor(new long[] { 2 }));
+        foreach (var hook in new[] { "blocks.0.ln1.hook_normalized", "blocks.1.ln2.hook_normalized" })
+            Assert.Contains("a block's LayerNorm output feeds attention or the MLP",
+                Assert.Throws<SaeSharpException>(() => FeatureWeights.ResidualDirections(model, sae, hook, [2])).Message);
+        Assert.True(FeatureWeights.ResidualDirections(model, sae, "ln_final.hook_normalized", [2]).allclose(rows, rtol: 0, atol: 0));
+        using var transcoder = SaeFactory.Create(new SaeConfig
+        {
+            Architecture = SaeArchitectures.Standard, DIn = model.Config.DModel, DSae = 4, Metadata = new SaeMetadata { HookNameOut = "blocks.1.hook_mlp_out" },
+        });
+        using (no_grad()) transcoder.WDec.copy_(sae.WDec);
+        Assert.True(FeatureWeights.ResidualDirections(model, transcoder, "blocks.1.ln2.hook_normalized", [2]).allclose(rows, rtol: 0, atol: 0));
+    }
 }

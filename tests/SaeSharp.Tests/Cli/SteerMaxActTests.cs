@@ -54,5 +54,10 @@ public class SteerMaxActTests : CliTempDirTestBase
         (exit, _, err) = CliRunner.Run([.. common[..5], "--feature", "4", .. common[7..], "--scale", "2", "--scale-by-max-act", "--features-file", P("feats")]);
         Assert.Equal(1, exit);
         Assert.Contains("no line for feature 4", err);
+        // The features folder of another SAE (another hook, another d_sae): its max activations are not this SAE's.
+        using (var other = InterventionTests.RandomSae("blocks.1.hook_resid_post", 128, 32, 6)) SaeLensFormat.Save(other, P("other"));
+        (exit, _, err) = CliRunner.Run([.. common[..4], P("other"), .. common[5..], "--scale", "2", "--scale-by-max-act", "--features-file", P("feats")]);
+        Assert.Equal(1, exit);
+        Assert.Contains("(d_sae 64, hook blocks.0.hook_mlp_out) is not of this SAE (d_sae 32, hook blocks.1.hook_resid_post): its max activations are another SAE's", err.ReplaceLineEndings(" "));
     }
 }

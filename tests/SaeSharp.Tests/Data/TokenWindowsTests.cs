@@ -128,6 +128,19 @@ public class TokenWindowsTests
         Assert.Equal($"dataset file '{path}' has no rows with text or tokens", e.Message);
     }
 
+    /// <summary>A .jsonl whose every row's text is "" (or blank) has rows and a text field but no token: an error naming the
+    /// file, the row count and the field, not "no context windows" later. One row with text is enough to make windows.</summary>
+    [Fact]
+    public void A_jsonl_whose_every_text_is_empty_is_an_error_naming_the_file_and_field()
+    {
+        string path = Path.Combine(TestPaths.TempDir(), "empty-texts.jsonl");
+        File.WriteAllText(path, "{\"text\": \"\"}\n{\"text\": \"  \"}\n{\"text\": \"\"}\n");
+        var e = Assert.Throws<SaeSharpException>(() => TokenWindows.FromPath(path, TestPaths.Gpt2, 4).ToList());
+        Assert.Equal($"dataset '{path}': the text of all its 3 row(s) is empty (field 'text'); give a dataset with text, or --text-field naming the column that holds it", e.Message);
+        File.WriteAllText(path, "{\"text\": \"\"}\n{\"text\": \"Hello world Hello world\"}\n");
+        Assert.NotEmpty(TokenWindows.FromPath(path, TestPaths.Gpt2, 4).ToList());
+    }
+
     [Fact]
     public void A_window_with_no_room_after_its_bos_is_an_error_not_endless_bos_only_windows()
     {

@@ -206,6 +206,20 @@ public sealed class SaeLensEvalsOutputTests : TempDirTestBase
         Assert.False(Directory.Exists(P("out")));
     }
 
+    /// <summary>One SAE folder written two ways ("X/." and "X/") is one SAE: SAELens's file names would differ (the path as
+    /// given), so it would be evaluated twice under two names; refused before the evaluation, naming both, nothing written.</summary>
+    [Fact]
+    public void The_same_sae_folder_spelled_two_ways_is_refused()
+    {
+        using var a = new AnalysisFixture();
+        string dot = Path.Combine(a.SaeDir, "."), slash = a.SaeDir + Path.DirectorySeparatorChar;
+        var (exit, _, err) = CliRunner.Run("eval", "--sae", dot, "--sae", slash, "--model", a.ModelDir, "--dataset", a.DataPath,
+            "--output-dir", P("out"));
+        Assert.NotEqual(0, exit);
+        Assert.Contains($"--output-dir: --sae {dot} and --sae {slash} are the same SAE", err.Replace("\n", " "));
+        Assert.False(Directory.Exists(P("out")));
+    }
+
     /// <summary>Every leaf of a result under its json_normalize name: top-level plain values, then the nested objects depth first.</summary>
     private static List<(string Name, JsonNode? Value)> Leaves(JsonObject result)
     {
