@@ -871,9 +871,7 @@ internal static class ModelCommands
             var answers = texts.Select((_, i) => Pair(pairs[pairs.Length == 1 ? 0 : i])).ToList();
             using var scope = NewDisposeScope();
             bool bos = !parse.GetValue(noBos);
-            var tokens = texts.Select(t => m.ToTokens(t, bos)).ToList();
-            if (tokens.FindIndex(t => t.shape[1] == 0) is int empty and >= 0) throw InterventionCommands.NoTokenError("--prompt", texts[empty]);
-            foreach (var t in texts) InterventionCommands.NoteUnknownWords(tok, t, "--prompt");
+            var tokens = texts.Select(t => PromptTokens(m, t, bos, "--prompt")).ToList();
             var ablation = headAblation.Hooks(parse, m);
             var r = SaeSharp.Analysis.LogitAttribution.Run(m, tokens, answers, ablation);
             if (ablation is not null) Console.WriteLine($"the run with {headAblation.Describe(parse)} (hook_z at every position):");
@@ -935,12 +933,8 @@ internal static class ModelCommands
             var spec = SaeSharp.Interventions.AttributionMetric.Parse(parse.GetValue(metric)!, s => InterventionCommands.SingleToken(tok, s, "--metric"));
             bool bos = !parse.GetValue(noBos);
             using var scope = NewDisposeScope();
-            var cleanTokens = m.ToTokens(parse.GetValue(clean)!, bos);
-            var corruptedTokens = m.ToTokens(parse.GetValue(corrupted)!, bos);
-            if (cleanTokens.shape[1] == 0) throw InterventionCommands.NoTokenError("--clean", parse.GetValue(clean)!);
-            if (corruptedTokens.shape[1] == 0) throw InterventionCommands.NoTokenError("--corrupted", parse.GetValue(corrupted)!);
-            InterventionCommands.NoteUnknownWords(tok, parse.GetValue(clean)!, "--clean");
-            InterventionCommands.NoteUnknownWords(tok, parse.GetValue(corrupted)!, "--corrupted");
+            var cleanTokens = PromptTokens(m, parse.GetValue(clean)!, bos, "--clean");
+            var corruptedTokens = PromptTokens(m, parse.GetValue(corrupted)!, bos, "--corrupted");
             if (cleanTokens.shape[1] != corruptedTokens.shape[1])
                 throw new SaeSharpException($"--corrupted has {corruptedTokens.shape[1]} tokens and --clean {cleanTokens.shape[1]}: patching needs prompts of the same length");
             var kind = parse.GetValue(act) switch
@@ -1032,7 +1026,7 @@ internal static class ModelCommands
             else
             {
                 bool bos = !parse.GetValue(noBos);
-                var tokens = texts.Select(t => m.ToTokens(t, bos)).ToList();
+                var tokens = texts.Select(t => PromptTokens(m, t, bos, "--prompt")).ToList();
                 var em = parse.GetValue(measure) == "abs" ? SaeSharp.Analysis.HeadErrorMeasure.Abs : SaeSharp.Analysis.HeadErrorMeasure.Mul;
                 scores = SaeSharp.Analysis.HeadDetector.Detect(m, tokens, em, parse.GetValue(excludeBos), parse.GetValue(excludeCurrent));
                 source = $"detect_head, error measure {parse.GetValue(measure)}" + (parse.GetValue(excludeBos) ? ", BOS excluded" : "") +
@@ -1078,7 +1072,7 @@ internal static class ModelCommands
             using var m = ModelSource.LoadModel(parse.GetValue(model)!, parse.GetValue(dtype)!);
             using var scope = NewDisposeScope();
             var text = parse.GetValue(prompt)!;
-            var tokens = m.ToTokens(text, !parse.GetValue(noBos));
+            var tokens = PromptTokens(m, text, !parse.GetValue(noBos), "--prompt");
             var heads = parse.GetValue(head) is { Length: > 0 } hs ? hs.Distinct().ToList() : null;
             var patterns = SaeSharp.Analysis.AttentionPage.Collect(m, tokens, parse.GetValue(layer), heads);
             SaeSharp.Analysis.AttentionPage.Write(path, patterns, $"{m.Config.ModelName}: {text}");
@@ -1096,6 +1090,16 @@ internal static class ModelCommands
     }
 
     /// <summary><c>--token-range LOW,HIGH</c>, HIGH capped at the vocabulary size.</summary>
+    /// <summary>A prompt's tokens by the model's tokenizer, [1, pos]; a prompt that gives no token is an error naming
+    /// <paramref name="option"/>, and words the tokenizer reads as its unknown token are noted.</summary>
+    private static Tensor PromptTokens(HookedTransformer m, string text, bool bos, string option)
+    {
+        var tokens = m.ToTokens(text, bos);
+        if (tokens.shape[1] == 0) throw InterventionCommands.NoTokenError(option, text);
+        InterventionCommands.NoteUnknownWords(m.Tokenizer, text, option);
+        return tokens;
+    }
+
     private static (long Low, long High) TokenRange(string spec, int vocab)
     {
         var parts = spec.Split(',');

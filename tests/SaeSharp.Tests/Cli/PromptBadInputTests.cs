@@ -54,6 +54,11 @@ public class PromptBadInputTests : CliTempDirTestBase
             "--prompt", "the cat", "--prompt", "", "--answer", " cat, dog", "--no-prepend-bos")));
         Assert.Contains("--clean \"\": gives no token", Error(CliRunner.Run("model", "patch", "--model", "builtin",
             "--clean", "", "--corrupted", "", "--metric", "logit: dog", "--no-prepend-bos")));
+        Assert.Contains("--prompt \"\": gives no token", Error(CliRunner.Run("model", "head-scores", "--model", "builtin",
+            "--prompt", "", "--no-prepend-bos")));
+        Assert.Contains("--prompt \"\": gives no token", Error(CliRunner.Run("model", "attention", "--model", "builtin",
+            "--prompt", "", "--layer", "0", "--html", P("a.html"), "--no-prepend-bos")));
+        Assert.False(File.Exists(P("a.html")));
         var (exit, output, err) = CliRunner.Run("model", "run", "--model", "builtin", "--prompt", "", "--out", P("bos.safetensors"));
         Assert.True(exit == 0, err);
         Assert.Contains("tokens [1, 1]", output);
@@ -73,6 +78,9 @@ public class PromptBadInputTests : CliTempDirTestBase
         var (exit, _, err) = CliRunner.Run("model", "run", "--model", "builtin", "--prompt", "the zzqx cat qqq zzqx", "--out", P("a.safetensors"));
         Assert.True(exit == 0, err);
         Assert.Contains("note: --prompt: 'zzqx', 'qqq' not in the tokenizer's vocabulary: read as <unk>", err.ReplaceLineEndings(" "));
+        (exit, _, err) = CliRunner.Run("model", "attention", "--model", "builtin", "--prompt", "the zzqx cat", "--layer", "0", "--html", P("att.html"));
+        Assert.True(exit == 0, err);
+        Assert.Contains("note: --prompt: 'zzqx' not in", err.ReplaceLineEndings(" "));
         (exit, _, err) = CliRunner.Run("model", "test-prompt", "--model", "builtin", "--prompt", "the zzqx", "--answer", "cat");
         Assert.True(exit == 0, err);
         Assert.Contains("note: --prompt: 'zzqx' not in", err.ReplaceLineEndings(" "));
