@@ -29,6 +29,15 @@ public sealed class PretrainedSaeTests : FakeHubTestBase
         return (files, weights);
     }
 
+    /// <summary>The SAE of <paramref name="files"/> loaded from a local folder, to compare a hub load with.</summary>
+    private Sae LoadLocally(Dictionary<string, byte[]> files)
+    {
+        string dir = Path.Combine(_work, "local-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dir);
+        foreach (var (name, bytes) in files) File.WriteAllBytes(Path.Combine(dir, name), bytes);
+        return SaeLensFormat.Load(dir);
+    }
+
     private static void AssertWeights(Dictionary<string, float[]> expected, Sae sae)
     {
         foreach (var (name, p) in sae.named_parameters())
@@ -200,10 +209,7 @@ public sealed class PretrainedSaeTests : FakeHubTestBase
     {
         // pretrained_saes.yaml: mistral-7b-res-wg has config_overrides {normalize_activations: constant_norm_rescale}.
         var (files, _) = SaeLensFiles("blocks.8.hook_resid_pre", dIn: 8, dSae: 24);
-        string dir = Path.Combine(_work, "wg");
-        Directory.CreateDirectory(dir);
-        foreach (var (name, bytes) in files) File.WriteAllBytes(Path.Combine(dir, name), bytes);
-        using var original = SaeLensFormat.Load(dir);
+        using var original = LoadLocally(files);
         _server.Repos["JoshEngels/Mistral-7B-Residual-Stream-SAEs"] = new()
         {
             ["mistral_7b_layer_8/cfg.json"] = new(files["cfg.json"]),
@@ -439,10 +445,7 @@ public sealed class PretrainedSaeTests : FakeHubTestBase
         // SAELens's trainer saves activation_scaler.json beside cfg.json when normalize_activations is
         // expected_average_only_in; the folder by hf: must fold that factor as the same folder on disk does.
         var (files, _) = SaeLensFiles("blocks.1.hook_resid_pre", dIn: 8, dSae: 24);
-        string dir = Path.Combine(_work, "run");
-        Directory.CreateDirectory(dir);
-        foreach (var (name, bytes) in files) File.WriteAllBytes(Path.Combine(dir, name), bytes);
-        using var original = SaeLensFormat.Load(dir);
+        using var original = LoadLocally(files);
         var cfg = System.Text.Json.Nodes.JsonNode.Parse(files["cfg.json"])!;
         cfg["normalize_activations"] = "expected_average_only_in";
         var cfgBytes = Encoding.UTF8.GetBytes(cfg.ToJsonString());
