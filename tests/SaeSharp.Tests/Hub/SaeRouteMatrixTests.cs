@@ -192,6 +192,24 @@ public sealed class SaeRouteMatrixTests(SaeRouteMatrixFiles files) : FakeHubTest
         AssertSame(baseline, got, $"{format} by {route} ({spec})");
     }
 
+    [Fact]
+    public void An_hf_folder_of_several_SAE_files_names_them_before_downloading()
+    {
+        // ckkissane's repo holds one NAME.pt + NAME_cfg.json per layer: the folder is no single SAE.
+        string connor = files.RepoFolder(SaeLensConversions.ConnorRobHookZ);
+        var repo = _server.Repos["ckkissane/attn-saes-gpt2-small-all-layers"] = new();
+        foreach (var path in Directory.EnumerateFiles(connor))
+        {
+            var bytes = File.ReadAllBytes(path);
+            repo[Path.GetFileName(path)] = new FakeHubServer.FakeFile(bytes);
+            repo[Path.GetFileName(path).Replace("_L0_", "_L1_", StringComparison.Ordinal)] = new FakeHubServer.FakeFile(bytes);
+        }
+        var e = Assert.Throws<SaeSharpException>(() => SaeLoader.Load("hf:ckkissane/attn-saes-gpt2-small-all-layers", new SaeLoadOptions { Hub = Hub }));
+        Assert.StartsWith("hf:ckkissane/attn-saes-gpt2-small-all-layers: holds 2 SAE files (gpt2-small_L0_", e.Message);
+        Assert.EndsWith("one SAE each: point at one, e.g. hf:ckkissane/attn-saes-gpt2-small-all-layers/gpt2-small_L0_Hcat_z_lr1.20e-03_l11.80e+00_ds24576_bs4096_dc1.00e-06_rsanthropic_rie25000_nr4_v9.pt", e.Message);
+        Assert.False(Directory.Exists(Path.Combine(_cache, "models--ckkissane--attn-saes-gpt2-small-all-layers", "blobs")), "nothing downloaded");
+    }
+
     /// <summary>The same weights, by name, and the same encode and decode of a few random rows.</summary>
     private static void AssertSame(Sae expected, Sae got, string what)
     {
