@@ -17,7 +17,8 @@ public sealed record ResolvedSae(string Path, SaeRelease? Release = null, Pretra
 /// listing (SAELens <c>cfg.json</c> + <c>sae_weights.safetensors</c>, Gemma Scope <c>params.npz</c>, dictionary_learning
 /// <c>ae.pt</c>, Gemma Scope 2 <c>params.safetensors</c> (+ <c>config.json</c>), Llama Scope <c>hyperparams.json</c> +
 /// <c>checkpoints/final.safetensors</c>, sparsify <c>cfg.json</c> +
-/// <c>sae.safetensors</c>); a folder that holds none but whose sub-folders do (a sparsify run) is an error naming them, as
+/// <c>sae.safetensors</c>), else the one file in it that a format takes by its name with its companions (connor_rob_hook_z,
+/// deepseek_r1, goodfire, temporal, llama_scope_r1_distill); a folder that holds none but whose sub-folders do (a sparsify run) is an error naming them, as
 /// is a folder of a whole cross-layer transcoder (nothing downloaded: <see cref="CrossLayerTranscoderLoader.Load(string, Hub.HfHubOptions?, TorchSharp.torch.ScalarType)"/>
 /// takes those);</item>
 /// <item><c>RELEASE/SAE_ID</c> of <see cref="SaeReleases"/> (as <c>SAE.from_pretrained(release, sae_id)</c>): the files
@@ -124,7 +125,7 @@ public static class SaeSource
             var subs = inFolder.Where(p => p.Contains('/')).Select(p => p[..p.IndexOf('/')]).Distinct().Order(StringComparer.Ordinal).ToList();
             var holding = subs.Where(d => FolderLayouts.Any(l => l.Required.All(r => inFolder.Contains(d + "/" + r)))).ToList();
             if (holding.Count > 0)
-                throw SaeLoader.HoldsSaes(spec, holding, d => $"{HubPrefix}{repo}{(revision == "main" ? "" : "@" + revision)}/{prefix}{d}");
+                throw SaeLoader.HoldsSaes(spec, holding, d => $"{HubPrefix}{repo}{rev}/{prefix}{d}");
             throw new SaeSharpException(
                 $"{spec}: no SAE files ({string.Join(", ", FolderLayouts.Select(l => string.Join(" + ", l.Required)))}) in {(path ?? "the repo root")}"
                 + (subs.Count > 0 ? $"; its folders include {string.Join(", ", subs.Take(10))}" : "")
