@@ -46,7 +46,7 @@ public static class SaeLoader
             GemmaScope.Scope2CompanionsOf),
         ("Llama Scope", "hyperparams.json + checkpoints/final.safetensors", LlamaScope.IsLlamaScopeFolder, (p, _, _) => LlamaScope.Load(p), _ => null),
         ("sparsify", "cfg.json + sae.safetensors", Sparsify.IsSparsifyPath, (p, _, _) => Sparsify.Load(p), Sparsify.CompanionsOf),
-        ("OpenAI sparse_autoencoder", "N.pt with pre_bias, latent_bias", OpenAiSae.IsOpenAiCheckpoint, (p, _, _) => OpenAiSae.Load(p), OpenAiSae.CompanionsOf),
+        (OpenAiFormat, "N.pt with pre_bias, latent_bias", OpenAiSae.IsOpenAiCheckpoint, (p, _, _) => OpenAiSae.Load(p), OpenAiSae.CompanionsOf),
         ("canrager temporal", "conf.yaml + latest_ckpt.safetensors", SaeLensConversions.IsTemporalFolder, (p, _, _) => SaeLensConversions.LoadTemporal(p),
             SaeLensConversions.TemporalCompanionsOf),
         // SAELens's conversions whose files a path shows by themselves (gemma_2_transcoder is Gemma Scope's files, gemma_3
@@ -69,6 +69,14 @@ public static class SaeLoader
     /// name, each with the companions its loader reads beside it (paths spelled as <paramref name="file"/> is).</summary>
     internal static IReadOnlyList<(string Format, IReadOnlyList<SaeCompanion> Companions)> FileFormats(string file) =>
         [.. Formats.Select(f => (f.Name, Companions: f.Companions(file))).Where(f => f.Companions is not null).Select(f => (f.Name, f.Companions!))];
+
+    /// <summary>The formats of <see cref="FileFormats"/> that also take a folder holding the file: all but OpenAI's,
+    /// whose checkpoint (any <c>.pt</c>, told by its keys) is read from the file itself or a folder's <c>ae.pt</c>.</summary>
+    internal static IReadOnlyList<(string Format, IReadOnlyList<SaeCompanion> Companions)> FolderFileFormats(string file) =>
+        [.. FileFormats(file).Where(f => f.Format != OpenAiFormat)];
+
+    /// <summary>The name of OpenAI's sparse_autoencoder format.</summary>
+    internal const string OpenAiFormat = "OpenAI sparse_autoencoder";
 
     /// <summary>Loads the SAE that <paramref name="path"/> names: a local file or folder, <c>RELEASE/SAE_ID</c> or
     /// <c>hf:ORG/REPO[/PATH]</c> (downloaded into the Hugging Face cache first); SAELens <c>SAE.from_pretrained</c> /
@@ -125,6 +133,8 @@ public static class SaeLoader
         if (Directory.Exists(local) && File.Exists(Path.Combine(local, SaeLensFormat.CfgFile)))
             return $": it has {SaeLensFormat.CfgFile} but no weights beside it\n  ({SaeLensFormat.WeightsFile} for SAELens, {Sparsify.WeightsFile} for sparsify)";
         if (SaeLensConversions.MissingCompanion(local) is { } missing) return ": " + missing;
+        if (Directory.Exists(local) && Directory.EnumerateFiles(local, "*.pt").Where(OpenAiSae.IsOpenAiCheckpoint).Order(StringComparer.Ordinal).FirstOrDefault() is { } openAi)
+            return $": its {Path.GetFileName(openAi)} is an {OpenAiFormat}\n  checkpoint, loaded by its own path: point at {openAi}";
         if (File.Exists(local) && local.EndsWith(".pt", StringComparison.OrdinalIgnoreCase) && Path.GetFileName(local) != DictionaryLearning.WeightsFile)
             return $": a .pt file is read as\n  dictionary_learning's only under the name {DictionaryLearning.WeightsFile}\n    or as a step checkpoint " +
                 $"{DictionaryLearning.CheckpointsFolder}/ae_STEP.pt\n    (rename it, or put it in a folder as " +

@@ -17,7 +17,8 @@ public sealed record ResolvedSae(string Path, SaeRelease? Release = null, Pretra
 /// listing (SAELens <c>cfg.json</c> + <c>sae_weights.safetensors</c>, Gemma Scope <c>params.npz</c>, dictionary_learning
 /// <c>ae.pt</c>, Gemma Scope 2 <c>params.safetensors</c> (+ <c>config.json</c>), Llama Scope <c>hyperparams.json</c> +
 /// <c>checkpoints/final.safetensors</c>, sparsify <c>cfg.json</c> +
-/// <c>sae.safetensors</c>); a folder that holds none but whose sub-folders do (a sparsify run) is an error naming them, as
+/// <c>sae.safetensors</c>), else the one file in it that a format takes by its name with its companions (connor_rob_hook_z,
+/// deepseek_r1, goodfire, temporal, llama_scope_r1_distill); a folder that holds none but whose sub-folders do (a sparsify run) is an error naming them, as
 /// is a folder of a whole cross-layer transcoder (nothing downloaded: <see cref="CrossLayerTranscoderLoader.Load(string, Hub.HfHubOptions?, TorchSharp.torch.ScalarType)"/>
 /// takes those);</item>
 /// <item><c>RELEASE/SAE_ID</c> of <see cref="SaeReleases"/> (as <c>SAE.from_pretrained(release, sae_id)</c>): the files
@@ -107,14 +108,29 @@ public static class SaeSource
             throw CrossLayerTranscoderLoader.NotASingleSae(spec);
         if (layouts.Count == 0)
         {
+            // One SAE file that a format takes by its name, with its companions listed beside it (a connor_rob_hook_z
+            // NAME.pt + NAME_cfg.json, a temporal latest_ckpt.safetensors + conf.yaml, …): downloaded with them, and
+            // the folder loaded as a local folder is. Several: an error naming them.
+            string rev = revision == "main" ? "" : "@" + revision;
+            var listed = inFolder.Select(f => prefix + f).ToHashSet(StringComparer.Ordinal);
+            var files = inFolder.Where(f => !f.Contains('/') && System.IO.Path.GetExtension(f).ToLowerInvariant() is ".pt" or ".pth" or ".npz" or ".safetensors")
+                .Where(f => SaeLoader.FolderFileFormats(prefix + f).Any(ff => ff.Companions.All(c => !c.Required || c.AnyOf.Any(listed.Contains))))
+                .Order(StringComparer.Ordinal).ToList();
+            if (files.Count == 1)
+                return System.IO.Path.GetDirectoryName(DownloadWithCompanions(client, spec, repo, revision, prefix + files[0]))!;
+            if (files.Count > 1)
+                throw new SaeSharpException($"{spec}: holds {files.Count} SAE files ({string.Join(", ", files.Take(8))}{(files.Count > 8 ? ", …" : "")}), " +
+                    $"one SAE each: point at one, e.g. {HubPrefix}{repo}{rev}/{prefix}{files[0]}");
             // Not an SAE itself: name the sub-folders that hold one (a run of several SAEs, a sparsify run), as a local folder does.
             var subs = inFolder.Where(p => p.Contains('/')).Select(p => p[..p.IndexOf('/')]).Distinct().Order(StringComparer.Ordinal).ToList();
             var holding = subs.Where(d => FolderLayouts.Any(l => l.Required.All(r => inFolder.Contains(d + "/" + r)))).ToList();
             if (holding.Count > 0)
-                throw SaeLoader.HoldsSaes(spec, holding, d => $"{HubPrefix}{repo}{(revision == "main" ? "" : "@" + revision)}/{prefix}{d}");
+                throw SaeLoader.HoldsSaes(spec, holding, d => $"{HubPrefix}{repo}{rev}/{prefix}{d}");
             throw new SaeSharpException(
                 $"{spec}: no SAE files ({string.Join(", ", FolderLayouts.Select(l => string.Join(" + ", l.Required)))}) in {(path ?? "the repo root")}"
-                + (subs.Count > 0 ? $"; its folders include {string.Join(", ", subs.Take(10))}" : ""));
+                + (subs.Count > 0 ? $"; its folders include {string.Join(", ", subs.Take(10))}" : "")
+                + (inFolder.Where(f => !f.Contains('/') && f.EndsWith(".pt", StringComparison.OrdinalIgnoreCase)).Order(StringComparer.Ordinal).FirstOrDefault() is { } pt
+                    ? $"; a .pt file (an {SaeLoader.OpenAiFormat} N.pt) is loaded by its own path, e.g. {HubPrefix}{repo}{rev}/{prefix}{pt}" : ""));
         }
         string? saeFolder = null;
         foreach (var name in layouts.SelectMany(l => l.Required.Concat(l.Optional.Where(inFolder.Contains))).Distinct())
@@ -151,6 +167,13 @@ public static class SaeSource
         string file = client.DownloadFile(repo, path, revision)!;
         foreach (var companion in usable.SelectMany(f => f.Companions).Select(c => c.AnyOf.FirstOrDefault(listed.Contains)).OfType<string>().Distinct())
             client.DownloadFile(repo, companion, revision);
+        // The formats that take the file alone are told by its keys (OpenAI's, deepseek_r1's .pt), so it is downloaded;
+        // when none of them takes it, the error names what the other formats lack in the repo.
+        var lacking = formats.Except(usable).ToList();
+        if (lacking.Count > 0 && SaeLoader.DetectFormat(file) is null)
+            throw SaeSharpException.Lines([$"{spec}: not a recognised SAE: not {string.Join(" nor ", usable.Select(f => f.Format))} by its keys,",
+                "and the repo lacks files the other formats need beside it:",
+                .. lacking.Select(f => $"  {f.Format} needs {string.Join(" and ", f.Companions.Where(c => c.Required && !Listed(c)))}")]);
         return file;
     }
 

@@ -112,10 +112,11 @@ public sealed class HubFileCompanionTests : IDisposable
         var e = Assert.Throws<SaeSharpException>(() => SaeLoader.Load(spec, options));
         if (format == "connor_rob_hook_z")
         {
-            // A .pt alone may be an OpenAI or deepseek_r1 checkpoint: downloaded, it is not recognised, and the loader says
-            // what a connor_rob_hook_z file needs beside it.
-            Assert.Contains("not a recognised SAE", e.Message);
-            Assert.Contains("connor_rob_hook_z's with NAME_cfg.json beside NAME.pt", e.Message);
+            // A .pt alone may be an OpenAI or deepseek_r1 checkpoint (told by its keys): downloaded, it is neither, and the
+            // error names the cfg the repo lacks for connor_rob_hook_z.
+            Assert.StartsWith($"{spec}: not a recognised SAE: not OpenAI sparse_autoencoder nor deepseek_r1 by its keys,\n" +
+                "and the repo lacks files the other formats need beside it:\n", e.Message);
+            Assert.Contains($"\n  {format} needs {required}", e.Message);
             return;
         }
         Assert.StartsWith($"{spec}: the repo lacks files its format needs beside it:\n", e.Message);

@@ -306,7 +306,7 @@ public sealed class PretrainedSaeTests : FakeHubTestBase
 
     /// <summary>A Llama Scope folder's files as the hub serves them: <c>hyperparams.json</c> (the keys of the real
     /// files) and <c>checkpoints/final.safetensors</c> with PyTorch Linear weights; returns the raw arrays.</summary>
-    private static (byte[] Hyperparams, byte[] Weights, float[] EncW, float[] EncB, float[] DecW, float[] DecB) LlamaScopeFiles(
+    internal static (byte[] Hyperparams, byte[] Weights, float[] EncW, float[] EncB, float[] DecW, float[] DecB) LlamaScopeFiles(
         string dir, int dIn, int dSae, double threshold, double normIn, string hook, string? extraJson = null)
     {
         var rng = new Random(13);
