@@ -11,14 +11,15 @@ namespace SaeSharp.Analysis;
 /// </summary>
 public sealed record AttentionWeights(Tensor WQ, Tensor WK, Tensor WV, Tensor WO);
 
-/// <summary>Each head's copying scores, [layer, head] each (Main Demo cells 110–118).</summary>
+/// <summary>Each head's copying scores, [layer, head] each (Main Demo cells 110–118), row i for layer <see cref="Layers"/>[i].</summary>
 /// <param name="OvCopying">sum(λ).real / sum(|λ|) of the eigenvalues λ of the OV circuit W_V·W_O: 1 when every eigenvalue is
 /// positive real (the head copies what it reads), −1 when every one is negative.</param>
 /// <param name="FullOvCopying">The same of the full OV circuit W_E·W_V·W_O·W_U (token to logit).</param>
 /// <param name="Top1">Share of the <see cref="Tokens"/> sampled tokens whose own logit is the largest of their row of the full
 /// OV circuit restricted to those tokens (rows and columns).</param>
 /// <param name="Tokens">The token ids of the <see cref="Top1"/> sample, evenly spaced over the vocabulary.</param>
-public sealed record OvCircuitScores(double[,] OvCopying, double[,] FullOvCopying, double[,] Top1, IReadOnlyList<long> Tokens);
+/// <param name="Layers">The layers scored, in row order.</param>
+public sealed record OvCircuitScores(double[,] OvCopying, double[,] FullOvCopying, double[,] Top1, IReadOnlyList<long> Tokens, IReadOnlyList<int> Layers);
 
 /// <summary>
 /// The QK and OV circuits of a loaded model as TransformerLens's <c>model.QK</c> = FactoredMatrix(W_Q, W_Kᵀ) and
@@ -112,13 +113,17 @@ public static class AttentionCircuits
     /// The Main Demo's copying scores of every head (cells 110–118) and the full OV circuit's top-1 accuracy on
     /// <paramref name="tokens"/> token ids evenly spaced over the vocabulary (all of it when null or larger). The full OV
     /// circuit's eigenvalues are those of the d_model-sized OV·(W_U·W_E) (a cyclic permutation of W_E·OV·W_U: the same
-    /// nonzero eigenvalues), so the whole vocabulary counts without a [vocab, vocab] matrix.
+    /// nonzero eigenvalues), so the whole vocabulary counts without a [vocab, vocab] matrix. <paramref name="layers"/>: the
+    /// layers scored (null: all).
     /// </summary>
-    public static OvCircuitScores Scores(HookedTransformer model, int? tokens = null)
+    public static OvCircuitScores Scores(HookedTransformer model, int? tokens = null, IReadOnlyList<int>? layers = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         var c = model.Config;
         if (tokens is <= 0) throw new SaeSharpException($"OV circuit scores: {tokens} tokens (give at least 1)");
+        layers ??= Enumerable.Range(0, c.NLayers).ToList();
+        foreach (int bad in layers.Where(l => l < 0 || l >= c.NLayers))
+            throw new SaeSharpException($"OV circuit scores: layer {bad} is outside 0..{c.NLayers - 1} ({c.ModelName} has {c.NLayers} layers)");
         using var _ = no_grad();
         using var outer = NewDisposeScope();
         var w = Weights(model);
@@ -133,11 +138,12 @@ public static class AttentionCircuits
         var wuSub = wu.index_select(1, idx);                                             // [d, n]
         var wuWe = wu.matmul(we);                                                        // [d, d]
         var diagonal = TorchScalars.Arange(n);
-        var ov = new double[c.NLayers, c.NHeads];
-        var full = new double[c.NLayers, c.NHeads];
-        var top1 = new double[c.NLayers, c.NHeads];
-        for (int l = 0; l < c.NLayers; l++)
+        var ov = new double[layers.Count, c.NHeads];
+        var full = new double[layers.Count, c.NHeads];
+        var top1 = new double[layers.Count, c.NHeads];
+        for (int row = 0; row < layers.Count; row++)
         {
+            int l = layers[row];
             using var scope = NewDisposeScope();
             var layer = new FactoredMatrix(w.WV[l], w.WO[l]);                           // [heads, d, d]
             var ovScore = CopyingScore(layer.Eigenvalues()).data<double>().ToArray();
@@ -153,8 +159,8 @@ public static class AttentionCircuits
             }
             var hit = hits.data<double>().ToArray();
             for (int head = 0; head < c.NHeads; head++)
-                (ov[l, head], full[l, head], top1[l, head]) = (ovScore[head], fullScore[head], hit[head] / n);
+                (ov[row, head], full[row, head], top1[row, head]) = (ovScore[head], fullScore[head], hit[head] / n);
         }
-        return new OvCircuitScores(ov, full, top1, ids);
+        return new OvCircuitScores(ov, full, top1, ids, layers);
     }
 }

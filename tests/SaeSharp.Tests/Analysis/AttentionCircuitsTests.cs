@@ -1,5 +1,7 @@
+using System.Text.Json.Nodes;
 using SaeSharp.Analysis;
 using SaeSharp.Models;
+using SaeSharp.Tests.Cli;
 using SaeSharp.Tests.Models;
 using static TorchSharp.torch;
 
@@ -210,5 +212,30 @@ public class AttentionCircuitsTests : ModelTestBase
             var rows = full.argmax(-1).data<long>().ToArray();
             Assert.Equal(rows.Where((best, i) => best == i).Count() / 50.0, r.Top1[0, h], 9);
         }
+    }
+
+    [Fact]
+    public void Circuits_command_prints_the_three_tables_and_writes_the_scores_to_json()
+    {
+        string dir = TinyModels.WriteGpt2(Sub("cli"), seed: 3, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 50, nPositions: 16);
+        string json = Path.Combine(Dir, "circuits.json");
+        var (exit, output, err) = CliRunner.Run("model", "circuits", "--model", dir, "--layer", "1", "--tokens", "20", "--json", json);
+        Assert.True(exit == 0, err);
+        Assert.Contains("1 layer × 4 heads, d_head 4", output);
+        Assert.Contains("OV copying score (W_V·W_O)", output);
+        Assert.Contains("Full OV top-1 accuracy on 20 tokens of 50", output);
+        var node = JsonNode.Parse(File.ReadAllText(json))!;
+        using var model = ModelLoader.FromPretrained(dir);
+        var r = AttentionCircuits.Scores(model, 20, [1]);
+        Assert.Equal(1, node["layers"]![0]!.GetValue<int>());
+        Assert.Equal(20, node["top1_tokens"]!.AsArray().Count);
+        for (int h = 0; h < 4; h++)
+        {
+            Assert.Equal(r.OvCopying[0, h], node["ov_copying_score"]![0]![h]!.GetValue<double>(), 12);
+            Assert.Equal(r.Top1[0, h], node["full_ov_top1"]![0]![h]!.GetValue<double>(), 12);
+        }
+        var (bad, _, badErr) = CliRunner.Run("model", "circuits", "--model", dir, "--layer", "2");
+        Assert.NotEqual(0, bad);
+        Assert.Contains("layer 2 is outside 0..1", badErr);
     }
 }
