@@ -842,10 +842,15 @@ internal static class ModelCommands
         var noBos = new Option<bool>("--no-prepend-bos") { Description = "Do not start the prompts with BOS" };
         var topHeads = new Option<int>("--top-heads") { Description = "Heads shown, largest |logit difference| first", DefaultValueFactory = _ => 10 }.Positive();
         var json = new Option<string?>("--json") { Description = "Write every value (all heads) to this JSON file" };
+        var recompute = new Option<bool>("--recompute-ln")
+        {
+            Description = "Logit lens through the final norm recomputed for each accumulated stream (accumulated_resid(apply_ln=True)), " +
+                          "not the final stream's cached scale",
+        };
         var dtype = ModelSource.DtypeOption();
         var command = new Command("logit-attrs", "TransformerLens's direct logit attribution of a logit difference: the logit lens of the accumulated residual " +
                                                  "stream, each layer's output and each head's (cache.accumulated_resid, decompose_resid, stack_head_results)")
-            { model, prompt, answer, noBos, topHeads, json, dtype };
+            { model, prompt, answer, noBos, topHeads, json, recompute, dtype };
         var headAblation = new HeadAblationOptions();
         headAblation.AddTo(command);
         Cli.SetAction(command, parse =>
@@ -874,14 +879,16 @@ internal static class ModelCommands
             bool bos = !parse.GetValue(noBos);
             var tokens = texts.Select(t => PromptTokens(m, t, bos, "--prompt")).ToList();
             var ablation = headAblation.Hooks(parse, m);
-            var r = SaeSharp.Analysis.LogitAttribution.Run(m, tokens, answers, ablation);
+            bool recomputeLn = parse.GetValue(recompute);
+            var r = SaeSharp.Analysis.LogitAttribution.Run(m, tokens, answers, ablation, recomputeLn);
             if (ablation is not null) Console.WriteLine($"the run with {headAblation.Describe(parse)} (hook_z at every position):");
             string Tok(long id) => Analysis.DashboardWriter.Quote(tok.TokenText((int)id));
             var distinct = answers.Distinct().ToList();
             string what = distinct.Count == 1 ? $"logit({Tok(distinct[0].Item1)}) − logit({Tok(distinct[0].Item2)})" : "logit(A) − logit(B)";
             Console.WriteLine($"{what} at the last token, mean over {r.Prompts} prompt{(r.Prompts == 1 ? "" : "s")}: {Cli.Fixed(r.LogitDiff, 3)}");
             Console.WriteLine($"= final_post below + {Cli.Fixed(r.Bias, 3)} from the biases (final LayerNorm β, b_U)");
-            WriteLogitComponents("Accumulated residual stream (logit lens, cache.accumulated_resid)", "stream", r.Accumulated);
+            WriteLogitComponents(recomputeLn ? "Accumulated residual stream, final norm recomputed per stream (apply_ln=True)"
+                : "Accumulated residual stream (logit lens, cache.accumulated_resid)", "stream", r.Accumulated);
             WriteLogitComponents("Each layer's output (cache.decompose_resid); they sum to final_post", "component", r.PerLayer);
             var heads = r.PerHead.OrderByDescending(h => Math.Abs(h.LogitDiff)).Take(parse.GetValue(topHeads)).ToList();
             WriteLogitComponents($"Heads (cache.stack_head_results), {heads.Count} of {r.PerHead.Count} by |logit diff|", "head", heads);
@@ -896,7 +903,7 @@ internal static class ModelCommands
                 var node = new System.Text.Json.Nodes.JsonObject
                 {
                     ["logit_diff"] = r.LogitDiff, ["bias"] = r.Bias, ["prompts"] = r.Prompts,
-                    ["ablated_heads"] = ablation is null ? null : headAblation.Describe(parse),
+                    ["ablated_heads"] = ablation is null ? null : headAblation.Describe(parse), ["recompute_ln"] = recomputeLn,
                     ["accumulated_resid"] = Map(r.Accumulated), ["decompose_resid"] = Map(r.PerLayer), ["stack_head_results"] = Map(r.PerHead),
                 };
                 WriteJson(path, node);
