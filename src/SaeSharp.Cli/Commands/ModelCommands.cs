@@ -1069,18 +1069,24 @@ internal static class ModelCommands
             DefaultValueFactory = _ => 1000,
         }.Positive();
         var json = new Option<string?>("--json") { Description = "Write every head's scores to this JSON file ([layer][head] per score)" };
+        var foldLn = new Option<bool>("--fold-ln")
+        {
+            Description = "Fold each block's LayerNorm into W_Q, W_K, W_V first (TransformerLens fold_ln, its from_pretrained default; GPT-2 and GPT-NeoX)",
+        };
         var dtype = ModelSource.DtypeOption();
         var command = new Command("circuits", "The OV circuit of every head as TransformerLens's Main Demo scores it (model.OV, FactoredMatrix): the " +
                                               "eigenvalue copying score of W_V·W_O and of the full circuit W_E·W_V·W_O·W_U, and the full circuit's top-1 accuracy")
-            { model, layer, tokens, json, dtype };
+            { model, layer, tokens, json, foldLn, dtype };
         Cli.SetAction(command, parse =>
         {
             if (parse.GetValue(json) is { } j) OutputGuard.RefuseBadOutputFile("--json", j, new CommandInput("--model", parse.GetValue(model)!, InputKind.Folder));
             using var m = ModelSource.LoadModel(parse.GetValue(model)!, parse.GetValue(dtype)!);
             var layers = parse.GetValue(layer) is { Length: > 0 } ls ? ls.Distinct().Order().ToList() : null;
+            if (parse.GetValue(foldLn)) WeightProcessing.Apply(m, new WeightProcessingOptions { FoldLn = true });
             var r = SaeSharp.Analysis.AttentionCircuits.Scores(m, parse.GetValue(tokens), layers);
             var c = m.Config;
             Console.WriteLine($"OV circuits of {c.ModelName}: {r.Layers.Count} layer{(r.Layers.Count == 1 ? "" : "s")} × {c.NHeads} heads, d_head {c.DHead}" +
+                              (parse.GetValue(foldLn) ? ", fold_ln" : "") +
                               (c.NKvHeads != c.NHeads ? $", {c.NKvHeads} key/value heads shared by {c.NHeads / c.NKvHeads} query heads each" : ""));
             Console.WriteLine("copying score: sum(λ).real / sum(|λ|) of the eigenvalues; 1 copies, −1 negates");
             WriteHeadGrid("OV copying score (W_V·W_O)", r.OvCopying, r.Layers);
@@ -1090,6 +1096,7 @@ internal static class ModelCommands
             {
                 var node = new System.Text.Json.Nodes.JsonObject
                 {
+                    ["fold_ln"] = parse.GetValue(foldLn),
                     ["layers"] = new System.Text.Json.Nodes.JsonArray(r.Layers.Select(l => (System.Text.Json.Nodes.JsonNode?)l).ToArray()),
                     ["top1_tokens"] = new System.Text.Json.Nodes.JsonArray(r.Tokens.Select(t => (System.Text.Json.Nodes.JsonNode?)t).ToArray()),
                     ["ov_copying_score"] = Grid(r.OvCopying),

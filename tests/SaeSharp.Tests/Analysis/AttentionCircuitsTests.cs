@@ -112,6 +112,24 @@ public class AttentionCircuitsTests : ModelTestBase
         }
     }
 
+    [Fact]
+    public void After_fold_ln_OV_reads_through_the_LayerNorm_scale_and_centring()
+    {
+        using var model = Gpt2(nLayer: 1, seed: 8);
+        using var scope = NewDisposeScope();
+        var p = model.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter.detach().clone());
+        var gamma = p["transformer.h.0.ln_1.weight"];
+        var centre = eye(16) - full(16, 16, 1f / 16);                          // I − 11ᵀ/d: what fold_ln's centring does to W_V's rows
+        WeightProcessing.Apply(model, new WeightProcessingOptions { FoldLn = true });
+        var ov = AttentionCircuits.OV(model);
+        for (int h = 0; h < 4; h++)
+        {
+            var wv = p["transformer.h.0.attn.c_attn.weight"].narrow(1, 32 + 4 * h, 4);
+            var wo = p["transformer.h.0.attn.c_proj.weight"].narrow(0, 4 * h, 4);
+            Close(centre.matmul(gamma.unsqueeze(1) * wv).matmul(wo), ov[0][h].AB, 1e-5);
+        }
+    }
+
     /// <summary>What the model computes: the difference of two positions' values is the difference of their ln1 outputs
     /// through W_V (the bias cancels), and each head's <c>hook_result</c> is its z through W_O.</summary>
     private static void AssertWeightsMatchHooks(HookedTransformer model)
@@ -234,6 +252,9 @@ public class AttentionCircuitsTests : ModelTestBase
             Assert.Equal(r.OvCopying[0, h], node["ov_copying_score"]![0]![h]!.GetValue<double>(), 12);
             Assert.Equal(r.Top1[0, h], node["full_ov_top1"]![0]![h]!.GetValue<double>(), 12);
         }
+        var (folded, foldedOut, foldedErr) = CliRunner.Run("model", "circuits", "--model", dir, "--layer", "0", "--fold-ln");
+        Assert.True(folded == 0, foldedErr);
+        Assert.Contains("1 layer × 4 heads, d_head 4, fold_ln", foldedOut);
         var (bad, _, badErr) = CliRunner.Run("model", "circuits", "--model", dir, "--layer", "2");
         Assert.NotEqual(0, bad);
         Assert.Contains("layer 2 is outside 0..1", badErr);
