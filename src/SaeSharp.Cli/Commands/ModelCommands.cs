@@ -202,6 +202,7 @@ internal static class ModelCommands
         command.Subcommands.Add(Patch());
         command.Subcommands.Add(HeadScoresCommand());
         command.Subcommands.Add(Attention());
+        command.Subcommands.Add(Circuits());
         return command;
     }
 
@@ -841,10 +842,15 @@ internal static class ModelCommands
         var noBos = new Option<bool>("--no-prepend-bos") { Description = "Do not start the prompts with BOS" };
         var topHeads = new Option<int>("--top-heads") { Description = "Heads shown, largest |logit difference| first", DefaultValueFactory = _ => 10 }.Positive();
         var json = new Option<string?>("--json") { Description = "Write every value (all heads) to this JSON file" };
+        var recompute = new Option<bool>("--recompute-ln")
+        {
+            Description = "Logit lens through the final norm recomputed for each accumulated stream (accumulated_resid(apply_ln=True)), " +
+                          "not the final stream's cached scale",
+        };
         var dtype = ModelSource.DtypeOption();
         var command = new Command("logit-attrs", "TransformerLens's direct logit attribution of a logit difference: the logit lens of the accumulated residual " +
                                                  "stream, each layer's output and each head's (cache.accumulated_resid, decompose_resid, stack_head_results)")
-            { model, prompt, answer, noBos, topHeads, json, dtype };
+            { model, prompt, answer, noBos, topHeads, json, recompute, dtype };
         var headAblation = new HeadAblationOptions();
         headAblation.AddTo(command);
         Cli.SetAction(command, parse =>
@@ -873,14 +879,16 @@ internal static class ModelCommands
             bool bos = !parse.GetValue(noBos);
             var tokens = texts.Select(t => PromptTokens(m, t, bos, "--prompt")).ToList();
             var ablation = headAblation.Hooks(parse, m);
-            var r = SaeSharp.Analysis.LogitAttribution.Run(m, tokens, answers, ablation);
+            bool recomputeLn = parse.GetValue(recompute);
+            var r = SaeSharp.Analysis.LogitAttribution.Run(m, tokens, answers, ablation, recomputeLn);
             if (ablation is not null) Console.WriteLine($"the run with {headAblation.Describe(parse)} (hook_z at every position):");
             string Tok(long id) => Analysis.DashboardWriter.Quote(tok.TokenText((int)id));
             var distinct = answers.Distinct().ToList();
             string what = distinct.Count == 1 ? $"logit({Tok(distinct[0].Item1)}) − logit({Tok(distinct[0].Item2)})" : "logit(A) − logit(B)";
             Console.WriteLine($"{what} at the last token, mean over {r.Prompts} prompt{(r.Prompts == 1 ? "" : "s")}: {Cli.Fixed(r.LogitDiff, 3)}");
             Console.WriteLine($"= final_post below + {Cli.Fixed(r.Bias, 3)} from the biases (final LayerNorm β, b_U)");
-            WriteLogitComponents("Accumulated residual stream (logit lens, cache.accumulated_resid)", "stream", r.Accumulated);
+            WriteLogitComponents(recomputeLn ? "Accumulated residual stream, final norm recomputed per stream (apply_ln=True)"
+                : "Accumulated residual stream (logit lens, cache.accumulated_resid)", "stream", r.Accumulated);
             WriteLogitComponents("Each layer's output (cache.decompose_resid); they sum to final_post", "component", r.PerLayer);
             var heads = r.PerHead.OrderByDescending(h => Math.Abs(h.LogitDiff)).Take(parse.GetValue(topHeads)).ToList();
             WriteLogitComponents($"Heads (cache.stack_head_results), {heads.Count} of {r.PerHead.Count} by |logit diff|", "head", heads);
@@ -895,7 +903,7 @@ internal static class ModelCommands
                 var node = new System.Text.Json.Nodes.JsonObject
                 {
                     ["logit_diff"] = r.LogitDiff, ["bias"] = r.Bias, ["prompts"] = r.Prompts,
-                    ["ablated_heads"] = ablation is null ? null : headAblation.Describe(parse),
+                    ["ablated_heads"] = ablation is null ? null : headAblation.Describe(parse), ["recompute_ln"] = recomputeLn,
                     ["accumulated_resid"] = Map(r.Accumulated), ["decompose_resid"] = Map(r.PerLayer), ["stack_head_results"] = Map(r.PerHead),
                 };
                 WriteJson(path, node);
@@ -1036,15 +1044,64 @@ internal static class ModelCommands
             WriteHeadScores(scores, source, parse.GetValue(top));
             if (parse.GetValue(json) is { } path)
             {
-                static System.Text.Json.Nodes.JsonArray Grid(double[,] v) => new(Enumerable.Range(0, v.GetLength(0))
-                    .Select(l => (System.Text.Json.Nodes.JsonNode?)new System.Text.Json.Nodes.JsonArray(Enumerable.Range(0, v.GetLength(1))
-                        .Select(h => (System.Text.Json.Nodes.JsonNode?)v[l, h]).ToArray())).ToArray());
                 var node = new System.Text.Json.Nodes.JsonObject
                 {
                     ["source"] = source,
                     ["previous_token_head"] = Grid(scores.PreviousToken),
                     ["duplicate_token_head"] = Grid(scores.DuplicateToken),
                     ["induction_head"] = Grid(scores.Induction),
+                };
+                WriteJson(path, node);
+            }
+            return 0;
+        });
+        return command;
+    }
+
+    private static Command Circuits()
+    {
+        var model = ModelOption();
+        var layer = new Option<int[]>("--layer") { Description = "Score only these layers (repeatable; default every layer)" };
+        var tokens = new Option<int>("--tokens")
+        {
+            Description = "Tokens (evenly spaced over the vocabulary) whose rows and columns of the full OV circuit give the top-1 accuracy; " +
+                          "capped at the vocabulary size",
+            DefaultValueFactory = _ => 1000,
+        }.Positive();
+        var json = new Option<string?>("--json") { Description = "Write every head's scores to this JSON file ([layer][head] per score)" };
+        var foldLn = new Option<bool>("--fold-ln")
+        {
+            Description = "Fold each block's LayerNorm into W_Q, W_K, W_V first (TransformerLens fold_ln, its from_pretrained default; GPT-2 and GPT-NeoX)",
+        };
+        var dtype = ModelSource.DtypeOption();
+        var command = new Command("circuits", "The OV circuit of every head as TransformerLens's Main Demo scores it (model.OV, FactoredMatrix): the " +
+                                              "eigenvalue copying score of W_V·W_O and of the full circuit W_E·W_V·W_O·W_U, and the full circuit's top-1 accuracy")
+            { model, layer, tokens, json, foldLn, dtype };
+        Cli.SetAction(command, parse =>
+        {
+            if (parse.GetValue(json) is { } j) OutputGuard.RefuseBadOutputFile("--json", j, new CommandInput("--model", parse.GetValue(model)!, InputKind.Folder));
+            using var m = ModelSource.LoadModel(parse.GetValue(model)!, parse.GetValue(dtype)!);
+            var layers = parse.GetValue(layer) is { Length: > 0 } ls ? ls.Distinct().Order().ToList() : null;
+            if (parse.GetValue(foldLn)) WeightProcessing.Apply(m, new WeightProcessingOptions { FoldLn = true });
+            var r = SaeSharp.Analysis.AttentionCircuits.Scores(m, parse.GetValue(tokens), layers);
+            var c = m.Config;
+            Console.WriteLine($"OV circuits of {c.ModelName}: {r.Layers.Count} layer{(r.Layers.Count == 1 ? "" : "s")} × {c.NHeads} heads, d_head {c.DHead}" +
+                              (parse.GetValue(foldLn) ? ", fold_ln" : "") +
+                              (c.NKvHeads != c.NHeads ? $", {c.NKvHeads} key/value heads shared by {c.NHeads / c.NKvHeads} query heads each" : ""));
+            Console.WriteLine("copying score: sum(λ).real / sum(|λ|) of the eigenvalues; 1 copies, −1 negates");
+            WriteHeadGrid("OV copying score (W_V·W_O)", r.OvCopying, r.Layers);
+            WriteHeadGrid("Full OV copying score (W_E·W_V·W_O·W_U)", r.FullOvCopying, r.Layers);
+            WriteHeadGrid($"Full OV top-1 accuracy on {r.Tokens.Count} tokens" + (r.Tokens.Count < c.DVocab ? $" of {c.DVocab}" : ""), r.Top1, r.Layers);
+            if (parse.GetValue(json) is { } path)
+            {
+                var node = new System.Text.Json.Nodes.JsonObject
+                {
+                    ["fold_ln"] = parse.GetValue(foldLn),
+                    ["layers"] = new System.Text.Json.Nodes.JsonArray(r.Layers.Select(l => (System.Text.Json.Nodes.JsonNode?)l).ToArray()),
+                    ["top1_tokens"] = new System.Text.Json.Nodes.JsonArray(r.Tokens.Select(t => (System.Text.Json.Nodes.JsonNode?)t).ToArray()),
+                    ["ov_copying_score"] = Grid(r.OvCopying),
+                    ["full_ov_copying_score"] = Grid(r.FullOvCopying),
+                    ["full_ov_top1"] = Grid(r.Top1),
                 };
                 WriteJson(path, node);
             }
@@ -1081,6 +1138,11 @@ internal static class ModelCommands
         });
         return command;
     }
+
+    /// <summary>A [layer, head] grid as a JSON array of rows.</summary>
+    private static System.Text.Json.Nodes.JsonArray Grid(double[,] v) => new(Enumerable.Range(0, v.GetLength(0))
+        .Select(l => (System.Text.Json.Nodes.JsonNode?)new System.Text.Json.Nodes.JsonArray(Enumerable.Range(0, v.GetLength(1))
+            .Select(h => (System.Text.Json.Nodes.JsonNode?)v[l, h]).ToArray())).ToArray());
 
     /// <summary>Writes a <c>--json</c> file (indented, atomically) and says so.</summary>
     private static void WriteJson(string path, System.Text.Json.Nodes.JsonNode node)
@@ -1121,27 +1183,33 @@ internal static class ModelCommands
             ("previous token", scores.PreviousToken), ("duplicate token", scores.DuplicateToken), ("induction", scores.Induction),
         };
         int layers = scores.Induction.GetLength(0), heads = scores.Induction.GetLength(1);
-        bool terminal = !Console.IsOutputRedirected || Cli.TerminalTables.Value;
         foreach (var (title, v) in kinds)
-        {
-            var cells = Enumerable.Range(0, layers).Select(l => Enumerable.Range(0, heads).Select(h => Cli.Fixed(v[l, h], 2)).ToArray()).ToArray();
-            int cell = Math.Max(cells.SelectMany(r => r).Max(c => c.Length), $"H{heads - 1}".Length) + 3;
-            int fit = terminal ? Math.Max(1, (Spectre.Console.AnsiConsole.Profile.Width - 1 - $"L{layers - 1}".Length - 5) / cell) : heads;
-            int chunks = (heads + fit - 1) / fit, per = (heads + chunks - 1) / chunks;
-            for (int first = 0; first < heads; first += per)
-            {
-                int last = Math.Min(heads, first + per);
-                Console.WriteLine();
-                Cli.WriteColumns($"{char.ToUpperInvariant(title[0])}{title[1..]} score" + (chunks > 1 ? $", heads {first}–{last - 1}" : ""),
-                    [new Column("layer"), .. Enumerable.Range(first, last - first).Select(h => new Column($"H{h}", Right: true))],
-                    Enumerable.Range(0, layers).Select(l => (IReadOnlyList<string>)[$"L{l}", .. cells[l][first..last]]));
-            }
-        }
+            WriteHeadGrid($"{char.ToUpperInvariant(title[0])}{title[1..]} score", v, Enumerable.Range(0, layers).ToList());
         var ranked = kinds.Select(k => Enumerable.Range(0, layers * heads).Select(i => (Layer: i / heads, Head: i % heads, Score: k.Values[i / heads, i % heads]))
             .OrderByDescending(x => x.Score).Take(top).ToList()).ToList();
         Console.WriteLine();
         Cli.WriteColumns("Top heads", [new Column("rank"), .. kinds.Select(k => new Column(k.Title))],
             Enumerable.Range(0, ranked[0].Count).Select(r => (IReadOnlyList<string>)[$"{r + 1}", .. ranked.Select(x => $"L{x[r].Layer}H{x[r].Head} {Cli.Fixed(x[r].Score, 2)}")]));
+    }
+
+    /// <summary>A layer × head table of <paramref name="v"/> (row i is layer <paramref name="layerIds"/>[i]), two decimals, the
+    /// heads split over several tables to fit the terminal.</summary>
+    internal static void WriteHeadGrid(string title, double[,] v, IReadOnlyList<int> layerIds)
+    {
+        int layers = v.GetLength(0), heads = v.GetLength(1);
+        bool terminal = !Console.IsOutputRedirected || Cli.TerminalTables.Value;
+        var cells = Enumerable.Range(0, layers).Select(l => Enumerable.Range(0, heads).Select(h => Cli.Fixed(v[l, h], 2)).ToArray()).ToArray();
+        int cell = Math.Max(cells.SelectMany(r => r).Max(c => c.Length), $"H{heads - 1}".Length) + 3;
+        int fit = terminal ? Math.Max(1, (Spectre.Console.AnsiConsole.Profile.Width - 1 - $"L{layerIds.Max()}".Length - 5) / cell) : heads;
+        int chunks = (heads + fit - 1) / fit, per = (heads + chunks - 1) / chunks;
+        for (int first = 0; first < heads; first += per)
+        {
+            int last = Math.Min(heads, first + per);
+            Console.WriteLine();
+            Cli.WriteColumns(title + (chunks > 1 ? $", heads {first}–{last - 1}" : ""),
+                [new Column("layer"), .. Enumerable.Range(first, last - first).Select(h => new Column($"H{h}", Right: true))],
+                Enumerable.Range(0, layers).Select(l => (IReadOnlyList<string>)[$"L{layerIds[l]}", .. cells[l][first..last]]));
+        }
     }
 
     /// <summary>One stack of <see cref="SaeSharp.Analysis.LogitAttribution"/>: label, value and a bar (+ or −) scaled to the stack's largest |value|.</summary>

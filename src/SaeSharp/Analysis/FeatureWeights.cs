@@ -148,7 +148,7 @@ public static class FeatureWeights
 
     /// <summary>The first of <paramref name="names"/> the model has, as [in, out] float32 (Linear weights [out, in] are
     /// transposed).</summary>
-    private static Tensor Weight(HookedTransformer model, params (string Name, bool Linear)[] names)
+    internal static Tensor Weight(HookedTransformer model, params (string Name, bool Linear)[] names)
     {
         var p = model.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter, StringComparer.Ordinal);
         foreach (var w in names)

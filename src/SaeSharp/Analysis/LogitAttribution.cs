@@ -36,10 +36,14 @@ public static class LogitAttribution
     /// may differ in length) to the residual stream's components; <paramref name="answers"/> holds one (A, B) per prompt.
     /// <paramref name="hooks"/> (<c>run_with_hooks</c> functions, e.g. <see cref="Interventions.HeadAblation.Hooks"/>) run
     /// during each prompt's cached run: the attribution of the edited run (Exploratory Analysis Demo cells 115–117, the
-    /// ablated run's <c>stack_head_results</c>).
+    /// ablated run's <c>stack_head_results</c>). <paramref name="recomputeLn"/>: the logit lens as
+    /// <c>accumulated_resid(apply_ln=True)</c> (<c>apply_ln_to_stack(recompute_ln=True)</c>): each accumulated stream is
+    /// normalised by its own √(var + eps) (LayerNorm, centred) or √(mean(x²) + eps) (RMSNorm), as if it were the final
+    /// stream, instead of by the final stream's cached <c>ln_final.hook_scale</c>; <c>final_post</c> is the same either
+    /// way, and the other two stacks are unchanged.
     /// </summary>
     public static LogitAttributionResult Run(HookedTransformer model, IReadOnlyList<Tensor> prompts, IReadOnlyList<(long Correct, long Incorrect)> answers,
-        IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? hooks = null)
+        IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? hooks = null, bool recomputeLn = false)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(prompts);
@@ -70,6 +74,7 @@ public static class LogitAttribution
         var beta = FeatureWeights.FinalNormBias(model) ?? zeros(c.DModel, ScalarType.Float32);
         using var biasLogits = model.LogitsOf(beta.to(c.Dtype).unsqueeze(0)).to(ScalarType.Float64); // β·W_U + b_U
         bool center = c.NormalizationType == "LN";
+        var eps = TorchScalars.Of(c.LayerNormEps);
 
         var accLabels = new List<string>();
         for (int l = 0; l < c.NLayers; l++)
@@ -102,11 +107,12 @@ public static class LogitAttribution
             var direction = wu.select(1, a) - wu.select(1, b);                              // [d_model]
             var scale = cache[HookPoints.LnFinalScale].select(0, 0).select(0, -1).to(ScalarType.Float32); // [1]
             Tensor At(string name) => cache[name].select(0, 0).select(0, -1).to(ScalarType.Float32);   // last position
-            // apply_ln_to_stack + residual_stack_to_logit_diff for a stack [n, d_model].
-            double[] Project(Tensor stack)
+            // apply_ln_to_stack + residual_stack_to_logit_diff for a stack [n, d_model]; with recompute, each row's own scale.
+            double[] Project(Tensor stack, bool recompute = false)
             {
                 if (center) stack = stack - stack.mean([-1], keepdim: true);
-                return (stack / scale).matmul(direction).to(ScalarType.Float64).data<double>().ToArray();
+                var divisor = recompute ? stack.mul(stack).mean([-1], keepdim: true).add(eps, TorchScalars.One).sqrt() : scale;
+                return (stack / divisor).matmul(direction).to(ScalarType.Float64).data<double>().ToArray();
             }
             void Add(double[] into, double[] values) { for (int i = 0; i < into.Length; i++) into[i] += values[i]; }
 
@@ -124,7 +130,7 @@ public static class LogitAttribution
                 heads.Add(cache[blk.Result].select(0, 0).select(0, -1).to(ScalarType.Float32)); // [heads, d_model]
             }
             accStack.Add(At(hp.Blocks[c.NLayers - 1].ResidPost));
-            Add(acc, Project(stack(accStack)));
+            Add(acc, Project(stack(accStack), recomputeLn));
             Add(perLayer, Project(stack(layerStack)));
             Add(perHead, Project(cat(heads, 0)));
         }

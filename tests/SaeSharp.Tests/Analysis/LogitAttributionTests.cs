@@ -57,6 +57,39 @@ public class LogitAttributionTests : ModelTestBase
     }
 
     [Fact]
+    public void The_logit_lens_with_the_final_LayerNorm_recomputed_runs_each_stream_through_ln_f()
+    {
+        using var model = ModelLoader.FromPretrained(TinyModels.WriteGpt2(Sub("lens"), seed: 6, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 64));
+        using var scope = NewDisposeScope();
+        var tokens = tensor(Prompts[0]).unsqueeze(0);
+        var (a, b) = Answers[0];
+        var r = LogitAttribution.Run(model, [tokens], [(a, b)], recomputeLn: true);
+        var cached = LogitAttribution.Run(model, [tokens], [(a, b)]);
+        // At the last layer the stream is the final one: the model's own logit difference (with the biases), as without recompute.
+        Assert.Equal(LastLogitDiff(model, tokens, a, b), r.Accumulated[^1].LogitDiff + r.Bias, 1e-4);
+        Assert.Equal(cached.Accumulated[^1].LogitDiff, r.Accumulated[^1].LogitDiff, 1e-5);
+        Assert.Equal(cached.PerLayer.Select(c => c.LogitDiff), r.PerLayer.Select(c => c.LogitDiff));
+        // Each earlier stream: ln_f (γ, β, its own mean and variance) applied to it, times wte[A] − wte[B] (tied W_U), less β's share.
+        var sd = model.state_dict();
+        var (gamma, beta, wte) = (sd["transformer.ln_f.weight"], sd["transformer.ln_f.bias"], sd["transformer.wte.weight"]);
+        var direction = wte[a] - wte[b];
+        double betaShare = beta.dot(direction).item<float>();
+        var hp = model.HookPoints;
+        string[] names = [hp.Blocks[0].ResidPre, hp.Blocks[0].ResidMid, hp.Blocks[1].ResidPre, hp.Blocks[1].ResidMid];
+        using var run = model.RunWithCache(tokens, new RunOptions { CacheNames = names });
+        bool differs = false;
+        for (int i = 0; i < names.Length; i++)
+        {
+            var x = run.Cache[names[i]][0, -1];
+            var normed = nn.functional.layer_norm(x, [16], gamma, beta, model.Config.LayerNormEps);
+            double expected = normed.dot(direction).item<float>() - betaShare;
+            Assert.Equal(expected, r.Accumulated[i].LogitDiff, 1e-4);
+            differs |= Math.Abs(expected - cached.Accumulated[i].LogitDiff) > 1e-3;
+        }
+        Assert.True(differs, "the final stream's cached scale should differ from an earlier stream's own");
+    }
+
+    [Fact]
     public void A_layers_heads_and_its_b_O_projected_by_hand_give_its_attention_output()
     {
         using var model = ModelLoader.FromPretrained(TinyModels.WriteGpt2(Sub("g"), seed: 5, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 64));
