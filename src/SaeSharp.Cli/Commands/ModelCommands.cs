@@ -287,6 +287,11 @@ internal static class ModelCommands
                 ? [SaeSharp.Analysis.RepeatedRandomTokens.ForVocabulary(parse.GetValue(batch), n, VocabularySize(parse.GetValue(model)!), parse.GetValue(sampling.Seed) ?? 0)]
                 : texts.Length == 0 ? [InterventionCommands.ReadTokens(parse.GetValue(input)!)]
                 : texts.Select(t => InterventionCommands.PromptTokens(promptTokenizer!, t, !parse.GetValue(noBos))).ToList();
+            // A next-token loss needs 2 tokens: a prompt of BOS alone is named before any run.
+            bool LossAt(int i) => perPosition || (metricSpecs.Length > 0 && metricSpecs[Math.Min(i, metricSpecs.Length - 1)].Trim() == "loss");
+            var lossPrompts = Enumerable.Range(0, texts.Length).Where(LossAt).ToList();
+            InterventionCommands.RefuseFewerThanTwoTokens("--prompt", [.. lossPrompts.Select(i => texts[i])], [.. lossPrompts.Select(i => prompts[i])],
+                perPosition ? "--loss-per-position" : parse.GetValue(metric) is { Length: > 0 } ? "--metric loss" : "the loss (--ablate-head's default metric)");
             var generation = new GenerationRequest(newTokens, sampling, parse, texts);
             if (newTokens > 0 && texts.Length == 0 && prompts[0].shape[0] > 1)
             {
@@ -937,6 +942,8 @@ internal static class ModelCommands
             var corruptedTokens = PromptTokens(m, parse.GetValue(corrupted)!, bos, "--corrupted");
             if (cleanTokens.shape[1] != corruptedTokens.shape[1])
                 throw new SaeSharpException($"--corrupted has {corruptedTokens.shape[1]} tokens and --clean {cleanTokens.shape[1]}: patching needs prompts of the same length");
+            if (spec.Kind == SaeSharp.Interventions.AttributionMetricKind.Loss)
+                InterventionCommands.RefuseFewerThanTwoTokens("--clean", [parse.GetValue(clean)!], [cleanTokens], "--metric loss");
             var kind = parse.GetValue(act) switch
             {
                 "attn_out" => SaeSharp.Interventions.PatchedActivation.AttnOut,
@@ -1017,6 +1024,10 @@ internal static class ModelCommands
             string source;
             if (n is int len)
             {
+                if (len < 2) throw new SaeSharpException($"--repeated-random {len}: the duplicate and induction stripes need at least 2 random tokens");
+                if (2L * len > m.Config.NCtx)
+                    throw new SaeSharpException($"--repeated-random {len}: repeated twice that is {2L * len} tokens, more than the context window of " +
+                                                $"{m.Config.ModelName} ({m.Config.NCtx}); give at most {m.Config.NCtx / 2}");
                 var (low, high) = TokenRange(parse.GetValue(range)!, m.Config.DVocab);
                 int b = parse.GetValue(batch);
                 var tokens = SaeSharp.Analysis.RepeatedRandomTokens.Generate(b, len, low, high, parse.GetValue(seed));
@@ -1027,6 +1038,7 @@ internal static class ModelCommands
             {
                 bool bos = !parse.GetValue(noBos);
                 var tokens = texts.Select(t => PromptTokens(m, t, bos, "--prompt")).ToList();
+                InterventionCommands.RefuseFewerThanTwoTokens("--prompt", texts, tokens, "detect_head");
                 var em = parse.GetValue(measure) == "abs" ? SaeSharp.Analysis.HeadErrorMeasure.Abs : SaeSharp.Analysis.HeadErrorMeasure.Mul;
                 scores = SaeSharp.Analysis.HeadDetector.Detect(m, tokens, em, parse.GetValue(excludeBos), parse.GetValue(excludeCurrent));
                 source = $"detect_head, error measure {parse.GetValue(measure)}" + (parse.GetValue(excludeBos) ? ", BOS excluded" : "") +

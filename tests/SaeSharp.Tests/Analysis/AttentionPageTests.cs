@@ -73,6 +73,10 @@ public class AttentionPageTests : ModelTestBase
         var (badHead, _, headErr) = CliRunner.Run("model", "attention", "--model", dir, "--prompt", Prompt, "--layer", "0", "--head", "4", "--html", never);
         Assert.NotEqual(0, badHead);
         Assert.Contains("--head 4: the model has heads 0..3", headErr);
+        // -1 was taken for "none bad" and then shown as the last head under the label H-1.
+        var (negative, _, negativeErr) = CliRunner.Run("model", "attention", "--model", dir, "--prompt", Prompt, "--layer", "0", "--head", "-1", "--html", never);
+        Assert.NotEqual(0, negative);
+        Assert.Contains("--head -1: the model has heads 0..3", negativeErr);
         Assert.False(File.Exists(never));
     }
 
