@@ -184,7 +184,7 @@ internal static class ModelCommands
 
         /// <summary>The ablation hooks for <paramref name="model"/> (heads checked against it), or null when no head is ablated.</summary>
         public (string Name, Func<Tensor, Tensor?> Fn)[]? Hooks(ParseResult parse, HookedTransformer model) => !Given(parse) ? null
-            : HeadAblation.Hooks(model, Parse(parse), parse.GetValue(Mode) == "mean" ? HeadAblationKind.Mean : HeadAblationKind.Zero);
+            : HeadAblation.Hooks(model, Parse(parse), parse.GetValue(Mode) == "mean" ? HeadAblationKind.Mean : HeadAblationKind.Zero, "--ablate-head");
 
         /// <summary>"L0H8 zero-ablated" for the heads given.</summary>
         public string Describe(ParseResult parse) => $"{string.Join(", ", Parse(parse).Distinct())} {parse.GetValue(Mode)}-ablated";
@@ -487,12 +487,16 @@ internal static class ModelCommands
             if (edited is not null) row.AddRange([F(edited[i]), F(edited[i] - clean[i])]);
             rows.Add(row);
         }
-        var mean = new List<string> { "mean" };
-        if (texts is not null) mean.Add("");
-        if (several) mean.Add("");
-        mean.Add(F(clean.Average()));
-        if (edited is not null) mean.AddRange([F(edited.Average()), F(edited.Average() - clean.Average())]);
-        rows.Add(mean);
+        // The mean of one kind of metric (the IOI notebooks' average logit difference); a loss and a logit averaged mean nothing.
+        if (metrics.Select(m => m.Kind).Distinct().Count() == 1)
+        {
+            var mean = new List<string> { "mean" };
+            if (texts is not null) mean.Add("");
+            if (several) mean.Add("");
+            mean.Add(F(clean.Average()));
+            if (edited is not null) mean.AddRange([F(edited.Average()), F(edited.Average() - clean.Average())]);
+            rows.Add(mean);
+        }
         Cli.WriteColumns(several ? "metric per prompt" : $"{InterventionCommands.MetricLabel(metrics[0], tok)} per prompt", columns, rows);
     }
 

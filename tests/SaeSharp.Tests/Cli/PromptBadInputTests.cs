@@ -77,9 +77,11 @@ public class PromptBadInputTests : CliTempDirTestBase
             Error(CliRunner.Run("model", "run", "--model", "builtin", "--prompt", "", "--ablate-head", "0.1")));
         Assert.Contains("--prompt \"\": gives 1 token, and --metric loss needs at least 2",
             Error(CliRunner.Run("model", "run", "--model", "builtin", "--prompt", "the cat", "--prompt", "", "--metric", "loss")));
-        // A per-prompt metric other than loss takes one token.
-        var (exit, _, err) = CliRunner.Run("model", "run", "--model", "builtin", "--prompt", "the cat", "--prompt", "", "--metric", "loss", "--metric", "logit:cat");
+        // A per-prompt metric other than loss takes one token; a loss and a logit are not averaged into a "mean" row.
+        var (exit, output, err) = CliRunner.Run("model", "run", "--model", "builtin", "--prompt", "the cat", "--prompt", "", "--metric", "loss", "--metric", "logit:cat");
         Assert.True(exit == 0, err);
+        Assert.Contains("logit:", output);
+        Assert.DoesNotContain("mean", output);
         Assert.Contains("--clean \"\": gives 1 token, and --metric loss needs at least 2",
             Error(CliRunner.Run("model", "patch", "--model", "builtin", "--clean", "", "--corrupted", "", "--metric", "loss")));
         Assert.Contains("--prompt \"\": gives 1 token, and detect_head needs at least 2",
