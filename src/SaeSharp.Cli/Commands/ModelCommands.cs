@@ -343,9 +343,7 @@ internal static class ModelCommands
                 {
                     var tokens = prompts[i];
                     var rowMetrics = metrics is null ? null : metrics.Count == 1 ? metrics : metrics.GetRange(metricClean.Count, (int)tokens.shape[0]);
-                    if (tokens.shape[1] > m.Config.NCtx && m.Config.RotaryDim > 0)
-                        notes.Add($"{(prompts.Count == 1 ? "" : $"run {i}: ")}{tokens.shape[1]} tokens exceed n_ctx={m.Config.NCtx} of {m.Config.ModelName}; " +
-                                  "rotary positions run on past it, as transformers does (TransformerLens refuses)");
+                    if (PastContextNote(m, tokens.shape[1]) is { } past) notes.Add($"{(prompts.Count == 1 ? "" : $"run {i}: ")}{past}");
                     if (edits.Given(parse))
                     {
                         var (hooked, list) = edits.Build(parse, m, tokens, saes, pm.Hooks, newTokens, generation.PromptName(i));
@@ -1092,11 +1090,21 @@ internal static class ModelCommands
             var heads = parse.GetValue(head) is { Length: > 0 } hs ? hs.Distinct().ToList() : null;
             var patterns = SaeSharp.Analysis.AttentionPage.Collect(m, tokens, parse.GetValue(layer), heads);
             SaeSharp.Analysis.AttentionPage.Write(path, patterns, $"{m.Config.ModelName}: {text}");
-            Console.WriteLine($"wrote {path} ({patterns.Heads.Count} head{(patterns.Heads.Count == 1 ? "" : "s")}, {patterns.Tokens.Count} tokens)");
+            // The page holds heads × tokens² numbers: its size said, as a long prompt makes it tens of megabytes.
+            Console.WriteLine($"wrote {path} ({patterns.Heads.Count} head{(patterns.Heads.Count == 1 ? "" : "s")}, {patterns.Tokens.Count} tokens, " +
+                              $"{HostMemory.Format(new FileInfo(path).Length)})");
+            if (PastContextNote(m, patterns.Tokens.Count) is { } past) Cli.ErrorLine($"note: {past}");
             return 0;
         });
         return command;
     }
+
+    /// <summary>The note for a run of <paramref name="tokens"/> tokens past a rotary model's n_ctx (a learned-position model
+    /// refuses such a run); null within it.</summary>
+    private static string? PastContextNote(HookedTransformer m, long tokens) =>
+        tokens > m.Config.NCtx && m.Config.RotaryDim > 0
+            ? $"{tokens} tokens exceed n_ctx={m.Config.NCtx} of {m.Config.ModelName}; rotary positions run on past it, as transformers does (TransformerLens refuses)"
+            : null;
 
     /// <summary>Writes a <c>--json</c> file (indented, atomically) and says so.</summary>
     private static void WriteJson(string path, System.Text.Json.Nodes.JsonNode node)

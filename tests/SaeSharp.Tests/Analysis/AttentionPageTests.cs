@@ -80,6 +80,21 @@ public class AttentionPageTests : ModelTestBase
         Assert.False(File.Exists(never));
     }
 
+    /// <summary>A prompt past a rotary model's n_ctx (the built-in model's 256) runs, as sae model run does, with the same
+    /// note; the page's size is said, since it holds heads × tokens² numbers.</summary>
+    [Fact]
+    public void A_prompt_past_n_ctx_is_noted_and_the_page_size_said()
+    {
+        string html = Path.Combine(Dir, "long.html");
+        string prompt = string.Join(" ", Enumerable.Repeat("the cat", 150));
+        var (exit, output, err) = CliRunner.Run("model", "attention", "--model", "builtin", "--prompt", prompt, "--layer", "0", "--head", "1", "--html", html);
+        Assert.True(exit == 0, err);
+        var patterns = EmbeddedData(File.ReadAllText(html));
+        Assert.Equal(301, patterns["tokens"]!.AsArray().Count);   // BOS and 300 words
+        Assert.Contains($"wrote {html} (1 head, 301 tokens, {SaeSharp.HostMemory.Format(new FileInfo(html).Length)})", output.ReplaceLineEndings(" "));
+        Assert.Contains("note: 301 tokens exceed n_ctx=256 of builtin; rotary positions run on past it", err.ReplaceLineEndings(" "));
+    }
+
     [Fact]
     public async Task In_chromium_the_page_draws_each_head_and_shades_what_a_hovered_token_attends_to()
     {
