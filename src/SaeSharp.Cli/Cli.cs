@@ -169,7 +169,7 @@ internal static partial class Cli
             var missing = System.Text.RegularExpressions.Regex.Match(error.Message, @"^Required argument missing for option: '(.*)'\.?$");
             var twice = System.Text.RegularExpressions.Regex.Match(error.Message, @"^Option '(.*)' expects a single argument but (\d+) were provided\.?$");
             string? option = (error.SymbolResult as OptionResult ?? error.SymbolResult?.Parent as OptionResult)?.Option.Name;
-            parts.Add(m.Success ? $"{m.Groups[2].Value} {m.Groups[1].Value}: expected {TypeWord(m.Groups[3].Value)}"
+            parts.Add(m.Success ? $"{m.Groups[2].Value} {m.Groups[1].Value}: expected {TypeWord(m.Groups[3].Value, m.Groups[1].Value)}"
                 : required.Success ? $"{required.Groups[1].Value} is required"
                 : among.Success && option is not null ? AmongError(option, among.Groups[1].Value,
                     System.Text.RegularExpressions.Regex.Matches(among.Groups[2].Value, "'([^']*)'").Select(v => v.Groups[1].Value).ToList())
@@ -195,9 +195,13 @@ internal static partial class Cli
         return names;
     }
 
-    private static string TypeWord(string clrType) => clrType.TrimEnd('?') switch
+    /// <summary>What an option of <paramref name="clrType"/> expects, as said of <paramref name="value"/>: "a finite number" for
+    /// inf, -inf or nan written as Python writes them (which do not parse as numbers here).</summary>
+    private static string TypeWord(string clrType, string value) => clrType.TrimEnd('?') switch
     {
         "System.Int32" or "System.Int64" or "System.Nullable`1[System.Int32]" or "System.Nullable`1[System.Int64]" => "an integer",
+        "System.Double" or "System.Single" or "System.Nullable`1[System.Double]" or "System.Nullable`1[System.Single]"
+            when value.TrimStart('+', '-').ToLowerInvariant() is "inf" or "infinity" or "nan" => "a finite number",
         "System.Double" or "System.Single" or "System.Nullable`1[System.Double]" or "System.Nullable`1[System.Single]" => "a number",
         "System.Boolean" => "true or false",
         _ => $"a value of type {clrType}",

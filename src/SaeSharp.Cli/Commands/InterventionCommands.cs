@@ -176,9 +176,20 @@ internal static class InterventionCommands
 
     /// <summary>The error for a prompt (given as <paramref name="option"/>) that gives no token at all: empty text and no BOS
     /// before it (<c>--no-prepend-bos</c>, or a tokenizer without one). With BOS an empty prompt runs on BOS alone, as
-    /// TransformerLens's <c>model("")</c>.</summary>
-    internal static SaeSharpException NoTokenError(string option, string prompt) =>
-        new($"{option} \"{prompt}\": gives no token (its text gives none and no BOS is prepended); give some text");
+    /// TransformerLens's <c>model("")</c>. With <paramref name="need"/> and <paramref name="use"/>: the prompt gives
+    /// <paramref name="got"/> tokens, fewer than <paramref name="use"/> (a next-token loss: 2) needs.</summary>
+    internal static SaeSharpException NoTokenError(string option, string prompt, long got = 0, int need = 1, string? use = null) =>
+        got == 0 ? new($"{option} \"{prompt}\": gives no token (its text gives none and no BOS is prepended); give some text")
+            : new($"{option} \"{prompt}\": gives {got} token{(got == 1 ? "" : "s")}, and {use} needs at least {need}; give a longer prompt");
+
+    /// <summary>Refuses (naming <paramref name="option"/> and the prompt) the first of <paramref name="texts"/> whose tokens
+    /// (<paramref name="tokens"/>, [1, pos] each) are fewer than the 2 that <paramref name="use"/> needs (a next-token loss,
+    /// a head's attention to earlier tokens).</summary>
+    internal static void RefuseFewerThanTwoTokens(string option, IReadOnlyList<string> texts, IReadOnlyList<Tensor> tokens, string use)
+    {
+        for (int i = 0; i < Math.Min(texts.Count, tokens.Count); i++)
+            if (tokens[i].shape[1] < 2) throw NoTokenError(option, texts[i], tokens[i].shape[1], 2, use);
+    }
 
     /// <summary>A note on stderr naming the words of <paramref name="text"/> (given as <paramref name="option"/>) that the
     /// tokenizer reads as its unknown token, so that a run on <c>&lt;unk&gt;</c> is not taken for a run on the words.</summary>
@@ -435,7 +446,10 @@ internal static class InterventionCommands
             bool bos = !parse.GetValue(noBos);
             List<Tensor> batches;
             if (texts.Length > 0)
+            {
                 batches = texts.Select(t => PromptTokens(tok, t, bos)).ToList();
+                RefuseFewerThanTwoTokens("--prompt", texts, batches, "comparing next-token losses clean and ablated");
+            }
             else if (parse.GetValue(dataset) is string ds)
             {
                 if (!Data.TextDataset.Exists(ds)) throw new SaeSharpException($"--dataset {ds}: no such file or folder");

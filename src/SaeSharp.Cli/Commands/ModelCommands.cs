@@ -184,7 +184,7 @@ internal static class ModelCommands
 
         /// <summary>The ablation hooks for <paramref name="model"/> (heads checked against it), or null when no head is ablated.</summary>
         public (string Name, Func<Tensor, Tensor?> Fn)[]? Hooks(ParseResult parse, HookedTransformer model) => !Given(parse) ? null
-            : HeadAblation.Hooks(model, Parse(parse), parse.GetValue(Mode) == "mean" ? HeadAblationKind.Mean : HeadAblationKind.Zero);
+            : HeadAblation.Hooks(model, Parse(parse), parse.GetValue(Mode) == "mean" ? HeadAblationKind.Mean : HeadAblationKind.Zero, "--ablate-head");
 
         /// <summary>"L0H8 zero-ablated" for the heads given.</summary>
         public string Describe(ParseResult parse) => $"{string.Join(", ", Parse(parse).Distinct())} {parse.GetValue(Mode)}-ablated";
@@ -288,6 +288,11 @@ internal static class ModelCommands
                 ? [SaeSharp.Analysis.RepeatedRandomTokens.ForVocabulary(parse.GetValue(batch), n, VocabularySize(parse.GetValue(model)!), parse.GetValue(sampling.Seed) ?? 0)]
                 : texts.Length == 0 ? [InterventionCommands.ReadTokens(parse.GetValue(input)!)]
                 : texts.Select(t => InterventionCommands.PromptTokens(promptTokenizer!, t, !parse.GetValue(noBos))).ToList();
+            // A next-token loss needs 2 tokens: a prompt of BOS alone is named before any run.
+            bool LossAt(int i) => perPosition || (metricSpecs.Length > 0 && metricSpecs[Math.Min(i, metricSpecs.Length - 1)].Trim() == "loss");
+            var lossPrompts = Enumerable.Range(0, texts.Length).Where(LossAt).ToList();
+            InterventionCommands.RefuseFewerThanTwoTokens("--prompt", [.. lossPrompts.Select(i => texts[i])], [.. lossPrompts.Select(i => prompts[i])],
+                perPosition ? "--loss-per-position" : parse.GetValue(metric) is { Length: > 0 } ? "--metric loss" : "the loss (--ablate-head's default metric)");
             var generation = new GenerationRequest(newTokens, sampling, parse, texts);
             if (newTokens > 0 && texts.Length == 0 && prompts[0].shape[0] > 1)
             {
@@ -339,9 +344,7 @@ internal static class ModelCommands
                 {
                     var tokens = prompts[i];
                     var rowMetrics = metrics is null ? null : metrics.Count == 1 ? metrics : metrics.GetRange(metricClean.Count, (int)tokens.shape[0]);
-                    if (tokens.shape[1] > m.Config.NCtx && m.Config.RotaryDim > 0)
-                        notes.Add($"{(prompts.Count == 1 ? "" : $"run {i}: ")}{tokens.shape[1]} tokens exceed n_ctx={m.Config.NCtx} of {m.Config.ModelName}; " +
-                                  "rotary positions run on past it, as transformers does (TransformerLens refuses)");
+                    if (PastContextNote(m, tokens.shape[1]) is { } past) notes.Add($"{(prompts.Count == 1 ? "" : $"run {i}: ")}{past}");
                     if (edits.Given(parse))
                     {
                         var (hooked, list) = edits.Build(parse, m, tokens, saes, pm.Hooks, newTokens, generation.PromptName(i));
@@ -483,12 +486,16 @@ internal static class ModelCommands
             if (edited is not null) row.AddRange([F(edited[i]), F(edited[i] - clean[i])]);
             rows.Add(row);
         }
-        var mean = new List<string> { "mean" };
-        if (texts is not null) mean.Add("");
-        if (several) mean.Add("");
-        mean.Add(F(clean.Average()));
-        if (edited is not null) mean.AddRange([F(edited.Average()), F(edited.Average() - clean.Average())]);
-        rows.Add(mean);
+        // The mean of one kind of metric (the IOI notebooks' average logit difference); a loss and a logit averaged mean nothing.
+        if (metrics.Select(m => m.Kind).Distinct().Count() == 1)
+        {
+            var mean = new List<string> { "mean" };
+            if (texts is not null) mean.Add("");
+            if (several) mean.Add("");
+            mean.Add(F(clean.Average()));
+            if (edited is not null) mean.AddRange([F(edited.Average()), F(edited.Average() - clean.Average())]);
+            rows.Add(mean);
+        }
         Cli.WriteColumns(several ? "metric per prompt" : $"{InterventionCommands.MetricLabel(metrics[0], tok)} per prompt", columns, rows);
     }
 
@@ -945,6 +952,8 @@ internal static class ModelCommands
             var corruptedTokens = PromptTokens(m, parse.GetValue(corrupted)!, bos, "--corrupted");
             if (cleanTokens.shape[1] != corruptedTokens.shape[1])
                 throw new SaeSharpException($"--corrupted has {corruptedTokens.shape[1]} tokens and --clean {cleanTokens.shape[1]}: patching needs prompts of the same length");
+            if (spec.Kind == SaeSharp.Interventions.AttributionMetricKind.Loss)
+                InterventionCommands.RefuseFewerThanTwoTokens("--clean", [parse.GetValue(clean)!], [cleanTokens], "--metric loss");
             var kind = parse.GetValue(act) switch
             {
                 "attn_out" => SaeSharp.Interventions.PatchedActivation.AttnOut,
@@ -1025,6 +1034,10 @@ internal static class ModelCommands
             string source;
             if (n is int len)
             {
+                if (len < 2) throw new SaeSharpException($"--repeated-random {len}: the duplicate and induction stripes need at least 2 random tokens");
+                if (2L * len > m.Config.NCtx)
+                    throw new SaeSharpException($"--repeated-random {len}: repeated twice that is {2L * len} tokens, more than the context window of " +
+                                                $"{m.Config.ModelName} ({m.Config.NCtx}); give at most {m.Config.NCtx / 2}");
                 var (low, high) = TokenRange(parse.GetValue(range)!, m.Config.DVocab);
                 int b = parse.GetValue(batch);
                 var tokens = SaeSharp.Analysis.RepeatedRandomTokens.Generate(b, len, low, high, parse.GetValue(seed));
@@ -1035,6 +1048,7 @@ internal static class ModelCommands
             {
                 bool bos = !parse.GetValue(noBos);
                 var tokens = texts.Select(t => PromptTokens(m, t, bos, "--prompt")).ToList();
+                InterventionCommands.RefuseFewerThanTwoTokens("--prompt", texts, tokens, "detect_head");
                 var em = parse.GetValue(measure) == "abs" ? SaeSharp.Analysis.HeadErrorMeasure.Abs : SaeSharp.Analysis.HeadErrorMeasure.Mul;
                 scores = SaeSharp.Analysis.HeadDetector.Detect(m, tokens, em, parse.GetValue(excludeBos), parse.GetValue(excludeCurrent));
                 source = $"detect_head, error measure {parse.GetValue(measure)}" + (parse.GetValue(excludeBos) ? ", BOS excluded" : "") +
@@ -1133,7 +1147,10 @@ internal static class ModelCommands
             var heads = parse.GetValue(head) is { Length: > 0 } hs ? hs.Distinct().ToList() : null;
             var patterns = SaeSharp.Analysis.AttentionPage.Collect(m, tokens, parse.GetValue(layer), heads);
             SaeSharp.Analysis.AttentionPage.Write(path, patterns, $"{m.Config.ModelName}: {text}");
-            Console.WriteLine($"wrote {path} ({patterns.Heads.Count} head{(patterns.Heads.Count == 1 ? "" : "s")}, {patterns.Tokens.Count} tokens)");
+            // The page holds heads × tokens² numbers: its size said, as a long prompt makes it tens of megabytes.
+            Console.WriteLine($"wrote {path} ({patterns.Heads.Count} head{(patterns.Heads.Count == 1 ? "" : "s")}, {patterns.Tokens.Count} tokens, " +
+                              $"{HostMemory.Format(new FileInfo(path).Length)})");
+            if (PastContextNote(m, patterns.Tokens.Count) is { } past) Cli.ErrorLine($"note: {past}");
             return 0;
         });
         return command;
@@ -1143,6 +1160,13 @@ internal static class ModelCommands
     private static System.Text.Json.Nodes.JsonArray Grid(double[,] v) => new(Enumerable.Range(0, v.GetLength(0))
         .Select(l => (System.Text.Json.Nodes.JsonNode?)new System.Text.Json.Nodes.JsonArray(Enumerable.Range(0, v.GetLength(1))
             .Select(h => (System.Text.Json.Nodes.JsonNode?)v[l, h]).ToArray())).ToArray());
+
+    /// <summary>The note for a run of <paramref name="tokens"/> tokens past a rotary model's n_ctx (a learned-position model
+    /// refuses such a run); null within it.</summary>
+    private static string? PastContextNote(HookedTransformer m, long tokens) =>
+        tokens > m.Config.NCtx && m.Config.RotaryDim > 0
+            ? $"{tokens} tokens exceed n_ctx={m.Config.NCtx} of {m.Config.ModelName}; rotary positions run on past it, as transformers does (TransformerLens refuses)"
+            : null;
 
     /// <summary>Writes a <c>--json</c> file (indented, atomically) and says so.</summary>
     private static void WriteJson(string path, System.Text.Json.Nodes.JsonNode node)

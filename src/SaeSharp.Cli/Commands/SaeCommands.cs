@@ -285,6 +285,20 @@ internal static class SaeCommands
             return EvalReplacement(saes[0], options, pngs.Json, saeOptions.Hub, cltLoading.Read(parse, options.ModelDtype));
         }
         cltLoading.RefuseForSae(parse, saes[0]);
+        string dataset = options.DatasetPath.StartsWith("hf:", StringComparison.Ordinal) ? options.DatasetPath["hf:".Length..] : options.DatasetPath;
+        if (outputDir is not null)
+        {
+            // Two SAEs whose SAELens file names are one file ("/" is "_"): refused before the evaluation, not after it. Each SAE
+            // is evaluated on windows of --context-size, else the context_size its cfg records (ModelPipeline.Evaluate).
+            var names = saes.Select(path =>
+            {
+                using var probe = options.ContextSize is null ? SaeLoader.Load(path, saeOptions) : null;
+                var (set, id) = ModelPipeline.SaeBenchIds(path);
+                return SaeLensEvalsOutput.FileName(new SaeLensEvalRun { SaeSet = set, SaeId = id, Dataset = dataset },
+                    options.ContextSize ?? probe?.Cfg.Metadata.ContextSize ?? 128);
+            }).ToList();
+            SaeLensEvalsOutput.RefuseCollisions(outputDir, names, [.. saes.Select(s => $"--sae {s}")]);
+        }
         var results = CliProgress.Run("eval", progress => ModelPipeline.Evaluate(saes, options, saeOptions: saeOptions, progress: progress, hook: parse.GetValue(data.Hook),
             maxCosineSims: false));
         // An SAE at an MoE expert's hook that no evaluated token reached has no metrics: with others it is reported as such
@@ -344,7 +358,6 @@ internal static class SaeCommands
         if (outputDir is not null)
         {
             // A SAELens release's SAE by its release and id; an SAE of one's own as SAEBench names it (the path as given, custom_sae).
-            string dataset = options.DatasetPath.StartsWith("hf:", StringComparison.Ordinal) ? options.DatasetPath["hf:".Length..] : options.DatasetPath;
             var written = SaeLensEvalsOutput.Write(outputDir, [.. results.Select((m, i) =>
             {
                 var (set, id) = ModelPipeline.SaeBenchIds(saes[i]);

@@ -27,7 +27,7 @@ public static class AttentionPage
         var c = model.Config;
         if (layer < 0 || layer >= c.NLayers) throw new SaeSharpException($"--layer {layer}: the model has layers 0..{c.NLayers - 1}");
         var list = heads ?? Enumerable.Range(0, c.NHeads).ToList();
-        if (list.FirstOrDefault(h => h < 0 || h >= c.NHeads, -1) is int bad and >= 0)
+        if (list.Where(h => h < 0 || h >= c.NHeads).Select(h => (int?)h).FirstOrDefault() is int bad)
             throw new SaeSharpException($"--head {bad}: the model has heads 0..{c.NHeads - 1}");
         if (tokens.dim() != 2 || tokens.shape[0] != 1)
             throw new SaeSharpException($"attention patterns: tokens of shape [{string.Join(", ", tokens.shape)}], expected [1, pos]");

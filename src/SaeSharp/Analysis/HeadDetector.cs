@@ -43,6 +43,9 @@ public sealed record HeadScores(double[,] PreviousToken, double[,] DuplicateToke
 /// </summary>
 public static class HeadDetector
 {
+    /// <summary>Sequences per run in <see cref="RepeatedTokenScores"/>.</summary>
+    private const long RepeatedChunk = 16;
+
     /// <summary>
     /// The detection pattern [seq, seq] (float64, lower triangular) of a head type for these tokens, as
     /// <c>get_previous_token_head_detection_pattern</c> (1 at [i, i−1]), <c>get_duplicate_token_head_detection_pattern</c>
@@ -158,16 +161,23 @@ public static class HeadDetector
             throw new SaeSharpException($"head scores: {seqLen} random tokens repeated twice are {2 * seqLen} tokens, more than the context window ({c.NCtx})");
         var scores = new[] { new double[c.NLayers, c.NHeads], new double[c.NLayers, c.NHeads], new double[c.NLayers, c.NHeads] };
         long[] offsets = [-1, -seqLen, 1 - seqLen];
+        long batch = repeated.shape[0];
         using var _ = no_grad();
-        using var scope = NewDisposeScope();
-        using var run = model.RunWithCache(repeated, model.HookPoints.Blocks.Take(c.NLayers).Select(b => b.Pattern));
-        for (int l = 0; l < c.NLayers; l++)
+        // A few sequences per run, so that a large --batch holds one chunk's patterns ([chunk, head, q, k] per layer) at a time.
+        for (long first = 0; first < batch; first += RepeatedChunk)
         {
-            var pattern = run.Cache[model.HookPoints.Blocks[l].Pattern].to(ScalarType.Float64);   // [batch, head, q, k]
-            for (int t = 0; t < 3; t++)
+            using var scope = NewDisposeScope();
+            using var run = model.RunWithCache(repeated.narrow(0, first, Math.Min(RepeatedChunk, batch - first)),
+                model.HookPoints.Blocks.Take(c.NLayers).Select(b => b.Pattern));
+            for (int l = 0; l < c.NLayers; l++)
             {
-                var s = pattern.diagonal(offsets[t], -2, -1).mean([0, 2]).data<double>().ToArray();
-                for (int h = 0; h < c.NHeads; h++) scores[t][l, h] = s[h];
+                var pattern = run.Cache[model.HookPoints.Blocks[l].Pattern].to(ScalarType.Float64);   // [chunk, head, q, k]
+                for (int t = 0; t < 3; t++)
+                {
+                    var stripe = pattern.diagonal(offsets[t], -2, -1);                                 // [chunk, head, stripe]
+                    var s = stripe.sum([0, 2]).data<double>().ToArray();
+                    for (int h = 0; h < c.NHeads; h++) scores[t][l, h] += s[h] / (batch * stripe.shape[2]);
+                }
             }
         }
         return new HeadScores(scores[0], scores[1], scores[2]);

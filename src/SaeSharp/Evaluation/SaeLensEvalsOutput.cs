@@ -47,7 +47,27 @@ public static class SaeLensEvalsOutput
     {
         ArgumentNullException.ThrowIfNull(metrics);
         ArgumentNullException.ThrowIfNull(run);
-        return $"{run.UniqueId}_{metrics.ContextSize.ToString(CultureInfo.InvariantCulture)}_{run.Dataset}.json".Replace('/', '_');
+        return FileName(run, metrics.ContextSize);
+    }
+
+    /// <summary>The per-SAE file name of <paramref name="run"/> evaluated on windows of <paramref name="contextSize"/> tokens.</summary>
+    public static string FileName(SaeLensEvalRun run, int contextSize)
+    {
+        ArgumentNullException.ThrowIfNull(run);
+        return $"{run.UniqueId}_{contextSize.ToString(CultureInfo.InvariantCulture)}_{run.Dataset}.json".Replace('/', '_');
+    }
+
+    /// <summary>Throws when two of <paramref name="names"/> (per-SAE file names, in the order of <paramref name="saes"/>) are
+    /// one file, or one is <see cref="CombinedJsonFile"/>: checked before an evaluation as well as before writing.</summary>
+    public static void RefuseCollisions(string outputDir, IReadOnlyList<string> names, IReadOnlyList<string>? saes = null)
+    {
+        ArgumentNullException.ThrowIfNull(names);
+        foreach (var group in Enumerable.Range(0, names.Count).GroupBy(i => names[i], StringComparer.Ordinal).Where(g => g.Count() > 1))
+            throw new SaeSharpException($"SAELens eval output {outputDir}: {(saes is null ? $"{group.Count()} SAEs" : string.Join(" and ", group.Select(i => saes[i])))} " +
+                                        $"would write {group.Key} (the same sae_set, sae_id, context size and dataset once \"/\" is \"_\"): evaluate each SAE once" +
+                                        (saes is null ? "" : " or give them separate --output-dir folders"));
+        if (names.FirstOrDefault(n => n is CombinedJsonFile) is { } clash)
+            throw new SaeSharpException($"SAELens eval output {outputDir}: an SAE's file would be {clash}");
     }
 
     /// <summary>Writes the per-SAE files, <see cref="CombinedJsonFile"/> and <see cref="CsvFile"/> into
@@ -60,11 +80,7 @@ public static class SaeLensEvalsOutput
         if (results.Count == 0) throw new SaeSharpException($"SAELens eval output {outputDir}: no results to write");
         if (File.Exists(outputDir)) throw new SaeSharpException($"SAELens eval output folder {outputDir} is a file");
         var names = results.Select(r => FileName(r.Metrics, r.Run)).ToList();
-        foreach (var group in names.GroupBy(n => n, StringComparer.Ordinal).Where(g => g.Count() > 1))
-            throw new SaeSharpException($"SAELens eval output {outputDir}: {group.Count()} SAEs would write {group.Key} " +
-                                        "(the same sae_set, sae_id, context size and dataset): evaluate each SAE once");
-        if (names.FirstOrDefault(n => n is CombinedJsonFile) is { } clash)
-            throw new SaeSharpException($"SAELens eval output {outputDir}: an SAE's file would be {clash}");
+        RefuseCollisions(outputDir, names);
         var dicts = results.Select(r => Result(r.Metrics, r.Run)).ToList();
         Directory.CreateDirectory(outputDir);
         var paths = names.Select(n => Path.Combine(outputDir, n)).Append(Path.Combine(outputDir, CombinedJsonFile))

@@ -162,8 +162,18 @@ public static class SaeSource
         bool Listed(SaeCompanion c) => c.AnyOf.Any(listed.Contains);
         var usable = formats.Where(f => f.Companions.All(c => !c.Required || Listed(c))).ToList();
         if (usable.Count == 0 && listed.Contains(path))
-            throw SaeSharpException.Lines([$"{spec}: the repo lacks files its format needs beside it:",
-                .. formats.Select(f => $"  {f.Format} needs {string.Join(" and ", f.Companions.Where(c => c.Required && !Listed(c)))}")]);
+        {
+            // Offline the listing is the cached snapshot's: the repo may well hold what the cache lacks.
+            bool offline = client.Options.Offline;
+            var missing = formats.Select(f => (f.Format, Missing: f.Companions.Where(c => c.Required && !Listed(c)).ToList())).ToList();
+            string fetch = string.Join(" ", missing.SelectMany(m => m.Missing).Select(c => c.AnyOf[0]).Distinct());
+            throw SaeSharpException.Lines([
+                offline ? $"{spec}: the cached snapshot (offline mode is on: HF_HUB_OFFLINE) lacks files its format needs beside it:"
+                        : $"{spec}: the repo lacks files its format needs beside it:",
+                .. missing.Select(m => $"  {m.Format} needs {string.Join(" and ", m.Missing)}"),
+                .. offline ? [$"download them once online (unset HF_HUB_OFFLINE, or `huggingface-cli download {repo} {fetch}" +
+                              $"{(revision == "main" ? "" : " --revision " + revision)}`)"] : Array.Empty<string>()]);
+        }
         string file = client.DownloadFile(repo, path, revision)!;
         foreach (var companion in usable.SelectMany(f => f.Companions).Select(c => c.AnyOf.FirstOrDefault(listed.Contains)).OfType<string>().Distinct())
             client.DownloadFile(repo, companion, revision);

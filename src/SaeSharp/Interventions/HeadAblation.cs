@@ -40,8 +40,9 @@ public readonly record struct AttentionHead(int Layer, int Head)
 public static class HeadAblation
 {
     /// <summary>One hook per layer that replaces the <c>hook_z</c> slice of each of <paramref name="heads"/>; refuses a head
-    /// outside the model.</summary>
-    public static (string Name, Func<Tensor, Tensor?> Fn)[] Hooks(HookedTransformer model, IReadOnlyList<AttentionHead> heads, HeadAblationKind kind)
+    /// outside the model, naming <paramref name="option"/> (the command line's <c>--ablate-head</c>).</summary>
+    public static (string Name, Func<Tensor, Tensor?> Fn)[] Hooks(HookedTransformer model, IReadOnlyList<AttentionHead> heads, HeadAblationKind kind,
+        string option = "head")
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(heads);
@@ -49,9 +50,9 @@ public static class HeadAblation
         foreach (var h in heads)
         {
             if (h.Layer < 0 || h.Layer >= c.NLayers)
-                throw new SaeSharpException($"head {h.Layer}.{h.Head}: layer {h.Layer} is outside {c.ModelName}'s layers 0..{c.NLayers - 1}");
+                throw new SaeSharpException($"{option} {h.Layer}.{h.Head}: layer {h.Layer} is outside {c.ModelName}'s layers 0..{c.NLayers - 1}");
             if (h.Head < 0 || h.Head >= c.NHeads)
-                throw new SaeSharpException($"head {h.Layer}.{h.Head}: head {h.Head} is outside {c.ModelName}'s heads 0..{c.NHeads - 1}");
+                throw new SaeSharpException($"{option} {h.Layer}.{h.Head}: head {h.Head} is outside {c.ModelName}'s heads 0..{c.NHeads - 1}");
         }
         var zero = TorchScalars.Of(0.0);
         return heads.GroupBy(h => h.Layer).OrderBy(g => g.Key).Select(g =>

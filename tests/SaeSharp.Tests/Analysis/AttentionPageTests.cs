@@ -73,7 +73,26 @@ public class AttentionPageTests : ModelTestBase
         var (badHead, _, headErr) = CliRunner.Run("model", "attention", "--model", dir, "--prompt", Prompt, "--layer", "0", "--head", "4", "--html", never);
         Assert.NotEqual(0, badHead);
         Assert.Contains("--head 4: the model has heads 0..3", headErr);
+        // -1 was taken for "none bad" and then shown as the last head under the label H-1.
+        var (negative, _, negativeErr) = CliRunner.Run("model", "attention", "--model", dir, "--prompt", Prompt, "--layer", "0", "--head", "-1", "--html", never);
+        Assert.NotEqual(0, negative);
+        Assert.Contains("--head -1: the model has heads 0..3", negativeErr);
         Assert.False(File.Exists(never));
+    }
+
+    /// <summary>A prompt past a rotary model's n_ctx (the built-in model's 256) runs, as sae model run does, with the same
+    /// note; the page's size is said, since it holds heads × tokens² numbers.</summary>
+    [Fact]
+    public void A_prompt_past_n_ctx_is_noted_and_the_page_size_said()
+    {
+        string html = Path.Combine(Dir, "long.html");
+        string prompt = string.Join(" ", Enumerable.Repeat("the cat", 150));
+        var (exit, output, err) = CliRunner.Run("model", "attention", "--model", "builtin", "--prompt", prompt, "--layer", "0", "--head", "1", "--html", html);
+        Assert.True(exit == 0, err);
+        var patterns = EmbeddedData(File.ReadAllText(html));
+        Assert.Equal(301, patterns["tokens"]!.AsArray().Count);   // BOS and 300 words
+        Assert.Contains($"wrote {html} (1 head, 301 tokens, {SaeSharp.HostMemory.Format(new FileInfo(html).Length)})", output.ReplaceLineEndings(" "));
+        Assert.Contains("note: 301 tokens exceed n_ctx=256 of builtin; rotary positions run on past it", err.ReplaceLineEndings(" "));
     }
 
     [Fact]

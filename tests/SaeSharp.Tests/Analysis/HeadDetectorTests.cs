@@ -178,6 +178,41 @@ public class HeadDetectorTests : ModelTestBase
             }
     }
 
+    /// <summary>A batch larger than one run's chunk (16 sequences) is run chunk by chunk (a --batch of 100000 was killed for
+    /// memory): the scores equal the stripe means of one run over the whole batch.</summary>
+    [Fact]
+    public void Repeated_token_scores_over_several_chunks_equal_one_run_over_the_batch()
+    {
+        using var tokens = RepeatedRandomTokens.Generate(37, 5, 10, 50, seed: 2);
+        using var model = Gpt2(nLayer: 2, seed: 4);
+        var r = HeadDetector.RepeatedTokenScores(model, tokens);
+        using var run = model.RunWithCache(tokens, h => h.EndsWith("hook_pattern", StringComparison.Ordinal));
+        for (int l = 0; l < 2; l++)
+        {
+            var p = run.Cache["pattern", l].to(ScalarType.Float64);   // [batch, head, q, k]
+            var induction = p.diagonal(-4, -2, -1).mean([0, 2]).data<double>().ToArray();
+            var previous = p.diagonal(-1, -2, -1).mean([0, 2]).data<double>().ToArray();
+            for (int h = 0; h < 4; h++)
+            {
+                Assert.Equal(induction[h], r.Induction[l, h], 1e-12);
+                Assert.Equal(previous[h], r.PreviousToken[l, h], 1e-12);
+            }
+        }
+    }
+
+    /// <summary>--repeated-random too short for the stripes, or too long for the context once repeated: named with the limit.</summary>
+    [Fact]
+    public void Repeated_random_lengths_without_stripes_or_beyond_the_context_are_named()
+    {
+        var (one, _, oneErr) = CliRunner.Run("model", "head-scores", "--model", "builtin", "--repeated-random", "1");
+        Assert.NotEqual(0, one);
+        Assert.Contains("--repeated-random 1: the duplicate and induction stripes need at least 2 random tokens", oneErr);
+        var (huge, _, hugeErr) = CliRunner.Run("model", "head-scores", "--model", "builtin", "--repeated-random", "129");
+        Assert.NotEqual(0, huge);
+        Assert.Contains("--repeated-random 129: repeated twice that is 258 tokens, more than the context window of builtin (256); give at most 128",
+            hugeErr.ReplaceLineEndings(" "));
+    }
+
     [Fact]
     public void Head_scores_command_prints_the_tables_and_writes_every_score_to_json()
     {

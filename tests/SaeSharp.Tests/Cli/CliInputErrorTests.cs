@@ -223,6 +223,7 @@ public class CliInputErrorTests : IDisposable
                      (["neuronpedia", "--features", P("f"), "--out", P("n"), "--layer-num", "one"],
                          "--layer-num one: expected an integer (sae neuronpedia --help lists the options)"),
                      (["train", "--activations", P("a"), "--lr", "fast"], "--lr fast: expected a number (sae train --help lists the options)"),
+                     (["train", "--activations", P("a"), "--lr", "-inf"], "--lr -inf: expected a finite number (sae train --help lists the options)"),
                      (["cache", "--out", P("c"), "--format", "hdf5"], "--format hdf5: expected saesharp or saelens (sae cache --help lists the options)"),
                      (["convert", _fx.SaeDir, P("dl"), "--to", "dictionary-learning"],
                          "--to dictionary-learning: expected saelens or dictionary_learning (did you mean 'dictionary_learning'?) (sae convert --help lists the options)"),

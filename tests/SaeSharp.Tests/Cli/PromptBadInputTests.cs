@@ -64,6 +64,33 @@ public class PromptBadInputTests : CliTempDirTestBase
         Assert.Contains("tokens [1, 1]", output);
     }
 
+    /// <summary>With BOS an empty prompt is one token, too few for a next-token loss (which predicts token 1 from token 0) or
+    /// for head scores (attention to earlier tokens): refused before any run, naming the option, the prompt and what needs
+    /// two tokens, nothing written. Before, the library's "the loss metric needs at least 2 tokens" named no option.</summary>
+    [Fact]
+    public void A_prompt_of_bos_alone_is_named_where_two_tokens_are_needed()
+    {
+        Assert.Contains("--prompt \"\": gives 1 token, and --loss-per-position needs at least 2",
+            Error(CliRunner.Run("model", "run", "--model", "builtin", "--prompt", "", "--loss-per-position", "--out", P("run.safetensors"))));
+        Assert.False(File.Exists(P("run.safetensors")));
+        Assert.Contains("--prompt \"\": gives 1 token, and the loss (--ablate-head's default metric) needs at least 2",
+            Error(CliRunner.Run("model", "run", "--model", "builtin", "--prompt", "", "--ablate-head", "0.1")));
+        Assert.Contains("--prompt \"\": gives 1 token, and --metric loss needs at least 2",
+            Error(CliRunner.Run("model", "run", "--model", "builtin", "--prompt", "the cat", "--prompt", "", "--metric", "loss")));
+        // A per-prompt metric other than loss takes one token; a loss and a logit are not averaged into a "mean" row.
+        var (exit, output, err) = CliRunner.Run("model", "run", "--model", "builtin", "--prompt", "the cat", "--prompt", "", "--metric", "loss", "--metric", "logit:cat");
+        Assert.True(exit == 0, err);
+        Assert.Contains("logit:", output);
+        Assert.DoesNotContain("mean", output);
+        Assert.Contains("--clean \"\": gives 1 token, and --metric loss needs at least 2",
+            Error(CliRunner.Run("model", "patch", "--model", "builtin", "--clean", "", "--corrupted", "", "--metric", "loss")));
+        Assert.Contains("--prompt \"\": gives 1 token, and detect_head needs at least 2",
+            Error(CliRunner.Run("model", "head-scores", "--model", "builtin", "--prompt", "")));
+        using (var sae = Interventions.InterventionTests.RandomSae("blocks.1.hook_resid_post", 128, 32, 9)) SaeSharp.Interop.SaeLensFormat.Save(sae, P("sae"));
+        Assert.Contains("--prompt \"\": gives 1 token, and comparing next-token losses clean and ablated needs at least 2",
+            Error(CliRunner.Run("ablate", "--model", "builtin", "--sae", P("sae"), "--features", "1", "--prompt", "")));
+    }
+
     /// <summary>Words the word-level vocabulary lacks become <c>&lt;unk&gt;</c>: the run goes on (as the tokenizer reads the
     /// text) with a note naming each such word once; known words, and <c>&lt;unk&gt;</c> written as such, give none.</summary>
     [Fact]

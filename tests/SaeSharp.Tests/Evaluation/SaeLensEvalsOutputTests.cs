@@ -206,6 +206,27 @@ public sealed class SaeLensEvalsOutputTests : TempDirTestBase
         Assert.False(Directory.Exists(P("out")));
     }
 
+    /// <summary>Two different SAEs whose SAELens file names are one once "/" is "_" (X/sae and X_sae, both custom_sae): refused
+    /// before the evaluation (the context size from each cfg.json), naming both; nothing written. It was refused only after
+    /// the whole evaluation.</summary>
+    [Fact]
+    public void Two_saes_whose_file_names_collide_are_refused_before_the_evaluation()
+    {
+        using var a = new AnalysisFixture();
+        string nested = P("x/sae"), flat = P("x_sae");
+        foreach (var dst in new[] { nested, flat })
+        {
+            Directory.CreateDirectory(dst);
+            foreach (var f in Directory.GetFiles(a.SaeDir)) File.Copy(f, Path.Combine(dst, Path.GetFileName(f)));
+        }
+        var (exit, output, err) = CliRunner.Run("eval", "--sae", nested, "--sae", flat, "--model", a.ModelDir, "--dataset", a.DataPath,
+            "--output-dir", P("out"));
+        Assert.NotEqual(0, exit);
+        Assert.Contains($"--sae {nested} and --sae {flat} would write", err.Replace("\n", " "));
+        Assert.DoesNotContain("CE loss", output);   // no evaluation was printed
+        Assert.False(Directory.Exists(P("out")));
+    }
+
     /// <summary>One SAE folder written two ways ("X/." and "X/") is one SAE: SAELens's file names would differ (the path as
     /// given), so it would be evaluated twice under two names; refused before the evaluation, naming both, nothing written.</summary>
     [Fact]

@@ -119,7 +119,11 @@ public sealed class HubFileCompanionTests : IDisposable
             Assert.Contains($"\n  {format} needs {required}", e.Message);
             return;
         }
-        Assert.StartsWith($"{spec}: the repo lacks files its format needs beside it:\n", e.Message);
+        // Offline the listing is the cache's: the cache lacks it (the repo may not), and the error says how to fetch it.
+        Assert.StartsWith($"{spec}: the cached snapshot (offline mode is on: HF_HUB_OFFLINE) lacks files its format needs beside it:\n", e.Message);
         Assert.Contains($"\n  {format} needs {required}", e.Message);
+        string fetch = Assert.Single(e.Message.Split('\n'), l => l.StartsWith("download them once online", StringComparison.Ordinal));
+        Assert.StartsWith($"download them once online (unset HF_HUB_OFFLINE, or `huggingface-cli download {repo} ", fetch);
+        Assert.Contains($" {SaeCompanion.Beside(file, required.Split(" or ")[0])}", fetch);   // the files of every format taking the name
     }
 }

@@ -143,7 +143,7 @@ public class HeadAblationTests : ModelTestBase
         Assert.Contains("on the first copy", output);
         var (bad, _, badErr) = SaeSharp.Tests.Cli.CliRunner.Run("model", "run", "--model", dir, "--repeated-random", "5", "--ablate-head", "0.4");
         Assert.NotEqual(0, bad);
-        Assert.Contains("head 4 is outside", badErr);
+        Assert.Contains("--ablate-head 0.4: head 4 is outside", badErr);
         var (noRepeat, _, noRepeatErr) = SaeSharp.Tests.Cli.CliRunner.Run("model", "run", "--model", dir, "--prompt", "Hello world", "--batch", "2", "--loss-per-position");
         Assert.NotEqual(0, noRepeat);
         Assert.Contains("--batch", noRepeatErr);
