@@ -154,7 +154,7 @@ internal static class ModelCommands
     {
         public readonly Option<string[]> Heads = new("--ablate-head")
         {
-            Description = "LAYER.HEAD (e.g. 0.8, or L0H8): replace this head's hook_z at every position (repeatable), as TransformerLens's head ablation hook",
+            Description = "LAYER.HEAD (e.g. 0.8, or L0H8): replace this head's hook_z at every position (repeatable; a head named twice counts once), as TransformerLens's head ablation hook",
             AllowMultipleArgumentsPerToken = false,
         };
         public readonly Option<string> Mode = new("--ablate-head-mode")
@@ -971,8 +971,12 @@ internal static class ModelCommands
             string what = raw ? "patched metric (clean and corrupted are equal)" : "(patched − corrupted) / (clean − corrupted)";
             var layerColumns = Enumerable.Range(0, layers).Select(l => new Column($"L{l}", Right: true));
             if (SaeSharp.Interventions.ActivationPatching.IsPerHead(kind))
-                Cli.WriteColumns($"hook_{parse.GetValue(act)} of each head, {what}", [new Column("layer"), .. Enumerable.Range(0, cols).Select(h => new Column($"H{h}", Right: true))],
+            {
+                // A grouped-query model's hook_v has one slice per key/value head, which several query heads share.
+                bool kv = kind == SaeSharp.Interventions.PatchedActivation.HeadV && m.Config.NKvHeads < m.Config.NHeads;
+                Cli.WriteColumns($"hook_{parse.GetValue(act)} of each {(kv ? "key/value " : "")}head, {what}", [new Column("layer"), .. Enumerable.Range(0, cols).Select(h => new Column($"{(kv ? "KV" : "H")}{h}", Right: true))],
                     Enumerable.Range(0, layers).Select(l => (IReadOnlyList<string>)[$"L{l}", .. Enumerable.Range(0, cols).Select(h => Value(l, h))]));
+            }
             else
             {
                 var strTokens = m.ToStringTokens(cleanTokens);

@@ -100,4 +100,23 @@ public class ActivationPatchingTests : ModelTestBase
         Assert.Contains("hook_v of each head", vOut);
         Assert.Contains("H3", vOut);
     }
+
+    /// <summary>In a grouped-query model hook_v has a slice per key/value head, shared by several query heads: the table
+    /// says so (KV0, KV1 for a model of 4 query and 2 key/value heads), while hook_z stays per query head.</summary>
+    [Fact]
+    public void Patching_v_of_a_grouped_query_model_names_key_value_heads()
+    {
+        string dir = LlamaHubCache.WriteModel(Sub("cache"), "meta-llama/Llama-3.1-8B");
+        using (var m = ModelLoader.FromPretrained(dir)) Assert.Equal((4, 2), (m.Config.NHeads, m.Config.NKvHeads));
+        string[] common = ["model", "patch", "--model", dir, "--clean", "xab", "--corrupted", "xba", "--metric", "logit-diff:a,b"];
+        var (v, vOut, vErr) = CliRunner.Run([.. common, "--act", "v"]);
+        Assert.True(v == 0, vErr);
+        Assert.Contains("hook_v of each key/value head", vOut);
+        Assert.Contains("KV1", vOut);
+        Assert.DoesNotContain("KV2", vOut);
+        var (z, zOut, zErr) = CliRunner.Run([.. common, "--act", "z"]);
+        Assert.True(z == 0, zErr);
+        Assert.Contains("hook_z of each head", zOut);
+        Assert.Contains("H3", zOut);
+    }
 }
