@@ -38,6 +38,18 @@ public sealed class PretrainedSaeTests : FakeHubTestBase
         return SaeLensFormat.Load(dir);
     }
 
+    /// <summary>SAE.from_pretrained's fold_activation_norm_scaling_factor: <paramref name="folded"/> on raw x is
+    /// <paramref name="original"/> (trained on s·x) on s·x, its output rescaled by 1/s.</summary>
+    private static void AssertScaleFolded(Sae original, Sae folded, double s)
+    {
+        using var scope = torch.NewDisposeScope();
+        var x = torch.randn(5, 8, generator: new Generator(3)) * 4;
+        var (yScaled, fScaled) = original.Run(x * s);
+        var (yRaw, fRaw) = folded.Run(x);
+        Assert.True(fRaw.allclose(fScaled, rtol: 1e-4, atol: 1e-5));
+        Assert.True(yRaw.allclose(yScaled / s, rtol: 1e-4, atol: 1e-4));
+    }
+
     private static void AssertWeights(Dictionary<string, float[]> expected, Sae sae)
     {
         foreach (var (name, p) in sae.named_parameters())
@@ -252,12 +264,7 @@ public sealed class PretrainedSaeTests : FakeHubTestBase
         };
         using var sae = SaeLoader.Load("gpt2-small-mlp-tm/blocks.0.hook_mlp_out", Options);
         Assert.Equal("none", sae.Cfg.NormalizeActivations);
-        // SAE.from_pretrained's fold_activation_norm_scaling_factor: the SAE on raw x is the trained one on s·x, rescaled.
-        using var x = torch.randn(5, 8, generator: new Generator(3)) * 4;
-        var (yScaled, fScaled) = original.Run(x * s);
-        var (yRaw, fRaw) = sae.Run(x);
-        Assert.True(fRaw.allclose(fScaled, rtol: 1e-4, atol: 1e-5));
-        Assert.True(yRaw.allclose(yScaled / s, rtol: 1e-4, atol: 1e-4));
+        AssertScaleFolded(original, sae, s);
 
         // The same folder loaded as a plain folder has no factor and says where it looked.
         File.WriteAllBytes(Path.Combine(dir, "cfg.json"), cfg);
@@ -458,11 +465,7 @@ public sealed class PretrainedSaeTests : FakeHubTestBase
         };
         using var sae = SaeLoader.Load("hf:someone/scaled-saes/run", Options);
         Assert.Equal("none", sae.Cfg.NormalizeActivations);
-        using var x = torch.randn(5, 8, generator: new Generator(4)) * 3;
-        var (yScaled, fScaled) = original.Run(x * s);
-        var (yRaw, fRaw) = sae.Run(x);
-        Assert.True(fRaw.allclose(fScaled, rtol: 1e-4, atol: 1e-5));
-        Assert.True(yRaw.allclose(yScaled / s, rtol: 1e-4, atol: 1e-4));
+        AssertScaleFolded(original, sae, s);
     }
 
     [Fact]
