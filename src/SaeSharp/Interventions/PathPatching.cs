@@ -51,8 +51,8 @@ public static class PathPatching
     /// <paramref name="clean"/> (both [batch, pos]), to <paramref name="receivers"/>' <paramref name="input"/> (layer, head:
     /// a key/value head for k and v) or, when <paramref name="receivers"/> is null, to the final residual stream. An empty
     /// receiver list patches nothing.</summary>
-    public static PathPatchingResult Run(HookedTransformer model, Tensor clean, Tensor corrupted, IReadOnlyList<(int Layer, int Head)> senders,
-        IReadOnlyList<(int Layer, int Head)>? receivers, PathReceiverInput input, IReadOnlyList<AttributionMetric> metrics)
+    public static PathPatchingResult Run(HookedTransformer model, Tensor clean, Tensor corrupted, IReadOnlyList<AttentionHead> senders,
+        IReadOnlyList<AttentionHead>? receivers, PathReceiverInput input, IReadOnlyList<AttributionMetric> metrics)
     {
         var each = Sweep(model, clean, corrupted, [senders], receivers, input, metrics);
         return new PathPatchingResult(each.Clean, each.Corrupted, each.Patched[0]);
@@ -62,13 +62,13 @@ public static class PathPatching
     /// [layer, head] metrics of the patched runs. Heads at or after the first receiver's layer cannot reach it: their entry
     /// is the clean metric, with no forward pass.</summary>
     public static (double Clean, double Corrupted, double[,] Patched) RunEachSender(HookedTransformer model, Tensor clean, Tensor corrupted,
-        IReadOnlyList<(int Layer, int Head)>? receivers, PathReceiverInput input, IReadOnlyList<AttributionMetric> metrics)
+        IReadOnlyList<AttentionHead>? receivers, PathReceiverInput input, IReadOnlyList<AttributionMetric> metrics)
     {
         ArgumentNullException.ThrowIfNull(model);
         var c = model.Config;
-        var senders = new List<IReadOnlyList<(int Layer, int Head)>>();
+        var senders = new List<IReadOnlyList<AttentionHead>>();
         for (int l = 0; l < c.NLayers; l++)
-            for (int h = 0; h < c.NHeads; h++) senders.Add([(l, h)]);
+            for (int h = 0; h < c.NHeads; h++) senders.Add([new AttentionHead(l, h)]);
         var each = Sweep(model, clean, corrupted, senders, receivers, input, metrics);
         var patched = new double[c.NLayers, c.NHeads];
         for (int i = 0; i < senders.Count; i++) patched[i / c.NHeads, i % c.NHeads] = each.Patched[i];
@@ -76,7 +76,7 @@ public static class PathPatching
     }
 
     private static (double Clean, double Corrupted, double[] Patched) Sweep(HookedTransformer model, Tensor clean, Tensor corrupted,
-        List<IReadOnlyList<(int Layer, int Head)>> senderSets, IReadOnlyList<(int Layer, int Head)>? receivers,
+        List<IReadOnlyList<AttentionHead>> senderSets, IReadOnlyList<AttentionHead>? receivers,
         PathReceiverInput input, IReadOnlyList<AttributionMetric> metrics)
     {
         ArgumentNullException.ThrowIfNull(model);

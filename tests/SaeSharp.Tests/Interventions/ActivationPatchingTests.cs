@@ -174,6 +174,46 @@ public class ActivationPatchingTests : ModelTestBase
         Assert.Contains("H3", vOut);
     }
 
+    [Fact]
+    public void Patch_commands_take_a_batch_of_pairs_patch_by_position_and_path_patch()
+    {
+        string dir = TinyModels.WriteGpt2(Sub("tok"), seed: 4, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 50257, nPositions: 64);
+        AddGpt2Tokenizer(dir);
+        string[] pairs = ["model", "patch", "--model", dir, "--clean", "Hello world", "--corrupted", "Hello there", "--clean", "Good day", "--corrupted", "Good night",
+            "--metric", "logit-diff: world, there", "--metric", "logit-diff: day, night"];
+        string json = Path.Combine(Sub("out"), "bp.json");
+        var (exit, output, err) = CliRunner.Run([.. pairs, "--act", "k", "--by-position", "--top", "3", "--json", json]);
+        Assert.True(exit == 0, err);
+        Assert.Contains("mean over 2 prompt pairs", output);
+        Assert.Contains("hook_k of one head at one position, top 3 of 24", output);   // 2 layers × 3 positions × 4 heads
+        var node = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(json))!;
+        Assert.Equal(2, node["patched"]!.AsArray().Count);
+        Assert.Equal(3, node["patched"]![0]!.AsArray().Count);
+        Assert.Equal(4, node["patched"]![0]![0]!.AsArray().Count);
+        var (bad, _, badErr) = CliRunner.Run(["model", "patch", "--model", dir, "--clean", "Hello world", "--corrupted", "Hello there", "--clean", "Hello big world",
+            "--corrupted", "Hello big there", "--metric", "logit-diff: world, there"]);
+        Assert.NotEqual(0, bad);
+        Assert.Contains("pair 2 has 4 tokens and pair 1 3", badErr);
+        var (notHead, _, notHeadErr) = CliRunner.Run([.. pairs, "--by-position"]);
+        Assert.NotEqual(0, notHead);
+        Assert.Contains("--by-position: --act resid_pre", notHeadErr);
+        var (path, pathOut, pathErr) = CliRunner.Run([.. pairs, "--sender", "0.1", "--receiver", "1.2", "--receiver-input", "k"]);
+        Assert.NotEqual(0, path);   // "patch" has no --sender
+        pairs[1] = "path-patch";
+        (path, pathOut, pathErr) = CliRunner.Run([.. pairs, "--sender", "0.1", "--receiver", "1.2", "--receiver-input", "k"]);
+        Assert.True(path == 0, pathErr);
+        Assert.Contains("path L0H1 → hook_k_input of L1H2: patched", pathOut);
+        (path, pathOut, pathErr) = CliRunner.Run(pairs);
+        Assert.True(path == 0, pathErr);
+        Assert.Contains("each head's output → the final residual stream", pathOut);
+        (path, _, pathErr) = CliRunner.Run([.. pairs, "--receiver-input", "v"]);
+        Assert.NotEqual(0, path);
+        Assert.Contains("--receiver-input: give --receiver heads too", pathErr);
+        (path, _, pathErr) = CliRunner.Run([.. pairs, "--sender", "0.1", "--receiver", "1.7"]);
+        Assert.NotEqual(0, path);
+        Assert.Contains("receiver L1H7 is not a head", pathErr);
+    }
+
     /// <summary>In a grouped-query model hook_v has a slice per key/value head, shared by several query heads: the table
     /// says so (KV0, KV1 for a model of 4 query and 2 key/value heads), while hook_z stays per query head.</summary>
     [Fact]
@@ -187,6 +227,10 @@ public class ActivationPatchingTests : ModelTestBase
         Assert.Contains("hook_v of each key/value head", vOut);
         Assert.Contains("KV1", vOut);
         Assert.DoesNotContain("KV2", vOut);
+        var (k, kOut, kErr) = CliRunner.Run([.. common, "--act", "k"]);
+        Assert.True(k == 0, kErr);
+        Assert.Contains("hook_k of each key/value head", kOut);
+        Assert.DoesNotContain("KV2", kOut);
         var (z, zOut, zErr) = CliRunner.Run([.. common, "--act", "z"]);
         Assert.True(z == 0, zErr);
         Assert.Contains("hook_z of each head", zOut);

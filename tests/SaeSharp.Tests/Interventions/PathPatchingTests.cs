@@ -21,7 +21,7 @@ public class PathPatchingTests : ModelTestBase
         using var model = Model(21);
         using var clean = tensor(new long[] { 5, 9, 3, 12, 40, 7 }).unsqueeze(0);
         using var corrupted = tensor(new long[] { 5, 9, 30, 12, 40, 7 }).unsqueeze(0);
-        var r = PathPatching.Run(model, clean, corrupted, [(0, 1)], [], PathReceiverInput.Q, Metric);
+        var r = PathPatching.Run(model, clean, corrupted, [new AttentionHead(0, 1)], [], PathReceiverInput.Q, Metric);
         Assert.True(Math.Abs(r.Clean - r.Corrupted) > 1e-3, "the corruption should move the metric");
         Assert.Equal(r.Clean, r.Patched, 1e-6);
         Assert.Equal(0, r.Normalized, 1e-6);
@@ -38,7 +38,7 @@ public class PathPatchingTests : ModelTestBase
         var each = PathPatching.RunEachSender(model, clean, corrupted, null, PathReceiverInput.Q, Metric);
         for (int h = 0; h < 4; h++)
         {
-            Assert.Equal(plain.Patched[1, h], PathPatching.Run(model, clean, corrupted, [(1, h)], null, PathReceiverInput.Q, Metric).Patched, 1e-5);
+            Assert.Equal(plain.Patched[1, h], PathPatching.Run(model, clean, corrupted, [new AttentionHead(1, h)], null, PathReceiverInput.Q, Metric).Patched, 1e-5);
             Assert.Equal(plain.Patched[1, h], each.Patched[1, h], 1e-5);
         }
         Assert.Contains(Enumerable.Range(0, 4), h => Math.Abs(each.Patched[1, h] - each.Clean) > 1e-4);
@@ -51,17 +51,17 @@ public class PathPatchingTests : ModelTestBase
         ActivationPatchingTests.ZeroHeadOutput(model, layer: 0, head: 2);
         using var clean = tensor(new long[] { 5, 9, 3, 12, 40, 7 }).unsqueeze(0);
         using var corrupted = tensor(new long[] { 5, 9, 30, 12, 40, 7 }).unsqueeze(0);
-        (int, int)[] layer1 = [(1, 0), (1, 1), (1, 2), (1, 3)];
+        AttentionHead[] layer1 = [new(1, 0), new(1, 1), new(1, 2), new(1, 3)];
         foreach (var input in Enum.GetValues<PathReceiverInput>())
         {
-            var dead = PathPatching.Run(model, clean, corrupted, [(0, 2)], layer1, input, Metric);
+            var dead = PathPatching.Run(model, clean, corrupted, [new AttentionHead(0, 2)], layer1, input, Metric);
             Assert.Equal(0, dead.Normalized, 1e-5);
         }
-        Assert.Equal(0, PathPatching.Run(model, clean, corrupted, [(0, 2)], null, PathReceiverInput.Q, Metric).Normalized, 1e-5);
+        Assert.Equal(0, PathPatching.Run(model, clean, corrupted, [new AttentionHead(0, 2)], null, PathReceiverInput.Q, Metric).Normalized, 1e-5);
         // A live head of layer 0 that reads the corrupted token does reach layer 1's values.
         var live = PathPatching.RunEachSender(model, clean, corrupted, layer1, PathReceiverInput.V, Metric);
         Assert.Contains(new[] { 0, 1, 3 }, h => Math.Abs(live.Patched[0, h] - live.Clean) > 1e-4);
         for (int h = 0; h < 4; h++) Assert.Equal(live.Clean, live.Patched[1, h], 1e-6);   // a receiver's own layer cannot reach it
-        Assert.Throws<SaeSharpException>(() => PathPatching.Run(model, clean, corrupted, [(2, 0)], null, PathReceiverInput.Q, Metric));
+        Assert.Throws<SaeSharpException>(() => PathPatching.Run(model, clean, corrupted, [new AttentionHead(2, 0)], null, PathReceiverInput.Q, Metric));
     }
 }
