@@ -59,7 +59,7 @@ public class ActivationPatchingTests : ModelTestBase
     }
 
     [Fact]
-    public void A_head_whose_W_O_is_zero_changes_nothing_when_its_z_v_or_pattern_is_patched()
+    public void A_head_whose_W_O_is_zero_changes_nothing_when_its_z_q_k_v_or_pattern_is_patched_at_every_position_or_by_position()
     {
         using var model = ModelLoader.FromPretrained(TinyModels.WriteGpt2(Sub("g"), seed: 8, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 64));
         ZeroHeadOutput(model, layer: 0, head: 2);
@@ -73,28 +73,17 @@ public class ActivationPatchingTests : ModelTestBase
             Assert.Equal(0, r.Normalized(0, 2), 1e-4);
             // A live head at layer 0 reads the corrupted position (causal attention from the last query): its patch moves the metric.
             Assert.Contains(Enumerable.Range(0, 4).Where(h => h != 2), h => Math.Abs(r.Normalized(0, h)) > 1e-3);
-        }
-    }
-
-    [Fact]
-    public void By_position_a_dead_head_gives_0_and_the_last_layer_matters_only_where_its_query_is_read()
-    {
-        using var model = ModelLoader.FromPretrained(TinyModels.WriteGpt2(Sub("g"), seed: 8, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 64));
-        ZeroHeadOutput(model, layer: 0, head: 2);
-        using var clean = tensor(new long[] { 5, 9, 3, 12, 40, 7 }).unsqueeze(0);
-        using var corrupted = tensor(new long[] { 5, 9, 30, 12, 40, 7 }).unsqueeze(0);
-        foreach (var kind in new[] { PatchedActivation.HeadZ, PatchedActivation.HeadQ, PatchedActivation.HeadK, PatchedActivation.HeadPattern })
-        {
-            var r = ActivationPatching.RunByPosition(model, clean, corrupted, kind, [Metric]);
+            if (kind == PatchedActivation.HeadV) continue;
+            var byPos = ActivationPatching.RunByPosition(model, clean, corrupted, kind, [Metric]);
             for (int p = 0; p < 6; p++)
             {
-                Assert.Equal(0, r.Normalized(0, p, 2), 1e-4);   // W_O of L0H2 is zero
+                Assert.Equal(0, byPos.Normalized(0, p, 2), 1e-4);   // W_O of L0H2 is zero
                 // Nothing differs before position 2 (causal attention), and the last layer's z, q or pattern at an earlier
                 // position reaches the logits only through its own position, which the metric does not read.
                 for (int h = 0; h < 4; h++)
                 {
-                    if (p < 2) Assert.Equal(0, r.Normalized(0, p, h), 1e-4);
-                    if (p < 5 && kind != PatchedActivation.HeadK) Assert.Equal(0, r.Normalized(1, p, h), 1e-4);
+                    if (p < 2) Assert.Equal(0, byPos.Normalized(0, p, h), 1e-4);
+                    if (p < 5 && kind != PatchedActivation.HeadK) Assert.Equal(0, byPos.Normalized(1, p, h), 1e-4);
                 }
             }
         }
