@@ -220,7 +220,7 @@ internal static class PatchCommands
                 var r = PathPatching.Run(m, cleanTokens, corruptedTokens, senders, receiverList, inputKind, metrics);
                 Console.WriteLine($"{o.Describe(parse, pairs)}: clean {Cli.Fixed(r.Clean, 3)}, corrupted {Cli.Fixed(r.Corrupted, 3)}");
                 Console.WriteLine($"path {string.Join(", ", senders)} → {to}: patched {Cli.Fixed(r.Patched, 3)}");
-                Console.WriteLine($"(patched − clean) / (clean − corrupted) = {Cli.Fixed(r.Normalized, 3)} (0: no effect, −1: all of the corruption's)");
+                Console.WriteLine($"(patched − clean) / (clean − corrupted) = {Cli.Fixed(r.Normalized, 3)} (0: none, −1: all)");
                 (json["senders"], json["clean"], json["corrupted"], json["patched"]) =
                     (new JsonArray([.. senders.Select(s => (JsonNode)s.ToString())]), r.Clean, r.Corrupted, r.Patched);
             }
@@ -232,7 +232,7 @@ internal static class PatchCommands
                 double Value(int l, int h) => raw ? patched[l, h] : PathPatchingResult.Normalize(patched[l, h], clean, corrupted);
                 int layers = patched.GetLength(0), heads = patched.GetLength(1);
                 Console.WriteLine(raw ? "effect: the patched metric (clean and corrupted are equal)"
-                    : "effect: (patched − clean) / (clean − corrupted), 0: none, −1: all of the corruption's");
+                    : "effect: (patched − clean) / (clean − corrupted): 0 none, −1 all");
                 ModelCommands.WriteHeadGrid($"each head's output → {to}",
                     Values(layers, heads, Value), [.. Enumerable.Range(0, layers)]);
                 var best = (from l in Enumerable.Range(0, layers) from h in Enumerable.Range(0, heads) select (l, h))

@@ -220,6 +220,16 @@ public class ActivationPatchingTests : ModelTestBase
         Assert.True(k == 0, kErr);
         Assert.Contains("hook_k of each key/value head", kOut);
         Assert.DoesNotContain("KV2", kOut);
+        var (path, pathOut, pathErr) = CliRunner.Run([.. common, "--receiver", "1.1", "--receiver-input", "k"]);
+        Assert.NotEqual(0, path);   // patch has no --receiver
+        common[1] = "path-patch";
+        (path, pathOut, pathErr) = CliRunner.Run([.. common, "--sender", "0.3", "--receiver", "1.1", "--receiver-input", "k"]);
+        Assert.True(path == 0, pathErr);
+        Assert.Contains("path L0H3 → hook_k_input of L1H1", pathOut);
+        (path, _, pathErr) = CliRunner.Run([.. common, "--sender", "0.3", "--receiver", "1.2", "--receiver-input", "k"]);
+        Assert.NotEqual(0, path);
+        Assert.Contains("receiver L1H2 is not a key/value head", pathErr);
+        common[1] = "patch";
         var (z, zOut, zErr) = CliRunner.Run([.. common, "--act", "z"]);
         Assert.True(z == 0, zErr);
         Assert.Contains("hook_z of each head", zOut);
