@@ -199,7 +199,8 @@ internal static class ModelCommands
         command.Subcommands.Add(Info());
         command.Subcommands.Add(TestPrompt());
         command.Subcommands.Add(LogitAttrs());
-        command.Subcommands.Add(Patch());
+        command.Subcommands.Add(PatchCommands.Patch());
+        command.Subcommands.Add(PatchCommands.PathPatch());
         command.Subcommands.Add(HeadScoresCommand());
         command.Subcommands.Add(Attention());
         command.Subcommands.Add(Circuits());
@@ -411,7 +412,7 @@ internal static class ModelCommands
 
     /// <summary><c>sae model run --metric</c>: the metrics of its prompts (of the rows of <paramref name="prompts"/>), one for
     /// every prompt or one per prompt in order; token strings through the model's tokenizer. Null without --metric.</summary>
-    private static List<AttributionMetric>? MetricsPerPrompt(string[] specs, IReadOnlyList<Tensor> prompts, string model, ITextTokenizer? tok)
+    internal static List<AttributionMetric>? MetricsPerPrompt(string[] specs, IReadOnlyList<Tensor> prompts, string model, ITextTokenizer? tok)
     {
         if (specs.Length == 0) return null;
         int rows = prompts.Sum(t => (int)t.shape[0]);
@@ -920,77 +921,6 @@ internal static class ModelCommands
         return command;
     }
 
-    private static Command Patch()
-    {
-        var model = ModelOption();
-        var clean = new Option<string>("--clean") { Description = "The clean prompt, whose activations are patched in", Required = true };
-        var corrupted = new Option<string>("--corrupted") { Description = "The corrupted prompt, run with one clean activation at a time (as many tokens as --clean)", Required = true };
-        var metric = new Option<string>("--metric")
-        {
-            Description = "logit-diff:A,B (logit A − logit B at the last token), logit:A or loss; A and B single tokens as written or token ids",
-            Required = true,
-        };
-        var act = new Option<string>("--act")
-        {
-            Description = "resid_pre, attn_out or mlp_out (per layer and position), or z, v or pattern (each head's hook_z, hook_v or hook_pattern over every position)",
-            DefaultValueFactory = _ => "resid_pre",
-        };
-        act.AcceptOnlyFromAmong("resid_pre", "attn_out", "mlp_out", "z", "v", "pattern");
-        var noBos = new Option<bool>("--no-prepend-bos") { Description = "Do not start the prompts with BOS" };
-        var dtype = ModelSource.DtypeOption();
-        var command = new Command("patch", "TransformerLens's activation patching: the metric of the corrupted prompt with one activation (layer × position, " +
-                                           "or layer × head) taken from the clean prompt, as (patched − corrupted) / (clean − corrupted)")
-            { model, clean, corrupted, metric, act, noBos, dtype };
-        Cli.SetAction(command, parse =>
-        {
-            using var m = ModelSource.LoadModel(parse.GetValue(model)!, parse.GetValue(dtype)!);
-            var tok = m.Tokenizer;
-            var spec = SaeSharp.Interventions.AttributionMetric.Parse(parse.GetValue(metric)!, s => InterventionCommands.SingleToken(tok, s, "--metric"));
-            bool bos = !parse.GetValue(noBos);
-            using var scope = NewDisposeScope();
-            var cleanTokens = PromptTokens(m, parse.GetValue(clean)!, bos, "--clean");
-            var corruptedTokens = PromptTokens(m, parse.GetValue(corrupted)!, bos, "--corrupted");
-            if (cleanTokens.shape[1] != corruptedTokens.shape[1])
-                throw new SaeSharpException($"--corrupted has {corruptedTokens.shape[1]} tokens and --clean {cleanTokens.shape[1]}: patching needs prompts of the same length");
-            if (spec.Kind == SaeSharp.Interventions.AttributionMetricKind.Loss)
-                InterventionCommands.RefuseFewerThanTwoTokens("--clean", [parse.GetValue(clean)!], [cleanTokens], "--metric loss");
-            var kind = parse.GetValue(act) switch
-            {
-                "attn_out" => SaeSharp.Interventions.PatchedActivation.AttnOut,
-                "mlp_out" => SaeSharp.Interventions.PatchedActivation.MlpOut,
-                "z" => SaeSharp.Interventions.PatchedActivation.HeadZ,
-                "v" => SaeSharp.Interventions.PatchedActivation.HeadV,
-                "pattern" => SaeSharp.Interventions.PatchedActivation.HeadPattern,
-                _ => SaeSharp.Interventions.PatchedActivation.ResidPre,
-            };
-            var r = SaeSharp.Interventions.ActivationPatching.Run(m, cleanTokens, corruptedTokens, kind, spec);
-            Console.WriteLine($"metric {parse.GetValue(metric)}: clean {Cli.Fixed(r.Clean, 3)}, corrupted {Cli.Fixed(r.Corrupted, 3)}");
-            bool raw = Math.Abs(r.Clean - r.Corrupted) < 1e-9;
-            string Value(int row, int col) => Cli.Fixed(raw ? r.Patched[row, col] : r.Normalized(row, col), 2);
-            int layers = r.Patched.GetLength(0), cols = r.Patched.GetLength(1);
-            string what = raw ? "patched metric (clean and corrupted are equal)" : "(patched − corrupted) / (clean − corrupted)";
-            var layerColumns = Enumerable.Range(0, layers).Select(l => new Column($"L{l}", Right: true));
-            if (SaeSharp.Interventions.ActivationPatching.IsPerHead(kind))
-            {
-                // A grouped-query model's hook_v has one slice per key/value head, which several query heads share.
-                bool kv = kind == SaeSharp.Interventions.PatchedActivation.HeadV && m.Config.NKvHeads < m.Config.NHeads;
-                Cli.WriteColumns($"hook_{parse.GetValue(act)} of each {(kv ? "key/value " : "")}head, {what}", [new Column("layer"), .. Enumerable.Range(0, cols).Select(h => new Column($"{(kv ? "KV" : "H")}{h}", Right: true))],
-                    Enumerable.Range(0, layers).Select(l => (IReadOnlyList<string>)[$"L{l}", .. Enumerable.Range(0, cols).Select(h => Value(l, h))]));
-            }
-            else
-            {
-                var strTokens = m.ToStringTokens(cleanTokens);
-                var corruptedStr = m.ToStringTokens(corruptedTokens);
-                Cli.WriteColumns($"hook_{parse.GetValue(act)} at each position, {what}", [new Column("pos"), new Column("token (clean/corrupted)"), .. layerColumns],
-                    Enumerable.Range(0, cols).Select(p => (IReadOnlyList<string>)[p.ToString(System.Globalization.CultureInfo.InvariantCulture),
-                        strTokens[p] == corruptedStr[p] ? Analysis.DashboardWriter.Quote(strTokens[p]) : $"{Analysis.DashboardWriter.Quote(strTokens[p])}/{Analysis.DashboardWriter.Quote(corruptedStr[p])}",
-                        .. Enumerable.Range(0, layers).Select(l => Value(l, p))]));
-            }
-            return 0;
-        });
-        return command;
-    }
-
     private static Command HeadScoresCommand()
     {
         var model = ModelOption();
@@ -1161,7 +1091,7 @@ internal static class ModelCommands
     }
 
     /// <summary>A [layer, head] grid as a JSON array of rows.</summary>
-    private static System.Text.Json.Nodes.JsonArray Grid(double[,] v) => new(Enumerable.Range(0, v.GetLength(0))
+    internal static System.Text.Json.Nodes.JsonArray Grid(double[,] v) => new(Enumerable.Range(0, v.GetLength(0))
         .Select(l => (System.Text.Json.Nodes.JsonNode?)new System.Text.Json.Nodes.JsonArray(Enumerable.Range(0, v.GetLength(1))
             .Select(h => (System.Text.Json.Nodes.JsonNode?)v[l, h]).ToArray())).ToArray());
 
@@ -1173,7 +1103,7 @@ internal static class ModelCommands
             : null;
 
     /// <summary>Writes a <c>--json</c> file (indented, atomically) and says so.</summary>
-    private static void WriteJson(string path, System.Text.Json.Nodes.JsonNode node)
+    internal static void WriteJson(string path, System.Text.Json.Nodes.JsonNode node)
     {
         SaeSharp.IO.AtomicFile.WriteAllText(path, node.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
         Console.WriteLine($"wrote {path}");
@@ -1182,7 +1112,7 @@ internal static class ModelCommands
     /// <summary><c>--token-range LOW,HIGH</c>, HIGH capped at the vocabulary size.</summary>
     /// <summary>A prompt's tokens by the model's tokenizer, [1, pos]; a prompt that gives no token is an error naming
     /// <paramref name="option"/>, and words the tokenizer reads as its unknown token are noted.</summary>
-    private static Tensor PromptTokens(HookedTransformer m, string text, bool bos, string option)
+    internal static Tensor PromptTokens(HookedTransformer m, string text, bool bos, string option)
     {
         var tokens = m.ToTokens(text, bos);
         if (tokens.shape[1] == 0) throw InterventionCommands.NoTokenError(option, text);
@@ -1221,13 +1151,13 @@ internal static class ModelCommands
     }
 
     /// <summary>A layer × head table of <paramref name="v"/> (row i is layer <paramref name="layerIds"/>[i]), two decimals, the
-    /// heads split over several tables to fit the terminal.</summary>
-    internal static void WriteHeadGrid(string title, double[,] v, IReadOnlyList<int> layerIds)
+    /// heads split over several tables to fit the terminal; columns <paramref name="headPrefix"/>0, 1, ... (KV for key/value heads).</summary>
+    internal static void WriteHeadGrid(string title, double[,] v, IReadOnlyList<int> layerIds, string headPrefix = "H")
     {
         int layers = v.GetLength(0), heads = v.GetLength(1);
         bool terminal = !Console.IsOutputRedirected || Cli.TerminalTables.Value;
         var cells = Enumerable.Range(0, layers).Select(l => Enumerable.Range(0, heads).Select(h => Cli.Fixed(v[l, h], 2)).ToArray()).ToArray();
-        int cell = Math.Max(cells.SelectMany(r => r).Max(c => c.Length), $"H{heads - 1}".Length) + 3;
+        int cell = Math.Max(cells.SelectMany(r => r).Max(c => c.Length), $"{headPrefix}{heads - 1}".Length) + 3;
         int fit = terminal ? Math.Max(1, (Spectre.Console.AnsiConsole.Profile.Width - 1 - $"L{layerIds.Max()}".Length - 5) / cell) : heads;
         int chunks = (heads + fit - 1) / fit, per = (heads + chunks - 1) / chunks;
         for (int first = 0; first < heads; first += per)
@@ -1235,7 +1165,7 @@ internal static class ModelCommands
             int last = Math.Min(heads, first + per);
             Console.WriteLine();
             Cli.WriteColumns(title + (chunks > 1 ? $", heads {first}–{last - 1}" : ""),
-                [new Column("layer"), .. Enumerable.Range(first, last - first).Select(h => new Column($"H{h}", Right: true))],
+                [new Column("layer"), .. Enumerable.Range(first, last - first).Select(h => new Column($"{headPrefix}{h}", Right: true))],
                 Enumerable.Range(0, layers).Select(l => (IReadOnlyList<string>)[$"L{layerIds[l]}", .. cells[l][first..last]]));
         }
     }

@@ -28,6 +28,10 @@ public class ActivationPatchingTests : ModelTestBase
             Assert.Equal(2, r.Patched.GetLength(0));
             Assert.Equal(ActivationPatching.IsPerHead(kind) ? 4 : 6, r.Patched.GetLength(1));
             foreach (var v in r.Patched) Assert.Equal(own, v, 1e-5);
+            if (!ActivationPatching.IsPerHead(kind)) continue;
+            var byPos = ActivationPatching.RunByPosition(model, tokens, tokens, kind, [Metric]);
+            Assert.Equal(new[] { 2, 6, 4 }, new[] { byPos.Patched.GetLength(0), byPos.Patched.GetLength(1), byPos.Patched.GetLength(2) });
+            foreach (var v in byPos.Patched) Assert.Equal(own, v, 1e-5);
         }
     }
 
@@ -55,13 +59,13 @@ public class ActivationPatchingTests : ModelTestBase
     }
 
     [Fact]
-    public void A_head_whose_W_O_is_zero_changes_nothing_when_its_z_v_or_pattern_is_patched()
+    public void A_head_whose_W_O_is_zero_changes_nothing_when_its_z_q_k_v_or_pattern_is_patched_at_every_position_or_by_position()
     {
         using var model = ModelLoader.FromPretrained(TinyModels.WriteGpt2(Sub("g"), seed: 8, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 64));
         ZeroHeadOutput(model, layer: 0, head: 2);
         using var clean = tensor(new long[] { 5, 9, 3, 12, 40, 7 }).unsqueeze(0);
         using var corrupted = tensor(new long[] { 5, 9, 30, 12, 40, 7 }).unsqueeze(0);
-        foreach (var kind in new[] { PatchedActivation.HeadZ, PatchedActivation.HeadV, PatchedActivation.HeadPattern })
+        foreach (var kind in new[] { PatchedActivation.HeadZ, PatchedActivation.HeadV, PatchedActivation.HeadPattern, PatchedActivation.HeadQ, PatchedActivation.HeadK })
         {
             var r = ActivationPatching.Run(model, clean, corrupted, kind, Metric);
             Assert.True(Math.Abs(r.Clean - r.Corrupted) > 1e-3, "the corruption should move the metric");
@@ -69,7 +73,65 @@ public class ActivationPatchingTests : ModelTestBase
             Assert.Equal(0, r.Normalized(0, 2), 1e-4);
             // A live head at layer 0 reads the corrupted position (causal attention from the last query): its patch moves the metric.
             Assert.Contains(Enumerable.Range(0, 4).Where(h => h != 2), h => Math.Abs(r.Normalized(0, h)) > 1e-3);
+            if (kind == PatchedActivation.HeadV) continue;
+            var byPos = ActivationPatching.RunByPosition(model, clean, corrupted, kind, [Metric]);
+            for (int p = 0; p < 6; p++)
+            {
+                Assert.Equal(0, byPos.Normalized(0, p, 2), 1e-4);   // W_O of L0H2 is zero
+                // Nothing differs before position 2 (causal attention), and the last layer's z, q or pattern at an earlier
+                // position reaches the logits only through its own position, which the metric does not read.
+                for (int h = 0; h < 4; h++)
+                {
+                    if (p < 2) Assert.Equal(0, byPos.Normalized(0, p, h), 1e-4);
+                    if (p < 5 && kind != PatchedActivation.HeadK) Assert.Equal(0, byPos.Normalized(1, p, h), 1e-4);
+                }
+            }
         }
+    }
+
+    /// <summary>TransformerLens's <c>layer_pos_head_vector_patch_setter</c> and <c>layer_head_pos_pattern_patch_setter</c>
+    /// written out here as plain hooks: act[:, pos, head] (pattern[:, head, dest_pos, :]) from the clean cache.</summary>
+    [Fact]
+    public void By_position_values_are_those_of_hand_written_hooks()
+    {
+        using var model = ModelLoader.FromPretrained(TinyModels.WriteGpt2(Sub("g"), seed: 11, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 64));
+        using var clean = tensor(new long[] { 5, 9, 3, 12, 40, 7 }).unsqueeze(0);
+        using var corrupted = tensor(new long[] { 5, 9, 30, 12, 40, 7 }).unsqueeze(0);
+        foreach (var (kind, suffix) in new[] { (PatchedActivation.HeadZ, "attn.hook_z"), (PatchedActivation.HeadV, "attn.hook_v"), (PatchedActivation.HeadPattern, "attn.hook_pattern") })
+        {
+            var r = ActivationPatching.RunByPosition(model, clean, corrupted, kind, [Metric]);
+            foreach (var (l, p, h) in new[] { (0, 2, 1), (1, 5, 3), (1, 3, 0), (0, 4, 2) })
+            {
+                string name = $"blocks.{l}.{suffix}";
+                using var run = model.RunWithCache(clean, [name]);
+                var source = run.Cache[name];
+                TensorIndex[] at = kind == PatchedActivation.HeadPattern
+                    ? [TensorIndex.Colon, TensorIndex.Single(h), TensorIndex.Single(p), TensorIndex.Colon]
+                    : [TensorIndex.Colon, TensorIndex.Single(p), TensorIndex.Single(h), TensorIndex.Colon];
+                using var logits = model.RunWithHooks(corrupted, (name, x => { var y = x.clone(); y[at] = source[at]; return y; }));
+                double expected = logits[0, -1, 3].item<float>() - (double)logits[0, -1, 5].item<float>();
+                Assert.Equal(expected, r.Patched[l, p, h], 1e-5);
+            }
+        }
+    }
+
+    /// <summary>The rows of a batch do not interact: patching a batch of two prompt pairs gives the mean of the two pairs
+    /// patched alone, each with its own answer pair (<c>logits_to_ave_logit_diff</c>).</summary>
+    [Fact]
+    public void A_batch_of_prompt_pairs_gives_the_mean_of_the_pairs_alone()
+    {
+        using var model = ModelLoader.FromPretrained(TinyModels.WriteGpt2(Sub("g"), seed: 12, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 64));
+        using var clean = tensor(new long[,] { { 5, 9, 3, 12, 40, 7 }, { 8, 1, 22, 6, 19, 4 } });
+        using var corrupted = tensor(new long[,] { { 5, 9, 30, 12, 40, 7 }, { 8, 1, 22, 33, 19, 4 } });
+        AttributionMetric[] metrics = [AttributionMetric.LogitDiff(3, 5), AttributionMetric.LogitDiff(10, 2)];
+        var both = ActivationPatching.Run(model, clean, corrupted, PatchedActivation.HeadQ, metrics);
+        var first = ActivationPatching.Run(model, clean[..1], corrupted[..1], PatchedActivation.HeadQ, metrics[..1]);
+        var second = ActivationPatching.Run(model, clean[1..], corrupted[1..], PatchedActivation.HeadQ, metrics[1..]);
+        Assert.Equal((first.Clean + second.Clean) / 2, both.Clean, 1e-5);
+        Assert.Equal((first.Corrupted + second.Corrupted) / 2, both.Corrupted, 1e-5);
+        for (int l = 0; l < 2; l++)
+            for (int h = 0; h < 4; h++) Assert.Equal((first.Patched[l, h] + second.Patched[l, h]) / 2, both.Patched[l, h], 1e-5);
+        Assert.Throws<SaeSharpException>(() => ActivationPatching.Run(model, clean, corrupted, PatchedActivation.HeadZ, [.. metrics, metrics[0]]));
     }
 
     /// <summary>Zeros the rows of W_O (GPT-2's <c>c_proj</c>, Conv1D [n_head·d_head, d_model]) that read <paramref name="head"/>'s z.</summary>
@@ -101,6 +163,46 @@ public class ActivationPatchingTests : ModelTestBase
         Assert.Contains("H3", vOut);
     }
 
+    [Fact]
+    public void Patch_commands_take_a_batch_of_pairs_patch_by_position_and_path_patch()
+    {
+        string dir = TinyModels.WriteGpt2(Sub("tok"), seed: 4, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 50257, nPositions: 64);
+        AddGpt2Tokenizer(dir);
+        string[] pairs = ["model", "patch", "--model", dir, "--clean", "Hello world", "--corrupted", "Hello there", "--clean", "Good day", "--corrupted", "Good night",
+            "--metric", "logit-diff: world, there", "--metric", "logit-diff: day, night"];
+        string json = Path.Combine(Sub("out"), "bp.json");
+        var (exit, output, err) = CliRunner.Run([.. pairs, "--act", "k", "--by-position", "--top", "3", "--json", json]);
+        Assert.True(exit == 0, err);
+        Assert.Contains("mean over 2 prompt pairs", output);
+        Assert.Contains("hook_k of one head at one position, top 3 of 24", output);   // 2 layers × 3 positions × 4 heads
+        var node = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(json))!;
+        Assert.Equal(2, node["patched"]!.AsArray().Count);
+        Assert.Equal(3, node["patched"]![0]!.AsArray().Count);
+        Assert.Equal(4, node["patched"]![0]![0]!.AsArray().Count);
+        var (bad, _, badErr) = CliRunner.Run(["model", "patch", "--model", dir, "--clean", "Hello world", "--corrupted", "Hello there", "--clean", "Hello big world",
+            "--corrupted", "Hello big there", "--metric", "logit-diff: world, there"]);
+        Assert.NotEqual(0, bad);
+        Assert.Contains("pair 2 has 4 tokens and pair 1 3", badErr);
+        var (notHead, _, notHeadErr) = CliRunner.Run([.. pairs, "--by-position"]);
+        Assert.NotEqual(0, notHead);
+        Assert.Contains("--by-position: --act resid_pre", notHeadErr);
+        var (path, pathOut, pathErr) = CliRunner.Run([.. pairs, "--sender", "0.1", "--receiver", "1.2", "--receiver-input", "k"]);
+        Assert.NotEqual(0, path);   // "patch" has no --sender
+        pairs[1] = "path-patch";
+        (path, pathOut, pathErr) = CliRunner.Run([.. pairs, "--sender", "0.1", "--receiver", "1.2", "--receiver-input", "k"]);
+        Assert.True(path == 0, pathErr);
+        Assert.Contains("path L0H1 → hook_k_input of L1H2: patched", pathOut);
+        (path, pathOut, pathErr) = CliRunner.Run(pairs);
+        Assert.True(path == 0, pathErr);
+        Assert.Contains("each head's output → the final residual stream", pathOut);
+        (path, _, pathErr) = CliRunner.Run([.. pairs, "--receiver-input", "v"]);
+        Assert.NotEqual(0, path);
+        Assert.Contains("--receiver-input: give --receiver heads too", pathErr);
+        (path, _, pathErr) = CliRunner.Run([.. pairs, "--sender", "0.1", "--receiver", "1.7"]);
+        Assert.NotEqual(0, path);
+        Assert.Contains("receiver L1H7 is not a head", pathErr);
+    }
+
     /// <summary>In a grouped-query model hook_v has a slice per key/value head, shared by several query heads: the table
     /// says so (KV0, KV1 for a model of 4 query and 2 key/value heads), while hook_z stays per query head.</summary>
     [Fact]
@@ -114,6 +216,20 @@ public class ActivationPatchingTests : ModelTestBase
         Assert.Contains("hook_v of each key/value head", vOut);
         Assert.Contains("KV1", vOut);
         Assert.DoesNotContain("KV2", vOut);
+        var (k, kOut, kErr) = CliRunner.Run([.. common, "--act", "k"]);
+        Assert.True(k == 0, kErr);
+        Assert.Contains("hook_k of each key/value head", kOut);
+        Assert.DoesNotContain("KV2", kOut);
+        var (path, pathOut, pathErr) = CliRunner.Run([.. common, "--receiver", "1.1", "--receiver-input", "k"]);
+        Assert.NotEqual(0, path);   // patch has no --receiver
+        common[1] = "path-patch";
+        (path, pathOut, pathErr) = CliRunner.Run([.. common, "--sender", "0.3", "--receiver", "1.1", "--receiver-input", "k"]);
+        Assert.True(path == 0, pathErr);
+        Assert.Contains("path L0H3 → hook_k_input of L1H1", pathOut);
+        (path, _, pathErr) = CliRunner.Run([.. common, "--sender", "0.3", "--receiver", "1.2", "--receiver-input", "k"]);
+        Assert.NotEqual(0, path);
+        Assert.Contains("receiver L1H2 is not a key/value head", pathErr);
+        common[1] = "patch";
         var (z, zOut, zErr) = CliRunner.Run([.. common, "--act", "z"]);
         Assert.True(z == 0, zErr);
         Assert.Contains("hook_z of each head", zOut);

@@ -1,0 +1,273 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json.Nodes;
+using SaeSharp.Analysis;
+using SaeSharp.Interventions;
+using SaeSharp.Models;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Cli.Commands;
+
+/// <summary><c>sae model patch</c> and <c>sae model path-patch</c>: TransformerLens's activation patching and the IOI paper's
+/// path patching over a batch of clean/corrupted prompt pairs.</summary>
+internal static class PatchCommands
+{
+    /// <summary>The options both commands share: the prompt pairs and their metrics.</summary>
+    private sealed class PairOptions
+    {
+        public readonly Option<string> Model = ModelCommands.ModelOption();
+        public readonly Option<string[]> Clean = new("--clean") { Description = "A clean prompt (repeatable: a batch of prompt pairs, the metric averaged over them)", Required = true };
+        public readonly Option<string[]> Corrupted = new("--corrupted")
+        {
+            Description = "A corrupted prompt, one per --clean in order, of as many tokens as its clean prompt (and every pair of one token count, as TransformerLens batches them)",
+            Required = true,
+        };
+        public readonly Option<string[]> Metric = new("--metric")
+        {
+            Description = "logit-diff:A,B (logit A − logit B at the last token), logit:A or loss; A and B single tokens as written or token ids; " +
+                          "once for every pair or once per pair (logits_to_ave_logit_diff with an answer pair per prompt)",
+            Required = true,
+        };
+        public readonly Option<bool> NoBos = new("--no-prepend-bos") { Description = "Do not start the prompts with BOS" };
+        public readonly Option<string> Dtype = ModelSource.DtypeOption();
+        public readonly Option<string?> Json = new("--json") { Description = "Also write every value to this JSON file" };
+
+        public IEnumerable<Option> All => [Model, Clean, Corrupted, Metric, NoBos, Dtype, Json];
+
+        /// <summary>The pairs as [batch, pos] clean and corrupted tokens, and one metric for every pair or one per pair; refuses
+        /// pairs whose prompts differ in length, or pairs of different lengths, naming them.</summary>
+        public (Tensor Clean, Tensor Corrupted, List<AttributionMetric> Metrics) Read(ParseResult parse, HookedTransformer m)
+        {
+            string[] clean = parse.GetValue(Clean)!, corrupted = parse.GetValue(Corrupted)!, specs = parse.GetValue(Metric)!;
+            if (clean.Length != corrupted.Length)
+                throw new SaeSharpException($"--clean is given {clean.Length} times and --corrupted {corrupted.Length}: give one corrupted prompt per clean prompt, in order");
+            bool bos = !parse.GetValue(NoBos);
+            var cleanTokens = clean.Select(t => ModelCommands.PromptTokens(m, t, bos, "--clean")).ToList();
+            var corruptedTokens = corrupted.Select(t => ModelCommands.PromptTokens(m, t, bos, "--corrupted")).ToList();
+            for (int i = 0; i < clean.Length; i++)
+            {
+                string pair = clean.Length > 1 ? $"pair {i + 1}: " : "";
+                if (cleanTokens[i].shape[1] != corruptedTokens[i].shape[1])
+                    throw new SaeSharpException($"{pair}--corrupted has {corruptedTokens[i].shape[1]} tokens and --clean {cleanTokens[i].shape[1]}: patching needs prompts of the same length");
+                if (cleanTokens[i].shape[1] != cleanTokens[0].shape[1])
+                    throw new SaeSharpException($"pair {i + 1} has {cleanTokens[i].shape[1]} tokens and pair 1 {cleanTokens[0].shape[1]}: a batch of prompt pairs " +
+                                                "needs one token count (TransformerLens stacks them into one [batch, pos] tensor); run pairs of other lengths separately");
+            }
+            var metrics = ModelCommands.MetricsPerPrompt(specs, cleanTokens, parse.GetValue(Model)!, m.Tokenizer)!;
+            if (metrics.Any(s => s.Kind == AttributionMetricKind.Loss))
+                InterventionCommands.RefuseFewerThanTwoTokens("--clean", clean, cleanTokens, "--metric loss");
+            return (cat(cleanTokens, 0), cat(corruptedTokens, 0), metrics);
+        }
+
+        /// <summary>The start of the metric line: the metric as given (or the metrics per pair), the mean over how many pairs.</summary>
+        public string Describe(ParseResult parse, long pairs) =>
+            $"metric {string.Join("; ", parse.GetValue(Metric)!)}" + (pairs > 1 ? $", mean over {pairs} prompt pairs" : "");
+    }
+
+    /// <summary><c>sae model patch</c>.</summary>
+    public static Command Patch()
+    {
+        var o = new PairOptions();
+        var act = new Option<string>("--act")
+        {
+            Description = "resid_pre, attn_out or mlp_out (per layer and position), or z, q, k, v or pattern (each head's hook_z, hook_q, hook_k, hook_v " +
+                          "or hook_pattern over every position, or with --by-position at each position)",
+            DefaultValueFactory = _ => "resid_pre",
+        };
+        act.AcceptOnlyFromAmong("resid_pre", "attn_out", "mlp_out", "z", "q", "k", "v", "pattern");
+        var byPosition = new Option<bool>("--by-position")
+        {
+            Description = "With a head's activation: patch one head at one position at a time (get_act_patch_attn_head_*_by_pos; pattern: the head's row of one " +
+                          "destination position) and list the largest effects",
+        };
+        var top = new Option<int>("--top") { Description = "How many heads (cells with --by-position) to list by |effect|", DefaultValueFactory = _ => 10 }.Positive();
+        var command = new Command("patch", "TransformerLens's activation patching: the metric of the corrupted prompts with one activation (layer × position, " +
+                                           "layer × head, or layer × position × head) taken from the clean prompts, as (patched − corrupted) / (clean − corrupted)");
+        foreach (var option in o.All) command.Options.Add(option);
+        command.Options.Add(act);
+        command.Options.Add(byPosition);
+        command.Options.Add(top);
+        Cli.SetAction(command, parse =>
+        {
+            string actName = parse.GetValue(act)!;
+            var kind = actName switch
+            {
+                "attn_out" => PatchedActivation.AttnOut,
+                "mlp_out" => PatchedActivation.MlpOut,
+                "z" => PatchedActivation.HeadZ,
+                "q" => PatchedActivation.HeadQ,
+                "k" => PatchedActivation.HeadK,
+                "v" => PatchedActivation.HeadV,
+                "pattern" => PatchedActivation.HeadPattern,
+                _ => PatchedActivation.ResidPre,
+            };
+            bool positions = parse.GetValue(byPosition);
+            if (positions && !ActivationPatching.IsPerHead(kind))
+                throw new SaeSharpException($"--by-position: --act {actName} is already patched one position at a time; give a head's activation (z, q, k, v or pattern)");
+            using var m = ModelSource.LoadModel(parse.GetValue(o.Model)!, parse.GetValue(o.Dtype)!);
+            using var scope = NewDisposeScope();
+            var (cleanTokens, corruptedTokens, metrics) = o.Read(parse, m);
+            long pairs = cleanTokens.shape[0];
+            // A grouped-query model's hook_k and hook_v have one slice per key/value head, which several query heads share.
+            bool kv = ActivationPatching.HeadCount(m.Config, kind) < m.Config.NHeads;
+            string HeadLabel(int h) => $"{(kv ? "KV" : "H")}{h}";
+            var strTokens = m.ToStringTokens(cleanTokens[0]);
+            var corruptedStr = m.ToStringTokens(corruptedTokens[0]);
+            string Token(int p) => strTokens[p] == corruptedStr[p] ? DashboardWriter.Quote(strTokens[p]) : $"{DashboardWriter.Quote(strTokens[p])}/{DashboardWriter.Quote(corruptedStr[p])}";
+            string ofPair1 = pairs > 1 ? " (pair 1's)" : "";
+            var json = new JsonObject { ["act"] = actName, ["by_position"] = positions, ["metric"] = new JsonArray([.. metrics.Select(s => (JsonNode)s.ToString())]), ["pairs"] = pairs };
+            double clean, corrupted;
+            if (positions)
+            {
+                var r = ActivationPatching.RunByPosition(m, cleanTokens, corruptedTokens, kind, metrics);
+                (clean, corrupted) = (r.Clean, r.Corrupted);
+                bool raw = Math.Abs(r.Clean - r.Corrupted) < 1e-9;
+                double Value(int l, int p, int h) => raw ? r.Patched[l, p, h] : r.Normalized(l, p, h);
+                int layers = r.Patched.GetLength(0), n = r.Patched.GetLength(1), heads = r.Patched.GetLength(2);
+                var cells = (from l in Enumerable.Range(0, layers) from p in Enumerable.Range(0, n) from h in Enumerable.Range(0, heads) select (l, p, h))
+                    .OrderByDescending(c => Math.Abs(Value(c.l, c.p, c.h))).Take(parse.GetValue(top)).ToList();
+                Console.WriteLine($"{o.Describe(parse, pairs)}: clean {Cli.Fixed(r.Clean, 3)}, corrupted {Cli.Fixed(r.Corrupted, 3)}");
+                Console.WriteLine(raw ? "effect: the patched metric (clean and corrupted are equal)" : "effect: (patched − corrupted) / (clean − corrupted)");
+                Cli.WriteColumns($"hook_{actName} of one {(kv ? "key/value " : "")}head at one {(kind == PatchedActivation.HeadPattern ? "destination " : "")}position, " +
+                                 $"top {cells.Count} of {layers * n * heads}",
+                    [new Column("head"), new Column("pos", Right: true), new Column($"token{ofPair1} (clean/corrupted)"), new Column("effect", Right: true)],
+                    cells.Select(c => (IReadOnlyList<string>)[$"L{c.l}{HeadLabel(c.h)}", c.p.ToString(CultureInfo.InvariantCulture), Token(c.p), Cli.Fixed(Value(c.l, c.p, c.h), 2)]));
+                json["patched"] = new JsonArray([.. Enumerable.Range(0, layers).Select(l => (JsonNode)new JsonArray([.. Enumerable.Range(0, n).Select(p =>
+                    (JsonNode)new JsonArray([.. Enumerable.Range(0, heads).Select(h => (JsonNode)r.Patched[l, p, h])]))]))]);
+                json["patched_axes"] = "layer, pos, head";
+                ShowTopHeads(o, parse, cells.Select(c => (c.l, c.h)), kv);
+            }
+            else
+            {
+                var r = ActivationPatching.Run(m, cleanTokens, corruptedTokens, kind, metrics);
+                (clean, corrupted) = (r.Clean, r.Corrupted);
+                Console.WriteLine($"{o.Describe(parse, pairs)}: clean {Cli.Fixed(r.Clean, 3)}, corrupted {Cli.Fixed(r.Corrupted, 3)}");
+                bool raw = Math.Abs(r.Clean - r.Corrupted) < 1e-9;
+                double Value(int row, int col) => raw ? r.Patched[row, col] : r.Normalized(row, col);
+                int layers = r.Patched.GetLength(0), cols = r.Patched.GetLength(1);
+                string what = raw ? "patched metric (clean and corrupted are equal)" : "(patched − corrupted) / (clean − corrupted)";
+                if (ActivationPatching.IsPerHead(kind))
+                {
+                    ModelCommands.WriteHeadGrid($"hook_{actName} of each {(kv ? "key/value " : "")}head, {what}", Values(layers, cols, Value), [.. Enumerable.Range(0, layers)], kv ? "KV" : "H");
+                    // Exploratory Analysis Demo cell 99: the top heads by |output patching effect|, whose attention to look at.
+                    var heads = (from l in Enumerable.Range(0, layers) from h in Enumerable.Range(0, cols) select (l, h))
+                        .OrderByDescending(c => Math.Abs(Value(c.l, c.h))).Take(parse.GetValue(top)).ToList();
+                    Console.WriteLine($"largest |effect|: {string.Join(", ", heads.Take(5).Select(c => $"L{c.l}{HeadLabel(c.h)} {Cli.Fixed(Value(c.l, c.h), 2)}"))}");
+                    ShowTopHeads(o, parse, heads, kv);
+                }
+                else
+                {
+                    var layerColumns = Enumerable.Range(0, layers).Select(l => new Column($"L{l}", Right: true));
+                    Cli.WriteColumns($"hook_{actName} at each position, {what}", [new Column("pos"), new Column($"token{ofPair1} (clean/corrupted)"), .. layerColumns],
+                        Enumerable.Range(0, cols).Select(p => (IReadOnlyList<string>)[p.ToString(CultureInfo.InvariantCulture), Token(p), .. Enumerable.Range(0, layers).Select(l => Value(l, p))
+                            .Select(v => Cli.Fixed(v, 2))]));
+                }
+                json["patched"] = ModelCommands.Grid(r.Patched);
+                json["patched_axes"] = ActivationPatching.IsPerHead(kind) ? "layer, head" : "layer, pos";
+            }
+            json["clean"] = clean;
+            json["corrupted"] = corrupted;
+            if (parse.GetValue(o.Json) is { } path) ModelCommands.WriteJson(path, json);
+            return 0;
+        });
+        return command;
+    }
+
+    /// <summary><c>sae model path-patch</c>.</summary>
+    public static Command PathPatch()
+    {
+        var o = new PairOptions();
+        var sender = new Option<string[]>("--sender")
+        {
+            Description = "A sender head L.H (or L0H8; repeatable, patched together); none: every head in turn, a table of layer × head",
+        };
+        var receiver = new Option<string[]>("--receiver")
+        {
+            Description = "A receiver head L.H whose --receiver-input is patched (repeatable; a key/value head for k and v); none: the final residual stream",
+        };
+        var input = new Option<string>("--receiver-input") { Description = "q, k or v: which input of the receivers (blocks.L.hook_q_input, ...)", DefaultValueFactory = _ => "q" };
+        input.AcceptOnlyFromAmong("q", "k", "v");
+        var top = new Option<int>("--top") { Description = "How many sender heads to list by |effect| when every head is sent in turn", DefaultValueFactory = _ => 10 }.Positive();
+        var command = new Command("path-patch", "Path patching (the IOI paper's): the clean prompts with the senders' output (hook_z) from the corrupted prompts, " +
+                                                "every other head frozen at its clean output, reaching only the receivers' q/k/v input or the final residual stream; " +
+                                                "(patched − clean) / (clean − corrupted), 0 for no effect, −1 for all of the corruption's");
+        foreach (var option in o.All) command.Options.Add(option);
+        command.Options.Add(sender);
+        command.Options.Add(receiver);
+        command.Options.Add(input);
+        command.Options.Add(top);
+        Cli.SetAction(command, parse =>
+        {
+            var senders = (parse.GetValue(sender) ?? []).Select(s => AttentionHead.Parse(s, "--sender")).Distinct().ToList();
+            var receiverList = parse.GetValue(receiver) is { Length: > 0 } rs ? rs.Select(s => AttentionHead.Parse(s, "--receiver")).Distinct().ToList() : null;
+            var inputKind = parse.GetValue(input) switch { "k" => PathReceiverInput.K, "v" => PathReceiverInput.V, _ => PathReceiverInput.Q };
+            if (receiverList is null && parse.GetResult(input) is { Implicit: false })
+                throw new SaeSharpException("--receiver-input: give --receiver heads too (without them the receiver is the final residual stream)");
+            using var m = ModelSource.LoadModel(parse.GetValue(o.Model)!, parse.GetValue(o.Dtype)!);
+            using var scope = NewDisposeScope();
+            var (cleanTokens, corruptedTokens, metrics) = o.Read(parse, m);
+            long pairs = cleanTokens.shape[0];
+            string inputName = $"hook_{parse.GetValue(input)}_input";
+            string to = receiverList is null ? "the final residual stream" : $"{inputName} of {string.Join(", ", receiverList)}";
+            var json = new JsonObject
+            {
+                ["metric"] = new JsonArray([.. metrics.Select(s => (JsonNode)s.ToString())]), ["pairs"] = pairs,
+                ["receivers"] = receiverList is null ? null : new JsonArray([.. receiverList.Select(r => (JsonNode)r.ToString())]),
+                ["receiver_input"] = receiverList is null ? null : parse.GetValue(input),
+            };
+            if (senders.Count > 0)
+            {
+                var r = PathPatching.Run(m, cleanTokens, corruptedTokens, senders, receiverList, inputKind, metrics);
+                Console.WriteLine($"{o.Describe(parse, pairs)}: clean {Cli.Fixed(r.Clean, 3)}, corrupted {Cli.Fixed(r.Corrupted, 3)}");
+                Console.WriteLine($"path {string.Join(", ", senders)} → {to}: patched {Cli.Fixed(r.Patched, 3)}");
+                Console.WriteLine($"(patched − clean) / (clean − corrupted) = {Cli.Fixed(r.Normalized, 3)} (0: none, −1: all)");
+                (json["senders"], json["clean"], json["corrupted"], json["patched"]) =
+                    (new JsonArray([.. senders.Select(s => (JsonNode)s.ToString())]), r.Clean, r.Corrupted, r.Patched);
+            }
+            else
+            {
+                var (clean, corrupted, patched) = PathPatching.RunEachSender(m, cleanTokens, corruptedTokens, receiverList, inputKind, metrics);
+                Console.WriteLine($"{o.Describe(parse, pairs)}: clean {Cli.Fixed(clean, 3)}, corrupted {Cli.Fixed(corrupted, 3)}");
+                bool raw = Math.Abs(clean - corrupted) < 1e-9;
+                double Value(int l, int h) => raw ? patched[l, h] : PathPatchingResult.Normalize(patched[l, h], clean, corrupted);
+                int layers = patched.GetLength(0), heads = patched.GetLength(1);
+                Console.WriteLine(raw ? "effect: the patched metric (clean and corrupted are equal)"
+                    : "effect: (patched − clean) / (clean − corrupted): 0 none, −1 all");
+                ModelCommands.WriteHeadGrid($"each head's output → {to}",
+                    Values(layers, heads, Value), [.. Enumerable.Range(0, layers)]);
+                var best = (from l in Enumerable.Range(0, layers) from h in Enumerable.Range(0, heads) select (l, h))
+                    .OrderByDescending(c => Math.Abs(Value(c.l, c.h))).Take(parse.GetValue(top)).ToList();
+                Console.WriteLine($"largest |effect|: {string.Join(", ", best.Take(5).Select(c => $"L{c.l}H{c.h} {Cli.Fixed(Value(c.l, c.h), 2)}"))}");
+                ShowTopHeads(o, parse, best, kv: false);
+                (json["clean"], json["corrupted"], json["patched"], json["patched_axes"]) = (clean, corrupted, ModelCommands.Grid(patched), "sender layer, sender head");
+            }
+            if (parse.GetValue(o.Json) is { } path) ModelCommands.WriteJson(path, json);
+            return 0;
+        });
+        return command;
+    }
+
+    /// <summary>A [layer, head] grid of <paramref name="value"/>.</summary>
+    private static double[,] Values(int layers, int heads, Func<int, int, double> value)
+    {
+        var v = new double[layers, heads];
+        for (int l = 0; l < layers; l++)
+            for (int h = 0; h < heads; h++) v[l, h] = value(l, h);
+        return v;
+    }
+
+    /// <summary>Exploratory Analysis Demo cell 99 (<c>visualize_attention_patterns</c> of the top heads): the command that draws
+    /// the attention of the top head's layer's heads among <paramref name="heads"/> (query heads only: a key/value head has none of its own).</summary>
+    private static void ShowTopHeads(PairOptions o, ParseResult parse, IEnumerable<(int Layer, int Head)> heads, bool kv)
+    {
+        var list = heads.ToList();
+        if (kv || list.Count == 0) return;
+        int layer = list[0].Layer;
+        var inLayer = list.Where(c => c.Layer == layer).Select(c => c.Head).Distinct();
+        Console.WriteLine("their attention:");
+        Console.WriteLine($"./sae model attention --model {Quote(parse.GetValue(o.Model)!)} --prompt {Quote(parse.GetValue(o.Clean)![0])} --layer {layer} " +
+                          $"{string.Concat(inLayer.Select(h => $"--head {h} "))}--html L{layer}.html");
+    }
+
+    private static string Quote(string s) => s.Length > 0 && s.All(ch => char.IsLetterOrDigit(ch) || ch is '/' or '.' or '-' or '_' or ':') ? s : $"'{s.Replace("'", "'\\''", StringComparison.Ordinal)}'";
+}
