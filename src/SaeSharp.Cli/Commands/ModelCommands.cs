@@ -148,19 +148,35 @@ internal static class ModelCommands
         }
     }
 
-    /// <summary><c>--ablate-head L.H</c> (repeatable) and <c>--ablate-head-mode zero|mean</c> of <c>sae model run</c> and
-    /// <c>sae model logit-attrs</c>: TransformerLens's head ablation hooks (<see cref="HeadAblation"/>).</summary>
+    /// <summary><c>--ablate-head L.H</c> (repeatable), <c>--ablate-head-mode zero|mean</c>, <c>--ablate-positions</c> and the
+    /// reference set of a mean (<c>--mean-over</c>, <c>--mean-prompt</c>) of <c>sae model run</c> and <c>sae model logit-attrs</c>:
+    /// TransformerLens's head ablation hooks (<see cref="HeadAblation"/>).</summary>
     internal sealed class HeadAblationOptions
     {
         public readonly Option<string[]> Heads = new("--ablate-head")
         {
-            Description = "LAYER.HEAD (e.g. 0.8, or L0H8): replace this head's hook_z at every position (repeatable; a head named twice counts once), as TransformerLens's head ablation hook",
+            Description = "LAYER.HEAD (e.g. 0.8, or L0H8): replace this head's hook_z (at every position, or at --ablate-positions; repeatable; a head named twice counts once), " +
+                          "as TransformerLens's head ablation hook",
             AllowMultipleArgumentsPerToken = false,
         };
         public readonly Option<string> Mode = new("--ablate-head-mode")
         {
-            Description = "zero, or mean (the head's own mean over the run's rows and positions)",
+            Description = "zero, or mean (the head's mean z: over the run's own rows and positions, or over --mean-over / --mean-prompt)",
             DefaultValueFactory = _ => "zero",
+        };
+        public readonly Option<string?> Positions = new("--ablate-positions")
+        {
+            Description = "Comma-separated positions where --ablate-head ablates, negative ones from the end (-1 the last token, as TransformerLens's " +
+                          "Exploratory Analysis Demo); default: every position",
+        };
+        public readonly Option<string?> MeanOver = new("--mean-over")
+        {
+            Description = "--ablate-head-mode mean: the head's mean z over the tokens [batch, seq] of this safetensors file (as --input), in the model's own run (no --sae), not over the run itself",
+        };
+        public readonly Option<string[]> MeanPrompts = new("--mean-prompt")
+        {
+            Description = "--ablate-head-mode mean: the head's mean z over this prompt's tokens (repeatable; with --mean-over too), not over the run itself",
+            AllowMultipleArgumentsPerToken = false,
         };
 
         public HeadAblationOptions() => Mode.AcceptOnlyFromAmong("zero", "mean");
@@ -169,25 +185,71 @@ internal static class ModelCommands
         {
             c.Options.Add(Heads);
             c.Options.Add(Mode);
+            c.Options.Add(Positions);
+            c.Options.Add(MeanOver);
+            c.Options.Add(MeanPrompts);
         }
 
-        /// <summary>Whether any head is ablated; refuses <c>--ablate-head-mode</c> without one.</summary>
+        /// <summary>Whether any head is ablated; refuses the other options without one, and a reference set without mean ablation.</summary>
         public bool Given(ParseResult parse)
         {
             bool any = (parse.GetValue(Heads)?.Length ?? 0) > 0;
-            if (!any) Cli.RefuseGiven(parse, "how --ablate-head ablates its heads; give --ablate-head", Mode);
+            if (!any) Cli.RefuseGiven(parse, "how and where --ablate-head ablates its heads; give --ablate-head", Mode, Positions, MeanOver, MeanPrompts);
+            else if (parse.GetValue(Mode) != "mean") Cli.RefuseGiven(parse, "the reference set of a mean ablation; give --ablate-head-mode mean", MeanOver, MeanPrompts);
             return any;
         }
 
-        /// <summary>The heads of the command line (parsed, so that a typo fails before the model loads).</summary>
-        public List<AttentionHead> Parse(ParseResult parse) => (parse.GetValue(Heads) ?? []).Select(h => AttentionHead.Parse(h, "--ablate-head")).ToList();
+        /// <summary>The heads of the command line (parsed, so that a typo fails before the model loads), and the positions.</summary>
+        public List<AttentionHead> Parse(ParseResult parse)
+        {
+            ParsedPositions(parse);
+            return (parse.GetValue(Heads) ?? []).Select(h => AttentionHead.Parse(h, "--ablate-head")).ToList();
+        }
 
-        /// <summary>The ablation hooks for <paramref name="model"/> (heads checked against it), or null when no head is ablated.</summary>
-        public (string Name, Func<Tensor, Tensor?> Fn)[]? Hooks(ParseResult parse, HookedTransformer model) => !Given(parse) ? null
-            : HeadAblation.Hooks(model, Parse(parse), parse.GetValue(Mode) == "mean" ? HeadAblationKind.Mean : HeadAblationKind.Zero, "--ablate-head");
+        private long[]? ParsedPositions(ParseResult parse)
+        {
+            if (parse.GetValue(Positions) is not { } text) return null;
+            var parts = text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+            var at = new List<long>();
+            foreach (var part in parts)
+                at.Add(InterventionCommands.TryParsePosition(part, out long q) ? q
+                    : throw new SaeSharpException($"--ablate-positions '{text}': expected comma-separated integers (negative ones count from the end, -1 the last token), e.g. 0,-1"));
+            return at.Count == 0 ? throw new SaeSharpException($"--ablate-positions '{text}': give at least one position") : [.. at.Distinct()];
+        }
 
-        /// <summary>"L0H8 zero-ablated" for the heads given.</summary>
-        public string Describe(ParseResult parse) => $"{string.Join(", ", Parse(parse).Distinct())} {parse.GetValue(Mode)}-ablated";
+        /// <summary>The ablation hooks for <paramref name="model"/> (heads checked against it), or null when no head is ablated. A
+        /// reference mean is computed here (run with <paramref name="modelHooks"/>, prompts with BOS unless <paramref name="bos"/> is
+        /// false); its tensors belong to the current dispose scope.</summary>
+        public (string Name, Func<Tensor, Tensor?> Fn)[]? Hooks(ParseResult parse, HookedTransformer model, bool bos = true,
+            IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks = null)
+        {
+            if (!Given(parse)) return null;
+            var heads = Parse(parse);
+            var kind = parse.GetValue(Mode) == "mean" ? HeadAblationKind.Mean : HeadAblationKind.Zero;
+            Dictionary<AttentionHead, Tensor>? reference = null;
+            if (Reference(parse))
+            {
+                var tokens = new List<Tensor>();
+                if (parse.GetValue(MeanOver) is { } file) tokens.Add(InterventionCommands.ReadTokens(file));
+                tokens.AddRange((parse.GetValue(MeanPrompts) ?? []).Select(t => PromptTokens(model, t, bos, "--mean-prompt")));
+                var detached = HeadAblation.MeanZ(model, heads, tokens, modelHooks, "--ablate-head");
+                reference = detached.ToDictionary(kv => kv.Key, kv => { var kept = kv.Value.clone(); kv.Value.Dispose(); return kept; });
+            }
+            return HeadAblation.Hooks(model, heads, kind, "--ablate-head", ParsedPositions(parse), reference);
+        }
+
+        private bool Reference(ParseResult parse) => parse.GetValue(MeanOver) is not null || (parse.GetValue(MeanPrompts)?.Length ?? 0) > 0;
+
+        /// <summary>"L0H8 zero-ablated (hook_z at every position)" for the heads given, where and over what.</summary>
+        public string Describe(ParseResult parse)
+        {
+            var over = new List<string>();
+            if (parse.GetValue(MeanOver) is { } f) over.Add(f);
+            int prompts = parse.GetValue(MeanPrompts)?.Length ?? 0;
+            if (prompts > 0) over.Add($"{prompts} --mean-prompt{(prompts == 1 ? "" : "s")}");
+            string where = parse.GetValue(Positions) is { } p ? $"hook_z at positions {string.Join(",", ParsedPositions(parse)!)}" : "hook_z at every position";
+            return $"{string.Join(", ", Parse(parse).Distinct())} {parse.GetValue(Mode)}-ablated ({where}{(over.Count > 0 ? $"; mean over {string.Join(" and ", over)}" : "")})";
+        }
     }
 
     public static Command Create()
@@ -261,7 +323,8 @@ internal static class ModelCommands
             int? repeatedLength = parse.GetValue(repeated);
             if (ablated)
             {
-                if (edits.Given(parse)) throw new SaeSharpException("--ablate-head runs the model alone: give it without --sae (and its --steer, --clamp, --ablate)");
+                if (parse.GetValue(edits.Sae)?.Any(SaeSharp.Interop.CrossCoderFormat.IsCrossCoderPath) == true)
+                    throw new SaeSharpException("--ablate-head runs the model alone or with SAEs spliced; with a crosscoder (--sae CROSSCODER) it is not done");
                 headAblation.Parse(parse);
                 if (metricSpecs.Length == 0) metricSpecs = ["loss"];   // Main Demo cell 31: the loss before and after
                 if (parse.GetValue(generate) > 0) throw new SaeSharpException("--generate continues a prompt with --sae spliced; with --ablate-head it is not done");
@@ -338,7 +401,7 @@ internal static class ModelCommands
                 var notes = new List<string>();
                 string? spliced = null;
                 var (metricClean, metricEdited) = (new List<double>(), new List<double>());
-                var ablationHooks = headAblation.Hooks(parse, m);
+                var ablationHooks = headAblation.Hooks(parse, m, texts.Length == 0 || !parse.GetValue(noBos), pm.Hooks);
                 var positionLosses = new List<(double[] Clean, double[]? Ablated)>();
                 for (int i = 0; i < prompts.Count; i++)
                 {
@@ -347,7 +410,9 @@ internal static class ModelCommands
                     if (PastContextNote(m, tokens.shape[1]) is { } past) notes.Add($"{(prompts.Count == 1 ? "" : $"run {i}: ")}{past}");
                     if (edits.Given(parse))
                     {
-                        var (hooked, list) = edits.Build(parse, m, tokens, saes, pm.Hooks, newTokens, generation.PromptName(i));
+                        // With --ablate-head the heads are ablated in the run with the SAEs spliced (after the weight processing's hooks).
+                        var (hooked, list) = edits.Build(parse, m, tokens, saes, ablationHooks is null ? pm.Hooks : [.. pm.Hooks, .. ablationHooks], newTokens,
+                            generation.PromptName(i));
                         var names = hookArg is null ? [] : hooked.SelectHooks(hookArg);
                         // The saved run covers the prompt only: steering at positions of new tokens steers the continuation alone.
                         var (logits, cache) = hooked.RunWithCache(tokens, names, PromptEdits(list, tokens.shape[1]));
@@ -385,8 +450,8 @@ internal static class ModelCommands
                             positionLosses.Add((TokenLosses.LossByPosition(clean ?? logits!, tokens), clean is null ? null : TokenLosses.LossByPosition(logits!, tokens)));
                     }
                 }
-                string editedHeading = ablated ? "ablated" : edits.Edits(parse) ? "edited" : "spliced";
-                if (ablated) Console.WriteLine($"{headAblation.Describe(parse)} (hook_z at every position)");
+                string editedHeading = (ablated && edits.Given(parse) ? "SAE+" : "") + (ablated ? "ablated" : edits.Edits(parse) ? "edited" : "spliced");
+                if (ablated) Console.WriteLine(headAblation.Describe(parse));
                 if (metrics is not null)
                     WriteMetricPerPrompt(metrics, texts.Length > 0 ? texts : null, metricClean, edits.Given(parse) || ablated ? metricEdited : null,
                         editedHeading, promptTokenizer ?? MetricTokenizer(parse.GetValue(model)!));
@@ -885,10 +950,10 @@ internal static class ModelCommands
             using var scope = NewDisposeScope();
             bool bos = !parse.GetValue(noBos);
             var tokens = texts.Select(t => PromptTokens(m, t, bos, "--prompt")).ToList();
-            var ablation = headAblation.Hooks(parse, m);
+            var ablation = headAblation.Hooks(parse, m, bos);
             bool recomputeLn = parse.GetValue(recompute);
             var r = SaeSharp.Analysis.LogitAttribution.Run(m, tokens, answers, ablation, recomputeLn);
-            if (ablation is not null) Console.WriteLine($"the run with {headAblation.Describe(parse)} (hook_z at every position):");
+            if (ablation is not null) Console.WriteLine($"the run with {headAblation.Describe(parse)}:");
             string Tok(long id) => Analysis.DashboardWriter.Quote(tok.TokenText((int)id));
             var distinct = answers.Distinct().ToList();
             string what = distinct.Count == 1 ? $"logit({Tok(distinct[0].Item1)}) − logit({Tok(distinct[0].Item2)})" : "logit(A) − logit(B)";
