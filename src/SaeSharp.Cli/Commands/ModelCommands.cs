@@ -271,6 +271,7 @@ internal static class ModelCommands
     private static Command Run()
     {
         var model = ModelOption();
+        var revision = ModelSource.RevisionOption();
         var input = new Option<string?>("--input") { Description = "safetensors file holding an int64 tensor 'tokens' [batch, seq]" };
         var prompt = new Option<string[]>("--prompt")
         {
@@ -315,6 +316,7 @@ internal static class ModelCommands
         edits.AddTo(command);
         var sampling = new SamplingOptions();
         sampling.AddTo(command);
+        command.Options.Add(revision);
         Cli.SetAction(command, parse =>
         {
             edits.RefuseUnqualified(parse);
@@ -346,9 +348,9 @@ internal static class ModelCommands
             else if (texts.Length > 0) Cli.RefuseGiven(parse, "the tokens come from --prompt; give one of --prompt and --input", input);
             else if (parse.GetValue(input) is null) throw new SaeSharpException("give --input (a safetensors file of token ids), --prompt (text) or --repeated-random N");
             else Cli.RefuseGiven(parse, "for a --prompt's tokens; --input's token ids are used as they are", noBos);
-            var promptTokenizer = texts.Length == 0 ? null : Tokenizer.FromFolder(ModelSource.Resolve(parse.GetValue(model)!));
+            var promptTokenizer = texts.Length == 0 ? null : Tokenizer.FromFolder(ModelSource.Resolve(ModelSource.ModelAt(parse, model, revision)));
             var prompts = repeatedLength is int n
-                ? [SaeSharp.Analysis.RepeatedRandomTokens.ForVocabulary(parse.GetValue(batch), n, VocabularySize(parse.GetValue(model)!), parse.GetValue(sampling.Seed) ?? 0)]
+                ? [SaeSharp.Analysis.RepeatedRandomTokens.ForVocabulary(parse.GetValue(batch), n, VocabularySize(ModelSource.ModelAt(parse, model, revision)), parse.GetValue(sampling.Seed) ?? 0)]
                 : texts.Length == 0 ? [InterventionCommands.ReadTokens(parse.GetValue(input)!)]
                 : texts.Select(t => InterventionCommands.PromptTokens(promptTokenizer!, t, !parse.GetValue(noBos))).ToList();
             // A next-token loss needs 2 tokens: a prompt of BOS alone is named before any run.
@@ -364,16 +366,16 @@ internal static class ModelCommands
                 var rows = prompts[0];
                 prompts = Enumerable.Range(0, (int)rows.shape[0]).Select(r => rows.narrow(0, r, 1).clone()).ToList();
                 rows.Dispose();
-                var rowTokenizer = Tokenizer.FromFolder(ModelSource.Resolve(parse.GetValue(model)!));
+                var rowTokenizer = Tokenizer.FromFolder(ModelSource.Resolve(ModelSource.ModelAt(parse, model, revision)));
                 generation = new GenerationRequest(newTokens, sampling, parse,
                     prompts.Select(t => DecodeShowingUnknownIds(rowTokenizer, t[0].data<long>().Select(v => (int)v).ToList())).ToArray(), "row");
             }
             var hookArg = parse.GetValue(hooks);
-            var metrics = MetricsPerPrompt(metricSpecs, prompts, parse.GetValue(model)!, promptTokenizer);
+            var metrics = MetricsPerPrompt(metricSpecs, prompts, ModelSource.ModelAt(parse, model, revision), promptTokenizer);
             if (parse.GetValue(edits.Sae)?.FirstOrDefault(SaeSharp.Interop.CrossCoderFormat.IsCrossCoderPath) is string ccPath)
             {
                 Cli.RefuseGiven(parse, "for a model run with SAEs; a crosscoder run saves its logits with --out", metric, lossPerPosition);
-                return CrossCoderCli.ModelRun(parse, edits, ccPath, ModelSource.Resolve(parse.GetValue(model)!),
+                return CrossCoderCli.ModelRun(parse, edits, ccPath, ModelSource.Resolve(ModelSource.ModelAt(parse, model, revision)),
                     parse.GetValue(diffModel) is { } dm ? ModelSource.Resolve(dm) : null, parse.GetValue(slot), parse.GetValue(dtype)!,
                     prompts, texts.Length > 0, hookArg, parse.GetValue(output)!, generation);
             }
@@ -384,7 +386,7 @@ internal static class ModelCommands
                 if ((parse.GetValue(edits.Sae)?.Length ?? 0) == 0)
                     throw new SaeSharpException("--generate continues the prompt clean and with --sae spliced, side by side: give --sae (a plain continuation: sae model generate)");
                 // Before anything is written: the continuations are shown as text.
-                generationTokenizer = Tokenizer.FromFolder(ModelSource.Resolve(parse.GetValue(model)!));
+                generationTokenizer = Tokenizer.FromFolder(ModelSource.Resolve(ModelSource.ModelAt(parse, model, revision)));
             }
             var saes = new List<SaeSharp.Saes.Sae>();
             var runs = new List<SavedRun>();
@@ -393,7 +395,7 @@ internal static class ModelCommands
                 var paths = parse.GetValue(edits.Sae) ?? [];
                 foreach (var p in paths) saes.Add(InterventionCommands.LoadSae(p));
                 // With --sae, the model as the SAEs' cfgs record it (weight processing, and dtype unless --dtype is given), as sae eval --model runs it.
-                var folder = ModelSource.Resolve(parse.GetValue(model)!);
+                var folder = ModelSource.Resolve(ModelSource.ModelAt(parse, model, revision));
                 using var pm = ModelForSae.Load(folder, ModelForSae.SharedOptions(saes.Select(s => s.Cfg)),
                     saes.Count == 0 || parse.GetResult(dtype) is { Implicit: false } ? ModelLoader.ParseDtype(parse.GetValue(dtype)!, folder)
                         : ModelForSae.SharedDtype(saes, paths));
@@ -454,10 +456,10 @@ internal static class ModelCommands
                 if (ablated) Console.WriteLine(headAblation.Describe(parse));
                 if (metrics is not null)
                     WriteMetricPerPrompt(metrics, texts.Length > 0 ? texts : null, metricClean, edits.Given(parse) || ablated ? metricEdited : null,
-                        editedHeading, promptTokenizer ?? MetricTokenizer(parse.GetValue(model)!));
+                        editedHeading, promptTokenizer ?? MetricTokenizer(ModelSource.ModelAt(parse, model, revision)));
                 for (int i = 0; i < positionLosses.Count; i++)
                     WriteLossPerPosition(positionLosses[i], editedHeading, prompts[i], prompts.Count > 1 ? generation.PromptName(i) : null, repeatedLength,
-                        promptTokenizer ?? MetricTokenizer(parse.GetValue(model)!));
+                        promptTokenizer ?? MetricTokenizer(ModelSource.ModelAt(parse, model, revision)));
                 if (spliced is not null) Console.WriteLine($"{spliced} of {ModelLoader.NameOf(folder)}");
                 if (parse.GetValue(output) is { } outPath) SaveRuns(outPath, runs);
                 generation.WriteContinuations(runs, ModelLoader.NameOf(folder));
@@ -904,6 +906,7 @@ internal static class ModelCommands
     private static Command LogitAttrs()
     {
         var model = ModelOption();
+        var revision = ModelSource.RevisionOption();
         var prompt = new Option<string[]>("--prompt") { Description = "Prompt text (repeatable; each is run on its own, so lengths may differ)", Required = true };
         var answer = new Option<string[]>("--answer")
         {
@@ -925,6 +928,7 @@ internal static class ModelCommands
             { model, prompt, answer, noBos, topHeads, json, recompute, dtype };
         var headAblation = new HeadAblationOptions();
         headAblation.AddTo(command);
+        command.Options.Add(revision);
         Cli.SetAction(command, parse =>
         {
             if (headAblation.Given(parse)) headAblation.Parse(parse);
@@ -933,7 +937,7 @@ internal static class ModelCommands
             if (pairs.Length != 1 && pairs.Length != texts.Length)
                 throw new SaeSharpException($"--answer: {pairs.Length} given for {texts.Length} prompts (give one for all, or one per prompt)");
             if (parse.GetValue(json) is { } j) OutputGuard.RefuseBadOutputFile("--json", j, new CommandInput("--model", parse.GetValue(model)!, InputKind.Folder));
-            using var m = ModelSource.LoadModel(parse.GetValue(model)!, parse.GetValue(dtype)!);
+            using var m = ModelSource.LoadModel(ModelSource.ModelAt(parse, model, revision), parse.GetValue(dtype)!);
             var tok = m.Tokenizer;
             (long, long) Pair(string spec)
             {
@@ -1059,6 +1063,7 @@ internal static class ModelCommands
     private static Command HeadScoresCommand()
     {
         var model = ModelOption();
+        var revision = ModelSource.RevisionOption();
         var prompt = new Option<string[]>("--prompt") { Description = "Prompt text (repeatable; scores averaged over the prompts, as detect_head of a list)" };
         var repeated = new Option<int?>("--repeated-random")
         {
@@ -1087,6 +1092,7 @@ internal static class ModelCommands
         var command = new Command("head-scores", "TransformerLens's head detector: the previous-token, duplicate-token and induction score of every head " +
                                                  "(detect_head on prompts, or the demos' stripe means on repeated random tokens)")
             { model, prompt, repeated, batch, seed, range, measure, excludeBos, excludeCurrent, noBos, top, json, dtype };
+        command.Options.Add(revision);
         Cli.SetAction(command, parse =>
         {
             var texts = parse.GetValue(prompt) ?? [];
@@ -1097,7 +1103,7 @@ internal static class ModelCommands
             else Cli.RefuseGiven(parse, "detect_head on prompts; give --prompt (--repeated-random scores the stripes of its repeated tokens)",
                 measure, excludeBos, excludeCurrent, noBos);
             if (parse.GetValue(json) is { } j) OutputGuard.RefuseBadOutputFile("--json", j, new CommandInput("--model", parse.GetValue(model)!, InputKind.Folder));
-            using var m = ModelSource.LoadModel(parse.GetValue(model)!, parse.GetValue(dtype)!);
+            using var m = ModelSource.LoadModel(ModelSource.ModelAt(parse, model, revision), parse.GetValue(dtype)!);
             using var scope = NewDisposeScope();
             SaeSharp.Analysis.HeadScores scores;
             string source;
@@ -1144,6 +1150,7 @@ internal static class ModelCommands
     private static Command Circuits()
     {
         var model = ModelOption();
+        var revision = ModelSource.RevisionOption();
         var layer = new Option<int[]>("--layer") { Description = "Score only these layers (repeatable; default every layer)" };
         var tokens = new Option<int>("--tokens")
         {
@@ -1160,10 +1167,11 @@ internal static class ModelCommands
         var command = new Command("circuits", "The OV circuit of every head as TransformerLens's Main Demo scores it (model.OV, FactoredMatrix): the " +
                                               "eigenvalue copying score of W_V·W_O and of the full circuit W_E·W_V·W_O·W_U, and the full circuit's top-1 accuracy")
             { model, layer, tokens, json, foldLn, dtype };
+        command.Options.Add(revision);
         Cli.SetAction(command, parse =>
         {
             if (parse.GetValue(json) is { } j) OutputGuard.RefuseBadOutputFile("--json", j, new CommandInput("--model", parse.GetValue(model)!, InputKind.Folder));
-            using var m = ModelSource.LoadModel(parse.GetValue(model)!, parse.GetValue(dtype)!);
+            using var m = ModelSource.LoadModel(ModelSource.ModelAt(parse, model, revision), parse.GetValue(dtype)!);
             var layers = parse.GetValue(layer) is { Length: > 0 } ls ? ls.Distinct().Order().ToList() : null;
             if (parse.GetValue(foldLn)) WeightProcessing.Apply(m, new WeightProcessingOptions { FoldLn = true });
             var r = SaeSharp.Analysis.AttentionCircuits.Scores(m, parse.GetValue(tokens), layers);
@@ -1196,6 +1204,7 @@ internal static class ModelCommands
     private static Command Attention()
     {
         var model = ModelOption();
+        var revision = ModelSource.RevisionOption();
         var prompt = new Option<string>("--prompt") { Description = "Prompt text", Required = true };
         var layer = new Option<int>("--layer") { Description = "The layer whose attention patterns are shown (blocks.L.attn.hook_pattern)", Required = true };
         var head = new Option<int[]>("--head") { Description = "Show only these heads (repeatable; default every head of the layer)" };
@@ -1205,11 +1214,12 @@ internal static class ModelCommands
         var command = new Command("attention", "An attention pattern page as circuitsvis draws them (attention_heads): a thumbnail per head, the picked " +
                                                "head's pattern with the tokens on both axes, and what a hovered token attends to or is attended by")
             { model, prompt, layer, head, html, noBos, dtype };
+        command.Options.Add(revision);
         Cli.SetAction(command, parse =>
         {
             string path = parse.GetValue(html)!;
             OutputGuard.RefuseBadOutputFile("--html", path, "attention.html", new CommandInput("--model", parse.GetValue(model)!, InputKind.Folder));
-            using var m = ModelSource.LoadModel(parse.GetValue(model)!, parse.GetValue(dtype)!);
+            using var m = ModelSource.LoadModel(ModelSource.ModelAt(parse, model, revision), parse.GetValue(dtype)!);
             using var scope = NewDisposeScope();
             var text = parse.GetValue(prompt)!;
             var tokens = PromptTokens(m, text, !parse.GetValue(noBos), "--prompt");
