@@ -265,6 +265,7 @@ internal static class ModelCommands
         command.Subcommands.Add(HeadScoresCommand());
         command.Subcommands.Add(Attention());
         command.Subcommands.Add(Circuits());
+        command.Subcommands.Add(InductionLossCommand());
         return command;
     }
 
@@ -984,6 +985,48 @@ internal static class ModelCommands
                 };
                 WriteJson(path, node);
             }
+            return 0;
+        });
+        return command;
+    }
+
+    /// <summary><c>sae model induction-loss</c>: TransformerLens's <c>evals.induction_loss</c> (<see cref="SaeSharp.Analysis.InductionLoss"/>),
+    /// of one model or of several revisions of it on the same tokens (the Main Demo's checkpoint table).</summary>
+    private static Command InductionLossCommand()
+    {
+        var model = ModelOption();
+        var revisions = new Option<string[]>("--revision")
+        {
+            Description = "A branch, tag or commit of the --model repo (repeatable: one row each, on the same tokens; Pythia's checkpoints step1000, ...); default main",
+            AllowMultipleArgumentsPerToken = false,
+        };
+        var batch = new Option<int>("--batch") { Description = "Rows (TransformerLens batch_size)", DefaultValueFactory = _ => 4 }.Positive();
+        var subseq = new Option<int>("--subseq-len") { Description = "Random ids per copy (TransformerLens subseq_len)", DefaultValueFactory = _ => 384 }.Positive();
+        var noBos = new Option<bool>("--no-prepend-bos") { Description = "Keep each row's first random id (TransformerLens prepend_bos=False); by default it is replaced by BOS" };
+        var seed = new Option<ulong>("--seed") { Description = "Seed of the random tokens (torch.manual_seed)", DefaultValueFactory = _ => 0 };
+        var dtype = ModelSource.DtypeOption();
+        var command = new Command("induction-loss", "TransformerLens's evals.induction_loss: the mean next-token loss on the second copy of random ids repeated " +
+                                                    "twice (low when the model has induction heads), per --revision")
+            { model, revisions, batch, subseq, noBos, seed, dtype };
+        Cli.SetAction(command, parse =>
+        {
+            int b = parse.GetValue(batch), n = parse.GetValue(subseq);
+            if (n < 2) throw new SaeSharpException($"--subseq-len {n}: the loss on the second copy needs at least 2 ids per copy");
+            string?[] revs = parse.GetValue(revisions) is { Length: > 0 } r ? [.. r.Distinct()] : [(string?)null];
+            // Every revision resolved (downloaded) before the first runs, so that an unknown one fails at once.
+            var folders = revs.Select(rev => ModelSource.Resolve(parse.GetValue(model)!, rev)).ToList();
+            bool bos = !parse.GetValue(noBos);
+            var rows = new List<IReadOnlyList<string>>();
+            string? range = null;
+            for (int i = 0; i < revs.Length; i++)
+            {
+                using var m = ModelLoader.FromPretrained(folders[i], ModelLoader.ParseDtype(parse.GetValue(dtype)!, folders[i]));
+                range ??= m.Config.DVocab >= 20000 ? "[100, 20000)" : $"[0, {m.Config.DVocab})";
+                double loss = SaeSharp.Analysis.InductionLoss.Run(m, b, n, bos, parse.GetValue(seed));
+                rows.Add([revs[i] ?? "main", Cli.Fixed(loss, 4)]);
+            }
+            Cli.WriteColumns($"induction loss of {parse.GetValue(model)}: {b} × {n} random ids in {range} repeated twice (seed {parse.GetValue(seed)}" +
+                $"{(bos ? ", BOS first" : "")}), mean loss on the second copy", [new Column("revision"), new Column("loss", Right: true)], rows);
             return 0;
         });
         return command;

@@ -55,5 +55,16 @@ public class ModelRevisionTests : ModelTestBase
         (bad, _, badErr) = CliRunner.Run("model", "logit-attrs", "--model", "builtin", "--prompt", "a b", "--answer", "a,b", "--revision", "step1000");
         Assert.NotEqual(0, bad);
         Assert.Contains("revision 'step1000': 'builtin' is the builtin model", badErr);
+        // induction-loss of both revisions on the same tokens: one row each, as evals.induction_loss of each checkpoint.
+        var (exit2, output, err2) = CliRunner.RunWithEnvironment(env, "model", "induction-loss", "--model", Repo, "--revision", "main", "--revision", "step1000",
+            "--subseq-len", "5", "--batch", "2", "--no-prepend-bos", "--seed", "3");
+        Assert.True(exit2 == 0, err2);
+        var lines = output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        Assert.Contains(lines, l => l.StartsWith("induction loss of tiny-org/tiny-gpt2: 2 × 5 random ids in [0, 64) repeated twice (seed 3)", StringComparison.Ordinal));
+        foreach (var (revision, m) in new[] { ("main", mainModel), ("step1000", stepModel) })
+        {
+            double expected = SaeSharp.Analysis.InductionLoss.Run(m, 2, 5, prependBos: false, seed: 3);
+            Assert.Contains($"{revision}\t{expected.ToString("F4", System.Globalization.CultureInfo.InvariantCulture)}", lines);
+        }
     }
 }
