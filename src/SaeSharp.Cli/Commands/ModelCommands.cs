@@ -927,6 +927,8 @@ internal static class ModelCommands
         var command = new Command("logit-attrs", "TransformerLens's direct logit attribution of a logit difference: the logit lens of the accumulated residual " +
                                                  "stream, each layer's output and each head's (cache.accumulated_resid, decompose_resid, stack_head_results)")
             { model, prompt, answer, noBos, topHeads, json, recompute, dtype };
+        var png = new Option<string?>("--png") { Description = "Write a layer × head heatmap of every head's logit difference (stack_head_results) to this PNG" };
+        command.Options.Add(png);
         var headAblation = new HeadAblationOptions();
         headAblation.AddTo(command);
         command.Options.Add(revision);
@@ -938,6 +940,7 @@ internal static class ModelCommands
             if (pairs.Length != 1 && pairs.Length != texts.Length)
                 throw new SaeSharpException($"--answer: {pairs.Length} given for {texts.Length} prompts (give one for all, or one per prompt)");
             if (parse.GetValue(json) is { } j) OutputGuard.RefuseBadOutputFile("--json", j, new CommandInput("--model", parse.GetValue(model)!, InputKind.Folder));
+            if (parse.GetValue(png) is { } pngPath) OutputGuard.RefuseBadOutputFile("--png", pngPath, new CommandInput("--model", parse.GetValue(model)!, InputKind.Folder));
             using var m = ModelSource.LoadModel(ModelSource.ModelAt(parse, model, revision), parse.GetValue(dtype)!);
             var tok = m.Tokenizer;
             (long, long) Pair(string spec)
@@ -969,6 +972,19 @@ internal static class ModelCommands
             WriteLogitComponents("Each layer's output (cache.decompose_resid); they sum to final_post", "component", r.PerLayer);
             var heads = r.PerHead.OrderByDescending(h => Math.Abs(h.LogitDiff)).Take(parse.GetValue(topHeads)).ToList();
             WriteLogitComponents($"Heads (cache.stack_head_results), {heads.Count} of {r.PerHead.Count} by |logit diff|", "head", heads);
+            if (parse.GetValue(png) is { } pngFile)
+            {
+                var grid = new double[m.Config.NLayers, m.Config.NHeads];
+                foreach (var h in r.PerHead)
+                {
+                    var at = AttentionHead.Parse(h.Label);
+                    grid[at.Layer, at.Head] = h.LogitDiff;
+                }
+                var bytes = SaeSharp.Plots.HeatmapPlot.Render(grid, $"Direct logit attribution of each head: {what}",
+                    "layer", "head", "logit difference");
+                SaeSharp.IO.AtomicFile.Write(pngFile, s => s.Write(bytes));
+                Console.WriteLine($"wrote {pngFile}");
+            }
             if (parse.GetValue(json) is { } path)
             {
                 static System.Text.Json.Nodes.JsonObject Map(IEnumerable<SaeSharp.Analysis.LogitComponent> cs)

@@ -224,6 +224,11 @@ public class HeadAblationTests : ModelTestBase
             "--ablate-head", "L0H2");
         Assert.True(attrs == 0, attrsErr);
         Assert.Contains("the run with L0H2 zero-ablated", attrsOut);
+        (attrs, attrsOut, attrsErr) = SaeSharp.Tests.Cli.CliRunner.Run("model", "logit-attrs", "--model", dir, "--prompt", "Hello world", "--answer", " world, there",
+            "--png", Sub("dla.png"));
+        Assert.True(attrs == 0, attrsErr);
+        Assert.Contains($"wrote {Sub("dla.png")}", attrsOut);
+        Assert.Equal([0x89, (byte)'P', (byte)'N', (byte)'G'], File.ReadAllBytes(Sub("dla.png")).Take(4));
     }
 
     [Fact]
