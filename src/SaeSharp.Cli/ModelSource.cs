@@ -10,6 +10,29 @@ internal static class ModelSource
     /// <summary><c>builtin</c>: the shipped model; a local folder as is; otherwise config, weights and tokenizer files from the hub cache (downloading what is missing).</summary>
     public static string Resolve(string model) => Pipelines.ModelPipeline.ResolveModelFolder(model);
 
+    private static readonly Dictionary<(string, string), string> Resolved = [];
+
+    /// <summary>The folder of <paramref name="model"/> at <paramref name="revision"/> (null: main), resolved once per process.</summary>
+    public static string Resolve(string model, string? revision)
+    {
+        if (revision is null) return Resolve(model);
+        if (!Resolved.TryGetValue((model, revision), out var folder))
+            Resolved[(model, revision)] = folder = Pipelines.ModelPipeline.ResolveModelFolder(model, revision);
+        return folder;
+    }
+
+    /// <summary><c>--revision</c>: a branch, tag or commit of the <c>--model</c> repo.</summary>
+    public static System.CommandLine.Option<string?> RevisionOption() => new("--revision")
+    {
+        Description = "A branch, tag or commit of the --model repo on the Hugging Face hub (Pythia's training checkpoints: step1000, ...; default main), " +
+                      "as TransformerLens's checkpoint_value",
+    };
+
+    /// <summary>The <c>--model</c> argument, or with <c>--revision</c> the folder of that revision (so that every later
+    /// <see cref="Resolve(string)"/> of it loads that revision).</summary>
+    public static string ModelAt(System.CommandLine.ParseResult parse, System.CommandLine.Option<string> model, System.CommandLine.Option<string?> revision) =>
+        parse.GetValue(revision) is { } r ? Resolve(parse.GetValue(model)!, r) : parse.GetValue(model)!;
+
     public static HookedTransformer LoadModel(string model) => ModelLoader.FromPretrained(Resolve(model));
 
     /// <summary>Loads with the weights held in <paramref name="dtype"/> (a <c>--dtype</c> value, see <see cref="ModelLoader.ParseDtype"/>).</summary>

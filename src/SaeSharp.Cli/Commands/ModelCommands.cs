@@ -148,19 +148,35 @@ internal static class ModelCommands
         }
     }
 
-    /// <summary><c>--ablate-head L.H</c> (repeatable) and <c>--ablate-head-mode zero|mean</c> of <c>sae model run</c> and
-    /// <c>sae model logit-attrs</c>: TransformerLens's head ablation hooks (<see cref="HeadAblation"/>).</summary>
+    /// <summary><c>--ablate-head L.H</c> (repeatable), <c>--ablate-head-mode zero|mean</c>, <c>--ablate-positions</c> and the
+    /// reference set of a mean (<c>--mean-over</c>, <c>--mean-prompt</c>) of <c>sae model run</c> and <c>sae model logit-attrs</c>:
+    /// TransformerLens's head ablation hooks (<see cref="HeadAblation"/>).</summary>
     internal sealed class HeadAblationOptions
     {
         public readonly Option<string[]> Heads = new("--ablate-head")
         {
-            Description = "LAYER.HEAD (e.g. 0.8, or L0H8): replace this head's hook_z at every position (repeatable; a head named twice counts once), as TransformerLens's head ablation hook",
+            Description = "LAYER.HEAD (e.g. 0.8, or L0H8): replace this head's hook_z (at every position, or at --ablate-positions; repeatable; a head named twice counts once), " +
+                          "as TransformerLens's head ablation hook",
             AllowMultipleArgumentsPerToken = false,
         };
         public readonly Option<string> Mode = new("--ablate-head-mode")
         {
-            Description = "zero, or mean (the head's own mean over the run's rows and positions)",
+            Description = "zero, or mean (the head's mean z: over the run's own rows and positions, or over --mean-over / --mean-prompt)",
             DefaultValueFactory = _ => "zero",
+        };
+        public readonly Option<string?> Positions = new("--ablate-positions")
+        {
+            Description = "Comma-separated positions where --ablate-head ablates, negative ones from the end (-1 the last token, as TransformerLens's " +
+                          "Exploratory Analysis Demo); default: every position",
+        };
+        public readonly Option<string?> MeanOver = new("--mean-over")
+        {
+            Description = "--ablate-head-mode mean: the head's mean z over the tokens [batch, seq] of this safetensors file (as --input), in the model's own run (no --sae), not over the run itself",
+        };
+        public readonly Option<string[]> MeanPrompts = new("--mean-prompt")
+        {
+            Description = "--ablate-head-mode mean: the head's mean z over this prompt's tokens (repeatable; with --mean-over too), not over the run itself",
+            AllowMultipleArgumentsPerToken = false,
         };
 
         public HeadAblationOptions() => Mode.AcceptOnlyFromAmong("zero", "mean");
@@ -169,25 +185,71 @@ internal static class ModelCommands
         {
             c.Options.Add(Heads);
             c.Options.Add(Mode);
+            c.Options.Add(Positions);
+            c.Options.Add(MeanOver);
+            c.Options.Add(MeanPrompts);
         }
 
-        /// <summary>Whether any head is ablated; refuses <c>--ablate-head-mode</c> without one.</summary>
+        /// <summary>Whether any head is ablated; refuses the other options without one, and a reference set without mean ablation.</summary>
         public bool Given(ParseResult parse)
         {
             bool any = (parse.GetValue(Heads)?.Length ?? 0) > 0;
-            if (!any) Cli.RefuseGiven(parse, "how --ablate-head ablates its heads; give --ablate-head", Mode);
+            if (!any) Cli.RefuseGiven(parse, "how and where --ablate-head ablates its heads; give --ablate-head", Mode, Positions, MeanOver, MeanPrompts);
+            else if (parse.GetValue(Mode) != "mean") Cli.RefuseGiven(parse, "the reference set of a mean ablation; give --ablate-head-mode mean", MeanOver, MeanPrompts);
             return any;
         }
 
-        /// <summary>The heads of the command line (parsed, so that a typo fails before the model loads).</summary>
-        public List<AttentionHead> Parse(ParseResult parse) => (parse.GetValue(Heads) ?? []).Select(h => AttentionHead.Parse(h, "--ablate-head")).ToList();
+        /// <summary>The heads of the command line (parsed, so that a typo fails before the model loads), and the positions.</summary>
+        public List<AttentionHead> Parse(ParseResult parse)
+        {
+            ParsedPositions(parse);
+            return (parse.GetValue(Heads) ?? []).Select(h => AttentionHead.Parse(h, "--ablate-head")).ToList();
+        }
 
-        /// <summary>The ablation hooks for <paramref name="model"/> (heads checked against it), or null when no head is ablated.</summary>
-        public (string Name, Func<Tensor, Tensor?> Fn)[]? Hooks(ParseResult parse, HookedTransformer model) => !Given(parse) ? null
-            : HeadAblation.Hooks(model, Parse(parse), parse.GetValue(Mode) == "mean" ? HeadAblationKind.Mean : HeadAblationKind.Zero, "--ablate-head");
+        private long[]? ParsedPositions(ParseResult parse)
+        {
+            if (parse.GetValue(Positions) is not { } text) return null;
+            var parts = text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+            var at = new List<long>();
+            foreach (var part in parts)
+                at.Add(InterventionCommands.TryParsePosition(part, out long q) ? q
+                    : throw new SaeSharpException($"--ablate-positions '{text}': expected comma-separated integers (negative ones count from the end, -1 the last token), e.g. 0,-1"));
+            return at.Count == 0 ? throw new SaeSharpException($"--ablate-positions '{text}': give at least one position") : [.. at.Distinct()];
+        }
 
-        /// <summary>"L0H8 zero-ablated" for the heads given.</summary>
-        public string Describe(ParseResult parse) => $"{string.Join(", ", Parse(parse).Distinct())} {parse.GetValue(Mode)}-ablated";
+        /// <summary>The ablation hooks for <paramref name="model"/> (heads checked against it), or null when no head is ablated. A
+        /// reference mean is computed here (run with <paramref name="modelHooks"/>, prompts with BOS unless <paramref name="bos"/> is
+        /// false); its tensors belong to the current dispose scope.</summary>
+        public (string Name, Func<Tensor, Tensor?> Fn)[]? Hooks(ParseResult parse, HookedTransformer model, bool bos = true,
+            IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? modelHooks = null)
+        {
+            if (!Given(parse)) return null;
+            var heads = Parse(parse);
+            var kind = parse.GetValue(Mode) == "mean" ? HeadAblationKind.Mean : HeadAblationKind.Zero;
+            Dictionary<AttentionHead, Tensor>? reference = null;
+            if (Reference(parse))
+            {
+                var tokens = new List<Tensor>();
+                if (parse.GetValue(MeanOver) is { } file) tokens.Add(InterventionCommands.ReadTokens(file));
+                tokens.AddRange((parse.GetValue(MeanPrompts) ?? []).Select(t => PromptTokens(model, t, bos, "--mean-prompt")));
+                var detached = HeadAblation.MeanZ(model, heads, tokens, modelHooks, "--ablate-head");
+                reference = detached.ToDictionary(kv => kv.Key, kv => { var kept = kv.Value.clone(); kv.Value.Dispose(); return kept; });
+            }
+            return HeadAblation.Hooks(model, heads, kind, "--ablate-head", ParsedPositions(parse), reference);
+        }
+
+        private bool Reference(ParseResult parse) => parse.GetValue(MeanOver) is not null || (parse.GetValue(MeanPrompts)?.Length ?? 0) > 0;
+
+        /// <summary>"L0H8 zero-ablated (hook_z at every position)" for the heads given, where and over what.</summary>
+        public string Describe(ParseResult parse)
+        {
+            var over = new List<string>();
+            if (parse.GetValue(MeanOver) is { } f) over.Add(f);
+            int prompts = parse.GetValue(MeanPrompts)?.Length ?? 0;
+            if (prompts > 0) over.Add($"{prompts} --mean-prompt{(prompts == 1 ? "" : "s")}");
+            string where = parse.GetValue(Positions) is { } p ? $"hook_z at positions {string.Join(",", ParsedPositions(parse)!)}" : "hook_z at every position";
+            return $"{string.Join(", ", Parse(parse).Distinct())} {parse.GetValue(Mode)}-ablated ({where}{(over.Count > 0 ? $"; mean over {string.Join(" and ", over)}" : "")})";
+        }
     }
 
     public static Command Create()
@@ -204,12 +266,14 @@ internal static class ModelCommands
         command.Subcommands.Add(HeadScoresCommand());
         command.Subcommands.Add(Attention());
         command.Subcommands.Add(Circuits());
+        command.Subcommands.Add(InductionLossCommand());
         return command;
     }
 
     private static Command Run()
     {
         var model = ModelOption();
+        var revision = ModelSource.RevisionOption();
         var input = new Option<string?>("--input") { Description = "safetensors file holding an int64 tensor 'tokens' [batch, seq]" };
         var prompt = new Option<string[]>("--prompt")
         {
@@ -254,6 +318,7 @@ internal static class ModelCommands
         edits.AddTo(command);
         var sampling = new SamplingOptions();
         sampling.AddTo(command);
+        command.Options.Add(revision);
         Cli.SetAction(command, parse =>
         {
             edits.RefuseUnqualified(parse);
@@ -262,7 +327,8 @@ internal static class ModelCommands
             int? repeatedLength = parse.GetValue(repeated);
             if (ablated)
             {
-                if (edits.Given(parse)) throw new SaeSharpException("--ablate-head runs the model alone: give it without --sae (and its --steer, --clamp, --ablate)");
+                if (parse.GetValue(edits.Sae)?.Any(SaeSharp.Interop.CrossCoderFormat.IsCrossCoderPath) == true)
+                    throw new SaeSharpException("--ablate-head runs the model alone or with SAEs spliced; with a crosscoder (--sae CROSSCODER) it is not done");
                 headAblation.Parse(parse);
                 if (metricSpecs.Length == 0) metricSpecs = ["loss"];   // Main Demo cell 31: the loss before and after
                 if (parse.GetValue(generate) > 0) throw new SaeSharpException("--generate continues a prompt with --sae spliced; with --ablate-head it is not done");
@@ -284,9 +350,9 @@ internal static class ModelCommands
             else if (texts.Length > 0) Cli.RefuseGiven(parse, "the tokens come from --prompt; give one of --prompt and --input", input);
             else if (parse.GetValue(input) is null) throw new SaeSharpException("give --input (a safetensors file of token ids), --prompt (text) or --repeated-random N");
             else Cli.RefuseGiven(parse, "for a --prompt's tokens; --input's token ids are used as they are", noBos);
-            var promptTokenizer = texts.Length == 0 ? null : Tokenizer.FromFolder(ModelSource.Resolve(parse.GetValue(model)!));
+            var promptTokenizer = texts.Length == 0 ? null : Tokenizer.FromFolder(ModelSource.Resolve(ModelSource.ModelAt(parse, model, revision)));
             var prompts = repeatedLength is int n
-                ? [SaeSharp.Analysis.RepeatedRandomTokens.ForVocabulary(parse.GetValue(batch), n, VocabularySize(parse.GetValue(model)!), parse.GetValue(sampling.Seed) ?? 0)]
+                ? [SaeSharp.Analysis.RepeatedRandomTokens.ForVocabulary(parse.GetValue(batch), n, VocabularySize(ModelSource.ModelAt(parse, model, revision)), parse.GetValue(sampling.Seed) ?? 0)]
                 : texts.Length == 0 ? [InterventionCommands.ReadTokens(parse.GetValue(input)!)]
                 : texts.Select(t => InterventionCommands.PromptTokens(promptTokenizer!, t, !parse.GetValue(noBos))).ToList();
             // A next-token loss needs 2 tokens: a prompt of BOS alone is named before any run.
@@ -302,16 +368,16 @@ internal static class ModelCommands
                 var rows = prompts[0];
                 prompts = Enumerable.Range(0, (int)rows.shape[0]).Select(r => rows.narrow(0, r, 1).clone()).ToList();
                 rows.Dispose();
-                var rowTokenizer = Tokenizer.FromFolder(ModelSource.Resolve(parse.GetValue(model)!));
+                var rowTokenizer = Tokenizer.FromFolder(ModelSource.Resolve(ModelSource.ModelAt(parse, model, revision)));
                 generation = new GenerationRequest(newTokens, sampling, parse,
                     prompts.Select(t => DecodeShowingUnknownIds(rowTokenizer, t[0].data<long>().Select(v => (int)v).ToList())).ToArray(), "row");
             }
             var hookArg = parse.GetValue(hooks);
-            var metrics = MetricsPerPrompt(metricSpecs, prompts, parse.GetValue(model)!, promptTokenizer);
+            var metrics = MetricsPerPrompt(metricSpecs, prompts, ModelSource.ModelAt(parse, model, revision), promptTokenizer);
             if (parse.GetValue(edits.Sae)?.FirstOrDefault(SaeSharp.Interop.CrossCoderFormat.IsCrossCoderPath) is string ccPath)
             {
                 Cli.RefuseGiven(parse, "for a model run with SAEs; a crosscoder run saves its logits with --out", metric, lossPerPosition);
-                return CrossCoderCli.ModelRun(parse, edits, ccPath, ModelSource.Resolve(parse.GetValue(model)!),
+                return CrossCoderCli.ModelRun(parse, edits, ccPath, ModelSource.Resolve(ModelSource.ModelAt(parse, model, revision)),
                     parse.GetValue(diffModel) is { } dm ? ModelSource.Resolve(dm) : null, parse.GetValue(slot), parse.GetValue(dtype)!,
                     prompts, texts.Length > 0, hookArg, parse.GetValue(output)!, generation);
             }
@@ -322,7 +388,7 @@ internal static class ModelCommands
                 if ((parse.GetValue(edits.Sae)?.Length ?? 0) == 0)
                     throw new SaeSharpException("--generate continues the prompt clean and with --sae spliced, side by side: give --sae (a plain continuation: sae model generate)");
                 // Before anything is written: the continuations are shown as text.
-                generationTokenizer = Tokenizer.FromFolder(ModelSource.Resolve(parse.GetValue(model)!));
+                generationTokenizer = Tokenizer.FromFolder(ModelSource.Resolve(ModelSource.ModelAt(parse, model, revision)));
             }
             var saes = new List<SaeSharp.Saes.Sae>();
             var runs = new List<SavedRun>();
@@ -331,7 +397,7 @@ internal static class ModelCommands
                 var paths = parse.GetValue(edits.Sae) ?? [];
                 foreach (var p in paths) saes.Add(InterventionCommands.LoadSae(p));
                 // With --sae, the model as the SAEs' cfgs record it (weight processing, and dtype unless --dtype is given), as sae eval --model runs it.
-                var folder = ModelSource.Resolve(parse.GetValue(model)!);
+                var folder = ModelSource.Resolve(ModelSource.ModelAt(parse, model, revision));
                 using var pm = ModelForSae.Load(folder, ModelForSae.SharedOptions(saes.Select(s => s.Cfg)),
                     saes.Count == 0 || parse.GetResult(dtype) is { Implicit: false } ? ModelLoader.ParseDtype(parse.GetValue(dtype)!, folder)
                         : ModelForSae.SharedDtype(saes, paths));
@@ -339,7 +405,7 @@ internal static class ModelCommands
                 var notes = new List<string>();
                 string? spliced = null;
                 var (metricClean, metricEdited) = (new List<double>(), new List<double>());
-                var ablationHooks = headAblation.Hooks(parse, m);
+                var ablationHooks = headAblation.Hooks(parse, m, texts.Length == 0 || !parse.GetValue(noBos), pm.Hooks);
                 var positionLosses = new List<(double[] Clean, double[]? Ablated)>();
                 for (int i = 0; i < prompts.Count; i++)
                 {
@@ -348,7 +414,9 @@ internal static class ModelCommands
                     if (PastContextNote(m, tokens.shape[1]) is { } past) notes.Add($"{(prompts.Count == 1 ? "" : $"run {i}: ")}{past}");
                     if (edits.Given(parse))
                     {
-                        var (hooked, list) = edits.Build(parse, m, tokens, saes, pm.Hooks, newTokens, generation.PromptName(i));
+                        // With --ablate-head the heads are ablated in the run with the SAEs spliced (after the weight processing's hooks).
+                        var (hooked, list) = edits.Build(parse, m, tokens, saes, ablationHooks is null ? pm.Hooks : [.. pm.Hooks, .. ablationHooks], newTokens,
+                            generation.PromptName(i));
                         var names = hookArg is null ? [] : hooked.SelectHooks(hookArg);
                         // The saved run covers the prompt only: steering at positions of new tokens steers the continuation alone.
                         var (logits, cache) = hooked.RunWithCache(tokens, names, PromptEdits(list, tokens.shape[1]));
@@ -386,14 +454,14 @@ internal static class ModelCommands
                             positionLosses.Add((TokenLosses.LossByPosition(clean ?? logits!, tokens), clean is null ? null : TokenLosses.LossByPosition(logits!, tokens)));
                     }
                 }
-                string editedHeading = ablated ? "ablated" : edits.Edits(parse) ? "edited" : "spliced";
-                if (ablated) Console.WriteLine($"{headAblation.Describe(parse)} (hook_z at every position)");
+                string editedHeading = (ablated && edits.Given(parse) ? "SAE+" : "") + (ablated ? "ablated" : edits.Edits(parse) ? "edited" : "spliced");
+                if (ablated) Console.WriteLine(headAblation.Describe(parse));
                 if (metrics is not null)
                     WriteMetricPerPrompt(metrics, texts.Length > 0 ? texts : null, metricClean, edits.Given(parse) || ablated ? metricEdited : null,
-                        editedHeading, promptTokenizer ?? MetricTokenizer(parse.GetValue(model)!));
+                        editedHeading, promptTokenizer ?? MetricTokenizer(ModelSource.ModelAt(parse, model, revision)));
                 for (int i = 0; i < positionLosses.Count; i++)
                     WriteLossPerPosition(positionLosses[i], editedHeading, prompts[i], prompts.Count > 1 ? generation.PromptName(i) : null, repeatedLength,
-                        promptTokenizer ?? MetricTokenizer(parse.GetValue(model)!));
+                        promptTokenizer ?? MetricTokenizer(ModelSource.ModelAt(parse, model, revision)));
                 if (spliced is not null) Console.WriteLine($"{spliced} of {ModelLoader.NameOf(folder)}");
                 if (parse.GetValue(output) is { } outPath) SaveRuns(outPath, runs);
                 generation.WriteContinuations(runs, ModelLoader.NameOf(folder));
@@ -840,6 +908,7 @@ internal static class ModelCommands
     private static Command LogitAttrs()
     {
         var model = ModelOption();
+        var revision = ModelSource.RevisionOption();
         var prompt = new Option<string[]>("--prompt") { Description = "Prompt text (repeatable; each is run on its own, so lengths may differ)", Required = true };
         var answer = new Option<string[]>("--answer")
         {
@@ -859,8 +928,11 @@ internal static class ModelCommands
         var command = new Command("logit-attrs", "TransformerLens's direct logit attribution of a logit difference: the logit lens of the accumulated residual " +
                                                  "stream, each layer's output and each head's (cache.accumulated_resid, decompose_resid, stack_head_results)")
             { model, prompt, answer, noBos, topHeads, json, recompute, dtype };
+        var png = new Option<string?>("--png") { Description = "Write a layer × head heatmap of every head's logit difference (stack_head_results) to this PNG" };
+        command.Options.Add(png);
         var headAblation = new HeadAblationOptions();
         headAblation.AddTo(command);
+        command.Options.Add(revision);
         Cli.SetAction(command, parse =>
         {
             if (headAblation.Given(parse)) headAblation.Parse(parse);
@@ -869,7 +941,8 @@ internal static class ModelCommands
             if (pairs.Length != 1 && pairs.Length != texts.Length)
                 throw new SaeSharpException($"--answer: {pairs.Length} given for {texts.Length} prompts (give one for all, or one per prompt)");
             if (parse.GetValue(json) is { } j) OutputGuard.RefuseBadOutputFile("--json", j, new CommandInput("--model", parse.GetValue(model)!, InputKind.Folder));
-            using var m = ModelSource.LoadModel(parse.GetValue(model)!, parse.GetValue(dtype)!);
+            if (parse.GetValue(png) is { } pngPath) OutputGuard.RefuseBadOutputFile("--png", pngPath, new CommandInput("--model", parse.GetValue(model)!, InputKind.Folder));
+            using var m = ModelSource.LoadModel(ModelSource.ModelAt(parse, model, revision), parse.GetValue(dtype)!);
             var tok = m.Tokenizer;
             (long, long) Pair(string spec)
             {
@@ -886,10 +959,10 @@ internal static class ModelCommands
             using var scope = NewDisposeScope();
             bool bos = !parse.GetValue(noBos);
             var tokens = texts.Select(t => PromptTokens(m, t, bos, "--prompt")).ToList();
-            var ablation = headAblation.Hooks(parse, m);
+            var ablation = headAblation.Hooks(parse, m, bos);
             bool recomputeLn = parse.GetValue(recompute);
             var r = SaeSharp.Analysis.LogitAttribution.Run(m, tokens, answers, ablation, recomputeLn);
-            if (ablation is not null) Console.WriteLine($"the run with {headAblation.Describe(parse)} (hook_z at every position):");
+            if (ablation is not null) Console.WriteLine($"the run with {headAblation.Describe(parse)}:");
             string Tok(long id) => Analysis.DashboardWriter.Quote(tok.TokenText((int)id));
             var distinct = answers.Distinct().ToList();
             string what = distinct.Count == 1 ? $"logit({Tok(distinct[0].Item1)}) − logit({Tok(distinct[0].Item2)})" : "logit(A) − logit(B)";
@@ -900,6 +973,19 @@ internal static class ModelCommands
             WriteLogitComponents("Each layer's output (cache.decompose_resid); they sum to final_post", "component", r.PerLayer);
             var heads = r.PerHead.OrderByDescending(h => Math.Abs(h.LogitDiff)).Take(parse.GetValue(topHeads)).ToList();
             WriteLogitComponents($"Heads (cache.stack_head_results), {heads.Count} of {r.PerHead.Count} by |logit diff|", "head", heads);
+            if (parse.GetValue(png) is { } pngFile)
+            {
+                var grid = new double[m.Config.NLayers, m.Config.NHeads];
+                foreach (var h in r.PerHead)
+                {
+                    var at = AttentionHead.Parse(h.Label);
+                    grid[at.Layer, at.Head] = h.LogitDiff;
+                }
+                var bytes = SaeSharp.Plots.HeatmapPlot.Render(grid, $"Direct logit attribution of each head: {what}",
+                    "layer", "head", "logit difference");
+                SaeSharp.IO.AtomicFile.Write(pngFile, s => s.Write(bytes));
+                Console.WriteLine($"wrote {pngFile}");
+            }
             if (parse.GetValue(json) is { } path)
             {
                 static System.Text.Json.Nodes.JsonObject Map(IEnumerable<SaeSharp.Analysis.LogitComponent> cs)
@@ -921,9 +1007,123 @@ internal static class ModelCommands
         return command;
     }
 
+    /// <summary><c>sae model induction-loss</c>: TransformerLens's <c>evals.induction_loss</c> (<see cref="SaeSharp.Analysis.InductionLoss"/>),
+    /// of one model or of several revisions of it on the same tokens (the Main Demo's checkpoint table).</summary>
+    private static Command InductionLossCommand()
+    {
+        var model = ModelOption();
+        var revisions = new Option<string[]>("--revision")
+        {
+            Description = "A branch, tag or commit of the --model repo (repeatable: one row each, on the same tokens; Pythia's checkpoints step1000, ...); default main",
+            AllowMultipleArgumentsPerToken = false,
+        };
+        var batch = new Option<int>("--batch") { Description = "Rows (TransformerLens batch_size)", DefaultValueFactory = _ => 4 }.Positive();
+        var subseq = new Option<int>("--subseq-len") { Description = "Random ids per copy (TransformerLens subseq_len)", DefaultValueFactory = _ => 384 }.Positive();
+        var noBos = new Option<bool>("--no-prepend-bos") { Description = "Keep each row's first random id (TransformerLens prepend_bos=False); by default it is replaced by BOS" };
+        var seed = new Option<ulong>("--seed") { Description = "Seed of the random tokens (torch.manual_seed)", DefaultValueFactory = _ => 0 };
+        var dtype = ModelSource.DtypeOption();
+        var command = new Command("induction-loss", "TransformerLens's evals.induction_loss: the mean next-token loss on the second copy of random ids repeated " +
+                                                    "twice (low when the model has induction heads), per --revision")
+            { model, revisions, batch, subseq, noBos, seed, dtype };
+        Cli.SetAction(command, parse =>
+        {
+            int b = parse.GetValue(batch), n = parse.GetValue(subseq);
+            if (n < 2) throw new SaeSharpException($"--subseq-len {n}: the loss on the second copy needs at least 2 ids per copy");
+            string?[] revs = parse.GetValue(revisions) is { Length: > 0 } r ? [.. r.Distinct()] : [(string?)null];
+            // Every revision resolved (downloaded) before the first runs, so that an unknown one fails at once.
+            var folders = revs.Select(rev => ModelSource.Resolve(parse.GetValue(model)!, rev)).ToList();
+            bool bos = !parse.GetValue(noBos);
+            var rows = new List<IReadOnlyList<string>>();
+            string? range = null;
+            for (int i = 0; i < revs.Length; i++)
+            {
+                using var m = ModelLoader.FromPretrained(folders[i], ModelLoader.ParseDtype(parse.GetValue(dtype)!, folders[i]));
+                range ??= m.Config.DVocab >= 20000 ? "[100, 20000)" : $"[0, {m.Config.DVocab})";
+                double loss = SaeSharp.Analysis.InductionLoss.Run(m, b, n, bos, parse.GetValue(seed));
+                rows.Add([revs[i] ?? "main", Cli.Fixed(loss, 4)]);
+            }
+            Cli.WriteColumns($"induction loss of {parse.GetValue(model)}: {b} × {n} random ids in {range} repeated twice (seed {parse.GetValue(seed)}" +
+                $"{(bos ? ", BOS first" : "")}), mean loss on the second copy", [new Column("revision"), new Column("loss", Right: true)], rows);
+            return 0;
+        });
+        return command;
+    }
+
+    private static Command Patch()
+    {
+        var model = ModelOption();
+        var clean = new Option<string>("--clean") { Description = "The clean prompt, whose activations are patched in", Required = true };
+        var corrupted = new Option<string>("--corrupted") { Description = "The corrupted prompt, run with one clean activation at a time (as many tokens as --clean)", Required = true };
+        var metric = new Option<string>("--metric")
+        {
+            Description = "logit-diff:A,B (logit A − logit B at the last token), logit:A or loss; A and B single tokens as written or token ids",
+            Required = true,
+        };
+        var act = new Option<string>("--act")
+        {
+            Description = "resid_pre, attn_out or mlp_out (per layer and position), or z, v or pattern (each head's hook_z, hook_v or hook_pattern over every position)",
+            DefaultValueFactory = _ => "resid_pre",
+        };
+        act.AcceptOnlyFromAmong("resid_pre", "attn_out", "mlp_out", "z", "v", "pattern");
+        var noBos = new Option<bool>("--no-prepend-bos") { Description = "Do not start the prompts with BOS" };
+        var dtype = ModelSource.DtypeOption();
+        var command = new Command("patch", "TransformerLens's activation patching: the metric of the corrupted prompt with one activation (layer × position, " +
+                                           "or layer × head) taken from the clean prompt, as (patched − corrupted) / (clean − corrupted)")
+            { model, clean, corrupted, metric, act, noBos, dtype };
+        Cli.SetAction(command, parse =>
+        {
+            using var m = ModelSource.LoadModel(parse.GetValue(model)!, parse.GetValue(dtype)!);
+            var tok = m.Tokenizer;
+            var spec = SaeSharp.Interventions.AttributionMetric.Parse(parse.GetValue(metric)!, s => InterventionCommands.SingleToken(tok, s, "--metric"));
+            bool bos = !parse.GetValue(noBos);
+            using var scope = NewDisposeScope();
+            var cleanTokens = PromptTokens(m, parse.GetValue(clean)!, bos, "--clean");
+            var corruptedTokens = PromptTokens(m, parse.GetValue(corrupted)!, bos, "--corrupted");
+            if (cleanTokens.shape[1] != corruptedTokens.shape[1])
+                throw new SaeSharpException($"--corrupted has {corruptedTokens.shape[1]} tokens and --clean {cleanTokens.shape[1]}: patching needs prompts of the same length");
+            if (spec.Kind == SaeSharp.Interventions.AttributionMetricKind.Loss)
+                InterventionCommands.RefuseFewerThanTwoTokens("--clean", [parse.GetValue(clean)!], [cleanTokens], "--metric loss");
+            var kind = parse.GetValue(act) switch
+            {
+                "attn_out" => SaeSharp.Interventions.PatchedActivation.AttnOut,
+                "mlp_out" => SaeSharp.Interventions.PatchedActivation.MlpOut,
+                "z" => SaeSharp.Interventions.PatchedActivation.HeadZ,
+                "v" => SaeSharp.Interventions.PatchedActivation.HeadV,
+                "pattern" => SaeSharp.Interventions.PatchedActivation.HeadPattern,
+                _ => SaeSharp.Interventions.PatchedActivation.ResidPre,
+            };
+            var r = SaeSharp.Interventions.ActivationPatching.Run(m, cleanTokens, corruptedTokens, kind, spec);
+            Console.WriteLine($"metric {parse.GetValue(metric)}: clean {Cli.Fixed(r.Clean, 3)}, corrupted {Cli.Fixed(r.Corrupted, 3)}");
+            bool raw = Math.Abs(r.Clean - r.Corrupted) < 1e-9;
+            string Value(int row, int col) => Cli.Fixed(raw ? r.Patched[row, col] : r.Normalized(row, col), 2);
+            int layers = r.Patched.GetLength(0), cols = r.Patched.GetLength(1);
+            string what = raw ? "patched metric (clean and corrupted are equal)" : "(patched − corrupted) / (clean − corrupted)";
+            var layerColumns = Enumerable.Range(0, layers).Select(l => new Column($"L{l}", Right: true));
+            if (SaeSharp.Interventions.ActivationPatching.IsPerHead(kind))
+            {
+                // A grouped-query model's hook_v has one slice per key/value head, which several query heads share.
+                bool kv = kind == SaeSharp.Interventions.PatchedActivation.HeadV && m.Config.NKvHeads < m.Config.NHeads;
+                Cli.WriteColumns($"hook_{parse.GetValue(act)} of each {(kv ? "key/value " : "")}head, {what}", [new Column("layer"), .. Enumerable.Range(0, cols).Select(h => new Column($"{(kv ? "KV" : "H")}{h}", Right: true))],
+                    Enumerable.Range(0, layers).Select(l => (IReadOnlyList<string>)[$"L{l}", .. Enumerable.Range(0, cols).Select(h => Value(l, h))]));
+            }
+            else
+            {
+                var strTokens = m.ToStringTokens(cleanTokens);
+                var corruptedStr = m.ToStringTokens(corruptedTokens);
+                Cli.WriteColumns($"hook_{parse.GetValue(act)} at each position, {what}", [new Column("pos"), new Column("token (clean/corrupted)"), .. layerColumns],
+                    Enumerable.Range(0, cols).Select(p => (IReadOnlyList<string>)[p.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                        strTokens[p] == corruptedStr[p] ? Analysis.DashboardWriter.Quote(strTokens[p]) : $"{Analysis.DashboardWriter.Quote(strTokens[p])}/{Analysis.DashboardWriter.Quote(corruptedStr[p])}",
+                        .. Enumerable.Range(0, layers).Select(l => Value(l, p))]));
+            }
+            return 0;
+        });
+        return command;
+    }
+
     private static Command HeadScoresCommand()
     {
         var model = ModelOption();
+        var revision = ModelSource.RevisionOption();
         var prompt = new Option<string[]>("--prompt") { Description = "Prompt text (repeatable; scores averaged over the prompts, as detect_head of a list)" };
         var repeated = new Option<int?>("--repeated-random")
         {
@@ -952,6 +1152,7 @@ internal static class ModelCommands
         var command = new Command("head-scores", "TransformerLens's head detector: the previous-token, duplicate-token and induction score of every head " +
                                                  "(detect_head on prompts, or the demos' stripe means on repeated random tokens)")
             { model, prompt, repeated, batch, seed, range, measure, excludeBos, excludeCurrent, noBos, top, json, dtype };
+        command.Options.Add(revision);
         Cli.SetAction(command, parse =>
         {
             var texts = parse.GetValue(prompt) ?? [];
@@ -962,7 +1163,7 @@ internal static class ModelCommands
             else Cli.RefuseGiven(parse, "detect_head on prompts; give --prompt (--repeated-random scores the stripes of its repeated tokens)",
                 measure, excludeBos, excludeCurrent, noBos);
             if (parse.GetValue(json) is { } j) OutputGuard.RefuseBadOutputFile("--json", j, new CommandInput("--model", parse.GetValue(model)!, InputKind.Folder));
-            using var m = ModelSource.LoadModel(parse.GetValue(model)!, parse.GetValue(dtype)!);
+            using var m = ModelSource.LoadModel(ModelSource.ModelAt(parse, model, revision), parse.GetValue(dtype)!);
             using var scope = NewDisposeScope();
             SaeSharp.Analysis.HeadScores scores;
             string source;
@@ -1009,6 +1210,7 @@ internal static class ModelCommands
     private static Command Circuits()
     {
         var model = ModelOption();
+        var revision = ModelSource.RevisionOption();
         var layer = new Option<int[]>("--layer") { Description = "Score only these layers (repeatable; default every layer)" };
         var tokens = new Option<int>("--tokens")
         {
@@ -1025,10 +1227,11 @@ internal static class ModelCommands
         var command = new Command("circuits", "The OV circuit of every head as TransformerLens's Main Demo scores it (model.OV, FactoredMatrix): the " +
                                               "eigenvalue copying score of W_V·W_O and of the full circuit W_E·W_V·W_O·W_U, and the full circuit's top-1 accuracy")
             { model, layer, tokens, json, foldLn, dtype };
+        command.Options.Add(revision);
         Cli.SetAction(command, parse =>
         {
             if (parse.GetValue(json) is { } j) OutputGuard.RefuseBadOutputFile("--json", j, new CommandInput("--model", parse.GetValue(model)!, InputKind.Folder));
-            using var m = ModelSource.LoadModel(parse.GetValue(model)!, parse.GetValue(dtype)!);
+            using var m = ModelSource.LoadModel(ModelSource.ModelAt(parse, model, revision), parse.GetValue(dtype)!);
             var layers = parse.GetValue(layer) is { Length: > 0 } ls ? ls.Distinct().Order().ToList() : null;
             if (parse.GetValue(foldLn)) WeightProcessing.Apply(m, new WeightProcessingOptions { FoldLn = true });
             var r = SaeSharp.Analysis.AttentionCircuits.Scores(m, parse.GetValue(tokens), layers);
@@ -1061,6 +1264,7 @@ internal static class ModelCommands
     private static Command Attention()
     {
         var model = ModelOption();
+        var revision = ModelSource.RevisionOption();
         var prompt = new Option<string>("--prompt") { Description = "Prompt text", Required = true };
         var layer = new Option<int>("--layer") { Description = "The layer whose attention patterns are shown (blocks.L.attn.hook_pattern)", Required = true };
         var head = new Option<int[]>("--head") { Description = "Show only these heads (repeatable; default every head of the layer)" };
@@ -1070,11 +1274,12 @@ internal static class ModelCommands
         var command = new Command("attention", "An attention pattern page as circuitsvis draws them (attention_heads): a thumbnail per head, the picked " +
                                                "head's pattern with the tokens on both axes, and what a hovered token attends to or is attended by")
             { model, prompt, layer, head, html, noBos, dtype };
+        command.Options.Add(revision);
         Cli.SetAction(command, parse =>
         {
             string path = parse.GetValue(html)!;
             OutputGuard.RefuseBadOutputFile("--html", path, "attention.html", new CommandInput("--model", parse.GetValue(model)!, InputKind.Folder));
-            using var m = ModelSource.LoadModel(parse.GetValue(model)!, parse.GetValue(dtype)!);
+            using var m = ModelSource.LoadModel(ModelSource.ModelAt(parse, model, revision), parse.GetValue(dtype)!);
             using var scope = NewDisposeScope();
             var text = parse.GetValue(prompt)!;
             var tokens = PromptTokens(m, text, !parse.GetValue(noBos), "--prompt");

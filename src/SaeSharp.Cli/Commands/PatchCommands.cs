@@ -16,6 +16,7 @@ internal static class PatchCommands
     private sealed class PairOptions
     {
         public readonly Option<string> Model = ModelCommands.ModelOption();
+        public readonly Option<string?> Revision = ModelSource.RevisionOption();
         public readonly Option<string[]> Clean = new("--clean") { Description = "A clean prompt (repeatable: a batch of prompt pairs, the metric averaged over them)", Required = true };
         public readonly Option<string[]> Corrupted = new("--corrupted")
         {
@@ -32,7 +33,10 @@ internal static class PatchCommands
         public readonly Option<string> Dtype = ModelSource.DtypeOption();
         public readonly Option<string?> Json = new("--json") { Description = "Also write every value to this JSON file" };
 
-        public IEnumerable<Option> All => [Model, Clean, Corrupted, Metric, NoBos, Dtype, Json];
+        /// <summary><c>--model</c> at <c>--revision</c> (see <see cref="ModelSource.ModelAt"/>).</summary>
+        public string ModelAt(ParseResult parse) => ModelSource.ModelAt(parse, Model, Revision);
+
+        public IEnumerable<Option> All => [Model, Revision, Clean, Corrupted, Metric, NoBos, Dtype, Json];
 
         /// <summary>The pairs as [batch, pos] clean and corrupted tokens, and one metric for every pair or one per pair; refuses
         /// pairs whose prompts differ in length, or pairs of different lengths, naming them.</summary>
@@ -53,7 +57,7 @@ internal static class PatchCommands
                     throw new SaeSharpException($"pair {i + 1} has {cleanTokens[i].shape[1]} tokens and pair 1 {cleanTokens[0].shape[1]}: a batch of prompt pairs " +
                                                 "needs one token count (TransformerLens stacks them into one [batch, pos] tensor); run pairs of other lengths separately");
             }
-            var metrics = ModelCommands.MetricsPerPrompt(specs, cleanTokens, parse.GetValue(Model)!, m.Tokenizer)!;
+            var metrics = ModelCommands.MetricsPerPrompt(specs, cleanTokens, ModelAt(parse), m.Tokenizer)!;
             if (metrics.Any(s => s.Kind == AttributionMetricKind.Loss))
                 InterventionCommands.RefuseFewerThanTwoTokens("--clean", clean, cleanTokens, "--metric loss");
             return (cat(cleanTokens, 0), cat(corruptedTokens, 0), metrics);
@@ -104,7 +108,7 @@ internal static class PatchCommands
             bool positions = parse.GetValue(byPosition);
             if (positions && !ActivationPatching.IsPerHead(kind))
                 throw new SaeSharpException($"--by-position: --act {actName} is already patched one position at a time; give a head's activation (z, q, k, v or pattern)");
-            using var m = ModelSource.LoadModel(parse.GetValue(o.Model)!, parse.GetValue(o.Dtype)!);
+            using var m = ModelSource.LoadModel(o.ModelAt(parse), parse.GetValue(o.Dtype)!);
             using var scope = NewDisposeScope();
             var (cleanTokens, corruptedTokens, metrics) = o.Read(parse, m);
             long pairs = cleanTokens.shape[0];
@@ -203,7 +207,7 @@ internal static class PatchCommands
             var inputKind = parse.GetValue(input) switch { "k" => PathReceiverInput.K, "v" => PathReceiverInput.V, _ => PathReceiverInput.Q };
             if (receiverList is null && parse.GetResult(input) is { Implicit: false })
                 throw new SaeSharpException("--receiver-input: give --receiver heads too (without them the receiver is the final residual stream)");
-            using var m = ModelSource.LoadModel(parse.GetValue(o.Model)!, parse.GetValue(o.Dtype)!);
+            using var m = ModelSource.LoadModel(o.ModelAt(parse), parse.GetValue(o.Dtype)!);
             using var scope = NewDisposeScope();
             var (cleanTokens, corruptedTokens, metrics) = o.Read(parse, m);
             long pairs = cleanTokens.shape[0];
@@ -265,7 +269,8 @@ internal static class PatchCommands
         int layer = list[0].Layer;
         var inLayer = list.Where(c => c.Layer == layer).Select(c => c.Head).Distinct();
         Console.WriteLine("their attention:");
-        Console.WriteLine($"./sae model attention --model {Quote(parse.GetValue(o.Model)!)} --prompt {Quote(parse.GetValue(o.Clean)![0])} --layer {layer} " +
+        string revision = parse.GetValue(o.Revision) is { } r ? $" --revision {Quote(r)}" : "";
+        Console.WriteLine($"./sae model attention --model {Quote(parse.GetValue(o.Model)!)}{revision} --prompt {Quote(parse.GetValue(o.Clean)![0])} --layer {layer} " +
                           $"{string.Concat(inLayer.Select(h => $"--head {h} "))}--html L{layer}.html");
     }
 

@@ -16,9 +16,18 @@ namespace SaeSharp.Pipelines;
 public static class ModelPipeline
 {
     /// <summary>The local folder of a model named as <c>--model</c> takes it: <c>builtin</c> (the shipped model), a local
-    /// folder, or a Hugging Face repo id whose config, weights and tokenizer are in the hub cache or downloaded.</summary>
-    public static string ResolveModelFolder(string model) =>
-        BuiltinModel.IsBuiltin(model) ? BuiltinModel.Folder : HfHub.ResolveModel(model, ModelLoader.CheckSupported);
+    /// folder, or a Hugging Face repo id whose config, weights and tokenizer are in the hub cache or downloaded,
+    /// at <paramref name="revision"/> (a branch, tag or commit of a hub repo,
+    /// e.g. Pythia's training checkpoint <c>step1000</c>, as TransformerLens's <c>checkpoint_value</c> loads it); a revision other than
+    /// <c>main</c> of the builtin model or a local folder is an error naming both.</summary>
+    public static string ResolveModelFolder(string model, string revision = "main")
+    {
+        ArgumentNullException.ThrowIfNull(revision);
+        bool local = BuiltinModel.IsBuiltin(model) || Directory.Exists(model);
+        if (local && revision != "main")
+            throw new SaeSharpException($"revision '{revision}': '{model}' is {(BuiltinModel.IsBuiltin(model) ? "the builtin model" : "a local folder")}; a revision is of a Hugging Face model id");
+        return BuiltinModel.IsBuiltin(model) ? BuiltinModel.Folder : HfHub.ResolveModel(model, ModelLoader.CheckSupported, revision);
+    }
 
     /// <summary>Context windows of the dataset (SAELens tokenize-and-concatenate, or pre-tokenized rows); re-enumerable.
     /// <paramref name="disableConcatSequences"/> and <paramref name="sequenceSeparatorToken"/> (null: "bos") are SAELens's

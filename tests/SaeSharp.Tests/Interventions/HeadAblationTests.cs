@@ -80,6 +80,79 @@ public class HeadAblationTests : ModelTestBase
     }
 
     [Fact]
+    public void Ablating_at_the_last_position_leaves_earlier_positions_unchanged_and_changes_the_last()
+    {
+        using var model = Model(17);
+        using var tokens = Tokens();
+        using var clean = model.Forward(tokens);
+        var heads = new[] { new AttentionHead(0, 1) };
+        using var last = model.RunWithHooks(tokens, HeadAblation.Hooks(model, heads, HeadAblationKind.Zero, positions: [-1]));
+        // Attention is causal: positions 0..4 do not see position 5, so their logits are the clean ones.
+        Assert.Equal(0, (last.narrow(1, 0, 5) - clean.narrow(1, 0, 5)).abs().max().item<float>(), 1e-6);
+        Assert.True((last.select(1, 5) - clean.select(1, 5)).abs().max().item<float>() > 1e-3);
+        // At position 2 only: 0 and 1 unchanged, 2..5 changed; -1 and 5 are one position of a 6-token run.
+        using var mid = model.RunWithHooks(tokens, HeadAblation.Hooks(model, heads, HeadAblationKind.Zero, positions: [2]));
+        Assert.Equal(0, (mid.narrow(1, 0, 2) - clean.narrow(1, 0, 2)).abs().max().item<float>(), 1e-6);
+        for (int p = 2; p < 6; p++) Assert.True((mid.select(1, p) - clean.select(1, p)).abs().max().item<float>() > 1e-4, $"position {p}");
+        using var five = model.RunWithHooks(tokens, HeadAblation.Hooks(model, heads, HeadAblationKind.Zero, positions: [5]));
+        Assert.Equal(0, (five - last).abs().max().item<float>(), 1e-7);
+        // Ablating every position equals ablating them all by name.
+        using var all = model.RunWithHooks(tokens, HeadAblation.Hooks(model, heads, HeadAblationKind.Zero));
+        using var named = model.RunWithHooks(tokens, HeadAblation.Hooks(model, heads, HeadAblationKind.Zero, positions: [0, 1, 2, 3, 4, -1]));
+        Assert.Equal(0, (all - named).abs().max().item<float>(), 1e-7);
+        var e = Assert.Throws<SaeSharpException>(() => model.RunWithHooks(tokens, HeadAblation.Hooks(model, heads, HeadAblationKind.Zero, "--ablate-head", [6])));
+        Assert.Contains("--ablate-head position 6: the input has 6 tokens", e.Message);
+        e = Assert.Throws<SaeSharpException>(() => model.RunWithHooks(tokens, HeadAblation.Hooks(model, heads, HeadAblationKind.Zero, "--ablate-head", [-7])));
+        Assert.Contains("--ablate-head position -7", e.Message);
+    }
+
+    [Fact]
+    public void Mean_over_a_reference_set_is_the_hand_computed_mean_z_and_is_what_the_ablation_puts_in()
+    {
+        using var model = Model(18);
+        using var a = tensor(new long[] { 1, 2, 3, 4, 5, 6, 7, 8 }, [2, 4]);
+        using var b = tensor(new long[] { 30, 31, 32 }, [1, 3]);
+        var head = new AttentionHead(1, 2);
+        string z = model.HookPoints.Blocks[1].Z;
+        // By hand: the sum of head 2's z over the 8 + 3 positions, divided by 11.
+        int dHead = model.Config.DHead;
+        var sum = new double[dHead];
+        foreach (var t in new[] { a, b })
+        {
+            using var run = model.RunWithCache(t, [z]);
+            var zt = run.Cache[z];
+            for (int r = 0; r < t.shape[0]; r++)
+                for (int p = 0; p < t.shape[1]; p++)
+                    for (int d = 0; d < dHead; d++) sum[d] += zt[r, p, 2, d].item<float>();
+        }
+        var means = HeadAblation.MeanZ(model, [head, head], [a, b]);
+        try
+        {
+            Assert.Single(means);
+            var got = means[head].data<double>().ToArray();
+            for (int d = 0; d < dHead; d++) Assert.Equal(sum[d] / 11, got[d], 1e-5);
+            // The run on other tokens, head 2 replaced by the reference mean at the last position only.
+            using var tokens = Tokens();
+            using var ablated = model.RunWithCache(tokens, new RunOptions
+            {
+                CacheNames = [z], Hooks = HeadAblation.Hooks(model, [head], HeadAblationKind.Mean, positions: [-1], reference: means),
+            });
+            using var clean = model.RunWithCache(tokens, [z]);
+            var after = ablated.Cache[z];
+            for (int r = 0; r < 2; r++)
+                for (int d = 0; d < dHead; d++) Assert.Equal(sum[d] / 11, after[r, 5, 2, d].item<float>(), 1e-5);
+            Assert.Equal(0, (after.narrow(1, 0, 5) - clean.Cache[z].narrow(1, 0, 5)).abs().max().item<float>(), 1e-6);
+            Assert.Throws<SaeSharpException>(() => HeadAblation.Hooks(model, [head], HeadAblationKind.Zero, reference: means));
+            Assert.Contains("no reference mean", Assert.Throws<SaeSharpException>(() =>
+                HeadAblation.Hooks(model, [new AttentionHead(0, 0)], HeadAblationKind.Mean, reference: means)).Message);
+        }
+        finally
+        {
+            foreach (var t in means.Values) t.Dispose();
+        }
+    }
+
+    [Fact]
     public void Heads_parse_as_layer_dot_head_or_TransformerLens_labels_and_out_of_range_heads_are_refused()
     {
         Assert.Equal(new AttentionHead(0, 8), AttentionHead.Parse("0.8"));
@@ -151,5 +224,54 @@ public class HeadAblationTests : ModelTestBase
             "--ablate-head", "L0H2");
         Assert.True(attrs == 0, attrsErr);
         Assert.Contains("the run with L0H2 zero-ablated", attrsOut);
+        (attrs, attrsOut, attrsErr) = SaeSharp.Tests.Cli.CliRunner.Run("model", "logit-attrs", "--model", dir, "--prompt", "Hello world", "--answer", " world, there",
+            "--png", Sub("dla.png"));
+        Assert.True(attrs == 0, attrsErr);
+        Assert.Contains($"wrote {Sub("dla.png")}", attrsOut);
+        Assert.Equal([0x89, (byte)'P', (byte)'N', (byte)'G'], File.ReadAllBytes(Sub("dla.png")).Take(4));
+    }
+
+    [Fact]
+    public void Run_command_ablates_heads_at_positions_over_a_reference_mean_and_with_saes_spliced()
+    {
+        string dir = TinyModels.WriteGpt2(Sub("sae-run"), seed: 4, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 50257, nPositions: 64);
+        AddGpt2Tokenizer(dir);
+        string hook = "blocks.0.hook_resid_post";
+        using (var sae = InterventionTests.RandomSae(hook, 16, 24, 9, encBias: 0.1)) SaeSharp.Interop.SaeLensFormat.Save(sae, Sub("sae"));
+        using var tokens = tensor(new long[] { 50256, 464, 3290, 318, 257, 1332, 50256, 40, 588, 257, 3797, 13 }, [2, 6]);
+        SaeSharp.IO.SafeTensors.Save(Sub("in.safetensors"), new Dictionary<string, Tensor> { ["tokens"] = tokens });
+        using var reference = tensor(new long[] { 50256, 1000, 2000, 3000, 4000 }, [1, 5]);
+        SaeSharp.IO.SafeTensors.Save(Sub("ref.safetensors"), new Dictionary<string, Tensor> { ["tokens"] = reference });
+        var (exit, output, err) = SaeSharp.Tests.Cli.CliRunner.Run("model", "run", "--model", dir, "--input", Sub("in.safetensors"), "--out", Sub("out.safetensors"),
+            "--sae", Sub("sae"), "--ablate-head", "1.2", "--ablate-positions", "-1", "--ablate-head-mode", "mean", "--mean-over", Sub("ref.safetensors"));
+        Assert.True(exit == 0, err);
+        Assert.Contains($"L1H2 mean-ablated (hook_z at positions -1; mean over {Sub("ref.safetensors")})", output);
+        Assert.Contains("SAE+ablated", output);
+        // Independently: the SAE's reconstruction at its hook, and head 1.2's z at the last position replaced by its mean z over
+        // the reference tokens in the model's own run (no SAE there).
+        using var m = ModelLoader.FromPretrained(dir);
+        using var s = SaeSharp.Interop.SaeLoader.Load(Sub("sae"));
+        string z = m.HookPoints.Blocks[1].Z;
+        using var refRun = m.RunWithCache(reference, [z]);
+        using var mean = refRun.Cache[z].select(2, 2).mean([0, 1]);
+        using var expected = m.RunWithHooks(tokens, (hook, x => s.forward(x)), (z, t =>
+        {
+            var y = t.clone();
+            y[.., -1, 2] = mean;
+            return y;
+        }));
+        var saved = SaeSharp.IO.SafeTensors.Load(Sub("out.safetensors"));
+        Assert.True(saved["logits"].allclose(expected, rtol: 1e-4, atol: 1e-4));
+        var (bad, _, badErr) = SaeSharp.Tests.Cli.CliRunner.Run("model", "run", "--model", dir, "--input", Sub("in.safetensors"), "--metric", "loss",
+            "--ablate-head", "1.2", "--mean-prompt", "Hello");
+        Assert.NotEqual(0, bad);
+        Assert.Contains("--mean-prompt: the reference set of a mean ablation; give --ablate-head-mode mean", badErr);
+        (bad, _, badErr) = SaeSharp.Tests.Cli.CliRunner.Run("model", "run", "--model", dir, "--input", Sub("in.safetensors"), "--metric", "loss",
+            "--ablate-head", "1.2", "--ablate-positions", "9");
+        Assert.NotEqual(0, bad);
+        Assert.Contains("--ablate-head position 9: the input has 6 tokens", badErr);
+        (bad, _, badErr) = SaeSharp.Tests.Cli.CliRunner.Run("model", "run", "--model", dir, "--input", Sub("in.safetensors"), "--metric", "loss", "--ablate-positions", "-1");
+        Assert.NotEqual(0, bad);
+        Assert.Contains("give --ablate-head", badErr);
     }
 }
