@@ -1089,37 +1089,71 @@ internal static class ModelCommands
         var json = new Option<string?>("--json") { Description = "Write every head's scores to this JSON file ([layer][head] per score)" };
         var foldLn = new Option<bool>("--fold-ln")
         {
-            Description = "Fold each block's LayerNorm into W_Q, W_K, W_V first (TransformerLens fold_ln, its from_pretrained default; GPT-2 and GPT-NeoX)",
+            Description = "Fold each block's LayerNorm into W_Q, W_K, W_V first (TransformerLens fold_ln only; GPT-2 and GPT-NeoX)",
         };
+        var process = new Option<bool>("--process-weights")
+        {
+            Description = "TransformerLens from_pretrained's full default processing first: fold_ln, center_writing_weights (W_E, W_pos, " +
+                          "W_O centred over d_model), center_unembed (W_U centred over the vocabulary), fold_value_biases; GPT-2 and GPT-NeoX",
+        };
+        var positions = new Option<int?>("--positions")
+        {
+            Description = "Positions of the positional QK pattern W_pos·W_Q·W_Kᵀ·W_posᵀ (default n_ctx; learned positions only)",
+        }.Positive();
         var dtype = ModelSource.DtypeOption();
-        var command = new Command("circuits", "The OV circuit of every head as TransformerLens's Main Demo scores it (model.OV, FactoredMatrix): the " +
-                                              "eigenvalue copying score of W_V·W_O and of the full circuit W_E·W_V·W_O·W_U, and the full circuit's top-1 accuracy")
-            { model, layer, tokens, json, foldLn, dtype };
+        var command = new Command("circuits", "The OV and QK circuits of every head as TransformerLens's Main Demo and ARENA score them (model.OV, " +
+                                              "model.QK, FactoredMatrix): the eigenvalue copying score of W_V·W_O and of the full circuit " +
+                                              "W_E·W_V·W_O·W_U, the full OV circuit's top-1 accuracy, the positional QK pattern's previous-token " +
+                                              "score and the full QK circuit's same-token top-1")
+            { model, layer, tokens, json, foldLn, process, positions, dtype };
         Cli.SetAction(command, parse =>
         {
             if (parse.GetValue(json) is { } j) OutputGuard.RefuseBadOutputFile("--json", j, new CommandInput("--model", parse.GetValue(model)!, InputKind.Folder));
+            if (parse.GetValue(positions) is 1) throw new SaeSharpException("--positions 1: the previous-token score needs at least 2 positions");
             using var m = ModelSource.LoadModel(parse.GetValue(model)!, parse.GetValue(dtype)!);
             var layers = parse.GetValue(layer) is { Length: > 0 } ls ? ls.Distinct().Order().ToList() : null;
-            if (parse.GetValue(foldLn)) WeightProcessing.Apply(m, new WeightProcessingOptions { FoldLn = true });
-            var r = SaeSharp.Analysis.AttentionCircuits.Scores(m, parse.GetValue(tokens), layers);
+            var processing = parse.GetValue(process) ? WeightProcessingOptions.TransformerLensDefaults
+                : new WeightProcessingOptions { FoldLn = parse.GetValue(foldLn) };
+            WeightProcessing.Apply(m, processing);
+            var r = SaeSharp.Analysis.AttentionCircuits.Scores(m, parse.GetValue(tokens), layers, processing);
+            var qk = SaeSharp.Analysis.AttentionCircuits.QkScores(m, parse.GetValue(tokens), layers, parse.GetValue(positions), processing);
             var c = m.Config;
-            Console.WriteLine($"OV circuits of {c.ModelName}: {r.Layers.Count} layer{(r.Layers.Count == 1 ? "" : "s")} × {c.NHeads} heads, d_head {c.DHead}" +
-                              (parse.GetValue(foldLn) ? ", fold_ln" : "") +
+            var steps = processing.ToKwargs().Keys.ToList();
+            Console.WriteLine($"Circuits of {c.ModelName}: {r.Layers.Count} layer{(r.Layers.Count == 1 ? "" : "s")} × {c.NHeads} heads, d_head {c.DHead}" +
                               (c.NKvHeads != c.NHeads ? $", {c.NKvHeads} key/value heads shared by {c.NHeads / c.NKvHeads} query heads each" : ""));
+            Console.WriteLine("weights: " + (steps.Count > 0 ? string.Join(", ", steps) : "as loaded"));
             Console.WriteLine("copying score: sum(λ).real / sum(|λ|) of the eigenvalues; 1 copies, −1 negates");
             WriteHeadGrid("OV copying score (W_V·W_O)", r.OvCopying, r.Layers);
             WriteHeadGrid("Full OV copying score (W_E·W_V·W_O·W_U)", r.FullOvCopying, r.Layers);
-            WriteHeadGrid($"Full OV top-1 accuracy on {r.Tokens.Count} tokens" + (r.Tokens.Count < c.DVocab ? $" of {c.DVocab}" : ""), r.Top1, r.Layers);
+            string sample = $"{r.Tokens.Count} tokens" + (r.Tokens.Count < c.DVocab ? $" of {c.DVocab}" : "");
+            WriteHeadGrid($"Full OV top-1 accuracy on {sample}", r.Top1, r.Layers);
+            Console.WriteLine();
+            if (qk.PreviousToken is { } prev)
+            {
+                Console.WriteLine($"previous-token score: mean sub-diagonal of softmax(W_pos·W_Q·W_Kᵀ·W_posᵀ/√d_head)");
+                Console.WriteLine($"over the first {qk.Positions} positions, causal mask; 1 attends to the previous position");
+                WriteHeadGrid("Positional QK previous-token score", prev, qk.Layers);
+            }
+            else Console.WriteLine($"No positional QK score: {c.ModelName} has rotary positions, no W_pos");
+            Console.WriteLine();
+            Console.WriteLine("same-token top-1: share of the sampled tokens whose own key scores highest in");
+            Console.WriteLine("their row of the full QK circuit W_E·W_Q·W_Kᵀ·W_Eᵀ");
+            WriteHeadGrid($"Full QK same-token top-1, {sample}", qk.SameToken, qk.Layers);
             if (parse.GetValue(json) is { } path)
             {
                 var node = new System.Text.Json.Nodes.JsonObject
                 {
-                    ["fold_ln"] = parse.GetValue(foldLn),
+                    ["fold_ln"] = processing.FoldLn,
+                    ["center_writing_weights"] = processing.CenterWritingWeights,
+                    ["center_unembed"] = processing.CenterUnembed,
                     ["layers"] = new System.Text.Json.Nodes.JsonArray(r.Layers.Select(l => (System.Text.Json.Nodes.JsonNode?)l).ToArray()),
                     ["top1_tokens"] = new System.Text.Json.Nodes.JsonArray(r.Tokens.Select(t => (System.Text.Json.Nodes.JsonNode?)t).ToArray()),
                     ["ov_copying_score"] = Grid(r.OvCopying),
                     ["full_ov_copying_score"] = Grid(r.FullOvCopying),
                     ["full_ov_top1"] = Grid(r.Top1),
+                    ["qk_positions"] = qk.Positions,
+                    ["qk_previous_token_score"] = qk.PreviousToken is { } p ? Grid(p) : null,
+                    ["full_qk_same_token_top1"] = Grid(qk.SameToken),
                 };
                 WriteJson(path, node);
             }
