@@ -87,6 +87,46 @@ public class AttentionCircuitsTests : ModelTestBase
     }
 
     [Fact]
+    public void Factored_matrix_even_form_corner_collapses_and_scalar_products_match_the_dense_product()
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(21);
+        var a = randn(2, 5, 3);
+        var b = randn(2, 3, 4);
+        var ab = a.matmul(b);                                                     // [2, 5, 4] of rank 3
+        var f = new FactoredMatrix(a, b);
+        Assert.Equal(3, f.NDim);
+        Close(ab, f.Pair.A.matmul(f.Pair.B));
+
+        // make_even: the same product; each factor's Gram matrix is diag(S), so A'ᵀA' = B'B'ᵀ (halves of every singular value).
+        var even = f.MakeEven();
+        Close(ab, even.AB);
+        var s = linalg.svdvals(ab).narrow(-1, 0, 3);
+        for (int i = 0; i < 2; i++)
+        {
+            Close(diag(s[i]), even.A[i].t().matmul(even.A[i]));
+            Close(diag(s[i]), even.B[i].matmul(even.B[i].t()));
+        }
+
+        // collapse_l / collapse_r: the product once U or Vᵀ is taken off (U, V orthonormal columns).
+        var (u, _, v) = f.Svd();
+        Close(ab, u.matmul(f.CollapseL()));
+        Close(ab, f.CollapseR().matmul(v.transpose(-2, -1)));
+        Assert.Equal([2L, 3, 4], f.CollapseL().shape);
+        Assert.Equal([2L, 5, 3], f.CollapseR().shape);
+
+        // get_corner: the dense product's [:3, :3, :3] (the leading dimension has only 2).
+        Close(ab.narrow(1, 0, 3).narrow(2, 0, 3), f.GetCorner());
+        Close(ab.narrow(1, 0, 1).narrow(2, 0, 1).narrow(0, 0, 1), f.GetCorner(1));
+
+        // Scalar products, either side, and by a one-element tensor.
+        Close(ab * 2.5, (f * 2.5).AB);
+        Close(ab * -3, (-3 * f).AB);
+        Close(ab * 0.5, f.Multiply(tensor(new[] { 0.5f })).AB);
+        Assert.Contains("one-element", Assert.Throws<SaeSharpException>(() => f.Multiply(ones(2))).Message);
+    }
+
+    [Fact]
     public void Gpt2_OV_and_QK_are_the_heads_slices_of_c_attn_and_c_proj()
     {
         using var model = Gpt2(nLayer: 2);
