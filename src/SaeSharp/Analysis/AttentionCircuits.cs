@@ -107,6 +107,52 @@ public static class AttentionCircuits
         return new FactoredMatrix(w.WQ, w.WK.transpose(-2, -1));
     }
 
+    /// <summary>
+    /// TransformerLens's <c>refactor_factored_attn_matrices</c> (transformer_lens/weight_processing.py), in place on a
+    /// GPT-2: each head's QK bilinear form, biases included (W_Q and b_Q, W_K and b_K stacked as a d_model+1 input whose
+    /// last coordinate is 1), is refactored evenly (<see cref="FactoredMatrix.MakeEven"/>: W_Q = U·√S, W_K = V·√S), b_V
+    /// is moved into b_O, and the OV circuit is refactored as W_V = U·S, W_O = Vᵀ (a rotation: z and the head's result
+    /// have the same norm). W_Q·W_Kᵀ, W_V·W_O, the attention patterns and the logits are unchanged. Rotary models are
+    /// refused, as TransformerLens refuses them (their QK form depends on the positions).
+    /// </summary>
+    public static void RefactorFactoredAttnMatrices(HookedTransformer model)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        var c = model.Config;
+        if (c.Architecture != "gpt2")
+            throw new SaeSharpException($"refactor_factored_attn_matrices: {c.ModelName} ({c.Architecture}) is not supported: GPT-2 only " +
+                                        "(TransformerLens refuses rotary models, whose QK circuit depends on the positions)");
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        var p = model.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter, StringComparer.Ordinal);
+        var w = Weights(model);
+        int h = c.NHeads, hd = c.DHead, d = c.DModel;
+        for (int l = 0; l < c.NLayers; l++)
+        {
+            using var layerScope = NewDisposeScope();
+            string b = $"transformer.h.{l}.attn.";
+            var (cAttn, cAttnBias, cProj, cProjBias) = (p[b + "c_attn.weight"], p[b + "c_attn.bias"], p[b + "c_proj.weight"], p[b + "c_proj.bias"]);
+            var bias = cAttnBias.detach().to(ScalarType.Float32).view(3, h, 1, hd);               // q, k, v biases per head
+            var qEff = cat([w.WQ[l], bias[0]], 1);                                              // [h, d+1, hd]
+            var kEff = cat([w.WK[l], bias[1]], 1);
+            var (q, kT) = new FactoredMatrix(qEff, kEff.transpose(-2, -1)).MakeEven().Pair;
+            var k = kT.transpose(-2, -1);
+            var bO = cProjBias.detach().to(ScalarType.Float32) + bias[2].matmul(w.WO[l]).sum([0, 1]);  // Σ_h b_V[h]·W_O[h]
+            var (u, sv, v) = new FactoredMatrix(w.WV[l], w.WO[l]).Svd();
+            var wv = u * sv.unsqueeze(-2);                                                       // U·diag(S) [h, d, hd]
+            var wo = v.transpose(-2, -1);                                                        // Vᵀ [h, hd, d]
+            static Tensor Columns(Tensor perHead) => perHead.permute(1, 0, 2).reshape(perHead.shape[1], -1); // [h, d, hd] → [d, h·hd]
+            cAttn.narrow(1, 0, d).copy_(Columns(q.narrow(1, 0, d)));
+            cAttn.narrow(1, d, d).copy_(Columns(k.narrow(1, 0, d)));
+            cAttn.narrow(1, 2 * d, d).copy_(Columns(wv));
+            cAttnBias.narrow(0, 0, d).copy_(q.select(1, d).reshape(-1));
+            cAttnBias.narrow(0, d, d).copy_(k.select(1, d).reshape(-1));
+            cAttnBias.narrow(0, 2 * d, d).fill_(TorchScalars.Of(0));
+            cProj.copy_(wo.reshape(h * hd, d));
+            cProjBias.copy_(bO);
+        }
+    }
+
     /// <summary>The token embedding W_E [d_vocab, d_model] float32, as stored; with <paramref name="processed"/> (the
     /// processing <see cref="WeightProcessing.Apply"/> gave the model) as TransformerLens's processed model has it: centred
     /// over d_model by <c>center_writing_weights</c> (GPT-2's tied W_E is centred by a hook, so it is centred here).</summary>

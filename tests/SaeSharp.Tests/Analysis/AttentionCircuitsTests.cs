@@ -127,6 +127,38 @@ public class AttentionCircuitsTests : ModelTestBase
     }
 
     [Fact]
+    public void Refactored_attention_matrices_keep_QK_OV_and_the_logits_and_make_W_O_a_rotation()
+    {
+        using var raw = Gpt2(seed: 13);
+        using var model = Gpt2(seed: 13);
+        using var scope = NewDisposeScope();
+        var tokens = Tokens([3, 17, 8, 22, 5, 40, 11]);
+        var before = raw.Run(tokens, new RunOptions()).Logits!;
+        var w0 = AttentionCircuits.Weights(raw);
+        var p0 = raw.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter.detach());
+        AttentionCircuits.RefactorFactoredAttnMatrices(model);
+        var w1 = AttentionCircuits.Weights(model);
+        var p1 = model.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter.detach());
+        AssertAllClose(before, model.Run(tokens, new RunOptions()).Logits!, 1e-4, "logits");
+        AssertAllClose(w0.WQ.matmul(w0.WK.transpose(-2, -1)), w1.WQ.matmul(w1.WK.transpose(-2, -1)), 1e-4, "QK");
+        AssertAllClose(w0.WV.matmul(w0.WO), w1.WV.matmul(w1.WO), 1e-4, "OV");
+        Assert.True((w0.WQ - w1.WQ).abs().max().item<float>() > 1e-2, "W_Q unchanged: the test proves nothing");
+        for (int l = 0; l < 2; l++)
+        {
+            // The bilinear form with biases: [x, 1]·W_Q_eff·W_K_effᵀ·[y, 1]ᵀ per head.
+            Tensor Eff(Tensor wq, Dictionary<string, Tensor> p, int part) =>
+                cat([wq, p[$"transformer.h.{l}.attn.c_attn.bias"].narrow(0, part * 16, 16).view(4, 1, 4)], 1);
+            AssertAllClose(Eff(w0.WQ[l], p0, 0).matmul(Eff(w0.WK[l], p0, 1).transpose(-2, -1)),
+                           Eff(w1.WQ[l], p1, 0).matmul(Eff(w1.WK[l], p1, 1).transpose(-2, -1)), 1e-4, $"L{l} QK with biases");
+            for (int h = 0; h < 4; h++)
+                AssertAllClose(eye(4), w1.WO[l, h].matmul(w1.WO[l, h].t()), 1e-4, $"L{l}H{h} W_O rows orthonormal");
+            Assert.True(p1[$"transformer.h.{l}.attn.c_attn.bias"].narrow(0, 32, 16).abs().max().item<float>() == 0, "b_V moved into b_O");
+        }
+        using var neox = NeoX(parallel: false);
+        Assert.Contains("GPT-2 only", Assert.Throws<SaeSharpException>(() => AttentionCircuits.RefactorFactoredAttnMatrices(neox)).Message);
+    }
+
+    [Fact]
     public void Gpt2_OV_and_QK_are_the_heads_slices_of_c_attn_and_c_proj()
     {
         using var model = Gpt2(nLayer: 2);
