@@ -848,7 +848,11 @@ internal static class ModelCommands
         };
         var noBos = new Option<bool>("--no-prepend-bos") { Description = "Do not start the prompts with BOS" };
         var topHeads = new Option<int>("--top-heads") { Description = "Heads shown, largest |logit difference| first", DefaultValueFactory = _ => 10 }.Positive();
-        var json = new Option<string?>("--json") { Description = "Write every value (all heads) to this JSON file" };
+        var json = new Option<string?>("--json") { Description = "Write every value (all heads; all neurons with --top-neurons) to this JSON file" };
+        var topNeurons = new Option<int?>("--top-neurons")
+        {
+            Description = "Also each MLP neuron's share (cache.stack_neuron_results: hook_post × its W_out row); show this many, largest |logit difference| first",
+        }.Positive();
         var recompute = new Option<bool>("--recompute-ln")
         {
             Description = "Logit lens through the final norm recomputed for each accumulated stream (accumulated_resid(apply_ln=True)), " +
@@ -857,7 +861,7 @@ internal static class ModelCommands
         var dtype = ModelSource.DtypeOption();
         var command = new Command("logit-attrs", "TransformerLens's direct logit attribution of a logit difference: the logit lens of the accumulated residual " +
                                                  "stream, each layer's output and each head's (cache.accumulated_resid, decompose_resid, stack_head_results)")
-            { model, prompt, answer, noBos, topHeads, json, recompute, dtype };
+            { model, prompt, answer, noBos, topHeads, topNeurons, json, recompute, dtype };
         var headAblation = new HeadAblationOptions();
         headAblation.AddTo(command);
         Cli.SetAction(command, parse =>
@@ -887,7 +891,7 @@ internal static class ModelCommands
             var tokens = texts.Select(t => PromptTokens(m, t, bos, "--prompt")).ToList();
             var ablation = headAblation.Hooks(parse, m);
             bool recomputeLn = parse.GetValue(recompute);
-            var r = SaeSharp.Analysis.LogitAttribution.Run(m, tokens, answers, ablation, recomputeLn);
+            var r = SaeSharp.Analysis.LogitAttribution.Run(m, tokens, answers, ablation, recomputeLn, neurons: parse.GetValue(topNeurons) is not null);
             if (ablation is not null) Console.WriteLine($"the run with {headAblation.Describe(parse)} (hook_z at every position):");
             string Tok(long id) => Analysis.DashboardWriter.Quote(tok.TokenText((int)id));
             var distinct = answers.Distinct().ToList();
@@ -899,6 +903,12 @@ internal static class ModelCommands
             WriteLogitComponents("Each layer's output (cache.decompose_resid); they sum to final_post", "component", r.PerLayer);
             var heads = r.PerHead.OrderByDescending(h => Math.Abs(h.LogitDiff)).Take(parse.GetValue(topHeads)).ToList();
             WriteLogitComponents($"Heads (cache.stack_head_results), {heads.Count} of {r.PerHead.Count} by |logit diff|", "head", heads);
+            if (parse.GetValue(topNeurons) is { } nTop)
+            {
+                var neurons = r.PerNeuron.OrderByDescending(x => Math.Abs(x.LogitDiff)).Take(nTop).ToList();
+                WriteLogitComponents($"MLP neurons (cache.stack_neuron_results), {neurons.Count} of {r.PerNeuron.Count} by |logit diff|", "neuron", neurons);
+                Console.WriteLine("a layer's neurons and its b_out (in --json) sum to its L_mlp_out");
+            }
             if (parse.GetValue(json) is { } path)
             {
                 static System.Text.Json.Nodes.JsonObject Map(IEnumerable<SaeSharp.Analysis.LogitComponent> cs)
@@ -913,6 +923,11 @@ internal static class ModelCommands
                     ["ablated_heads"] = ablation is null ? null : headAblation.Describe(parse), ["recompute_ln"] = recomputeLn,
                     ["accumulated_resid"] = Map(r.Accumulated), ["decompose_resid"] = Map(r.PerLayer), ["stack_head_results"] = Map(r.PerHead),
                 };
+                if (parse.GetValue(topNeurons) is not null)
+                {
+                    node["stack_neuron_results"] = Map(r.PerNeuron);
+                    node["mlp_b_out"] = Map(r.MlpBias);
+                }
                 WriteJson(path, node);
             }
             return 0;
