@@ -730,12 +730,16 @@ internal static class ModelCommands
         var file = new Option<string?>("--file") { Description = "Read the text from a file" };
         var decode = new Option<bool>("--decode") { Description = "Decode a JSON array of ids to text" };
         var raw = new Option<bool>("--no-special-tokens") { Description = "Leave out the BOS/EOS the tokenizer adds (Hugging Face add_special_tokens=False)" };
+        var find = new Option<string?>("--find")
+        {
+            Description = "Also print where this single token occurs among the printed ids (TransformerLens get_token_position: first and last position)",
+        };
         var command = new Command("tokenize", "Print token ids as a JSON array, as Hugging Face tokenizer(text) gives them (with the BOS a Llama-style tokenizer adds), or decode ids with --decode")
-            { model, text, file, decode, raw };
+            { model, text, file, decode, raw, find };
         Cli.SetAction(command, parse =>
         {
             if (parse.GetValue(text) is not null) Cli.RefuseGiven(parse, "the text comes from --text (--prompt); give one of --text and --file", file);
-            if (parse.GetValue(decode)) Cli.RefuseGiven(parse, "for encoding text; --decode turns ids into text", raw);
+            if (parse.GetValue(decode)) Cli.RefuseGiven(parse, "for encoding text; --decode turns ids into text", raw, find);
             var tok = Tokenizer.FromFolder(ModelSource.Resolve(parse.GetValue(model)!));
             var input = parse.GetValue(text) ?? (parse.GetValue(file) is string f ? File.ReadAllText(f)
                 : throw new SaeSharpException("give --text (or --prompt) or --file"));
@@ -749,7 +753,19 @@ internal static class ModelCommands
                         throw new SaeSharpException($"--decode: id {id} is not in the vocabulary (vocabulary size {tok.VocabSize}: ids 0..{tok.VocabSize - 1})");
                 Console.WriteLine(tok.Decode(ids));
             }
-            else Console.WriteLine(JsonSerializer.Serialize(parse.GetValue(raw) ? tok.Encode(input) : tok.EncodeWithSpecialTokens(input)));
+            else
+            {
+                int? sought = parse.GetValue(find) is { } f2 ? tok.SingleToken(f2, "--find") : null;
+                var ids = parse.GetValue(raw) ? tok.Encode(input) : tok.EncodeWithSpecialTokens(input);
+                Console.WriteLine(JsonSerializer.Serialize(ids));
+                if (sought is { } id)
+                {
+                    int first = Array.IndexOf(ids, id), last = Array.LastIndexOf(ids, id);
+                    string quoted = Analysis.DashboardWriter.Quote(tok.TokenText(id));
+                    Console.WriteLine(first < 0 ? $"{quoted} (id {id}) does not occur"
+                        : $"{quoted} (id {id}) at position {first}" + (last != first ? $" first, {last} last" : "") + " (0 is the first id printed)");
+                }
+            }
             return 0;
         });
         return command;

@@ -137,7 +137,7 @@ public static class AttentionCircuits
             var kEff = cat([w.WK[l], bias[1]], 1);
             var (q, kT) = new FactoredMatrix(qEff, kEff.transpose(-2, -1)).MakeEven().Pair;
             var k = kT.transpose(-2, -1);
-            var bO = cProjBias.detach().to(ScalarType.Float32) + bias[2].matmul(w.WO[l]).sum([0, 1]);  // Σ_h b_V[h]·W_O[h]
+            var bO = cProjBias.detach().to(ScalarType.Float32).add(bias[2].matmul(w.WO[l]).sum([0, 1]), TorchScalars.One); // + Σ_h b_V[h]·W_O[h]
             var (u, sv, v) = new FactoredMatrix(w.WV[l], w.WO[l]).Svd();
             var wv = u * sv.unsqueeze(-2);                                                       // U·diag(S) [h, d, hd]
             var wo = v.transpose(-2, -1);                                                        // Vᵀ [h, hd, d]
