@@ -373,14 +373,7 @@ internal static class InterventionCommands
 
     /// <summary>The id of <paramref name="text"/> when the tokenizer makes exactly one token of it, and not the unknown
     /// token (unless the text is that token); otherwise an error naming <paramref name="option"/> and what the text tokenizes to.</summary>
-    internal static int SingleToken(ITextTokenizer tok, string text, string option)
-    {
-        var ids = tok.Encode(text, parseSpecialTokens: true);
-        if (ids.Length == 1 && (ids[0] != tok.UnkTokenId || tok.IdToToken(ids[0]) == text.Trim())) return ids[0];
-        string pieces = string.Join(", ", ids.Select(i => $"{i} {Analysis.DashboardWriter.Quote(tok.TokenText(i))}" + (i == tok.UnkTokenId ? " (unknown)" : "")));
-        throw new SaeSharpException($"{option}: '{text}' is not a single token of this tokenizer: it tokenizes to [{pieces}] (give a single-token string or a token id)");
-    }
-
+    internal static int SingleToken(ITextTokenizer tok, string text, string option) => tok.SingleToken(text, option);
 
     public static Command Ablate()
     {

@@ -799,12 +799,16 @@ internal static class ModelCommands
         var file = new Option<string?>("--file") { Description = "Read the text from a file" };
         var decode = new Option<bool>("--decode") { Description = "Decode a JSON array of ids to text" };
         var raw = new Option<bool>("--no-special-tokens") { Description = "Leave out the BOS/EOS the tokenizer adds (Hugging Face add_special_tokens=False)" };
+        var find = new Option<string?>("--find")
+        {
+            Description = "Also print where this single token occurs among the printed ids (TransformerLens get_token_position: first and last position)",
+        };
         var command = new Command("tokenize", "Print token ids as a JSON array, as Hugging Face tokenizer(text) gives them (with the BOS a Llama-style tokenizer adds), or decode ids with --decode")
-            { model, text, file, decode, raw };
+            { model, text, file, decode, raw, find };
         Cli.SetAction(command, parse =>
         {
             if (parse.GetValue(text) is not null) Cli.RefuseGiven(parse, "the text comes from --text (--prompt); give one of --text and --file", file);
-            if (parse.GetValue(decode)) Cli.RefuseGiven(parse, "for encoding text; --decode turns ids into text", raw);
+            if (parse.GetValue(decode)) Cli.RefuseGiven(parse, "for encoding text; --decode turns ids into text", raw, find);
             var tok = Tokenizer.FromFolder(ModelSource.Resolve(parse.GetValue(model)!));
             var input = parse.GetValue(text) ?? (parse.GetValue(file) is string f ? File.ReadAllText(f)
                 : throw new SaeSharpException("give --text (or --prompt) or --file"));
@@ -818,7 +822,19 @@ internal static class ModelCommands
                         throw new SaeSharpException($"--decode: id {id} is not in the vocabulary (vocabulary size {tok.VocabSize}: ids 0..{tok.VocabSize - 1})");
                 Console.WriteLine(tok.Decode(ids));
             }
-            else Console.WriteLine(JsonSerializer.Serialize(parse.GetValue(raw) ? tok.Encode(input) : tok.EncodeWithSpecialTokens(input)));
+            else
+            {
+                int? sought = parse.GetValue(find) is { } f2 ? tok.SingleToken(f2, "--find") : null;
+                var ids = parse.GetValue(raw) ? tok.Encode(input) : tok.EncodeWithSpecialTokens(input);
+                Console.WriteLine(JsonSerializer.Serialize(ids));
+                if (sought is { } id)
+                {
+                    int first = Array.IndexOf(ids, id), last = Array.LastIndexOf(ids, id);
+                    string quoted = Analysis.DashboardWriter.Quote(tok.TokenText(id));
+                    Console.WriteLine(first < 0 ? $"{quoted} (id {id}) does not occur"
+                        : $"{quoted} (id {id}) at position {first}" + (last != first ? $" first, {last} last" : "") + " (0 is the first id printed)");
+                }
+            }
             return 0;
         });
         return command;
@@ -918,7 +934,11 @@ internal static class ModelCommands
         };
         var noBos = new Option<bool>("--no-prepend-bos") { Description = "Do not start the prompts with BOS" };
         var topHeads = new Option<int>("--top-heads") { Description = "Heads shown, largest |logit difference| first", DefaultValueFactory = _ => 10 }.Positive();
-        var json = new Option<string?>("--json") { Description = "Write every value (all heads) to this JSON file" };
+        var json = new Option<string?>("--json") { Description = "Write every value (all heads; all neurons with --top-neurons) to this JSON file" };
+        var topNeurons = new Option<int?>("--top-neurons")
+        {
+            Description = "Also each MLP neuron's share (cache.stack_neuron_results: hook_post × its W_out row); show this many, largest |logit difference| first",
+        }.Positive();
         var recompute = new Option<bool>("--recompute-ln")
         {
             Description = "Logit lens through the final norm recomputed for each accumulated stream (accumulated_resid(apply_ln=True)), " +
@@ -927,7 +947,7 @@ internal static class ModelCommands
         var dtype = ModelSource.DtypeOption();
         var command = new Command("logit-attrs", "TransformerLens's direct logit attribution of a logit difference: the logit lens of the accumulated residual " +
                                                  "stream, each layer's output and each head's (cache.accumulated_resid, decompose_resid, stack_head_results)")
-            { model, prompt, answer, noBos, topHeads, json, recompute, dtype };
+            { model, prompt, answer, noBos, topHeads, topNeurons, json, recompute, dtype };
         var png = new Option<string?>("--png") { Description = "Write a layer × head heatmap of every head's logit difference (stack_head_results) to this PNG" };
         command.Options.Add(png);
         var headAblation = new HeadAblationOptions();
@@ -961,7 +981,7 @@ internal static class ModelCommands
             var tokens = texts.Select(t => PromptTokens(m, t, bos, "--prompt")).ToList();
             var ablation = headAblation.Hooks(parse, m, bos);
             bool recomputeLn = parse.GetValue(recompute);
-            var r = SaeSharp.Analysis.LogitAttribution.Run(m, tokens, answers, ablation, recomputeLn);
+            var r = SaeSharp.Analysis.LogitAttribution.Run(m, tokens, answers, ablation, recomputeLn, neurons: parse.GetValue(topNeurons) is not null);
             if (ablation is not null) Console.WriteLine($"the run with {headAblation.Describe(parse)}:");
             string Tok(long id) => Analysis.DashboardWriter.Quote(tok.TokenText((int)id));
             var distinct = answers.Distinct().ToList();
@@ -973,6 +993,12 @@ internal static class ModelCommands
             WriteLogitComponents("Each layer's output (cache.decompose_resid); they sum to final_post", "component", r.PerLayer);
             var heads = r.PerHead.OrderByDescending(h => Math.Abs(h.LogitDiff)).Take(parse.GetValue(topHeads)).ToList();
             WriteLogitComponents($"Heads (cache.stack_head_results), {heads.Count} of {r.PerHead.Count} by |logit diff|", "head", heads);
+            if (parse.GetValue(topNeurons) is { } nTop)
+            {
+                var neurons = r.PerNeuron.OrderByDescending(x => Math.Abs(x.LogitDiff)).Take(nTop).ToList();
+                WriteLogitComponents($"MLP neurons (cache.stack_neuron_results), {neurons.Count} of {r.PerNeuron.Count} by |logit diff|", "neuron", neurons);
+                Console.WriteLine("a layer's neurons and its b_out (in --json) sum to its L_mlp_out");
+            }
             if (parse.GetValue(png) is { } pngFile)
             {
                 var grid = new double[m.Config.NLayers, m.Config.NHeads];
@@ -1000,6 +1026,11 @@ internal static class ModelCommands
                     ["ablated_heads"] = ablation is null ? null : headAblation.Describe(parse), ["recompute_ln"] = recomputeLn,
                     ["accumulated_resid"] = Map(r.Accumulated), ["decompose_resid"] = Map(r.PerLayer), ["stack_head_results"] = Map(r.PerHead),
                 };
+                if (parse.GetValue(topNeurons) is not null)
+                {
+                    node["stack_neuron_results"] = Map(r.PerNeuron);
+                    node["mlp_b_out"] = Map(r.MlpBias);
+                }
                 WriteJson(path, node);
             }
             return 0;
@@ -1221,38 +1252,72 @@ internal static class ModelCommands
         var json = new Option<string?>("--json") { Description = "Write every head's scores to this JSON file ([layer][head] per score)" };
         var foldLn = new Option<bool>("--fold-ln")
         {
-            Description = "Fold each block's LayerNorm into W_Q, W_K, W_V first (TransformerLens fold_ln, its from_pretrained default; GPT-2 and GPT-NeoX)",
+            Description = "Fold each block's LayerNorm into W_Q, W_K, W_V first (TransformerLens fold_ln only; GPT-2 and GPT-NeoX)",
         };
+        var process = new Option<bool>("--process-weights")
+        {
+            Description = "TransformerLens from_pretrained's full default processing first: fold_ln, center_writing_weights (W_E, W_pos, " +
+                          "W_O centred over d_model), center_unembed (W_U centred over the vocabulary), fold_value_biases; GPT-2 and GPT-NeoX",
+        };
+        var positions = new Option<int?>("--positions")
+        {
+            Description = "Positions of the positional QK pattern W_pos·W_Q·W_Kᵀ·W_posᵀ (default n_ctx; learned positions only)",
+        }.Positive();
         var dtype = ModelSource.DtypeOption();
-        var command = new Command("circuits", "The OV circuit of every head as TransformerLens's Main Demo scores it (model.OV, FactoredMatrix): the " +
-                                              "eigenvalue copying score of W_V·W_O and of the full circuit W_E·W_V·W_O·W_U, and the full circuit's top-1 accuracy")
-            { model, layer, tokens, json, foldLn, dtype };
+        var command = new Command("circuits", "The OV and QK circuits of every head as TransformerLens's Main Demo and ARENA score them (model.OV, " +
+                                              "model.QK, FactoredMatrix): the eigenvalue copying score of W_V·W_O and of the full circuit " +
+                                              "W_E·W_V·W_O·W_U, the full OV circuit's top-1 accuracy, the positional QK pattern's previous-token " +
+                                              "score and the full QK circuit's same-token top-1")
+            { model, layer, tokens, json, foldLn, process, positions, dtype };
         command.Options.Add(revision);
         Cli.SetAction(command, parse =>
         {
             if (parse.GetValue(json) is { } j) OutputGuard.RefuseBadOutputFile("--json", j, new CommandInput("--model", parse.GetValue(model)!, InputKind.Folder));
+            if (parse.GetValue(positions) is 1) throw new SaeSharpException("--positions 1: the previous-token score needs at least 2 positions");
             using var m = ModelSource.LoadModel(ModelSource.ModelAt(parse, model, revision), parse.GetValue(dtype)!);
             var layers = parse.GetValue(layer) is { Length: > 0 } ls ? ls.Distinct().Order().ToList() : null;
-            if (parse.GetValue(foldLn)) WeightProcessing.Apply(m, new WeightProcessingOptions { FoldLn = true });
-            var r = SaeSharp.Analysis.AttentionCircuits.Scores(m, parse.GetValue(tokens), layers);
+            var processing = parse.GetValue(process) ? WeightProcessingOptions.TransformerLensDefaults
+                : new WeightProcessingOptions { FoldLn = parse.GetValue(foldLn) };
+            WeightProcessing.Apply(m, processing);
+            var r = SaeSharp.Analysis.AttentionCircuits.Scores(m, parse.GetValue(tokens), layers, processing);
+            var qk = SaeSharp.Analysis.AttentionCircuits.QkScores(m, parse.GetValue(tokens), layers, parse.GetValue(positions), processing);
             var c = m.Config;
-            Console.WriteLine($"OV circuits of {c.ModelName}: {r.Layers.Count} layer{(r.Layers.Count == 1 ? "" : "s")} × {c.NHeads} heads, d_head {c.DHead}" +
-                              (parse.GetValue(foldLn) ? ", fold_ln" : "") +
+            var steps = processing.ToKwargs().Keys.ToList();
+            Console.WriteLine($"Circuits of {c.ModelName}: {r.Layers.Count} layer{(r.Layers.Count == 1 ? "" : "s")} × {c.NHeads} heads, d_head {c.DHead}" +
                               (c.NKvHeads != c.NHeads ? $", {c.NKvHeads} key/value heads shared by {c.NHeads / c.NKvHeads} query heads each" : ""));
+            Console.WriteLine("weights: " + (steps.Count > 0 ? string.Join(", ", steps) : "as loaded"));
             Console.WriteLine("copying score: sum(λ).real / sum(|λ|) of the eigenvalues; 1 copies, −1 negates");
             WriteHeadGrid("OV copying score (W_V·W_O)", r.OvCopying, r.Layers);
             WriteHeadGrid("Full OV copying score (W_E·W_V·W_O·W_U)", r.FullOvCopying, r.Layers);
-            WriteHeadGrid($"Full OV top-1 accuracy on {r.Tokens.Count} tokens" + (r.Tokens.Count < c.DVocab ? $" of {c.DVocab}" : ""), r.Top1, r.Layers);
+            string sample = $"{r.Tokens.Count} tokens" + (r.Tokens.Count < c.DVocab ? $" of {c.DVocab}" : "");
+            WriteHeadGrid($"Full OV top-1 accuracy on {sample}", r.Top1, r.Layers);
+            Console.WriteLine();
+            if (qk.PreviousToken is { } prev)
+            {
+                Console.WriteLine($"previous-token score: mean sub-diagonal of softmax(W_pos·W_Q·W_Kᵀ·W_posᵀ/√d_head)");
+                Console.WriteLine($"over the first {qk.Positions} positions, causal mask; 1 attends to the previous position");
+                WriteHeadGrid("Positional QK previous-token score", prev, qk.Layers);
+            }
+            else Console.WriteLine($"No positional QK score: {c.ModelName} has rotary positions, no W_pos");
+            Console.WriteLine();
+            Console.WriteLine("same-token top-1: share of the sampled tokens whose own key scores highest in");
+            Console.WriteLine("their row of the full QK circuit W_E·W_Q·W_Kᵀ·W_Eᵀ");
+            WriteHeadGrid($"Full QK same-token top-1, {sample}", qk.SameToken, qk.Layers);
             if (parse.GetValue(json) is { } path)
             {
                 var node = new System.Text.Json.Nodes.JsonObject
                 {
-                    ["fold_ln"] = parse.GetValue(foldLn),
+                    ["fold_ln"] = processing.FoldLn,
+                    ["center_writing_weights"] = processing.CenterWritingWeights,
+                    ["center_unembed"] = processing.CenterUnembed,
                     ["layers"] = new System.Text.Json.Nodes.JsonArray(r.Layers.Select(l => (System.Text.Json.Nodes.JsonNode?)l).ToArray()),
                     ["top1_tokens"] = new System.Text.Json.Nodes.JsonArray(r.Tokens.Select(t => (System.Text.Json.Nodes.JsonNode?)t).ToArray()),
                     ["ov_copying_score"] = Grid(r.OvCopying),
                     ["full_ov_copying_score"] = Grid(r.FullOvCopying),
                     ["full_ov_top1"] = Grid(r.Top1),
+                    ["qk_positions"] = qk.Positions,
+                    ["qk_previous_token_score"] = qk.PreviousToken is { } p ? Grid(p) : null,
+                    ["full_qk_same_token_top1"] = Grid(qk.SameToken),
                 };
                 WriteJson(path, node);
             }

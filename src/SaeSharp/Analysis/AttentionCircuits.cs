@@ -21,6 +21,16 @@ public sealed record AttentionWeights(Tensor WQ, Tensor WK, Tensor WV, Tensor WO
 /// <param name="Layers">The layers scored, in row order.</param>
 public sealed record OvCircuitScores(double[,] OvCopying, double[,] FullOvCopying, double[,] Top1, IReadOnlyList<long> Tokens, IReadOnlyList<int> Layers);
 
+/// <summary>Each head's QK circuit scores, [layer, head] each (<see cref="AttentionCircuits.QkScores"/>), row i for layer <see cref="Layers"/>[i].</summary>
+/// <param name="PreviousToken">Mean sub-diagonal of the positional pattern softmax(mask(W_pos·QK·W_posᵀ / √d_head)) over the
+/// first <see cref="Positions"/> positions: 1 for a head that attends to the previous position only; null without learned positions.</param>
+/// <param name="Positions">Positions of the positional pattern (0 without learned positions).</param>
+/// <param name="SameToken">Share of the <see cref="Tokens"/> sampled query tokens whose own key scores highest in the full QK
+/// circuit W_E·QK·W_Eᵀ restricted to those tokens.</param>
+/// <param name="Tokens">The token ids of the <see cref="SameToken"/> sample, evenly spaced over the vocabulary.</param>
+/// <param name="Layers">The layers scored, in row order.</param>
+public sealed record QkCircuitScores(double[,]? PreviousToken, int Positions, double[,] SameToken, IReadOnlyList<long> Tokens, IReadOnlyList<int> Layers);
+
 /// <summary>
 /// The QK and OV circuits of a loaded model as TransformerLens's <c>model.QK</c> = FactoredMatrix(W_Q, W_Kᵀ) and
 /// <c>model.OV</c> = FactoredMatrix(W_V, W_O) (transformer_lens/HookedTransformer.py), and the Main Demo's copying scores.
@@ -97,9 +107,83 @@ public static class AttentionCircuits
         return new FactoredMatrix(w.WQ, w.WK.transpose(-2, -1));
     }
 
-    /// <summary>The token embedding W_E [d_vocab, d_model] float32, as stored.</summary>
-    public static Tensor Embedding(HookedTransformer model) =>
-        FeatureWeights.Weight(model, ("transformer.wte.weight", false), ("gpt_neox.embed_in.weight", false), ("model.embed_tokens.weight", false));
+    /// <summary>
+    /// TransformerLens's <c>refactor_factored_attn_matrices</c> (transformer_lens/weight_processing.py), in place on a
+    /// GPT-2: each head's QK bilinear form, biases included (W_Q and b_Q, W_K and b_K stacked as a d_model+1 input whose
+    /// last coordinate is 1), is refactored evenly (<see cref="FactoredMatrix.MakeEven"/>: W_Q = U·√S, W_K = V·√S), b_V
+    /// is moved into b_O, and the OV circuit is refactored as W_V = U·S, W_O = Vᵀ (a rotation: z and the head's result
+    /// have the same norm). W_Q·W_Kᵀ, W_V·W_O, the attention patterns and the logits are unchanged. Rotary models are
+    /// refused, as TransformerLens refuses them (their QK form depends on the positions).
+    /// </summary>
+    public static void RefactorFactoredAttnMatrices(HookedTransformer model)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        var c = model.Config;
+        if (c.Architecture != "gpt2")
+            throw new SaeSharpException($"refactor_factored_attn_matrices: {c.ModelName} ({c.Architecture}) is not supported: GPT-2 only " +
+                                        "(TransformerLens refuses rotary models, whose QK circuit depends on the positions)");
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        var p = model.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter, StringComparer.Ordinal);
+        var w = Weights(model);
+        int h = c.NHeads, hd = c.DHead, d = c.DModel;
+        for (int l = 0; l < c.NLayers; l++)
+        {
+            using var layerScope = NewDisposeScope();
+            string b = $"transformer.h.{l}.attn.";
+            var (cAttn, cAttnBias, cProj, cProjBias) = (p[b + "c_attn.weight"], p[b + "c_attn.bias"], p[b + "c_proj.weight"], p[b + "c_proj.bias"]);
+            var bias = cAttnBias.detach().to(ScalarType.Float32).view(3, h, 1, hd);               // q, k, v biases per head
+            var qEff = cat([w.WQ[l], bias[0]], 1);                                              // [h, d+1, hd]
+            var kEff = cat([w.WK[l], bias[1]], 1);
+            var (q, kT) = new FactoredMatrix(qEff, kEff.transpose(-2, -1)).MakeEven().Pair;
+            var k = kT.transpose(-2, -1);
+            var bO = cProjBias.detach().to(ScalarType.Float32).add(bias[2].matmul(w.WO[l]).sum([0, 1]), TorchScalars.One); // + Σ_h b_V[h]·W_O[h]
+            var (u, sv, v) = new FactoredMatrix(w.WV[l], w.WO[l]).Svd();
+            var wv = u * sv.unsqueeze(-2);                                                       // U·diag(S) [h, d, hd]
+            var wo = v.transpose(-2, -1);                                                        // Vᵀ [h, hd, d]
+            static Tensor Columns(Tensor perHead) => perHead.permute(1, 0, 2).reshape(perHead.shape[1], -1); // [h, d, hd] → [d, h·hd]
+            cAttn.narrow(1, 0, d).copy_(Columns(q.narrow(1, 0, d)));
+            cAttn.narrow(1, d, d).copy_(Columns(k.narrow(1, 0, d)));
+            cAttn.narrow(1, 2 * d, d).copy_(Columns(wv));
+            cAttnBias.narrow(0, 0, d).copy_(q.select(1, d).reshape(-1));
+            cAttnBias.narrow(0, d, d).copy_(k.select(1, d).reshape(-1));
+            cAttnBias.narrow(0, 2 * d, d).fill_(TorchScalars.Of(0));
+            cProj.copy_(wo.reshape(h * hd, d));
+            cProjBias.copy_(bO);
+        }
+    }
+
+    /// <summary>The token embedding W_E [d_vocab, d_model] float32, as stored; with <paramref name="processed"/> (the
+    /// processing <see cref="WeightProcessing.Apply"/> gave the model) as TransformerLens's processed model has it: centred
+    /// over d_model by <c>center_writing_weights</c> (GPT-2's tied W_E is centred by a hook, so it is centred here).</summary>
+    public static Tensor Embedding(HookedTransformer model, WeightProcessingOptions? processed = null)
+    {
+        var we = FeatureWeights.Weight(model, ("transformer.wte.weight", false), ("gpt_neox.embed_in.weight", false), ("model.embed_tokens.weight", false));
+        return processed?.CenterWritingWeights == true ? CenterOver(we, 1) : we;
+    }
+
+    /// <summary>The learned position embedding W_pos [n_ctx, d_model] float32 (GPT-2's <c>wpe</c>, centred in place by
+    /// <c>center_writing_weights</c>), or null for a model with rotary positions.</summary>
+    public static Tensor? PositionEmbedding(HookedTransformer model) =>
+        model.named_parameters().Any(kv => kv.name == "transformer.wpe.weight") ? FeatureWeights.Weight(model, ("transformer.wpe.weight", false)) : null;
+
+    /// <summary>
+    /// The unembedding W_U [d_model, d_vocab] float32 with the final norm's scale folded in
+    /// (<see cref="FeatureWeights.FoldedUnembed"/>); with <paramref name="processed"/> as TransformerLens's processed model
+    /// has it (transformer_lens/weight_processing.py <c>_fold_unembed_layer_norm</c>, <c>center_unembed</c>): centred over
+    /// d_model when <c>fold_ln</c> (its <c>center_weights</c>), over the vocabulary when <c>center_unembed</c>. Neither
+    /// centring changes a logit difference: the final norm's output has mean 0 over d_model, and a vocabulary-wide
+    /// constant drops out of every difference and softmax. The final norm's bias β (<c>b_U</c> after <c>fold_ln</c>) is not in it.
+    /// </summary>
+    public static Tensor Unembed(HookedTransformer model, WeightProcessingOptions? processed = null)
+    {
+        var wu = FeatureWeights.FoldedUnembed(model);
+        if (processed?.FoldLn == true) wu = CenterOver(wu, 0);
+        if (processed?.CenterUnembed == true) wu = CenterOver(wu, 1);
+        return wu;
+    }
+
+    private static Tensor CenterOver(Tensor x, long dim) => x - x.mean([dim], keepdim: true);
 
     /// <summary>TransformerLens's copying score sum(λ).real / sum(|λ|) over the last dimension of complex eigenvalues
     /// (Main Demo cell 112), as float64.</summary>
@@ -114,30 +198,27 @@ public static class AttentionCircuits
     /// <paramref name="tokens"/> token ids evenly spaced over the vocabulary (all of it when null or larger). The full OV
     /// circuit's eigenvalues are those of the d_model-sized OV·(W_U·W_E) (a cyclic permutation of W_E·OV·W_U: the same
     /// nonzero eigenvalues), so the whole vocabulary counts without a [vocab, vocab] matrix. <paramref name="layers"/>: the
-    /// layers scored (null: all).
+    /// layers scored (null: all). <paramref name="processed"/>: the processing <see cref="WeightProcessing.Apply"/> gave
+    /// the model, so W_E and W_U are taken as TransformerLens's processed model has them (<see cref="Embedding"/>,
+    /// <see cref="Unembed"/>); null: as loaded.
     /// </summary>
-    public static OvCircuitScores Scores(HookedTransformer model, int? tokens = null, IReadOnlyList<int>? layers = null)
+    public static OvCircuitScores Scores(HookedTransformer model, int? tokens = null, IReadOnlyList<int>? layers = null,
+                                         WeightProcessingOptions? processed = null)
     {
-        ArgumentNullException.ThrowIfNull(model);
+        layers = CheckLayers(model, "OV circuit scores", tokens, layers);
         var c = model.Config;
-        if (tokens is <= 0) throw new SaeSharpException($"OV circuit scores: {tokens} tokens (give at least 1)");
-        layers ??= Enumerable.Range(0, c.NLayers).ToList();
-        foreach (int bad in layers.Where(l => l < 0 || l >= c.NLayers))
-            throw new SaeSharpException($"OV circuit scores: layer {bad} is outside 0..{c.NLayers - 1} ({c.ModelName} has {c.NLayers} layers)");
         using var _ = no_grad();
         using var outer = NewDisposeScope();
         var w = Weights(model);
-        var we = Embedding(model);                                                       // [vocab, d]
-        var wu = FeatureWeights.FoldedUnembed(model);                                    // [d, vocab']
+        var we = Embedding(model, processed);                                            // [vocab, d]
+        var wu = Unembed(model, processed);                                              // [d, vocab']
         long vocab = Math.Min(we.shape[0], wu.shape[1]);
         if (we.shape[0] != wu.shape[1]) (we, wu) = (we.narrow(0, 0, vocab), wu.narrow(1, 0, vocab));
-        int n = (int)Math.Min(tokens ?? vocab, vocab);
-        var ids = Enumerable.Range(0, n).Select(i => (long)Math.Floor((double)i * vocab / n)).ToArray();
+        var ids = SampleTokens(vocab, tokens);
         var idx = tensor(ids);
         var weSub = we.index_select(0, idx);                                             // [n, d]
         var wuSub = wu.index_select(1, idx);                                             // [d, n]
         var wuWe = wu.matmul(we);                                                        // [d, d]
-        var diagonal = TorchScalars.Arange(n);
         var ov = new double[layers.Count, c.NHeads];
         var full = new double[layers.Count, c.NHeads];
         var top1 = new double[layers.Count, c.NHeads];
@@ -148,19 +229,104 @@ public static class AttentionCircuits
             var layer = new FactoredMatrix(w.WV[l], w.WO[l]);                           // [heads, d, d]
             var ovScore = CopyingScore(layer.Eigenvalues()).data<double>().ToArray();
             var fullScore = CopyingScore(layer.MatMul(wuWe).Eigenvalues()).data<double>().ToArray();
-            var sub = layer.LeftMatMul(weSub).MatMul(wuSub);                              // [heads, n, n] kept factored
-            var hits = zeros(c.NHeads, ScalarType.Float64);
-            for (long r = 0; r < n; r += RowChunk)                                         // [heads, rows, n] at a time
-            {
-                using var rows = NewDisposeScope();
-                long len = Math.Min(RowChunk, n - r);
-                var best = sub.A.narrow(1, r, len).matmul(sub.B).argmax(-1);               // [heads, rows]
-                hits.add_(best.eq(diagonal.narrow(0, r, len)).to(ScalarType.Float64).sum([-1]), TorchScalars.One);
-            }
-            var hit = hits.data<double>().ToArray();
+            var hit = DiagonalTop1(layer.LeftMatMul(weSub).MatMul(wuSub));              // [heads, n, n] kept factored
             for (int head = 0; head < c.NHeads; head++)
-                (ov[row, head], full[row, head], top1[row, head]) = (ovScore[head], fullScore[head], hit[head] / n);
+                (ov[row, head], full[row, head], top1[row, head]) = (ovScore[head], fullScore[head], hit[head]);
         }
         return new OvCircuitScores(ov, full, top1, ids, layers);
+    }
+
+    /// <summary>
+    /// Each head's QK circuit scored two ways, as ARENA's induction-head chapter (1.2, "Reverse-engineering induction
+    /// circuits") and the Main Demo's <c>model.QK</c> suggest:
+    /// <list type="bullet">
+    /// <item>positional: the attention pattern of the positional QK circuit alone,
+    /// softmax(causal mask(W_pos·W_Q·W_Kᵀ·W_posᵀ / √d_head)) over the first <paramref name="positions"/> positions, and its
+    /// previous-token score, the mean of the pattern's sub-diagonal (ARENA's <c>pos_by_pos_pattern.diag(-1).mean()</c>);
+    /// null for a model without learned positions (rotary);</item>
+    /// <item>token: the full QK circuit W_E·W_Q·W_Kᵀ·W_Eᵀ (query token × key token) restricted to <paramref name="tokens"/>
+    /// token ids evenly spaced over the vocabulary, and the share of query tokens whose own key scores highest (a
+    /// same-token, duplicate-token head scores near 1).</item>
+    /// </list>
+    /// Biases and the layer norms are left out, as in <c>model.QK</c>; <paramref name="processed"/> as in <see cref="Scores"/>.
+    /// </summary>
+    public static QkCircuitScores QkScores(HookedTransformer model, int? tokens = null, IReadOnlyList<int>? layers = null,
+                                           int? positions = null, WeightProcessingOptions? processed = null)
+    {
+        layers = CheckLayers(model, "QK circuit scores", tokens, layers);
+        if (positions is <= 1) throw new SaeSharpException($"QK circuit scores: {positions} positions (give at least 2)");
+        var c = model.Config;
+        using var _ = no_grad();
+        using var outer = NewDisposeScope();
+        var w = Weights(model);
+        var we = Embedding(model, processed);
+        var ids = SampleTokens(we.shape[0], tokens);
+        var weSub = we.index_select(0, tensor(ids));                                     // [n, d]
+        var wpos = PositionEmbedding(model);
+        int nPos = wpos is null ? 0 : (int)Math.Min(positions ?? wpos.shape[0], wpos.shape[0]);
+        Tensor? mask = null, scale = null;
+        if (wpos is not null)
+        {
+            wpos = wpos.narrow(0, 0, nPos);
+            mask = ones(nPos, nPos, ScalarType.Bool).triu(1);                             // key after query
+            scale = tensor(Math.Sqrt(c.DHead), ScalarType.Float32);
+        }
+        var minusInf = TorchScalars.Of(double.NegativeInfinity);
+        var prev = wpos is null ? null : new double[layers.Count, c.NHeads];
+        var same = new double[layers.Count, c.NHeads];
+        for (int row = 0; row < layers.Count; row++)
+        {
+            int l = layers[row];
+            using var scope = NewDisposeScope();
+            var qk = new FactoredMatrix(w.WQ[l], w.WK[l].transpose(-2, -1));             // [heads, d, d]
+            var hit = DiagonalTop1(qk.LeftMatMul(weSub).MatMul(weSub.t()));
+            double[]? pt = null;
+            if (wpos is not null)
+            {
+                var pattern = qk.LeftMatMul(wpos).MatMul(wpos.t()).AB.div(scale!).masked_fill(mask!, minusInf).softmax(-1);
+                pt = pattern.diagonal(-1, -2, -1).mean([-1]).to(ScalarType.Float64).data<double>().ToArray();
+            }
+            for (int head = 0; head < c.NHeads; head++)
+            {
+                same[row, head] = hit[head];
+                if (prev is not null) prev[row, head] = pt![head];
+            }
+        }
+        return new QkCircuitScores(prev, nPos, same, ids, layers);
+    }
+
+    private static IReadOnlyList<int> CheckLayers(HookedTransformer model, string what, int? tokens, IReadOnlyList<int>? layers)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        var c = model.Config;
+        if (tokens is <= 0) throw new SaeSharpException($"{what}: {tokens} tokens (give at least 1)");
+        layers ??= Enumerable.Range(0, c.NLayers).ToList();
+        foreach (int bad in layers.Where(l => l < 0 || l >= c.NLayers))
+            throw new SaeSharpException($"{what}: layer {bad} is outside 0..{c.NLayers - 1} ({c.ModelName} has {c.NLayers} layers)");
+        return layers;
+    }
+
+    /// <summary><paramref name="tokens"/> ids evenly spaced over a vocabulary of <paramref name="vocab"/> (all when null or larger).</summary>
+    private static long[] SampleTokens(long vocab, int? tokens)
+    {
+        int n = (int)Math.Min(tokens ?? vocab, vocab);
+        return Enumerable.Range(0, n).Select(i => (long)Math.Floor((double)i * vocab / n)).ToArray();
+    }
+
+    /// <summary>Per head, the share of rows of a square [heads, n, n] factored matrix whose largest entry is on the diagonal,
+    /// formed <see cref="RowChunk"/> rows at a time.</summary>
+    private static double[] DiagonalTop1(FactoredMatrix m)
+    {
+        long n = m.LDim;
+        var diagonal = TorchScalars.Arange(n);
+        var hits = zeros(m.Shape[0], ScalarType.Float64);
+        for (long r = 0; r < n; r += RowChunk)                                             // [heads, rows, n] at a time
+        {
+            using var rows = NewDisposeScope();
+            long len = Math.Min(RowChunk, n - r);
+            var best = m.A.narrow(1, r, len).matmul(m.B).argmax(-1);                       // [heads, rows]
+            hits.add_(best.eq(diagonal.narrow(0, r, len)).to(ScalarType.Float64).sum([-1]), TorchScalars.One);
+        }
+        return hits.data<double>().Select(h => h / n).ToArray();
     }
 }

@@ -112,6 +112,66 @@ public sealed class FactoredMatrix
         return LDim > MDim ? new FactoredMatrix(other.matmul(A), B) : new FactoredMatrix(other, AB);
     }
 
+    /// <summary>The number of dimensions of the product, leading ones included (TransformerLens <c>ndim</c>).</summary>
+    public int NDim => Shape.Length;
+
+    /// <summary>The factors (TransformerLens <c>pair</c>).</summary>
+    public (Tensor A, Tensor B) Pair => (A, B);
+
+    /// <summary>The product times a number: A·<paramref name="scalar"/> and B (TransformerLens <c>__mul__</c> / <c>__rmul__</c>).</summary>
+    public FactoredMatrix Multiply(double scalar) => new(A * tensor(scalar, A.dtype, A.device), B);
+
+    /// <summary>The product times a one-element tensor (TransformerLens <c>__mul__</c>, which refuses any other tensor:
+    /// use <see cref="MatMul(Tensor)"/> for a matrix).</summary>
+    public FactoredMatrix Multiply(Tensor scalar)
+    {
+        ArgumentNullException.ThrowIfNull(scalar);
+        if (scalar.numel() != 1)
+            throw new SaeSharpException($"FactoredMatrix: a scalar product needs a one-element tensor, got [{Dims(scalar.shape)}] (MatMul multiplies by a matrix)");
+        return new(A * scalar.reshape([]), B);
+    }
+
+    /// <summary><see cref="Multiply(double)"/>.</summary>
+    public static FactoredMatrix operator *(FactoredMatrix m, double scalar) => m.Multiply(scalar);
+
+    /// <summary><see cref="Multiply(double)"/>.</summary>
+    public static FactoredMatrix operator *(double scalar, FactoredMatrix m) => m.Multiply(scalar);
+
+    /// <summary>The same product as the even factorisation U·diag(√S), diag(√S)·Vᵀ: both factors carry half of each
+    /// singular value and have orthogonal columns / rows (TransformerLens <c>make_even</c>).</summary>
+    public FactoredMatrix MakeEven()
+    {
+        var (u, s, v) = Svd();
+        var root = s.sqrt();
+        return new FactoredMatrix(u * root.unsqueeze(-2), root.unsqueeze(-1) * v.transpose(-2, -1));
+    }
+
+    /// <summary>diag(S)·Vᵀ [..., mdim, rdim], the product with its left orthogonal factor U taken off: A·B = U·CollapseL()
+    /// (TransformerLens <c>collapse_l</c>).</summary>
+    public Tensor CollapseL()
+    {
+        var (_, s, v) = Svd();
+        return s.unsqueeze(-1) * v.transpose(-2, -1);
+    }
+
+    /// <summary>U·diag(S) [..., ldim, mdim], the product with its right orthogonal factor Vᵀ taken off: A·B = CollapseR()·Vᵀ
+    /// (TransformerLens <c>collapse_r</c>).</summary>
+    public Tensor CollapseR()
+    {
+        var (u, s, _) = Svd();
+        return u * s.unsqueeze(-2);
+    }
+
+    /// <summary>The top-left <paramref name="k"/> entries of every dimension of the product, leading ones included, formed from
+    /// the first k rows of A and columns of B only (TransformerLens <c>get_corner</c>).</summary>
+    public Tensor GetCorner(int k = 3)
+    {
+        if (k <= 0) throw new SaeSharpException($"FactoredMatrix: get_corner needs k ≥ 1, got {k}");
+        var corner = A.narrow(-2, 0, Math.Min(k, LDim)).matmul(B.narrow(-1, 0, Math.Min(k, RDim)));
+        for (int d = 0; d < NDim - 2; d++) corner = corner.narrow(d, 0, Math.Min(k, Shape[d]));
+        return corner;
+    }
+
     /// <summary>The matrix at <paramref name="index"/> of the first leading dimension (a layer of <c>model.OV</c>, then a head).</summary>
     public FactoredMatrix this[long index] => Shape.Length > 2 ? new FactoredMatrix(A[index], B[index])
         : throw new SaeSharpException($"FactoredMatrix: [{Dims(Shape)}] has no leading dimension to index");

@@ -12,6 +12,8 @@ public sealed record LogitComponent(string Label, double LogitDiff);
 /// the last position, the bias terms no component carries (the final LayerNorm's β and b_U through the answer tokens), and
 /// the three stacks of TransformerLens's Exploratory Analysis Demo. <see cref="PerLayer"/> and <see cref="Bias"/> sum to
 /// <see cref="LogitDiff"/>, as does the last <see cref="Accumulated"/> entry (<c>final_post</c>) with the bias.
+/// <see cref="PerNeuron"/> (<c>L{layer}N{neuron}</c>, TransformerLens <c>stack_neuron_results</c>) and <see cref="MlpBias"/>
+/// (<c>L{layer}_b_out</c>) are filled when asked for: a layer's neurons and its b_out sum to its <c>L_mlp_out</c>.
 /// </summary>
 public sealed record LogitAttributionResult(
     double LogitDiff,
@@ -19,7 +21,9 @@ public sealed record LogitAttributionResult(
     IReadOnlyList<LogitComponent> Accumulated,
     IReadOnlyList<LogitComponent> PerLayer,
     IReadOnlyList<LogitComponent> PerHead,
-    int Prompts);
+    int Prompts,
+    IReadOnlyList<LogitComponent> PerNeuron,
+    IReadOnlyList<LogitComponent> MlpBias);
 
 /// <summary>
 /// Direct logit attribution as TransformerLens's Exploratory Analysis Demo does it (transformer_lens/ActivationCache.py):
@@ -40,10 +44,13 @@ public static class LogitAttribution
     /// <c>accumulated_resid(apply_ln=True)</c> (<c>apply_ln_to_stack(recompute_ln=True)</c>): each accumulated stream is
     /// normalised by its own √(var + eps) (LayerNorm, centred) or √(mean(x²) + eps) (RMSNorm), as if it were the final
     /// stream, instead of by the final stream's cached <c>ln_final.hook_scale</c>; <c>final_post</c> is the same either
-    /// way, and the other two stacks are unchanged.
+    /// way, and the other two stacks are unchanged. <paramref name="neurons"/>: also every MLP neuron's share,
+    /// TransformerLens's <c>stack_neuron_results</c> (transformer_lens/ActivationCache.py): <c>mlp.hook_post</c>[n] times
+    /// row n of W_out, through the same <c>apply_ln_to_stack</c> and projection, and each layer's b_out apart (dense MLPs
+    /// only: a mixture of experts, or a norm after the MLP output, is refused).
     /// </summary>
     public static LogitAttributionResult Run(HookedTransformer model, IReadOnlyList<Tensor> prompts, IReadOnlyList<(long Correct, long Incorrect)> answers,
-        IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? hooks = null, bool recomputeLn = false)
+        IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? hooks = null, bool recomputeLn = false, bool neurons = false)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(prompts);
@@ -70,6 +77,11 @@ public static class LogitAttribution
             wanted.AddRange([blk.ResidPre, blk.AttnOut, blk.MlpOut, blk.Result]);
             if (mid) wanted.Add(blk.ResidMid);
         }
+        if (neurons && model.named_parameters().Any(kv => kv.name.Contains("post_feedforward_layernorm", StringComparison.Ordinal)))
+            throw new SaeSharpException($"{c.ModelName}: a norm follows each MLP's output, so hook_mlp_out is not a sum over neurons (no neuron attribution)");
+        var wOut = neurons ? Enumerable.Range(0, c.NLayers).Select(l => FeatureWeights.MlpOut(model, l)).ToList() : [];   // [d_mlp, d_model] each
+        var bOut = neurons ? Enumerable.Range(0, c.NLayers).Select(l => MlpOutBias(model, l)).ToList() : [];
+        if (neurons) wanted.AddRange(hp.Blocks.Take(c.NLayers).Select(b => b.MlpPost));
         var wu = FeatureWeights.FoldedUnembed(model);                                        // [d_model, vocab]
         var beta = FeatureWeights.FinalNormBias(model) ?? zeros(c.DModel, ScalarType.Float32);
         using var biasLogits = model.LogitsOf(beta.to(c.Dtype).unsqueeze(0)).to(ScalarType.Float64); // β·W_U + b_U
@@ -87,6 +99,10 @@ public static class LogitAttribution
         if (posEmbed) layerLabels.Add("pos_embed");
         for (int l = 0; l < c.NLayers; l++) layerLabels.AddRange([$"{l}_attn_out", $"{l}_mlp_out"]);
         var headLabels = Enumerable.Range(0, c.NLayers).SelectMany(l => Enumerable.Range(0, c.NHeads).Select(h => $"L{l}H{h}")).ToList();
+        var neuronLabels = wOut.SelectMany((w, l) => Enumerable.Range(0, (int)w.shape[0]).Select(n => $"L{l}N{n}")).ToList();
+        var biasLabels = bOut.Select((_, l) => $"L{l}_b_out").ToList();
+        var perNeuron = new double[neuronLabels.Count];
+        var mlpBias = new double[biasLabels.Count];
 
         var acc = new double[accLabels.Count];
         var perLayer = new double[layerLabels.Count];
@@ -133,11 +149,32 @@ public static class LogitAttribution
             Add(acc, Project(stack(accStack), recomputeLn));
             Add(perLayer, Project(stack(layerStack)));
             Add(perHead, Project(cat(heads, 0)));
+            if (neurons)
+            {
+                // stack_neuron_results: post[n]·W_out[n], projected; the centring of apply_ln_to_stack moves onto the direction.
+                var dir = center ? direction - direction.mean() : direction;
+                var perLayerNeurons = wOut.Select((w, l) => At(hp.Blocks[l].MlpPost) * w.matmul(dir)).ToList();   // [d_mlp] each
+                Add(perNeuron, (cat(perLayerNeurons, 0) / scale).to(ScalarType.Float64).data<double>().ToArray());
+                Add(mlpBias, Project(stack(bOut)));
+            }
         }
         int n = prompts.Count;
         static List<LogitComponent> Mean(List<string> labels, double[] sums, int n) =>
             labels.Select((label, i) => new LogitComponent(label, sums[i] / n)).ToList();
         return new LogitAttributionResult(logitDiff / n, bias / n, Mean(accLabels, acc, n), Mean(layerLabels, perLayer, n),
-            Mean(headLabels, perHead, n), n);
+            Mean(headLabels, perHead, n), n, Mean(neuronLabels, perNeuron, n), Mean(biasLabels, mlpBias, n));
+    }
+
+    /// <summary>A dense MLP's output bias b_out [d_model] float32 (zeros when it has none, as the Llama family).</summary>
+    private static Tensor MlpOutBias(HookedTransformer model, int layer)
+    {
+        string name = model.Config.Architecture switch
+        {
+            "gpt2" => $"transformer.h.{layer}.mlp.c_proj.bias",
+            "gpt_neox" => $"gpt_neox.layers.{layer}.mlp.dense_4h_to_h.bias",
+            _ => $"model.layers.{layer}.mlp.down_proj.bias",
+        };
+        var bias = model.named_parameters().FirstOrDefault(kv => kv.name == name).parameter;
+        return bias is null ? zeros(model.Config.DModel, ScalarType.Float32) : bias.detach().to(ScalarType.Float32);
     }
 }

@@ -152,6 +152,40 @@ public abstract partial class HookedTransformer
         return Ids(tokens).Select(id => tok.Decode([id])).ToList();
     }
 
+    /// <summary>TransformerLens <c>model.to_single_token(string)</c>: the id of a string that is exactly one token, else an error.</summary>
+    public long ToSingleToken(string token) => Tokenizer.SingleToken(token, $"model '{Config.ModelName}'");
+
+    /// <summary>
+    /// TransformerLens <c>model.get_token_position(single_token, input, mode, prepend_bos)</c>
+    /// (transformer_lens/HookedTransformer.py): the position of <paramref name="singleToken"/> (a string that is one
+    /// token, <see cref="ToSingleToken"/>) in the tokens of <paramref name="input"/> (BOS first when
+    /// <paramref name="prependBos"/>, so it counts), its first occurrence or, with <paramref name="last"/>, its last;
+    /// an error when it does not occur.
+    /// </summary>
+    public int GetTokenPosition(string singleToken, string input, bool last = false, bool prependBos = true)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        return GetTokenPosition(ToSingleToken(singleToken), TokenIds(input, prependBos), last, $"'{input}'");
+    }
+
+    /// <summary><see cref="GetTokenPosition(string, string, bool, bool)"/> of token id <paramref name="token"/> in
+    /// <paramref name="tokens"/> [pos] or [1, pos].</summary>
+    public int GetTokenPosition(long token, Tensor tokens, bool last = false)
+    {
+        ArgumentNullException.ThrowIfNull(tokens);
+        if (tokens.dim() == 2 && tokens.shape[0] != 1)
+            throw new SaeSharpException($"GetTokenPosition takes one sequence ([pos] or [1, pos]); tokens are [{string.Join(", ", tokens.shape)}]");
+        return GetTokenPosition(token, Ids(tokens).Select(i => (long)i).ToArray(), last, "the tokens");
+    }
+
+    private int GetTokenPosition(long token, long[] ids, bool last, string where)
+    {
+        int at = last ? Array.LastIndexOf(ids, token) : Array.IndexOf(ids, token);
+        if (at < 0)
+            throw new SaeSharpException($"model '{Config.ModelName}': token {token} \"{TokenDisplay.Visible(Tokenizer.TokenText((int)token))}\" does not occur in {where}");
+        return at;
+    }
+
     private long[] TokenIds(string text, bool prependBos)
     {
         try

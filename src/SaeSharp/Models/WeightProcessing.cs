@@ -68,6 +68,14 @@ public sealed record WeightProcessingOptions
         return d;
     }
 
+    /// <summary>TransformerLens <c>from_pretrained</c>'s default processing (HookedTransformer.from_pretrained:
+    /// <c>fold_ln</c>, <c>center_writing_weights</c>, <c>center_unembed</c>, <c>fold_value_biases</c> all true), the weights
+    /// its demos compute circuits on.</summary>
+    public static WeightProcessingOptions TransformerLensDefaults => new()
+    {
+        FoldLn = true, CenterWritingWeights = true, CenterUnembed = true, FoldValueBiases = true,
+    };
+
     /// <summary>True when any processing step is on.</summary>
     public bool Any => FoldLn || CenterWritingWeights || CenterUnembed || FoldValueBiases;
 }

@@ -194,3 +194,19 @@ public static class TokenDisplay
         return control ? tokenizer.IdToToken(id) : null;
     }
 }
+
+/// <summary>Single-token lookups (TransformerLens <c>to_single_token</c>).</summary>
+public static class SingleTokens
+{
+    /// <summary>The id of <paramref name="text"/> when it is exactly one token (special tokens parsed as such; the UNK
+    /// token only when written as itself); otherwise an error naming <paramref name="what"/> and listing the pieces.</summary>
+    public static int SingleToken(this ITextTokenizer tok, string text, string what)
+    {
+        ArgumentNullException.ThrowIfNull(tok);
+        ArgumentNullException.ThrowIfNull(text);
+        var ids = tok.Encode(text, parseSpecialTokens: true);
+        if (ids.Length == 1 && (ids[0] != tok.UnkTokenId || tok.IdToToken(ids[0]) == text.Trim())) return ids[0];
+        string pieces = string.Join(", ", ids.Select(i => $"{i} \"{TokenDisplay.Visible(tok.TokenText(i))}\"" + (i == tok.UnkTokenId ? " (unknown)" : "")));
+        throw new SaeSharpException($"{what}: '{text}' is not a single token of this tokenizer: it tokenizes to [{pieces}] (give a single-token string or a token id)");
+    }
+}

@@ -87,6 +87,78 @@ public class AttentionCircuitsTests : ModelTestBase
     }
 
     [Fact]
+    public void Factored_matrix_even_form_corner_collapses_and_scalar_products_match_the_dense_product()
+    {
+        using var scope = NewDisposeScope();
+        manual_seed(21);
+        var a = randn(2, 5, 3);
+        var b = randn(2, 3, 4);
+        var ab = a.matmul(b);                                                     // [2, 5, 4] of rank 3
+        var f = new FactoredMatrix(a, b);
+        Assert.Equal(3, f.NDim);
+        Close(ab, f.Pair.A.matmul(f.Pair.B));
+
+        // make_even: the same product; each factor's Gram matrix is diag(S), so A'ᵀA' = B'B'ᵀ (halves of every singular value).
+        var even = f.MakeEven();
+        Close(ab, even.AB);
+        var s = linalg.svdvals(ab).narrow(-1, 0, 3);
+        for (int i = 0; i < 2; i++)
+        {
+            Close(diag(s[i]), even.A[i].t().matmul(even.A[i]));
+            Close(diag(s[i]), even.B[i].matmul(even.B[i].t()));
+        }
+
+        // collapse_l / collapse_r: the product once U or Vᵀ is taken off (U, V orthonormal columns).
+        var (u, _, v) = f.Svd();
+        Close(ab, u.matmul(f.CollapseL()));
+        Close(ab, f.CollapseR().matmul(v.transpose(-2, -1)));
+        Assert.Equal([2L, 3, 4], f.CollapseL().shape);
+        Assert.Equal([2L, 5, 3], f.CollapseR().shape);
+
+        // get_corner: the dense product's [:3, :3, :3] (the leading dimension has only 2).
+        Close(ab.narrow(1, 0, 3).narrow(2, 0, 3), f.GetCorner());
+        Close(ab.narrow(1, 0, 1).narrow(2, 0, 1).narrow(0, 0, 1), f.GetCorner(1));
+
+        // Scalar products, either side, and by a one-element tensor.
+        Close(ab * 2.5, (f * 2.5).AB);
+        Close(ab * -3, (-3 * f).AB);
+        Close(ab * 0.5, f.Multiply(tensor(new[] { 0.5f })).AB);
+        Assert.Contains("one-element", Assert.Throws<SaeSharpException>(() => f.Multiply(ones(2))).Message);
+    }
+
+    [Fact]
+    public void Refactored_attention_matrices_keep_QK_OV_and_the_logits_and_make_W_O_a_rotation()
+    {
+        using var raw = Gpt2(seed: 13);
+        using var model = Gpt2(seed: 13);
+        using var scope = NewDisposeScope();
+        var tokens = Tokens([3, 17, 8, 22, 5, 40, 11]);
+        var before = raw.Run(tokens, new RunOptions()).Logits!;
+        var w0 = AttentionCircuits.Weights(raw);
+        var p0 = raw.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter.detach());
+        AttentionCircuits.RefactorFactoredAttnMatrices(model);
+        var w1 = AttentionCircuits.Weights(model);
+        var p1 = model.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter.detach());
+        AssertAllClose(before, model.Run(tokens, new RunOptions()).Logits!, 1e-4, "logits");
+        AssertAllClose(w0.WQ.matmul(w0.WK.transpose(-2, -1)), w1.WQ.matmul(w1.WK.transpose(-2, -1)), 1e-4, "QK");
+        AssertAllClose(w0.WV.matmul(w0.WO), w1.WV.matmul(w1.WO), 1e-4, "OV");
+        Assert.True((w0.WQ - w1.WQ).abs().max().item<float>() > 1e-2, "W_Q unchanged: the test proves nothing");
+        for (int l = 0; l < 2; l++)
+        {
+            // The bilinear form with biases: [x, 1]·W_Q_eff·W_K_effᵀ·[y, 1]ᵀ per head.
+            Tensor Eff(Tensor wq, Dictionary<string, Tensor> p, int part) =>
+                cat([wq, p[$"transformer.h.{l}.attn.c_attn.bias"].narrow(0, part * 16, 16).view(4, 1, 4)], 1);
+            AssertAllClose(Eff(w0.WQ[l], p0, 0).matmul(Eff(w0.WK[l], p0, 1).transpose(-2, -1)),
+                           Eff(w1.WQ[l], p1, 0).matmul(Eff(w1.WK[l], p1, 1).transpose(-2, -1)), 1e-4, $"L{l} QK with biases");
+            for (int h = 0; h < 4; h++)
+                AssertAllClose(eye(4), w1.WO[l, h].matmul(w1.WO[l, h].t()), 1e-4, $"L{l}H{h} W_O rows orthonormal");
+            Assert.True(p1[$"transformer.h.{l}.attn.c_attn.bias"].narrow(0, 32, 16).abs().max().item<float>() == 0, "b_V moved into b_O");
+        }
+        using var neox = NeoX(parallel: false);
+        Assert.Contains("GPT-2 only", Assert.Throws<SaeSharpException>(() => AttentionCircuits.RefactorFactoredAttnMatrices(neox)).Message);
+    }
+
+    [Fact]
     public void Gpt2_OV_and_QK_are_the_heads_slices_of_c_attn_and_c_proj()
     {
         using var model = Gpt2(nLayer: 2);
@@ -233,6 +305,86 @@ public class AttentionCircuitsTests : ModelTestBase
     }
 
     [Fact]
+    public void Processed_circuit_weights_are_centred_and_change_each_logit_by_a_per_position_constant_only()
+    {
+        using var scope = NewDisposeScope();
+        foreach (var (raw, copy, unembedKey, betaKey) in new[]
+                 {
+                     (Gpt2(seed: 11), Gpt2(seed: 11), "transformer.wte.weight", "transformer.ln_f.bias"),
+                     (NeoX(parallel: false, seed: 12), NeoX(parallel: false, seed: 12), "embed_out.weight", "gpt_neox.final_layer_norm.bias"),
+                 })
+        {
+            using var _ = raw;
+            string kind = raw.Config.Architecture;
+            var rawP = raw.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter.detach());
+            var options = WeightProcessingOptions.TransformerLensDefaults;
+            using var pm = WeightProcessing.Apply(copy, options);
+            var wu = AttentionCircuits.Unembed(pm.Model, options);                          // [d, vocab]
+            Assert.True(wu.mean([1]).abs().max().item<float>() < 1e-5, $"{kind}: W_U centred over the vocabulary (center_unembed)");
+            Assert.True(wu.mean([0]).abs().max().item<float>() < 1e-5, $"{kind}: W_U centred over d_model (fold_ln)");
+            Assert.True((wu - AttentionCircuits.Unembed(raw)).abs().max().item<float>() > 1e-3, $"{kind}: the centring changed nothing, the test proves nothing");
+            // Writing weights: zero mean over d_model.
+            Assert.True(AttentionCircuits.Embedding(pm.Model, options).mean([1]).abs().max().item<float>() < 1e-5, $"{kind} W_E");
+            Assert.True(AttentionCircuits.Weights(pm.Model).WO.mean([-1]).abs().max().item<float>() < 1e-5, $"{kind} W_O");
+            if (AttentionCircuits.PositionEmbedding(pm.Model) is { } wpos)
+                Assert.True(wpos.mean([1]).abs().max().item<float>() < 1e-5, $"{kind} W_pos");
+            // Logits through the processed W_U (plus the final norm's β through the raw W_U, TransformerLens's b_U) against
+            // the unprocessed model's: x̂ of the processed run is the raw run's, so they differ by a constant per position.
+            var tokens = Tokens([3, 17, 8, 22, 5], [40, 11, 2, 9, 30]);
+            var logits = raw.Run(tokens, new RunOptions()).Logits!;
+            using var run = pm.Model.RunWithCache(tokens, new RunOptions { CacheNames = [pm.Model.HookPoints.Blocks[^1].ResidPost], Hooks = pm.Hooks });
+            var resid = run.Cache[pm.Model.HookPoints.Blocks[^1].ResidPost];
+            var xhat = nn.functional.layer_norm(resid, [resid.shape[^1]], eps: raw.Config.LayerNormEps);
+            var bU = rawP[unembedKey].matmul(rawP[betaKey]);                               // β·W_U [vocab]
+            var diff = logits - (xhat.matmul(wu) + bU);
+            Assert.True((diff - diff.mean([-1], keepdim: true)).abs().max().item<float>() < 1e-4, $"{kind}: logits differ by more than a per-position constant");
+        }
+    }
+
+    [Fact]
+    public void QK_scores_find_a_previous_token_head_and_a_same_token_head_built_by_hand()
+    {
+        // d_model 16, 4 heads of d_head 4, 4 tokens, 4 positions. Token t embeds as e_t, position p as e_{4+p}.
+        // Head 0: W_Q maps position p ≥ 1 to slot p − 1 (times c), W_K maps position k to slot k, so the positional score of
+        // query p and key k is c·[k = p − 1]. Head 1: W_Q = W_K = identity on the token dimensions (QK = I on tokens).
+        // Head 2: W_K negated (QK = −I). Head 3: zero (uniform attention).
+        string dir = TinyModels.WriteGpt2(Sub("qk"), seed: 5, nLayer: 1, nEmbd: 16, nHead: 4, vocab: 4, nPositions: 4);
+        using var model = ModelLoader.FromPretrained(dir);
+        var p = model.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter);
+        const float c = 4f;
+        using (no_grad())
+        {
+            using var scope = NewDisposeScope();
+            var wte = zeros(4, 16);
+            var wpe = zeros(4, 16);
+            for (int t = 0; t < 4; t++) { wte[t, t] = tensor(1f); wpe[t, 4 + t] = tensor(1f); }
+            p["transformer.wte.weight"].copy_(wte);
+            p["transformer.wpe.weight"].copy_(wpe);
+            var cAttn = zeros(16, 48);                                                // q | k | v, head h in columns 4h..4h+3
+            for (int pos = 1; pos < 4; pos++) cAttn[4 + pos, pos - 1] = tensor(c);   // head 0 query
+            for (int pos = 0; pos < 3; pos++) cAttn[4 + pos, 16 + pos] = tensor(1f); // head 0 key
+            for (int t = 0; t < 4; t++)
+            {
+                cAttn[t, 4 + t] = tensor(1f); cAttn[t, 16 + 4 + t] = tensor(1f);       // head 1
+                cAttn[t, 8 + t] = tensor(1f); cAttn[t, 16 + 8 + t] = tensor(-1f);      // head 2
+            }
+            p["transformer.h.0.attn.c_attn.weight"].copy_(cAttn);
+        }
+        var r = AttentionCircuits.QkScores(model);
+        Assert.Equal(4, r.Positions);
+        // Query q ≥ 1 sees q + 1 keys: the previous one scores c / √d_head = 2, the others 0.
+        double s = Math.Exp(c / 2);
+        double expected = (s / (s + 1) + s / (s + 2) + s / (s + 3)) / 3;
+        Assert.Equal(expected, r.PreviousToken![0, 0], 5);
+        Assert.Equal((1 / 2.0 + 1 / 3.0 + 1 / 4.0) / 3, r.PreviousToken[0, 3], 5);   // uniform
+        Assert.Equal(1, r.SameToken[0, 1]);
+        Assert.Equal(0, r.SameToken[0, 2]);
+        Assert.Equal(2, AttentionCircuits.QkScores(model, positions: 2).Positions);
+        using var neox = NeoX(parallel: false);
+        Assert.Null(AttentionCircuits.QkScores(neox).PreviousToken);                 // rotary: no W_pos
+    }
+
+    [Fact]
     public void Circuits_command_prints_the_three_tables_and_writes_the_scores_to_json()
     {
         string dir = TinyModels.WriteGpt2(Sub("cli"), seed: 3, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 50, nPositions: 16);
@@ -254,7 +406,17 @@ public class AttentionCircuitsTests : ModelTestBase
         }
         var (folded, foldedOut, foldedErr) = CliRunner.Run("model", "circuits", "--model", dir, "--layer", "0", "--fold-ln");
         Assert.True(folded == 0, foldedErr);
-        Assert.Contains("1 layer × 4 heads, d_head 4, fold_ln", foldedOut);
+        Assert.Contains("weights: fold_ln\n", foldedOut.ReplaceLineEndings("\n"));
+        var (processed, processedOut, processedErr) = CliRunner.Run("model", "circuits", "--model", dir, "--process-weights", "--positions", "8", "--json", json);
+        Assert.True(processed == 0, processedErr);
+        Assert.Contains("weights: fold_ln, center_writing_weights, center_unembed, fold_value_biases", processedOut);
+        Assert.Contains("Positional QK previous-token score", processedOut);
+        Assert.Contains("over the first 8 positions", processedOut);
+        Assert.Contains("Full QK same-token top-1", processedOut);
+        node = JsonNode.Parse(File.ReadAllText(json))!;
+        Assert.True(node["center_unembed"]!.GetValue<bool>());
+        Assert.Equal(8, node["qk_positions"]!.GetValue<int>());
+        Assert.Equal(2, node["qk_previous_token_score"]!.AsArray().Count);
         var (bad, _, badErr) = CliRunner.Run("model", "circuits", "--model", dir, "--layer", "2");
         Assert.NotEqual(0, bad);
         Assert.Contains("layer 2 is outside 0..1", badErr);

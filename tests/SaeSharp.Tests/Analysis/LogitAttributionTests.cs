@@ -117,6 +117,34 @@ public class LogitAttributionTests : ModelTestBase
     }
 
     [Fact]
+    public void A_layers_neurons_and_its_b_out_sum_to_its_mlp_output()
+    {
+        using var scope = NewDisposeScope();
+        foreach (var model in new[]
+                 {
+                     ModelLoader.FromPretrained(TinyModels.WriteGpt2(Sub("g"), seed: 6, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 64)),
+                     NeoX(parallel: true, seed: 7),
+                 })
+        {
+            using var _ = model;
+            List<Tensor> tokens = [tensor(new long[] { 5, 9, 3, 12, 40, 7 }).unsqueeze(0), tensor(new long[] { 33, 1, 22, 8 }).unsqueeze(0)]; // ids < 50: NeoX's vocabulary
+            var r = LogitAttribution.Run(model, tokens, Answers, neurons: true);
+            int dMlp = model.Config.DMlp;
+            Assert.Equal(2 * dMlp, r.PerNeuron.Count);
+            Assert.Equal($"L1N{dMlp - 1}", r.PerNeuron[^1].Label);
+            Assert.Equal(["L0_b_out", "L1_b_out"], r.MlpBias.Select(b => b.Label));
+            for (int l = 0; l < 2; l++)
+            {
+                double neurons = r.PerNeuron.Skip(dMlp * l).Take(dMlp).Sum(x => x.LogitDiff);
+                double mlpOut = r.PerLayer.Single(x => x.Label == $"{l}_mlp_out").LogitDiff;
+                Assert.Equal(mlpOut, neurons + r.MlpBias[l].LogitDiff, 1e-4);
+                Assert.True(r.PerNeuron.Skip(dMlp * l).Take(dMlp).Count(x => Math.Abs(x.LogitDiff) > 1e-6) > 1, "the neurons carry no share");
+            }
+            Assert.Empty(LogitAttribution.Run(model, tokens, Answers).PerNeuron);
+        }
+    }
+
+    [Fact]
     public void Answers_must_match_the_prompts_and_lie_in_the_vocabulary()
     {
         using var model = ModelLoader.FromPretrained(TinyModels.WriteGpt2(Sub("g"), seed: 4, nLayer: 1, nEmbd: 8, nHead: 2, vocab: 16));
@@ -143,6 +171,18 @@ public class LogitAttributionTests : ModelTestBase
         Assert.Equal(r.LogitDiff, node["logit_diff"]!.GetValue<double>(), 1e-9);
         Assert.Equal(4, node["stack_head_results"]!.AsObject().Count);
         Assert.Equal(r.PerLayer[^1].LogitDiff, node["decompose_resid"]!["0_mlp_out"]!.GetValue<double>(), 1e-9);
+        Assert.Null(node["stack_neuron_results"]);
+
+        var (withNeurons, neuronOut, neuronErr) = CliRunner.Run("model", "logit-attrs", "--model", dir, "--prompt", "Hello world", "--answer", " world,Hello",
+            "--top-neurons", "3", "--json", json);
+        Assert.True(withNeurons == 0, neuronErr);
+        var rn = LogitAttribution.Run(model, [tokens], [(995, 15496)], neurons: true);
+        var top = rn.PerNeuron.MaxBy(x => Math.Abs(x.LogitDiff))!;
+        Assert.Contains($"MLP neurons (cache.stack_neuron_results), 3 of {rn.PerNeuron.Count} by |logit diff|", neuronOut);
+        Assert.Contains(top.Label, neuronOut);
+        node = JsonNode.Parse(File.ReadAllText(json))!;
+        Assert.Equal(rn.PerNeuron.Count, node["stack_neuron_results"]!.AsObject().Count);
+        Assert.Equal(top.LogitDiff, node["stack_neuron_results"]![top.Label]!.GetValue<double>(), 1e-9);
 
         var (bad, _, badErr) = CliRunner.Run("model", "logit-attrs", "--model", dir, "--prompt", "a", "--prompt", "b", "--prompt", "c",
             "--answer", " world, Hello", "--answer", "1,2");

@@ -90,4 +90,36 @@ public class ToTokensTests : ModelTestBase
         using var t = model.ToTokens("Hello world", prependBos: false);
         Assert.Equal(new long[] { 15496, 995 }, Row(t, 0));
     }
+
+    [Fact]
+    public void Get_token_position_finds_the_first_or_last_occurrence_counting_bos()
+    {
+        using var model = Gpt2WithTokenizer();
+        // Main Demo cell 85: [<|endoftext|>, "The", " cat", " sat", " on", " the", " mat"]: " cat" at 2.
+        Assert.Equal(2, model.GetTokenPosition(" cat", "The cat sat on the mat"));
+        Assert.Equal(1, model.GetTokenPosition(" cat", "The cat sat on the mat", prependBos: false));
+        // [BOS, "The", " cat", " and", " the", " cat"]: first 2, last 5.
+        Assert.Equal(5, model.GetTokenPosition(" cat", "The cat and the cat", last: true));
+        Assert.Equal(2, model.GetTokenPosition(" cat", "The cat and the cat"));
+        using var tokens = model.ToTokens("The cat and the cat");
+        long cat = model.ToSingleToken(" cat");
+        Assert.Equal(3797L, cat);                                              // " cat" in GPT-2's vocabulary
+        Assert.Equal(5, model.GetTokenPosition(cat, tokens, last: true));
+        Assert.Contains("does not occur", Assert.Throws<SaeSharpException>(() => model.GetTokenPosition(" dog", "The cat sat")).Message);
+        Assert.Contains("not a single token", Assert.Throws<SaeSharpException>(() => model.GetTokenPosition(" catastrophically", "The cat")).Message);
+    }
+
+    [Fact]
+    public void Tokenize_find_prints_the_tokens_positions()
+    {
+        using (Gpt2WithTokenizer()) { }
+        string dir = Directory.GetDirectories(Dir, "gpt2tok*").Single();
+        var (exit, output, err) = SaeSharp.Tests.Cli.CliRunner.Run("model", "tokenize", "--model", dir, "--prompt", "The cat and the cat", "--find", " cat");
+        Assert.True(exit == 0, err);
+        Assert.Contains("[464,3797,290,262,3797]", output);
+        Assert.Contains("\" cat\" (id 3797) at position 1 first, 4 last", output);
+        var (bad, _, badErr) = SaeSharp.Tests.Cli.CliRunner.Run("model", "tokenize", "--model", dir, "--prompt", "The cat", "--find", " catastrophically");
+        Assert.NotEqual(0, bad);
+        Assert.Contains("--find: ' catastrophically' is not a single token", badErr);
+    }
 }
