@@ -181,7 +181,7 @@ internal static class PatchCommands
                     if (parse.GetValue(o.Png) is { } png)
                         ModelCommands.WriteHeatmap(png, Values(layers, cols, Value), $"Patching hook_{actName} at each position", "layer", $"position: token{ofPair1}",
                             raw ? "patched metric" : "(patched − corrupted) / (clean − corrupted)",
-                            columnNames: [.. Enumerable.Range(0, cols).Select(p => $"{p} {DashboardWriter.Quote(strTokens[p])}")]);
+                            columnNames: [.. Enumerable.Range(0, cols).Select(p => $"{p} {DashboardWriter.Display(strTokens[p])}")]);
                 }
                 json["patched"] = ModelCommands.Grid(r.Patched);
                 json["patched_axes"] = ActivationPatching.IsPerHead(kind) ? "layer, head" : "layer, pos";
