@@ -277,7 +277,7 @@ public class AttentionPageTests : ModelTestBase
             (await page.EvaluateExpressionAsync<string>($"document.querySelectorAll('{section} .tokens span')[{j}].dataset.values"))
                 .Split(',').Select(v => (float)double.Parse(v, System.Globalization.CultureInfo.InvariantCulture)).ToArray();
 
-        const string second = "section.layer:nth-of-type(2)";   // layer 1 (the h1 and the note come first, then the sections)
+        const string second = "section.layer:nth-of-type(2)";   // layer 1: the second section element
         await page.SelectAsync($"{second} select.pick", "all");
         await page.ClickAsync($"{second} .tokens span:nth-child(3)");           // hold token 2
         await page.HoverAsync($"{second} .tokens span:nth-child(5)");           // hovering another changes nothing
