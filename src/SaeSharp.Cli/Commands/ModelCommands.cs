@@ -1007,10 +1007,7 @@ internal static class ModelCommands
                     var at = AttentionHead.Parse(h.Label);
                     grid[at.Layer, at.Head] = h.LogitDiff;
                 }
-                var bytes = SaeSharp.Plots.HeatmapPlot.Render(grid, $"Direct logit attribution of each head: {what}",
-                    "layer", "head", "logit difference");
-                SaeSharp.IO.AtomicFile.Write(pngFile, s => s.Write(bytes));
-                Console.WriteLine($"wrote {pngFile}");
+                WriteHeatmap(pngFile, grid, $"Direct logit attribution of each head: {what}", "layer", "head", "logit difference");
             }
             if (parse.GetValue(json) is { } path)
             {
@@ -1156,6 +1153,7 @@ internal static class ModelCommands
         var model = ModelOption();
         var revision = ModelSource.RevisionOption();
         var prompt = new Option<string[]>("--prompt") { Description = "Prompt text (repeatable; scores averaged over the prompts, as detect_head of a list)" };
+        var input = TokenInputOption("[batch, seq] (each row a prompt, scores averaged over them), instead of --prompt");
         var repeated = new Option<int?>("--repeated-random")
         {
             Description = "Instead of prompts: N random tokens repeated twice (the demos' induction test); scores are the mean attention " +
@@ -1174,29 +1172,51 @@ internal static class ModelCommands
             DefaultValueFactory = _ => "mul",
         };
         measure.AcceptOnlyFromAmong("mul", "abs");
+        var pattern = new Option<string?>("--pattern")
+        {
+            Description = "With --prompt/--input: a detection pattern of one's own instead of the three built-in ones (detect_head(detection_pattern=tensor)): " +
+                          "a JSON file of [seq][seq] numbers, lower triangular (row: query, column: key), seq the prompts' token count",
+        };
+        var headList = new Option<string?>("--heads") { Description = "With --prompt/--input: score only these heads, L.H separated by commas (0.1,3.4); the others show –" };
         var excludeBos = new Option<bool>("--exclude-bos") { Description = "With --prompt: ignore the attention to the first token" };
         var excludeCurrent = new Option<bool>("--exclude-current-token") { Description = "With --prompt: ignore each token's attention to itself" };
         var noBos = new Option<bool>("--no-prepend-bos") { Description = "Do not start the prompts with BOS" };
         var top = new Option<int>("--top") { Description = "Top heads listed per score", DefaultValueFactory = _ => 5 }.Positive();
         var json = new Option<string?>("--json") { Description = "Write every head's scores to this JSON file ([layer][head] per score)" };
+        var png = new Option<string?>("--png")
+        {
+            Description = "Draw each score as a layer × head heatmap: FILE.png gives FILE.previous_token_head.png, FILE.duplicate_token_head.png and " +
+                          "FILE.induction_head.png (with --pattern: FILE.png itself)",
+        };
         var dtype = ModelSource.DtypeOption();
         var command = new Command("head-scores", "TransformerLens's head detector: the previous-token, duplicate-token and induction score of every head " +
-                                                 "(detect_head on prompts, or the demos' stripe means on repeated random tokens)")
-            { model, prompt, repeated, batch, seed, range, measure, excludeBos, excludeCurrent, noBos, top, json, dtype };
+                                                 "(detect_head on prompts, or the demos' stripe means on repeated random tokens), or the score against a pattern of one's own")
+            { model, prompt, input, repeated, batch, seed, range, measure, pattern, headList, excludeBos, excludeCurrent, noBos, top, json, png, dtype };
         command.Options.Add(revision);
         Cli.SetAction(command, parse =>
         {
             var texts = parse.GetValue(prompt) ?? [];
+            string? inputPath = parse.GetValue(input);
             int? n = parse.GetValue(repeated);
-            if ((texts.Length > 0) == (n is not null))
-                throw new SaeSharpException("give either --prompt (one or more) or --repeated-random N");
+            if ((texts.Length > 0 ? 1 : 0) + (inputPath is null ? 0 : 1) + (n is null ? 0 : 1) != 1)
+                throw new SaeSharpException("give either --prompt (one or more), --input (token ids) or --repeated-random N");
             if (n is null) Cli.RefuseGiven(parse, "random tokens; give --repeated-random N", batch, seed, range);
             else Cli.RefuseGiven(parse, "detect_head on prompts; give --prompt (--repeated-random scores the stripes of its repeated tokens)",
-                measure, excludeBos, excludeCurrent, noBos);
-            if (parse.GetValue(json) is { } j) OutputGuard.RefuseBadOutputFile("--json", j, new CommandInput("--model", parse.GetValue(model)!, InputKind.Folder));
+                measure, excludeBos, excludeCurrent, noBos, pattern, headList);
+            if (inputPath is not null) Cli.RefuseGiven(parse, "for a --prompt's tokens; --input's token ids are used as they are", noBos);
+            var inputs = new List<CommandInput> { new("--model", parse.GetValue(model)!, InputKind.Folder) };
+            if (inputPath is not null) inputs.Add(new("--input", inputPath, InputKind.Whole));
+            if (parse.GetValue(pattern) is { } pf) inputs.Add(new("--pattern", pf, InputKind.Whole));
+            if (parse.GetValue(json) is { } j) OutputGuard.RefuseBadOutputFile("--json", j, [.. inputs]);
+            var pngFiles = parse.GetValue(png) is { } pngPath
+                ? parse.GetValue(pattern) is null ? HeadScorePngs(pngPath) : [pngPath]
+                : [];
+            foreach (var f in pngFiles) OutputGuard.RefuseBadOutputFile("--png", f, [.. inputs]);
+            var (detection, binary) = parse.GetValue(pattern) is { } patternFile ? ReadDetectionPattern(patternFile) : (null, true);
+            var heads = parse.GetValue(headList) is { } hl ? ParseHeadList(hl) : null;
             using var m = ModelSource.LoadModel(ModelSource.ModelAt(parse, model, revision), parse.GetValue(dtype)!);
             using var scope = NewDisposeScope();
-            SaeSharp.Analysis.HeadScores scores;
+            List<(string Title, string Key, double[,] Values)> kinds;
             string source;
             if (n is int len)
             {
@@ -1207,36 +1227,102 @@ internal static class ModelCommands
                 var (low, high) = TokenRange(parse.GetValue(range)!, m.Config.DVocab);
                 int b = parse.GetValue(batch);
                 var tokens = SaeSharp.Analysis.RepeatedRandomTokens.Generate(b, len, low, high, parse.GetValue(seed));
-                scores = SaeSharp.Analysis.HeadDetector.RepeatedTokenScores(m, tokens);
+                var scores = SaeSharp.Analysis.HeadDetector.RepeatedTokenScores(m, tokens);
+                kinds = BuiltInKinds(scores);
                 source = $"{b} × {len} random tokens in [{low}, {high}) repeated twice (seed {parse.GetValue(seed)})";
             }
             else
             {
-                bool bos = !parse.GetValue(noBos);
-                var tokens = texts.Select(t => PromptTokens(m, t, bos, "--prompt")).ToList();
-                InterventionCommands.RefuseFewerThanTwoTokens("--prompt", texts, tokens, "detect_head");
+                var (tokens, what) = DetectHeadTokens(m, texts, inputPath, !parse.GetValue(noBos));
+                if (detection is not null && detection.shape[0] != tokens[0].shape[1])
+                    throw new SaeSharpException($"--pattern {parse.GetValue(pattern)}: a [{detection.shape[0]}, {detection.shape[0]}] pattern for {what} of " +
+                                                $"{tokens[0].shape[1]} tokens; the pattern must be [seq, seq] for the prompts' seq");
                 var em = parse.GetValue(measure) == "abs" ? SaeSharp.Analysis.HeadErrorMeasure.Abs : SaeSharp.Analysis.HeadErrorMeasure.Mul;
-                scores = SaeSharp.Analysis.HeadDetector.Detect(m, tokens, em, parse.GetValue(excludeBos), parse.GetValue(excludeCurrent));
-                source = $"detect_head, error measure {parse.GetValue(measure)}" + (parse.GetValue(excludeBos) ? ", BOS excluded" : "") +
-                         (parse.GetValue(excludeCurrent) ? ", current token excluded" : "") +
-                         (texts.Length == 1 ? $", {tokens[0].shape[1]} tokens" : $", mean over {texts.Length} prompts");
+                bool exBos = parse.GetValue(excludeBos), exCurrent = parse.GetValue(excludeCurrent);
+                if (detection is not null)
+                {
+                    if (em == SaeSharp.Analysis.HeadErrorMeasure.Mul && !binary)
+                        Cli.ErrorLine($"note: --pattern {parse.GetValue(pattern)} holds values other than 0 and 1; with --error-measure mul the score is no longer a " +
+                                      "share of attention (TransformerLens warns too); abs compares the values themselves");
+                    kinds = [("pattern", "pattern_score", SaeSharp.Analysis.HeadDetector.Detect(m, tokens, detection, em, exBos, exCurrent, heads))];
+                }
+                else kinds = BuiltInKinds(SaeSharp.Analysis.HeadDetector.Detect(m, tokens, em, exBos, exCurrent, heads));
+                source = $"detect_head{(detection is null ? "" : $" with --pattern {parse.GetValue(pattern)}")}, error measure {parse.GetValue(measure)}" +
+                         (exBos ? ", BOS excluded" : "") + (exCurrent ? ", current token excluded" : "") +
+                         (heads is null ? "" : $", {heads.Count} head{(heads.Count == 1 ? "" : "s")}") +
+                         (tokens.Count == 1 ? $", {tokens[0].shape[1]} tokens" : $", mean over {tokens.Count} prompts");
             }
-            WriteHeadScores(scores, source, parse.GetValue(top));
+            WriteHeadScores([.. kinds.Select(k => (k.Title, k.Values))], source, parse.GetValue(top));
+            for (int i = 0; i < pngFiles.Count; i++)
+                WriteHeatmap(pngFiles[i], kinds[i].Values, $"{char.ToUpperInvariant(kinds[i].Title[0])}{kinds[i].Title[1..]} score of each head", "layer", "head",
+                    kinds[i].Key);
             if (parse.GetValue(json) is { } path)
             {
-                var node = new System.Text.Json.Nodes.JsonObject
-                {
-                    ["source"] = source,
-                    ["previous_token_head"] = Grid(scores.PreviousToken),
-                    ["duplicate_token_head"] = Grid(scores.DuplicateToken),
-                    ["induction_head"] = Grid(scores.Induction),
-                };
+                var node = new System.Text.Json.Nodes.JsonObject { ["source"] = source };
+                foreach (var k in kinds) node[k.Key] = Grid(k.Values);
                 WriteJson(path, node);
             }
             return 0;
         });
         return command;
     }
+
+    /// <summary>TransformerLens's <c>HeadName</c>s, the keys of <c>head-scores --json</c>, in the order of <see cref="BuiltInKinds"/>.</summary>
+    private static readonly string[] HeadNames = ["previous_token_head", "duplicate_token_head", "induction_head"];
+
+    private static List<(string Title, string Key, double[,] Values)> BuiltInKinds(SaeSharp.Analysis.HeadScores s) =>
+        [("previous token", HeadNames[0], s.PreviousToken), ("duplicate token", HeadNames[1], s.DuplicateToken), ("induction", HeadNames[2], s.Induction)];
+
+    /// <summary><c>head-scores --png FILE.png</c> without <c>--pattern</c>: one file per built-in score, FILE.&lt;head name&gt;.png.</summary>
+    private static List<string> HeadScorePngs(string path)
+    {
+        string stem = Path.ChangeExtension(path, null), ext = Path.GetExtension(path) is { Length: > 0 } e ? e : ".png";
+        return [.. HeadNames.Select(k => $"{stem}.{k}{ext}")];
+    }
+
+    /// <summary>The prompts of <c>head-scores</c> as [1, seq] tokens each: the <c>--prompt</c> texts, or the rows of <c>--input</c>;
+    /// a prompt of fewer than 2 tokens or more than n_ctx is refused naming its option. Also what they are, for errors.</summary>
+    private static (List<Tensor> Tokens, string What) DetectHeadTokens(HookedTransformer m, string[] texts, string? inputPath, bool bos)
+    {
+        var c = m.Config;
+        if (inputPath is not null)
+        {
+            var all = InterventionCommands.ReadTokens(inputPath);
+            long seq = all.shape[1];
+            if (seq < 2 || seq > c.NCtx)
+                throw new SaeSharpException($"--input {inputPath}: rows of {seq} tokens; detect_head needs at least 2 and at most the context window of " +
+                                            $"{c.ModelName} ({c.NCtx})");
+            return ([.. Enumerable.Range(0, (int)all.shape[0]).Select(r => all.narrow(0, r, 1))], $"--input {inputPath}");
+        }
+        var tokens = texts.Select(t => PromptTokens(m, t, bos, "--prompt")).ToList();
+        InterventionCommands.RefuseFewerThanTwoTokens("--prompt", texts, tokens, "detect_head");
+        for (int i = 0; i < texts.Length; i++)
+            if (tokens[i].shape[1] > c.NCtx)
+                throw new SaeSharpException($"--prompt \"{(texts[i].Length > 60 ? texts[i][..57] + "..." : texts[i])}\": {tokens[i].shape[1]} tokens, more than the " +
+                                            $"context window of {c.ModelName} ({c.NCtx}); detect_head needs a prompt that fits it");
+        return (tokens, texts.Length == 1 ? "a --prompt" : "--prompt");
+    }
+
+    /// <summary><c>--pattern FILE</c>: a JSON array of rows of numbers, square, finite, as a float64 [seq, seq] tensor, and
+    /// whether it holds only 0s and 1s.</summary>
+    private static (Tensor Pattern, bool Binary) ReadDetectionPattern(string path)
+    {
+        if (!File.Exists(path)) throw new SaeSharpException($"--pattern {path}: no such file");
+        double[][]? rows;
+        try { rows = JsonSerializer.Deserialize<double[][]>(File.ReadAllText(path)); }
+        catch (JsonException e) { throw new SaeSharpException($"--pattern {path}: not a JSON array of rows of numbers ([[1, 0], [1, 0]]): {e.Message}"); }
+        if (rows is null || rows.Length == 0) throw new SaeSharpException($"--pattern {path}: no rows; write [seq][seq] numbers");
+        int n = rows.Length;
+        for (int i = 0; i < n; i++)
+            if (rows[i] is not { } row || row.Length != n)
+                throw new SaeSharpException($"--pattern {path}: row {i} has {rows[i]?.Length ?? 0} numbers; a detection pattern is square, {n} rows of {n}");
+        if (rows.SelectMany(r => r).Any(v => !double.IsFinite(v))) throw new SaeSharpException($"--pattern {path}: holds a number that is not finite");
+        return (tensor(rows.SelectMany(r => r).ToArray(), [n, n]), rows.SelectMany(r => r).All(v => v is 0 or 1));
+    }
+
+    /// <summary><c>--heads 0.1,3.4</c> (or L0H1,L3H4) as heads, each once.</summary>
+    private static List<AttentionHead> ParseHeadList(string spec) =>
+        [.. spec.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(h => AttentionHead.Parse(h, "--heads")).Distinct()];
 
     private static Command Circuits()
     {
@@ -1330,40 +1416,100 @@ internal static class ModelCommands
     {
         var model = ModelOption();
         var revision = ModelSource.RevisionOption();
-        var prompt = new Option<string>("--prompt") { Description = "Prompt text", Required = true };
-        var layer = new Option<int>("--layer") { Description = "The layer whose attention patterns are shown (blocks.L.attn.hook_pattern)", Required = true };
+        var prompt = new Option<string?>("--prompt") { Description = "Prompt text" };
+        var input = TokenInputOption("[1, seq] (one prompt), instead of --prompt");
+        var layer = new Option<string>("--layer")
+        {
+            Description = "The layers whose attention patterns are shown (blocks.L.attn.hook_pattern), a section each: L, L1,L2,... or all",
+            Required = true,
+        };
         var head = new Option<int[]>("--head") { Description = "Show only these heads (repeatable; default every head of the layer)" };
         var html = new Option<string>("--html") { Description = "The page to write (one self-contained .html file)", Required = true };
         var noBos = new Option<bool>("--no-prepend-bos") { Description = "Do not start the prompt with BOS" };
+        var maxMb = new Option<double>("--max-page-mb")
+        {
+            Description = "Refuse a page larger than this many megabytes (it holds layers × heads × tokens² numbers)",
+            DefaultValueFactory = _ => SaeSharp.Analysis.AttentionPage.DefaultMaxMegabytes,
+        };
         var dtype = ModelSource.DtypeOption();
-        var command = new Command("attention", "An attention pattern page as circuitsvis draws them (attention_heads): a thumbnail per head, the picked " +
-                                               "head's pattern with the tokens on both axes, and what a hovered token attends to or is attended by")
-            { model, prompt, layer, head, html, noBos, dtype };
+        var command = new Command("attention", "An attention pattern page as circuitsvis draws them (attention_heads, attention_patterns), a section per " +
+                                               "layer: a thumbnail per head, the picked head's pattern with the tokens on both axes, and the tokens coloured " +
+                                               "by what a hovered or clicked token attends to or is attended by, for one head or all heads")
+            { model, prompt, input, layer, head, html, noBos, maxMb, dtype };
         command.Options.Add(revision);
         Cli.SetAction(command, parse =>
         {
             string path = parse.GetValue(html)!;
-            OutputGuard.RefuseBadOutputFile("--html", path, "attention.html", new CommandInput("--model", parse.GetValue(model)!, InputKind.Folder));
+            double limit = parse.GetValue(maxMb);
+            if (!(limit > 0)) throw new SaeSharpException($"--max-page-mb {limit.ToString(CultureInfo.InvariantCulture)}: give a positive number of megabytes");
+            var text = PromptOrInput(parse, prompt, input, noBos);
+            OutputGuard.RefuseBadOutputFile("--html", path, "attention.html", [new CommandInput("--model", parse.GetValue(model)!, InputKind.Folder),
+                .. parse.GetValue(input) is { } i ? [new CommandInput("--input", i, InputKind.Whole)] : Array.Empty<CommandInput>()]);
             using var m = ModelSource.LoadModel(ModelSource.ModelAt(parse, model, revision), parse.GetValue(dtype)!);
             using var scope = NewDisposeScope();
-            var text = parse.GetValue(prompt)!;
-            var tokens = PromptTokens(m, text, !parse.GetValue(noBos), "--prompt");
+            var layers = AttentionLayers(parse.GetValue(layer)!, m.Config.NLayers);
+            Tensor tokens;
+            string what;
+            if (text is not null)
+            {
+                tokens = PromptTokens(m, text, !parse.GetValue(noBos), "--prompt");
+                what = text;
+            }
+            else
+            {
+                tokens = InterventionCommands.ReadTokens(parse.GetValue(input)!);
+                if (tokens.shape[0] != 1)
+                    throw new SaeSharpException($"--input {parse.GetValue(input)}: 'tokens' holds {tokens.shape[0]} rows; the page shows one prompt ([1, seq])");
+                what = $"{parse.GetValue(input)} ({tokens.shape[1]} tokens)";
+            }
             var heads = parse.GetValue(head) is { Length: > 0 } hs ? hs.Distinct().ToList() : null;
-            var patterns = SaeSharp.Analysis.AttentionPage.Collect(m, tokens, parse.GetValue(layer), heads);
-            SaeSharp.Analysis.AttentionPage.Write(path, patterns, $"{m.Config.ModelName}: {text}");
-            // The page holds heads × tokens² numbers: its size said, as a long prompt makes it tens of megabytes.
-            Console.WriteLine($"wrote {path} ({patterns.Heads.Count} head{(patterns.Heads.Count == 1 ? "" : "s")}, {patterns.Tokens.Count} tokens, " +
-                              $"{HostMemory.Format(new FileInfo(path).Length)})");
-            if (PastContextNote(m, patterns.Tokens.Count) is { } past) Cli.ErrorLine($"note: {past}");
+            int headCount = heads?.Count ?? m.Config.NHeads;
+            SaeSharp.Analysis.AttentionPage.RefuseOversized(SaeSharp.Analysis.AttentionPage.MinimumBytes(layers.Count, headCount, tokens.shape[1]),
+                limit, layers.Count, headCount, tokens.shape[1], estimated: true);
+            var patterns = SaeSharp.Analysis.AttentionPage.Collect(m, tokens, layers, heads);
+            SaeSharp.Analysis.AttentionPage.Write(path, patterns, $"{m.Config.ModelName}: {what}", limit);
+            // The page holds layers × heads × tokens² numbers: its size said, as a long prompt makes it tens of megabytes.
+            Console.WriteLine($"wrote {path} ({(layers.Count == 1 ? "" : $"{layers.Count} layers × ")}{headCount} head{(headCount == 1 ? "" : "s")}, " +
+                              $"{patterns[0].Tokens.Count} tokens, {HostMemory.Format(new FileInfo(path).Length)})");
+            if (PastContextNote(m, patterns[0].Tokens.Count) is { } past) Cli.ErrorLine($"note: {past}");
             return 0;
         });
         return command;
     }
 
+    /// <summary><c>--input</c> of <c>attention</c> and <c>head-scores</c>: token ids as <c>sae model run --input</c> takes them.</summary>
+    private static Option<string?> TokenInputOption(string shape) =>
+        new("--input") { Description = $"safetensors file holding an int64 tensor 'tokens' {shape}, as sae model run --input takes it" };
+
+    /// <summary>The <c>--prompt</c> text, or null when <c>--input</c> gives the tokens (then <c>--no-prepend-bos</c> is refused:
+    /// the ids are used as they are); exactly one of the two.</summary>
+    private static string? PromptOrInput(ParseResult parse, Option<string?> prompt, Option<string?> input, Option<bool> noBos)
+    {
+        var text = parse.GetValue(prompt);
+        if ((text is null) == (parse.GetValue(input) is null)) throw new SaeSharpException("give either --prompt (text) or --input (a safetensors file of token ids)");
+        if (text is null) Cli.RefuseGiven(parse, "for a --prompt's tokens; --input's token ids are used as they are", noBos);
+        return text;
+    }
+
+    /// <summary><c>--layer</c> of <c>attention</c>: <c>L</c>, <c>L1,L2,...</c> (in that order, each once) or <c>all</c>.</summary>
+    internal static List<int> AttentionLayers(string spec, int nLayers)
+    {
+        if (spec.Trim().Equals("all", StringComparison.OrdinalIgnoreCase)) return Enumerable.Range(0, nLayers).ToList();
+        var layers = new List<int>();
+        foreach (var part in spec.Split(','))
+        {
+            if (!int.TryParse(part.Trim(), NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int l))
+                throw new SaeSharpException($"--layer '{spec}': write a layer, layers separated by commas (0,1,5) or all");
+            if (l < 0 || l >= nLayers) throw new SaeSharpException($"--layer {l}: the model has layers 0..{nLayers - 1}");
+            if (!layers.Contains(l)) layers.Add(l);
+        }
+        return layers;
+    }
+
     /// <summary>A [layer, head] grid as a JSON array of rows.</summary>
     internal static System.Text.Json.Nodes.JsonArray Grid(double[,] v) => new(Enumerable.Range(0, v.GetLength(0))
         .Select(l => (System.Text.Json.Nodes.JsonNode?)new System.Text.Json.Nodes.JsonArray(Enumerable.Range(0, v.GetLength(1))
-            .Select(h => (System.Text.Json.Nodes.JsonNode?)v[l, h]).ToArray())).ToArray());
+            .Select(h => double.IsNaN(v[l, h]) ? null : (System.Text.Json.Nodes.JsonNode?)v[l, h]).ToArray())).ToArray());
 
     /// <summary>The note for a run of <paramref name="tokens"/> tokens past a rotary model's n_ctx (a learned-position model
     /// refuses such a run); null within it.</summary>
@@ -1371,6 +1517,16 @@ internal static class ModelCommands
         tokens > m.Config.NCtx && m.Config.RotaryDim > 0
             ? $"{tokens} tokens exceed n_ctx={m.Config.NCtx} of {m.Config.ModelName}; rotary positions run on past it, as transformers does (TransformerLens refuses)"
             : null;
+
+    /// <summary>Writes a <c>--png</c> heatmap of <paramref name="values"/> [rows, columns] (<see cref="SaeSharp.Plots.HeatmapPlot"/>,
+    /// atomically) and says so.</summary>
+    internal static void WriteHeatmap(string path, double[,] values, string title, string rowLabel, string columnLabel, string valueLabel,
+        IReadOnlyList<string>? rowNames = null, IReadOnlyList<string>? columnNames = null)
+    {
+        var bytes = SaeSharp.Plots.HeatmapPlot.Render(values, title, rowLabel, columnLabel, valueLabel, rowNames, columnNames);
+        SaeSharp.IO.AtomicFile.Write(path, s => s.Write(bytes));
+        Console.WriteLine($"wrote {path}");
+    }
 
     /// <summary>Writes a <c>--json</c> file (indented, atomically) and says so.</summary>
     internal static void WriteJson(string path, System.Text.Json.Nodes.JsonNode node)
@@ -1402,19 +1558,20 @@ internal static class ModelCommands
         return (low, high);
     }
 
-    /// <summary>Each score as a layer × head table (heads split over several tables to fit the terminal), then the top heads of each.</summary>
-    internal static void WriteHeadScores(SaeSharp.Analysis.HeadScores scores, string source, int top)
+    /// <summary>Each score as a layer × head table (heads split over several tables to fit the terminal), then the top heads of
+    /// each (heads not scored, NaN, left out).</summary>
+    internal static void WriteHeadScores(SaeSharp.Analysis.HeadScores scores, string source, int top) =>
+        WriteHeadScores([.. BuiltInKinds(scores).Select(k => (k.Title, k.Values))], source, top);
+
+    /// <summary>As <see cref="WriteHeadScores(SaeSharp.Analysis.HeadScores, string, int)"/> for any scores, each titled.</summary>
+    internal static void WriteHeadScores(IReadOnlyList<(string Title, double[,] Values)> kinds, string source, int top)
     {
         Console.WriteLine($"Head scores: {source}");
-        var kinds = new (string Title, double[,] Values)[]
-        {
-            ("previous token", scores.PreviousToken), ("duplicate token", scores.DuplicateToken), ("induction", scores.Induction),
-        };
-        int layers = scores.Induction.GetLength(0), heads = scores.Induction.GetLength(1);
+        int layers = kinds[0].Values.GetLength(0), heads = kinds[0].Values.GetLength(1);
         foreach (var (title, v) in kinds)
             WriteHeadGrid($"{char.ToUpperInvariant(title[0])}{title[1..]} score", v, Enumerable.Range(0, layers).ToList());
         var ranked = kinds.Select(k => Enumerable.Range(0, layers * heads).Select(i => (Layer: i / heads, Head: i % heads, Score: k.Values[i / heads, i % heads]))
-            .OrderByDescending(x => x.Score).Take(top).ToList()).ToList();
+            .Where(x => !double.IsNaN(x.Score)).OrderByDescending(x => x.Score).Take(top).ToList()).ToList();
         Console.WriteLine();
         Cli.WriteColumns("Top heads", [new Column("rank"), .. kinds.Select(k => new Column(k.Title))],
             Enumerable.Range(0, ranked[0].Count).Select(r => (IReadOnlyList<string>)[$"{r + 1}", .. ranked.Select(x => $"L{x[r].Layer}H{x[r].Head} {Cli.Fixed(x[r].Score, 2)}")]));
@@ -1426,7 +1583,7 @@ internal static class ModelCommands
     {
         int layers = v.GetLength(0), heads = v.GetLength(1);
         bool terminal = !Console.IsOutputRedirected || Cli.TerminalTables.Value;
-        var cells = Enumerable.Range(0, layers).Select(l => Enumerable.Range(0, heads).Select(h => Cli.Fixed(v[l, h], 2)).ToArray()).ToArray();
+        var cells = Enumerable.Range(0, layers).Select(l => Enumerable.Range(0, heads).Select(h => double.IsNaN(v[l, h]) ? "–" : Cli.Fixed(v[l, h], 2)).ToArray()).ToArray();
         int cell = Math.Max(cells.SelectMany(r => r).Max(c => c.Length), $"{headPrefix}{heads - 1}".Length) + 3;
         int fit = terminal ? Math.Max(1, (Spectre.Console.AnsiConsole.Profile.Width - 1 - $"L{layerIds.Max()}".Length - 5) / cell) : heads;
         int chunks = (heads + fit - 1) / fit, per = (heads + chunks - 1) / chunks;

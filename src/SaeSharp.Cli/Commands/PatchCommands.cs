@@ -32,11 +32,20 @@ internal static class PatchCommands
         public readonly Option<bool> NoBos = new("--no-prepend-bos") { Description = "Do not start the prompts with BOS" };
         public readonly Option<string> Dtype = ModelSource.DtypeOption();
         public readonly Option<string?> Json = new("--json") { Description = "Also write every value to this JSON file" };
+        public readonly Option<string?> Png = new("--png") { Description = "Also draw the effects as a heatmap PNG (layer × position or layer × head)" };
 
         /// <summary><c>--model</c> at <c>--revision</c> (see <see cref="ModelSource.ModelAt"/>).</summary>
         public string ModelAt(ParseResult parse) => ModelSource.ModelAt(parse, Model, Revision);
 
-        public IEnumerable<Option> All => [Model, Revision, Clean, Corrupted, Metric, NoBos, Dtype, Json];
+        public IEnumerable<Option> All => [Model, Revision, Clean, Corrupted, Metric, NoBos, Dtype, Json, Png];
+
+        /// <summary>Refuses <c>--png</c> where there is no two-axis table (<paramref name="why"/> says why), and a bad --png file.</summary>
+        public void CheckPng(ParseResult parse, string? why)
+        {
+            if (parse.GetValue(Png) is not { } png) return;
+            if (why is not null) throw new SaeSharpException($"--png {png}: {why}");
+            OutputGuard.RefuseBadOutputFile("--png", png, new CommandInput("--model", parse.GetValue(Model)!, InputKind.Folder));
+        }
 
         /// <summary>The pairs as [batch, pos] clean and corrupted tokens, and one metric for every pair or one per pair; refuses
         /// pairs whose prompts differ in length, or pairs of different lengths, naming them.</summary>
@@ -108,6 +117,7 @@ internal static class PatchCommands
             bool positions = parse.GetValue(byPosition);
             if (positions && !ActivationPatching.IsPerHead(kind))
                 throw new SaeSharpException($"--by-position: --act {actName} is already patched one position at a time; give a head's activation (z, q, k, v or pattern)");
+            o.CheckPng(parse, positions ? "--by-position gives layer × position × head, three axes; the heatmap draws layer × head (without --by-position) or layer × position (--act resid_pre, attn_out, mlp_out)" : null);
             using var m = ModelSource.LoadModel(o.ModelAt(parse), parse.GetValue(o.Dtype)!);
             using var scope = NewDisposeScope();
             var (cleanTokens, corruptedTokens, metrics) = o.Read(parse, m);
@@ -153,6 +163,9 @@ internal static class PatchCommands
                 if (ActivationPatching.IsPerHead(kind))
                 {
                     ModelCommands.WriteHeadGrid($"hook_{actName} of each {(kv ? "key/value " : "")}head, {what}", Values(layers, cols, Value), [.. Enumerable.Range(0, layers)], kv ? "KV" : "H");
+                    if (parse.GetValue(o.Png) is { } png)
+                        ModelCommands.WriteHeatmap(png, Values(layers, cols, Value), $"Patching hook_{actName} of each {(kv ? "key/value " : "")}head", "layer",
+                            kv ? "key/value head" : "head", raw ? "patched metric" : "(patched − corrupted) / (clean − corrupted)");
                     // Exploratory Analysis Demo cell 99: the top heads by |output patching effect|, whose attention to look at.
                     var heads = (from l in Enumerable.Range(0, layers) from h in Enumerable.Range(0, cols) select (l, h))
                         .OrderByDescending(c => Math.Abs(Value(c.l, c.h))).Take(parse.GetValue(top)).ToList();
@@ -165,6 +178,10 @@ internal static class PatchCommands
                     Cli.WriteColumns($"hook_{actName} at each position, {what}", [new Column("pos"), new Column($"token{ofPair1} (clean/corrupted)"), .. layerColumns],
                         Enumerable.Range(0, cols).Select(p => (IReadOnlyList<string>)[p.ToString(CultureInfo.InvariantCulture), Token(p), .. Enumerable.Range(0, layers).Select(l => Value(l, p))
                             .Select(v => Cli.Fixed(v, 2))]));
+                    if (parse.GetValue(o.Png) is { } png)
+                        ModelCommands.WriteHeatmap(png, Values(layers, cols, Value), $"Patching hook_{actName} at each position", "layer", $"position: token{ofPair1}",
+                            raw ? "patched metric" : "(patched − corrupted) / (clean − corrupted)",
+                            columnNames: [.. Enumerable.Range(0, cols).Select(p => $"{p} {DashboardWriter.Display(strTokens[p])}")]);
                 }
                 json["patched"] = ModelCommands.Grid(r.Patched);
                 json["patched_axes"] = ActivationPatching.IsPerHead(kind) ? "layer, head" : "layer, pos";
@@ -207,6 +224,7 @@ internal static class PatchCommands
             var inputKind = parse.GetValue(input) switch { "k" => PathReceiverInput.K, "v" => PathReceiverInput.V, _ => PathReceiverInput.Q };
             if (receiverList is null && parse.GetResult(input) is { Implicit: false })
                 throw new SaeSharpException("--receiver-input: give --receiver heads too (without them the receiver is the final residual stream)");
+            o.CheckPng(parse, senders.Count > 0 ? "--sender gives one number; the heatmap draws every sender head in turn (leave out --sender)" : null);
             using var m = ModelSource.LoadModel(o.ModelAt(parse), parse.GetValue(o.Dtype)!);
             using var scope = NewDisposeScope();
             var (cleanTokens, corruptedTokens, metrics) = o.Read(parse, m);
@@ -239,6 +257,9 @@ internal static class PatchCommands
                     : "effect: (patched − clean) / (clean − corrupted): 0 none, −1 all");
                 ModelCommands.WriteHeadGrid($"each head's output → {to}",
                     Values(layers, heads, Value), [.. Enumerable.Range(0, layers)]);
+                if (parse.GetValue(o.Png) is { } png)
+                    ModelCommands.WriteHeatmap(png, Values(layers, heads, Value), $"Path patching each sender head → {to}", "sender layer", "sender head",
+                        raw ? "patched metric" : "(patched − clean) / (clean − corrupted)");
                 var best = (from l in Enumerable.Range(0, layers) from h in Enumerable.Range(0, heads) select (l, h))
                     .OrderByDescending(c => Math.Abs(Value(c.l, c.h))).Take(parse.GetValue(top)).ToList();
                 Console.WriteLine($"largest |effect|: {string.Join(", ", best.Take(5).Select(c => $"L{c.l}H{c.h} {Cli.Fixed(Value(c.l, c.h), 2)}"))}");

@@ -1,3 +1,4 @@
+using SaeSharp.Interventions;
 using SaeSharp.Models;
 using static TorchSharp.torch;
 
@@ -36,7 +37,7 @@ public sealed record HeadScores(double[,] PreviousToken, double[,] DuplicateToke
 }
 
 /// <summary>
-/// TransformerLens's head scores from attention patterns (<c>blocks.L.attn.hook_pattern</c>): <see cref="Detect"/> is
+/// TransformerLens's head scores from attention patterns (<c>blocks.L.attn.hook_pattern</c>): <c>Detect</c> is
 /// <c>detect_head</c> of transformer_lens/head_detector.py with its built-in detection patterns, and
 /// <see cref="RepeatedTokenScores"/> the stripe means of demos/Main_Demo.ipynb (cell 46, <c>induction_score_hook</c>) and
 /// demos/Exploratory_Analysis_Demo.ipynb (cell 108) on random tokens repeated twice.
@@ -107,17 +108,50 @@ public static class HeadDetector
     /// <summary>
     /// TransformerLens <c>detect_head(model, seq, detection_pattern)</c> for each built-in head type and each prompt
     /// ([1, seq] token ids, 1 &lt; seq ≤ n_ctx), averaged over the prompts as <c>detect_head</c> does for a list of strings:
-    /// every head's score [layer, head]. One cached run per prompt, caching only the attention patterns.
+    /// every head's score [layer, head]. One cached run per prompt, caching only the attention patterns. With
+    /// <paramref name="heads"/> (<c>detect_head(..., heads=[(layer, head), ...])</c>) only those heads are scored; the others
+    /// are NaN (TransformerLens fills them with −1, a score <c>"abs"</c> can give).
     /// </summary>
     public static HeadScores Detect(HookedTransformer model, IReadOnlyList<Tensor> prompts, HeadErrorMeasure measure = HeadErrorMeasure.Mul,
-        bool excludeBos = false, bool excludeCurrentToken = false)
+        bool excludeBos = false, bool excludeCurrentToken = false, IReadOnlyCollection<AttentionHead>? heads = null)
+    {
+        var types = Enum.GetValues<HeadType>();
+        var s = Score(model, prompts, ids => types.Select(t => DetectionPattern(t, ids)).ToArray(), measure, excludeBos, excludeCurrentToken, heads);
+        return new HeadScores(s[0], s[1], s[2]);
+    }
+
+    /// <summary>
+    /// TransformerLens <c>detect_head(model, seq, detection_pattern=tensor)</c>: every head's score [layer, head] against a
+    /// detection pattern of one's own, [seq, seq] and lower triangular (a query attends only to itself and earlier keys), for
+    /// prompts of that many tokens, averaged over the prompts. <paramref name="heads"/> as in the built-in
+    /// <see cref="Detect(HookedTransformer, IReadOnlyList{Tensor}, HeadErrorMeasure, bool, bool, IReadOnlyCollection{AttentionHead}?)"/>.
+    /// </summary>
+    public static double[,] Detect(HookedTransformer model, IReadOnlyList<Tensor> prompts, Tensor detection, HeadErrorMeasure measure = HeadErrorMeasure.Mul,
+        bool excludeBos = false, bool excludeCurrentToken = false, IReadOnlyCollection<AttentionHead>? heads = null)
+    {
+        ArgumentNullException.ThrowIfNull(detection);
+        if (detection.dim() != 2 || detection.shape[0] != detection.shape[1])
+            throw new SaeSharpException($"head scores: a detection pattern of shape [{string.Join(", ", detection.shape)}]; it must be square [seq, seq]");
+        using (var scope = NewDisposeScope())
+            if (detection.triu(1).abs().sum().item<double>() != 0)
+                throw new SaeSharpException("head scores: the detection pattern is not lower triangular (a query cannot attend to a later key)");
+        return Score(model, prompts, _ => [detection], measure, excludeBos, excludeCurrentToken, heads)[0];
+    }
+
+    /// <summary>Each detection pattern's score [layer, head] averaged over the prompts, the patterns built from each prompt's ids.</summary>
+    private static double[][,] Score(HookedTransformer model, IReadOnlyList<Tensor> prompts, Func<long[], Tensor[]> detectionsOf,
+        HeadErrorMeasure measure, bool excludeBos, bool excludeCurrentToken, IReadOnlyCollection<AttentionHead>? heads)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(prompts);
         if (prompts.Count == 0) throw new SaeSharpException("head scores: no prompt");
         var c = model.Config;
-        var types = Enum.GetValues<HeadType>();
-        var sums = types.Select(_ => new double[c.NLayers, c.NHeads]).ToArray();
+        if (heads?.Where(h => h.Layer < 0 || h.Layer >= c.NLayers || h.Head < 0 || h.Head >= c.NHeads).Select(h => (AttentionHead?)h).FirstOrDefault() is { } bad)
+            throw new SaeSharpException($"--heads {bad.Layer}.{bad.Head}: the model has layers 0..{c.NLayers - 1} and heads 0..{c.NHeads - 1}");
+        if (heads is { Count: 0 }) throw new SaeSharpException("--heads: no head given");
+        var layers = heads is null ? Enumerable.Range(0, c.NLayers).ToList() : heads.Select(h => h.Layer).Distinct().Order().ToList();
+        bool Scored(int l, int h) => heads is null || heads.Contains(new AttentionHead(l, h));
+        double[][,]? sums = null;
         using var _ = no_grad();
         foreach (var tokens in prompts)
         {
@@ -128,19 +162,30 @@ public static class HeadDetector
             if (n < 2 || n > c.NCtx)
                 throw new SaeSharpException($"head scores: a prompt of {n} tokens; the sequence must have at least 2 tokens and fit the context window ({c.NCtx})");
             var ids = tokens[0].to(ScalarType.Int64).data<long>().ToArray();
-            var detections = types.Select(t => DetectionPattern(t, ids)).ToArray();
-            using var run = model.RunWithCache(tokens, model.HookPoints.Blocks.Take(c.NLayers).Select(b => b.Pattern));
-            for (int l = 0; l < c.NLayers; l++)
+            var detections = detectionsOf(ids);
+            sums ??= detections.Select(_ => Filled(c.NLayers, c.NHeads, heads is null ? 0 : double.NaN)).ToArray();
+            using var run = model.RunWithCache(tokens, layers.Select(l => model.HookPoints.Blocks[l].Pattern),
+                stopAtLayer: layers[^1] + 1 < c.NLayers ? layers[^1] + 1 : null);
+            foreach (int l in layers)
             {
                 var pattern = run.Cache[model.HookPoints.Blocks[l].Pattern][0];
-                for (int t = 0; t < types.Length; t++)
+                for (int t = 0; t < detections.Length; t++)
                 {
                     var s = Similarity(pattern, detections[t], measure, excludeBos, excludeCurrentToken);
-                    for (int h = 0; h < c.NHeads; h++) sums[t][l, h] += s[h] / prompts.Count;
+                    for (int h = 0; h < c.NHeads; h++)
+                        if (Scored(l, h)) sums[t][l, h] = (double.IsNaN(sums[t][l, h]) ? 0 : sums[t][l, h]) + s[h] / prompts.Count;
                 }
             }
         }
-        return new HeadScores(sums[0], sums[1], sums[2]);
+        return sums!;
+    }
+
+    private static double[,] Filled(int rows, int cols, double value)
+    {
+        var a = new double[rows, cols];
+        for (int r = 0; r < rows; r++)
+            for (int k = 0; k < cols; k++) a[r, k] = value;
+        return a;
     }
 
     /// <summary>

@@ -29,6 +29,14 @@ public static class HeatmapPlot
         bar.Label = valueLabel;
         // Cell (r, c) is centred at x = c, y = rows − 1 − r: row 0 drawn at the top.
         plt.Axes.Bottom.TickGenerator = Ticks(Enumerable.Range(0, cols).Select(c => (double)c), columnNames ?? Numbers(cols), cols);
+        // Column names wider than their cells (tokens under positions) are slanted, the axis made tall enough for the longest.
+        int longest = (columnNames ?? Numbers(cols)).Max(c => c.Length);
+        if (longest * 7 * Math.Min(cols, 24) > width - 200)
+        {
+            plt.Axes.Bottom.TickLabelStyle.Rotation = 45;
+            plt.Axes.Bottom.TickLabelStyle.Alignment = Alignment.MiddleLeft;
+            plt.Axes.Bottom.MinimumSize = Math.Min(longest, 24) * 6 + 30;
+        }
         plt.Axes.Left.TickGenerator = Ticks(Enumerable.Range(0, rows).Select(r => (double)(rows - 1 - r)), rowNames ?? Numbers(rows), rows);
         plt.Title(title);
         plt.XLabel(columnLabel);

@@ -242,4 +242,90 @@ public class HeadDetectorTests : ModelTestBase
         Assert.NotEqual(0, range);
         Assert.Contains("--token-range '60000,70000'", rangeErr);
     }
+
+    /// <summary>detect_head with a pattern of one's own (<c>--pattern</c> JSON) equal to the built-in previous-token pattern
+    /// gives the previous-token scores; <c>--heads</c> scores those heads only, each equal to its cell of the full run;
+    /// <c>--input</c> rows score as the same prompts given as text; <c>--png</c> draws each score.</summary>
+    [Fact]
+    public void A_pattern_of_ones_own_a_subset_of_heads_and_input_token_ids_score_as_the_built_in_run_does()
+    {
+        string dir = TinyModels.WriteGpt2(Sub("tok"), seed: 5, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 50257, nPositions: 16);
+        AddGpt2Tokenizer(dir);
+        const string a = "the cat sat on the mat", b = "a dog ran to the park";
+        using var model = ModelLoader.FromPretrained(dir);
+        var prompts = new[] { model.ToTokens(a), model.ToTokens(b) };
+        Assert.Equal(prompts[0].shape[1], prompts[1].shape[1]);
+        int n = (int)prompts[0].shape[1];
+        var full = HeadDetector.Detect(model, prompts, HeadErrorMeasure.Abs, excludeBos: true);
+
+        // The previous-token pattern written by hand: 1 at [i, i − 1].
+        var rows = Enumerable.Range(0, n).Select(i => Enumerable.Range(0, n).Select(j => j == i - 1 ? 1.0 : 0.0).ToArray()).ToArray();
+        using var previous = tensor(rows.SelectMany(r => r).ToArray(), [n, n]);
+        var own = HeadDetector.Detect(model, prompts, previous, HeadErrorMeasure.Abs, excludeBos: true);
+        for (int l = 0; l < 2; l++)
+            for (int h = 0; h < 4; h++) Assert.Equal(full.PreviousToken[l, h], own[l, h], 1e-12);
+
+        string patternFile = Sub("prev.json");
+        File.WriteAllText(patternFile, System.Text.Json.JsonSerializer.Serialize(rows));
+        string json = Sub("own.json"), png = Sub("own.png");
+        var (exit, output, err) = CliRunner.Run("model", "head-scores", "--model", dir, "--prompt", a, "--prompt", b, "--error-measure", "abs", "--exclude-bos",
+            "--pattern", patternFile, "--heads", "0.1,1.3", "--json", json, "--png", png);
+        Assert.True(exit == 0, err);
+        Assert.Contains("Pattern score", output);
+        Assert.Contains($"wrote {png}", output);
+        Assert.Equal([0x89, (byte)'P', (byte)'N', (byte)'G'], File.ReadAllBytes(png).Take(4));
+        var node = JsonNode.Parse(File.ReadAllText(json))!["pattern_score"]!;
+        for (int l = 0; l < 2; l++)
+            for (int h = 0; h < 4; h++)
+                if ((l, h) is (0, 1) or (1, 3)) Assert.Equal(full.PreviousToken[l, h], node[l]![h]!.GetValue<double>(), 1e-12);
+                else Assert.Null(node[l]![h]);
+
+        // Built-in scores of a subset in the library: NaN outside it, the full run's cells inside.
+        var subset = HeadDetector.Detect(model, prompts, HeadErrorMeasure.Abs, excludeBos: true, heads: [new(1, 0)]);
+        Assert.Equal(full.Induction[1, 0], subset.Induction[1, 0], 1e-12);
+        Assert.True(double.IsNaN(subset.Induction[0, 0]) && double.IsNaN(subset.DuplicateToken[1, 1]));
+
+        // The same two prompts as token ids, one a row: the same scores; --png gives one picture per built-in score.
+        string ids = Sub("ids.safetensors");
+        using (var both = cat(prompts, 0)) SaeSharp.IO.SafeTensors.Save(ids, new Dictionary<string, Tensor> { ["tokens"] = both });
+        string idsJson = Sub("ids.json"), pngs = Sub("scores.png");
+        var (idsExit, idsOut, idsErr) = CliRunner.Run("model", "head-scores", "--model", dir, "--input", ids, "--error-measure", "abs", "--exclude-bos",
+            "--json", idsJson, "--png", pngs);
+        Assert.True(idsExit == 0, idsErr);
+        var scores = JsonNode.Parse(File.ReadAllText(idsJson))!;
+        for (int l = 0; l < 2; l++)
+            for (int h = 0; h < 4; h++)
+                Assert.Equal(full.Induction[l, h], scores["induction_head"]![l]![h]!.GetValue<double>(), 1e-12);
+        foreach (var kind in new[] { "previous_token_head", "duplicate_token_head", "induction_head" })
+            Assert.Contains($"wrote {Sub($"scores.{kind}.png")}", idsOut);
+        foreach (var p in prompts) p.Dispose();
+    }
+
+    /// <summary>A prompt past n_ctx, a pattern of the wrong size or not lower triangular, and a head outside the model are
+    /// refused naming the option.</summary>
+    [Fact]
+    public void Head_scores_names_the_option_of_a_prompt_too_long_a_bad_pattern_or_head()
+    {
+        string dir = TinyModels.WriteGpt2(Sub("tok"), seed: 5, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 50257, nPositions: 8);
+        AddGpt2Tokenizer(dir);
+        string longPrompt = string.Join(" ", Enumerable.Repeat("cat", 12));
+        string upper = Sub("upper.json"), small = Sub("small.json");
+        File.WriteAllText(upper, "[[0, 0, 0, 1], [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]]");
+        File.WriteAllText(small, "[[0, 0], [1, 0]]");
+        foreach (var (args, message) in new (string[], string)[]
+        {
+            (["--prompt", longPrompt], "--prompt \"cat cat"),
+            (["--prompt", "the cat sat", "--pattern", upper], "not lower triangular"),
+            (["--prompt", "the cat sat", "--pattern", small], "a [2, 2] pattern for a --prompt of 4 tokens"),
+            (["--prompt", "the cat sat", "--heads", "2.0"], "--heads 2.0: the model has layers 0..1"),
+            (["--repeated-random", "3", "--heads", "0.0"], "--heads"),
+        })
+        {
+            var (exit, _, err) = CliRunner.Run(["model", "head-scores", "--model", dir, .. args]);
+            Assert.NotEqual(0, exit);
+            Assert.Contains(message, err.ReplaceLineEndings(" "));
+        }
+        var (_, _, tooLong) = CliRunner.Run("model", "head-scores", "--model", dir, "--prompt", longPrompt);
+        Assert.Contains("13 tokens, more than the context window", tooLong.ReplaceLineEndings(" "));
+    }
 }

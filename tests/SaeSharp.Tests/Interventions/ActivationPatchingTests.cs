@@ -203,6 +203,45 @@ public class ActivationPatchingTests : ModelTestBase
         Assert.Contains("receiver L1H7 is not a head", pathErr);
     }
 
+    /// <summary><c>--png</c> draws the table the command prints: layer × position (resid_pre), layer × head (z, path-patch
+    /// over every sender); where there is no such table (--by-position, one --sender) it is refused before the run.</summary>
+    [Fact]
+    public void Patch_and_path_patch_draw_their_tables_as_heatmaps()
+    {
+        string dir = TinyModels.WriteGpt2(Sub("tok"), seed: 4, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 50257, nPositions: 64);
+        AddGpt2Tokenizer(dir);
+        string[] pair = ["model", "patch", "--model", dir, "--clean", "Hello world", "--corrupted", "Hello there", "--metric", "logit-diff: world, there"];
+        static void AssertPng(string file, string output)
+        {
+            Assert.Contains($"wrote {file}", output);
+            var bytes = File.ReadAllBytes(file);
+            Assert.Equal([0x89, (byte)'P', (byte)'N', (byte)'G'], bytes.Take(4));
+            // IHDR: 720 × 560, HeatmapPlot's size.
+            Assert.Equal(720, System.Buffers.Binary.BinaryPrimitives.ReadInt32BigEndian(bytes.AsSpan(16)));
+            Assert.Equal(560, System.Buffers.Binary.BinaryPrimitives.ReadInt32BigEndian(bytes.AsSpan(20)));
+        }
+        foreach (var act in new[] { "resid_pre", "z" })
+        {
+            string png = Path.Combine(Sub("png"), $"{act}.png");
+            var (exit, output, err) = CliRunner.Run([.. pair, "--act", act, "--png", png]);
+            Assert.True(exit == 0, err);
+            AssertPng(png, output);
+        }
+        string never = Path.Combine(Sub("png"), "never.png");
+        var (bp, _, bpErr) = CliRunner.Run([.. pair, "--act", "z", "--by-position", "--png", never]);
+        Assert.NotEqual(0, bp);
+        Assert.Contains("--by-position gives layer × position × head", bpErr.ReplaceLineEndings(" "));
+        pair[1] = "path-patch";
+        string pathPng = Path.Combine(Sub("png"), "path.png");
+        var (path, pathOut, pathErr) = CliRunner.Run([.. pair, "--png", pathPng]);
+        Assert.True(path == 0, pathErr);
+        AssertPng(pathPng, pathOut);
+        var (one, _, oneErr) = CliRunner.Run([.. pair, "--sender", "0.1", "--png", never]);
+        Assert.NotEqual(0, one);
+        Assert.Contains("--sender gives one number", oneErr);
+        Assert.False(File.Exists(never));
+    }
+
     /// <summary>In a grouped-query model hook_v has a slice per key/value head, shared by several query heads: the table
     /// says so (KV0, KV1 for a model of 4 query and 2 key/value heads), while hook_z stays per query head.</summary>
     [Fact]
