@@ -20,7 +20,6 @@ as olmo_fixture.reference_arrays (uncached forwards).
 Run (Debian bookworm, python3-torch 1.13.1, python3-numpy):
   /usr/bin/python3 bench/reference/gpt_neo_fixture.py --out tests/data/hf_models
 """
-import argparse
 import math
 import os
 import sys
@@ -29,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(__file__))
-from olmo_fixture import SEQ, reference_arrays, safetensors_save_file, write_folder  # noqa: E402
+from olmo_fixture import SEQ, fixture_cli, reference_arrays, summary, write_folder  # noqa: E402
 
 ATTENTION_TYPES = [[["global", "local"], 1], [["local"], 1]]
 CONFIG = dict(activation_function="gelu_new", architectures=["GPTNeoForCausalLM"], attention_dropout=0.0,
@@ -111,21 +110,13 @@ def forward(c, p, tokens, mask=None, positions=None):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--site", help="a folder where hf_models_fixture.py's prepare_site wrote the safetensors stand-in")
-    a = ap.parse_args()
-    save_file = safetensors_save_file(a.site or "/tmp/gpt_neo_site")
-    torch.set_num_threads(1)
+    a, save_file = fixture_cli("/tmp/gpt_neo_site")
     c = CONFIG
     p = params(c, torch.Generator().manual_seed(3000))
     tokens = torch.randint(0, c["vocab_size"], (2, SEQ), generator=torch.Generator().manual_seed(90))
     arrays = reference_arrays(lambda t, m, pos: forward(c, p, t, m, pos), tokens)
     write_folder(os.path.join(a.out, "gpt_neo"), c, p, arrays, save_file)
-    logits, gen_logits = torch.from_numpy(arrays["logits"]), torch.from_numpy(arrays["gen_logits"])
-    top2 = gen_logits.topk(2, dim=-1).values
-    print(f"gpt_neo: logits |max| {logits.abs().max().item():.3f}, smallest generate top-2 gap "
-          f"{(top2[..., 0] - top2[..., 1]).min().item():.4f}")
+    print(summary("gpt_neo", arrays))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using SaeSharp.Hooks;
 using TorchSharp;
-using TorchSharp.Modules;
 using static TorchSharp.torch;
 
 namespace SaeSharp.Models;
@@ -28,14 +27,8 @@ internal sealed record GptNeoSettings(int Hidden, int NLayer, int NHead, int Int
             throw new SaeSharpException($"{c.Path}: window_size={s.WindowSize} must be positive for local attention layers");
         if (c.Bool("tie_word_embeddings", true) == false)
             throw new SaeSharpException($"{c.Path}: tie_word_embeddings=false is not supported for gpt_neo (its lm_head is the token embedding)");
-        if (weights is not null)
-        {
-            weights.ExpectLayers(c.Path, "num_layers", s.NLayer);
-            weights.ExpectShape(c.Path, "transformer", "wte.weight", [s.VocabSize, s.Hidden], $"vocab_size={s.VocabSize}, hidden_size={s.Hidden}");
-            weights.ExpectShape(c.Path, "transformer", "wpe.weight", [s.MaxPositions, s.Hidden], $"max_position_embeddings={s.MaxPositions}, hidden_size={s.Hidden}");
-            if (s.NLayer > 0)
-                weights.ExpectShape(c.Path, "transformer", "h.0.mlp.c_fc.weight", [s.Intermediate, s.Hidden], $"intermediate_size={s.Intermediate}, hidden_size={s.Hidden}");
-        }
+        weights?.ExpectGpt2Layout(c.Path, ("num_layers", s.NLayer), ("hidden_size", s.Hidden), ("max_position_embeddings", s.MaxPositions),
+            ("intermediate_size", s.Intermediate), s.VocabSize, conv1d: false);
         return s;
     }
 
@@ -116,101 +109,23 @@ internal sealed class GptNeoAttention : nn.Module<Tensor, ForwardContext, Tensor
     public override Tensor forward(Tensor x, ForwardContext ctx) => attention.forward(x, ctx);
 }
 
-/// <summary>HF <c>GPTNeoMLP</c>: <c>c_fc</c>, the activation, <c>c_proj</c> (nn.Linear).</summary>
-internal sealed class GptNeoMlp : nn.Module<Tensor, ForwardContext, Tensor>
-{
-    private readonly Linear c_fc, c_proj;
-    private readonly Func<Tensor, Tensor> _act;
-    private readonly BlockHookNames _names;
-
-    public GptNeoMlp(GptNeoSettings s, Func<Tensor, Tensor> act, BlockHookNames names, ScalarType dtype) : base("mlp")
-    {
-        (_act, _names) = (act, names);
-        c_fc = new Linear(s.Hidden, s.Intermediate, true, dtype);
-        c_proj = new Linear(s.Intermediate, s.Hidden, true, dtype);
-        RegisterComponents();
-    }
-
-    public override Tensor forward(Tensor x, ForwardContext ctx) => ResidualBlock.Mlp(x, ctx, _names, c_fc, _act, c_proj);
-}
-
-/// <summary>HF <c>GPTNeoBlock</c> <c>h.{layer}</c>: ln_1, attn, ln_2, mlp in sequence.</summary>
-internal sealed class GptNeoBlock : nn.Module<Tensor, ForwardContext, Tensor>
-{
-    private readonly LayerNorm ln_1;
-    private readonly GptNeoAttention attn;
-    private readonly LayerNorm ln_2;
-    private readonly GptNeoMlp mlp;
-    private readonly BlockHookNames _names;
-    private readonly SplitAttentionInputs.Heads _heads;
-
-    public GptNeoBlock(GptNeoSettings s, int layer, Func<Tensor, Tensor> act, BlockHookNames names, ScalarType dtype) : base("block")
-    {
-        (_names, _heads) = (names, new(s.NHead, s.NHead));
-        ln_1 = new LayerNorm(s.Hidden, s.Eps, dtype);
-        attn = new GptNeoAttention(s, layer, names, dtype);
-        ln_2 = new LayerNorm(s.Hidden, s.Eps, dtype);
-        mlp = new GptNeoMlp(s, act, names, dtype);
-        RegisterComponents();
-    }
-
-    public override Tensor forward(Tensor resid, ForwardContext ctx) =>
-        ResidualBlock.Sequential(resid, ctx, _names, _heads, ln_1, x => attn.forward(x, ctx), ln_2, x => mlp.forward(x, ctx));
-}
-
-/// <summary>The <c>transformer</c> submodule of HF GPTNeoForCausalLM: wte, wpe, h.{i}, ln_f.</summary>
-internal sealed class GptNeoCore : nn.Module
-{
-    public readonly Embedding wte;
-    public readonly Embedding wpe;
-    public readonly ModuleList<GptNeoBlock> h;
-    public readonly LayerNorm ln_f;
-
-    public GptNeoCore(GptNeoSettings s, Func<Tensor, Tensor> act, HookPoints hooks, ScalarType dtype) : base("transformer")
-    {
-        wte = new Embedding(s.VocabSize, s.Hidden, dtype);
-        wpe = new Embedding(s.MaxPositions, s.Hidden, dtype);
-        h = new ModuleList<GptNeoBlock>(Enumerable.Range(0, s.NLayer).Select(i => new GptNeoBlock(s, i, act, hooks.Blocks[i], dtype)).ToArray());
-        ln_f = new LayerNorm(s.Hidden, s.Eps, dtype);
-        RegisterComponents();
-    }
-}
-
 /// <summary>
 /// GPT-Neo (HF <c>GPTNeoForCausalLM</c>: EleutherAI/gpt-neo-125M, roneneldan/TinyStories-1M … 33M) with TransformerLens
-/// hooks. As GPT-2 (learned positions, LayerNorm, tied unembedding) except: separate q/k/v projections without bias,
-/// no 1/√d_head scaling of the attention scores, and local layers (<c>attention_types</c>) that see only the last
-/// <c>window_size</c> positions. State-dict keys are the HF ones (<c>transformer.h.0.attn.attention.q_proj.weight</c>).
+/// hooks: a <see cref="Gpt2Model"/> (learned positions, LayerNorm, tied unembedding) with separate q/k/v projections
+/// without bias, no 1/√d_head scaling of the attention scores, local layers (<c>attention_types</c>) that see only the
+/// last <c>window_size</c> positions, and an nn.Linear MLP. State-dict keys are the HF ones
+/// (<c>transformer.h.0.attn.attention.q_proj.weight</c>).
 /// </summary>
-public sealed class GptNeoModel : HookedTransformer
+internal static class GptNeo
 {
-    private readonly GptNeoCore transformer;
-
-    internal GptNeoModel(GptNeoSettings s, string modelName, string configPath, ScalarType dtype)
-        : base("GPTNeoForCausalLM", new TransformerConfig
+    public static Gpt2Model Create(GptNeoSettings s, string modelName, string configPath, ScalarType dtype) =>
+        new("GPTNeoForCausalLM", new TransformerConfig
         {
             ModelName = modelName, Architecture = "gpt_neo", NLayers = s.NLayer, DModel = s.Hidden, NHeads = s.NHead,
             DMlp = s.Intermediate, DVocab = s.VocabSize, NCtx = s.MaxPositions, Activation = s.Activation, LayerNormEps = s.Eps, Dtype = dtype,
             UseAttnScale = false,
             SlidingWindow = s.Local.Any(l => l) ? s.WindowSize : null,
             SlidingWindowLayers = [.. Enumerable.Range(0, s.NLayer).Where(i => s.Local[i])],
-        }, new HookPoints(s.NLayer, hasPosEmbed: true, parallelAttnMlp: false, rotary: false, HfModuleNames.GptNeo))
-    {
-        transformer = new GptNeoCore(s, ActivationFunctions.Get(s.Activation, configPath), HookPoints, dtype);
-        RegisterComponents();
-    }
-
-    private protected override Tensor Embed(Tensor tokens, ForwardContext ctx)
-    {
-        var e = ctx.Hooks.Fire(HookPoints.Embed, transformer.wte.forward(tokens));
-        var p = ctx.Hooks.Fire(HookPoints.PosEmbed, transformer.wpe.forward(ctx.Positions));
-        return e.add(p, TorchScalars.One);
-    }
-
-    private protected override Tensor RunBlock(int layer, Tensor resid, ForwardContext ctx) => transformer.h[layer].forward(resid, ctx);
-
-    private protected override Tensor FinalNorm(Tensor resid, ForwardContext ctx) =>
-        ctx.Hooks.Fire(HookPoints.LnFinal, transformer.ln_f.Forward(resid, ctx.Hooks, HookPoints.LnFinalScale));
-
-    private protected override Tensor UnembedNormalized(Tensor x) => matmul(x, transformer.wte.Weight.t());
+        }, HfModuleNames.GptNeo, configPath, (i, names, act) => (new GptNeoAttention(s, i, names, dtype),
+            new Gpt2Mlp(new Linear(s.Hidden, s.Intermediate, true, dtype), new Linear(s.Intermediate, s.Hidden, true, dtype), act, names)));
 }

@@ -66,7 +66,7 @@ public static class ModelLoader
                         break;
                     }
                 case "gpt_neo":
-                    model = new GptNeoModel(GptNeoSettings.From(cfg, ckpt), name, cfg.Path, dtype);
+                    model = GptNeo.Create(GptNeoSettings.From(cfg, ckpt), name, cfg.Path, dtype);
                     prefix = "transformer";
                     // Old checkpoints carry the causal-mask buffers; lm_head.weight is a copy of wte.
                     ignorableSuffixes = [".attn.attention.bias", ".attn.attention.masked_bias", "lm_head.weight"];
@@ -352,6 +352,20 @@ internal sealed class Checkpoint : IDisposable
         if (!actual.SequenceEqual(shape))
             throw new SaeSharpException($"{configPath}: {declaredBy} imply '{found}' of shape [{string.Join(", ", shape)}] " +
                                         $"but {file} holds [{string.Join(", ", actual)}]");
+    }
+
+    /// <summary>Refuses config sizes of GPT-2's layout (GPT-2, GPT-Neo) that the weights contradict: the layer count,
+    /// <c>transformer.wte</c> [vocab, d], <c>transformer.wpe</c> [positions, d] and layer 0's <c>mlp.c_fc</c> ([d, inner] as
+    /// a Conv1D, [inner, d] as an nn.Linear); each size is given with its config.json key.</summary>
+    public void ExpectGpt2Layout(string configPath, (string Key, int Value) layers, (string Key, int Value) d, (string Key, int Value) positions,
+        (string Key, int Value) inner, int vocab, bool conv1d)
+    {
+        ExpectLayers(configPath, layers.Key, layers.Value);
+        ExpectShape(configPath, "transformer", "wte.weight", [vocab, d.Value], $"vocab_size={vocab}, {d.Key}={d.Value}");
+        ExpectShape(configPath, "transformer", "wpe.weight", [positions.Value, d.Value], $"{positions.Key}={positions.Value}, {d.Key}={d.Value}");
+        if (layers.Value > 0)
+            ExpectShape(configPath, "transformer", "h.0.mlp.c_fc.weight", conv1d ? [d.Value, inner.Value] : [inner.Value, d.Value],
+                conv1d ? $"{d.Key}={d.Value}, {inner.Key}={inner.Value}" : $"{inner.Key}={inner.Value}, {d.Key}={d.Value}");
     }
 
     /// <summary>The file holding <paramref name="key"/> and the tensor's shape.</summary>
