@@ -256,13 +256,26 @@ def reference_arrays(run, tokens):
     return arrays
 
 
-def main():
+def fixture_cli(default_site):
+    """--out and --site of a transcription fixture: (args, safetensors save_file); torch on one thread."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
     ap.add_argument("--site", help="a folder where hf_models_fixture.py's prepare_site wrote the safetensors stand-in")
     a = ap.parse_args()
-    save_file = safetensors_save_file(a.site or "/tmp/olmo_site")
     torch.set_num_threads(1)
+    return a, safetensors_save_file(a.site or default_site)
+
+
+def summary(name, arrays):
+    """'name: logits |max| ..., smallest generate top-2 gap ...' of reference_arrays' output."""
+    logits, gen_logits = torch.from_numpy(arrays["logits"]), torch.from_numpy(arrays["gen_logits"])
+    top2 = gen_logits.topk(2, dim=-1).values
+    return (f"{name}: logits |max| {logits.abs().max().item():.3f}, smallest generate top-2 gap "
+            f"{(top2[..., 0] - top2[..., 1]).min().item():.4f}")
+
+
+def main():
+    a, save_file = fixture_cli("/tmp/olmo_site")
     for i, (name, c) in enumerate(FAMILIES.items()):
         g = torch.Generator().manual_seed(2000 + i)
         p = params(c, g)
@@ -274,12 +287,8 @@ def main():
             g, first[0] = (gaps if first[0] else None), False
             return forward(c, p, t, mask, positions, gaps=g)
         arrays = reference_arrays(run, tokens)
-        logits, gen_logits = torch.from_numpy(arrays["logits"]), torch.from_numpy(arrays["gen_logits"])
         write_folder(os.path.join(a.out, name), c, p, arrays, save_file)
-        top2 = gen_logits.topk(2, dim=-1).values
-        print(f"{name}: logits |max| {logits.abs().max().item():.3f}, smallest generate top-2 gap "
-              f"{(top2[..., 0] - top2[..., 1]).min().item():.4f}"
-              + (f", smallest router gap between expert k and k+1 {min(gaps):.4f}" if gaps else ""))
+        print(summary(name, arrays) + (f", smallest router gap between expert k and k+1 {min(gaps):.4f}" if gaps else ""))
 
 
 if __name__ == "__main__":

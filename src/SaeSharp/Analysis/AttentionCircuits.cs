@@ -71,6 +71,14 @@ public static class AttentionCircuits
                 v.Add(Heads(w.narrow(1, 2L * h * hd, (long)h * hd), h, hd));
                 wo = FeatureWeights.Weight(model, ($"transformer.h.{l}.attn.c_proj.weight", false));
             }
+            else if (c.Architecture == "gpt_neo")
+            {
+                string b = $"transformer.h.{l}.attn.attention.";
+                q.Add(Heads(FeatureWeights.Weight(model, (b + "q_proj.weight", true)), h, hd));
+                k.Add(Heads(FeatureWeights.Weight(model, (b + "k_proj.weight", true)), h, hd));
+                v.Add(Heads(FeatureWeights.Weight(model, (b + "v_proj.weight", true)), h, hd));
+                wo = FeatureWeights.Weight(model, (b + "out_proj.weight", true));
+            }
             else if (c.Architecture == "gpt_neox")
             {
                 var w = FeatureWeights.Weight(model, ($"gpt_neox.layers.{l}.attention.query_key_value.weight", true)).reshape(d, h, 3, hd);

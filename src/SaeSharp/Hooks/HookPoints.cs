@@ -18,6 +18,12 @@ public sealed record HfModuleNames(
     public static HfModuleNames Gpt2 { get; } = new("transformer", "h", "wte", "wpe", "ln_f",
         "attn", "mlp", "ln_1", "ln_2", "attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj", "mlp.act");
 
+    /// <summary>GPT-Neo (TinyStories): <c>transformer.h.{i}.attn.attention.q_proj</c> (output: <c>attn.hook_q</c>, per head),
+    /// <c>k_proj</c>, <c>v_proj</c>, <c>out_proj</c>; <c>mlp.c_fc</c>, <c>mlp.c_proj</c> (nn.Linear, not GPT-2's Conv1D).</summary>
+    public static HfModuleNames GptNeo { get; } = new("transformer", "h", "wte", "wpe", "ln_f",
+        "attn", "mlp", "ln_1", "ln_2", "attn.attention.q_proj", "attn.attention.out_proj", "mlp.c_fc", "mlp.c_proj", "mlp.act")
+    { KProj = "attn.attention.k_proj", VProj = "attn.attention.v_proj" };
+
     /// <summary>GPT-NeoX / Pythia: <c>gpt_neox.layers.{i}.attention</c>, <c>mlp.dense_h_to_4h</c>, ...</summary>
     public static HfModuleNames NeoX { get; } = new("gpt_neox", "layers", "embed_in", null, "final_layer_norm",
         "attention", "mlp", "input_layernorm", "post_attention_layernorm", "attention.query_key_value", "attention.dense",

@@ -6,7 +6,7 @@ namespace SaeSharp.Hub;
 /// (case-insensitive). SAELens configs and release tables name models this way (<c>model_name</c>).
 /// </summary>
 /// <remarks>Generated from TransformerLens's <c>transformer_lens/supported_models.py</c> (MODEL_ALIASES, commit 4cd36aa,
-/// 2026-07-22), keeping GPT-2, GPT-NeoX/Pythia, Llama, Mistral, Mixtral, Qwen2/2.5/3, Gemma 1, Gemma 2 and Gemma 3 and
+/// 2026-07-22), keeping GPT-2, GPT-Neo (TinyStories), GPT-NeoX/Pythia, Llama, Mistral, Mixtral, Qwen2/2.5/3, Gemma 1, Gemma 2 and Gemma 3 and
 /// leaving out aliases equal to the official name.</remarks>
 public static class TransformerLensNames
 {
@@ -83,6 +83,12 @@ public static class TransformerLensNames
         ["gemma-3-4b-pt"] = "google/gemma-3-4b-pt",
         ["gemma-7b"] = "google/gemma-7b",
         ["gemma-7b-it"] = "google/gemma-7b-it",
+        ["gpt-neo-1.3b"] = "EleutherAI/gpt-neo-1.3B",
+        ["gpt-neo-125m"] = "EleutherAI/gpt-neo-125M",
+        ["gpt-neo-2.7b"] = "EleutherAI/gpt-neo-2.7B",
+        ["gpt-neo-large"] = "EleutherAI/gpt-neo-2.7B",
+        ["gpt-neo-medium"] = "EleutherAI/gpt-neo-1.3B",
+        ["gpt-neo-small"] = "EleutherAI/gpt-neo-125M",
         ["gpt-neox"] = "EleutherAI/gpt-neox-20b",
         ["gpt-neox-20b"] = "EleutherAI/gpt-neox-20b",
         ["gpt2-medium-small-a"] = "stanford-crfm/arwen-gpt2-medium-x21",
@@ -116,6 +122,10 @@ public static class TransformerLensNames
         ["mixtral-8x7b"] = "mistralai/Mixtral-8x7B-v0.1",
         ["mixtral-8x7b-instruct"] = "mistralai/Mixtral-8x7B-Instruct-v0.1",
         ["mixtral-instruct"] = "mistralai/Mixtral-8x7B-Instruct-v0.1",
+        ["neo"] = "EleutherAI/gpt-neo-125M",
+        ["neo-large"] = "EleutherAI/gpt-neo-2.7B",
+        ["neo-medium"] = "EleutherAI/gpt-neo-1.3B",
+        ["neo-small"] = "EleutherAI/gpt-neo-125M",
         ["neox"] = "EleutherAI/gpt-neox-20b",
         ["pythia"] = "EleutherAI/pythia-70m",
         ["pythia-1.3b"] = "EleutherAI/pythia-1.4b",
@@ -228,6 +238,20 @@ public static class TransformerLensNames
         ["stanford-gpt2-small-c"] = "stanford-crfm/caprica-gpt2-small-x81",
         ["stanford-gpt2-small-d"] = "stanford-crfm/darkmatter-gpt2-small-x343",
         ["stanford-gpt2-small-e"] = "stanford-crfm/expanse-gpt2-small-x777",
+        ["tiny-stories-1l-21m"] = "roneneldan/TinyStories-1Layer-21M",
+        ["tiny-stories-1m"] = "roneneldan/TinyStories-1M",
+        ["tiny-stories-28m"] = "roneneldan/TinyStories-28M",
+        ["tiny-stories-2l-33m"] = "roneneldan/TinyStories-2Layers-33M",
+        ["tiny-stories-33m"] = "roneneldan/TinyStories-33M",
+        ["tiny-stories-3m"] = "roneneldan/TinyStories-3M",
+        ["tiny-stories-8m"] = "roneneldan/TinyStories-8M",
+        ["tiny-stories-instruct-1l-21m"] = "roneneldan/TinyStories-Instuct-1Layer-21M",
+        ["tiny-stories-instruct-1m"] = "roneneldan/TinyStories-Instruct-1M",
+        ["tiny-stories-instruct-28m"] = "roneneldan/TinyStories-Instruct-28M",
+        ["tiny-stories-instruct-2l-33m"] = "roneneldan/TinyStories-Instruct-2Layers-33M",
+        ["tiny-stories-instruct-33m"] = "roneneldan/TinyStories-Instruct-33M",
+        ["tiny-stories-instruct-3m"] = "roneneldan/TinyStories-Instruct-3M",
+        ["tiny-stories-instruct-8m"] = "roneneldan/TinyStories-Instruct-8M",
     };
 
     /// <summary>The Hugging Face id TransformerLens loads for <paramref name="name"/> when it is one of its aliases;

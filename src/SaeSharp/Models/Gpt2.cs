@@ -25,14 +25,8 @@ internal sealed record Gpt2Settings(int NEmbd, int NLayer, int NHead, int NInner
             c.Bool("scale_attn_by_inverse_layer_idx", false));
         if (s.NEmbd <= 0 || s.NLayer < 0 || s.NHead <= 0 || s.NEmbd % s.NHead != 0)
             throw new SaeSharpException($"{c.Path}: n_embd={s.NEmbd} must be a positive multiple of n_head={s.NHead}");
-        if (weights is not null)
-        {
-            weights.ExpectLayers(c.Path, "n_layer", s.NLayer);
-            weights.ExpectShape(c.Path, "transformer", "wte.weight", [s.VocabSize, s.NEmbd], $"vocab_size={s.VocabSize}, n_embd={s.NEmbd}");
-            weights.ExpectShape(c.Path, "transformer", "wpe.weight", [s.NPositions, s.NEmbd], $"n_positions={s.NPositions}, n_embd={s.NEmbd}");
-            if (s.NLayer > 0)
-                weights.ExpectShape(c.Path, "transformer", "h.0.mlp.c_fc.weight", [s.NEmbd, s.NInner], $"n_embd={s.NEmbd}, n_inner={s.NInner}");
-        }
+        weights?.ExpectGpt2Layout(c.Path, ("n_layer", s.NLayer), ("n_embd", s.NEmbd), ("n_positions", s.NPositions), ("n_inner", s.NInner),
+            s.VocabSize, conv1d: true);
         return s;
     }
 }
@@ -77,42 +71,43 @@ internal sealed class Gpt2Attention : nn.Module<Tensor, ForwardContext, Tensor>
     }
 }
 
-/// <summary>HF <c>GPT2MLP</c>: <c>c_fc</c>, the activation, <c>c_proj</c>.</summary>
+/// <summary>HF <c>GPT2MLP</c> (Conv1D layers) / <c>GPTNeoMLP</c> (nn.Linear): <c>c_fc</c>, the activation, <c>c_proj</c>.</summary>
 internal sealed class Gpt2Mlp : nn.Module<Tensor, ForwardContext, Tensor>
 {
-    private readonly Conv1D c_fc;
-    private readonly Conv1D c_proj;
+    private readonly nn.Module<Tensor, Tensor> c_fc;
+    private readonly nn.Module<Tensor, Tensor> c_proj;
     private readonly Func<Tensor, Tensor> _act;
     private readonly BlockHookNames _names;
 
-    public Gpt2Mlp(Gpt2Settings s, Func<Tensor, Tensor> act, BlockHookNames names, ScalarType dtype) : base("mlp")
+    public Gpt2Mlp(nn.Module<Tensor, Tensor> cFc, nn.Module<Tensor, Tensor> cProj, Func<Tensor, Tensor> act, BlockHookNames names) : base("mlp")
     {
         (_act, _names) = (act, names);
-        c_fc = new Conv1D(s.NEmbd, s.NInner, dtype);
-        c_proj = new Conv1D(s.NInner, s.NEmbd, dtype);
+        c_fc = cFc;
+        c_proj = cProj;
         RegisterComponents();
     }
 
     public override Tensor forward(Tensor x, ForwardContext ctx) => ResidualBlock.Mlp(x, ctx, _names, c_fc, _act, c_proj);
 }
 
-/// <summary>HF <c>GPT2Block</c> <c>h.{layer}</c>: ln_1, attn, ln_2, mlp in sequence.</summary>
+/// <summary>HF <c>GPT2Block</c> / <c>GPTNeoBlock</c> <c>h.{layer}</c>: ln_1, attn, ln_2, mlp in sequence.</summary>
 internal sealed class Gpt2Block : nn.Module<Tensor, ForwardContext, Tensor>
 {
     private readonly LayerNorm ln_1;
-    private readonly Gpt2Attention attn;
+    private readonly nn.Module<Tensor, ForwardContext, Tensor> attn;
     private readonly LayerNorm ln_2;
-    private readonly Gpt2Mlp mlp;
+    private readonly nn.Module<Tensor, ForwardContext, Tensor> mlp;
     private readonly BlockHookNames _names;
     private readonly SplitAttentionInputs.Heads _heads;
 
-    public Gpt2Block(Gpt2Settings s, int layer, Func<Tensor, Tensor> act, BlockHookNames names, ScalarType dtype) : base("block")
+    public Gpt2Block(int d, int nHead, double eps, nn.Module<Tensor, ForwardContext, Tensor> attn, nn.Module<Tensor, ForwardContext, Tensor> mlp,
+        BlockHookNames names, ScalarType dtype) : base("block")
     {
-        (_names, _heads) = (names, new(s.NHead, s.NHead));
-        ln_1 = new LayerNorm(s.NEmbd, s.Eps, dtype);
-        attn = new Gpt2Attention(s, layer, names, dtype);
-        ln_2 = new LayerNorm(s.NEmbd, s.Eps, dtype);
-        mlp = new Gpt2Mlp(s, act, names, dtype);
+        (_names, _heads) = (names, new(nHead, nHead));
+        ln_1 = new LayerNorm(d, eps, dtype);
+        this.attn = attn;
+        ln_2 = new LayerNorm(d, eps, dtype);
+        this.mlp = mlp;
         RegisterComponents();
     }
 
@@ -120,7 +115,8 @@ internal sealed class Gpt2Block : nn.Module<Tensor, ForwardContext, Tensor>
         ResidualBlock.Sequential(resid, ctx, _names, _heads, ln_1, x => attn.forward(x, ctx), ln_2, x => mlp.forward(x, ctx));
 }
 
-/// <summary>The <c>transformer</c> submodule of HF GPT2LMHeadModel: wte, wpe, h.{i}, ln_f.</summary>
+/// <summary>The <c>transformer</c> submodule of HF GPT2LMHeadModel and GPTNeoForCausalLM: wte, wpe, h.{i}, ln_f; the
+/// embedding (token + learned position), final norm and tied unembedding of both.</summary>
 internal sealed class Gpt2Core : nn.Module
 {
     public readonly Embedding wte;
@@ -128,46 +124,69 @@ internal sealed class Gpt2Core : nn.Module
     public readonly ModuleList<Gpt2Block> h;
     public readonly LayerNorm ln_f;
 
-    public Gpt2Core(Gpt2Settings s, Func<Tensor, Tensor> act, HookPoints hooks, ScalarType dtype) : base("transformer")
+    public Gpt2Core(int vocab, int positions, int d, double eps, IEnumerable<Gpt2Block> blocks, ScalarType dtype) : base("transformer")
     {
-        wte = new Embedding(s.VocabSize, s.NEmbd, dtype);
-        wpe = new Embedding(s.NPositions, s.NEmbd, dtype);
-        h = new ModuleList<Gpt2Block>(Enumerable.Range(0, s.NLayer).Select(i => new Gpt2Block(s, i, act, hooks.Blocks[i], dtype)).ToArray());
-        ln_f = new LayerNorm(s.NEmbd, s.Eps, dtype);
+        wte = new Embedding(vocab, d, dtype);
+        wpe = new Embedding(positions, d, dtype);
+        h = new ModuleList<Gpt2Block>(blocks.ToArray());
+        ln_f = new LayerNorm(d, eps, dtype);
         RegisterComponents();
     }
+
+    public Tensor Embed(Tensor tokens, ForwardContext ctx)
+    {
+        var e = ctx.Hooks.Fire(HookPoints.Embed, wte.forward(tokens));
+        var p = ctx.Hooks.Fire(HookPoints.PosEmbed, wpe.forward(ctx.Positions));
+        return e.add(p, TorchScalars.One);
+    }
+
+    public Tensor FinalNorm(Tensor resid, ForwardContext ctx) => ctx.Hooks.Fire(HookPoints.LnFinal, ln_f.Forward(resid, ctx.Hooks, HookPoints.LnFinalScale));
+
+    public Tensor Unembed(Tensor x) => matmul(x, wte.Weight.t());
 }
 
 /// <summary>
 /// GPT-2 (HF <c>GPT2LMHeadModel</c>) with TransformerLens hooks. State-dict keys are the HF ones
 /// (<c>transformer.h.0.attn.c_attn.weight</c>, Conv1D [in, out]); the unembedding is tied to <c>transformer.wte</c>.
+/// GPT-Neo (HF <c>GPTNeoForCausalLM</c>, <see cref="TransformerConfig.Architecture"/> <c>gpt_neo</c>) is this model with
+/// its own attention and nn.Linear MLP layers (see <see cref="GptNeo"/>).
 /// </summary>
 public sealed class Gpt2Model : HookedTransformer
 {
     private readonly Gpt2Core transformer;
 
     internal Gpt2Model(Gpt2Settings s, string modelName, string configPath, ScalarType dtype)
-        : base("GPT2LMHeadModel", new TransformerConfig
+        : this("GPT2LMHeadModel", new TransformerConfig
         {
             ModelName = modelName, Architecture = "gpt2", NLayers = s.NLayer, DModel = s.NEmbd, NHeads = s.NHead,
             DMlp = s.NInner, DVocab = s.VocabSize, NCtx = s.NPositions, Activation = s.Activation, LayerNormEps = s.Eps, Dtype = dtype,
-        }, new HookPoints(s.NLayer, hasPosEmbed: true, parallelAttnMlp: false, rotary: false, HfModuleNames.Gpt2))
+        }, HfModuleNames.Gpt2, configPath, (i, names, act) => (new Gpt2Attention(s, i, names, dtype),
+            new Gpt2Mlp(new Conv1D(s.NEmbd, s.NInner, dtype), new Conv1D(s.NInner, s.NEmbd, dtype), act, names)))
     {
-        transformer = new Gpt2Core(s, ActivationFunctions.Get(s.Activation, configPath), HookPoints, dtype);
+    }
+
+    /// <summary>A model of GPT-2's layout (<see cref="Gpt2Core"/>: wte + wpe, blocks of ln_1, attn, ln_2, mlp, ln_f, the
+    /// unembedding tied to wte) whose layer i has the attention and MLP <paramref name="layer"/>(i, its hook names, the
+    /// activation) makes; sizes from <paramref name="config"/>.</summary>
+    internal Gpt2Model(string hfClass, TransformerConfig config, HfModuleNames hf, string configPath,
+        Func<int, BlockHookNames, Func<Tensor, Tensor>, (nn.Module<Tensor, ForwardContext, Tensor> Attn, nn.Module<Tensor, ForwardContext, Tensor> Mlp)> layer)
+        : base(hfClass, config, new HookPoints(config.NLayers, hasPosEmbed: true, parallelAttnMlp: false, rotary: false, hf))
+    {
+        var c = config;
+        var act = ActivationFunctions.Get(c.Activation, configPath);
+        transformer = new Gpt2Core(c.DVocab, c.NCtx, c.DModel, c.LayerNormEps, Enumerable.Range(0, c.NLayers).Select(i =>
+        {
+            var (attn, mlp) = layer(i, HookPoints.Blocks[i], act);
+            return new Gpt2Block(c.DModel, c.NHeads, c.LayerNormEps, attn, mlp, HookPoints.Blocks[i], c.Dtype);
+        }), c.Dtype);
         RegisterComponents();
     }
 
-    private protected override Tensor Embed(Tensor tokens, ForwardContext ctx)
-    {
-        var e = ctx.Hooks.Fire(HookPoints.Embed, transformer.wte.forward(tokens));
-        var p = ctx.Hooks.Fire(HookPoints.PosEmbed, transformer.wpe.forward(ctx.Positions));
-        return e.add(p, TorchScalars.One);
-    }
+    private protected override Tensor Embed(Tensor tokens, ForwardContext ctx) => transformer.Embed(tokens, ctx);
 
     private protected override Tensor RunBlock(int layer, Tensor resid, ForwardContext ctx) => transformer.h[layer].forward(resid, ctx);
 
-    private protected override Tensor FinalNorm(Tensor resid, ForwardContext ctx) =>
-        ctx.Hooks.Fire(HookPoints.LnFinal, transformer.ln_f.Forward(resid, ctx.Hooks, HookPoints.LnFinalScale));
+    private protected override Tensor FinalNorm(Tensor resid, ForwardContext ctx) => transformer.FinalNorm(resid, ctx);
 
-    private protected override Tensor UnembedNormalized(Tensor x) => matmul(x, transformer.wte.Weight.t());
+    private protected override Tensor UnembedNormalized(Tensor x) => transformer.Unembed(x);
 }

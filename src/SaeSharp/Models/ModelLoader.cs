@@ -9,7 +9,7 @@ namespace SaeSharp.Models;
 public static class ModelLoader
 {
     /// <summary>Architectures this loader builds, as config.json <c>model_type</c>.</summary>
-    public static IReadOnlyList<string> SupportedModelTypes { get; } = ["gpt2", "gpt_neox", "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "olmo", "olmo2", "olmo3", "olmoe", "gemma", "gemma2", "gemma3_text", "gemma3", "gpt_oss", "deepseek_v2", "deepseek_v3"];
+    public static IReadOnlyList<string> SupportedModelTypes { get; } = ["gpt2", "gpt_neo", "gpt_neox", "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "olmo", "olmo2", "olmo3", "olmoe", "gemma", "gemma2", "gemma3_text", "gemma3", "gpt_oss", "deepseek_v2", "deepseek_v3"];
 
     /// <summary>
     /// Builds the model in the Hugging Face folder <paramref name="folder"/> (a local path: the CLI's hub ids and
@@ -65,6 +65,12 @@ public static class ModelLoader
                         ignorableSuffixes = s.TieEmbeddings ? [".rotary_emb.inv_freq", "lm_head.weight"] : [".rotary_emb.inv_freq"];
                         break;
                     }
+                case "gpt_neo":
+                    model = GptNeo.Create(GptNeoSettings.From(cfg, ckpt), name, cfg.Path, dtype);
+                    prefix = "transformer";
+                    // Old checkpoints carry the causal-mask buffers; lm_head.weight is a copy of wte.
+                    ignorableSuffixes = [".attn.attention.bias", ".attn.attention.masked_bias", "lm_head.weight"];
+                    break;
                 default:
                     model = new GptNeoXModel(NeoXSettings.From(cfg, ckpt), name, cfg.Path, dtype);
                     prefix = "gpt_neox";
@@ -157,6 +163,7 @@ public static class ModelLoader
         _ = ModelType(cfg) switch
         {
             "gpt2" => (object)Gpt2Settings.From(cfg),
+            "gpt_neo" => GptNeoSettings.From(cfg),
             "gpt_neox" => NeoXSettings.From(cfg),
             var type => DecoderSettings.From(cfg, type),
         };
@@ -174,6 +181,7 @@ public static class ModelLoader
         {
             if (a.StartsWith("GPT2", StringComparison.Ordinal)) return "gpt2";
             if (a.StartsWith("GPTNeoX", StringComparison.Ordinal)) return "gpt_neox";
+            if (a.StartsWith("GPTNeoFor", StringComparison.Ordinal)) return "gpt_neo";
             if (a.StartsWith("Llama", StringComparison.Ordinal)) return "llama";
             if (a.StartsWith("MistralFor", StringComparison.Ordinal)) return "mistral";
             if (a.StartsWith("MixtralFor", StringComparison.Ordinal)) return "mixtral";
@@ -194,7 +202,7 @@ public static class ModelLoader
             if (a.StartsWith("DeepseekV2For", StringComparison.Ordinal)) return "deepseek_v2";
         }
         throw new SaeSharpException($"{cfg.Path}: no model_type and no known architectures ({string.Join(", ", cfg.Architectures)}); supported: GPT2LMHeadModel, " +
-                                    "GPTNeoXForCausalLM, LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, Qwen2ForCausalLM, Qwen2MoeForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM, OlmoForCausalLM, Olmo2ForCausalLM, Olmo3ForCausalLM, OlmoeForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration, GptOssForCausalLM, DeepseekV2ForCausalLM, DeepseekV3ForCausalLM");
+                                    "GPTNeoForCausalLM, GPTNeoXForCausalLM, LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, Qwen2ForCausalLM, Qwen2MoeForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM, OlmoForCausalLM, Olmo2ForCausalLM, Olmo3ForCausalLM, OlmoeForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration, GptOssForCausalLM, DeepseekV2ForCausalLM, DeepseekV3ForCausalLM");
     }
 
     /// <summary>Drops the keys of layers at or past <paramref name="nLayers"/> (DeepSeek-V3's MTP layers).</summary>
@@ -344,6 +352,20 @@ internal sealed class Checkpoint : IDisposable
         if (!actual.SequenceEqual(shape))
             throw new SaeSharpException($"{configPath}: {declaredBy} imply '{found}' of shape [{string.Join(", ", shape)}] " +
                                         $"but {file} holds [{string.Join(", ", actual)}]");
+    }
+
+    /// <summary>Refuses config sizes of GPT-2's layout (GPT-2, GPT-Neo) that the weights contradict: the layer count,
+    /// <c>transformer.wte</c> [vocab, d], <c>transformer.wpe</c> [positions, d] and layer 0's <c>mlp.c_fc</c> ([d, inner] as
+    /// a Conv1D, [inner, d] as an nn.Linear); each size is given with its config.json key.</summary>
+    public void ExpectGpt2Layout(string configPath, (string Key, int Value) layers, (string Key, int Value) d, (string Key, int Value) positions,
+        (string Key, int Value) inner, int vocab, bool conv1d)
+    {
+        ExpectLayers(configPath, layers.Key, layers.Value);
+        ExpectShape(configPath, "transformer", "wte.weight", [vocab, d.Value], $"vocab_size={vocab}, {d.Key}={d.Value}");
+        ExpectShape(configPath, "transformer", "wpe.weight", [positions.Value, d.Value], $"{positions.Key}={positions.Value}, {d.Key}={d.Value}");
+        if (layers.Value > 0)
+            ExpectShape(configPath, "transformer", "h.0.mlp.c_fc.weight", conv1d ? [d.Value, inner.Value] : [inner.Value, d.Value],
+                conv1d ? $"{d.Key}={d.Value}, {inner.Key}={inner.Value}" : $"{inner.Key}={inner.Value}, {d.Key}={d.Value}");
     }
 
     /// <summary>The file holding <paramref name="key"/> and the tensor's shape.</summary>

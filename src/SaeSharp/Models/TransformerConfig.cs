@@ -11,7 +11,7 @@ public sealed record TransformerConfig
 {
     /// <summary>Name of the model: config.json <c>_name_or_path</c>, else the folder name.</summary>
     public required string ModelName { get; init; }
-    /// <summary>Hugging Face <c>model_type</c>: <c>gpt2</c>, <c>gpt_neox</c>, <c>llama</c>, <c>mistral</c>, <c>mixtral</c>, <c>qwen3_moe</c>, <c>qwen2_moe</c>, <c>qwen2</c>, <c>qwen3</c>, <c>olmo</c>, <c>olmo2</c>, <c>olmo3</c>, <c>olmoe</c>, <c>gemma</c>, <c>gemma2</c>,
+    /// <summary>Hugging Face <c>model_type</c>: <c>gpt2</c>, <c>gpt_neo</c>, <c>gpt_neox</c>, <c>llama</c>, <c>mistral</c>, <c>mixtral</c>, <c>qwen3_moe</c>, <c>qwen2_moe</c>, <c>qwen2</c>, <c>qwen3</c>, <c>olmo</c>, <c>olmo2</c>, <c>olmo3</c>, <c>olmoe</c>, <c>gemma</c>, <c>gemma2</c>,
     /// <c>gemma3_text</c>, <c>gemma3</c> (whose text model is loaded), <c>gpt_oss</c>, <c>deepseek_v2</c> or <c>deepseek_v3</c>.</summary>
     public required string Architecture { get; init; }
     /// <summary>Transformer blocks (TransformerLens <c>n_layers</c>).</summary>
@@ -32,6 +32,9 @@ public sealed record TransformerConfig
     public string NormalizationType { get; init; } = "LN";
     /// <summary>Attention-score soft cap (Gemma 2 <c>attn_logit_softcapping</c>): scores become cap·tanh(scores/cap).</summary>
     public double? AttnScoresSoftCap { get; init; }
+    /// <summary>Attention scores are divided by √d_head (TransformerLens <c>use_attn_scale</c>); false for GPT-Neo, whose
+    /// scores are the raw q·k.</summary>
+    public bool UseAttnScale { get; init; } = true;
     /// <summary>Final-logit soft cap (Gemma 2 <c>final_logit_softcapping</c>).</summary>
     public double? OutputLogitsSoftCap { get; init; }
     /// <summary>Sliding-window length of the local-attention layers (Gemma 2/3; Mistral: every layer), null when every layer is global.</summary>
@@ -106,7 +109,7 @@ public sealed record TransformerConfig
         $"{ModelName} ({Architecture}): n_layers={NLayers} d_model={DModel} n_heads={NHeads} d_head={DHead} d_mlp={DMlp} " +
         (NKvHeads != NHeads ? $"n_key_value_heads={NKvHeads} " : "") +
         $"d_vocab={DVocab} n_ctx={NCtx} act={Activation}" + (GatedMlp ? " gated_mlp" : "") + (NormalizationType != "LN" ? $" norm={NormalizationType}" : "") +
-        (ParallelAttnMlp ? " parallel_attn_mlp" : "") + (NumExperts > 0 ? $" num_experts={NumExperts} experts_per_token={ExpertsPerToken}" + (NormTopKProb ? " norm_topk_prob" : "")
+        (ParallelAttnMlp ? " parallel_attn_mlp" : "") + (UseAttnScale ? "" : " use_attn_scale=false") + (NumExperts > 0 ? $" num_experts={NumExperts} experts_per_token={ExpertsPerToken}" + (NormTopKProb ? " norm_topk_prob" : "")
             + (SharedExpertDMlp > 0 ? $" shared_expert_d_mlp={SharedExpertDMlp}" : "")
             + (MoeDMlp is { } md ? $" moe_d_mlp={md} " + (GroupRouting is not null ? $"first_k_dense_replace={FirstKDenseReplace}"
                 : $"dense_mlp_layers={string.Join(",", DenseMlpLayers)}") : "") + (GroupRouting is { } gr ? " " + gr : "") : "") +

@@ -1,6 +1,7 @@
 using System.Text.Json.Nodes;
 using SaeSharp.Analysis;
 using SaeSharp.Models;
+using SaeSharp.Tests.Tokenizers;
 using SaeSharp.Tests.Cli;
 using SaeSharp.Tests.Models;
 using static TorchSharp.torch;
@@ -225,10 +226,11 @@ public class AttentionCircuitsTests : ModelTestBase
     }
 
     [Fact]
-    public void Weights_of_gpt2_neox_and_a_grouped_query_llama_are_what_their_hooks_compute()
+    public void Weights_of_gpt2_neox_gpt_neo_and_a_grouped_query_llama_are_what_their_hooks_compute()
     {
         using (var gpt2 = Gpt2()) AssertWeightsMatchHooks(gpt2);
         using (var neox = NeoX(parallel: false)) AssertWeightsMatchHooks(neox);
+        using (var neo = ModelLoader.FromPretrained(TestPaths.Data("hf_models", "gpt_neo"))) AssertWeightsMatchHooks(neo);
         string llama = TinyDecoders.Write(Sub("llama"), new DecoderSpec { ModelType = "llama", Heads = 4, KvHeads = 2 });
         using var m = ModelLoader.FromPretrained(llama);
         AssertWeightsMatchHooks(m);

@@ -112,6 +112,12 @@ public sealed class HfHubClientTests : IDisposable
         Assert.Equal("mistralai/Mixtral-8x7B-v0.1", TransformerLensNames.OfficialName("Mixtral-8x7B"));
         Assert.Equal("mistralai/Mixtral-8x7B-Instruct-v0.1", TransformerLensNames.OfficialName("mixtral-instruct"));
         Assert.Equal("mistralai/Mixtral-8x7B-Instruct-v0.1", TransformerLensNames.OfficialName("mixtral-8x7b-instruct"));
+        // GPT-Neo: roneneldan/TinyStories-1M ← tiny-stories-1M, TinyStories-Instuct-1Layer-21M (the hub's own spelling) ←
+        // tiny-stories-instruct-1L-21M, EleutherAI/gpt-neo-125M ← neo, gpt-neo-small.
+        Assert.Equal("roneneldan/TinyStories-1M", TransformerLensNames.OfficialName("tiny-stories-1M"));
+        Assert.Equal("roneneldan/TinyStories-Instuct-1Layer-21M", TransformerLensNames.OfficialName("tiny-stories-instruct-1L-21M"));
+        Assert.Equal("EleutherAI/gpt-neo-125M", TransformerLensNames.OfficialName("neo"));
+        Assert.Equal("EleutherAI/gpt-neo-125M", TransformerLensNames.OfficialName("gpt-neo-small"));
         Assert.Null(TransformerLensNames.OfficialName("gpt2"));
         Assert.Null(TransformerLensNames.OfficialName("opt-125m")); // a family SaeSharp does not load
 
