@@ -747,6 +747,7 @@ internal static class ModelCommands
     private static Command Generate()
     {
         var model = ModelOption();
+        var revision = ModelSource.RevisionOption();
         var prompt = new Option<string>("--prompt") { Description = "Prompt text", Required = true };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Tokens to generate", DefaultValueFactory = _ => 32 }.NonNegative();
         var sampling = new SamplingOptions();
@@ -761,12 +762,13 @@ internal static class ModelCommands
             model, prompt, maxNew, dtype, sae, prependBos,
         };
         sampling.AddTo(command);
+        command.Options.Add(revision);
         Cli.SetAction(command, parse =>
         {
             Cli.RefuseGiven(parse, "sae model generate runs the model alone; to continue a prompt clean and with SAEs spliced (--error-term, --clamp, " +
                 "--ablate, --steer, --positions), side by side: sae model run --model M --sae SAE --prompt TEXT --generate N --out run.safetensors", sae);
             sampling.RefuseWhenGreedy(parse);
-            var folder = ModelSource.Resolve(parse.GetValue(model)!);
+            var folder = ModelSource.Resolve(ModelSource.ModelAt(parse, model, revision));
             using var m = ModelLoader.FromPretrained(folder, ModelLoader.ParseDtype(parse.GetValue(dtype)!, folder));
             var tok = Tokenizer.FromFolder(folder);
             var text = parse.GetValue(prompt)!;
@@ -795,6 +797,7 @@ internal static class ModelCommands
     private static Command Tokenize()
     {
         var model = ModelOption();
+        var revision = ModelSource.RevisionOption();
         var text = new Option<string?>("--text", "--prompt") { Description = "Text to tokenize (or ids as a JSON array with --decode); --prompt, as the other commands name it, is the same" };
         var file = new Option<string?>("--file") { Description = "Read the text from a file" };
         var decode = new Option<bool>("--decode") { Description = "Decode a JSON array of ids to text" };
@@ -805,11 +808,12 @@ internal static class ModelCommands
         };
         var command = new Command("tokenize", "Print token ids as a JSON array, as Hugging Face tokenizer(text) gives them (with the BOS a Llama-style tokenizer adds), or decode ids with --decode")
             { model, text, file, decode, raw, find };
+        command.Options.Add(revision);
         Cli.SetAction(command, parse =>
         {
             if (parse.GetValue(text) is not null) Cli.RefuseGiven(parse, "the text comes from --text (--prompt); give one of --text and --file", file);
             if (parse.GetValue(decode)) Cli.RefuseGiven(parse, "for encoding text; --decode turns ids into text", raw, find);
-            var tok = Tokenizer.FromFolder(ModelSource.Resolve(parse.GetValue(model)!));
+            var tok = Tokenizer.FromFolder(ModelSource.Resolve(ModelSource.ModelAt(parse, model, revision)));
             var input = parse.GetValue(text) ?? (parse.GetValue(file) is string f ? File.ReadAllText(f)
                 : throw new SaeSharpException("give --text (or --prompt) or --file"));
             if (parse.GetValue(decode))
@@ -843,11 +847,13 @@ internal static class ModelCommands
     private static Command Info()
     {
         var model = ModelOption();
+        var revision = ModelSource.RevisionOption();
         var dtype = ModelSource.DtypeOption();
         var command = new Command("info", "Print a model's architecture, sizes and hook points") { model, dtype };
+        command.Options.Add(revision);
         Cli.SetAction(command, parse =>
         {
-            using var m = ModelSource.LoadModel(parse.GetValue(model)!, parse.GetValue(dtype)!);
+            using var m = ModelSource.LoadModel(ModelSource.ModelAt(parse, model, revision), parse.GetValue(dtype)!);
             Cli.WriteIndented(Spectre.Console.Markup.Escape(m.Config.ToString()), 0); // wrapped at spaces on a terminal
             Console.WriteLine($"parameters: {Cli.Integer(m.parameters().Sum(p => p.numel()))}");
             Console.WriteLine("hook points (opt-in ones are left out of \"all\", as in TransformerLens):");
@@ -865,6 +871,7 @@ internal static class ModelCommands
     private static Command TestPrompt()
     {
         var model = ModelOption();
+        var revision = ModelSource.RevisionOption();
         var prompt = new Option<string>("--prompt") { Description = "Prompt text", Required = true };
         var answer = new Option<string>("--answer") { Description = "The expected continuation (one or more tokens), e.g. earth", Required = true };
         var noSpace = new Option<bool>("--no-prepend-space")
@@ -879,13 +886,14 @@ internal static class ModelCommands
             { model, prompt, answer, noSpace, noBos, topK, dtype };
         var edits = new InterventionCommands.RunEdits();
         edits.AddTo(command);
+        command.Options.Add(revision);
         Cli.SetAction(command, parse =>
         {
             edits.RefuseUnqualified(parse);
             string text = parse.GetValue(prompt)!, expected = parse.GetValue(answer)!;
             bool space = !parse.GetValue(noSpace), bos = !parse.GetValue(noBos);
             int k = parse.GetValue(topK);
-            var folder = ModelSource.Resolve(parse.GetValue(model)!);
+            var folder = ModelSource.Resolve(ModelSource.ModelAt(parse, model, revision));
             InterventionCommands.NoteUnknownWords(Tokenizer.FromFolder(folder), text, "--prompt");   // an unknown answer is an error (PromptTest)
             if (!edits.Given(parse))
             {
@@ -1072,77 +1080,6 @@ internal static class ModelCommands
             }
             Cli.WriteColumns($"induction loss of {parse.GetValue(model)}: {b} × {n} random ids in {range} repeated twice (seed {parse.GetValue(seed)}" +
                 $"{(bos ? ", BOS first" : "")}), mean loss on the second copy", [new Column("revision"), new Column("loss", Right: true)], rows);
-            return 0;
-        });
-        return command;
-    }
-
-    private static Command Patch()
-    {
-        var model = ModelOption();
-        var clean = new Option<string>("--clean") { Description = "The clean prompt, whose activations are patched in", Required = true };
-        var corrupted = new Option<string>("--corrupted") { Description = "The corrupted prompt, run with one clean activation at a time (as many tokens as --clean)", Required = true };
-        var metric = new Option<string>("--metric")
-        {
-            Description = "logit-diff:A,B (logit A − logit B at the last token), logit:A or loss; A and B single tokens as written or token ids",
-            Required = true,
-        };
-        var act = new Option<string>("--act")
-        {
-            Description = "resid_pre, attn_out or mlp_out (per layer and position), or z, v or pattern (each head's hook_z, hook_v or hook_pattern over every position)",
-            DefaultValueFactory = _ => "resid_pre",
-        };
-        act.AcceptOnlyFromAmong("resid_pre", "attn_out", "mlp_out", "z", "v", "pattern");
-        var noBos = new Option<bool>("--no-prepend-bos") { Description = "Do not start the prompts with BOS" };
-        var dtype = ModelSource.DtypeOption();
-        var command = new Command("patch", "TransformerLens's activation patching: the metric of the corrupted prompt with one activation (layer × position, " +
-                                           "or layer × head) taken from the clean prompt, as (patched − corrupted) / (clean − corrupted)")
-            { model, clean, corrupted, metric, act, noBos, dtype };
-        Cli.SetAction(command, parse =>
-        {
-            using var m = ModelSource.LoadModel(parse.GetValue(model)!, parse.GetValue(dtype)!);
-            var tok = m.Tokenizer;
-            var spec = SaeSharp.Interventions.AttributionMetric.Parse(parse.GetValue(metric)!, s => InterventionCommands.SingleToken(tok, s, "--metric"));
-            bool bos = !parse.GetValue(noBos);
-            using var scope = NewDisposeScope();
-            var cleanTokens = PromptTokens(m, parse.GetValue(clean)!, bos, "--clean");
-            var corruptedTokens = PromptTokens(m, parse.GetValue(corrupted)!, bos, "--corrupted");
-            if (cleanTokens.shape[1] != corruptedTokens.shape[1])
-                throw new SaeSharpException($"--corrupted has {corruptedTokens.shape[1]} tokens and --clean {cleanTokens.shape[1]}: patching needs prompts of the same length");
-            if (spec.Kind == SaeSharp.Interventions.AttributionMetricKind.Loss)
-                InterventionCommands.RefuseFewerThanTwoTokens("--clean", [parse.GetValue(clean)!], [cleanTokens], "--metric loss");
-            var kind = parse.GetValue(act) switch
-            {
-                "attn_out" => SaeSharp.Interventions.PatchedActivation.AttnOut,
-                "mlp_out" => SaeSharp.Interventions.PatchedActivation.MlpOut,
-                "z" => SaeSharp.Interventions.PatchedActivation.HeadZ,
-                "v" => SaeSharp.Interventions.PatchedActivation.HeadV,
-                "pattern" => SaeSharp.Interventions.PatchedActivation.HeadPattern,
-                _ => SaeSharp.Interventions.PatchedActivation.ResidPre,
-            };
-            var r = SaeSharp.Interventions.ActivationPatching.Run(m, cleanTokens, corruptedTokens, kind, spec);
-            Console.WriteLine($"metric {parse.GetValue(metric)}: clean {Cli.Fixed(r.Clean, 3)}, corrupted {Cli.Fixed(r.Corrupted, 3)}");
-            bool raw = Math.Abs(r.Clean - r.Corrupted) < 1e-9;
-            string Value(int row, int col) => Cli.Fixed(raw ? r.Patched[row, col] : r.Normalized(row, col), 2);
-            int layers = r.Patched.GetLength(0), cols = r.Patched.GetLength(1);
-            string what = raw ? "patched metric (clean and corrupted are equal)" : "(patched − corrupted) / (clean − corrupted)";
-            var layerColumns = Enumerable.Range(0, layers).Select(l => new Column($"L{l}", Right: true));
-            if (SaeSharp.Interventions.ActivationPatching.IsPerHead(kind))
-            {
-                // A grouped-query model's hook_v has one slice per key/value head, which several query heads share.
-                bool kv = kind == SaeSharp.Interventions.PatchedActivation.HeadV && m.Config.NKvHeads < m.Config.NHeads;
-                Cli.WriteColumns($"hook_{parse.GetValue(act)} of each {(kv ? "key/value " : "")}head, {what}", [new Column("layer"), .. Enumerable.Range(0, cols).Select(h => new Column($"{(kv ? "KV" : "H")}{h}", Right: true))],
-                    Enumerable.Range(0, layers).Select(l => (IReadOnlyList<string>)[$"L{l}", .. Enumerable.Range(0, cols).Select(h => Value(l, h))]));
-            }
-            else
-            {
-                var strTokens = m.ToStringTokens(cleanTokens);
-                var corruptedStr = m.ToStringTokens(corruptedTokens);
-                Cli.WriteColumns($"hook_{parse.GetValue(act)} at each position, {what}", [new Column("pos"), new Column("token (clean/corrupted)"), .. layerColumns],
-                    Enumerable.Range(0, cols).Select(p => (IReadOnlyList<string>)[p.ToString(System.Globalization.CultureInfo.InvariantCulture),
-                        strTokens[p] == corruptedStr[p] ? Analysis.DashboardWriter.Quote(strTokens[p]) : $"{Analysis.DashboardWriter.Quote(strTokens[p])}/{Analysis.DashboardWriter.Quote(corruptedStr[p])}",
-                        .. Enumerable.Range(0, layers).Select(l => Value(l, p))]));
-            }
             return 0;
         });
         return command;

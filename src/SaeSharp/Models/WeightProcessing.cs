@@ -128,7 +128,7 @@ public static class WeightProcessing
         if (!options.Any) return new ProcessedModel(model, options, hooks);
         if (!gpt2 && model.Config.Architecture != "gpt_neox")
             throw new SaeSharpException($"weight processing ({string.Join(", ", options.ToKwargs().Where(kv => kv.Value).Select(kv => kv.Key))}) " +
-                                        $"supports gpt2 and gpt_neox, not {model.Config.Architecture}: load it unprocessed (no --fold-ln, --center-writing-weights)");
+                                        $"supports gpt2 and gpt_neox, not {model.Config.Architecture}: load it unprocessed (without --fold-ln, --center-writing-weights or --process-weights)");
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         // Order as TransformerLens process_weights_: fold_ln, center_writing_weights, center_unembed, fold_value_biases.

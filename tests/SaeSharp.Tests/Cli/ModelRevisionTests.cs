@@ -55,6 +55,17 @@ public class ModelRevisionTests : ModelTestBase
         (bad, _, badErr) = CliRunner.Run("model", "logit-attrs", "--model", "builtin", "--prompt", "a b", "--answer", "a,b", "--revision", "step1000");
         Assert.NotEqual(0, bad);
         Assert.Contains("revision 'step1000': 'builtin' is the builtin model", badErr);
+        var (infoExit, _, infoErr) = CliRunner.RunWithEnvironment(env, "model", "info", "--model", Repo, "--revision", "step1000");
+        Assert.True(infoExit == 0, infoErr);
+        (bad, _, badErr) = CliRunner.RunWithEnvironment(env, "model", "info", "--model", Repo, "--revision", "step2000");
+        Assert.NotEqual(0, bad);
+        Assert.Contains("revision step2000", badErr);
+        foreach (var args in new[] { new[] { "generate", "--prompt", "Tom" }, ["test-prompt", "--prompt", "Tom saw", "--answer", "Anna"], ["tokenize", "--prompt", "Tom"] })
+        {
+            (bad, _, badErr) = CliRunner.Run(["model", args[0], "--model", "builtin", "--revision", "step1000", .. args[1..]]);
+            Assert.NotEqual(0, bad);
+            Assert.Contains("revision 'step1000': 'builtin' is the builtin model", badErr);
+        }
         foreach (string command in new[] { "patch", "path-patch" })
         {
             (bad, _, badErr) = CliRunner.Run("model", command, "--model", "builtin", "--clean", "Tom saw Anna", "--corrupted", "Anna saw Tom",
