@@ -38,6 +38,12 @@ internal static class PatchCommands
 
         public IEnumerable<Option> All => [Model, Revision, Clean, Corrupted, Metric, NoBos, Dtype, Json];
 
+        /// <summary>Before the model loads: refuses a <c>--json</c> that is a folder, or a file of the model.</summary>
+        public void RefuseBadJson(ParseResult parse)
+        {
+            if (parse.GetValue(Json) is { } path) OutputGuard.RefuseBadOutputFile("--json", path, new CommandInput("--model", parse.GetValue(Model)!, InputKind.Folder));
+        }
+
         /// <summary>The pairs as [batch, pos] clean and corrupted tokens, and one metric for every pair or one per pair; refuses
         /// pairs whose prompts differ in length, or pairs of different lengths, naming them.</summary>
         public (Tensor Clean, Tensor Corrupted, List<AttributionMetric> Metrics) Read(ParseResult parse, HookedTransformer m)
@@ -108,6 +114,7 @@ internal static class PatchCommands
             bool positions = parse.GetValue(byPosition);
             if (positions && !ActivationPatching.IsPerHead(kind))
                 throw new SaeSharpException($"--by-position: --act {actName} is already patched one position at a time; give a head's activation (z, q, k, v or pattern)");
+            o.RefuseBadJson(parse);
             using var m = ModelSource.LoadModel(o.ModelAt(parse), parse.GetValue(o.Dtype)!);
             using var scope = NewDisposeScope();
             var (cleanTokens, corruptedTokens, metrics) = o.Read(parse, m);
@@ -207,6 +214,11 @@ internal static class PatchCommands
             var inputKind = parse.GetValue(input) switch { "k" => PathReceiverInput.K, "v" => PathReceiverInput.V, _ => PathReceiverInput.Q };
             if (receiverList is null && parse.GetResult(input) is { Implicit: false })
                 throw new SaeSharpException("--receiver-input: give --receiver heads too (without them the receiver is the final residual stream)");
+            // A head's output reaches only later layers: a sender at or after every receiver's layer would leave the clean run unchanged.
+            if (receiverList is { Count: > 0 } && senders.Where(s => s.Layer >= receiverList.Max(r => r.Layer)).ToList() is [var late, ..])
+                throw new SaeSharpException($"--sender {late}: layer {late.Layer} is not before any --receiver ({string.Join(", ", receiverList)}); a head's output " +
+                                            "reaches only later layers' inputs, so this path has no effect: give senders in earlier layers");
+            o.RefuseBadJson(parse);
             using var m = ModelSource.LoadModel(o.ModelAt(parse), parse.GetValue(o.Dtype)!);
             using var scope = NewDisposeScope();
             var (cleanTokens, corruptedTokens, metrics) = o.Read(parse, m);

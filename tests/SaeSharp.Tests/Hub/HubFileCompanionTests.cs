@@ -115,7 +115,7 @@ public sealed class HubFileCompanionTests : IDisposable
             // A .pt alone may be an OpenAI or deepseek_r1 checkpoint (told by its keys): downloaded, it is neither, and the
             // error names the cfg the repo lacks for connor_rob_hook_z.
             Assert.StartsWith($"{spec}: not a recognised SAE: not OpenAI sparse_autoencoder nor deepseek_r1 by its keys,\n" +
-                "and the repo lacks files the other formats need beside it:\n", e.Message);
+                "and the cached snapshot (offline mode is on: HF_HUB_OFFLINE) lacks files the other formats need beside it:\n", e.Message);
             Assert.Contains($"\n  {format} needs {required}", e.Message);
             return;
         }
@@ -125,5 +125,25 @@ public sealed class HubFileCompanionTests : IDisposable
         string fetch = Assert.Single(e.Message.Split('\n'), l => l.StartsWith("download them once online", StringComparison.Ordinal));
         Assert.StartsWith($"download them once online (unset HF_HUB_OFFLINE, or `huggingface-cli download {repo} ", fetch);
         Assert.Contains($" {SaeCompanion.Beside(file, required.Split(" or ")[0])}", fetch);   // the files of every format taking the name
+    }
+
+    /// <summary>Online but with the hub unreachable, the listing is the cache's too: the error says so (the repo may hold the
+    /// companion the cache lacks) rather than that the repo lacks it.</summary>
+    [Fact]
+    public void An_unreachable_hub_says_the_cache_lacks_the_companion_not_the_repo()
+    {
+        var (repo, files) = RepoOf("mntss_clt_layer_transcoder");
+        string cache = Path.Combine(_root, "cache");
+        string snapshot = LlamaHubCache.Snapshot(cache, repo);
+        Write(snapshot, files);
+        File.Delete(Path.Combine(snapshot, "W_dec_2.safetensors"));
+        // Nothing listens on port 9 of this machine: the connection is refused at once.
+        var options = new SaeLoadOptions { Hub = new HfHubOptions { CacheDir = cache, Endpoint = "http://127.0.0.1:9", MetadataTimeout = TimeSpan.FromSeconds(5) } };
+        string spec = $"hf:{repo}/W_enc_2.safetensors";
+        var e = Assert.Throws<SaeSharpException>(() => SaeLoader.Load(spec, options));
+        Assert.StartsWith($"{spec}: the hub could not be reached (listed from the cache), and the cached snapshot lacks files its format needs beside it:\n", e.Message);
+        Assert.Contains("\n  mntss_clt_layer_transcoder needs W_dec_2.safetensors", e.Message);
+        Assert.DoesNotContain("the repo lacks", e.Message);
+        Assert.EndsWith("try again when http://127.0.0.1:9 can be reached", e.Message);
     }
 }
