@@ -1291,8 +1291,9 @@ internal static class ModelCommands
             var processing = parse.GetValue(process) ? WeightProcessingOptions.TransformerLensDefaults
                 : new WeightProcessingOptions { FoldLn = parse.GetValue(foldLn) };
             WeightProcessing.Apply(m, processing);
-            var r = SaeSharp.Analysis.AttentionCircuits.Scores(m, parse.GetValue(tokens), layers, processing);
+            // The QK scores first: a --positions the model has no W_pos rows for is refused before the OV circuits' work.
             var qk = SaeSharp.Analysis.AttentionCircuits.QkScores(m, parse.GetValue(tokens), layers, parse.GetValue(positions), processing);
+            var r = SaeSharp.Analysis.AttentionCircuits.Scores(m, parse.GetValue(tokens), layers, processing);
             var c = m.Config;
             var steps = processing.ToKwargs().Keys.ToList();
             Console.WriteLine($"Circuits of {c.ModelName}: {r.Layers.Count} layer{(r.Layers.Count == 1 ? "" : "s")} × {c.NHeads} heads, d_head {c.DHead}" +

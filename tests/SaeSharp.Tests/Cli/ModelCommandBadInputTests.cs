@@ -103,4 +103,17 @@ public class ModelCommandBadInputTests : TinyGpt2CliTestBase
             Assert.Contains($"--json {P("folder")}: is a folder", json);
         }
     }
+
+    [Fact]
+    public void Induction_loss_past_memory_and_circuits_positions_without_w_pos_are_named()
+    {
+        // Was libtorch's allocation failure and its stack: 2 × 10⁶ tokens' attention scores are 10¹⁴ bytes.
+        string memory = OneLineError(CliRunner.Run("model", "induction-loss", "--model", "builtin", "--subseq-len", "1000000", "--batch", "1"));
+        Assert.Contains("subseq_len 1000000", memory);
+        Assert.Contains("attention scores alone need", memory);
+        Assert.DoesNotContain("frame #", memory);
+        // builtin has rotary positions: --positions was ignored.
+        Assert.Contains("positions 8: builtin has no learned position embedding W_pos (rotary positions)",
+            OneLineError(CliRunner.Run("model", "circuits", "--model", "builtin", "--positions", "8")));
+    }
 }
