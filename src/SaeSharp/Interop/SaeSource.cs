@@ -103,9 +103,6 @@ public static class SaeSource
         string prefix = path is null ? "" : path + "/";
         var inFolder = FolderListing(client, repo, revision, path);
         var layouts = FolderLayouts.Where(l => l.Required.All(inFolder.Contains)).ToList();
-        // A whole cross-layer transcoder is not one SAE: said from the listing, before anything is downloaded.
-        if (layouts.Count == 0 && CrossLayerTranscoderLoader.FilesOf(inFolder.Where(f => !f.Contains('/'))).Count > 0)
-            throw CrossLayerTranscoderLoader.NotASingleSae(spec);
         if (layouts.Count == 0)
         {
             // One SAE file that a format takes by its name, with its companions listed beside it (a connor_rob_hook_z
@@ -118,6 +115,11 @@ public static class SaeSource
                 .Order(StringComparer.Ordinal).ToList();
             if (files.Count == 1)
                 return System.IO.Path.GetDirectoryName(DownloadWithCompanions(client, spec, repo, revision, prefix + files[0]))!;
+            // A whole cross-layer transcoder is not one SAE: said from the listing, before anything is downloaded. Checked
+            // after the single files, as a local folder is (SaeLoader): a folder of one circuit-tracer layer
+            // (W_enc_0 + W_dec_0 + config.yaml, as `huggingface-cli download` of one layer leaves it) is that layer.
+            if (CrossLayerTranscoderLoader.FilesOf(inFolder.Where(f => !f.Contains('/'))).Count > 0)
+                throw CrossLayerTranscoderLoader.NotASingleSae(spec);
             if (files.Count > 1)
                 throw new SaeSharpException($"{spec}: holds {files.Count} SAE files ({string.Join(", ", files.Take(8))}{(files.Count > 8 ? ", …" : "")}), " +
                     $"one SAE each: point at one, e.g. {HubPrefix}{repo}{rev}/{prefix}{files[0]}");

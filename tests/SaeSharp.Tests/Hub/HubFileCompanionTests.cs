@@ -1,4 +1,5 @@
 using SaeSharp.Hub;
+using SaeSharp.IO;
 using SaeSharp.Interop;
 using SaeSharp.Saes;
 using SaeSharp.Tests.Cli;
@@ -145,5 +146,35 @@ public sealed class HubFileCompanionTests : IDisposable
         Assert.Contains("\n  mntss_clt_layer_transcoder needs W_dec_2.safetensors", e.Message);
         Assert.DoesNotContain("the repo lacks", e.Message);
         Assert.EndsWith("try again when http://127.0.0.1:9 can be reached", e.Message);
+    }
+
+    /// <summary>A folder of one circuit-tracer CLT layer, layer 0 (W_enc_0 + W_dec_0 + config.yaml): a local folder loads it as
+    /// that layer (mntss_clt_layer_transcoder); the same folder as <c>hf:</c> was refused as a whole CLT. Both give one SAE.</summary>
+    [Fact]
+    public void A_folder_of_one_clt_layer_loads_as_that_layer_from_the_hub_as_from_disk()
+    {
+        string disk = Path.Combine(_root, "dl", "one");
+        Directory.CreateDirectory(disk);
+        string cache = Path.Combine(_root, "cache");
+        string snapshotFolder = Path.Combine(LlamaHubCache.Snapshot(cache, "mntss/clt-tiny"), "one");
+        Directory.CreateDirectory(snapshotFolder);
+        manual_seed(4);
+        using (var scope = NewDisposeScope())
+        {
+            SafeTensors.Save(Path.Combine(disk, "W_enc_0.safetensors"), new Dictionary<string, Tensor>
+                { ["W_enc_0"] = randn(12, 6), ["b_enc_0"] = randn(12), ["b_dec_0"] = randn(6) });
+            SafeTensors.Save(Path.Combine(disk, "W_dec_0.safetensors"), new Dictionary<string, Tensor> { ["W_dec_0"] = randn(12, 3, 6) });
+        }
+        File.Copy(Conversion("mntss", "config.yaml"), Path.Combine(disk, "config.yaml"));
+        foreach (var f in Directory.GetFiles(disk)) File.Copy(f, Path.Combine(snapshotFolder, Path.GetFileName(f)));
+        var options = new SaeLoadOptions { Hub = new HfHubOptions { CacheDir = cache, Offline = true } };
+        using var fromDisk = SaeLoader.Load(disk);
+        using var fromHub = SaeLoader.Load("hf:mntss/clt-tiny/one", options);
+        Assert.Equal(fromDisk.Cfg.ToJson(), fromHub.Cfg.ToJson());
+        var expected = fromDisk.WeightsByName();
+        var got = fromHub.WeightsByName();
+        Assert.Equal(expected.Keys.Order(StringComparer.Ordinal), got.Keys.Order(StringComparer.Ordinal));
+        using var check = NewDisposeScope();
+        foreach (var (name, t) in expected) Assert.True(t.eq(got[name]).all().item<bool>(), $"{name} differs from the folder's on disk");
     }
 }
