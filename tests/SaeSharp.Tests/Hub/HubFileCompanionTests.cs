@@ -97,12 +97,7 @@ public sealed class HubFileCompanionTests : IDisposable
         using (var fromDisk = SaeLoader.Load(Path.Combine(disk, file)))
         using (var fromHub = SaeLoader.Load(spec, options))
         {
-            Assert.Equal(fromDisk.Cfg.ToJson(), fromHub.Cfg.ToJson());
-            var expected = fromDisk.WeightsByName();
-            var got = fromHub.WeightsByName();
-            Assert.Equal(expected.Keys.Order(StringComparer.Ordinal), got.Keys.Order(StringComparer.Ordinal));
-            using var scope = NewDisposeScope();
-            foreach (var (name, t) in expected) Assert.True(t.eq(got[name]).all().item<bool>(), $"{spec}: {name} differs from the file's on disk");
+            AssertSame(fromDisk, fromHub, spec);
             if (format == "gemma_3 clt") Assert.Equal("google/gemma-3-270m-it", fromHub.Cfg.Metadata.ModelName); // from clt/NAME/config.json
         }
 
@@ -170,11 +165,17 @@ public sealed class HubFileCompanionTests : IDisposable
         var options = new SaeLoadOptions { Hub = new HfHubOptions { CacheDir = cache, Offline = true } };
         using var fromDisk = SaeLoader.Load(disk);
         using var fromHub = SaeLoader.Load("hf:mntss/clt-tiny/one", options);
+        AssertSame(fromDisk, fromHub, "hf:mntss/clt-tiny/one");
+    }
+
+    /// <summary>The same cfg and the same weights, bit for bit, as the copy on disk.</summary>
+    private static void AssertSame(Sae fromDisk, Sae fromHub, string spec)
+    {
         Assert.Equal(fromDisk.Cfg.ToJson(), fromHub.Cfg.ToJson());
         var expected = fromDisk.WeightsByName();
         var got = fromHub.WeightsByName();
         Assert.Equal(expected.Keys.Order(StringComparer.Ordinal), got.Keys.Order(StringComparer.Ordinal));
-        using var check = NewDisposeScope();
-        foreach (var (name, t) in expected) Assert.True(t.eq(got[name]).all().item<bool>(), $"{name} differs from the folder's on disk");
+        using var scope = NewDisposeScope();
+        foreach (var (name, t) in expected) Assert.True(t.eq(got[name]).all().item<bool>(), $"{spec}: {name} differs from the copy on disk");
     }
 }
