@@ -123,7 +123,7 @@ internal static class OutputGuard
         "--json" or "--saebench-json" => ".json",
         "--html" => ".html",
         "--csv" => ".csv",
-        "--histogram" or "--l0-histogram" => ".png",
+        "--histogram" or "--l0-histogram" or "--png" => ".png",
         _ => ".safetensors",
     };
 

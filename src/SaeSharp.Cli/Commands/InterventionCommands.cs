@@ -850,7 +850,18 @@ internal static class InterventionCommands
             throw new SaeSharpException($"{path}: 'tokens' has dtype {dtype}; token ids must be integers (I64 or I32)");
         var tokens = file.Read("tokens", ScalarType.Int64);
         if (tokens.dim() != 2) throw new SaeSharpException($"{path}: 'tokens' must be [batch, seq], got [{string.Join(", ", tokens.shape)}]");
+        if (tokens.numel() == 0) throw new SaeSharpException($"{path}: 'tokens' is empty ([{string.Join(", ", tokens.shape)}]); give at least one token per row");
         return tokens;
+    }
+
+    /// <summary>Refuses (naming <paramref name="flag"/> and <paramref name="path"/>) token ids read from a file that lie
+    /// outside the vocabulary of <paramref name="vocab"/> ids of the model they are run in.</summary>
+    internal static void RefuseIdsOutsideVocabulary(string flag, string path, Tensor tokens, long vocab)
+    {
+        using var scope = NewDisposeScope();
+        long min = tokens.min().item<long>(), max = tokens.max().item<long>();
+        if (min < 0 || max >= vocab)
+            throw new SaeSharpException($"{flag} {path}: token id {(min < 0 ? min : max)} is outside the model's vocabulary 0..{vocab - 1}");
     }
 
     /// <summary>"0,3,-1" as positions below <paramref name="length"/> (<paramref name="what"/> says what has that many

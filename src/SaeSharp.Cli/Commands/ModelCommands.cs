@@ -230,7 +230,11 @@ internal static class ModelCommands
             if (Reference(parse))
             {
                 var tokens = new List<Tensor>();
-                if (parse.GetValue(MeanOver) is { } file) tokens.Add(InterventionCommands.ReadTokens(file));
+                if (parse.GetValue(MeanOver) is { } file)
+                {
+                    tokens.Add(InterventionCommands.ReadTokens(file));
+                    InterventionCommands.RefuseIdsOutsideVocabulary("--mean-over", file, tokens[0], model.Config.DVocab);
+                }
                 tokens.AddRange((parse.GetValue(MeanPrompts) ?? []).Select(t => PromptTokens(model, t, bos, "--mean-prompt")));
                 var detached = HeadAblation.MeanZ(model, heads, tokens, modelHooks, "--ablate-head");
                 reference = detached.ToDictionary(kv => kv.Key, kv => { var kept = kv.Value.clone(); kv.Value.Dispose(); return kept; });
@@ -335,7 +339,7 @@ internal static class ModelCommands
             }
             if (parse.GetValue(output) is null && metricSpecs.Length == 0 && !perPosition)
                 throw new SaeSharpException("give --out (the file for the logits and hooks), --metric to print a metric per prompt, or --loss-per-position");
-            RefuseReplacingRunInputs(parse, output, model, input, diffModel, edits.Sae);
+            RefuseReplacingRunInputs(parse, output, model, input, diffModel, edits.Sae, headAblation.MeanOver);
             int newTokens = parse.GetValue(generate);
             if (repeatedLength is null) Cli.RefuseGiven(parse, "the rows of --repeated-random; give --repeated-random N", batch);
             else
@@ -358,8 +362,11 @@ internal static class ModelCommands
             // A next-token loss needs 2 tokens: a prompt of BOS alone is named before any run.
             bool LossAt(int i) => perPosition || (metricSpecs.Length > 0 && metricSpecs[Math.Min(i, metricSpecs.Length - 1)].Trim() == "loss");
             var lossPrompts = Enumerable.Range(0, texts.Length).Where(LossAt).ToList();
-            InterventionCommands.RefuseFewerThanTwoTokens("--prompt", [.. lossPrompts.Select(i => texts[i])], [.. lossPrompts.Select(i => prompts[i])],
-                perPosition ? "--loss-per-position" : parse.GetValue(metric) is { Length: > 0 } ? "--metric loss" : "the loss (--ablate-head's default metric)");
+            string lossUse = perPosition ? "--loss-per-position" : parse.GetValue(metric) is { Length: > 0 } ? "--metric loss" : "the loss (--ablate-head's default metric)";
+            InterventionCommands.RefuseFewerThanTwoTokens("--prompt", [.. lossPrompts.Select(i => texts[i])], [.. lossPrompts.Select(i => prompts[i])], lossUse);
+            if (texts.Length == 0 && repeatedLength is null && prompts[0].shape[1] < 2 && Enumerable.Range(0, (int)prompts[0].shape[0]).Any(LossAt))
+                throw new SaeSharpException($"--input {parse.GetValue(input)}: its rows have 1 token each ('tokens' [{string.Join(", ", prompts[0].shape)}]), and {lossUse} " +
+                                            "needs at least 2 (a next-token loss); give rows of 2 tokens or more");
             var generation = new GenerationRequest(newTokens, sampling, parse, texts);
             if (newTokens > 0 && texts.Length == 0 && prompts[0].shape[0] > 1)
             {
@@ -402,6 +409,8 @@ internal static class ModelCommands
                     saes.Count == 0 || parse.GetResult(dtype) is { Implicit: false } ? ModelLoader.ParseDtype(parse.GetValue(dtype)!, folder)
                         : ModelForSae.SharedDtype(saes, paths));
                 var m = pm.Model;
+                if (texts.Length == 0 && repeatedLength is null)
+                    foreach (var t in prompts) InterventionCommands.RefuseIdsOutsideVocabulary("--input", parse.GetValue(input)!, t, m.Config.DVocab);
                 var notes = new List<string>();
                 string? spliced = null;
                 var (metricClean, metricEdited) = (new List<double>(), new List<double>());
@@ -571,13 +580,14 @@ internal static class ModelCommands
     /// <summary>Before <c>sae model run</c> runs: its --out is a file that replaces none of its inputs (the SAEs' files, the
     /// models' files, the --input tokens).</summary>
     private static void RefuseReplacingRunInputs(ParseResult parse, Option<string?> output, Option<string> model, Option<string?> input,
-        Option<string?> diffModel, Option<string[]> saes)
+        Option<string?> diffModel, Option<string[]> saes, Option<string?> meanOver)
     {
         if (parse.GetValue(output) is not { } outPath) return;
         var inputs = (parse.GetValue(saes) ?? []).Select(s => new CommandInput("--sae", s, InputKind.Sae)).ToList();
         if (parse.GetValue(model) is { } m) inputs.Add(new("--model", m, InputKind.Folder));
         if (parse.GetValue(diffModel) is { } dm) inputs.Add(new("--diff-model", dm, InputKind.Folder));
         if (parse.GetValue(input) is { } i) inputs.Add(new("--input", i, InputKind.Whole));
+        if (parse.GetValue(meanOver) is { } mo) inputs.Add(new("--mean-over", mo, InputKind.Whole));
         OutputGuard.RefuseBadOutputFile("--out", outPath, [.. inputs]);
     }
 
@@ -968,8 +978,10 @@ internal static class ModelCommands
             var pairs = parse.GetValue(answer)!;
             if (pairs.Length != 1 && pairs.Length != texts.Length)
                 throw new SaeSharpException($"--answer: {pairs.Length} given for {texts.Length} prompts (give one for all, or one per prompt)");
-            if (parse.GetValue(json) is { } j) OutputGuard.RefuseBadOutputFile("--json", j, new CommandInput("--model", parse.GetValue(model)!, InputKind.Folder));
-            if (parse.GetValue(png) is { } pngPath) OutputGuard.RefuseBadOutputFile("--png", pngPath, new CommandInput("--model", parse.GetValue(model)!, InputKind.Folder));
+            CommandInput[] inputs = parse.GetValue(headAblation.MeanOver) is { } meanOver
+                ? [new("--model", parse.GetValue(model)!, InputKind.Folder), new("--mean-over", meanOver, InputKind.Whole)]
+                : [new("--model", parse.GetValue(model)!, InputKind.Folder)];
+            OutputGuard.RefuseBadOutputFiles([("--json", parse.GetValue(json)), ("--png", parse.GetValue(png))], inputs);
             using var m = ModelSource.LoadModel(ModelSource.ModelAt(parse, model, revision), parse.GetValue(dtype)!);
             var tok = m.Tokenizer;
             (long, long) Pair(string spec)
@@ -1302,8 +1314,9 @@ internal static class ModelCommands
             var processing = parse.GetValue(process) ? WeightProcessingOptions.TransformerLensDefaults
                 : new WeightProcessingOptions { FoldLn = parse.GetValue(foldLn) };
             WeightProcessing.Apply(m, processing);
-            var r = SaeSharp.Analysis.AttentionCircuits.Scores(m, parse.GetValue(tokens), layers, processing);
+            // The QK scores first: a --positions the model has no W_pos rows for is refused before the OV circuits' work.
             var qk = SaeSharp.Analysis.AttentionCircuits.QkScores(m, parse.GetValue(tokens), layers, parse.GetValue(positions), processing);
+            var r = SaeSharp.Analysis.AttentionCircuits.Scores(m, parse.GetValue(tokens), layers, processing);
             var c = m.Config;
             var steps = processing.ToKwargs().Keys.ToList();
             Console.WriteLine($"Circuits of {c.ModelName}: {r.Layers.Count} layer{(r.Layers.Count == 1 ? "" : "s")} × {c.NHeads} heads, d_head {c.DHead}" +

@@ -39,12 +39,13 @@ internal static class PatchCommands
 
         public IEnumerable<Option> All => [Model, Revision, Clean, Corrupted, Metric, NoBos, Dtype, Json, Png];
 
-        /// <summary>Refuses <c>--png</c> where there is no two-axis table (<paramref name="why"/> says why), and a bad --png file.</summary>
-        public void CheckPng(ParseResult parse, string? why)
+        /// <summary>Before the model loads: refuses a <c>--png</c> this run cannot draw (<paramref name="whyNoPng"/>), and a
+        /// <c>--png</c> or <c>--json</c> that is a folder, a file of the model, or both the same file.</summary>
+        public void RefuseBadOutputs(ParseResult parse, string? whyNoPng)
         {
-            if (parse.GetValue(Png) is not { } png) return;
-            if (why is not null) throw new SaeSharpException($"--png {png}: {why}");
-            OutputGuard.RefuseBadOutputFile("--png", png, new CommandInput("--model", parse.GetValue(Model)!, InputKind.Folder));
+            if (parse.GetValue(Png) is { } png && whyNoPng is not null) throw new SaeSharpException($"--png {png}: {whyNoPng}");
+            OutputGuard.RefuseBadOutputFiles([("--json", parse.GetValue(Json)), ("--png", parse.GetValue(Png))],
+                new CommandInput("--model", parse.GetValue(Model)!, InputKind.Folder));
         }
 
         /// <summary>The pairs as [batch, pos] clean and corrupted tokens, and one metric for every pair or one per pair; refuses
@@ -117,7 +118,7 @@ internal static class PatchCommands
             bool positions = parse.GetValue(byPosition);
             if (positions && !ActivationPatching.IsPerHead(kind))
                 throw new SaeSharpException($"--by-position: --act {actName} is already patched one position at a time; give a head's activation (z, q, k, v or pattern)");
-            o.CheckPng(parse, positions ? "--by-position gives layer × position × head, three axes; the heatmap draws layer × head (without --by-position) or layer × position (--act resid_pre, attn_out, mlp_out)" : null);
+            o.RefuseBadOutputs(parse, positions ? "--by-position gives layer × position × head, three axes; the heatmap draws layer × head (without --by-position) or layer × position (--act resid_pre, attn_out, mlp_out)" : null);
             using var m = ModelSource.LoadModel(o.ModelAt(parse), parse.GetValue(o.Dtype)!);
             using var scope = NewDisposeScope();
             var (cleanTokens, corruptedTokens, metrics) = o.Read(parse, m);
@@ -224,7 +225,11 @@ internal static class PatchCommands
             var inputKind = parse.GetValue(input) switch { "k" => PathReceiverInput.K, "v" => PathReceiverInput.V, _ => PathReceiverInput.Q };
             if (receiverList is null && parse.GetResult(input) is { Implicit: false })
                 throw new SaeSharpException("--receiver-input: give --receiver heads too (without them the receiver is the final residual stream)");
-            o.CheckPng(parse, senders.Count > 0 ? "--sender gives one number; the heatmap draws every sender head in turn (leave out --sender)" : null);
+            o.RefuseBadOutputs(parse, senders.Count > 0 ? "--sender gives one number; the heatmap draws every sender head in turn (leave out --sender)" : null);
+            // A head's output reaches only later layers: a sender at or after every receiver's layer would leave the clean run unchanged.
+            if (receiverList is { Count: > 0 } && senders.Where(s => s.Layer >= receiverList.Max(r => r.Layer)).ToList() is [var late, ..])
+                throw new SaeSharpException($"--sender {late}: layer {late.Layer} is not before any --receiver ({string.Join(", ", receiverList)}); a head's output " +
+                                            "reaches only later layers' inputs, so this path has no effect: give senders in earlier layers");
             using var m = ModelSource.LoadModel(o.ModelAt(parse), parse.GetValue(o.Dtype)!);
             using var scope = NewDisposeScope();
             var (cleanTokens, corruptedTokens, metrics) = o.Read(parse, m);

@@ -251,7 +251,8 @@ public static class AttentionCircuits
     /// <item>positional: the attention pattern of the positional QK circuit alone,
     /// softmax(causal mask(W_pos·W_Q·W_Kᵀ·W_posᵀ / √d_head)) over the first <paramref name="positions"/> positions, and its
     /// previous-token score, the mean of the pattern's sub-diagonal (ARENA's <c>pos_by_pos_pattern.diag(-1).mean()</c>);
-    /// null for a model without learned positions (rotary);</item>
+    /// null for a model without learned positions (rotary); <paramref name="positions"/> beyond W_pos's rows, or given for
+    /// a model without W_pos, is refused;</item>
     /// <item>token: the full QK circuit W_E·W_Q·W_Kᵀ·W_Eᵀ (query token × key token) restricted to <paramref name="tokens"/>
     /// token ids evenly spaced over the vocabulary, and the share of query tokens whose own key scores highest (a
     /// same-token, duplicate-token head scores near 1).</item>
@@ -271,7 +272,11 @@ public static class AttentionCircuits
         var ids = SampleTokens(we.shape[0], tokens);
         var weSub = we.index_select(0, tensor(ids));                                     // [n, d]
         var wpos = PositionEmbedding(model);
-        int nPos = wpos is null ? 0 : (int)Math.Min(positions ?? wpos.shape[0], wpos.shape[0]);
+        if (positions is int asked && (wpos is null || asked > wpos.shape[0]))
+            throw new SaeSharpException(wpos is null
+                ? $"QK circuit scores: positions {asked}: {c.ModelName} has no learned position embedding W_pos (rotary positions), so no positional QK pattern"
+                : $"QK circuit scores: positions {asked}: more than the {wpos.shape[0]} rows of W_pos (n_ctx) of {c.ModelName}");
+        int nPos = wpos is null ? 0 : (int)(positions ?? wpos.shape[0]);
         Tensor? mask = null, scale = null;
         if (wpos is not null)
         {

@@ -50,6 +50,13 @@ public static class InductionLoss
         if (batch < 1 || subseqLen < 2) throw new SaeSharpException($"induction loss: batch {batch} (≥ 1) and subsequence length {subseqLen} (≥ 2)");
         if (2L * subseqLen > model.Config.NCtx && model.Config.RotaryDim <= 0)
             throw new SaeSharpException($"induction loss: 2 × {subseqLen} tokens exceed n_ctx={model.Config.NCtx} of {model.Config.ModelName}; give a shorter subsequence");
+        // A rotary model runs past n_ctx; its attention scores grow with the square of the row (2 × subseq_len tokens).
+        double rowLength = 2.0 * subseqLen + 1, need = 2 * 4 * (double)batch * model.Config.NHeads * rowLength * rowLength;   // float32 scores and pattern of a layer
+        long available = HostMemory.AvailableBytes();
+        if (need > available)
+            throw new SaeSharpException($"induction loss: {batch} row{(batch == 1 ? "" : "s")} of 2 × {subseqLen} tokens (batch_size {batch}, subseq_len {subseqLen}): " +
+                $"a layer's attention scores alone need {HostMemory.Format(need)} (they grow with the square of the row) but " +
+                $"{HostMemory.Format(available)} of memory is available; give a shorter subsequence or fewer rows");
         long? bos = prependBos ? model.Tokenizer.PrependedBosId() : null;
         using var scope = NewDisposeScope();
         using var _ = no_grad();

@@ -266,6 +266,10 @@ public sealed class HfHubClient : IDisposable
 
     private static string UrlPrefix(HfRepoType repoType) => repoType == HfRepoType.Dataset ? "datasets/" : "";
 
+    /// <summary>Whether the last <see cref="ListFiles"/> answered from the cached snapshot because the hub could not be reached
+    /// (not in offline mode): what it lacks, the repo may hold.</summary>
+    public bool LastListingFromUnreachableHub { get; private set; }
+
     /// <summary>
     /// The files of <paramref name="repoId"/> at <paramref name="revision"/> under <paramref name="folder"/> (the whole
     /// repo when null), recursively, from the hub's tree API (<c>/api/models|datasets/{repo}/tree/{revision}/{folder}</c>,
@@ -288,6 +292,7 @@ public sealed class HfHubClient : IDisposable
         if (folder is not null && !HubPaths.IsRelativePath(folder))
             throw new SaeSharpException($"'{folder}' is not a folder path inside a repo");
         string what = $"{(repoType == HfRepoType.Dataset ? "dataset " : "")}{repoId}{(folder is null ? "" : "/" + folder)} (revision {revision})";
+        LastListingFromUnreachableHub = false;
         if (_options.Offline)
         {
             string storage = Storage(repoId, repoType);
@@ -321,8 +326,10 @@ public sealed class HfHubClient : IDisposable
             }
             catch (Exception e) when (e is HttpRequestException or TaskCanceledException && !cancellationToken.IsCancellationRequested)
             {
-                return CachedListing(repoId, revision, folder, repoType)
-                       ?? throw new SaeSharpException($"cannot reach {uri} to list {what}: {e.Message}", e);
+                var cached = CachedListing(repoId, revision, folder, repoType)
+                             ?? throw new SaeSharpException($"cannot reach {uri} to list {what}: {e.Message}", e);
+                LastListingFromUnreachableHub = true;
+                return cached;
             }
             using (response)
             {

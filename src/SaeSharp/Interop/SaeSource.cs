@@ -103,9 +103,6 @@ public static class SaeSource
         string prefix = path is null ? "" : path + "/";
         var inFolder = FolderListing(client, repo, revision, path);
         var layouts = FolderLayouts.Where(l => l.Required.All(inFolder.Contains)).ToList();
-        // A whole cross-layer transcoder is not one SAE: said from the listing, before anything is downloaded.
-        if (layouts.Count == 0 && CrossLayerTranscoderLoader.FilesOf(inFolder.Where(f => !f.Contains('/'))).Count > 0)
-            throw CrossLayerTranscoderLoader.NotASingleSae(spec);
         if (layouts.Count == 0)
         {
             // One SAE file that a format takes by its name, with its companions listed beside it (a connor_rob_hook_z
@@ -118,6 +115,11 @@ public static class SaeSource
                 .Order(StringComparer.Ordinal).ToList();
             if (files.Count == 1)
                 return System.IO.Path.GetDirectoryName(DownloadWithCompanions(client, spec, repo, revision, prefix + files[0]))!;
+            // A whole cross-layer transcoder is not one SAE: said from the listing, before anything is downloaded. Checked
+            // after the single files, as a local folder is (SaeLoader): a folder of one circuit-tracer layer
+            // (W_enc_0 + W_dec_0 + config.yaml, as `huggingface-cli download` of one layer leaves it) is that layer.
+            if (CrossLayerTranscoderLoader.FilesOf(inFolder.Where(f => !f.Contains('/'))).Count > 0)
+                throw CrossLayerTranscoderLoader.NotASingleSae(spec);
             if (files.Count > 1)
                 throw new SaeSharpException($"{spec}: holds {files.Count} SAE files ({string.Join(", ", files.Take(8))}{(files.Count > 8 ? ", …" : "")}), " +
                     $"one SAE each: point at one, e.g. {HubPrefix}{repo}{rev}/{prefix}{files[0]}");
@@ -163,16 +165,18 @@ public static class SaeSource
         var usable = formats.Where(f => f.Companions.All(c => !c.Required || Listed(c))).ToList();
         if (usable.Count == 0 && listed.Contains(path))
         {
-            // Offline the listing is the cached snapshot's: the repo may well hold what the cache lacks.
-            bool offline = client.Options.Offline;
+            // Offline (or with the hub unreachable) the listing is the cached snapshot's: the repo may well hold what the cache lacks.
+            bool offline = client.Options.Offline, unreachable = client.LastListingFromUnreachableHub;
             var missing = formats.Select(f => (f.Format, Missing: f.Companions.Where(c => c.Required && !Listed(c)).ToList())).ToList();
             string fetch = string.Join(" ", missing.SelectMany(m => m.Missing).Select(c => c.AnyOf[0]).Distinct());
             throw SaeSharpException.Lines([
                 offline ? $"{spec}: the cached snapshot (offline mode is on: HF_HUB_OFFLINE) lacks files its format needs beside it:"
-                        : $"{spec}: the repo lacks files its format needs beside it:",
+                    : unreachable ? $"{spec}: the hub could not be reached (listed from the cache), and the cached snapshot lacks files its format needs beside it:"
+                    : $"{spec}: the repo lacks files its format needs beside it:",
                 .. missing.Select(m => $"  {m.Format} needs {string.Join(" and ", m.Missing)}"),
                 .. offline ? [$"download them once online (unset HF_HUB_OFFLINE, or `huggingface-cli download {repo} {fetch}" +
-                              $"{(revision == "main" ? "" : " --revision " + revision)}`)"] : Array.Empty<string>()]);
+                              $"{(revision == "main" ? "" : " --revision " + revision)}`)"]
+                    : unreachable ? [$"try again when {client.Options.Endpoint} can be reached"] : Array.Empty<string>()]);
         }
         string file = client.DownloadFile(repo, path, revision)!;
         foreach (var companion in usable.SelectMany(f => f.Companions).Select(c => c.AnyOf.FirstOrDefault(listed.Contains)).OfType<string>().Distinct())
@@ -182,7 +186,9 @@ public static class SaeSource
         var lacking = formats.Except(usable).ToList();
         if (lacking.Count > 0 && SaeLoader.DetectFormat(file) is null)
             throw SaeSharpException.Lines([$"{spec}: not a recognised SAE: not {string.Join(" nor ", usable.Select(f => f.Format))} by its keys,",
-                "and the repo lacks files the other formats need beside it:",
+                client.Options.Offline || client.LastListingFromUnreachableHub
+                    ? $"and the cached snapshot ({(client.Options.Offline ? "offline mode is on: HF_HUB_OFFLINE" : "the hub could not be reached")}) lacks files the other formats need beside it:"
+                    : "and the repo lacks files the other formats need beside it:",
                 .. lacking.Select(f => $"  {f.Format} needs {string.Join(" and ", f.Companions.Where(c => c.Required && !Listed(c)))}")]);
         return file;
     }

@@ -384,6 +384,10 @@ public class AttentionCircuitsTests : ModelTestBase
         Assert.Equal(2, AttentionCircuits.QkScores(model, positions: 2).Positions);
         using var neox = NeoX(parallel: false);
         Assert.Null(AttentionCircuits.QkScores(neox).PreviousToken);                 // rotary: no W_pos
+        // Positions past W_pos's 4 rows, or on a model without W_pos, were capped or ignored without a word.
+        Assert.Contains("positions 5: more than the 4 rows of W_pos (n_ctx)", Assert.Throws<SaeSharpException>(() => AttentionCircuits.QkScores(model, positions: 5)).Message);
+        Assert.Contains("positions 2: ", Assert.Throws<SaeSharpException>(() => AttentionCircuits.QkScores(neox, positions: 2)).Message);
+        Assert.Contains("no learned position embedding W_pos (rotary positions)", Assert.Throws<SaeSharpException>(() => AttentionCircuits.QkScores(neox, positions: 2)).Message);
     }
 
     [Fact]

@@ -1,4 +1,5 @@
 using SaeSharp.Hub;
+using SaeSharp.IO;
 using SaeSharp.Interop;
 using SaeSharp.Saes;
 using SaeSharp.Tests.Cli;
@@ -96,12 +97,7 @@ public sealed class HubFileCompanionTests : IDisposable
         using (var fromDisk = SaeLoader.Load(Path.Combine(disk, file)))
         using (var fromHub = SaeLoader.Load(spec, options))
         {
-            Assert.Equal(fromDisk.Cfg.ToJson(), fromHub.Cfg.ToJson());
-            var expected = fromDisk.WeightsByName();
-            var got = fromHub.WeightsByName();
-            Assert.Equal(expected.Keys.Order(StringComparer.Ordinal), got.Keys.Order(StringComparer.Ordinal));
-            using var scope = NewDisposeScope();
-            foreach (var (name, t) in expected) Assert.True(t.eq(got[name]).all().item<bool>(), $"{spec}: {name} differs from the file's on disk");
+            AssertSame(fromDisk, fromHub, spec);
             if (format == "gemma_3 clt") Assert.Equal("google/gemma-3-270m-it", fromHub.Cfg.Metadata.ModelName); // from clt/NAME/config.json
         }
 
@@ -115,7 +111,7 @@ public sealed class HubFileCompanionTests : IDisposable
             // A .pt alone may be an OpenAI or deepseek_r1 checkpoint (told by its keys): downloaded, it is neither, and the
             // error names the cfg the repo lacks for connor_rob_hook_z.
             Assert.StartsWith($"{spec}: not a recognised SAE: not OpenAI sparse_autoencoder nor deepseek_r1 by its keys,\n" +
-                "and the repo lacks files the other formats need beside it:\n", e.Message);
+                "and the cached snapshot (offline mode is on: HF_HUB_OFFLINE) lacks files the other formats need beside it:\n", e.Message);
             Assert.Contains($"\n  {format} needs {required}", e.Message);
             return;
         }
@@ -125,5 +121,61 @@ public sealed class HubFileCompanionTests : IDisposable
         string fetch = Assert.Single(e.Message.Split('\n'), l => l.StartsWith("download them once online", StringComparison.Ordinal));
         Assert.StartsWith($"download them once online (unset HF_HUB_OFFLINE, or `huggingface-cli download {repo} ", fetch);
         Assert.Contains($" {SaeCompanion.Beside(file, required.Split(" or ")[0])}", fetch);   // the files of every format taking the name
+    }
+
+    /// <summary>Online but with the hub unreachable, the listing is the cache's too: the error says so (the repo may hold the
+    /// companion the cache lacks) rather than that the repo lacks it.</summary>
+    [Fact]
+    public void An_unreachable_hub_says_the_cache_lacks_the_companion_not_the_repo()
+    {
+        var (repo, files) = RepoOf("mntss_clt_layer_transcoder");
+        string cache = Path.Combine(_root, "cache");
+        string snapshot = LlamaHubCache.Snapshot(cache, repo);
+        Write(snapshot, files);
+        File.Delete(Path.Combine(snapshot, "W_dec_2.safetensors"));
+        // Nothing listens on port 9 of this machine: the connection is refused at once.
+        var options = new SaeLoadOptions { Hub = new HfHubOptions { CacheDir = cache, Endpoint = "http://127.0.0.1:9", MetadataTimeout = TimeSpan.FromSeconds(5) } };
+        string spec = $"hf:{repo}/W_enc_2.safetensors";
+        var e = Assert.Throws<SaeSharpException>(() => SaeLoader.Load(spec, options));
+        Assert.StartsWith($"{spec}: the hub could not be reached (listed from the cache), and the cached snapshot lacks files its format needs beside it:\n", e.Message);
+        Assert.Contains("\n  mntss_clt_layer_transcoder needs W_dec_2.safetensors", e.Message);
+        Assert.DoesNotContain("the repo lacks", e.Message);
+        Assert.EndsWith("try again when http://127.0.0.1:9 can be reached", e.Message);
+    }
+
+    /// <summary>A folder of one circuit-tracer CLT layer, layer 0 (W_enc_0 + W_dec_0 + config.yaml): a local folder loads it as
+    /// that layer (mntss_clt_layer_transcoder); the same folder as <c>hf:</c> was refused as a whole CLT. Both give one SAE.</summary>
+    [Fact]
+    public void A_folder_of_one_clt_layer_loads_as_that_layer_from_the_hub_as_from_disk()
+    {
+        string disk = Path.Combine(_root, "dl", "one");
+        Directory.CreateDirectory(disk);
+        string cache = Path.Combine(_root, "cache");
+        string snapshotFolder = Path.Combine(LlamaHubCache.Snapshot(cache, "mntss/clt-tiny"), "one");
+        Directory.CreateDirectory(snapshotFolder);
+        manual_seed(4);
+        using (var scope = NewDisposeScope())
+        {
+            SafeTensors.Save(Path.Combine(disk, "W_enc_0.safetensors"), new Dictionary<string, Tensor>
+                { ["W_enc_0"] = randn(12, 6), ["b_enc_0"] = randn(12), ["b_dec_0"] = randn(6) });
+            SafeTensors.Save(Path.Combine(disk, "W_dec_0.safetensors"), new Dictionary<string, Tensor> { ["W_dec_0"] = randn(12, 3, 6) });
+        }
+        File.Copy(Conversion("mntss", "config.yaml"), Path.Combine(disk, "config.yaml"));
+        foreach (var f in Directory.GetFiles(disk)) File.Copy(f, Path.Combine(snapshotFolder, Path.GetFileName(f)));
+        var options = new SaeLoadOptions { Hub = new HfHubOptions { CacheDir = cache, Offline = true } };
+        using var fromDisk = SaeLoader.Load(disk);
+        using var fromHub = SaeLoader.Load("hf:mntss/clt-tiny/one", options);
+        AssertSame(fromDisk, fromHub, "hf:mntss/clt-tiny/one");
+    }
+
+    /// <summary>The same cfg and the same weights, bit for bit, as the copy on disk.</summary>
+    private static void AssertSame(Sae fromDisk, Sae fromHub, string spec)
+    {
+        Assert.Equal(fromDisk.Cfg.ToJson(), fromHub.Cfg.ToJson());
+        var expected = fromDisk.WeightsByName();
+        var got = fromHub.WeightsByName();
+        Assert.Equal(expected.Keys.Order(StringComparer.Ordinal), got.Keys.Order(StringComparer.Ordinal));
+        using var scope = NewDisposeScope();
+        foreach (var (name, t) in expected) Assert.True(t.eq(got[name]).all().item<bool>(), $"{spec}: {name} differs from the copy on disk");
     }
 }

@@ -135,8 +135,10 @@ public sealed class SaeRouteMatrixTests(SaeRouteMatrixFiles files) : FakeHubTest
         ("OpenAI sparse_autoencoder", "hf-folder") =>
             "a .pt file (an OpenAI sparse_autoencoder N.pt) is loaded by its own path, e.g. hf:openai/sparse-autoencoder-matrix/v5_32k/layer_4/4.pt",
         // A repo of per-layer transcoder files (with circuit-tracer's config.yaml) is a whole CLT or transcoder set; one
-        // layer loads by its file or release id.
-        ("mwhanna_transcoder", "folder" or "hf-folder") or ("mntss_clt_layer_transcoder", "hf-folder") =>
+        // layer loads by its file or release id. A folder of one mntss layer's files only (W_enc_2, W_dec_2, config.yaml)
+        // is that layer, local and hf: alike (the hf: folder was refused as a whole CLT: its config.yaml, unread, might
+        // have been a transcoder set's).
+        ("mwhanna_transcoder", "folder" or "hf-folder") =>
             "a whole cross-layer transcoder, not a single SAE: load it with CrossLayerTranscoderLoader.Load",
         _ => null,
     };
