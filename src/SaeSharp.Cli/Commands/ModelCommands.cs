@@ -242,6 +242,20 @@ internal static class ModelCommands
             return HeadAblation.Hooks(model, heads, kind, "--ablate-head", ParsedPositions(parse), reference);
         }
 
+        /// <summary>Refuses an <c>--ablate-positions</c> position outside one of several prompts (each runs on its own), naming
+        /// that prompt, before any run.</summary>
+        public void RefusePositionsOutside(ParseResult parse, IReadOnlyList<string> texts, IReadOnlyList<Tensor> tokens)
+        {
+            if (!Given(parse) || ParsedPositions(parse) is not { } positions) return;
+            for (int i = 0; i < tokens.Count; i++)
+            {
+                long seq = tokens[i].shape[^1];
+                foreach (long p in positions.Where(p => p >= seq || p < -seq))
+                    throw new SaeSharpException($"--ablate-positions {p}: --prompt {i + 1} of {tokens.Count} ('{texts[i]}') has {seq} tokens " +
+                                                $"(positions 0..{seq - 1}, or -{seq}..-1 from its end)");
+            }
+        }
+
         private bool Reference(ParseResult parse) => parse.GetValue(MeanOver) is not null || (parse.GetValue(MeanPrompts)?.Length ?? 0) > 0;
 
         /// <summary>"L0H8 zero-ablated (hook_z at every position)" for the heads given, where and over what.</summary>
@@ -489,12 +503,12 @@ internal static class ModelCommands
 
     /// <summary><c>sae model run --metric</c>: the metrics of its prompts (of the rows of <paramref name="prompts"/>), one for
     /// every prompt or one per prompt in order; token strings through the model's tokenizer. Null without --metric.</summary>
-    internal static List<AttributionMetric>? MetricsPerPrompt(string[] specs, IReadOnlyList<Tensor> prompts, string model, ITextTokenizer? tok)
+    internal static List<AttributionMetric>? MetricsPerPrompt(string[] specs, IReadOnlyList<Tensor> prompts, string model, ITextTokenizer? tok, string unit = "prompt")
     {
         if (specs.Length == 0) return null;
         int rows = prompts.Sum(t => (int)t.shape[0]);
         if (specs.Length != 1 && specs.Length != rows)
-            throw new SaeSharpException($"--metric is given {specs.Length} times for {rows} prompts: give it once (for every prompt) or once per prompt, in order");
+            throw new SaeSharpException($"--metric is given {specs.Length} times for {rows} {unit}{(rows == 1 ? "" : "s")}: give it once (for every {unit}) or once per {unit}, in order");
         tok ??= MetricTokenizer(model);
         return specs.Select(s => AttributionMetric.Parse(s, tok is null ? null : t => InterventionCommands.SingleToken(tok, t, "--metric"))).ToList();
     }
@@ -999,6 +1013,7 @@ internal static class ModelCommands
             using var scope = NewDisposeScope();
             bool bos = !parse.GetValue(noBos);
             var tokens = texts.Select(t => PromptTokens(m, t, bos, "--prompt")).ToList();
+            headAblation.RefusePositionsOutside(parse, texts, tokens);
             var ablation = headAblation.Hooks(parse, m, bos);
             bool recomputeLn = parse.GetValue(recompute);
             var r = SaeSharp.Analysis.LogitAttribution.Run(m, tokens, answers, ablation, recomputeLn, neurons: parse.GetValue(topNeurons) is not null);

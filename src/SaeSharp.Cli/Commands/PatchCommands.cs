@@ -67,7 +67,7 @@ internal static class PatchCommands
                     throw new SaeSharpException($"pair {i + 1} has {cleanTokens[i].shape[1]} tokens and pair 1 {cleanTokens[0].shape[1]}: a batch of prompt pairs " +
                                                 "needs one token count (TransformerLens stacks them into one [batch, pos] tensor); run pairs of other lengths separately");
             }
-            var metrics = ModelCommands.MetricsPerPrompt(specs, cleanTokens, ModelAt(parse), m.Tokenizer)!;
+            var metrics = ModelCommands.MetricsPerPrompt(specs, cleanTokens, ModelAt(parse), m.Tokenizer, "prompt pair")!;
             if (metrics.Any(s => s.Kind == AttributionMetricKind.Loss))
                 InterventionCommands.RefuseFewerThanTwoTokens("--clean", clean, cleanTokens, "--metric loss");
             return (cat(cleanTokens, 0), cat(corruptedTokens, 0), metrics);

@@ -39,6 +39,17 @@ public class ModelCommandBadInputTests : TinyGpt2CliTestBase
     }
 
     [Fact]
+    public void Logit_attrs_names_the_prompt_an_ablation_position_is_outside_of()
+    {
+        // The builtin word-level tokenizer: BOS + 9 words = 10 tokens, BOS + 3 words = 4.
+        string err = OneLineError(CliRunner.Run("model", "logit-attrs", "--model", "builtin", "--prompt", Prompt, "--prompt", "Tom saw Anna",
+            "--answer", "Tom,Anna", "--ablate-head", "0.1", "--ablate-positions", "0,6"));
+        Assert.Contains("--ablate-positions 6: --prompt 2 of 2 ('Tom saw Anna') has 4 tokens (positions 0..3, or -4..-1 from its end)", err);
+        Ok(CliRunner.Run("model", "logit-attrs", "--model", "builtin", "--prompt", Prompt, "--prompt", "Tom saw Anna",
+            "--answer", "Tom,Anna", "--ablate-head", "0.1", "--ablate-positions", "0,-4"));
+    }
+
+    [Fact]
     public void Mean_over_and_input_ids_outside_the_vocabulary_or_empty_are_named_with_their_file()
     {
         string big = Tokens("big.safetensors", [1, 2, 99999, 3], 1, 4);

@@ -183,6 +183,9 @@ public class ActivationPatchingTests : ModelTestBase
             "--corrupted", "Hello big there", "--metric", "logit-diff: world, there"]);
         Assert.NotEqual(0, bad);
         Assert.Contains("pair 2 has 4 tokens and pair 1 3", badErr);
+        (bad, _, badErr) = CliRunner.Run([.. pairs, "--metric", "loss"]);
+        Assert.NotEqual(0, bad);
+        Assert.Contains("--metric is given 3 times for 2 prompt pairs: give it once (for every prompt pair) or once per prompt pair", badErr);
         var (notHead, _, notHeadErr) = CliRunner.Run([.. pairs, "--by-position"]);
         Assert.NotEqual(0, notHead);
         Assert.Contains("--by-position: --act resid_pre", notHeadErr);
