@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(__file__))
-from olmo_fixture import SEQ, fixture_cli, reference_arrays, rotate_half, summary, write_folder  # noqa: E402
+from olmo_fixture import SEQ, causal_mask, fixture_cli, reference_arrays, rope_cos_sin, rotate_half, summary, write_folder  # noqa: E402
 
 CONFIG = dict(architectures=["Phi3ForCausalLM"], attention_bias=False, attention_dropout=0.0, bos_token_id=1,
               embd_pdrop=0.0, eos_token_id=32000, hidden_act="silu", hidden_size=32, initializer_range=0.02,
@@ -70,18 +70,8 @@ def forward(c, p, tokens, mask=None, positions=None):
     if positions is None:
         positions = torch.arange(s)[None].expand(b, s)
     dim = int(hd * c.get("partial_rotary_factor", 1.0))
-    inv_freq = 1.0 / (c["rope_theta"] ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
-    freqs = (inv_freq[None, :, None].expand(b, -1, 1) @ positions[:, None, :].float()).transpose(1, 2)
-    emb = torch.cat((freqs, freqs), dim=-1)
-    cos, sin = emb.cos()[:, None], emb.sin()[:, None]
-    minv = torch.finfo(torch.float32).min
-    causal = torch.full((s, s), minv).triu(1)[None, None].expand(b, 1, s, s).clone()
-    if mask is not None:
-        pad = causal + mask[:, None, None, :].float()
-        causal = causal.masked_fill(pad == 0, minv)
-    if c.get("sliding_window") is not None:
-        qi, ki = torch.arange(s)[:, None], torch.arange(s)[None, :]
-        causal = causal.masked_fill((qi - ki >= c["sliding_window"])[None, None], minv)
+    cos, sin = rope_cos_sin(c["rope_theta"], dim, positions)
+    causal = causal_mask(b, s, mask, c.get("sliding_window"))
     x = p["model.embed_tokens.weight"][tokens]
     hidden = []
 

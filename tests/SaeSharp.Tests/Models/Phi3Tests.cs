@@ -13,16 +13,7 @@ public class Phi3Tests : TempDirTestBase
     private static string Fixture => TestPaths.Data("hf_models", "phi3");
 
     /// <summary>A copy of the fixture with config.json edited by <paramref name="edit"/>.</summary>
-    private string Edited(Action<JsonObject> edit)
-    {
-        string dir = Path.Combine(_dir, Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(dir);
-        foreach (var f in Directory.GetFiles(Fixture)) File.Copy(f, Path.Combine(dir, Path.GetFileName(f)));
-        var config = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "config.json")))!.AsObject();
-        edit(config);
-        File.WriteAllText(Path.Combine(dir, "config.json"), config.ToJsonString());
-        return dir;
-    }
+    private string Edited(Action<JsonObject> edit) => EditedCopy(Fixture, edit);
 
     [Fact]
     public void Fused_weights_split_as_a_mistral_with_the_same_separate_weights()
