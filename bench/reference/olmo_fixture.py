@@ -115,6 +115,29 @@ def rotate_half(x):
     return torch.cat((-x[..., x.shape[-1] // 2:], x[..., : x.shape[-1] // 2]), dim=-1)
 
 
+def rope_cos_sin(theta, dim, positions):
+    """The default rope's cos and sin [b, 1, s, dim] (HF *RotaryEmbedding.forward) for rotary width `dim`."""
+    b = positions.shape[0]
+    inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    freqs = (inv_freq[None, :, None].expand(b, -1, 1) @ positions[:, None, :].float()).transpose(1, 2)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos()[:, None], emb.sin()[:, None]
+
+
+def causal_mask(b, s, mask=None, window=None):
+    """The additive [b, 1, s, s] mask: finfo.min above the diagonal and at padded keys; with `window`,
+    create_sliding_window_causal_mask's too, where q_idx - kv_idx >= window (sequence indices)."""
+    minv = torch.finfo(torch.float32).min
+    causal = torch.full((s, s), minv).triu(1)[None, None].expand(b, 1, s, s).clone()
+    if mask is not None:
+        pad = causal + mask[:, None, None, :].float()
+        causal = causal.masked_fill(pad == 0, minv)
+    if window is not None:
+        qi, ki = torch.arange(s)[:, None], torch.arange(s)[None, :]
+        causal = causal.masked_fill((qi - ki >= window)[None, None], minv)
+    return causal
+
+
 def forward(c, p, tokens, mask=None, positions=None, gaps=None):
     """Returns (logits, hidden_states as HF's output_hidden_states)."""
     mt = c["model_type"]
@@ -124,20 +147,9 @@ def forward(c, p, tokens, mask=None, positions=None, gaps=None):
     b, s = tokens.shape
     if positions is None:
         positions = torch.arange(s)[None].expand(b, s)
-    inv_freq = 1.0 / (c["rope_theta"] ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))
-    freqs = (inv_freq[None, :, None].expand(b, -1, 1) @ positions[:, None, :].float()).transpose(1, 2)
-    emb = torch.cat((freqs, freqs), dim=-1)
-    cos, sin = emb.cos()[:, None], emb.sin()[:, None]
-    minv = torch.finfo(torch.float32).min
-    causal = torch.full((s, s), minv).triu(1)[None, None].expand(b, 1, s, s).clone()
-    if mask is not None:
-        pad = causal + mask[:, None, None, :].float()
-        causal = causal.masked_fill(pad == 0, minv)
-    sliding = causal
-    if c.get("layer_types"):
-        # create_sliding_window_causal_mask: also masked where q_idx - kv_idx >= sliding_window (sequence indices).
-        qi, ki = torch.arange(s)[:, None], torch.arange(s)[None, :]
-        sliding = causal.masked_fill((qi - ki >= c["sliding_window"])[None, None], minv)
+    cos, sin = rope_cos_sin(c["rope_theta"], hd, positions)
+    causal = causal_mask(b, s, mask)
+    sliding = causal_mask(b, s, mask, c["sliding_window"]) if c.get("layer_types") else causal
     x = p["model.embed_tokens.weight"][tokens]
     hidden = []
     for i in range(c["num_hidden_layers"]):

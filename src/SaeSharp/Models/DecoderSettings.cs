@@ -7,7 +7,7 @@ namespace SaeSharp.Models;
 
 /// <summary>
 /// Settings of the Llama-layout decoders (HF <c>LlamaForCausalLM</c>, <c>MistralForCausalLM</c>, <c>MixtralForCausalLM</c>, <c>Qwen2ForCausalLM</c>,
-/// <c>Qwen2MoeForCausalLM</c>, <c>Qwen3ForCausalLM</c>, <c>Qwen3MoeForCausalLM</c>, <c>OlmoForCausalLM</c>, <c>Olmo2ForCausalLM</c>, <c>Olmo3ForCausalLM</c>, <c>OlmoeForCausalLM</c>, <c>GemmaForCausalLM</c>, <c>Gemma2ForCausalLM</c>, <c>Gemma3ForCausalLM</c>, <c>GptOssForCausalLM</c> and the text model of
+/// <c>Qwen2MoeForCausalLM</c>, <c>Qwen3ForCausalLM</c>, <c>Qwen3MoeForCausalLM</c>, <c>OlmoForCausalLM</c>, <c>Olmo2ForCausalLM</c>, <c>Olmo3ForCausalLM</c>, <c>OlmoeForCausalLM</c>, <c>GemmaForCausalLM</c>, <c>Gemma2ForCausalLM</c>, <c>Gemma3ForCausalLM</c>, <c>GptOssForCausalLM</c>, <c>Phi3ForCausalLM</c> and the text model of
 /// <c>Gemma3ForConditionalGeneration</c>) read
 /// from config.json, with the defaults of each family's HF config class.
 /// </summary>
@@ -91,7 +91,8 @@ internal sealed partial record DecoderSettings
     public double SwigluAlpha { get; init; } = 1.702;
 
     /// <summary>Reads config.json of a <c>llama</c>, <c>mistral</c>, <c>mixtral</c>, <c>qwen2</c>, <c>qwen2_moe</c>, <c>qwen3</c>, <c>qwen3_moe</c>, <c>olmo</c>, <c>olmo2</c>, <c>olmo3</c>, <c>olmoe</c>, <c>gemma</c>, <c>gemma2</c>,
-    /// <c>gemma3_text</c> or <c>gemma3</c> model (for <c>gemma3</c>, its <c>text_config</c>); with <paramref name="weights"/>, checks every
+    /// <c>gemma3_text</c>, <c>gemma3</c> or <c>phi3</c> model (for <c>gemma3</c>, its <c>text_config</c>; for <c>phi3</c>, the fused
+    /// qkv_proj and gate_up_proj are checked, <see cref="Phi3.SplitFusedOnRead"/> splits them); with <paramref name="weights"/>, checks every
     /// declared size against the tensors present before anything is allocated.</summary>
     public static DecoderSettings From(JsonConfig c, string modelType, Checkpoint? weights = null)
     {
@@ -108,6 +109,7 @@ internal sealed partial record DecoderSettings
         bool olmo2 = modelType == "olmo2" || olmo3, olmoe = modelType == "olmoe";   // q/k norms over the whole projection
         bool sparse = qwenMoe || olmoe;                    // a sparse MoE block as mlp, experts of gate_proj/up_proj/down_proj
         bool gptOss = modelType == "gpt_oss";              // attention sinks; GptOssMLP: router with bias, fused experts with biases
+        bool phi3 = modelType == "phi3";                   // fused qkv_proj and gate_up_proj (split on reading), no biases
         if (modelType == "gemma3")
             c = c.Root["text_config"] is JsonObject text ? new JsonConfig($"{c.Path} (text_config)", text)
                 : throw new SaeSharpException($"{c.Path}: model_type gemma3 (Gemma3ForConditionalGeneration) needs a 'text_config' object " +
@@ -169,13 +171,23 @@ internal sealed partial record DecoderSettings
         {
             weights.ExpectLayers(c.Path, "num_hidden_layers", nLayer);
             weights.ExpectShape(c.Path, "model", "embed_tokens.weight", [vocab, hidden], $"vocab_size={vocab}, hidden_size={hidden}");
-            weights.ExpectShape(c.Path, "model", "layers.0.self_attn.q_proj.weight", [(long)nHead * headDim, hidden],
-                $"num_attention_heads={nHead}, head_dim={headDim}, hidden_size={hidden}");
-            weights.ExpectShape(c.Path, "model", "layers.0.self_attn.k_proj.weight", [(long)nKv * headDim, hidden],
-                $"num_key_value_heads={nKv}, head_dim={headDim}, hidden_size={hidden}");
-            if (!mixtral && !sparse && !gptOss)
-                weights.ExpectShape(c.Path, "model", "layers.0.mlp.gate_proj.weight", [intermediate, hidden],
+            if (phi3)
+            {
+                weights.ExpectShape(c.Path, "model", "layers.0.self_attn.qkv_proj.weight", [(nHead + 2L * nKv) * headDim, hidden],
+                    $"num_attention_heads={nHead}, num_key_value_heads={nKv}, head_dim={headDim}, hidden_size={hidden}");
+                weights.ExpectShape(c.Path, "model", "layers.0.mlp.gate_up_proj.weight", [2L * intermediate, hidden],
                     $"intermediate_size={intermediate}, hidden_size={hidden}");
+            }
+            else
+            {
+                weights.ExpectShape(c.Path, "model", "layers.0.self_attn.q_proj.weight", [(long)nHead * headDim, hidden],
+                    $"num_attention_heads={nHead}, head_dim={headDim}, hidden_size={hidden}");
+                weights.ExpectShape(c.Path, "model", "layers.0.self_attn.k_proj.weight", [(long)nKv * headDim, hidden],
+                    $"num_key_value_heads={nKv}, head_dim={headDim}, hidden_size={hidden}");
+                if (!mixtral && !sparse && !gptOss)
+                    weights.ExpectShape(c.Path, "model", "layers.0.mlp.gate_proj.weight", [intermediate, hidden],
+                        $"intermediate_size={intermediate}, hidden_size={hidden}");
+            }
             if (denseMlp is not null)
             {
                 int d0 = Array.IndexOf(denseMlp, true);
@@ -240,6 +252,11 @@ internal sealed partial record DecoderSettings
         // scaling); later versions apply rope_scaling as Llama does. No hub checkpoint of either has one: refused, not guessed.
         if ((gemma1 || mistral) && rope is not null && (rope["rope_type"] ?? rope["type"])?.GetValue<string>() is { } rt0 && rt0 != "default")
             throw new SaeSharpException($"{c.Path}: rope_scaling of type {rt0} on a {modelType} model is not supported (transformers 4.47 ignores it, later versions apply it)");
+        // Phi3Config turns rope_scaling types su and yarn into longrope (Phi-3-*-128k, Phi-3.5, Phi-4-mini: short and long
+        // factors per frequency, switched at original_max_position_embeddings); only the default rope is read here.
+        if (phi3 && rope is not null && (rope["rope_type"] ?? rope["type"])?.ToString() is { } rt3 && rt3 != "default")
+            throw new SaeSharpException($"{c.Path}: {(c.Root["rope_parameters"] is JsonObject ? "rope_parameters" : "rope_scaling")} of type '{rt3}' " +
+                                        "(Phi-3 longrope, as the 128k and Phi-3.5 models have) is not supported on a phi3 model; only the default rope is");
         // OLMo 3: one rotary table, rope_scaling (rope_parameters) applied, for every layer, sliding and full, as the newest
         // transformers modeling_olmo3.py read (5.x: Olmo3Model.rotary_emb, one Olmo3RotaryEmbedding for all layers).
         // transformers 4.57 gave the sliding layers the default rope instead (rotary_embs per layer type), as the OLMo 3
@@ -251,7 +268,7 @@ internal sealed partial record DecoderSettings
         int rotDim = (int)(headDim * partial);
         if (rotDim <= 0 || rotDim % 2 != 0) throw new SaeSharpException($"{c.Path}: partial_rotary_factor={partial} gives {rotDim} rotary dims of {headDim}; need a positive even number");
         int maxPositions = c.Int("max_position_embeddings", gemma3 || mistral || gptOss ? 131_072 : gemma || gemma1 ? 8192 : modelType is "llama" or "olmo" or "olmo2" or "olmo3" ? 2048
-            : olmoe ? 4096 : 32768);
+            : olmoe || phi3 ? 4096 : 32768);
         var (invFreq, ropeScaling, ropeScalingInfo) = ScaledInvFreq(c, rope, rotDim, theta, maxPositions);
         double? localTheta = null;
         double[]? localInvFreq = null;
@@ -276,7 +293,8 @@ internal sealed partial record DecoderSettings
         double? clip = (olmoe || olmo1) && c.Root["clip_qkv"] is not null ? c.Double("clip_qkv") : null;   // JSON null reads as absent
         if (clip is <= 0) throw new SaeSharpException($"{c.Path}: clip_qkv={clip} must be positive or null");
         // Mistral has no biases (MistralAttention and MistralMLP build nn.Linear(..., bias=False) whatever the config says).
-        bool attnBias = !mistral && c.Bool("attention_bias", gptOss);   // GptOssConfig: attention_bias true
+        // Phi-3 neither (Phi3Attention, Phi3MLP: bias=False).
+        bool attnBias = !mistral && !phi3 && c.Bool("attention_bias", gptOss);   // GptOssConfig: attention_bias true
         int layers = nLayer;
         int? window = null;
         var sliding = new bool[layers];
@@ -289,6 +307,11 @@ internal sealed partial record DecoderSettings
             int? w = c.Root.ContainsKey("sliding_window") ? c.Root["sliding_window"] is null ? null : c.Int("sliding_window") : mixtral ? null : 4096;
             if (w is not null) Array.Fill(sliding, true);
             configWindow = w;
+        }
+        else if (phi3)
+        {
+            // Phi3Model: create_sliding_window_causal_mask for every layer when sliding_window is set (Phi3Config: null).
+            if (configWindow is not null) Array.Fill(sliding, true);
         }
         else if (!gemma1 && !olmo1 && c.Root["layer_types"] is JsonArray types) // Gemma 1 and OLMo (1) have no sliding window
         {
@@ -341,11 +364,11 @@ internal sealed partial record DecoderSettings
             Intermediate = intermediate, MoeIntermediate = denseMlp is null ? 0 : moeIntermediate, DenseMlpLayers = denseMlp, VocabSize = vocab,
             MaxPositions = maxPositions, RopeAttentionScaling = ropeScaling, RopeScaling = ropeScalingInfo, LocalRopeAttentionScaling = localRopeScaling,
             // OlmoLayerNorm's eps is fixed (1e-5); OlmoConfig has no rms_norm_eps.
-            Eps = olmo1 ? 1e-5 : c.Double("rms_norm_eps", mixtral || olmo2 || olmoe || gptOss ? 1e-5 : 1e-6), Activation = act, RopeTheta = theta, InvFreq = invFreq,
+            Eps = olmo1 ? 1e-5 : c.Double("rms_norm_eps", mixtral || olmo2 || olmoe || gptOss || phi3 ? 1e-5 : 1e-6), Activation = act, RopeTheta = theta, InvFreq = invFreq,
             LocalRopeTheta = localTheta, LocalInvFreq = localInvFreq,
             TieEmbeddings = c.Bool("tie_word_embeddings", gemma || gemma1),
             QkvBias = modelType == "qwen2" || (qwen2Moe && c.Bool("qkv_bias", true)) || attnBias, OBias = modelType is not ("qwen2" or "qwen2_moe") && attnBias,
-            MlpBias = !mistral && !gemma1 && !olmo1 && !olmo2 && !olmoe && !gptOss && c.Bool("mlp_bias", false), QkNorm = modelType is "qwen3" or "qwen3_moe" || gemma3,
+            MlpBias = !mistral && !phi3 && !gemma1 && !olmo1 && !olmo2 && !olmoe && !gptOss && c.Bool("mlp_bias", false), QkNorm = modelType is "qwen3" or "qwen3_moe" || gemma3,
             QkNormWhole = olmo2 || olmoe, ClipQkv = clip, Olmo2 = olmo2, NonParametricLayerNorm = olmo1,
             Gemma = gemma || gemma1, PostNorms = gemma, Gemma3 = gemma3,
             AttnScale = gemma ? Math.Pow(c.Double("query_pre_attn_scalar", 256), -0.5) : 1.0 / Math.Sqrt(headDim),

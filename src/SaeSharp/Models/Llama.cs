@@ -316,7 +316,8 @@ internal sealed class DecoderCore : nn.Module
 /// embedding scale, (1+w) RMSNorm, GeGLU, multi-query attention, no post-norms, caps or window), Gemma 2 (√d_model embedding scale, (1+w) RMSNorm, post-norms,
 /// GeGLU, query_pre_attn_scalar, attention and final soft caps, sliding window on alternating layers) and Gemma 3
 /// (as Gemma 2 without default soft caps and never an attention cap, as transformers, plus (1+w) q/k RMSNorm, sliding_window_pattern or layer_types, and a separate
-/// RoPE base for the sliding layers; <c>Gemma3ForConditionalGeneration</c> checkpoints load their language model only).
+/// RoPE base for the sliding layers; <c>Gemma3ForConditionalGeneration</c> checkpoints load their language model only),
+/// and Phi-3 (fused qkv_proj / gate_up_proj split on reading by <see cref="Phi3"/>, partial_rotary_factor, sliding_window on every layer).
 /// State-dict keys are the HF ones (<c>model.layers.0.self_attn.q_proj.weight</c>, <c>lm_head.weight</c> when untied).
 /// <para><c>hook_embed</c> is what enters the residual stream (for Gemma, already × √d_model, as TransformerLens folds
 /// the scale into W_E). With grouped-query attention <c>attn.hook_k/v/rot_k</c> have n_key_value_heads heads; hook_q/k
@@ -382,6 +383,7 @@ public sealed class LlamaFamilyModel : HookedTransformer
         "gpt_oss" => "GptOssForCausalLM",
         "deepseek_v3" => "DeepseekV3ForCausalLM",
         "deepseek_v2" => "DeepseekV2ForCausalLM",
+        "phi3" => "Phi3ForCausalLM",
         _ => "LlamaForCausalLM",
     };
 

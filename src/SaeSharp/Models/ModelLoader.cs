@@ -9,7 +9,7 @@ namespace SaeSharp.Models;
 public static class ModelLoader
 {
     /// <summary>Architectures this loader builds, as config.json <c>model_type</c>.</summary>
-    public static IReadOnlyList<string> SupportedModelTypes { get; } = ["gpt2", "gpt_neo", "gpt_neox", "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "olmo", "olmo2", "olmo3", "olmoe", "gemma", "gemma2", "gemma3_text", "gemma3", "gpt_oss", "deepseek_v2", "deepseek_v3"];
+    public static IReadOnlyList<string> SupportedModelTypes { get; } = ["gpt2", "gpt_neo", "gpt_neox", "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "olmo", "olmo2", "olmo3", "olmoe", "gemma", "gemma2", "gemma3_text", "gemma3", "gpt_oss", "deepseek_v2", "deepseek_v3", "phi3"];
 
     /// <summary>
     /// Builds the model in the Hugging Face folder <paramref name="folder"/> (a local path: the CLI's hub ids and
@@ -56,9 +56,10 @@ public static class ModelLoader
                     prefix = "transformer";
                     ignorableSuffixes = [".attn.bias", ".attn.masked_bias"];
                     break;
-                case "llama" or "mistral" or "mixtral" or "qwen2" or "qwen2_moe" or "qwen3" or "qwen3_moe" or "olmo" or "olmo2" or "olmo3" or "olmoe" or "gemma" or "gemma2" or "gemma3_text" or "gemma3" or "gpt_oss" or "deepseek_v2" or "deepseek_v3":
+                case "llama" or "mistral" or "mixtral" or "qwen2" or "qwen2_moe" or "qwen3" or "qwen3_moe" or "olmo" or "olmo2" or "olmo3" or "olmoe" or "gemma" or "gemma2" or "gemma3_text" or "gemma3" or "gpt_oss" or "deepseek_v2" or "deepseek_v3" or "phi3":
                     {
                         var s = DecoderSettings.From(cfg, type, ckpt);
+                        if (type == "phi3") Phi3.SplitFusedOnRead(ckpt, s);
                         model = new LlamaFamilyModel(s, name, cfg.Path, dtype);
                         prefix = "model";
                         // Tied checkpoints may still carry lm_head.weight (a copy of embed_tokens); old Llama files carry inv_freq.
@@ -200,9 +201,10 @@ public static class ModelLoader
             if (a.StartsWith("GptOssFor", StringComparison.Ordinal)) return "gpt_oss";
             if (a.StartsWith("DeepseekV3For", StringComparison.Ordinal)) return "deepseek_v3";
             if (a.StartsWith("DeepseekV2For", StringComparison.Ordinal)) return "deepseek_v2";
+            if (a.StartsWith("Phi3For", StringComparison.Ordinal)) return "phi3";
         }
         throw new SaeSharpException($"{cfg.Path}: no model_type and no known architectures ({string.Join(", ", cfg.Architectures)}); supported: GPT2LMHeadModel, " +
-                                    "GPTNeoForCausalLM, GPTNeoXForCausalLM, LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, Qwen2ForCausalLM, Qwen2MoeForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM, OlmoForCausalLM, Olmo2ForCausalLM, Olmo3ForCausalLM, OlmoeForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration, GptOssForCausalLM, DeepseekV2ForCausalLM, DeepseekV3ForCausalLM");
+                                    "GPTNeoForCausalLM, GPTNeoXForCausalLM, LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, Qwen2ForCausalLM, Qwen2MoeForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM, OlmoForCausalLM, Olmo2ForCausalLM, Olmo3ForCausalLM, OlmoeForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration, GptOssForCausalLM, DeepseekV2ForCausalLM, DeepseekV3ForCausalLM, Phi3ForCausalLM");
     }
 
     /// <summary>Drops the keys of layers at or past <paramref name="nLayers"/> (DeepSeek-V3's MTP layers).</summary>

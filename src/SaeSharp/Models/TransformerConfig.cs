@@ -12,7 +12,7 @@ public sealed record TransformerConfig
     /// <summary>Name of the model: config.json <c>_name_or_path</c>, else the folder name.</summary>
     public required string ModelName { get; init; }
     /// <summary>Hugging Face <c>model_type</c>: <c>gpt2</c>, <c>gpt_neo</c>, <c>gpt_neox</c>, <c>llama</c>, <c>mistral</c>, <c>mixtral</c>, <c>qwen3_moe</c>, <c>qwen2_moe</c>, <c>qwen2</c>, <c>qwen3</c>, <c>olmo</c>, <c>olmo2</c>, <c>olmo3</c>, <c>olmoe</c>, <c>gemma</c>, <c>gemma2</c>,
-    /// <c>gemma3_text</c>, <c>gemma3</c> (whose text model is loaded), <c>gpt_oss</c>, <c>deepseek_v2</c> or <c>deepseek_v3</c>.</summary>
+    /// <c>gemma3_text</c>, <c>gemma3</c> (whose text model is loaded), <c>gpt_oss</c>, <c>deepseek_v2</c>, <c>deepseek_v3</c> or <c>phi3</c>.</summary>
     public required string Architecture { get; init; }
     /// <summary>Transformer blocks (TransformerLens <c>n_layers</c>).</summary>
     public required int NLayers { get; init; }

@@ -14,16 +14,7 @@ public class GptNeoTests : TempDirTestBase
     private static string Fixture => TestPaths.Data("hf_models", "gpt_neo");
 
     /// <summary>A copy of the fixture with config.json edited by <paramref name="edit"/>.</summary>
-    private string Edited(Action<JsonObject> edit)
-    {
-        string dir = Path.Combine(_dir, Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(dir);
-        foreach (var f in Directory.GetFiles(Fixture)) File.Copy(f, Path.Combine(dir, Path.GetFileName(f)));
-        var config = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "config.json")))!.AsObject();
-        edit(config);
-        File.WriteAllText(Path.Combine(dir, "config.json"), config.ToJsonString());
-        return dir;
-    }
+    private string Edited(Action<JsonObject> edit) => EditedCopy(Fixture, edit);
 
     [Fact]
     public void Attention_types_expand_as_GPTNeoConfig_does_when_attention_layers_is_absent()

@@ -1,0 +1,116 @@
+using System.Text.Json.Nodes;
+using SaeSharp.IO;
+using SaeSharp.Models;
+using SaeSharp.Tests.Tokenizers;
+using static TorchSharp.torch;
+
+namespace SaeSharp.Tests.Models;
+
+/// <summary>Phi-3's fused weights and config reading, on the tests/data/hf_models/phi3 fixture (its forward against the
+/// transcription of transformers' modeling_phi3.py is in <see cref="HfTransformersParityTests"/>).</summary>
+public class Phi3Tests : TempDirTestBase
+{
+    private static string Fixture => TestPaths.Data("hf_models", "phi3");
+
+    /// <summary>A copy of the fixture with config.json edited by <paramref name="edit"/>.</summary>
+    private string Edited(Action<JsonObject> edit) => EditedCopy(Fixture, edit);
+
+    [Fact]
+    public void Fused_weights_split_as_a_mistral_with_the_same_separate_weights()
+    {
+        // Independent check of the split: the fixture's qkv_proj cut here into q (4 heads × 8 rows), k and v (2 heads × 8
+        // each), gate_up_proj into gate and up (48 rows each), saved under Mistral's names (windowed every layer, no
+        // biases, the same partial rotary) with model_type mistral: the same model, so the same logits and hooks.
+        using var scope = NewDisposeScope();
+        var w = SafeTensors.Load(Path.Combine(Fixture, "model.safetensors"));
+        var split = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        foreach (var (k, t) in w)
+        {
+            if (k.EndsWith(".self_attn.qkv_proj.weight", StringComparison.Ordinal))
+            {
+                string stem = k[..^"qkv_proj.weight".Length];
+                split[stem + "q_proj.weight"] = t[..32];
+                split[stem + "k_proj.weight"] = t[32..48];
+                split[stem + "v_proj.weight"] = t[48..];
+            }
+            else if (k.EndsWith(".mlp.gate_up_proj.weight", StringComparison.Ordinal))
+            {
+                string stem = k[..^"gate_up_proj.weight".Length];
+                split[stem + "gate_proj.weight"] = t[..48];
+                split[stem + "up_proj.weight"] = t[48..];
+            }
+            else split[k] = t;
+        }
+        string dir = Edited(c => { c["model_type"] = "mistral"; c["architectures"] = new JsonArray("MistralForCausalLM"); });
+        SafeTensors.Save(Path.Combine(dir, "model.safetensors"), split);
+        using var phi3 = ModelLoader.FromPretrained(Fixture);
+        using var mistral = ModelLoader.FromPretrained(dir);
+        Assert.Equal("mistral", mistral.Config.Architecture);
+        Assert.Equal(mistral.Config.SlidingWindowLayers, phi3.Config.SlidingWindowLayers);
+        var tokens = tensor(new long[] { 5, 99, 3, 17, 42, 8, 0, 127, 64, 12 }).unsqueeze(0);
+        string[] names = ["blocks.1.attn.hook_q", "blocks.1.attn.hook_k", "blocks.1.attn.hook_v", "blocks.1.attn.hook_z",
+            "blocks.2.mlp.hook_pre", "blocks.2.mlp.hook_pre_linear", "blocks.2.hook_resid_post"];
+        var (a, ca) = phi3.RunWithCache(tokens, names);
+        var (b, cb) = mistral.RunWithCache(tokens, names);
+        using (ca)
+        using (cb)
+        {
+            Assert.True(a!.allclose(b!, rtol: 0, atol: 1e-6));
+            foreach (var n in names) Assert.True(ca[n].allclose(cb[n], rtol: 0, atol: 1e-6), n);
+            // The split is not the identity of a transposed layout: hook_k is the fixture's rows 32..47 applied to ln1's output.
+            var ln1 = phi3.RunWithCache(tokens, ["blocks.1.ln1.hook_normalized"]);
+            using (ln1.Cache)
+            {
+                var k = ln1.Cache["blocks.1.ln1.hook_normalized"].matmul(w["model.layers.1.self_attn.qkv_proj.weight"][32..48].t()).view(1, 10, 2, 8);
+                Assert.True(k.allclose(ca["blocks.1.attn.hook_k"], rtol: 0, atol: 1e-5));
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData("rope_scaling", """{"type": "longrope", "short_factor": [1, 1, 1], "long_factor": [2, 2, 2]}""", "rope_scaling of type 'longrope'")]
+    [InlineData("rope_scaling", """{"type": "su", "short_factor": [1, 1, 1], "long_factor": [2, 2, 2]}""", "rope_scaling of type 'su'")]
+    [InlineData("rope_parameters", """{"rope_type": "longrope", "rope_theta": 10000.0}""", "rope_parameters of type 'longrope'")]
+    [InlineData("num_key_value_heads", "4", "'model.layers.0.self_attn.qkv_proj.weight' of shape [96, 32]")]
+    [InlineData("num_key_value_heads", "3", "num_attention_heads=4 must be a multiple of num_key_value_heads=3")]
+    [InlineData("intermediate_size", "40", "'model.layers.0.mlp.gate_up_proj.weight' of shape [80, 32]")]
+    [InlineData("partial_rotary_factor", "0.1", "partial_rotary_factor=0.1 gives 0 rotary dims")]
+    [InlineData("sliding_window", "0", "sliding_window=0 must be positive")]
+    public void Bad_config_is_refused_naming_the_key(string key, string value, string message)
+    {
+        string dir = Edited(c => c[key] = JsonNode.Parse(value));
+        var e = Assert.Throws<SaeSharpException>(() => ModelLoader.FromPretrained(dir));
+        Assert.Contains(message, e.Message);
+        Assert.Contains("config.json", e.Message);
+        // CheckSupported (run before a download fetches the weights) refuses the rope types too.
+        if (key.StartsWith("rope", StringComparison.Ordinal))
+            Assert.Contains(message, Assert.Throws<SaeSharpException>(() => ModelLoader.CheckSupported(Path.Combine(dir, "config.json"))).Message);
+    }
+
+    [Fact]
+    public void Checkpoint_with_both_fused_and_split_weights_is_refused()
+    {
+        using var scope = NewDisposeScope();
+        var w = SafeTensors.Load(Path.Combine(Fixture, "model.safetensors"));
+        w["model.layers.0.self_attn.q_proj.weight"] = zeros(32, 32);
+        string dir = Edited(_ => { });
+        SafeTensors.Save(Path.Combine(dir, "model.safetensors"), w);
+        var e = Assert.Throws<SaeSharpException>(() => ModelLoader.FromPretrained(dir));
+        Assert.Contains("'model.layers.0.self_attn.q_proj.weight' and its packed form 'model.layers.0.self_attn.qkv_proj.weight'", e.Message);
+    }
+
+    [Fact]
+    public void Found_by_architecture_without_model_type_and_default_rope_accepted()
+    {
+        using var scope = NewDisposeScope();
+        var r = Npy.LoadNpz(Path.Combine(Fixture, "reference.npz"));
+        string dir = Edited(c =>
+        {
+            c.Remove("model_type");
+            c["rope_scaling"] = JsonNode.Parse("""{"rope_type": "default"}""");
+        });
+        using var model = ModelLoader.FromPretrained(dir);
+        Assert.Equal("phi3", model.Config.Architecture);
+        Assert.True(r["logits"].allclose(model.Forward(r["tokens"]), rtol: 0, atol: 1e-4));
+    }
+}
