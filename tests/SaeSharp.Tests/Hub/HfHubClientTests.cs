@@ -118,6 +118,10 @@ public sealed class HfHubClientTests : IDisposable
         Assert.Equal("roneneldan/TinyStories-Instuct-1Layer-21M", TransformerLensNames.OfficialName("tiny-stories-instruct-1L-21M"));
         Assert.Equal("EleutherAI/gpt-neo-125M", TransformerLensNames.OfficialName("neo"));
         Assert.Equal("EleutherAI/gpt-neo-125M", TransformerLensNames.OfficialName("gpt-neo-small"));
+        // Phi-3 (Phi3ForCausalLM): phi-3 and phi-4 (supported_models.py's MODEL_ALIASES); phi-2 (PhiForCausalLM) is not loaded.
+        Assert.Equal("microsoft/Phi-3-mini-4k-instruct", TransformerLensNames.OfficialName("Phi-3"));
+        Assert.Equal("microsoft/phi-4", TransformerLensNames.OfficialName("phi-4"));
+        Assert.Null(TransformerLensNames.OfficialName("phi-2"));
         Assert.Null(TransformerLensNames.OfficialName("gpt2"));
         Assert.Null(TransformerLensNames.OfficialName("opt-125m")); // a family SaeSharp does not load
 
