@@ -106,6 +106,7 @@ internal static class PatchCommands
                           "mlp_out (get_act_patch_block_every); head-every: z, q, k, v and pattern (get_act_patch_attn_head_all_pos_every, with " +
                           "--by-position _by_pos_every), one clean run shared by the parts",
             DefaultValueFactory = _ => "resid_pre",
+            HelpName = "act",   // the description names the eleven values
         };
         act.AcceptOnlyFromAmong([.. Acts.Select(a => a.Name), "block-every", "head-every"]);
         var byPosition = new Option<bool>("--by-position")

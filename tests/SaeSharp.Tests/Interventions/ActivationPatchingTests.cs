@@ -414,5 +414,14 @@ public class ActivationPatchingTests : ModelTestBase
         Assert.True(z == 0, zErr);
         Assert.Contains("hook_z of each head", zOut);
         Assert.Contains("H3", zOut);
+        // head-every: z, q and pattern per query head, k and v per key/value head (TransformerLens pads those to n_heads).
+        string json = Path.Combine(Sub("out"), "every.json");
+        var (every, everyOut, everyErr) = CliRunner.Run([.. common, "--act", "head-every", "--json", json]);
+        Assert.True(every == 0, everyErr);
+        foreach (var part in new[] { "z", "q", "pattern" }) Assert.Contains($"hook_{part} of each head", everyOut);
+        foreach (var part in new[] { "k", "v" }) Assert.Contains($"hook_{part} of each key/value head", everyOut);
+        var node = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(json))!;
+        Assert.Equal(4, node["patched"]!["q"]![0]!.AsArray().Count);
+        Assert.Equal(2, node["patched"]!["k"]![0]!.AsArray().Count);
     }
 }
