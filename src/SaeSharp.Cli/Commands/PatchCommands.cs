@@ -78,118 +78,216 @@ internal static class PatchCommands
             $"metric {string.Join("; ", parse.GetValue(Metric)!)}" + (pairs > 1 ? $", mean over {pairs} prompt pairs" : "");
     }
 
+    /// <summary>The <c>--act</c> names of <see cref="PatchedActivation"/> (TransformerLens's activation names).</summary>
+    private static readonly (string Name, PatchedActivation Kind)[] Acts =
+    [
+        ("resid_pre", PatchedActivation.ResidPre), ("resid_mid", PatchedActivation.ResidMid), ("attn_out", PatchedActivation.AttnOut),
+        ("mlp_out", PatchedActivation.MlpOut), ("z", PatchedActivation.HeadZ), ("q", PatchedActivation.HeadQ), ("k", PatchedActivation.HeadK),
+        ("v", PatchedActivation.HeadV), ("pattern", PatchedActivation.HeadPattern),
+    ];
+
+    private static string ActName(PatchedActivation kind) => Acts.First(a => a.Kind == kind).Name;
+
+    /// <summary><paramref name="png"/> with <c>.<paramref name="part"/></c> before its extension: <c>out.png</c> → <c>out.z.png</c>.</summary>
+    internal static string PartPng(string png, string part) =>
+        Path.Combine(Path.GetDirectoryName(png) ?? "", $"{Path.GetFileNameWithoutExtension(png)}.{part}{Path.GetExtension(png)}");
+
     /// <summary><c>sae model patch</c>.</summary>
     public static Command Patch()
     {
         var o = new PairOptions();
+        o.Png.Description = "Also draw the effects as a heatmap PNG: layer × position, layer × head, the top heads × position (--by-position) or the top head's " +
+                            "destination × source (--dest-src); with block-every or head-every one PNG per part, named with the part before the extension " +
+                            "(out.png: out.resid_pre.png, ...)";
         var act = new Option<string>("--act")
         {
-            Description = "resid_pre, attn_out or mlp_out (per layer and position), or z, q, k, v or pattern (each head's hook_z, hook_q, hook_k, hook_v " +
-                          "or hook_pattern over every position, or with --by-position at each position)",
+            Description = "resid_pre, resid_mid, attn_out or mlp_out (per layer and position), or z, q, k, v or pattern (each head's hook_z, hook_q, hook_k, " +
+                          "hook_v or hook_pattern over every position, or with --by-position at each position); block-every: resid_pre, attn_out and " +
+                          "mlp_out (get_act_patch_block_every); head-every: z, q, k, v and pattern (get_act_patch_attn_head_all_pos_every, with " +
+                          "--by-position _by_pos_every), one clean run shared by the parts",
             DefaultValueFactory = _ => "resid_pre",
+            HelpName = "act",   // the description names the eleven values
         };
-        act.AcceptOnlyFromAmong("resid_pre", "attn_out", "mlp_out", "z", "q", "k", "v", "pattern");
+        act.AcceptOnlyFromAmong([.. Acts.Select(a => a.Name), "block-every", "head-every"]);
         var byPosition = new Option<bool>("--by-position")
         {
             Description = "With a head's activation: patch one head at one position at a time (get_act_patch_attn_head_*_by_pos; pattern: the head's row of one " +
                           "destination position) and list the largest effects",
         };
-        var top = new Option<int>("--top") { Description = "How many heads (cells with --by-position) to list by |effect|", DefaultValueFactory = _ => 10 }.Positive();
+        var destSrc = new Option<bool>("--dest-src")
+        {
+            Description = "With --act pattern: patch one entry [destination, source] of one head's pattern at a time (get_act_patch_attn_head_pattern_dest_src_pos; " +
+                          "a forward pass per entry that differs between the runs) and list the largest effects",
+        };
+        var top = new Option<int>("--top") { Description = "How many heads (cells with --by-position or --dest-src) to list by |effect|", DefaultValueFactory = _ => 10 }.Positive();
         var command = new Command("patch", "TransformerLens's activation patching: the metric of the corrupted prompts with one activation (layer × position, " +
                                            "layer × head, or layer × position × head) taken from the clean prompts, as (patched − corrupted) / (clean − corrupted)");
         foreach (var option in o.All) command.Options.Add(option);
         command.Options.Add(act);
         command.Options.Add(byPosition);
+        command.Options.Add(destSrc);
         command.Options.Add(top);
         Cli.SetAction(command, parse =>
         {
             string actName = parse.GetValue(act)!;
-            var kind = actName switch
+            var kinds = actName switch
             {
-                "attn_out" => PatchedActivation.AttnOut,
-                "mlp_out" => PatchedActivation.MlpOut,
-                "z" => PatchedActivation.HeadZ,
-                "q" => PatchedActivation.HeadQ,
-                "k" => PatchedActivation.HeadK,
-                "v" => PatchedActivation.HeadV,
-                "pattern" => PatchedActivation.HeadPattern,
-                _ => PatchedActivation.ResidPre,
+                "block-every" => ActivationPatching.BlockEvery,
+                "head-every" => ActivationPatching.HeadEvery,
+                _ => [Acts.First(a => a.Name == actName).Kind],
             };
-            bool positions = parse.GetValue(byPosition);
-            if (positions && !ActivationPatching.IsPerHead(kind))
-                throw new SaeSharpException($"--by-position: --act {actName} is already patched one position at a time; give a head's activation (z, q, k, v or pattern)");
-            o.RefuseBadOutputs(parse, positions ? "--by-position gives layer × position × head, three axes; the heatmap draws layer × head (without --by-position) or layer × position (--act resid_pre, attn_out, mlp_out)" : null);
+            bool every = kinds.Count > 1;
+            bool positions = parse.GetValue(byPosition), entries = parse.GetValue(destSrc);
+            if (positions && !ActivationPatching.IsPerHead(kinds[0]))
+                throw new SaeSharpException($"--by-position: --act {actName} is already patched one position at a time; give a head's activation (z, q, k, v, pattern or head-every)");
+            if (entries && actName != "pattern")
+                throw new SaeSharpException($"--dest-src patches one entry of an attention pattern: give --act pattern, not --act {actName}");
+            o.RefuseBadOutputs(parse, null);
             using var m = ModelSource.LoadModel(o.ModelAt(parse), parse.GetValue(o.Dtype)!);
             using var scope = NewDisposeScope();
             var (cleanTokens, corruptedTokens, metrics) = o.Read(parse, m);
             long pairs = cleanTokens.shape[0];
-            // A grouped-query model's hook_k and hook_v have one slice per key/value head, which several query heads share.
-            bool kv = ActivationPatching.HeadCount(m.Config, kind) < m.Config.NHeads;
-            string HeadLabel(int h) => $"{(kv ? "KV" : "H")}{h}";
             var strTokens = m.ToStringTokens(cleanTokens[0]);
             var corruptedStr = m.ToStringTokens(corruptedTokens[0]);
             string Token(int p) => strTokens[p] == corruptedStr[p] ? DashboardWriter.Quote(strTokens[p]) : $"{DashboardWriter.Quote(strTokens[p])}/{DashboardWriter.Quote(corruptedStr[p])}";
+            string PosName(int p) => $"{p} {DashboardWriter.Display(strTokens[p])}";
             string ofPair1 = pairs > 1 ? " (pair 1's)" : "";
-            var json = new JsonObject { ["act"] = actName, ["by_position"] = positions, ["metric"] = new JsonArray([.. metrics.Select(s => (JsonNode)s.ToString())]), ["pairs"] = pairs };
+            int topN = parse.GetValue(top);
+            string? png = parse.GetValue(o.Png);
+            string? Png(PatchedActivation kind) => png is null ? null : every ? PartPng(png, ActName(kind)) : png;
+            var json = new JsonObject
+            {
+                ["act"] = actName, ["by_position"] = positions, ["dest_src"] = entries,
+                ["metric"] = new JsonArray([.. metrics.Select(s => (JsonNode)s.ToString())]), ["pairs"] = pairs,
+            };
             double clean, corrupted;
+            void Header(double cleanMetric, double corruptedMetric, bool raw)
+            {
+                Console.WriteLine($"{o.Describe(parse, pairs)}: clean {Cli.Fixed(cleanMetric, 3)}, corrupted {Cli.Fixed(corruptedMetric, 3)}");
+                Console.WriteLine(raw ? "effect: the patched metric (clean and corrupted are equal)" : "effect: (patched − corrupted) / (clean − corrupted)");
+            }
+            static bool Raw(double cleanMetric, double corruptedMetric) => Math.Abs(cleanMetric - corruptedMetric) < 1e-9;
+            string valueLabel(bool raw) => raw ? "patched metric" : "(patched − corrupted) / (clean − corrupted)";
+            // Per part: a JSON grid, and the heads to show the attention of.
+            var grids = new List<(PatchedActivation Kind, JsonNode Grid)>();
+            string axes;
+            if (entries)
+            {
+                var r = ActivationPatching.RunPatternDestSrc(m, cleanTokens, corruptedTokens, metrics);
+                (clean, corrupted) = (r.Clean, r.Corrupted);
+                bool raw = Raw(r.Clean, r.Corrupted);
+                double Value(int l, int h, int d, int src) => raw ? r.Patched[l, h, d, src] : r.Normalized(l, h, d, src);
+                int layers = r.Patched.GetLength(0), heads = r.Patched.GetLength(1), n = r.Patched.GetLength(2);
+                var cells = (from l in Enumerable.Range(0, layers) from h in Enumerable.Range(0, heads) from d in Enumerable.Range(0, n)
+                             from src in Enumerable.Range(0, d + 1) select (l, h, d, src))   // above the diagonal causal attention is 0 in both runs
+                    .OrderByDescending(c => Math.Abs(Value(c.l, c.h, c.d, c.src))).Take(topN).ToList();
+                Header(r.Clean, r.Corrupted, raw);
+                Cli.WriteColumns($"one entry of one head's hook_pattern, top {cells.Count} of {layers * heads * n * (n + 1) / 2} (source ≤ destination)",
+                    [new Column("head"), new Column("dest", Right: true), new Column($"token{ofPair1}"), new Column("src", Right: true), new Column("token"), new Column("effect", Right: true)],
+                    cells.Select(c => (IReadOnlyList<string>)[$"L{c.l}H{c.h}", c.d.ToString(CultureInfo.InvariantCulture), Token(c.d),
+                        c.src.ToString(CultureInfo.InvariantCulture), Token(c.src), Cli.Fixed(Value(c.l, c.h, c.d, c.src), 2)]));
+                if (png is not null && cells.Count > 0)
+                {
+                    var (bl, bh) = (cells[0].l, cells[0].h);
+                    var grid = new double[n, n];
+                    for (int d = 0; d < n; d++)
+                        for (int src = 0; src < n; src++) grid[d, src] = src > d ? double.NaN : Value(bl, bh, d, src);
+                    ModelCommands.WriteHeatmap(png, grid, $"Patching one entry of L{bl}H{bh}'s hook_pattern", $"destination: token{ofPair1}", "source",
+                        valueLabel(raw), rowNames: [.. Enumerable.Range(0, n).Select(PosName)], columnNames: [.. Enumerable.Range(0, n).Select(PosName)]);
+                }
+                json["patched"] = new JsonArray([.. Enumerable.Range(0, layers).Select(l => (JsonNode)new JsonArray([.. Enumerable.Range(0, heads).Select(h =>
+                    (JsonNode)ModelCommands.Grid(Values(n, n, (d, src) => r.Patched[l, h, d, src])))]))]);
+                json["patched_axes"] = "layer, head, dest_pos, src_pos";
+                (json["clean"], json["corrupted"]) = (clean, corrupted);
+                if (parse.GetValue(o.Json) is { } jsonPath) ModelCommands.WriteJson(jsonPath, json);
+                ShowTopHeads(o, parse, cells.Select(c => (c.l, c.h)), kv: false);
+                return 0;
+            }
+            var topHeads = new List<(int Layer, int Head)>();
+            bool topKv = false;
             if (positions)
             {
-                var r = ActivationPatching.RunByPosition(m, cleanTokens, corruptedTokens, kind, metrics);
-                (clean, corrupted) = (r.Clean, r.Corrupted);
-                bool raw = Math.Abs(r.Clean - r.Corrupted) < 1e-9;
-                double Value(int l, int p, int h) => raw ? r.Patched[l, p, h] : r.Normalized(l, p, h);
-                int layers = r.Patched.GetLength(0), n = r.Patched.GetLength(1), heads = r.Patched.GetLength(2);
-                var cells = (from l in Enumerable.Range(0, layers) from p in Enumerable.Range(0, n) from h in Enumerable.Range(0, heads) select (l, p, h))
-                    .OrderByDescending(c => Math.Abs(Value(c.l, c.p, c.h))).Take(parse.GetValue(top)).ToList();
-                Console.WriteLine($"{o.Describe(parse, pairs)}: clean {Cli.Fixed(r.Clean, 3)}, corrupted {Cli.Fixed(r.Corrupted, 3)}");
-                Console.WriteLine(raw ? "effect: the patched metric (clean and corrupted are equal)" : "effect: (patched − corrupted) / (clean − corrupted)");
-                Cli.WriteColumns($"hook_{actName} of one {(kv ? "key/value " : "")}head at one {(kind == PatchedActivation.HeadPattern ? "destination " : "")}position, " +
-                                 $"top {cells.Count} of {layers * n * heads}",
-                    [new Column("head"), new Column("pos", Right: true), new Column($"token{ofPair1} (clean/corrupted)"), new Column("effect", Right: true)],
-                    cells.Select(c => (IReadOnlyList<string>)[$"L{c.l}{HeadLabel(c.h)}", c.p.ToString(CultureInfo.InvariantCulture), Token(c.p), Cli.Fixed(Value(c.l, c.p, c.h), 2)]));
-                json["patched"] = new JsonArray([.. Enumerable.Range(0, layers).Select(l => (JsonNode)new JsonArray([.. Enumerable.Range(0, n).Select(p =>
-                    (JsonNode)new JsonArray([.. Enumerable.Range(0, heads).Select(h => (JsonNode)r.Patched[l, p, h])]))]))]);
-                json["patched_axes"] = "layer, pos, head";
-                ShowTopHeads(o, parse, cells.Select(c => (c.l, c.h)), kv);
+                var results = ActivationPatching.RunByPositionEach(m, cleanTokens, corruptedTokens, kinds, metrics);
+                (clean, corrupted) = (results[0].Clean, results[0].Corrupted);
+                bool raw = Raw(clean, corrupted);
+                Header(clean, corrupted, raw);
+                foreach (var r in results)
+                {
+                    string name = ActName(r.Activation);
+                    int layers = r.Patched.GetLength(0), n = r.Patched.GetLength(1), heads = r.Patched.GetLength(2);
+                    bool kv = heads < m.Config.NHeads;
+                    string HeadLabel(int h) => $"{(kv ? "KV" : "H")}{h}";
+                    double Value(int l, int p, int h) => raw ? r.Patched[l, p, h] : r.Normalized(l, p, h);
+                    var cells = (from l in Enumerable.Range(0, layers) from p in Enumerable.Range(0, n) from h in Enumerable.Range(0, heads) select (l, p, h))
+                        .OrderByDescending(c => Math.Abs(Value(c.l, c.p, c.h))).Take(topN).ToList();
+                    if (every) Console.WriteLine();
+                    Cli.WriteColumns($"hook_{name} of one {(kv ? "key/value " : "")}head at one {(r.Activation == PatchedActivation.HeadPattern ? "destination " : "")}position, " +
+                                     $"top {cells.Count} of {layers * n * heads}",
+                        [new Column("head"), new Column("pos", Right: true), new Column($"token{ofPair1} (clean/corrupted)"), new Column("effect", Right: true)],
+                        cells.Select(c => (IReadOnlyList<string>)[$"L{c.l}{HeadLabel(c.h)}", c.p.ToString(CultureInfo.InvariantCulture), Token(c.p), Cli.Fixed(Value(c.l, c.p, c.h), 2)]));
+                    if (Png(r.Activation) is { } file)
+                    {
+                        // The heads of the largest |effect| at any position (at most 16), each a row over the positions.
+                        var rows = (from l in Enumerable.Range(0, layers) from h in Enumerable.Range(0, heads) select (l, h))
+                            .OrderByDescending(c => Enumerable.Range(0, n).Max(p => Math.Abs(Value(c.l, p, c.h)))).Take(Math.Min(16, topN)).ToList();
+                        ModelCommands.WriteHeatmap(file, Values(rows.Count, n, (i, p) => Value(rows[i].l, p, rows[i].h)),
+                            $"Patching hook_{name} of one {(kv ? "key/value " : "")}head at one position: the {rows.Count} heads of largest |effect|",
+                            kv ? "key/value head" : "head", $"{(r.Activation == PatchedActivation.HeadPattern ? "destination " : "")}position: token{ofPair1}", valueLabel(raw),
+                            rowNames: [.. rows.Select(c => $"L{c.l}{HeadLabel(c.h)}")], columnNames: [.. Enumerable.Range(0, n).Select(PosName)]);
+                    }
+                    grids.Add((r.Activation, new JsonArray([.. Enumerable.Range(0, layers).Select(l => (JsonNode)ModelCommands.Grid(Values(n, heads, (p, h) => r.Patched[l, p, h])))])));
+                    if (topHeads.Count == 0) (topHeads, topKv) = ([.. cells.Select(c => (c.l, c.h))], kv);
+                }
+                axes = "layer, pos, head";
             }
             else
             {
-                var r = ActivationPatching.Run(m, cleanTokens, corruptedTokens, kind, metrics);
-                (clean, corrupted) = (r.Clean, r.Corrupted);
-                Console.WriteLine($"{o.Describe(parse, pairs)}: clean {Cli.Fixed(r.Clean, 3)}, corrupted {Cli.Fixed(r.Corrupted, 3)}");
-                bool raw = Math.Abs(r.Clean - r.Corrupted) < 1e-9;
-                double Value(int row, int col) => raw ? r.Patched[row, col] : r.Normalized(row, col);
-                int layers = r.Patched.GetLength(0), cols = r.Patched.GetLength(1);
+                var results = ActivationPatching.RunEach(m, cleanTokens, corruptedTokens, kinds, metrics);
+                (clean, corrupted) = (results[0].Clean, results[0].Corrupted);
+                bool raw = Raw(clean, corrupted);
+                Console.WriteLine($"{o.Describe(parse, pairs)}: clean {Cli.Fixed(clean, 3)}, corrupted {Cli.Fixed(corrupted, 3)}");
                 string what = raw ? "patched metric (clean and corrupted are equal)" : "(patched − corrupted) / (clean − corrupted)";
-                if (ActivationPatching.IsPerHead(kind))
+                foreach (var r in results)
                 {
-                    ModelCommands.WriteHeadGrid($"hook_{actName} of each {(kv ? "key/value " : "")}head, {what}", Values(layers, cols, Value), [.. Enumerable.Range(0, layers)], kv ? "KV" : "H");
-                    if (parse.GetValue(o.Png) is { } png)
-                        ModelCommands.WriteHeatmap(png, Values(layers, cols, Value), $"Patching hook_{actName} of each {(kv ? "key/value " : "")}head", "layer",
-                            kv ? "key/value head" : "head", raw ? "patched metric" : "(patched − corrupted) / (clean − corrupted)");
-                    // Exploratory Analysis Demo cell 99: the top heads by |output patching effect|, whose attention to look at.
-                    var heads = (from l in Enumerable.Range(0, layers) from h in Enumerable.Range(0, cols) select (l, h))
-                        .OrderByDescending(c => Math.Abs(Value(c.l, c.h))).Take(parse.GetValue(top)).ToList();
-                    Console.WriteLine($"largest |effect|: {string.Join(", ", heads.Take(5).Select(c => $"L{c.l}{HeadLabel(c.h)} {Cli.Fixed(Value(c.l, c.h), 2)}"))}");
-                    ShowTopHeads(o, parse, heads, kv);
+                    string name = ActName(r.Activation);
+                    double Value(int row, int col) => raw ? r.Patched[row, col] : r.Normalized(row, col);
+                    int layers = r.Patched.GetLength(0), cols = r.Patched.GetLength(1);
+                    if (ActivationPatching.IsPerHead(r.Activation))
+                    {
+                        bool kv = cols < m.Config.NHeads;
+                        string HeadLabel(int h) => $"{(kv ? "KV" : "H")}{h}";
+                        ModelCommands.WriteHeadGrid($"hook_{name} of each {(kv ? "key/value " : "")}head, {what}", Values(layers, cols, Value), [.. Enumerable.Range(0, layers)], kv ? "KV" : "H");
+                        if (Png(r.Activation) is { } file)
+                            ModelCommands.WriteHeatmap(file, Values(layers, cols, Value), $"Patching hook_{name} of each {(kv ? "key/value " : "")}head", "layer",
+                                kv ? "key/value head" : "head", valueLabel(raw));
+                        // Exploratory Analysis Demo cell 99: the top heads by |output patching effect|, whose attention to look at.
+                        var heads = (from l in Enumerable.Range(0, layers) from h in Enumerable.Range(0, cols) select (l, h))
+                            .OrderByDescending(c => Math.Abs(Value(c.l, c.h))).Take(topN).ToList();
+                        Console.WriteLine($"largest |effect|: {string.Join(", ", heads.Take(5).Select(c => $"L{c.l}{HeadLabel(c.h)} {Cli.Fixed(Value(c.l, c.h), 2)}"))}");
+                        if (topHeads.Count == 0) (topHeads, topKv) = (heads, kv);
+                    }
+                    else
+                    {
+                        var layerColumns = Enumerable.Range(0, layers).Select(l => new Column($"L{l}", Right: true));
+                        if (every) Console.WriteLine();
+                        Cli.WriteColumns($"hook_{name} at each position, {what}", [new Column("pos"), new Column($"token{ofPair1} (clean/corrupted)"), .. layerColumns],
+                            Enumerable.Range(0, cols).Select(p => (IReadOnlyList<string>)[p.ToString(CultureInfo.InvariantCulture), Token(p), .. Enumerable.Range(0, layers).Select(l => Value(l, p))
+                                .Select(v => Cli.Fixed(v, 2))]));
+                        if (Png(r.Activation) is { } file)
+                            ModelCommands.WriteHeatmap(file, Values(layers, cols, Value), $"Patching hook_{name} at each position", "layer", $"position: token{ofPair1}",
+                                valueLabel(raw), columnNames: [.. Enumerable.Range(0, cols).Select(PosName)]);
+                    }
+                    grids.Add((r.Activation, ModelCommands.Grid(r.Patched)));
                 }
-                else
-                {
-                    var layerColumns = Enumerable.Range(0, layers).Select(l => new Column($"L{l}", Right: true));
-                    Cli.WriteColumns($"hook_{actName} at each position, {what}", [new Column("pos"), new Column($"token{ofPair1} (clean/corrupted)"), .. layerColumns],
-                        Enumerable.Range(0, cols).Select(p => (IReadOnlyList<string>)[p.ToString(CultureInfo.InvariantCulture), Token(p), .. Enumerable.Range(0, layers).Select(l => Value(l, p))
-                            .Select(v => Cli.Fixed(v, 2))]));
-                    if (parse.GetValue(o.Png) is { } png)
-                        ModelCommands.WriteHeatmap(png, Values(layers, cols, Value), $"Patching hook_{actName} at each position", "layer", $"position: token{ofPair1}",
-                            raw ? "patched metric" : "(patched − corrupted) / (clean − corrupted)",
-                            columnNames: [.. Enumerable.Range(0, cols).Select(p => $"{p} {DashboardWriter.Display(strTokens[p])}")]);
-                }
-                json["patched"] = ModelCommands.Grid(r.Patched);
-                json["patched_axes"] = ActivationPatching.IsPerHead(kind) ? "layer, head" : "layer, pos";
+                axes = ActivationPatching.IsPerHead(kinds[0]) ? "layer, head" : "layer, pos";
             }
+            // One act: "patched" is its grid; block-every and head-every: keyed by part.
+            json["patched"] = every ? new JsonObject(grids.Select(g => KeyValuePair.Create(ActName(g.Kind), (JsonNode?)g.Grid))) : grids[0].Grid;
+            json["patched_axes"] = axes;
             json["clean"] = clean;
             json["corrupted"] = corrupted;
             if (parse.GetValue(o.Json) is { } path) ModelCommands.WriteJson(path, json);
+            ShowTopHeads(o, parse, topHeads, topKv);
             return 0;
         });
         return command;
@@ -277,7 +375,7 @@ internal static class PatchCommands
         return command;
     }
 
-    /// <summary>A [layer, head] grid of <paramref name="value"/>.</summary>
+    /// <summary>A [layer, head] (any [rows, columns]) grid of <paramref name="value"/>.</summary>
     private static double[,] Values(int layers, int heads, Func<int, int, double> value)
     {
         var v = new double[layers, heads];

@@ -134,6 +134,84 @@ public class ActivationPatchingTests : ModelTestBase
         Assert.Throws<SaeSharpException>(() => ActivationPatching.Run(model, clean, corrupted, PatchedActivation.HeadZ, [.. metrics, metrics[0]]));
     }
 
+    /// <summary>The logit difference 3 − 5 at the last token of a hand-written hook run: the corrupted tokens with
+    /// <paramref name="hook"/>'s slice <paramref name="at"/> taken from the clean run's cache.</summary>
+    private static double HandPatched(HookedTransformer model, Tensor clean, Tensor corrupted, string hook, TensorIndex[] at)
+    {
+        using var run = model.RunWithCache(clean, [hook]);
+        var source = run.Cache[hook];
+        using var logits = model.RunWithHooks(corrupted, (hook, x => { var y = x.clone(); y[at] = source[at]; return y; }));
+        return logits[0, -1, 3].item<float>() - (double)logits[0, -1, 5].item<float>();
+    }
+
+    /// <summary><c>get_act_patch_resid_mid</c>: a cell is the hand-written hook run of <c>layer_pos_patch_setter</c>
+    /// (<c>resid_mid[:, pos] = clean[:, pos]</c>); at the last layer's last position resid_mid is the whole residual the
+    /// logits read but for the MLP, which reads only that position too: patching it gives the clean run's metric exactly.</summary>
+    [Fact]
+    public void Resid_mid_cells_are_hand_written_hook_runs_and_the_last_one_restores_the_clean_run()
+    {
+        using var model = ModelLoader.FromPretrained(TinyModels.WriteGpt2(Sub("g"), seed: 13, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 64));
+        using var clean = tensor(new long[] { 5, 9, 3, 12, 40, 7 }).unsqueeze(0);
+        using var corrupted = tensor(new long[] { 5, 9, 30, 12, 40, 7 }).unsqueeze(0);
+        var r = ActivationPatching.Run(model, clean, corrupted, PatchedActivation.ResidMid, Metric);
+        Assert.Equal((2, 6), (r.Patched.GetLength(0), r.Patched.GetLength(1)));
+        foreach (var (l, p) in new[] { (0, 2), (0, 5), (1, 4), (1, 1) })
+            Assert.Equal(HandPatched(model, clean, corrupted, $"blocks.{l}.hook_resid_mid", [TensorIndex.Colon, TensorIndex.Single(p), TensorIndex.Colon]), r.Patched[l, p], 1e-5);
+        Assert.Equal(1, r.Normalized(1, 5), 1e-4);
+        Assert.Equal(r.Corrupted, r.Patched[1, 4], 1e-5);   // read only by its own position's MLP, which the metric does not read
+        Assert.Equal(r.Corrupted, r.Patched[0, 1], 1e-5);   // before the corrupted position nothing differs
+    }
+
+    /// <summary><c>get_act_patch_block_every</c> and <c>get_act_patch_attn_head_all_pos_every</c> / <c>_by_pos_every</c> are
+    /// the separate patches stacked: each part equals its own <see cref="ActivationPatching.Run(HookedTransformer, Tensor, Tensor, PatchedActivation, AttributionMetric)"/>.</summary>
+    [Fact]
+    public void Every_parts_equal_the_separate_runs()
+    {
+        using var model = ModelLoader.FromPretrained(TinyModels.WriteGpt2(Sub("g"), seed: 14, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 64));
+        using var clean = tensor(new long[] { 5, 9, 3, 12, 40 }).unsqueeze(0);
+        using var corrupted = tensor(new long[] { 5, 9, 30, 12, 40 }).unsqueeze(0);
+        var block = ActivationPatching.RunEach(model, clean, corrupted, ActivationPatching.BlockEvery, [Metric]);
+        Assert.Equal([PatchedActivation.ResidPre, PatchedActivation.AttnOut, PatchedActivation.MlpOut], block.Select(b => b.Activation));
+        var heads = ActivationPatching.RunEach(model, clean, corrupted, ActivationPatching.HeadEvery, [Metric]);
+        Assert.Equal([PatchedActivation.HeadZ, PatchedActivation.HeadQ, PatchedActivation.HeadK, PatchedActivation.HeadV, PatchedActivation.HeadPattern],
+            heads.Select(b => b.Activation));
+        foreach (var part in block.Concat(heads))
+        {
+            var alone = ActivationPatching.Run(model, clean, corrupted, part.Activation, Metric);
+            Assert.Equal((alone.Clean, alone.Corrupted), (part.Clean, part.Corrupted));
+            Assert.Equal(alone.Patched, part.Patched);
+        }
+        // The full residual stream at layer 0 is the embeddings: patching the corrupted position restores the clean run.
+        Assert.Equal(1, block[0].Normalized(0, 2), 1e-4);
+        var byPos = ActivationPatching.RunByPositionEach(model, clean, corrupted, ActivationPatching.HeadEvery, [Metric]);
+        foreach (var part in byPos)
+            Assert.Equal(ActivationPatching.RunByPosition(model, clean, corrupted, part.Activation, [Metric]).Patched, part.Patched);
+        Assert.Throws<SaeSharpException>(() => ActivationPatching.RunByPositionEach(model, clean, corrupted, ActivationPatching.BlockEvery, [Metric]));
+    }
+
+    /// <summary><c>get_act_patch_attn_head_pattern_dest_src_pos</c>: a cell is the hand-written hook run of
+    /// <c>layer_head_dest_src_pos_pattern_patch_setter</c>, including the skipped ones above the diagonal; at destination 0 the
+    /// only source is 0, so that entry is the whole row <c>_pattern_by_pos</c> patches.</summary>
+    [Fact]
+    public void Pattern_dest_src_cells_are_hand_written_hook_runs()
+    {
+        using var model = ModelLoader.FromPretrained(TinyModels.WriteGpt2(Sub("g"), seed: 15, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 64));
+        using var clean = tensor(new long[] { 5, 9, 3, 12, 40 }).unsqueeze(0);
+        using var corrupted = tensor(new long[] { 5, 9, 30, 12, 40 }).unsqueeze(0);
+        var r = ActivationPatching.RunPatternDestSrc(model, clean, corrupted, [Metric]);
+        Assert.Equal(new[] { 2, 4, 5, 5 }, new[] { r.Patched.GetLength(0), r.Patched.GetLength(1), r.Patched.GetLength(2), r.Patched.GetLength(3) });
+        foreach (var (l, h, d, src) in new[] { (0, 1, 4, 2), (1, 3, 4, 0), (1, 0, 4, 4), (0, 2, 3, 3), (1, 2, 1, 3), (0, 0, 2, 4) })
+        {
+            double expected = HandPatched(model, clean, corrupted, $"blocks.{l}.attn.hook_pattern",
+                [TensorIndex.Colon, TensorIndex.Single(h), TensorIndex.Single(d), TensorIndex.Single(src)]);
+            Assert.Equal(expected, r.Patched[l, h, d, src], 1e-5);
+        }
+        Assert.Contains(Enumerable.Range(0, 4), h => Math.Abs(r.Normalized(1, h, 4, 2)) > 1e-4);   // the last query reading the corrupted token
+        var rows = ActivationPatching.RunByPosition(model, clean, corrupted, PatchedActivation.HeadPattern, [Metric]);
+        for (int l = 0; l < 2; l++)
+            for (int h = 0; h < 4; h++) Assert.Equal(rows.Patched[l, 0, h], r.Patched[l, h, 0, 0], 1e-5);
+    }
+
     /// <summary>Zeros the rows of W_O (GPT-2's <c>c_proj</c>, Conv1D [n_head·d_head, d_model]) that read <paramref name="head"/>'s z.</summary>
     internal static void ZeroHeadOutput(HookedTransformer model, int layer, int head)
     {
@@ -207,7 +285,8 @@ public class ActivationPatchingTests : ModelTestBase
     }
 
     /// <summary><c>--png</c> draws the table the command prints: layer × position (resid_pre), layer × head (z, path-patch
-    /// over every sender); where there is no such table (--by-position, one --sender) it is refused before the run.</summary>
+    /// over every sender), top heads × position (--by-position), destination × source (--dest-src); where there is no such
+    /// table (one --sender) it is refused before the run.</summary>
     [Fact]
     public void Patch_and_path_patch_draw_their_tables_as_heatmaps()
     {
@@ -230,10 +309,15 @@ public class ActivationPatchingTests : ModelTestBase
             Assert.True(exit == 0, err);
             AssertPng(png, output);
         }
+        // --by-position: the heads of the largest |effect| × position; --dest-src: the top head's destination × source.
+        foreach (var extra in new[] { "--by-position", "--dest-src" })
+        {
+            string png = Path.Combine(Sub("png"), $"pattern{extra}.png");
+            var (exit, output, err) = CliRunner.Run([.. pair, "--act", "pattern", extra, "--png", png]);
+            Assert.True(exit == 0, err);
+            AssertPng(png, output);
+        }
         string never = Path.Combine(Sub("png"), "never.png");
-        var (bp, _, bpErr) = CliRunner.Run([.. pair, "--act", "z", "--by-position", "--png", never]);
-        Assert.NotEqual(0, bp);
-        Assert.Contains("--by-position gives layer × position × head", bpErr.ReplaceLineEndings(" "));
         pair[1] = "path-patch";
         string pathPng = Path.Combine(Sub("png"), "path.png");
         var (path, pathOut, pathErr) = CliRunner.Run([.. pair, "--png", pathPng]);
@@ -243,6 +327,60 @@ public class ActivationPatchingTests : ModelTestBase
         Assert.NotEqual(0, one);
         Assert.Contains("--sender gives one number", oneErr);
         Assert.False(File.Exists(never));
+    }
+
+    /// <summary><c>--act block-every</c> / <c>head-every</c> print a table per part, write --json keyed by part (each the
+    /// grid of the part's own run) and one PNG per part named with the part; <c>--dest-src</c> lists [layer, head, dest, src]
+    /// cells. Every line fits 80 columns.</summary>
+    [Fact]
+    public void Patch_command_runs_every_part_and_pattern_entries_at_80_columns()
+    {
+        string dir = TinyModels.WriteGpt2(Sub("tok"), seed: 5, nLayer: 2, nEmbd: 16, nHead: 4, vocab: 50257, nPositions: 64);
+        AddGpt2Tokenizer(dir);
+        string[] pair = ["model", "patch", "--model", dir, "--clean", "Hello world", "--corrupted", "Hello there", "--metric", "logit-diff: world, there"];
+        (int, string, string) At80(params string[] args)
+        {
+            SaeSharp.Cli.Cli.TerminalTables.Value = true;
+            try { return CliRunner.Run(args); }
+            finally { SaeSharp.Cli.Cli.TerminalTables.Value = false; }
+        }
+        static void Fits(string output) =>
+            Assert.All(System.Text.RegularExpressions.Regex.Replace(output, "\u001b\\[[0-9;]*m", "").Split('\n'), l => Assert.True(l.TrimEnd('\r').Length <= 80 || l.StartsWith("./sae", StringComparison.Ordinal) || l.StartsWith("wrote", StringComparison.Ordinal), $"'{l}' is wider than 80 columns"));
+        string json = Path.Combine(Sub("out"), "block.json"), png = Path.Combine(Sub("out"), "block.png");
+        var (exit, output, err) = At80([.. pair, "--act", "block-every", "--json", json, "--png", png]);
+        Assert.True(exit == 0, err);
+        Fits(output);
+        foreach (var part in new[] { "resid_pre", "attn_out", "mlp_out" })
+        {
+            Assert.Contains($"hook_{part} at each position", output);
+            Assert.True(File.Exists(Path.Combine(Sub("out"), $"block.{part}.png")), part);
+        }
+        Assert.False(File.Exists(png));
+        var node = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(json))!;
+        Assert.Equal(["resid_pre", "attn_out", "mlp_out"], node["patched"]!.AsObject().Select(kv => kv.Key));
+        (exit, _, err) = CliRunner.Run([.. pair, "--act", "attn_out", "--json", json]);
+        Assert.True(exit == 0, err);
+        var alone = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(json))!;
+        Assert.Equal(alone["patched"]!.ToJsonString(), node["patched"]!["attn_out"]!.ToJsonString());
+        (exit, output, err) = At80([.. pair, "--act", "head-every", "--by-position", "--top", "3", "--json", json]);
+        Assert.True(exit == 0, err);
+        Fits(output);
+        foreach (var part in new[] { "z", "q", "k", "v", "pattern" }) Assert.Contains($"hook_{part} of one head at one ", output);
+        node = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(json))!;
+        Assert.Equal("layer, pos, head", node["patched_axes"]!.GetValue<string>());
+        Assert.Equal(3, node["patched"]!["pattern"]![1]!.AsArray().Count);   // 3 positions of 4 heads
+        (exit, output, err) = At80([.. pair, "--act", "pattern", "--dest-src", "--top", "4", "--json", json]);
+        Assert.True(exit == 0, err);
+        Fits(output);
+        Assert.Contains("one entry of one head's hook_pattern, top 4 of 48", output);   // 2 layers × 4 heads × (1 + 2 + 3) entries
+        node = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(json))!;
+        Assert.Equal("layer, head, dest_pos, src_pos", node["patched_axes"]!.GetValue<string>());
+        var (bad, _, badErr) = CliRunner.Run([.. pair, "--act", "z", "--dest-src"]);
+        Assert.NotEqual(0, bad);
+        Assert.Contains("--dest-src patches one entry of an attention pattern: give --act pattern", badErr);
+        (bad, _, badErr) = CliRunner.Run([.. pair, "--act", "block-every", "--by-position"]);
+        Assert.NotEqual(0, bad);
+        Assert.Contains("--by-position: --act block-every is already patched one position at a time", badErr);
     }
 
     /// <summary>In a grouped-query model hook_v has a slice per key/value head, shared by several query heads: the table
@@ -276,5 +414,14 @@ public class ActivationPatchingTests : ModelTestBase
         Assert.True(z == 0, zErr);
         Assert.Contains("hook_z of each head", zOut);
         Assert.Contains("H3", zOut);
+        // head-every: z, q and pattern per query head, k and v per key/value head (TransformerLens pads those to n_heads).
+        string json = Path.Combine(Sub("out"), "every.json");
+        var (every, everyOut, everyErr) = CliRunner.Run([.. common, "--act", "head-every", "--json", json]);
+        Assert.True(every == 0, everyErr);
+        foreach (var part in new[] { "z", "q", "pattern" }) Assert.Contains($"hook_{part} of each head", everyOut);
+        foreach (var part in new[] { "k", "v" }) Assert.Contains($"hook_{part} of each key/value head", everyOut);
+        var node = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(json))!;
+        Assert.Equal(4, node["patched"]!["q"]![0]!.AsArray().Count);
+        Assert.Equal(2, node["patched"]!["k"]![0]!.AsArray().Count);
     }
 }
