@@ -142,6 +142,8 @@ internal static class PatchCommands
                 throw new SaeSharpException($"--by-position: --act {actName} is already patched one position at a time; give a head's activation (z, q, k, v, pattern or head-every)");
             if (entries && actName != "pattern")
                 throw new SaeSharpException($"--dest-src patches one entry of an attention pattern: give --act pattern, not --act {actName}");
+            if (entries && positions)
+                throw new SaeSharpException("--dest-src already patches one destination × source entry at a time: leave out --by-position");
             o.RefuseBadOutputs(parse, null);
             using var m = ModelSource.LoadModel(o.ModelAt(parse), parse.GetValue(o.Dtype)!);
             using var scope = NewDisposeScope();

@@ -378,6 +378,9 @@ public class ActivationPatchingTests : ModelTestBase
         var (bad, _, badErr) = CliRunner.Run([.. pair, "--act", "z", "--dest-src"]);
         Assert.NotEqual(0, bad);
         Assert.Contains("--dest-src patches one entry of an attention pattern: give --act pattern", badErr);
+        var (both, _, bothErr) = CliRunner.Run([.. pair, "--act", "pattern", "--dest-src", "--by-position"]);
+        Assert.NotEqual(0, both);
+        Assert.Contains("--dest-src already patches one destination × source entry at a time: leave out --by-position", bothErr);
         (bad, _, badErr) = CliRunner.Run([.. pair, "--act", "block-every", "--by-position"]);
         Assert.NotEqual(0, bad);
         Assert.Contains("--by-position: --act block-every is already patched one position at a time", badErr);
