@@ -16,9 +16,18 @@ attention (as Phi-3-medium and Phi-4-mini) and a sliding_window shorter than the
 so each is exercised. config.json is written as Phi3Config.to_dict() does (transformers 4.4x key names).
 Weights are drawn as hf_models_fixture.py's redraw does: RMSNorm weights N(1, 0.2²), embeddings N(0, 1), matrices
 N(0, 0.2²); tokens, padding and greedy generation as olmo_fixture.reference_arrays (uncached forwards).
+tests/data/hf_models/phi3-longrope is the same model with rope_scaling {"type": "longrope", short_factor, long_factor}
+(Phi-3-mini-128k, Phi-3.5-mini, Phi-4-mini) and a tiny original_max_position_embeddings of 10 (max_position_embeddings
+64: factor 6.4), transcribing _compute_longrope_parameters (inv_freq = 1 / (ext_factors · θ^(arange(0, dim, 2) / dim))
+in float32, short_factor or long_factor; attention_factor √(1 + ln(factor) / ln(original)) multiplying cos and sin) and
+longrope_frequency_update (the long factors when max(position_ids) + 1 > original_max_position_embeddings, per forward).
+Its 12-token forward is past 10 (long factors), its padded forward (positions up to 9) and short_logits (the first 8
+tokens) within (short factors). Its generation arrays, uncached forwards, are not a KV-cache reference across the switch
+(transformers' cached keys keep the factors they were rotated with), so only the forwards are compared (Phi3Tests).
 Run (Debian bookworm, python3-torch 1.13.1, python3-numpy):
   /usr/bin/python3 bench/reference/phi3_fixture.py --out tests/data/hf_models
 """
+import math
 import os
 import sys
 
@@ -55,6 +64,26 @@ def params(c, g):
     return p
 
 
+LONGROPE = dict(CONFIG, original_max_position_embeddings=10,
+                rope_scaling={"type": "longrope", "short_factor": [1.0, 1.3, 2.1], "long_factor": [1.5, 4.0, 9.0]})
+
+
+def longrope_cos_sin(c, dim, positions):
+    """_compute_longrope_parameters + longrope_frequency_update + the rotary forward: cos, sin [b, 1, s, dim]."""
+    original = c["original_max_position_embeddings"]
+    factor = c["max_position_embeddings"] / original
+    attention_factor = c["rope_scaling"].get("attention_factor")
+    if attention_factor is None:
+        attention_factor = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(original))
+    seq_len = int(positions.max()) + 1
+    ext = torch.tensor(c["rope_scaling"]["long_factor" if seq_len > original else "short_factor"], dtype=torch.float32)
+    inv_freq = 1.0 / (ext * c["rope_theta"] ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    b = positions.shape[0]
+    freqs = (inv_freq[None, :, None].expand(b, -1, 1) @ positions[:, None, :].float()).transpose(1, 2)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return (emb.cos() * attention_factor)[:, None], (emb.sin() * attention_factor)[:, None]
+
+
 def rms(x, w, eps):   # Phi3RMSNorm
     dt = x.dtype
     x = x.to(torch.float32)
@@ -70,7 +99,8 @@ def forward(c, p, tokens, mask=None, positions=None):
     if positions is None:
         positions = torch.arange(s)[None].expand(b, s)
     dim = int(hd * c.get("partial_rotary_factor", 1.0))
-    cos, sin = rope_cos_sin(c["rope_theta"], dim, positions)
+    longrope = (c.get("rope_scaling") or {}).get("type") in ("longrope", "su")
+    cos, sin = longrope_cos_sin(c, dim, positions) if longrope else rope_cos_sin(c["rope_theta"], dim, positions)
     causal = causal_mask(b, s, mask, c.get("sliding_window"))
     x = p["model.embed_tokens.weight"][tokens]
     hidden = []
@@ -110,6 +140,12 @@ def main():
     arrays = reference_arrays(lambda t, m, pos: forward(c, p, t, m, pos), tokens)
     write_folder(os.path.join(a.out, "phi3"), c, p, arrays, save_file)
     print(summary("phi3", arrays))
+    c = LONGROPE
+    arrays = reference_arrays(lambda t, m, pos: forward(c, p, t, m, pos), tokens)
+    with torch.no_grad():
+        arrays["short_logits"] = forward(c, p, tokens[:, :8])[0].numpy()
+    write_folder(os.path.join(a.out, "phi3-longrope"), c, p, arrays, save_file)
+    print(summary("phi3-longrope", arrays))
 
 
 if __name__ == "__main__":

@@ -93,7 +93,7 @@ public static class AttentionCircuits
                 q.Add(Heads(FeatureWeights.Weight(model, (b + "q_proj.weight", true)), h, hd));
                 k.Add(Heads(FeatureWeights.Weight(model, (b + "k_proj.weight", true)), kv, hd).index_select(0, group));
                 v.Add(Heads(FeatureWeights.Weight(model, (b + "v_proj.weight", true)), kv, hd).index_select(0, group));
-                wo = FeatureWeights.Weight(model, (b + "o_proj.weight", true));
+                wo = FeatureWeights.Weight(model, (b + (c.Architecture == "phi" ? "dense.weight" : "o_proj.weight"), true));
             }
             o.Add(wo.reshape(h, hd, wo.shape[1]));                                                      // [h·hd, d] → [h, hd, d]
         }

@@ -134,6 +134,7 @@ public static class FeatureWeights
             ? ($"transformer.h.{layer}.mlp.c_proj.weight", false)
             : c.Architecture == "gpt_neox" ? ($"gpt_neox.layers.{layer}.mlp.dense_4h_to_h.weight", true)
             : c.Architecture == "gpt_neo" ? ($"transformer.h.{layer}.mlp.c_proj.weight", true)
+            : c.Architecture == "phi" ? ($"model.layers.{layer}.mlp.fc2.weight", true)
             : ($"model.layers.{layer}.mlp.down_proj.weight", true));
     }
 
@@ -141,6 +142,7 @@ public static class FeatureWeights
         ? ($"transformer.h.{layer}.attn.c_proj.weight", false)
         : model.Config.Architecture == "gpt_neox" ? ($"gpt_neox.layers.{layer}.attention.dense.weight", true)
         : model.Config.Architecture == "gpt_neo" ? ($"transformer.h.{layer}.attn.attention.out_proj.weight", true)
+        : model.Config.Architecture == "phi" ? ($"model.layers.{layer}.self_attn.dense.weight", true)
         : ($"model.layers.{layer}.self_attn.o_proj.weight", true));
 
     /// <summary>Whether layer <paramref name="layer"/> of a mixture-of-experts model is a dense MLP (DeepSeek's first

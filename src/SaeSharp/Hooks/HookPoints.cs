@@ -29,6 +29,14 @@ public sealed record HfModuleNames(
         "attention", "mlp", "input_layernorm", "post_attention_layernorm", "attention.query_key_value", "attention.dense",
         "mlp.dense_h_to_4h", "mlp.dense_4h_to_h", "mlp.act");
 
+    /// <summary>Phi (phi-1, phi-1_5, phi-2): <c>model.layers.{i}.self_attn.q_proj</c> (output: <c>attn.hook_q</c>, per head),
+    /// <c>k_proj</c>, <c>v_proj</c>, <c>dense</c>; <c>mlp.fc1</c>, <c>mlp.fc2</c>; one <c>input_layernorm</c> read by both the
+    /// attention and the MLP (its output is <c>ln1.hook_normalized</c>; TransformerLens's ln2 is tied to it).</summary>
+    public static HfModuleNames Phi { get; } = new("model", "layers", "embed_tokens", null, "final_layernorm",
+        "self_attn", "mlp", "input_layernorm", "input_layernorm", "self_attn.q_proj", "self_attn.dense",
+        "mlp.fc1", "mlp.fc2", "mlp.activation_fn")
+    { KProj = "self_attn.k_proj", VProj = "self_attn.v_proj" };
+
     /// <summary>Llama, Qwen2, Qwen3: <c>model.layers.{i}.self_attn.q_proj</c>, <c>mlp.gate_proj</c>, <c>mlp.up_proj</c>, ...
     /// (<c>self_attn.q_proj</c>'s output is <c>attn.hook_q</c>, per head).</summary>
     public static HfModuleNames Llama { get; } = new("model", "layers", "embed_tokens", null, "norm",

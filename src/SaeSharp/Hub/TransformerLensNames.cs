@@ -6,8 +6,7 @@ namespace SaeSharp.Hub;
 /// (case-insensitive). SAELens configs and release tables name models this way (<c>model_name</c>).
 /// </summary>
 /// <remarks>Generated from TransformerLens's <c>transformer_lens/supported_models.py</c> (MODEL_ALIASES, commit 4cd36aa,
-/// 2026-07-22), keeping GPT-2, GPT-Neo (TinyStories), GPT-NeoX/Pythia, Llama, Mistral, Mixtral, Qwen2/2.5/3, Gemma 1, Gemma 2, Gemma 3 and Phi-3 (`phi-3`, and `phi-4`, a Phi3ForCausalLM without
-/// longrope) and leaving out aliases equal to the official name.</remarks>
+/// 2026-07-22), keeping GPT-2, GPT-Neo (TinyStories), GPT-NeoX/Pythia, Llama, Mistral, Mixtral, Qwen2/2.5/3, Gemma 1, Gemma 2, Gemma 3, Phi (`phi-1`, `phi-1_5`, `phi-2`: PhiForCausalLM) and Phi-3 (`phi-3`, and `phi-4`, a Phi3ForCausalLM) and leaving out aliases equal to the official name.</remarks>
 public static class TransformerLensNames
 {
     private static readonly Dictionary<string, string> Aliases = new(StringComparer.OrdinalIgnoreCase)
@@ -127,6 +126,9 @@ public static class TransformerLensNames
         ["neo-medium"] = "EleutherAI/gpt-neo-1.3B",
         ["neo-small"] = "EleutherAI/gpt-neo-125M",
         ["neox"] = "EleutherAI/gpt-neox-20b",
+        ["phi-1"] = "microsoft/phi-1",
+        ["phi-1_5"] = "microsoft/phi-1_5",
+        ["phi-2"] = "microsoft/phi-2",
         ["phi-3"] = "microsoft/Phi-3-mini-4k-instruct",
         ["phi-4"] = "microsoft/phi-4",
         ["pythia"] = "EleutherAI/pythia-70m",

@@ -31,6 +31,9 @@ internal sealed partial record DecoderSettings
     public double RopeAttentionScaling { get; init; } = 1.0;
     /// <summary>The rope_scaling applied to <see cref="InvFreq"/>, its defaults filled in; null for the default rope type.</summary>
     public RopeScaling? RopeScaling { get; init; }
+    /// <summary>Phi-3 longrope: the long factors' frequencies used instead of <see cref="InvFreq"/> (the short ones) by a
+    /// forward whose largest position is at or past original_max_position_embeddings; null for other rope types.</summary>
+    public LongRope? LongRope { get; init; }
     /// <summary>Gemma 3: the sliding-window layers' <see cref="RopeAttentionScaling"/>.</summary>
     public double LocalRopeAttentionScaling { get; init; } = 1.0;
     /// <summary>Gemma 3: θ of the sliding-window layers (<c>rope_local_base_freq</c>).</summary>
@@ -252,11 +255,13 @@ internal sealed partial record DecoderSettings
         // scaling); later versions apply rope_scaling as Llama does. No hub checkpoint of either has one: refused, not guessed.
         if ((gemma1 || mistral) && rope is not null && (rope["rope_type"] ?? rope["type"])?.GetValue<string>() is { } rt0 && rt0 != "default")
             throw new SaeSharpException($"{c.Path}: rope_scaling of type {rt0} on a {modelType} model is not supported (transformers 4.47 ignores it, later versions apply it)");
-        // Phi3Config turns rope_scaling types su and yarn into longrope (Phi-3-*-128k, Phi-3.5, Phi-4-mini: short and long
-        // factors per frequency, switched at original_max_position_embeddings); only the default rope is read here.
-        if (phi3 && rope is not null && (rope["rope_type"] ?? rope["type"])?.ToString() is { } rt3 && rt3 != "default")
-            throw new SaeSharpException($"{c.Path}: {(c.Root["rope_parameters"] is JsonObject ? "rope_parameters" : "rope_scaling")} of type '{rt3}' " +
-                                        "(Phi-3 longrope, as the 128k and Phi-3.5 models have) is not supported on a phi3 model; only the default rope is");
+        // Phi-3's longrope (Phi-3-*-128k, Phi-3.5, Phi-4-mini; "su" its old name): short and long factors per frequency,
+        // switched at original_max_position_embeddings (see LongRope). Phi3Config once turned yarn into longrope too; a
+        // phi3 yarn is refused rather than guessed.
+        string? ropeType = (rope?["rope_type"] ?? rope?["type"])?.ToString();
+        string ropeKey = c.Root["rope_parameters"] is JsonObject ? "rope_parameters" : "rope_scaling";
+        if (phi3 && ropeType is not (null or "default" or "longrope" or "su"))
+            throw new SaeSharpException($"{c.Path}: {ropeKey} of type '{ropeType}' is not supported on a phi3 model (default and longrope/su are)");
         // OLMo 3: one rotary table, rope_scaling (rope_parameters) applied, for every layer, sliding and full, as the newest
         // transformers modeling_olmo3.py read (5.x: Olmo3Model.rotary_emb, one Olmo3RotaryEmbedding for all layers).
         // transformers 4.57 gave the sliding layers the default rope instead (rotary_embs per layer type), as the OLMo 3
@@ -269,7 +274,16 @@ internal sealed partial record DecoderSettings
         if (rotDim <= 0 || rotDim % 2 != 0) throw new SaeSharpException($"{c.Path}: partial_rotary_factor={partial} gives {rotDim} rotary dims of {headDim}; need a positive even number");
         int maxPositions = c.Int("max_position_embeddings", gemma3 || mistral || gptOss ? 131_072 : gemma || gemma1 ? 8192 : modelType is "llama" or "olmo" or "olmo2" or "olmo3" ? 2048
             : olmoe || phi3 ? 4096 : 32768);
-        var (invFreq, ropeScaling, ropeScalingInfo) = ScaledInvFreq(c, rope, rotDim, theta, maxPositions);
+        LongRope? longRope = null;
+        double[] invFreq;
+        double ropeScaling;
+        RopeScaling? ropeScalingInfo;
+        if (phi3 && ropeType is "longrope" or "su")
+        {
+            longRope = LongRope.From(c, rope!, ropeKey, rotDim, theta, maxPositions);
+            (invFreq, ropeScaling, ropeScalingInfo) = (longRope.ShortInvFreq, longRope.AttentionFactor, longRope.Info);
+        }
+        else (invFreq, ropeScaling, ropeScalingInfo) = ScaledInvFreq(c, rope, rotDim, theta, maxPositions);
         double? localTheta = null;
         double[]? localInvFreq = null;
         double localRopeScaling = 1.0;
@@ -362,7 +376,7 @@ internal sealed partial record DecoderSettings
         {
             ModelType = modelType, Hidden = hidden, NLayer = nLayer, NHead = nHead, NKvHead = nKv, HeadDim = headDim,
             Intermediate = intermediate, MoeIntermediate = denseMlp is null ? 0 : moeIntermediate, DenseMlpLayers = denseMlp, VocabSize = vocab,
-            MaxPositions = maxPositions, RopeAttentionScaling = ropeScaling, RopeScaling = ropeScalingInfo, LocalRopeAttentionScaling = localRopeScaling,
+            MaxPositions = maxPositions, RopeAttentionScaling = ropeScaling, RopeScaling = ropeScalingInfo, LongRope = longRope, LocalRopeAttentionScaling = localRopeScaling,
             // OlmoLayerNorm's eps is fixed (1e-5); OlmoConfig has no rms_norm_eps.
             Eps = olmo1 ? 1e-5 : c.Double("rms_norm_eps", mixtral || olmo2 || olmoe || gptOss || phi3 ? 1e-5 : 1e-6), Activation = act, RopeTheta = theta, InvFreq = invFreq,
             LocalRopeTheta = localTheta, LocalInvFreq = localInvFreq,
@@ -501,5 +515,50 @@ internal sealed partial record DecoderSettings
             Type = "yarn", Factor = factor, OriginalMaxPositionEmbeddings = originalMax, BetaFast = betaFast, BetaSlow = betaSlow,
             Truncate = truncate, AttentionFactor = attention,
         });
+    }
+}
+
+/// <summary>
+/// transformers' <c>_compute_longrope_parameters</c> (Phi-3-*-128k, Phi-3.5, Phi-4-mini): the frequencies
+/// 1 / (ext_factor_i · θ^(2i/dim)) in float32, with <c>short_factor</c> and with <c>long_factor</c> (dim/2 numbers each);
+/// the attention factor multiplying cos and sin is <c>attention_factor</c>, else √(1 + ln(factor) / ln(original)) (1 when
+/// factor ≤ 1), where factor is max_position_embeddings / original_max_position_embeddings (the config's top-level key,
+/// which Phi3Config always has; else rope_scaling's; else 4096, Phi3Config's default). As <c>longrope_frequency_update</c> does, a forward uses the long frequencies when its largest position
+/// + 1 exceeds <see cref="OriginalMax"/>, the short ones otherwise (with a KV cache, per step: earlier keys keep theirs).
+/// </summary>
+internal sealed record LongRope(double[] ShortInvFreq, double[] LongInvFreq, int OriginalMax, double AttentionFactor, RopeScaling Info)
+{
+    public static LongRope From(JsonConfig c, JsonObject rope, string ropeKey, int dim, double theta, int maxPositions)
+    {
+        double[] Factors(string key)
+        {
+            var what = rope[key]?.ToJsonString() ?? "nothing";
+            if (rope[key] is not JsonArray a || a.Count != dim / 2
+                || a.Any(x => x is not JsonValue v || v.GetValueKind() != JsonValueKind.Number || !(v.GetValue<double>() > 0)))
+                throw new SaeSharpException($"{c.Path}: {ropeKey}.{key} must be a list of {dim / 2} positive numbers (rotary_dim / 2), got {what}");
+            return [.. a.Select(x => x!.GetValue<double>())];
+        }
+        double[] shortF = Factors("short_factor"), longF = Factors("long_factor");
+        double? Opt(string key) => rope[key] is { } v && v.GetValueKind() == JsonValueKind.Number ? v.GetValue<double>() : null;
+        // Phi3Config always has original_max_position_embeddings (4096 by default), so transformers takes factor as
+        // max_position_embeddings / original_max_position_embeddings, never rope_scaling's factor.
+        int original = c.Int("original_max_position_embeddings", Opt("original_max_position_embeddings") is double o ? (int)o : 4096);
+        double factor = (double)maxPositions / original;
+        if (original <= 1 || !(theta > 0))
+            throw new SaeSharpException($"{c.Path}: longrope needs original_max_position_embeddings > 1 and rope_theta > 0 (got {original}, {theta})");
+        double attention = Opt("attention_factor") ?? (factor <= 1 ? 1.0 : Math.Sqrt(1 + Math.Log(factor) / Math.Log(original)));
+        return new LongRope(InvFreq(shortF, dim, theta), InvFreq(longF, dim, theta), original, attention,
+            new RopeScaling { Type = "longrope", Factor = factor, OriginalMaxPositionEmbeddings = original, AttentionFactor = attention });
+    }
+
+    /// <summary>1 / (ext · θ^(arange(0, dim, 2) / dim)) in float32, as HF computes it, then widened.</summary>
+    private static double[] InvFreq(double[] ext, int dim, double theta)
+    {
+        using var scope = NewDisposeScope();
+        using var dimScalar = dim.ToScalar();
+        using var thetaTensor = tensor(theta);
+        var shape = arange(TorchScalars.Of(0), dimScalar, TorchScalars.Of(2), dtype: ScalarType.Int64).to(ScalarType.Float32) / dimScalar;
+        var inv = TorchScalars.Of(1.0) / (tensor(ext, dtype: ScalarType.Float32) * pow(thetaTensor, shape));
+        return inv.to(ScalarType.Float64).data<double>().ToArray();
     }
 }

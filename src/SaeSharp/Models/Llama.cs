@@ -332,6 +332,7 @@ public sealed class LlamaFamilyModel : HookedTransformer
     private readonly DecoderSettings _s;
     private readonly float[] _invFreq;
     private readonly float[]? _localInvFreq;
+    private readonly float[]? _longInvFreq;
 
     internal LlamaFamilyModel(DecoderSettings s, string modelName, string configPath, ScalarType dtype)
         : base(ArchitectureName(s.ModelType), new TransformerConfig
@@ -362,6 +363,7 @@ public sealed class LlamaFamilyModel : HookedTransformer
         RegisterComponents();
         _invFreq = s.InvFreq.Select(x => (float)x).ToArray();
         _localInvFreq = s.LocalInvFreq?.Select(x => (float)x).ToArray();
+        _longInvFreq = s.LongRope?.LongInvFreq.Select(x => (float)x).ToArray();
     }
 
     internal static string ArchitectureName(string modelType) => modelType switch
@@ -389,7 +391,11 @@ public sealed class LlamaFamilyModel : HookedTransformer
 
     private protected override Tensor Embed(Tensor tokens, ForwardContext ctx)
     {
-        (ctx.RotaryCos, ctx.RotarySin) = Rotary.CosSin(ctx.Positions, tensor(_invFreq, device: ctx.Positions.device), Config.Dtype, _s.RopeAttentionScaling);
+        // Phi-3 longrope: the long factors once the pass reaches past original_max_position_embeddings (HF
+        // longrope_frequency_update: max(position_ids) + 1 > original).
+        var invFreq = _longInvFreq is not null && ctx.Positions.numel() > 0 && ctx.Positions.max().item<long>() + 1 > _s.LongRope!.OriginalMax
+            ? _longInvFreq : _invFreq;
+        (ctx.RotaryCos, ctx.RotarySin) = Rotary.CosSin(ctx.Positions, tensor(invFreq, device: ctx.Positions.device), Config.Dtype, _s.RopeAttentionScaling);
         if (_localInvFreq is not null)
             ctx.LocalRotary = Rotary.CosSin(ctx.Positions, tensor(_localInvFreq, device: ctx.Positions.device), Config.Dtype, _s.LocalRopeAttentionScaling);
         var e = model.embed_tokens.forward(tokens);

@@ -9,7 +9,7 @@ namespace SaeSharp.Models;
 public static class ModelLoader
 {
     /// <summary>Architectures this loader builds, as config.json <c>model_type</c>.</summary>
-    public static IReadOnlyList<string> SupportedModelTypes { get; } = ["gpt2", "gpt_neo", "gpt_neox", "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "olmo", "olmo2", "olmo3", "olmoe", "gemma", "gemma2", "gemma3_text", "gemma3", "gpt_oss", "deepseek_v2", "deepseek_v3", "phi3"];
+    public static IReadOnlyList<string> SupportedModelTypes { get; } = ["gpt2", "gpt_neo", "gpt_neox", "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "olmo", "olmo2", "olmo3", "olmoe", "gemma", "gemma2", "gemma3_text", "gemma3", "gpt_oss", "deepseek_v2", "deepseek_v3", "phi", "phi3"];
 
     /// <summary>
     /// Builds the model in the Hugging Face folder <paramref name="folder"/> (a local path: the CLI's hub ids and
@@ -66,6 +66,11 @@ public static class ModelLoader
                         ignorableSuffixes = s.TieEmbeddings ? [".rotary_emb.inv_freq", "lm_head.weight"] : [".rotary_emb.inv_freq"];
                         break;
                     }
+                case "phi":
+                    model = new PhiModel(PhiSettings.From(cfg, ckpt), name, cfg.Path, dtype);
+                    prefix = "model";
+                    ignorableSuffixes = [".rotary_emb.inv_freq"];
+                    break;
                 case "gpt_neo":
                     model = GptNeo.Create(GptNeoSettings.From(cfg, ckpt), name, cfg.Path, dtype);
                     prefix = "transformer";
@@ -166,6 +171,7 @@ public static class ModelLoader
             "gpt2" => (object)Gpt2Settings.From(cfg),
             "gpt_neo" => GptNeoSettings.From(cfg),
             "gpt_neox" => NeoXSettings.From(cfg),
+            "phi" => PhiSettings.From(cfg),
             var type => DecoderSettings.From(cfg, type),
         };
     }
@@ -202,9 +208,10 @@ public static class ModelLoader
             if (a.StartsWith("DeepseekV3For", StringComparison.Ordinal)) return "deepseek_v3";
             if (a.StartsWith("DeepseekV2For", StringComparison.Ordinal)) return "deepseek_v2";
             if (a.StartsWith("Phi3For", StringComparison.Ordinal)) return "phi3";
+            if (a.StartsWith("PhiFor", StringComparison.Ordinal)) return "phi";
         }
         throw new SaeSharpException($"{cfg.Path}: no model_type and no known architectures ({string.Join(", ", cfg.Architectures)}); supported: GPT2LMHeadModel, " +
-                                    "GPTNeoForCausalLM, GPTNeoXForCausalLM, LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, Qwen2ForCausalLM, Qwen2MoeForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM, OlmoForCausalLM, Olmo2ForCausalLM, Olmo3ForCausalLM, OlmoeForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration, GptOssForCausalLM, DeepseekV2ForCausalLM, DeepseekV3ForCausalLM, Phi3ForCausalLM");
+                                    "GPTNeoForCausalLM, GPTNeoXForCausalLM, LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, Qwen2ForCausalLM, Qwen2MoeForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM, OlmoForCausalLM, Olmo2ForCausalLM, Olmo3ForCausalLM, OlmoeForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration, GptOssForCausalLM, DeepseekV2ForCausalLM, DeepseekV3ForCausalLM, PhiForCausalLM, Phi3ForCausalLM");
     }
 
     /// <summary>Drops the keys of layers at or past <paramref name="nLayers"/> (DeepSeek-V3's MTP layers).</summary>

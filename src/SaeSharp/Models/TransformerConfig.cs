@@ -191,7 +191,7 @@ public sealed record RopeScaling
         if (BetaFast is { } bf) parts.Add($"beta_fast={N(bf)}");
         if (BetaSlow is { } bs) parts.Add($"beta_slow={N(bs)}");
         if (Truncate is { } t) parts.Add($"truncate={(t ? "true" : "false")}");
-        if (Type == "yarn") parts.Add($"attention_factor={N(AttentionFactor)}");
+        if (Type is "yarn" or "longrope") parts.Add($"attention_factor={N(AttentionFactor)}");
         return $"{Type}({string.Join(" ", parts)})";
     }
 }

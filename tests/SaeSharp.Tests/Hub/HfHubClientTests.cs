@@ -118,10 +118,13 @@ public sealed class HfHubClientTests : IDisposable
         Assert.Equal("roneneldan/TinyStories-Instuct-1Layer-21M", TransformerLensNames.OfficialName("tiny-stories-instruct-1L-21M"));
         Assert.Equal("EleutherAI/gpt-neo-125M", TransformerLensNames.OfficialName("neo"));
         Assert.Equal("EleutherAI/gpt-neo-125M", TransformerLensNames.OfficialName("gpt-neo-small"));
-        // Phi-3 (Phi3ForCausalLM): phi-3 and phi-4 (supported_models.py's MODEL_ALIASES); phi-2 (PhiForCausalLM) is not loaded.
+        // Phi-3 (Phi3ForCausalLM): phi-3 and phi-4 (supported_models.py's MODEL_ALIASES); Phi (PhiForCausalLM): phi-1,
+        // phi-1_5, phi-2.
         Assert.Equal("microsoft/Phi-3-mini-4k-instruct", TransformerLensNames.OfficialName("Phi-3"));
         Assert.Equal("microsoft/phi-4", TransformerLensNames.OfficialName("phi-4"));
-        Assert.Null(TransformerLensNames.OfficialName("phi-2"));
+        Assert.Equal("microsoft/phi-1", TransformerLensNames.OfficialName("phi-1"));
+        Assert.Equal("microsoft/phi-1_5", TransformerLensNames.OfficialName("Phi-1_5"));
+        Assert.Equal("microsoft/phi-2", TransformerLensNames.OfficialName("phi-2"));
         Assert.Null(TransformerLensNames.OfficialName("gpt2"));
         Assert.Null(TransformerLensNames.OfficialName("opt-125m")); // a family SaeSharp does not load
 

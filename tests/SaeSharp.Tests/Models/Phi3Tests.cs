@@ -68,9 +68,10 @@ public class Phi3Tests : TempDirTestBase
     }
 
     [Theory]
-    [InlineData("rope_scaling", """{"type": "longrope", "short_factor": [1, 1, 1], "long_factor": [2, 2, 2]}""", "rope_scaling of type 'longrope'")]
-    [InlineData("rope_scaling", """{"type": "su", "short_factor": [1, 1, 1], "long_factor": [2, 2, 2]}""", "rope_scaling of type 'su'")]
-    [InlineData("rope_parameters", """{"rope_type": "longrope", "rope_theta": 10000.0}""", "rope_parameters of type 'longrope'")]
+    [InlineData("rope_scaling", """{"type": "yarn", "factor": 2.0}""", "rope_scaling of type 'yarn' is not supported on a phi3 model")]
+    [InlineData("rope_scaling", """{"type": "longrope", "short_factor": [1, 1], "long_factor": [2, 2, 2]}""", "rope_scaling.short_factor must be a list of 3 positive numbers")]
+    [InlineData("rope_scaling", """{"type": "su", "short_factor": [1, 1, 1], "long_factor": [2, 0, 2]}""", "rope_scaling.long_factor must be a list of 3 positive numbers")]
+    [InlineData("rope_parameters", """{"rope_type": "longrope", "rope_theta": 10000.0}""", "rope_parameters.short_factor must be a list of 3 positive numbers")]
     [InlineData("num_key_value_heads", "4", "'model.layers.0.self_attn.qkv_proj.weight' of shape [96, 32]")]
     [InlineData("num_key_value_heads", "3", "num_attention_heads=4 must be a multiple of num_key_value_heads=3")]
     [InlineData("intermediate_size", "40", "'model.layers.0.mlp.gate_up_proj.weight' of shape [80, 32]")]
@@ -112,5 +113,52 @@ public class Phi3Tests : TempDirTestBase
         using var model = ModelLoader.FromPretrained(dir);
         Assert.Equal("phi3", model.Config.Architecture);
         Assert.True(r["logits"].allclose(model.Forward(r["tokens"]), rtol: 0, atol: 1e-4));
+    }
+
+    private static string LongRopeFixture => TestPaths.Data("hf_models", "phi3-longrope");
+
+    [Fact]
+    public void Longrope_matches_the_transcription_before_and_past_the_original_context()
+    {
+        // phi3_fixture.py's transcription of _compute_longrope_parameters with original_max_position_embeddings 10:
+        // the 12-token forward takes the long factors, the first 8 tokens and the padded batch (positions up to 9) the short ones.
+        using var scope = NewDisposeScope();
+        var r = Npy.LoadNpz(Path.Combine(LongRopeFixture, "reference.npz"));
+        using var model = ModelLoader.FromPretrained(LongRopeFixture);
+        var tokens = r["tokens"];
+        Assert.True(r["logits"].allclose(model.Forward(tokens), rtol: 0, atol: 1e-5));
+        Assert.True(r["short_logits"].allclose(model.Forward(tokens.narrow(1, 0, 8)), rtol: 0, atol: 1e-5));
+        var mask = r["padded_mask"];
+        var padded = model.Forward(tokens, attentionMask: mask);
+        var real = mask.to(ScalarType.Bool).unsqueeze(-1).expand_as(padded);
+        Assert.True(r["padded_logits"].masked_select(real).allclose(padded.masked_select(real), rtol: 0, atol: 1e-5));
+        // The switch matters: the short factors on all 12 tokens (a model whose original context is 12) differ.
+        using var shortOnly = ModelLoader.FromPretrained(EditedCopy(LongRopeFixture, c => c["original_max_position_embeddings"] = 12));
+        Assert.False(r["logits"].allclose(shortOnly.Forward(tokens), rtol: 0, atol: 1e-2));
+        // factor 64 / 10, attention factor √(1 + ln 6.4 / ln 10), printed by sae model info.
+        Assert.Contains($"rope_type=longrope(factor=6.4 original_max_position_embeddings=10 attention_factor={Math.Round(Math.Sqrt(1 + Math.Log(6.4) / Math.Log(10)), 5).ToString(System.Globalization.CultureInfo.InvariantCulture)})",
+            model.Config.ToString());
+    }
+
+    [Fact]
+    public void Longrope_frequencies_are_the_short_and_long_factors_over_the_default_ones()
+    {
+        // Independent of the fixture: each frequency is the default rope's divided by its factor, and an explicit
+        // attention_factor is taken as given; "su" reads as longrope.
+        using var scope = NewDisposeScope();
+        string dir = Edited(c =>
+        {
+            c["original_max_position_embeddings"] = 16;
+            c["rope_scaling"] = JsonNode.Parse("""{"type": "su", "short_factor": [1.0, 2.0, 4.0], "long_factor": [3.0, 5.0, 7.0], "attention_factor": 1.25}""");
+        });
+        var s = DecoderSettings.From(JsonConfig.Read(Path.Combine(dir, "config.json")), "phi3");
+        double[] plain = [.. Enumerable.Range(0, 3).Select(i => 1 / Math.Pow(10000, 2.0 * i / 6))];
+        Assert.Equal(1.25, s.RopeAttentionScaling);
+        Assert.Equal(16, s.LongRope!.OriginalMax);
+        for (int i = 0; i < 3; i++)
+        {
+            Assert.Equal(plain[i] / new[] { 1.0, 2.0, 4.0 }[i], s.InvFreq[i], 1e-6 * plain[i]);
+            Assert.Equal(plain[i] / new[] { 3.0, 5.0, 7.0 }[i], s.LongRope.LongInvFreq[i], 1e-6 * plain[i]);
+        }
     }
 }
