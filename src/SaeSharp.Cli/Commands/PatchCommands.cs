@@ -118,6 +118,8 @@ internal static class PatchCommands
             bool positions = parse.GetValue(byPosition);
             if (positions && !ActivationPatching.IsPerHead(kind))
                 throw new SaeSharpException($"--by-position: --act {actName} is already patched one position at a time; give a head's activation (z, q, k, v or pattern)");
+            if (!ActivationPatching.IsPerHead(kind))
+                Cli.RefuseGiven(parse, $"how many heads are listed; --act {actName} prints every layer × position (give a head's activation: z, q, k, v or pattern)", top);
             o.RefuseBadOutputs(parse, positions ? "--by-position gives layer × position × head, three axes; the heatmap draws layer × head (without --by-position) or layer × position (--act resid_pre, attn_out, mlp_out)" : null);
             using var m = ModelSource.LoadModel(o.ModelAt(parse), parse.GetValue(o.Dtype)!);
             using var scope = NewDisposeScope();
@@ -225,6 +227,7 @@ internal static class PatchCommands
             var inputKind = parse.GetValue(input) switch { "k" => PathReceiverInput.K, "v" => PathReceiverInput.V, _ => PathReceiverInput.Q };
             if (receiverList is null && parse.GetResult(input) is { Implicit: false })
                 throw new SaeSharpException("--receiver-input: give --receiver heads too (without them the receiver is the final residual stream)");
+            if (senders.Count > 0) Cli.RefuseGiven(parse, "how many sender heads are listed when every head is sent in turn; --sender gives one number (leave out --sender)", top);
             o.RefuseBadOutputs(parse, senders.Count > 0 ? "--sender gives one number; the heatmap draws every sender head in turn (leave out --sender)" : null);
             // A head's output reaches only later layers: a sender at or after every receiver's layer would leave the clean run unchanged.
             if (receiverList is { Count: > 0 } && senders.Where(s => s.Layer >= receiverList.Max(r => r.Layer)).ToList() is [var late, ..])
