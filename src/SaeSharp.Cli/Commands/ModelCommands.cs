@@ -1524,17 +1524,22 @@ internal static class ModelCommands
         Console.WriteLine($"wrote {path}");
     }
 
-    /// <summary><c>--token-range LOW,HIGH</c>, HIGH capped at the vocabulary size.</summary>
-    /// <summary>A prompt's tokens by the model's tokenizer, [1, pos]; a prompt that gives no token is an error naming
-    /// <paramref name="option"/>, and words the tokenizer reads as its unknown token are noted.</summary>
+    /// <summary>A prompt's tokens by the model's tokenizer, [1, pos]; a prompt that gives no token, or more than a model of
+    /// learned positions has, is an error naming <paramref name="option"/>, and words the tokenizer reads as its unknown
+    /// token are noted.</summary>
     internal static Tensor PromptTokens(HookedTransformer m, string text, bool bos, string option)
     {
         var tokens = m.ToTokens(text, bos);
         if (tokens.shape[1] == 0) throw InterventionCommands.NoTokenError(option, text);
+        // Learned positions end at W_pos's last row: named by its option here, not as the run's "sequence of N tokens".
+        if (m.Config.RotaryDim == 0 && tokens.shape[1] > m.Config.NCtx)
+            throw new SaeSharpException($"{option} \"{(text.Length > 60 ? text[..57] + "..." : text)}\": {tokens.shape[1]} tokens, more than the context " +
+                                        $"window of {m.Config.ModelName} (n_ctx={m.Config.NCtx}, learned positions); give a shorter prompt");
         InterventionCommands.NoteUnknownWords(m.Tokenizer, text, option);
         return tokens;
     }
 
+    /// <summary><c>--token-range LOW,HIGH</c>, HIGH capped at the vocabulary size.</summary>
     private static (long Low, long High) TokenRange(string spec, int vocab)
     {
         var parts = spec.Split(',');

@@ -108,4 +108,26 @@ public class BadInput5Tests : TinyGpt2CliTestBase
         Assert.False(File.Exists(P("p.json")));
         Ok(CliRunner.Run(["model", "patch", .. pair, "--act", "z", "--top", "3"]));
     }
+
+    [Fact]
+    public void A_prompt_past_learned_positions_is_named_by_its_option()
+    {
+        // The tiny GPT-2 has 64 rows of W_pos; BOS + "the cat" × 50 is 101 tokens.
+        string model = Model(), text = string.Join(' ', Enumerable.Repeat("the cat", 50));
+        // Was "sequence of 101 tokens exceeds the context length n_ctx=64 of tiny-gpt2": which of the prompts?
+        string mean = OneLineError(CliRunner.Run("model", "run", "--model", model, "--prompt", "the cat", "--ablate-head", "0.1",
+            "--ablate-head-mode", "mean", "--mean-prompt", text, "--out", P("o.safetensors")));
+        Assert.Contains("--mean-prompt \"the cat the cat", mean);
+        Assert.Contains("more than the context window of tiny-gpt2 (n_ctx=64, learned positions)", mean);
+        Assert.False(File.Exists(P("o.safetensors")));
+        string corrupted = OneLineError(CliRunner.Run("model", "patch", "--model", model, "--clean", "the cat", "--corrupted", text,
+            "--metric", "logit-diff: cat, the", "--json", P("p.json")));
+        Assert.StartsWith("error: --corrupted \"the cat the cat", corrupted);
+        Assert.False(File.Exists(P("p.json")));
+        Assert.StartsWith("error: --prompt \"the cat",
+            OneLineError(CliRunner.Run("model", "attention", "--model", model, "--prompt", text, "--layer", "0", "--html", P("a.html"))));
+        Assert.False(File.Exists(P("a.html")));
+        // BOS + "the cat" × 31 is 63 tokens: it fits.
+        Ok(CliRunner.Run("model", "attention", "--model", model, "--prompt", string.Join(' ', Enumerable.Repeat("the cat", 31)), "--layer", "0", "--html", P("a.html")));
+    }
 }
