@@ -1171,6 +1171,8 @@ internal static class ModelCommands
             var inputs = new List<CommandInput> { new("--model", parse.GetValue(model)!, InputKind.Folder) };
             if (inputPath is not null) inputs.Add(new("--input", inputPath, InputKind.Whole));
             if (parse.GetValue(pattern) is { } pf) inputs.Add(new("--pattern", pf, InputKind.Whole));
+            // FILE.png names the three files FILE.<head name>.png: a folder path would name hidden files in it.
+            if (parse.GetValue(png) is { } given) OutputGuard.RefuseFolderPath("--png", given, "heads.png");
             var pngFiles = parse.GetValue(png) is { } pngPath
                 ? parse.GetValue(pattern) is null ? HeadScorePngs(pngPath) : [pngPath]
                 : [];

@@ -130,4 +130,19 @@ public class BadInput5Tests : TinyGpt2CliTestBase
         // BOS + "the cat" × 31 is 63 tokens: it fits.
         Ok(CliRunner.Run("model", "attention", "--model", model, "--prompt", string.Join(' ', Enumerable.Repeat("the cat", 31)), "--layer", "0", "--html", P("a.html")));
     }
+
+    [Fact]
+    public void An_output_file_given_as_a_folder_path_is_refused_before_the_work()
+    {
+        // A path ending in '/' passed the checks and failed after the work with .NET's "Could not find a part of the path".
+        string folder = P("new") + Path.DirectorySeparatorChar;
+        Assert.Contains($"--json {folder}: ends in '{Path.DirectorySeparatorChar}', a folder path; give a file path",
+            OneLineError(CliRunner.Run("model", "circuits", "--model", "builtin", "--json", folder)));
+        Assert.Contains($"--html {folder}: ends in",
+            OneLineError(CliRunner.Run("model", "attention", "--model", "builtin", "--prompt", "Tom saw", "--layer", "0", "--html", folder)));
+        // head-scores --png FILE.png writes FILE.<head name>.png: here hidden files .induction_head.png, ... in the folder.
+        Assert.Contains($"--png {folder}: ends in",
+            OneLineError(CliRunner.Run("model", "head-scores", "--model", "builtin", "--prompt", "Tom saw", "--png", folder)));
+        Assert.False(Directory.Exists(folder));
+    }
 }
