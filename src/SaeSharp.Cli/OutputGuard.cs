@@ -84,11 +84,20 @@ internal static class OutputGuard
     /// <paramref name="exampleName"/> in it (for an option whose file type the flag does not tell, e.g. a graph's <c>--out</c>).</summary>
     public static void RefuseBadOutputFile(string flag, string output, string exampleName, params CommandInput[] inputs)
     {
-        if (Directory.Exists(output))
-            throw new SaeSharpException($"{flag} {output}: is a folder; give a file path (e.g. {Path.Combine(output, exampleName)})");
+        RefuseFolderPath(flag, output, exampleName);
         RefuseReplacingInput(flag, output, null, inputs);
         if (ArtefactOf(output) is { } artefact)
             throw new SaeSharpException($"{flag} {output}: is one of the files of {artefact}, which this command does not write; give another file");
+    }
+
+    /// <summary>Throws when the output file <paramref name="output"/> is an existing folder or ends in a separator (a folder
+    /// path, new or not: writing a file there failed only after the work), suggesting the file <paramref name="exampleName"/> in it.</summary>
+    public static void RefuseFolderPath(string flag, string output, string exampleName)
+    {
+        if (Directory.Exists(output))
+            throw new SaeSharpException($"{flag} {output}: is a folder; give a file path (e.g. {Path.Combine(output, exampleName)})");
+        if (Path.EndsInDirectorySeparator(output))
+            throw new SaeSharpException($"{flag} {output}: ends in '{output[^1]}', a folder path; give a file path (e.g. {Path.Combine(output, exampleName)})");
     }
 
     /// <summary>"the SAE in DIR", "the crosscoder in DIR" or "the model in DIR" when <paramref name="output"/> is an

@@ -838,7 +838,7 @@ internal static class ModelCommands
             if (parse.GetValue(text) is not null) Cli.RefuseGiven(parse, "the text comes from --text (--prompt); give one of --text and --file", file);
             if (parse.GetValue(decode)) Cli.RefuseGiven(parse, "for encoding text; --decode turns ids into text", raw, find);
             var tok = Tokenizer.FromFolder(ModelSource.Resolve(ModelSource.ModelAt(parse, model, revision)));
-            var input = parse.GetValue(text) ?? (parse.GetValue(file) is string f ? File.ReadAllText(f)
+            var input = parse.GetValue(text) ?? (parse.GetValue(file) is string f ? ReadTextFile("--file", f)
                 : throw new SaeSharpException("give --text (or --prompt) or --file"));
             if (parse.GetValue(decode))
             {
@@ -1171,11 +1171,13 @@ internal static class ModelCommands
             var inputs = new List<CommandInput> { new("--model", parse.GetValue(model)!, InputKind.Folder) };
             if (inputPath is not null) inputs.Add(new("--input", inputPath, InputKind.Whole));
             if (parse.GetValue(pattern) is { } pf) inputs.Add(new("--pattern", pf, InputKind.Whole));
-            if (parse.GetValue(json) is { } j) OutputGuard.RefuseBadOutputFile("--json", j, [.. inputs]);
+            // FILE.png names the three files FILE.<head name>.png: a folder path would name hidden files in it.
+            if (parse.GetValue(png) is { } given) OutputGuard.RefuseFolderPath("--png", given, "heads.png");
             var pngFiles = parse.GetValue(png) is { } pngPath
                 ? parse.GetValue(pattern) is null ? HeadScorePngs(pngPath) : [pngPath]
                 : [];
-            foreach (var f in pngFiles) OutputGuard.RefuseBadOutputFile("--png", f, [.. inputs]);
+            // One list, so that --json onto one of the --png files (FILE.induction_head.png) is refused too.
+            OutputGuard.RefuseBadOutputFiles([.. pngFiles.Select(f => ("--png", (string?)f)), ("--json", parse.GetValue(json))], [.. inputs]);
             var (detection, binary) = parse.GetValue(pattern) is { } patternFile ? ReadDetectionPattern(patternFile) : (null, true);
             var heads = parse.GetValue(headList) is { } hl ? ParseHeadList(hl) : null;
             using var m = ModelSource.LoadModel(ModelSource.ModelAt(parse, model, revision), parse.GetValue(dtype)!);
@@ -1198,9 +1200,13 @@ internal static class ModelCommands
             else
             {
                 var (tokens, what) = DetectHeadTokens(m, texts, inputPath, !parse.GetValue(noBos));
-                if (detection is not null && detection.shape[0] != tokens[0].shape[1])
-                    throw new SaeSharpException($"--pattern {parse.GetValue(pattern)}: a [{detection.shape[0]}, {detection.shape[0]}] pattern for {what} of " +
-                                                $"{tokens[0].shape[1]} tokens; the pattern must be [seq, seq] for the prompts' seq");
+                // Every prompt against the pattern: prompts of several lengths fit one pattern at most.
+                if (detection is not null && tokens.FindIndex(t => t.shape[1] != detection.shape[0]) is var bad and >= 0)
+                {
+                    string which = tokens.Count > 1 && inputPath is null ? $"--prompt {bad + 1} of {tokens.Count} ('{texts[bad]}')" : what;
+                    throw new SaeSharpException($"--pattern {parse.GetValue(pattern)}: a [{detection.shape[0]}, {detection.shape[0]}] pattern for {which} of " +
+                                                $"{tokens[bad].shape[1]} tokens; the pattern must be [seq, seq] for the prompts' seq");
+                }
                 var em = parse.GetValue(measure) == "abs" ? SaeSharp.Analysis.HeadErrorMeasure.Abs : SaeSharp.Analysis.HeadErrorMeasure.Mul;
                 bool exBos = parse.GetValue(excludeBos), exCurrent = parse.GetValue(excludeCurrent);
                 if (detection is not null)
@@ -1252,9 +1258,10 @@ internal static class ModelCommands
         if (inputPath is not null)
         {
             var all = InterventionCommands.ReadTokens(inputPath);
+            InterventionCommands.RefuseIdsOutsideVocabulary("--input", inputPath, all, c.DVocab);
             long seq = all.shape[1];
             if (seq < 2 || seq > c.NCtx)
-                throw new SaeSharpException($"--input {inputPath}: rows of {seq} tokens; detect_head needs at least 2 and at most the context window of " +
+                throw new SaeSharpException($"--input {inputPath}: rows of {seq} token{(seq == 1 ? "" : "s")}; detect_head needs at least 2 and at most the context window of " +
                                             $"{c.ModelName} ({c.NCtx})");
             return ([.. Enumerable.Range(0, (int)all.shape[0]).Select(r => all.narrow(0, r, 1))], $"--input {inputPath}");
         }
@@ -1271,9 +1278,9 @@ internal static class ModelCommands
     /// whether it holds only 0s and 1s.</summary>
     private static (Tensor Pattern, bool Binary) ReadDetectionPattern(string path)
     {
-        if (!File.Exists(path)) throw new SaeSharpException($"--pattern {path}: no such file");
+        string json = ReadTextFile("--pattern", path);
         double[][]? rows;
-        try { rows = JsonSerializer.Deserialize<double[][]>(File.ReadAllText(path)); }
+        try { rows = JsonSerializer.Deserialize<double[][]>(json); }
         catch (JsonException e) { throw new SaeSharpException($"--pattern {path}: not a JSON array of rows of numbers ([[1, 0], [1, 0]]): {e.Message}"); }
         if (rows is null || rows.Length == 0) throw new SaeSharpException($"--pattern {path}: no rows; write [seq][seq] numbers");
         int n = rows.Length;
@@ -1281,7 +1288,23 @@ internal static class ModelCommands
             if (rows[i] is not { } row || row.Length != n)
                 throw new SaeSharpException($"--pattern {path}: row {i} has {rows[i]?.Length ?? 0} numbers; a detection pattern is square, {n} rows of {n}");
         if (rows.SelectMany(r => r).Any(v => !double.IsFinite(v))) throw new SaeSharpException($"--pattern {path}: holds a number that is not finite");
+        // TransformerLens's detect_head refuses it too: a query attends to no later key, so such a pattern scores nothing real.
+        for (int i = 0; i < n; i++)
+            for (int k = i + 1; k < n; k++)
+                if (rows[i][k] != 0)
+                    throw new SaeSharpException($"--pattern {path}: row {i} column {k} is {rows[i][k].ToString(CultureInfo.InvariantCulture)}, above the diagonal; " +
+                                                "a detection pattern is lower triangular (row: query, column: key; a query attends to no later key)");
         return (tensor(rows.SelectMany(r => r).ToArray(), [n, n]), rows.SelectMany(r => r).All(v => v is 0 or 1));
+    }
+
+    /// <summary>The text of the file <paramref name="path"/> given as <paramref name="flag"/>; a missing file, a folder or an
+    /// unreadable file named in one line.</summary>
+    private static string ReadTextFile(string flag, string path)
+    {
+        if (Directory.Exists(path)) throw new SaeSharpException($"{flag} {path}: is a folder; give a file");
+        if (!File.Exists(path)) throw new SaeSharpException($"{flag} {path}: no such file");
+        try { return File.ReadAllText(path); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new SaeSharpException($"{flag} {path}: cannot be read ({e.Message})"); }
     }
 
     /// <summary><c>--heads 0.1,3.4</c> (or L0H1,L3H4) as heads, each once.</summary>
@@ -1326,6 +1349,8 @@ internal static class ModelCommands
             if (parse.GetValue(positions) is 1) throw new SaeSharpException("--positions 1: the previous-token score needs at least 2 positions");
             using var m = ModelSource.LoadModel(ModelSource.ModelAt(parse, model, revision), parse.GetValue(dtype)!);
             var layers = parse.GetValue(layer) is { Length: > 0 } ls ? ls.Distinct().Order().ToList() : null;
+            if (layers?.Where(l => l < 0 || l >= m.Config.NLayers).ToList() is [var outside, ..])
+                throw new SaeSharpException($"--layer {outside}: the model has layers 0..{m.Config.NLayers - 1}");
             var processing = parse.GetValue(process) ? WeightProcessingOptions.TransformerLensDefaults
                 : new WeightProcessingOptions { FoldLn = parse.GetValue(foldLn) };
             WeightProcessing.Apply(m, processing);
@@ -1425,6 +1450,7 @@ internal static class ModelCommands
                 tokens = InterventionCommands.ReadTokens(parse.GetValue(input)!);
                 if (tokens.shape[0] != 1)
                     throw new SaeSharpException($"--input {parse.GetValue(input)}: 'tokens' holds {tokens.shape[0]} rows; the page shows one prompt ([1, seq])");
+                InterventionCommands.RefuseIdsOutsideVocabulary("--input", parse.GetValue(input)!, tokens, m.Config.DVocab);
                 what = $"{parse.GetValue(input)} ({tokens.shape[1]} tokens)";
             }
             var heads = parse.GetValue(head) is { Length: > 0 } hs ? hs.Distinct().ToList() : null;
@@ -1435,7 +1461,7 @@ internal static class ModelCommands
             SaeSharp.Analysis.AttentionPage.Write(path, patterns, $"{m.Config.ModelName}: {what}", limit);
             // The page holds layers × heads × tokens² numbers: its size said, as a long prompt makes it tens of megabytes.
             Console.WriteLine($"wrote {path} ({(layers.Count == 1 ? "" : $"{layers.Count} layers × ")}{headCount} head{(headCount == 1 ? "" : "s")}, " +
-                              $"{patterns[0].Tokens.Count} tokens, {HostMemory.Format(new FileInfo(path).Length)})");
+                              $"{patterns[0].Tokens.Count} token{(patterns[0].Tokens.Count == 1 ? "" : "s")}, {HostMemory.Format(new FileInfo(path).Length)})");
             if (PastContextNote(m, patterns[0].Tokens.Count) is { } past) Cli.ErrorLine($"note: {past}");
             return 0;
         });
@@ -1500,17 +1526,22 @@ internal static class ModelCommands
         Console.WriteLine($"wrote {path}");
     }
 
-    /// <summary><c>--token-range LOW,HIGH</c>, HIGH capped at the vocabulary size.</summary>
-    /// <summary>A prompt's tokens by the model's tokenizer, [1, pos]; a prompt that gives no token is an error naming
-    /// <paramref name="option"/>, and words the tokenizer reads as its unknown token are noted.</summary>
+    /// <summary>A prompt's tokens by the model's tokenizer, [1, pos]; a prompt that gives no token, or more than a model of
+    /// learned positions has, is an error naming <paramref name="option"/>, and words the tokenizer reads as its unknown
+    /// token are noted.</summary>
     internal static Tensor PromptTokens(HookedTransformer m, string text, bool bos, string option)
     {
         var tokens = m.ToTokens(text, bos);
         if (tokens.shape[1] == 0) throw InterventionCommands.NoTokenError(option, text);
+        // Learned positions end at W_pos's last row: named by its option here, not as the run's "sequence of N tokens".
+        if (m.Config.RotaryDim == 0 && tokens.shape[1] > m.Config.NCtx)
+            throw new SaeSharpException($"{option} \"{(text.Length > 60 ? text[..57] + "..." : text)}\": {tokens.shape[1]} tokens, more than the context " +
+                                        $"window of {m.Config.ModelName} (n_ctx={m.Config.NCtx}, learned positions); give a shorter prompt");
         InterventionCommands.NoteUnknownWords(m.Tokenizer, text, option);
         return tokens;
     }
 
+    /// <summary><c>--token-range LOW,HIGH</c>, HIGH capped at the vocabulary size.</summary>
     private static (long Low, long High) TokenRange(string spec, int vocab)
     {
         var parts = spec.Split(',');

@@ -144,6 +144,8 @@ internal static class PatchCommands
                 throw new SaeSharpException($"--dest-src patches one entry of an attention pattern: give --act pattern, not --act {actName}");
             if (entries && positions)
                 throw new SaeSharpException("--dest-src already patches one destination × source entry at a time: leave out --by-position");
+            if (!ActivationPatching.IsPerHead(kinds[0]))
+                Cli.RefuseGiven(parse, $"how many heads are listed; --act {actName} prints every layer × position (give a head's activation: z, q, k, v, pattern or head-every)", top);
             o.RefuseBadOutputs(parse, null);
             using var m = ModelSource.LoadModel(o.ModelAt(parse), parse.GetValue(o.Dtype)!);
             using var scope = NewDisposeScope();
@@ -325,6 +327,7 @@ internal static class PatchCommands
             var inputKind = parse.GetValue(input) switch { "k" => PathReceiverInput.K, "v" => PathReceiverInput.V, _ => PathReceiverInput.Q };
             if (receiverList is null && parse.GetResult(input) is { Implicit: false })
                 throw new SaeSharpException("--receiver-input: give --receiver heads too (without them the receiver is the final residual stream)");
+            if (senders.Count > 0) Cli.RefuseGiven(parse, "how many sender heads are listed when every head is sent in turn; --sender gives one number (leave out --sender)", top);
             o.RefuseBadOutputs(parse, senders.Count > 0 ? "--sender gives one number; the heatmap draws every sender head in turn (leave out --sender)" : null);
             // A head's output reaches only later layers: a sender at or after every receiver's layer would leave the clean run unchanged.
             if (receiverList is { Count: > 0 } && senders.Where(s => s.Layer >= receiverList.Max(r => r.Layer)).ToList() is [var late, ..])

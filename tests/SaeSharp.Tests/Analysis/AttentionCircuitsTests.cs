@@ -425,6 +425,6 @@ public class AttentionCircuitsTests : ModelTestBase
         Assert.Equal(2, node["qk_previous_token_score"]!.AsArray().Count);
         var (bad, _, badErr) = CliRunner.Run("model", "circuits", "--model", dir, "--layer", "2");
         Assert.NotEqual(0, bad);
-        Assert.Contains("layer 2 is outside 0..1", badErr);
+        Assert.Contains("--layer 2: the model has layers 0..1", badErr);
     }
 }

@@ -315,7 +315,7 @@ public class HeadDetectorTests : ModelTestBase
         foreach (var (args, message) in new (string[], string)[]
         {
             (["--prompt", longPrompt], "--prompt \"cat cat"),
-            (["--prompt", "the cat sat", "--pattern", upper], "not lower triangular"),
+            (["--prompt", "the cat sat", "--pattern", upper], "above the diagonal; a detection pattern is lower triangular"),
             (["--prompt", "the cat sat", "--pattern", small], "a [2, 2] pattern for a --prompt of 4 tokens"),
             (["--prompt", "the cat sat", "--heads", "2.0"], "--heads 2.0: the model has layers 0..1"),
             (["--repeated-random", "3", "--heads", "0.0"], "--heads"),
