@@ -41,10 +41,16 @@ internal static class PatchCommands
 
         /// <summary>Before the model loads: refuses a <c>--png</c> this run cannot draw (<paramref name="whyNoPng"/>), and a
         /// <c>--png</c> or <c>--json</c> that is a folder, a file of the model, or both the same file.</summary>
-        public void RefuseBadOutputs(ParseResult parse, string? whyNoPng)
+        /// <param name="pngParts">With several parts (block-every, head-every) the PNG is one file per part
+        /// (<see cref="PartPng"/>): those are the files checked.</param>
+        public void RefuseBadOutputs(ParseResult parse, string? whyNoPng, IReadOnlyList<string>? pngParts = null)
         {
-            if (parse.GetValue(Png) is { } png && whyNoPng is not null) throw new SaeSharpException($"--png {png}: {whyNoPng}");
-            OutputGuard.RefuseBadOutputFiles([("--json", parse.GetValue(Json)), ("--png", parse.GetValue(Png))],
+            string? png = parse.GetValue(Png);
+            if (png is not null && whyNoPng is not null) throw new SaeSharpException($"--png {png}: {whyNoPng}");
+            (string, string?)[] pngs = png is not null && pngParts is { Count: > 1 }
+                ? [.. pngParts.Select(part => ("--png", (string?)PartPng(png, part)))]
+                : [("--png", png)];
+            OutputGuard.RefuseBadOutputFiles([.. pngs, ("--json", parse.GetValue(Json))],
                 new CommandInput("--model", parse.GetValue(Model)!, InputKind.Folder));
         }
 
@@ -146,7 +152,7 @@ internal static class PatchCommands
                 throw new SaeSharpException("--dest-src already patches one destination × source entry at a time: leave out --by-position");
             if (!ActivationPatching.IsPerHead(kinds[0]))
                 Cli.RefuseGiven(parse, $"how many heads are listed; --act {actName} prints every layer × position (give a head's activation: z, q, k, v, pattern or head-every)", top);
-            o.RefuseBadOutputs(parse, null);
+            o.RefuseBadOutputs(parse, null, [.. kinds.Select(ActName)]);
             using var m = ModelSource.LoadModel(o.ModelAt(parse), parse.GetValue(o.Dtype)!);
             using var scope = NewDisposeScope();
             var (cleanTokens, corruptedTokens, metrics) = o.Read(parse, m);

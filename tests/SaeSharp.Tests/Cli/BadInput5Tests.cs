@@ -54,6 +54,13 @@ public class BadInput5Tests : TinyGpt2CliTestBase
         string err = OneLineError(CliRunner.Run("model", "head-scores", "--model", "builtin", "--prompt", "Tom saw Anna", "--png", png, "--json", clash));
         Assert.Contains($"--json {clash}: the same file as --png", err);
         Assert.Empty(Directory.GetFiles(P(), "out*"));
+
+        // patch --act block-every --png out.png writes out.resid_pre.png, out.attn_out.png, out.mlp_out.png.
+        string part = P("out.attn_out.png");
+        err = OneLineError(CliRunner.Run("model", "patch", "--model", "builtin", "--clean", "Tom saw Anna", "--corrupted", "Anna saw Tom",
+            "--metric", "loss", "--act", "block-every", "--png", png, "--json", part));
+        Assert.Contains($"--json {part}: the same file as --png", err);
+        Assert.Empty(Directory.GetFiles(P(), "out*"));
     }
 
     [Fact]
