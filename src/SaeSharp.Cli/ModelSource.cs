@@ -10,14 +10,16 @@ internal static class ModelSource
     /// <summary><c>builtin</c>: the shipped model; a local folder as is; otherwise config, weights and tokenizer files from the hub cache (downloading what is missing).</summary>
     public static string Resolve(string model) => Pipelines.ModelPipeline.ResolveModelFolder(model);
 
-    private static readonly Dictionary<(string, string), string> Resolved = [];
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<(string, string, string?, string?), string> Resolved = [];
 
-    /// <summary>The folder of <paramref name="model"/> at <paramref name="revision"/> (null: main), resolved once per process.</summary>
+    /// <summary>The folder of <paramref name="model"/> at <paramref name="revision"/> (null: main), resolved once per process
+    /// and hub cache (HF_HUB_CACHE, HF_HOME), again when the folder is gone.</summary>
     public static string Resolve(string model, string? revision)
     {
         if (revision is null) return Resolve(model);
-        if (!Resolved.TryGetValue((model, revision), out var folder))
-            Resolved[(model, revision)] = folder = Pipelines.ModelPipeline.ResolveModelFolder(model, revision);
+        var key = (model, revision, Environment.GetEnvironmentVariable("HF_HUB_CACHE"), Environment.GetEnvironmentVariable("HF_HOME"));
+        if (!Resolved.TryGetValue(key, out var folder) || !Directory.Exists(folder))
+            Resolved[key] = folder = Pipelines.ModelPipeline.ResolveModelFolder(model, revision);
         return folder;
     }
 
