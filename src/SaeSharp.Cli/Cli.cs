@@ -46,6 +46,7 @@ internal static partial class Cli
                      ReleasesCommand.Create(),
                  })
             root.Subcommands.Add(command);
+        ModelSource.AddRevisionOptions(root);
         return root;
     }
 

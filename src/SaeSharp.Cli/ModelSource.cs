@@ -10,14 +10,16 @@ internal static class ModelSource
     /// <summary><c>builtin</c>: the shipped model; a local folder as is; otherwise config, weights and tokenizer files from the hub cache (downloading what is missing).</summary>
     public static string Resolve(string model) => Pipelines.ModelPipeline.ResolveModelFolder(model);
 
-    private static readonly Dictionary<(string, string), string> Resolved = [];
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<(string, string, string?, string?), string> Resolved = [];
 
-    /// <summary>The folder of <paramref name="model"/> at <paramref name="revision"/> (null: main), resolved once per process.</summary>
+    /// <summary>The folder of <paramref name="model"/> at <paramref name="revision"/> (null: main), resolved once per process
+    /// and hub cache (HF_HUB_CACHE, HF_HOME), again when the folder is gone.</summary>
     public static string Resolve(string model, string? revision)
     {
         if (revision is null) return Resolve(model);
-        if (!Resolved.TryGetValue((model, revision), out var folder))
-            Resolved[(model, revision)] = folder = Pipelines.ModelPipeline.ResolveModelFolder(model, revision);
+        var key = (model, revision, Environment.GetEnvironmentVariable("HF_HUB_CACHE"), Environment.GetEnvironmentVariable("HF_HOME"));
+        if (!Resolved.TryGetValue(key, out var folder) || !Directory.Exists(folder))
+            Resolved[key] = folder = Pipelines.ModelPipeline.ResolveModelFolder(model, revision);
         return folder;
     }
 
@@ -29,9 +31,67 @@ internal static class ModelSource
     };
 
     /// <summary>The <c>--model</c> argument, or with <c>--revision</c> the folder of that revision (so that every later
-    /// <see cref="Resolve(string)"/> of it loads that revision).</summary>
+    /// <see cref="Resolve(string)"/> of it loads that revision). A <c>--model</c> of <see cref="AtRevision"/> is resolved
+    /// at its command's <c>--revision</c> already.</summary>
     public static string ModelAt(System.CommandLine.ParseResult parse, System.CommandLine.Option<string> model, System.CommandLine.Option<string?> revision) =>
-        parse.GetValue(revision) is { } r ? Resolve(parse.GetValue(model)!, r) : parse.GetValue(model)!;
+        parse.GetValue(revision) is { } r && !RevisionAware.TryGetValue(model, out _) ? Resolve(parse.GetValue(model)!, r) : parse.GetValue(model)!;
+
+    /// <summary>The <c>--model</c> options of <see cref="AtRevision"/> (built per command line; weakly held).</summary>
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<System.CommandLine.Option, object> RevisionAware = [];
+
+    /// <summary>Makes <paramref name="model"/> (a command's <c>--model</c>) read its value at the command's <c>--revision</c>:
+    /// given a revision, its value is the folder of the model at that revision (so every use of it, loading, tokenizing,
+    /// naming, sees that checkpoint); an unknown revision is a parse error naming the repo and revision. <see cref="AddRevisionOptions"/>
+    /// gives every command with such a <c>--model</c> its <c>--revision</c>: one place for all commands.</summary>
+    public static System.CommandLine.Option<T> AtRevision<T>(System.CommandLine.Option<T> model) where T : class?
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        RevisionAware.AddOrUpdate(model, model);
+        model.CustomParser = result => (T?)(object?)ParseAtRevision(result);
+        return model;
+    }
+
+    /// <summary>The <c>--model</c> value, or with a <c>--revision</c> the folder of that revision (an unknown one: a parse error).</summary>
+    private static string? ParseAtRevision(System.CommandLine.Parsing.ArgumentResult result)
+    {
+        if (result.Tokens.Count == 0) return null;
+        string value = result.Tokens[^1].Value;
+        if (GivenRevision(result) is not { } revision) return value;
+        try
+        {
+            return Resolve(value, revision);
+        }
+        catch (SaeSharpException e)
+        {
+            result.AddError(e.Message);
+            return null;
+        }
+    }
+
+    /// <summary>The value of the <c>--revision</c> (one value) given beside the option <paramref name="result"/> belongs to; null when not given.</summary>
+    private static string? GivenRevision(System.CommandLine.Parsing.SymbolResult result)
+    {
+        for (var r = result.Parent; r is not null; r = r.Parent)
+            if (r is System.CommandLine.Parsing.CommandResult command)
+                return command.Children.OfType<System.CommandLine.Parsing.OptionResult>()
+                    .FirstOrDefault(o => o.Option.Name == "--revision" && o.Option.ValueType == typeof(string))?.Tokens is { Count: > 0 } t ? t[^1].Value : null;
+        return null;
+    }
+
+    /// <summary>The command's <c>--revision</c> (of one value), null when not given or the command has none.</summary>
+    public static string? RevisionOf(System.CommandLine.ParseResult parse) =>
+        parse.CommandResult.Command.Options.FirstOrDefault(o => o.Name == "--revision" && o.ValueType == typeof(string)) is System.CommandLine.Option<string> r
+            ? parse.GetValue(r) : null;
+
+    /// <summary>Adds <see cref="RevisionOption"/> to every command under <paramref name="root"/> whose <c>--model</c> is
+    /// <see cref="AtRevision"/> and that has no <c>--revision</c> of its own.</summary>
+    public static void AddRevisionOptions(System.CommandLine.Command root)
+    {
+        ArgumentNullException.ThrowIfNull(root);
+        foreach (var sub in root.Subcommands) AddRevisionOptions(sub);
+        if (root.Options.Any(o => o.Name == "--model" && RevisionAware.TryGetValue(o, out _)) && !root.Options.Any(o => o.Name == "--revision"))
+            root.Options.Add(RevisionOption());
+    }
 
     public static HookedTransformer LoadModel(string model) => ModelLoader.FromPretrained(Resolve(model));
 

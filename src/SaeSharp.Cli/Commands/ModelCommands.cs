@@ -13,11 +13,11 @@ namespace SaeSharp.Cli.Commands;
 /// <summary><c>sae model run|generate|tokenize|info|test-prompt</c>: the hooked language models on their own.</summary>
 internal static class ModelCommands
 {
-    public static Option<string> ModelOption(bool required = true) => new("--model")
+    public static Option<string> ModelOption(bool required = true) => ModelSource.AtRevision<string>(new("--model")
     {
         Description = "builtin (the model SaeSharp ships), a Hugging Face model id (downloaded to the hub cache) or a local model folder",
         Required = required,
-    };
+    });
 
     /// <summary><c>--freq-penalty</c> (TransformerLens's <c>freq_penalty</c>) and <c>--repetition-penalty</c> (Hugging Face's
     /// <c>repetition_penalty</c>) of every command that generates (<see cref="GenerationOptions.FreqPenalty"/>,

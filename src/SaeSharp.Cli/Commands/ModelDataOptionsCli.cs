@@ -10,7 +10,7 @@ namespace SaeSharp.Cli.Commands;
 /// <summary>The options that point a command at a language model and a text dataset (<c>--model --hook --dataset --tokens</c>).</summary>
 internal sealed class ModelDataOptionsCli
 {
-    public readonly Option<string?> Model = new("--model") { Description = "builtin (the shipped model), Hugging Face model id or local model folder (activations from text)" };
+    public readonly Option<string?> Model = ModelSource.AtRevision<string?>(new("--model") { Description = "builtin (the shipped model), Hugging Face model id or local model folder (activations from text)" });
     public readonly Option<string?> Hook = new("--hook") { Description = "TransformerLens hook name or module path, e.g. blocks.3.hook_mlp_out" };
     public readonly Option<string?> Dataset = new("--dataset") { Description = ".txt, .jsonl, .parquet, .arrow (or a folder of them, or a datasets save_to_disk folder such as sae pretokenize writes), or a hub dataset hf:ORG/NAME[:SPLIT]; pre-tokenized data detected" };
     public readonly Option<long?> Tokens = new Option<long?>("--tokens") { Description = "Token budget" }.Positive();
@@ -66,22 +66,28 @@ internal sealed class ModelDataOptionsCli
     public ModelDataOptions Read(ParseResult parse, bool hookRequired = true) => Read(parse, null, hookRequired);
 
     /// <summary><see cref="Read(ParseResult, bool)"/> for a command on SAEs (<c>sae eval --model</c>): without
-    /// <c>--dataset</c>, the dataset the SAEs' cfg.json records (<paramref name="recordedDataset"/>, called only then).</summary>
-    public ModelDataOptions Read(ParseResult parse, Func<string?> recordedDataset) => Read(parse, null, hookRequired: false, recordedDataset);
+    /// <c>--dataset</c>, the dataset the SAEs' cfg.json records (<paramref name="recordedDataset"/>, called only then); without
+    /// <c>--revision</c>, a hub model at the revision the SAEs record (<paramref name="recordedRevision"/>: the revision and
+    /// the SAE that records it), and with a different <c>--revision</c> a warning naming both.</summary>
+    public ModelDataOptions Read(ParseResult parse, Func<string?> recordedDataset, Func<(string Revision, string Sae)?>? recordedRevision = null) =>
+        Read(parse, null, hookRequired: false, recordedDataset, recordedRevision);
 
     /// <summary>The flags over the model and data fields of a <c>--config</c> file (<paramref name="config"/>; SAELens's
     /// model_name, hook_name, dataset_path, context_size, prepend_bos, exclude_special_tokens, store_batch_size_prompts,
     /// model_from_pretrained_kwargs): a flag given wins over its field.</summary>
-    public ModelDataOptions Read(ParseResult parse, TrainingSettings? config, bool hookRequired = true, Func<string?>? recordedDataset = null)
+    public ModelDataOptions Read(ParseResult parse, TrainingSettings? config, bool hookRequired = true, Func<string?>? recordedDataset = null,
+        Func<(string Revision, string Sae)?>? recordedRevision = null)
     {
         string src = config?.Source ?? "--config";
-        var modelFlag = parse.GetValue(Model);
+        var modelFlag = parse.GetValue(Model);   // with --revision: already the folder of that revision (ModelSource.AtRevision)
+        string? revision = ModelSource.RevisionOf(parse);
         string folder;
         if (modelFlag is null && config?.ModelName is { } name)
         {
+            revision ??= SaeMetadata.RevisionOf(config.ModelFromPretrainedKwargs, src);
             try
             {
-                folder = ModelSource.Resolve(name);
+                folder = ModelSource.Resolve(name, revision);
             }
             catch (SaeSharpException e)
             {
@@ -91,7 +97,25 @@ internal sealed class ModelDataOptionsCli
                                             "pythia-70m, gemma-2-2b)");
             }
         }
-        else folder = ModelSource.Resolve(modelFlag ?? throw new SaeSharpException("give --model"));
+        else if (revision is null && !IsLocal(modelFlag ?? throw new SaeSharpException("give --model")) && recordedRevision?.Invoke() is { } recorded)
+        {
+            // An SAE trained on a checkpoint is evaluated on that checkpoint unless --revision says otherwise.
+            revision = recorded.Revision;
+            try
+            {
+                folder = ModelSource.Resolve(modelFlag, revision);
+            }
+            catch (SaeSharpException e)
+            {
+                throw new SaeSharpException($"{e.Message} (the revision {recorded.Sae} records in model_from_pretrained_kwargs; give --revision to evaluate on another)");
+            }
+        }
+        else
+        {
+            folder = ModelSource.Resolve(modelFlag!);
+            if (revision is not null && recordedRevision?.Invoke() is { } recorded2 && recorded2.Revision != revision)
+                CliProgress.Warn($"warning: --revision {revision}: {recorded2.Sae} was trained on revision {recorded2.Revision} of the model (model_from_pretrained_kwargs); evaluating on {revision}");
+        }
         var dataset = parse.GetValue(Dataset) ?? (config?.DatasetPath is { } d ? TrainingSettings.DatasetSpec(d) : null) ?? recordedDataset?.Invoke()
                       ?? throw new SaeSharpException(config is not null ? "give --dataset (or dataset_path in --config) with --model"
                           : recordedDataset is not null ? "give --dataset with --model (the SAE's cfg.json records no dataset_path)" : "give --dataset with --model");
@@ -105,6 +129,7 @@ internal sealed class ModelDataOptionsCli
         return new ModelDataOptions
         {
             ModelPath = folder,
+            Revision = revision is null or "main" ? null : revision,
             ModelDtype = parse.GetResult(Dtype) is { Implicit: false } ? ModelLoader.ParseDtype(parse.GetValue(Dtype)!, folder)
                 : kwargsDtype is not null ? ModelLoader.ParseDtype(kwargsDtype, folder) : null,
             Device = ComputeDevice.Parse(parse.GetValue(Device)),
@@ -140,6 +165,9 @@ internal sealed class ModelDataOptionsCli
             throw new SaeSharpException("give --exclude-special-tokens (the tokenizer's special tokens) or --exclude-token-ids (exactly those ids), not both");
         return (special, ids);
     }
+
+    /// <summary>The builtin model or a local folder: no hub revision applies.</summary>
+    private static bool IsLocal(string model) => LanguageModels.BuiltinModel.IsBuiltin(model) || Directory.Exists(model);
 
     /// <summary>The hook: <c>--hook</c>, else the config's hook_name.</summary>
     public string? HookOf(ParseResult parse, TrainingSettings? config) => parse.GetValue(Hook) ?? config?.HookName;

@@ -245,7 +245,7 @@ internal static class SaeCommands
     /// <summary>The model and data options of <c>sae eval --model</c> (the token budget <see cref="EvalInModelTokens"/> unless given).</summary>
     private static ModelDataOptions ReadEvalInModel(ParseResult parse, ModelDataOptionsCli data, string[]? saes = null, SaeLoadOptions? saeOptions = null)
     {
-        var options = saes is null ? data.Read(parse, hookRequired: false) : data.Read(parse, () => RecordedDataset(saes, saeOptions));
+        var options = saes is null ? data.Read(parse, hookRequired: false) : data.Read(parse, () => RecordedDataset(saes, saeOptions), () => RecordedRevision(saes, saeOptions));
         return options.Tokens is null ? options with { Tokens = EvalInModelTokens } : options;
     }
 
@@ -265,6 +265,23 @@ internal static class SaeCommands
             first ??= (path, recorded);
         }
         return first?.Dataset;
+    }
+
+    /// <summary>The model revision the SAEs' cfg.json records (<c>model_from_pretrained_kwargs</c> <c>revision</c>) and the
+    /// first SAE recording it; null when none records one; SAEs recording different revisions are an error naming both.</summary>
+    internal static (string Revision, string Sae)? RecordedRevision(IReadOnlyList<string> saes, SaeLoadOptions? options)
+    {
+        (string Revision, string Sae)? first = null;
+        foreach (var path in saes)
+        {
+            if (CrossLayerTranscoderLoader.IsCrossLayerTranscoder(path, options?.Hub) || CrossCoderFormat.IsCrossCoderPath(path)) continue;
+            using var probe = SaeLoader.Load(path, options);
+            if (probe.Cfg.Metadata.ModelRevision(path) is not { } recorded) continue;
+            if (first is { } f && f.Revision != recorded)
+                throw new SaeSharpException($"the SAEs were trained on different revisions of the model ({f.Sae}: {f.Revision}; {path}: {recorded}): evaluate them separately");
+            first ??= (recorded, path);
+        }
+        return first;
     }
 
     /// <summary>The dictionary_learning README's statistics table plus FVU, KL, L2 ratio and dead fraction, per SAE.</summary>

@@ -41,6 +41,8 @@ public sealed record ActivationCacheOptions
     public bool PrependBos { get; init; } = true;
     /// <summary>Recorded in the manifest: TransformerLens-style weight processing applied to the model.</summary>
     public IReadOnlyDictionary<string, bool>? ModelFromPretrainedKwargs { get; init; }
+    /// <summary>Recorded in the manifest: the model's hub revision when not main (<see cref="Pipelines.ModelDataOptions.Revision"/>).</summary>
+    public string? ModelRevision { get; init; }
     /// <summary>Hooks applied on every model run (<see cref="SaeSharp.Models.ProcessedModel.Hooks"/>), before the harvest reads.</summary>
     public IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? ModelHooks { get; init; }
     /// <summary>Tokens harvested (the positions kept), after each model batch (the total is the budget when there is one).</summary>
@@ -71,7 +73,7 @@ public sealed class ActivationCacheManifest
             ModelName = Model, HookName = Hook, ContextSize = ContextSize, PrependBos = PrependBos,
             DatasetPath = DatasetPath is null ? null : Data.HubDataset.RecordedPath(DatasetPath), ExcludeSpecialTokens = ExcludeTokenIdsListed ? null : ExcludeTokenIds.Length > 0,
             ExcludeTokenIds = ExcludeTokenIdsListed ? ExcludeTokenIds : null,
-            ModelFromPretrainedKwargs = SaeMetadata.FromPretrainedKwargs(ModelFromPretrainedKwargs, ModelDtype),
+            ModelFromPretrainedKwargs = SaeMetadata.FromPretrainedKwargs(ModelFromPretrainedKwargs, ModelDtype, ModelRevision),
         };
         metadata.SetWindowFields(Saes.SeqposSlice.FromJson(SeqposSlice, "manifest seqpos_slice"), DisableConcatSequences,
             SequenceSeparatorToken is { } sep ? Data.PretokenizeToken.Parse(sep, "manifest sequence_separator_token") ?? Data.PretokenizeToken.None : null);
@@ -127,6 +129,8 @@ public sealed class ActivationCacheManifest
     [JsonPropertyName("model_from_pretrained_kwargs")] public Dictionary<string, bool> ModelFromPretrainedKwargs { get; set; } = new();
     /// <summary>The dtype the model ran in (<c>--dtype</c>), when not float32; null: float32.</summary>
     [JsonPropertyName("model_dtype")] public string? ModelDtype { get; set; }
+    /// <summary>The model's hub revision (branch, tag or commit) when not main; null: main (or a local folder).</summary>
+    [JsonPropertyName("model_revision")] [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public string? ModelRevision { get; set; }
     /// <summary>Context budget the writer was asked for (null: whole dataset).</summary>
     [JsonPropertyName("max_contexts")] public long? MaxContexts { get; set; }
     /// <summary>True when the budget was reached or the dataset ended.</summary>
@@ -272,6 +276,7 @@ public sealed class ActivationCacheFolder : IActivationSource
             ExcludeTokenIds = (o.ExcludeTokenIds ?? []).Distinct().Order().ToArray(), ExcludeTokenIdsListed = o.ExcludeTokenIdsListed,
             ModelFromPretrainedKwargs = o.ModelFromPretrainedKwargs?.ToDictionary(kv => kv.Key, kv => kv.Value) ?? new(),
             ModelDtype = model.Config.Dtype == ScalarType.Float32 ? null : SaeConfig.DtypeName(model.Config.Dtype),
+            ModelRevision = o.ModelRevision,
             MaxContexts = maxContexts,
         };
         var m = fresh;
@@ -389,5 +394,6 @@ public sealed class ActivationCacheFolder : IActivationSource
         Same("exclude_token_ids", string.Join(",", old.ExcludeTokenIds), string.Join(",", now.ExcludeTokenIds));
         Same("model_from_pretrained_kwargs", string.Join(",", old.ModelFromPretrainedKwargs.OrderBy(k => k.Key)), string.Join(",", now.ModelFromPretrainedKwargs.OrderBy(k => k.Key)));
         Same("model_dtype", old.ModelDtype ?? "float32", now.ModelDtype ?? "float32");
+        Same("model_revision", old.ModelRevision ?? "main", now.ModelRevision ?? "main");
     }
 }

@@ -71,6 +71,8 @@ public sealed class SaeLensActivationCache
             .ToDictionary(kv => kv.Key, kv => kv.Value!.GetValue<bool>());
     /// <summary>The model's dtype in the config's <c>model_from_pretrained_kwargs</c> (TransformerLens's <c>dtype</c>), if any.</summary>
     public string? ModelDtype => Config?["model_from_pretrained_kwargs"]?["dtype"] is JsonValue v && v.TryGetValue(out string? s) ? s : null;
+    /// <summary>The model's hub revision in the config's <c>model_from_pretrained_kwargs</c> (<c>revision</c>), if any.</summary>
+    public string? ModelRevision => Config?["model_from_pretrained_kwargs"]?[SaeMetadata.RevisionKey] is JsonValue v && v.TryGetValue(out string? s) ? s : null;
     /// <summary>The config's <c>seqpos_slice</c>: the positions of each <c>context_size</c> window the cache holds
     /// (<see cref="Saes.SeqposSlice.All"/> when unknown).</summary>
     public Saes.SeqposSlice SeqposSlice => Saes.SeqposSlice.FromJson(Config?["seqpos_slice"], $"{Path.Combine(Directory, ConfigFile)} seqpos_slice");
@@ -333,7 +335,8 @@ public sealed class SaeLensActivationCache
         ["model_from_pretrained_kwargs"] = new JsonObject((o.ModelFromPretrainedKwargs ?? new Dictionary<string, bool>())
             .Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)JsonValue.Create(kv.Value)))
             .Concat(model.Config.Dtype == ScalarType.Float32 ? []
-                : [KeyValuePair.Create("dtype", (JsonNode?)JsonValue.Create(SaeConfig.DtypeName(model.Config.Dtype)))])),
+                : [KeyValuePair.Create("dtype", (JsonNode?)JsonValue.Create(SaeConfig.DtypeName(model.Config.Dtype)))])
+            .Concat(o.ModelRevision is null ? [] : [KeyValuePair.Create(SaeMetadata.RevisionKey, (JsonNode?)JsonValue.Create(o.ModelRevision))])),
         ["compile_llm"] = false,
         ["llm_compilation_mode"] = null,
         ["prepend_bos"] = o.PrependBos,
@@ -493,6 +496,8 @@ public sealed record SaeLensCacheOptions
     public Saes.SeqposSlice? SeqposSlice { get; init; }
     /// <summary><c>model_from_pretrained_kwargs</c>: weight processing applied to the model, recorded in the config.</summary>
     public IReadOnlyDictionary<string, bool>? ModelFromPretrainedKwargs { get; init; }
+    /// <summary>The model's hub revision when not main, recorded in the config's <c>model_from_pretrained_kwargs</c>.</summary>
+    public string? ModelRevision { get; init; }
     /// <summary>Hooks applied on every model run (<see cref="ProcessedModel.Hooks"/>).</summary>
     public IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)>? ModelHooks { get; init; }
     /// <summary>Tokens harvested, after each model batch.</summary>

@@ -22,7 +22,7 @@ public sealed class CrossLayerTranscoderMetrics : SpliceLossMetrics
     /// MSE, cosine) and the layer's features (L0, L1, alive fraction), over the counted positions.</summary>
     public required IReadOnlyList<SaeEvalResult> Layers { get; init; }
     /// <summary>
-    /// Every number, in the groups and names of <see cref="DownstreamMetrics.ToJson"/> (SAELens's <c>run_evals</c>): the
+    /// Every number, in the groups and names of <see cref="DownstreamMetrics.ToJson()"/> (SAELens's <c>run_evals</c>): the
     /// replacement model's <c>model_behavior_preservation</c> and <c>model_performance_preservation</c> (the "sae" values are
     /// the CLT's, "error_term" the replacement with error terms, "mean_ablation" every covered output mean-ablated),
     /// <c>token_stats</c>, the hooks, and per layer (<c>layers</c>) its hooks and the <c>reconstruction_quality</c>,

@@ -86,7 +86,7 @@ public sealed class DownstreamMetrics : SpliceLossMetrics
         return notes;
     }
 
-    /// <summary>Writes <see cref="ToJson"/>'s object with <see cref="FeatureMetrics"/> (when set) under
+    /// <summary>Writes <see cref="ToJson()"/>'s object with <see cref="FeatureMetrics"/> (when set) under
     /// <c>feature_metrics</c> as its last key (non-finite elements null, as the scalars), as SAELens's eval files hold
     /// <c>metrics</c> and <c>feature_metrics</c> side by side. The per-feature lists are streamed, not built as a tree.</summary>
     public void WriteJson(Utf8JsonWriter writer)
@@ -109,18 +109,22 @@ public sealed class DownstreamMetrics : SpliceLossMetrics
 
     /// <summary>The scalar metrics grouped as SAELens <c>run_evals</c> groups them (its first return value; the
     /// per-feature lists are <see cref="FeatureMetrics"/>, written by <see cref="WriteJson"/>).</summary>
-    public JsonObject ToJson()
+    public JsonObject ToJson() => ToJson(keepNonFinite: false);
+
+    /// <summary><see cref="ToJson()"/>; with <paramref name="keepNonFinite"/> a NaN or infinite metric is kept as that double
+    /// (for a writer that spells them, as SAELens's evals output does) instead of null.</summary>
+    internal JsonObject ToJson(bool keepNonFinite)
     {
         var json = new JsonObject
         {
             ["name"] = Name,
             ["hook_name"] = HookName,
             ["hook_name_out"] = OutputHookName,
-            ["model_behavior_preservation"] = BehaviorPreservationJson(),
-            ["model_performance_preservation"] = PerformancePreservationJson(),
-            ["reconstruction_quality"] = ReconstructionQualityJson(Reconstruction),
-            ["shrinkage"] = ShrinkageJson(Reconstruction),
-            ["sparsity"] = SparsityJson(Reconstruction, NoRows is null ? DeadLatents : null),
+            ["model_behavior_preservation"] = BehaviorPreservationJson(keepNonFinite),
+            ["model_performance_preservation"] = PerformancePreservationJson(keepNonFinite),
+            ["reconstruction_quality"] = ReconstructionQualityJson(Reconstruction, keepNonFinite),
+            ["shrinkage"] = ShrinkageJson(Reconstruction, keepNonFinite),
+            ["sparsity"] = SparsityJson(Reconstruction, NoRows is null ? DeadLatents : null, keepNonFinite),
             ["token_stats"] = new JsonObject
             {
                 ["total_tokens_eval_reconstruction"] = Reconstruction.Rows > 0 ? Reconstruction.Rows : Tokens,
@@ -132,34 +136,34 @@ public sealed class DownstreamMetrics : SpliceLossMetrics
     }
 
     /// <summary>SAELens's <c>reconstruction_quality</c> group of <paramref name="r"/>.</summary>
-    internal static JsonObject ReconstructionQualityJson(SaeEvalResult r) => new()
+    internal static JsonObject ReconstructionQualityJson(SaeEvalResult r, bool keepNonFinite = false) => new()
     {
-        ["explained_variance"] = Num(r.ExplainedVariance),
-        ["explained_variance_legacy"] = Num(r.ExplainedVarianceLegacy),
-        ["fvu"] = Num(r.Fvu),
-        ["mse"] = Num(r.Mse),
-        ["mse_loss"] = Num(r.MseLoss),
-        ["cossim"] = Num(r.Cosine),
+        ["explained_variance"] = Num(r.ExplainedVariance, keepNonFinite),
+        ["explained_variance_legacy"] = Num(r.ExplainedVarianceLegacy, keepNonFinite),
+        ["fvu"] = Num(r.Fvu, keepNonFinite),
+        ["mse"] = Num(r.Mse, keepNonFinite),
+        ["mse_loss"] = Num(r.MseLoss, keepNonFinite),
+        ["cossim"] = Num(r.Cosine, keepNonFinite),
     };
 
     /// <summary>SAELens's <c>shrinkage</c> group of <paramref name="r"/>.</summary>
-    internal static JsonObject ShrinkageJson(SaeEvalResult r) => new()
+    internal static JsonObject ShrinkageJson(SaeEvalResult r, bool keepNonFinite = false) => new()
     {
-        ["l2_norm_in"] = Num(r.L2NormIn),
-        ["l2_norm_out"] = Num(r.L2NormOut),
-        ["l2_ratio"] = Num(r.L2Ratio),
-        ["relative_reconstruction_bias"] = Num(r.RelativeReconstructionBias),
+        ["l2_norm_in"] = Num(r.L2NormIn, keepNonFinite),
+        ["l2_norm_out"] = Num(r.L2NormOut, keepNonFinite),
+        ["l2_ratio"] = Num(r.L2Ratio, keepNonFinite),
+        ["relative_reconstruction_bias"] = Num(r.RelativeReconstructionBias, keepNonFinite),
     };
 
     /// <summary>SAELens's <c>sparsity</c> group of <paramref name="r"/> (with SaeSharp's alive fraction).</summary>
-    internal static JsonObject SparsityJson(SaeEvalResult r, long? deadLatents)
+    internal static JsonObject SparsityJson(SaeEvalResult r, long? deadLatents, bool keepNonFinite = false)
     {
         var json = new JsonObject
         {
-            ["l0"] = Num(r.L0),
-            ["l1"] = Num(r.L1),
+            ["l0"] = Num(r.L0, keepNonFinite),
+            ["l1"] = Num(r.L1, keepNonFinite),
             ["dead_latents"] = deadLatents,
-            ["alive_fraction"] = Num(r.AliveFraction),
+            ["alive_fraction"] = Num(r.AliveFraction, keepNonFinite),
         };
         // SaeSharp's: the spread of the per-token L0 behind l0 (SAELens's tutorial draws its histogram).
         if (r.L0Distribution is { } d) json["l0_distribution"] = JsonSerializer.SerializeToNode(d);

@@ -31,9 +31,10 @@ public sealed record SaeLensEvalRun
 /// sae_lens/evals.py): per SAE <c>{unique_id}_{context_size}_{dataset}.json</c> ("/" replaced by "_"), all results in
 /// <see cref="CombinedJsonFile"/>, and <see cref="CsvFile"/>, the results as <c>pandas.json_normalize(...).to_csv(index=False)</c>
 /// writes them (dotted column names such as <c>metrics.sparsity.l0</c>). Each result holds <c>unique_id</c>, <c>sae_set</c>,
-/// <c>sae_id</c>, <c>eval_cfg</c>, <c>metrics</c> (<see cref="DownstreamMetrics.ToJson"/>'s groups), <c>feature_metrics</c>
-/// and <c>sae_cfg</c>, in that order, as <c>multiple_evals</c> builds it; NaN (and, here, ±∞) is written as -1, as SAELens's
-/// <c>replace_nans_with_negative_one</c> does. JSON is written as Python's <c>json.dump(indent=2)</c> writes it.
+/// <c>sae_id</c>, <c>eval_cfg</c>, <c>metrics</c> (<see cref="DownstreamMetrics.ToJson()"/>'s groups), <c>feature_metrics</c>
+/// and <c>sae_cfg</c>, in that order, as <c>multiple_evals</c> builds it; NaN is written as -1, as SAELens's
+/// <c>replace_nans_with_negative_one</c> does, and ±∞ (which it leaves) as Python's <c>json.dump(indent=2)</c> writes them,
+/// <c>Infinity</c> and <c>-Infinity</c> (<c>inf</c> in the CSV). <see cref="Read"/> reads such files back.
 /// </summary>
 public static class SaeLensEvalsOutput
 {
@@ -93,7 +94,7 @@ public static class SaeLensEvalsOutput
         return paths;
     }
 
-    /// <summary>One result as SAELens's <c>multiple_evals</c> builds it, NaN already -1.</summary>
+    /// <summary>One result as SAELens's <c>multiple_evals</c> builds it, NaN already -1 (±∞ kept).</summary>
     internal static PythonJson.Object Result(DownstreamMetrics m, SaeLensEvalRun run)
     {
         long batches = m.BatchSizePrompts > 0 ? (m.Contexts + m.BatchSizePrompts - 1) / m.BatchSizePrompts : 0;
@@ -117,9 +118,8 @@ public static class SaeLensEvalsOutput
             { "compute_featurewise_weight_based_metrics", m.FeatureMetrics?.EncoderNorm is not null },
         };
         var metrics = new PythonJson.Object();
-        foreach (var (key, value) in m.ToJson())
+        foreach (var (key, value) in m.ToJson(keepNonFinite: true))
             if (value is JsonObject group)
-                // A metric SaeSharp writes as null is NaN or infinite (SpliceLossMetrics.Num): SAELens's -1.
                 metrics.Add(key, FromJson(group, nullAs: -1L));
         var features = new PythonJson.Object();
         if (m.FeatureMetrics is { } f)
@@ -136,9 +136,8 @@ public static class SaeLensEvalsOutput
         };
     }
 
-    /// <summary>A number as SAELens leaves it after <c>replace_nans_with_negative_one</c> (the int -1 for NaN; ±∞ too here,
-    /// as SaeSharp's in-model JSON does not keep them apart).</summary>
-    private static object Finite(double v) => double.IsFinite(v) ? v : MinusOne;
+    /// <summary>A number as SAELens leaves it after <c>replace_nans_with_negative_one</c>: the int -1 for NaN; ±∞ as they are.</summary>
+    private static object Finite(double v) => double.IsNaN(v) ? MinusOne : v;
 
     private static readonly object MinusOne = -1L;
 
@@ -153,6 +152,7 @@ public static class SaeLensEvalsOutput
         null => nullAs,
         JsonObject o => o.Aggregate(new PythonJson.Object(), (acc, kv) => { acc.Add(kv.Key, FromJson(kv.Value, nullAs)); return acc; }),
         JsonArray a => a.Select(e => FromJson(e, nullAs)).ToList(),
+        JsonValue v when v.TryGetValue(out double d) && !double.IsFinite(d) => Finite(d),   // DownstreamMetrics.ToJson(keepNonFinite)
         JsonValue v => v.GetValueKind() switch
         {
             JsonValueKind.String => v.GetValue<string>(),
@@ -164,6 +164,98 @@ public static class SaeLensEvalsOutput
         },
         _ => nullAs,
     };
+
+    /// <summary>Reads a SAELens evals file (a per-SAE <c>{unique_id}_..._{dataset}.json</c>: one result; <see cref="CombinedJsonFile"/>:
+    /// a list of them) as Python's <c>json.load</c> does: the bare tokens <c>NaN</c>, <c>Infinity</c> and <c>-Infinity</c> are
+    /// numbers. Each result's <c>metrics</c> come flattened under dotted names (<c>sparsity.l0</c>), its
+    /// <c>feature_metrics</c> as lists. Not JSON, or a result without <c>metrics</c>, is an error naming the file.</summary>
+    public static IReadOnlyList<SaeLensEvalFileResult> Read(string path)
+    {
+        ArgumentNullException.ThrowIfNull(path);
+        JsonNode? root;
+        try
+        {
+            root = JsonNode.Parse(QuoteNamedLiterals(File.ReadAllText(path)));
+        }
+        catch (JsonException e)
+        {
+            throw new SaeSharpException($"{path}: not a SAELens evals file (invalid JSON: {e.Message})", e);
+        }
+        var results = root is JsonArray list ? list.ToList() : [root];
+        return results.Select((r, i) =>
+        {
+            string where = root is JsonArray ? $"{path} result {i}" : path;
+            if (r is not JsonObject o || o["metrics"] is not JsonObject metrics)
+                throw new SaeSharpException($"{where}: no 'metrics' object (a SAELens evals file holds unique_id, sae_set, sae_id, eval_cfg, metrics, ...)");
+            var flat = new Dictionary<string, double>(StringComparer.Ordinal);
+            void Flatten(JsonObject g, string prefix)
+            {
+                foreach (var (key, value) in g)
+                {
+                    string name = prefix.Length == 0 ? key : prefix + "." + key;
+                    if (value is JsonObject nested) Flatten(nested, name);
+                    else if (Number(value) is double d) flat[name] = d;
+                }
+            }
+            Flatten(metrics, "");
+            var features = new Dictionary<string, IReadOnlyList<double>>(StringComparer.Ordinal);
+            if (o["feature_metrics"] is JsonObject fm)
+                foreach (var (key, value) in fm)
+                    if (value is JsonArray a)
+                        features[key] = a.Select(e => Number(e) ?? throw new SaeSharpException($"{where}: feature_metrics {key}: {e?.ToJsonString() ?? "null"} is not a number")).ToList();
+            return new SaeLensEvalFileResult
+            {
+                UniqueId = o["unique_id"]?.GetValueKind() == JsonValueKind.String ? o["unique_id"]!.GetValue<string>() : null,
+                Metrics = flat, FeatureMetrics = features,
+            };
+        }).ToList();
+    }
+
+    /// <summary>A leaf as a number: a JSON number, or one of the named literals <see cref="QuoteNamedLiterals"/> marked; else null.</summary>
+    private static double? Number(JsonNode? node) => node switch
+    {
+        JsonValue v when v.GetValueKind() == JsonValueKind.Number => v.GetValue<double>(),
+        JsonValue v when v.GetValueKind() == JsonValueKind.String => v.GetValue<string>() switch
+        {
+            NamedLiteralMark + "NaN" => double.NaN,
+            NamedLiteralMark + "Infinity" => double.PositiveInfinity,
+            NamedLiteralMark + "-Infinity" => double.NegativeInfinity,
+            _ => null,
+        },
+        _ => null,
+    };
+
+    /// <summary>Starts the string a named literal becomes (a NUL, which no string of such a file holds unescaped).</summary>
+    private const string NamedLiteralMark = "\0";
+
+    /// <summary>Python json's bare <c>NaN</c>, <c>Infinity</c>, <c>-Infinity</c> (outside strings) as marked JSON strings.</summary>
+    private static string QuoteNamedLiterals(string text)
+    {
+        var sb = new StringBuilder(text.Length);
+        bool inString = false;
+        for (int i = 0; i < text.Length; i++)
+        {
+            char c = text[i];
+            if (inString)
+            {
+                sb.Append(c);
+                if (c == '\\' && i + 1 < text.Length) sb.Append(text[++i]);
+                else if (c == '"') inString = false;
+                continue;
+            }
+            if (c == '"') inString = true;
+            string? literal = string.CompareOrdinal(text, i, "-Infinity", 0, 9) == 0 ? "-Infinity"
+                : string.CompareOrdinal(text, i, "Infinity", 0, 8) == 0 ? "Infinity"
+                : string.CompareOrdinal(text, i, "NaN", 0, 3) == 0 ? "NaN" : null;
+            if (literal is null) sb.Append(c);
+            else
+            {
+                sb.Append("\"\\u0000").Append(literal).Append('"');
+                i += literal.Length - 1;
+            }
+        }
+        return sb.ToString();
+    }
 
     /// <summary><c>pandas.json_normalize(results).to_csv(index=False)</c>: per result, its top-level plain values first, then
     /// its nested objects flattened depth first under dotted names (an empty object gives no column; a list stays one
@@ -243,4 +335,16 @@ public static class SaeLensEvalsOutput
     /// <summary>Python's csv QUOTE_MINIMAL: quoted when holding the delimiter, the quote or a line break; quotes doubled.</summary>
     private static string Quote(string field) =>
         field.AsSpan().IndexOfAny(",\"\r\n") >= 0 ? "\"" + field.Replace("\"", "\"\"", StringComparison.Ordinal) + "\"" : field;
+}
+
+/// <summary>One result of a SAELens evals file (<see cref="SaeLensEvalsOutput.Read"/>).</summary>
+public sealed record SaeLensEvalFileResult
+{
+    /// <summary><c>unique_id</c> (<c>{sae_set}-{sae_id}</c>), if the result has one.</summary>
+    public string? UniqueId { get; init; }
+    /// <summary>The <c>metrics</c> under dotted names (<c>model_behavior_preservation.kl_div_score</c>, <c>sparsity.l0</c>);
+    /// NaN as SAELens writes it is -1, ±∞ are infinities.</summary>
+    public required IReadOnlyDictionary<string, double> Metrics { get; init; }
+    /// <summary>The <c>feature_metrics</c> lists (<c>feature_density</c>, ...).</summary>
+    public required IReadOnlyDictionary<string, IReadOnlyList<double>> FeatureMetrics { get; init; }
 }

@@ -61,28 +61,29 @@ public abstract class SpliceLossMetrics
     public long CeTokens { get; internal set; }
 
     /// <summary>SAELens's <c>model_behavior_preservation</c> group (the KL values and scores).</summary>
-    internal JsonObject BehaviorPreservationJson() => new()
+    internal JsonObject BehaviorPreservationJson(bool keepNonFinite = false) => new()
     {
-        ["kl_div_score"] = Num(KlDivScore),
-        ["kl_div_with_ablation"] = Num(KlDivWithAblation),
-        ["kl_div_with_sae"] = Num(KlDivWithSae),
-        ["kl_div_score_mean_ablation"] = Num(KlDivScoreMeanAblation),
-        ["kl_div_with_mean_ablation"] = Num(KlDivWithMeanAblation),
-        ["kl_div_with_error_term"] = Num(KlDivWithErrorTerm),
+        ["kl_div_score"] = Num(KlDivScore, keepNonFinite),
+        ["kl_div_with_ablation"] = Num(KlDivWithAblation, keepNonFinite),
+        ["kl_div_with_sae"] = Num(KlDivWithSae, keepNonFinite),
+        ["kl_div_score_mean_ablation"] = Num(KlDivScoreMeanAblation, keepNonFinite),
+        ["kl_div_with_mean_ablation"] = Num(KlDivWithMeanAblation, keepNonFinite),
+        ["kl_div_with_error_term"] = Num(KlDivWithErrorTerm, keepNonFinite),
     };
 
     /// <summary>SAELens's <c>model_performance_preservation</c> group (the CE values and scores).</summary>
-    internal JsonObject PerformancePreservationJson() => new()
+    internal JsonObject PerformancePreservationJson(bool keepNonFinite = false) => new()
     {
-        ["ce_loss_score"] = Num(CeLossScore),
-        ["ce_loss_with_ablation"] = Num(CeLossWithAblation),
-        ["ce_loss_with_sae"] = Num(CeLossWithSae),
-        ["ce_loss_without_sae"] = Num(CeLossWithoutSae),
-        ["ce_loss_score_mean_ablation"] = Num(CeLossScoreMeanAblation),
-        ["ce_loss_with_mean_ablation"] = Num(CeLossWithMeanAblation),
-        ["ce_loss_with_error_term"] = Num(CeLossWithErrorTerm),
+        ["ce_loss_score"] = Num(CeLossScore, keepNonFinite),
+        ["ce_loss_with_ablation"] = Num(CeLossWithAblation, keepNonFinite),
+        ["ce_loss_with_sae"] = Num(CeLossWithSae, keepNonFinite),
+        ["ce_loss_without_sae"] = Num(CeLossWithoutSae, keepNonFinite),
+        ["ce_loss_score_mean_ablation"] = Num(CeLossScoreMeanAblation, keepNonFinite),
+        ["ce_loss_with_mean_ablation"] = Num(CeLossWithMeanAblation, keepNonFinite),
+        ["ce_loss_with_error_term"] = Num(CeLossWithErrorTerm, keepNonFinite),
     };
 
-    /// <summary>A finite number, or JSON null (JSON has no NaN).</summary>
-    internal static JsonNode? Num(double v) => double.IsFinite(v) ? JsonValue.Create(v) : null;
+    /// <summary>A finite number, or JSON null (JSON has no NaN); with <paramref name="keepNonFinite"/> NaN and ±∞ too, as
+    /// that double (<see cref="SaeLensEvalsOutput"/> writes them as Python's json does).</summary>
+    internal static JsonNode? Num(double v, bool keepNonFinite = false) => double.IsFinite(v) || keepNonFinite ? JsonValue.Create(v) : null;
 }

@@ -17,6 +17,10 @@ public sealed record ModelDataOptions
     }
 
     private readonly string _modelPath = "";
+    /// <summary>The hub revision (branch, tag or commit) <see cref="ModelPath"/> is the snapshot of, when not main: recorded
+    /// in the SAEs' and caches' <c>model_from_pretrained_kwargs</c> as <c>{"revision": ...}</c> (as SAELens passes it to
+    /// TransformerLens's from_pretrained). It does not choose the folder: <see cref="ModelPipeline.ResolveModelFolder"/> does.</summary>
+    public string? Revision { get; init; }
     /// <summary>Dataset file or folder (.txt, .jsonl, .parquet; text or pre-tokenized).</summary>
     public required string DatasetPath { get; init; }
     /// <summary>Tokenizer folder; null: the model folder.</summary>

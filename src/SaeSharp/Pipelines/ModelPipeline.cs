@@ -252,7 +252,7 @@ public static class ModelPipeline
                 ExcludeTokenIds = ExcludedTokens.Resolve(data.ExcludeSpecialTokens, data.ExcludeTokenIds, tokenizer, DataOrigin),
                 ExcludeTokenIdsListed = data.ExcludeTokenIds is not null,
                 Dtype = dtype ?? ScalarType.Float32, DatasetPath = data.DatasetPath, PrependBos = bos,
-                ModelFromPretrainedKwargs = data.Processing.ToKwargs(), ModelHooks = pm.Hooks, Progress = progress,
+                ModelFromPretrainedKwargs = data.Processing.ToKwargs(), ModelRevision = data.Revision, ModelHooks = pm.Hooks, Progress = progress,
             }, onShard);
     }
 
@@ -278,7 +278,7 @@ public static class ModelPipeline
             {
                 ContextSize = ctx, BatchSizePrompts = data.BatchSizePrompts, MaxTokens = data.Tokens, BufferSizeGb = bufferSizeGb,
                 Dtype = dtype ?? ScalarType.Float32, DatasetPath = data.DatasetPath, PrependBos = bos, SeqposSlice = data.SeqposSlice,
-                ModelFromPretrainedKwargs = data.Processing.ToKwargs(), ModelHooks = pm.Hooks, Progress = progress,
+                ModelFromPretrainedKwargs = data.Processing.ToKwargs(), ModelRevision = data.Revision, ModelHooks = pm.Hooks, Progress = progress,
             });
     }
 

@@ -647,7 +647,7 @@ public sealed class TrainingPlan : IDisposable
         {
             ModelName = cache.ModelName, HookName = column.Name, ContextSize = cache.ContextSize ?? column.ContextSize, PrependBos = cache.PrependBos, ExcludeSpecialTokens = false,
             DatasetPath = cache.DatasetPath is { } d ? Data.HubDataset.RecordedPath(d) : cache.Directory,
-            ModelFromPretrainedKwargs = SaeMetadata.FromPretrainedKwargs(cache.ModelFromPretrainedKwargs, cache.ModelDtype),
+            ModelFromPretrainedKwargs = SaeMetadata.FromPretrainedKwargs(cache.ModelFromPretrainedKwargs, cache.ModelDtype, cache.ModelRevision),
         };
         // SAELens's cache runner packs documents with BOS between them; its seqpos_slice says which positions it kept.
         metadata.SetWindowFields(cache.SeqposSlice, false, Data.PretokenizeToken.Bos);
@@ -668,7 +668,7 @@ public sealed class TrainingPlan : IDisposable
             ExcludeSpecialTokens = data.ExcludeTokenIds is null ? data.ExcludeSpecialTokens ?? false : null,
             ExcludeTokenIds = data.ExcludeTokenIds is { } ids ? [.. ids] : null,
             ModelFromPretrainedKwargs = SaeMetadata.FromPretrainedKwargs(data.Processing.ToKwargs(),
-                data.ModelDtype is { } dtype && dtype != ScalarType.Float32 ? SaeConfig.DtypeName(dtype) : null),
+                data.ModelDtype is { } dtype && dtype != ScalarType.Float32 ? SaeConfig.DtypeName(dtype) : null, data.Revision),
         };
         metadata.SetWindowFields(data.SeqposSlice, data.DisableConcatSequences, data.SequenceSeparatorToken);
         return metadata.WithOutputHook(targetHook);

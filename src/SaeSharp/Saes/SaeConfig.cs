@@ -98,14 +98,31 @@ public sealed class SaeMetadata
         return this;
     }
 
-    /// <summary>cfg.json's <c>model_from_pretrained_kwargs</c>: the weight processing flags and, for a model run in another
-    /// dtype than float32, TransformerLens's <c>dtype</c> keyword; null when there is neither.</summary>
-    internal static Dictionary<string, JsonElement>? FromPretrainedKwargs(Dictionary<string, bool> flags, string? dtype)
+    /// <summary>cfg.json's <c>model_from_pretrained_kwargs</c>: the weight processing flags, for a model run in another
+    /// dtype than float32 TransformerLens's <c>dtype</c> keyword, and for a model at a hub revision other than main the
+    /// <c>revision</c> keyword (which TransformerLens hands to Hugging Face's from_pretrained); null when there is none.</summary>
+    internal static Dictionary<string, JsonElement>? FromPretrainedKwargs(IReadOnlyDictionary<string, bool>? flags, string? dtype, string? revision = null)
     {
-        var kwargs = flags.ToDictionary(kv => kv.Key, kv => JsonSerializer.SerializeToElement(kv.Value));
+        var kwargs = (flags ?? new Dictionary<string, bool>()).ToDictionary(kv => kv.Key, kv => JsonSerializer.SerializeToElement(kv.Value));
         if (dtype is not null) kwargs["dtype"] = JsonSerializer.SerializeToElement(dtype);
+        if (revision is not null) kwargs[RevisionKey] = JsonSerializer.SerializeToElement(revision);
         return kwargs.Count == 0 ? null : kwargs;
     }
+
+    /// <summary>The <c>model_from_pretrained_kwargs</c> key of the model's hub revision (a branch, tag or commit).</summary>
+    public const string RevisionKey = "revision";
+
+    /// <summary>The hub revision <paramref name="kwargs"/> (<c>model_from_pretrained_kwargs</c>) records; null: none (main).
+    /// A <c>revision</c> that is not a non-empty string is an error naming it.</summary>
+    public static string? RevisionOf(IReadOnlyDictionary<string, JsonElement>? kwargs, string source)
+    {
+        if (kwargs is null || !kwargs.TryGetValue(RevisionKey, out var v) || v.ValueKind == JsonValueKind.Null) return null;
+        return v.ValueKind == JsonValueKind.String && v.GetString() is { Length: > 0 } r ? r
+            : throw new SaeSharpException($"{source}: model_from_pretrained_kwargs revision {v.GetRawText()}: expected a branch, tag or commit of the model's hub repo (a string)");
+    }
+
+    /// <summary>The hub revision of the model these SAEs were trained on (<see cref="RevisionOf"/> of <see cref="ModelFromPretrainedKwargs"/>).</summary>
+    public string? ModelRevision(string source) => RevisionOf(ModelFromPretrainedKwargs, source);
 }
 
 /// <summary>

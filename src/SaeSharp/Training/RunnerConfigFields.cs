@@ -161,10 +161,12 @@ public static class RunnerConfigFields
         }
         if (fields["model_from_pretrained_kwargs"] is JsonObject kwargs)
         {
-            var other = kwargs.Select(kv => kv.Key).Where(k => k != "dtype" && !Models.WeightProcessingOptions.Keys.Contains(k)).ToList();
+            var other = kwargs.Select(kv => kv.Key).Where(k => k is not ("dtype" or Saes.SaeMetadata.RevisionKey) && !Models.WeightProcessingOptions.Keys.Contains(k)).ToList();
             if (other.Count > 0)
-                refused.Add($"model_from_pretrained_kwargs {string.Join(", ", other.Select(k => $"'{k}'"))} not supported: SaeSharp reads dtype and " +
+                refused.Add($"model_from_pretrained_kwargs {string.Join(", ", other.Select(k => $"'{k}'"))} not supported: SaeSharp reads dtype, revision and " +
                             string.Join(", ", Models.WeightProcessingOptions.Keys));
+            if (kwargs[Saes.SaeMetadata.RevisionKey] is { } rev && !(rev is JsonValue rv && rv.TryGetValue(out string? r) && r.Length > 0))
+                refused.Add($"model_from_pretrained_kwargs revision {rev.ToJsonString()}: expected a branch, tag or commit of the model's hub repo (a string)");
         }
         if (refused.Count > 0) throw new SaeSharpException($"{source}: {string.Join("; ", refused)}");
 
