@@ -50,7 +50,7 @@ internal static class PatchCommands
             (string, string?)[] pngs = png is not null && pngParts is { Count: > 1 }
                 ? [.. pngParts.Select(part => ("--png", (string?)PartPng(png, part)))]
                 : [("--png", png)];
-            OutputGuard.RefuseBadOutputFiles([.. pngs, ("--json", parse.GetValue(Json))],
+            OutputGuard.RefuseBadOutputFiles([("--json", parse.GetValue(Json)), .. pngs],
                 new CommandInput("--model", parse.GetValue(Model)!, InputKind.Folder));
         }
 

@@ -59,7 +59,7 @@ public class BadInput5Tests : TinyGpt2CliTestBase
         string part = P("out.attn_out.png");
         err = OneLineError(CliRunner.Run("model", "patch", "--model", "builtin", "--clean", "Tom saw Anna", "--corrupted", "Anna saw Tom",
             "--metric", "loss", "--act", "block-every", "--png", png, "--json", part));
-        Assert.Contains($"--json {part}: the same file as --png", err);
+        Assert.Contains($"--png {part}: the same file as --json", err);
         Assert.Empty(Directory.GetFiles(P(), "out*"));
     }
 
