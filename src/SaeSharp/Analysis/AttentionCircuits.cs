@@ -79,6 +79,14 @@ public static class AttentionCircuits
                 v.Add(Heads(FeatureWeights.Weight(model, (b + "v_proj.weight", true)), h, hd));
                 wo = FeatureWeights.Weight(model, (b + "out_proj.weight", true));
             }
+            else if (c.Architecture == "opt")
+            {
+                string b = $"model.decoder.layers.{l}.self_attn.";
+                q.Add(Heads(FeatureWeights.Weight(model, (b + "q_proj.weight", true)), h, hd));
+                k.Add(Heads(FeatureWeights.Weight(model, (b + "k_proj.weight", true)), h, hd));
+                v.Add(Heads(FeatureWeights.Weight(model, (b + "v_proj.weight", true)), h, hd));
+                wo = FeatureWeights.Weight(model, (b + "out_proj.weight", true));
+            }
             else if (c.Architecture == "gpt_neox")
             {
                 var w = FeatureWeights.Weight(model, ($"gpt_neox.layers.{l}.attention.query_key_value.weight", true)).reshape(d, h, 3, hd);
