@@ -177,7 +177,7 @@ public sealed class OptModel : HookedTransformer
     {
         var d = model.decoder;
         var e = ctx.Hooks.Fire(HookPoints.Embed, d.embed_tokens.forward(tokens));
-        var p = ctx.Hooks.Fire(HookPoints.PosEmbed, d.embed_positions.forward(ctx.Positions.add(TorchScalars.Of(OptSettings.PositionOffset))));
+        var p = ctx.Hooks.Fire(HookPoints.PosEmbed, d.embed_positions.forward(ctx.Positions.add(TorchScalars.Of(OptSettings.PositionOffset), TorchScalars.One)));
         return e.add(p, TorchScalars.One);
     }
 
