@@ -71,9 +71,17 @@ public static class AttentionCircuits
                 v.Add(Heads(w.narrow(1, 2L * h * hd, (long)h * hd), h, hd));
                 wo = FeatureWeights.Weight(model, ($"transformer.h.{l}.attn.c_proj.weight", false));
             }
-            else if (c.Architecture == "gpt_neo")
+            else if (c.Architecture is "gpt_neo" or "gptj")
             {
-                string b = $"transformer.h.{l}.attn.attention.";
+                string b = c.Architecture == "gptj" ? $"transformer.h.{l}.attn." : $"transformer.h.{l}.attn.attention.";
+                q.Add(Heads(FeatureWeights.Weight(model, (b + "q_proj.weight", true)), h, hd));
+                k.Add(Heads(FeatureWeights.Weight(model, (b + "k_proj.weight", true)), h, hd));
+                v.Add(Heads(FeatureWeights.Weight(model, (b + "v_proj.weight", true)), h, hd));
+                wo = FeatureWeights.Weight(model, (b + "out_proj.weight", true));
+            }
+            else if (c.Architecture == "opt")
+            {
+                string b = $"model.decoder.layers.{l}.self_attn.";
                 q.Add(Heads(FeatureWeights.Weight(model, (b + "q_proj.weight", true)), h, hd));
                 k.Add(Heads(FeatureWeights.Weight(model, (b + "k_proj.weight", true)), h, hd));
                 v.Add(Heads(FeatureWeights.Weight(model, (b + "v_proj.weight", true)), h, hd));

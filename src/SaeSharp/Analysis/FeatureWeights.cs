@@ -135,6 +135,8 @@ public static class FeatureWeights
             : c.Architecture == "gpt_neox" ? ($"gpt_neox.layers.{layer}.mlp.dense_4h_to_h.weight", true)
             : c.Architecture == "gpt_neo" ? ($"transformer.h.{layer}.mlp.c_proj.weight", true)
             : c.Architecture == "phi" ? ($"model.layers.{layer}.mlp.fc2.weight", true)
+            : c.Architecture == "gptj" ? ($"transformer.h.{layer}.mlp.fc_out.weight", true)
+            : c.Architecture == "opt" ? ($"model.decoder.layers.{layer}.fc2.weight", true)
             : ($"model.layers.{layer}.mlp.down_proj.weight", true));
     }
 
@@ -143,6 +145,8 @@ public static class FeatureWeights
         : model.Config.Architecture == "gpt_neox" ? ($"gpt_neox.layers.{layer}.attention.dense.weight", true)
         : model.Config.Architecture == "gpt_neo" ? ($"transformer.h.{layer}.attn.attention.out_proj.weight", true)
         : model.Config.Architecture == "phi" ? ($"model.layers.{layer}.self_attn.dense.weight", true)
+        : model.Config.Architecture == "gptj" ? ($"transformer.h.{layer}.attn.out_proj.weight", true)
+        : model.Config.Architecture == "opt" ? ($"model.decoder.layers.{layer}.self_attn.out_proj.weight", true)
         : ($"model.layers.{layer}.self_attn.o_proj.weight", true));
 
     /// <summary>Whether layer <paramref name="layer"/> of a mixture-of-experts model is a dense MLP (DeepSeek's first

@@ -173,6 +173,8 @@ public static class LogitAttribution
             "gpt2" => $"transformer.h.{layer}.mlp.c_proj.bias",
             "gpt_neox" => $"gpt_neox.layers.{layer}.mlp.dense_4h_to_h.bias",
             "phi" => $"model.layers.{layer}.mlp.fc2.bias",
+            "gptj" => $"transformer.h.{layer}.mlp.fc_out.bias",
+            "opt" => $"model.decoder.layers.{layer}.fc2.bias",
             _ => $"model.layers.{layer}.mlp.down_proj.bias",
         };
         var bias = model.named_parameters().FirstOrDefault(kv => kv.name == name).parameter;

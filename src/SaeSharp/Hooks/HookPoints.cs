@@ -24,6 +24,22 @@ public sealed record HfModuleNames(
         "attn", "mlp", "ln_1", "ln_2", "attn.attention.q_proj", "attn.attention.out_proj", "mlp.c_fc", "mlp.c_proj", "mlp.act")
     { KProj = "attn.attention.k_proj", VProj = "attn.attention.v_proj" };
 
+    /// <summary>GPT-J: <c>transformer.h.{i}.attn.q_proj</c> (output: <c>attn.hook_q</c>, per head), <c>k_proj</c>,
+    /// <c>v_proj</c>, <c>out_proj</c>; <c>mlp.fc_in</c>, <c>mlp.fc_out</c>; one <c>ln_1</c> read by both the attention and the
+    /// MLP (its output is <c>ln1.hook_normalized</c>; TransformerLens's ln2 is tied to it).</summary>
+    public static HfModuleNames GptJ { get; } = new("transformer", "h", "wte", null, "ln_f",
+        "attn", "mlp", "ln_1", "ln_1", "attn.q_proj", "attn.out_proj", "mlp.fc_in", "mlp.fc_out", "mlp.act")
+    { KProj = "attn.k_proj", VProj = "attn.v_proj" };
+
+    /// <summary>OPT: <c>model.decoder.layers.{i}.self_attn.q_proj</c> (output: <c>attn.hook_q</c>, per head), <c>k_proj</c>,
+    /// <c>v_proj</c>, <c>out_proj</c>; <c>self_attn_layer_norm</c> (ln1), <c>final_layer_norm</c> (ln2); <c>fc1</c>, <c>fc2</c>
+    /// and <c>activation_fn</c> directly in the layer (HF has no MLP module: <c>mlp</c> names TransformerLens's);
+    /// <c>embed_positions</c> (output: <c>hook_pos_embed</c>), the decoder's <c>final_layer_norm</c> (ln_final).</summary>
+    public static HfModuleNames Opt { get; } = new("model.decoder", "layers", "embed_tokens", "embed_positions", "final_layer_norm",
+        "self_attn", "mlp", "self_attn_layer_norm", "final_layer_norm", "self_attn.q_proj", "self_attn.out_proj",
+        "fc1", "fc2", "activation_fn")
+    { KProj = "self_attn.k_proj", VProj = "self_attn.v_proj" };
+
     /// <summary>GPT-NeoX / Pythia: <c>gpt_neox.layers.{i}.attention</c>, <c>mlp.dense_h_to_4h</c>, ...</summary>
     public static HfModuleNames NeoX { get; } = new("gpt_neox", "layers", "embed_in", null, "final_layer_norm",
         "attention", "mlp", "input_layernorm", "post_attention_layernorm", "attention.query_key_value", "attention.dense",

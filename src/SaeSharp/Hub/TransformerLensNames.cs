@@ -6,7 +6,7 @@ namespace SaeSharp.Hub;
 /// (case-insensitive). SAELens configs and release tables name models this way (<c>model_name</c>).
 /// </summary>
 /// <remarks>Generated from TransformerLens's <c>transformer_lens/supported_models.py</c> (MODEL_ALIASES, commit 4cd36aa,
-/// 2026-07-22), keeping GPT-2, GPT-Neo (TinyStories), GPT-NeoX/Pythia, Llama, Mistral, Mixtral, Qwen2/2.5/3, Gemma 1, Gemma 2, Gemma 3, Phi (`phi-1`, `phi-1_5`, `phi-2`: PhiForCausalLM) and Phi-3 (`phi-3`, and `phi-4`, a Phi3ForCausalLM) and leaving out aliases equal to the official name.</remarks>
+/// 2026-07-22), keeping GPT-2, GPT-Neo (TinyStories), GPT-NeoX/Pythia, Llama, Mistral, Mixtral, Qwen2/2.5/3, Gemma 1, Gemma 2, Gemma 3, GPT-J (`gpt-j-6B`, `gpt-j`, `gptj`: GPTJForCausalLM), OPT (`opt-125m` … `opt-66b`, `opt`, `opt-small` … `opt-xxxxl`: OPTForCausalLM), Phi (`phi-1`, `phi-1_5`, `phi-2`: PhiForCausalLM) and Phi-3 (`phi-3`, and `phi-4`, a Phi3ForCausalLM) and leaving out aliases equal to the official name.</remarks>
 public static class TransformerLensNames
 {
     private static readonly Dictionary<string, string> Aliases = new(StringComparer.OrdinalIgnoreCase)
@@ -82,6 +82,8 @@ public static class TransformerLensNames
         ["gemma-3-4b-pt"] = "google/gemma-3-4b-pt",
         ["gemma-7b"] = "google/gemma-7b",
         ["gemma-7b-it"] = "google/gemma-7b-it",
+        ["gpt-j"] = "EleutherAI/gpt-j-6B",
+        ["gpt-j-6B"] = "EleutherAI/gpt-j-6B",
         ["gpt-neo-1.3b"] = "EleutherAI/gpt-neo-1.3B",
         ["gpt-neo-125m"] = "EleutherAI/gpt-neo-125M",
         ["gpt-neo-2.7b"] = "EleutherAI/gpt-neo-2.7B",
@@ -108,6 +110,7 @@ public static class TransformerLensNames
         ["gpt2-stanford-small-a"] = "stanford-crfm/alias-gpt2-small-x21",
         ["gpt2-stanford-small-c"] = "stanford-crfm/caprica-gpt2-small-x81",
         ["gpt2-xs"] = "distilgpt2",
+        ["gptj"] = "EleutherAI/gpt-j-6B",
         ["llama-2-13b"] = "meta-llama/Llama-2-13b-hf",
         ["llama-2-13b-chat"] = "meta-llama/Llama-2-13b-chat-hf",
         ["llama-2-70b-chat"] = "meta-llama/Llama-2-70b-chat-hf",
@@ -126,6 +129,21 @@ public static class TransformerLensNames
         ["neo-medium"] = "EleutherAI/gpt-neo-1.3B",
         ["neo-small"] = "EleutherAI/gpt-neo-125M",
         ["neox"] = "EleutherAI/gpt-neox-20b",
+        ["opt"] = "facebook/opt-125m",
+        ["opt-1.3b"] = "facebook/opt-1.3b",
+        ["opt-125m"] = "facebook/opt-125m",
+        ["opt-13b"] = "facebook/opt-13b",
+        ["opt-2.7b"] = "facebook/opt-2.7b",
+        ["opt-30b"] = "facebook/opt-30b",
+        ["opt-6.7b"] = "facebook/opt-6.7b",
+        ["opt-66b"] = "facebook/opt-66b",
+        ["opt-large"] = "facebook/opt-2.7b",
+        ["opt-medium"] = "facebook/opt-1.3b",
+        ["opt-small"] = "facebook/opt-125m",
+        ["opt-xl"] = "facebook/opt-6.7b",
+        ["opt-xxl"] = "facebook/opt-13b",
+        ["opt-xxxl"] = "facebook/opt-30b",
+        ["opt-xxxxl"] = "facebook/opt-66b",
         ["phi-1"] = "microsoft/phi-1",
         ["phi-1_5"] = "microsoft/phi-1_5",
         ["phi-2"] = "microsoft/phi-2",

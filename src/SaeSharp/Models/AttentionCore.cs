@@ -15,12 +15,13 @@ internal static class AttentionCore
     /// <see cref="Attend"/>. Returns z [batch, pos, head·d_head] for the output projection.
     /// <para><paramref name="normOverHeads"/>: the norms take each position's heads together, [head·d_head] wide (OLMo-2,
     /// OLMoE). <paramref name="clip"/>: q and k after their norms, and v, clamped to [−clip, clip] (OLMoE <c>clip_qkv</c>).
-    /// hook_q/k/v are the projections before either.</para>
+    /// hook_q/k/v are the projections before either. <paramref name="interleavedRotary"/>: GPT-J's adjacent-pair rotary
+    /// (<see cref="Rotary.Apply"/>).</para>
     /// </summary>
     public static Tensor AttendHeads(Tensor q, Tensor k, Tensor v, int layer, double scale, ForwardContext ctx, BlockHookNames names,
         int rotaryDim = 0, nn.Module<Tensor, Tensor>? qNorm = null, nn.Module<Tensor, Tensor>? kNorm = null,
         double? softCap = null, int? slidingWindow = null, bool localRotary = false, bool normOverHeads = false, double? clip = null,
-        Tensor? sinks = null)
+        Tensor? sinks = null, bool interleavedRotary = false)
     {
         var h = ctx.Hooks;
         q = h.Fire(names.Q, q);
@@ -39,8 +40,8 @@ internal static class AttentionCore
         var (cos, sin) = localRotary && ctx.LocalRotary is { } local ? local : (ctx.RotaryCos, ctx.RotarySin);
         if (rotaryDim > 0 && cos is not null && sin is not null)
         {
-            q = h.Fire(names.RotQ, Rotary.Apply(q, cos, sin, rotaryDim));
-            k = h.Fire(names.RotK, Rotary.Apply(k, cos, sin, rotaryDim));
+            q = h.Fire(names.RotQ, Rotary.Apply(q, cos, sin, rotaryDim, interleavedRotary));
+            k = h.Fire(names.RotK, Rotary.Apply(k, cos, sin, rotaryDim, interleavedRotary));
         }
         return Attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), layer, scale, ctx, names, softCap, slidingWindow, sinks);
     }

@@ -259,12 +259,14 @@ internal sealed class MlaAttention : nn.Module<Tensor, ForwardContext, Tensor>
         int nope = _m.QkNopeHeadDim, rope = _m.QkRopeHeadDim;
         var r = t.narrow(-1, nope, rope);
         long b = t.shape[0], s = t.shape[1], h = t.shape[2];
-        if (_m.RopeInterleave)
-            r = r.reshape(b, s, h, rope / 2, 2).transpose(-1, -2).reshape(b, s, h, rope);
-        r = Rotary.Apply(r, cos, sin, rope);
-        // DeepSeek-V2 (transformers' apply_rotary_emb): each pair rotated as one complex number, in place; the same rotation
-        // as above, its dims put back in pair order.
-        if (_m.RopePairsInPlace) r = r.reshape(b, s, h, 2, rope / 2).transpose(-1, -2).reshape(b, s, h, rope);
+        // DeepSeek-V2 (transformers' apply_rotary_emb): each pair rotated as one complex number, in place (GPT-J's
+        // interleaved rotary); DeepSeek-V3: the same rotation, its dims left de-interleaved.
+        if (_m.RopePairsInPlace) r = Rotary.Apply(r, cos, sin, rope, interleaved: true);
+        else
+        {
+            if (_m.RopeInterleave) r = r.reshape(b, s, h, rope / 2, 2).transpose(-1, -2).reshape(b, s, h, rope);
+            r = Rotary.Apply(r, cos, sin, rope);
+        }
         return nope == 0 ? r : cat([t.narrow(-1, 0, nope), r], -1);
     }
 }

@@ -9,7 +9,7 @@ namespace SaeSharp.Models;
 public static class ModelLoader
 {
     /// <summary>Architectures this loader builds, as config.json <c>model_type</c>.</summary>
-    public static IReadOnlyList<string> SupportedModelTypes { get; } = ["gpt2", "gpt_neo", "gpt_neox", "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "olmo", "olmo2", "olmo3", "olmoe", "gemma", "gemma2", "gemma3_text", "gemma3", "gpt_oss", "deepseek_v2", "deepseek_v3", "phi", "phi3"];
+    public static IReadOnlyList<string> SupportedModelTypes { get; } = ["gpt2", "gpt_neo", "gpt_neox", "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "olmo", "olmo2", "olmo3", "olmoe", "gemma", "gemma2", "gemma3_text", "gemma3", "gpt_oss", "deepseek_v2", "deepseek_v3", "phi", "phi3", "gptj", "opt"];
 
     /// <summary>
     /// Builds the model in the Hugging Face folder <paramref name="folder"/> (a local path: the CLI's hub ids and
@@ -71,6 +71,21 @@ public static class ModelLoader
                     prefix = "model";
                     ignorableSuffixes = [".rotary_emb.inv_freq"];
                     break;
+                case "gptj":
+                    model = new GptJModel(GptJSettings.From(cfg, ckpt), name, cfg.Path, dtype);
+                    prefix = "transformer";
+                    // Older checkpoints (EleutherAI/gpt-j-6B's) carry the causal-mask buffers and the sin/cos table.
+                    ignorableSuffixes = [".attn.bias", ".attn.masked_bias", ".attn.embed_positions"];
+                    break;
+                case "opt":
+                    {
+                        var s = OptSettings.From(cfg, ckpt);
+                        model = new OptModel(s, name, cfg.Path, dtype);
+                        prefix = "model";
+                        // A tied checkpoint may still carry lm_head.weight (a copy of embed_tokens).
+                        ignorableSuffixes = s.TieEmbeddings ? ["lm_head.weight"] : [];
+                        break;
+                    }
                 case "gpt_neo":
                     model = GptNeo.Create(GptNeoSettings.From(cfg, ckpt), name, cfg.Path, dtype);
                     prefix = "transformer";
@@ -172,6 +187,8 @@ public static class ModelLoader
             "gpt_neo" => GptNeoSettings.From(cfg),
             "gpt_neox" => NeoXSettings.From(cfg),
             "phi" => PhiSettings.From(cfg),
+            "gptj" => GptJSettings.From(cfg),
+            "opt" => OptSettings.From(cfg),
             var type => DecoderSettings.From(cfg, type),
         };
     }
@@ -209,9 +226,11 @@ public static class ModelLoader
             if (a.StartsWith("DeepseekV2For", StringComparison.Ordinal)) return "deepseek_v2";
             if (a.StartsWith("Phi3For", StringComparison.Ordinal)) return "phi3";
             if (a.StartsWith("PhiFor", StringComparison.Ordinal)) return "phi";
+            if (a.StartsWith("GPTJFor", StringComparison.Ordinal)) return "gptj";
+            if (a.StartsWith("OPTFor", StringComparison.Ordinal)) return "opt";
         }
         throw new SaeSharpException($"{cfg.Path}: no model_type and no known architectures ({string.Join(", ", cfg.Architectures)}); supported: GPT2LMHeadModel, " +
-                                    "GPTNeoForCausalLM, GPTNeoXForCausalLM, LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, Qwen2ForCausalLM, Qwen2MoeForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM, OlmoForCausalLM, Olmo2ForCausalLM, Olmo3ForCausalLM, OlmoeForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration, GptOssForCausalLM, DeepseekV2ForCausalLM, DeepseekV3ForCausalLM, PhiForCausalLM, Phi3ForCausalLM");
+                                    "GPTNeoForCausalLM, GPTNeoXForCausalLM, LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, Qwen2ForCausalLM, Qwen2MoeForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM, OlmoForCausalLM, Olmo2ForCausalLM, Olmo3ForCausalLM, OlmoeForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration, GptOssForCausalLM, DeepseekV2ForCausalLM, DeepseekV3ForCausalLM, PhiForCausalLM, Phi3ForCausalLM, GPTJForCausalLM, OPTForCausalLM");
     }
 
     /// <summary>Drops the keys of layers at or past <paramref name="nLayers"/> (DeepSeek-V3's MTP layers).</summary>

@@ -136,21 +136,9 @@ internal sealed class PhiLayer : nn.Module<Tensor, ForwardContext, Tensor>
         RegisterComponents();
     }
 
-    /// <summary>resid + attn(ln(resid)) + mlp(ln(resid)), hooked as TransformerLens's parallel_attn_mlp block with ln2
-    /// tied to ln1 (its convert_phi_weights): ln1.hook_normalized is the attention's input, ln2.hook_normalized the MLP's
-    /// (the same norm of hook_mlp_in, the MLP's copy of resid_pre); there is no hook_resid_mid.</summary>
-    public override Tensor forward(Tensor resid, ForwardContext ctx)
-    {
-        var n = _names;
-        var h = ctx.Hooks;
-        resid = h.Fire(n.ResidPre, resid);
-        var split = SplitAttentionInputs.Fire(resid, h, n, _heads, input_layernorm);
-        var x1 = h.Fire(n.Ln1, input_layernorm.Forward(resid, h, n.Ln1Scale));
-        var attnOut = h.Fire(n.AttnOut, SplitAttentionInputs.Run(ctx, split, x => self_attn.forward(x, ctx), x1));
-        var x2 = h.Fire(n.Ln2, input_layernorm.Forward(h.Fire(n.MlpIn, resid), h, n.Ln2Scale));
-        var mlpOut = h.Fire(n.MlpOut, mlp.forward(x2, ctx));
-        return h.Fire(n.ResidPost, attnOut.add(mlpOut, TorchScalars.One).add(resid, TorchScalars.One));
-    }
+    /// <summary>resid + attn(ln(resid)) + mlp(ln(resid)): <see cref="ResidualBlock.Parallel"/>.</summary>
+    public override Tensor forward(Tensor resid, ForwardContext ctx) =>
+        ResidualBlock.Parallel(resid, ctx, _names, _heads, input_layernorm, x => self_attn.forward(x, ctx), x => mlp.forward(x, ctx));
 }
 
 /// <summary>The <c>model</c> submodule of HF PhiForCausalLM: embed_tokens, layers.{i}, final_layernorm.</summary>

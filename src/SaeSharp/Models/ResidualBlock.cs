@@ -27,6 +27,26 @@ internal static class ResidualBlock
     }
 
     /// <summary>
+    /// A parallel block (GPT-J, Phi: one LayerNorm read by both the attention and the MLP), hooked as TransformerLens's
+    /// parallel_attn_mlp block with ln2 tied to ln1 (its convert_gptj_weights / convert_phi_weights): hook_resid_pre →
+    /// hook_attn_in, hook_q/k/v_input → ln1 (ln1.hook_normalized, the attention's input) → attention (hook_attn_out);
+    /// hook_mlp_in (the MLP's copy of resid_pre) → the same <paramref name="ln"/> (ln2.hook_normalized) → MLP (hook_mlp_out);
+    /// hook_resid_post = attn_out + mlp_out + resid_pre. There is no hook_resid_mid.
+    /// </summary>
+    public static Tensor Parallel(Tensor resid, ForwardContext ctx, BlockHookNames n, SplitAttentionInputs.Heads heads,
+        HookedNorm ln, Func<Tensor, Tensor> attn, Func<Tensor, Tensor> mlp)
+    {
+        var h = ctx.Hooks;
+        resid = h.Fire(n.ResidPre, resid);
+        var split = SplitAttentionInputs.Fire(resid, h, n, heads, ln);
+        var x1 = h.Fire(n.Ln1, ln.Forward(resid, h, n.Ln1Scale));
+        var attnOut = h.Fire(n.AttnOut, SplitAttentionInputs.Run(ctx, split, attn, x1));
+        var x2 = h.Fire(n.Ln2, ln.Forward(h.Fire(n.MlpIn, resid), h, n.Ln2Scale));
+        var mlpOut = h.Fire(n.MlpOut, mlp(x2));
+        return h.Fire(n.ResidPost, attnOut.add(mlpOut, TorchScalars.One).add(resid, TorchScalars.One));
+    }
+
+    /// <summary>
     /// OLMo-2's block, as TransformerLens wires it: hook_resid_pre → hook_attn_in, hook_q/k/v_input (read by the attention
     /// without a norm) → attention (hook_attn_out, before its post-norm) →
     /// ln1 = post_attention_layernorm (ln1.hook_normalized: what is added) → hook_resid_mid = resid_pre + that →

@@ -3,7 +3,8 @@ using static TorchSharp.torch;
 
 namespace SaeSharp.Models;
 
-/// <summary>NeoX rotary embeddings on the first rotary_dim dims of each head, with the rotate_half convention.</summary>
+/// <summary>Rotary embeddings on the first rotary_dim dims of each head: NeoX's rotate_half convention (the dims' halves
+/// rotated together), or GPT-J's interleaved one (rotate_every_two: adjacent dims (0, 1), (2, 3), … rotated as pairs).</summary>
 internal static class Rotary
 {
     /// <summary>cos, sin: [batch, pos, 1, rotary_dim] for positions [batch, pos].</summary>
@@ -30,14 +31,29 @@ internal static class Rotary
         return ((emb.cos() * scaling).to(dtype), (emb.sin() * scaling).to(dtype));
     }
 
-    /// <summary>x: [batch, pos, head, d_head]; rotates x[..., :rot] as x·cos + rotate_half(x)·sin.</summary>
-    public static Tensor Apply(Tensor x, Tensor cos, Tensor sin, int rot)
+    /// <summary>x: [batch, pos, head, d_head]; rotates x[..., :rot] as x·cos + rotate_half(x)·sin, or, with
+    /// <paramref name="interleaved"/> (HF GPT-J's <c>apply_rotary_pos_emb</c>, TransformerLens's <c>rotary_adjacent_pairs</c>),
+    /// as x·cos' + rotate_every_two(x)·sin' where cos' and sin' repeat each frequency for the two dims of its pair: the
+    /// pair (x[2i], x[2i+1]) turns by the angle of frequency i. cos, sin: <see cref="CosSin(Tensor, Tensor, ScalarType, double)"/>'s
+    /// tables, whose first rot/2 columns are the frequencies' cos and sin either way.</summary>
+    public static Tensor Apply(Tensor x, Tensor cos, Tensor sin, int rot, bool interleaved = false)
     {
         long d = x.shape[^1];
         var xr = rot == d ? x : x.narrow(3, 0, rot);
-        var x1 = xr.narrow(3, 0, rot / 2);
-        var x2 = xr.narrow(3, rot / 2, rot / 2);
-        var rotated = (xr * cos).add(cat([x2.neg(), x1], -1) * sin, TorchScalars.One);
+        Tensor rotated;
+        if (interleaved)
+        {
+            var pairs = xr.unflatten(3, [rot / 2, 2]);
+            var (even, odd) = (pairs.select(4, 0), pairs.select(4, 1));
+            var (c, s) = (cos.narrow(3, 0, rot / 2), sin.narrow(3, 0, rot / 2));
+            rotated = stack([(even * c).add(odd.neg() * s, TorchScalars.One), (odd * c).add(even * s, TorchScalars.One)], -1).flatten(3);
+        }
+        else
+        {
+            var x1 = xr.narrow(3, 0, rot / 2);
+            var x2 = xr.narrow(3, rot / 2, rot / 2);
+            rotated = (xr * cos).add(cat([x2.neg(), x1], -1) * sin, TorchScalars.One);
+        }
         return rot == d ? rotated : cat([rotated, x.narrow(3, rot, d - rot)], -1);
     }
 }

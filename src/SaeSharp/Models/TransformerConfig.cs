@@ -62,6 +62,9 @@ public sealed record TransformerConfig
     public bool ParallelAttnMlp { get; init; }
     /// <summary>Dimensions of each head rotated by rotary embeddings (0 = learned absolute positions).</summary>
     public int RotaryDim { get; init; }
+    /// <summary>GPT-J's rotary (TransformerLens <c>rotary_adjacent_pairs</c>, HF <c>rotate_every_two</c>): adjacent dims
+    /// (0, 1), (2, 3), … of the rotary part turn as pairs, not the two halves as NeoX's rotate_half.</summary>
+    public bool RotaryAdjacentPairs { get; init; }
     /// <summary>Base θ of the rotary frequencies (<c>rope_theta</c> / <c>rotary_emb_base</c>).</summary>
     public double RotaryBase { get; init; } = 10000;
     /// <summary>Base θ of the sliding-window layers' rotary frequencies when they have their own (Gemma 3
@@ -118,6 +121,7 @@ public sealed record TransformerConfig
         (SlidingWindow is { } sw ? $" sliding_window={sw}" + SlidingLayersText() : "") + (AttentionSinks ? " attn_sinks" : "") +
         (ClipQkv is { } cq ? $" clip_qkv={Num(cq)}" : "") +
         (RotaryDim > 0 ? $" rotary_dim={RotaryDim} rotary_base={Num(RotaryBase)} rope_type={RopeScaling?.ToString() ?? "default"}" : "") +
+        (RotaryAdjacentPairs ? " rotary_adjacent_pairs" : "") +
         (RotaryBaseLocal is { } rl ? $" rotary_base_local={Num(rl)}" : "") +
         $" dtype={Dtype}";
 

@@ -126,7 +126,11 @@ public sealed class HfHubClientTests : IDisposable
         Assert.Equal("microsoft/phi-1_5", TransformerLensNames.OfficialName("Phi-1_5"));
         Assert.Equal("microsoft/phi-2", TransformerLensNames.OfficialName("phi-2"));
         Assert.Null(TransformerLensNames.OfficialName("gpt2"));
-        Assert.Null(TransformerLensNames.OfficialName("opt-125m")); // a family SaeSharp does not load
+        // GPT-J and OPT (GPTJForCausalLM, OPTForCausalLM).
+        Assert.Equal("EleutherAI/gpt-j-6B", TransformerLensNames.OfficialName("gpt-j"));
+        Assert.Equal("facebook/opt-125m", TransformerLensNames.OfficialName("opt"));
+        Assert.Equal("facebook/opt-66b", TransformerLensNames.OfficialName("OPT-xxxxl"));
+        Assert.Null(TransformerLensNames.OfficialName("bloom-560m")); // a family SaeSharp does not load
 
         // Through the client: the alias downloads and caches the repo it stands for.
         _server.Repos["EleutherAI/pythia-70m"] = _server.Repos["org/tiny"];

@@ -15,10 +15,10 @@ namespace SaeSharp.Tests.Models;
 /// bench/reference/hf_models_fixture.py with transformers 4.47 (main 66ab300a; Gemma 1, Mistral, Mixtral and Qwen2-MoE too) and, for
 /// Qwen3, Qwen3-MoE and Gemma 3, 4.51 (main d1b92369).
 /// The OLMo, gpt-oss and DeepSeek-V3 folders (olmo, olmo-clip, olmo2, olmo3, olmoe, olmoe-clip, gpt_oss, gpt_oss-mxfp4,
-/// deepseek_v3, deepseek_v3-fp8, deepseek_v3-yarn, gpt_neo, phi3, phi) are the exception: their reference comes from bench/reference/olmo_fixture.py,
-/// gpt_oss_fixture.py, deepseek_fixture.py, gpt_neo_fixture.py, phi3_fixture.py and phi_fixture.py, plain-PyTorch transcriptions of transformers' modeling_olmo.py,
+/// deepseek_v3, deepseek_v3-fp8, deepseek_v3-yarn, gpt_neo, phi3, phi, gptj, opt) are the exception: their reference comes from bench/reference/olmo_fixture.py,
+/// gpt_oss_fixture.py, deepseek_fixture.py, gpt_neo_fixture.py, phi3_fixture.py, phi_fixture.py, gptj_fixture.py and opt_fixture.py, plain-PyTorch transcriptions of transformers' modeling_olmo.py,
 /// modeling_olmo2.py, modeling_olmo3.py, modeling_olmoe.py, modeling_gpt_oss.py (with YaRN rope and, for gpt_oss-mxfp4,
-/// mxfp4.py's dequantisation), modeling_deepseek_v3.py, modeling_gpt_neo.py, modeling_phi3.py and modeling_phi.py
+/// mxfp4.py's dequantisation), modeling_deepseek_v3.py, modeling_gpt_neo.py, modeling_phi3.py, modeling_phi.py, modeling_gptj.py and modeling_opt.py
 /// (transformers' tree could not be brought onto the machine), so they pin that reading of the HF code, not transformers
 /// itself; their generation reference is greedy over uncached forwards, and they have no config_transformers5.json.
 /// Each folder is loaded by <see cref="ModelLoader.FromPretrained"/>, as a user's download is.
@@ -32,7 +32,7 @@ public class HfTransformersParityTests(ITestOutputHelper output)
 
     /// <summary>The folders written by the PyTorch transcriptions bench/reference/olmo_fixture.py and gpt_oss_fixture.py
     /// (see the class summary).</summary>
-    private static readonly string[] OlmoFamilies = ["olmo2", "olmoe", "olmoe-clip", "olmo", "olmo-clip", "olmo3", "gpt_oss", "gpt_oss-mxfp4", "deepseek_v3", "deepseek_v3-fp8", "deepseek_v3-yarn", "deepseek_v2", "deepseek_v2-group", "deepseek_v2-bias", "gpt_neo", "phi3", "phi"];
+    private static readonly string[] OlmoFamilies = ["olmo2", "olmoe", "olmoe-clip", "olmo", "olmo-clip", "olmo3", "gpt_oss", "gpt_oss-mxfp4", "deepseek_v3", "deepseek_v3-fp8", "deepseek_v3-yarn", "deepseek_v2", "deepseek_v2-group", "deepseek_v2-bias", "gpt_neo", "phi3", "phi", "gptj", "opt"];
 
     /// <summary>The folders with a config_transformers5.json (all but <see cref="OlmoFamilies"/>).</summary>
     public static TheoryData<string> Transformers5Families => [.. ((IEnumerable<string>)Families).Where(f => !OlmoFamilies.Contains(f))];
@@ -265,6 +265,9 @@ public class HfTransformersParityTests(ITestOutputHelper output)
     [InlineData("phi", "partial_rotary_factor", "1.0")]
     [InlineData("phi", "rope_theta", "100.0")]
     [InlineData("phi", "layer_norm_eps", "0.01")]
+    [InlineData("gptj", "rotary_dim", "8")]
+    [InlineData("gptj", "layer_norm_epsilon", "0.01")]
+    [InlineData("opt", "activation_function", "\"gelu\"")]
     public void Fixtures_see_each_config_detail(string family, string key, string value)
     {
         // Guards against fixtures too small or too tame to tell: the same weights with one config.json value changed
@@ -624,6 +627,8 @@ public class HfTransformersParityTests(ITestOutputHelper output)
             "deepseek_v2-bias" => "deepseek_v2-bias (deepseek_v2): n_layers=3 d_model=32 n_heads=4 d_head=12 d_mlp=48 d_vocab=128 n_ctx=256 act=silu gated_mlp norm=RMS num_experts=8 experts_per_token=3 shared_expert_d_mlp=32 moe_d_mlp=16 first_k_dense_replace=1 topk_method=greedy routed_scaling_factor=1.5 softmax_routing mla(q_lora_rank=null kv_lora_rank=12 qk_head_dim=16 qk_rope_head_dim=8 v_head_dim=12 rope_interleave) rotary_dim=8 rotary_base=10000 rope_type=default dtype=Float32",
             "phi3" => "phi3 (phi3): n_layers=3 d_model=32 n_heads=4 d_head=8 d_mlp=48 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=silu gated_mlp norm=RMS sliding_window=6 sliding_layers=all rotary_dim=6 rotary_base=10000 rope_type=default dtype=Float32",
             "phi" => "phi (phi): n_layers=3 d_model=32 n_heads=4 d_head=8 d_mlp=64 d_vocab=128 n_ctx=64 act=gelu_new parallel_attn_mlp rotary_dim=4 rotary_base=10000 rope_type=default dtype=Float32",
+            "gptj" => "gptj (gptj): n_layers=3 d_model=32 n_heads=4 d_head=8 d_mlp=128 d_vocab=128 n_ctx=64 act=gelu_new parallel_attn_mlp rotary_dim=4 rotary_base=10000 rope_type=default rotary_adjacent_pairs dtype=Float32",
+            "opt" => "opt (opt): n_layers=3 d_model=32 n_heads=4 d_head=8 d_mlp=96 d_vocab=128 n_ctx=64 act=relu dtype=Float32",
             "gpt_neo" => "gpt_neo (gpt_neo): n_layers=3 d_model=32 n_heads=4 d_head=8 d_mlp=128 d_vocab=128 n_ctx=64 act=gelu_new use_attn_scale=false sliding_window=5 full_attention_layers=0 dtype=Float32",
             _ => throw new ArgumentException(family),
         };
