@@ -17,6 +17,9 @@ public class FeatureNumbersTests : IDisposable
 {
     private const string Hook = "blocks.1.hook_resid_post";
     private const int DSae = 10, Ctx = 16;
+    /// <summary>The JSON writes a float32 activation in its shortest form (5.086495 for the float 5.08649492...), read back
+    /// as a double: compared within 1e-5, not by rounding both to 5 places, which parts the two at a rounding boundary.</summary>
+    private const double JsonTolerance = 1e-5;
     private readonly AnalysisFixture _fx = new();
     private readonly string _sae;
 
@@ -106,8 +109,8 @@ public class FeatureNumbersTests : IDisposable
             if (firing.Count > 0) firingSomewhere++;
             Assert.Equal((long)firing.Count, (long)line["firings"]!);
             Assert.Equal((double)firing.Count / counted, (double)line["density"]!, 12);
-            Assert.Equal(firing.Count == 0 ? 0 : firing[0].V, (double)line["max_activation"]!, 5);
-            Assert.Equal(firing.Count == 0 ? 0 : firing.Average(x => (double)x.V), (double)line["mean_nonzero"]!, 5);
+            Assert.Equal(firing.Count == 0 ? 0 : firing[0].V, (double)line["max_activation"]!, JsonTolerance);
+            Assert.Equal(firing.Count == 0 ? 0 : firing.Average(x => (double)x.V), (double)line["mean_nonzero"]!, JsonTolerance);
             var row = summary["features"]!.AsArray().Single(f => (int)f!["feature"]! == i)!;
             Assert.Equal((double)line["density"]!, (double)row["density"]!);
             Assert.Equal((double)line["max_activation"]!, (double)row["max_activation"]!);
@@ -122,13 +125,13 @@ public class FeatureNumbersTests : IDisposable
                 var e = top[r]!;
                 int w = (int)e["window"]!, p = (int)e["position"]!;
                 Assert.Equal((firing[r].W, firing[r].P), (w, p));
-                Assert.Equal(firing[r].V, (double)e["activation"]!, 5);
+                Assert.Equal(firing[r].V, (double)e["activation"]!, JsonTolerance);
                 Assert.Equal(windows[w][p], (long)e["token"]!);
                 // --context 20 is more than the window: the whole window of 16, the example at its own position.
                 Assert.Equal(windows[w].Select(t => (int)t), e["context_tokens"]!.AsArray().Select(t => (int)t!));
                 Assert.Equal(p, (int)e["index"]!);
                 var ctxActs = e["context_acts"]!.AsArray().Select(a => (double)a!).ToArray();
-                for (int q = 0; q < Ctx; q++) Assert.Equal(acts[w][q][i], ctxActs[q], 5);
+                for (int q = 0; q < Ctx; q++) Assert.Equal(acts[w][q][i], ctxActs[q], JsonTolerance);
                 // tokens.json names each token as the tokenizer's vocabulary does (Ġ a space; BOS as itself).
                 foreach (var t in windows[w])
                     Assert.Equal(names[(int)t].Replace('Ġ', ' '), (string?)tokenStrings[t.ToString(System.Globalization.CultureInfo.InvariantCulture)]);
