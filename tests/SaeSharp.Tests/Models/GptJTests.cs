@@ -4,6 +4,7 @@ using SaeSharp.IO;
 using SaeSharp.Models;
 using SaeSharp.Tests.Cli;
 using SaeSharp.Tests.Tokenizers;
+using static SaeSharp.Tests.Models.TranscriptionReference;
 using static TorchSharp.torch;
 
 namespace SaeSharp.Tests.Models;
@@ -16,14 +17,6 @@ public class GptJTests : TempDirTestBase
     private static string Fixture => TestPaths.Data("hf_models", "gptj");
 
     private string Edited(Action<JsonObject> edit) => EditedCopy(Fixture, edit);
-
-    /// <summary>Largest |a − b| over the largest |a| (at least 1).</summary>
-    private static double RelativeDifference(Tensor expected, Tensor actual)
-    {
-        Assert.Equal(expected.shape, actual.shape);
-        double scale = Math.Max(1.0, expected.abs().max().item<float>());
-        return (expected - actual.to(expected.dtype)).abs().max().item<float>() / scale;
-    }
 
     [Fact]
     public void Hooks_match_the_transcription_of_modeling_gptj()
@@ -55,9 +48,7 @@ public class GptJTests : TempDirTestBase
         var (logits, cache) = model.RunWithCache(r["tokens"], [.. expected.Keys]);
         using (cache)
         {
-            foreach (var (hook, key) in expected)
-                Assert.True(RelativeDifference(r[key], cache[hook]) < 1e-5, $"{hook}: {RelativeDifference(r[key], cache[hook])}");
-            Assert.True(RelativeDifference(r["logits"], logits!) < 1e-5);
+            AssertMatches(r, expected, cache, logits!);
             // Parallel block: resid_post = resid_pre + attn_out + mlp_out, both read the same norm of resid_pre.
             var sum = cache["blocks.0.hook_resid_pre"] + cache["blocks.0.hook_attn_out"] + cache["blocks.0.hook_mlp_out"];
             Assert.True(sum.allclose(cache["blocks.0.hook_resid_post"], rtol: 0, atol: 1e-5));

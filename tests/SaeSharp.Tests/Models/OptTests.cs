@@ -4,6 +4,7 @@ using SaeSharp.IO;
 using SaeSharp.Models;
 using SaeSharp.Tests.Cli;
 using SaeSharp.Tests.Tokenizers;
+using static SaeSharp.Tests.Models.TranscriptionReference;
 using static TorchSharp.torch;
 
 namespace SaeSharp.Tests.Models;
@@ -16,14 +17,6 @@ public class OptTests : TempDirTestBase
     private static string Fixture => TestPaths.Data("hf_models", "opt");
 
     private string Edited(Action<JsonObject> edit) => EditedCopy(Fixture, edit);
-
-    /// <summary>Largest |a − b| over the largest |a| (at least 1).</summary>
-    private static double RelativeDifference(Tensor expected, Tensor actual)
-    {
-        Assert.Equal(expected.shape, actual.shape);
-        double scale = Math.Max(1.0, expected.abs().max().item<float>());
-        return (expected - actual.to(expected.dtype)).abs().max().item<float>() / scale;
-    }
 
     [Fact]
     public void Hooks_match_the_transcription_of_modeling_opt()
@@ -58,9 +51,7 @@ public class OptTests : TempDirTestBase
         var (logits, cache) = model.RunWithCache(r["tokens"], [.. expected.Keys]);
         using (cache)
         {
-            foreach (var (hook, key) in expected)
-                Assert.True(RelativeDifference(r[key], cache[hook]) < 1e-5, $"{hook}: {RelativeDifference(r[key], cache[hook])}");
-            Assert.True(RelativeDifference(r["logits"], logits!) < 1e-5);
+            AssertMatches(r, expected, cache, logits!);
         }
         // HF module paths name the same hooks (OPT's MLP has no module: fc1 and fc2 sit in the layer).
         Assert.Equal("blocks.0.mlp.hook_pre", model.HookPoints.Resolve("model.decoder.layers.0.fc1"));

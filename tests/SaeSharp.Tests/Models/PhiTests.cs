@@ -3,6 +3,7 @@ using SaeSharp.IO;
 using SaeSharp.Models;
 using SaeSharp.Tests.Cli;
 using SaeSharp.Tests.Tokenizers;
+using static SaeSharp.Tests.Models.TranscriptionReference;
 using static TorchSharp.torch;
 
 namespace SaeSharp.Tests.Models;
@@ -15,14 +16,6 @@ public class PhiTests : TempDirTestBase
     private static string Fixture => TestPaths.Data("hf_models", "phi");
 
     private string Edited(Action<JsonObject> edit) => EditedCopy(Fixture, edit);
-
-    /// <summary>Largest |a − b| over the largest |a| (at least 1).</summary>
-    private static double RelativeDifference(Tensor expected, Tensor actual)
-    {
-        Assert.Equal(expected.shape, actual.shape);
-        double scale = Math.Max(1.0, expected.abs().max().item<float>());
-        return (expected - actual.to(expected.dtype)).abs().max().item<float>() / scale;
-    }
 
     [Fact]
     public void Hooks_match_the_transcription_of_modeling_phi()
@@ -54,9 +47,7 @@ public class PhiTests : TempDirTestBase
         var (logits, cache) = model.RunWithCache(r["tokens"], [.. expected.Keys]);
         using (cache)
         {
-            foreach (var (hook, key) in expected)
-                Assert.True(RelativeDifference(r[key], cache[hook]) < 1e-5, $"{hook}: {RelativeDifference(r[key], cache[hook])}");
-            Assert.True(RelativeDifference(r["logits"], logits!) < 1e-5);
+            AssertMatches(r, expected, cache, logits!);
             // The rotary half: only the first rotary_dim = int(8 · 0.5) = 4 dims of each head turn; the rest pass through.
             var q = cache["blocks.1.attn.hook_q"];
             var rotQ = cache["blocks.1.attn.hook_rot_q"];
