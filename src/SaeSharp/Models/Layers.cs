@@ -56,6 +56,7 @@ internal sealed class Linear : nn.Module<Tensor, Tensor>
         if (bias is null)
         {
             bias = new Parameter(zeros(weight.shape[0], dtype: weight.dtype, device: weight.device), requires_grad: false);
+            bias.DetachFromDisposeScope();   // owned by the layer, whatever scope the caller runs in
             register_parameter("bias", bias);
         }
         return bias;

@@ -418,6 +418,7 @@ public sealed class LlamaFamilyModel : HookedTransformer
         if (lm_head is not null) return;
         var we = model.embed_tokens.Weight;
         var head = new Linear(we.shape[1], we.shape[0], false, we.dtype);
+        foreach (var (_, t) in head.named_parameters()) t.DetachFromDisposeScope();   // owned by the model, whatever scope the caller runs in
         using (no_grad()) head.Weight.copy_(we);
         lm_head = head;
         register_module("lm_head", head);

@@ -123,14 +123,16 @@ public sealed class ProcessedModel : IDisposable
 /// (transformer_lens/weight_processing.py <c>process_weights</c>): fold_ln folds each RMSNorm's weight (Gemma's 1 + w)
 /// into the layers reading it and ln_final's into W_U, without centring (RMSNorm does not subtract the mean), leaving
 /// RMSPre norms; Gemma 2/3's post-norms (<c>ln1_post</c>, <c>ln2_post</c>) and Qwen3 / Gemma 3's q/k norms are kept as
-/// they are; center_writing_weights is skipped for RMSNorm models (with a warning); tied embeddings are untied so W_U
-/// changes without W_E.
+/// they are; center_writing_weights is skipped for RMSNorm models, fold_ln for a mixture of experts and OLMo-2/3's
+/// post-norms, center_unembed under a final logit soft cap (Gemma 2), each with a warning, as TransformerLens skips them;
+/// tied embeddings are untied so W_U changes without W_E.
 /// </summary>
 public static class WeightProcessing
 {
     /// <summary>Processes <paramref name="model"/> in place; returns the hooks that complete it (see <see cref="ProcessedModel"/>).
     /// Options that ask for nothing leave any model as it is. A step TransformerLens skips for the model (fold_ln for a
-    /// mixture of experts, center_writing_weights for an RMSNorm model) is skipped with a warning
+    /// mixture of experts or OLMo-2's post-norms, center_writing_weights for an RMSNorm model, center_unembed under a final
+    /// logit soft cap) is skipped with a warning
     /// (<see cref="Data.DatasetWarnings"/>) and left out of <see cref="ProcessedModel.Options"/>.</summary>
     public static ProcessedModel Apply(HookedTransformer model, WeightProcessingOptions options)
     {
@@ -178,11 +180,20 @@ public static class WeightProcessing
         bool ln = c.NormalizationType == "LN";                        // OLMo 1's weightless LayerNorm
         bool moe = c.NumExperts > 0;
         bool postNormsOnly = arch is "olmo2" or "olmo3";
-        if (options.FoldLn && postNormsOnly)
-            throw new SaeSharpException($"fold_ln: {arch} normalises each sublayer's output (post_attention_layernorm, post_feedforward_layernorm), " +
-                                        "not the residual stream a layer reads, so no weight reading it can absorb those norms; load it without --fold-ln / --process-weights");
         var effective = options;
-        if (options.FoldLn && moe)
+        if (options.FoldLn && postNormsOnly)
+        {
+            Data.DatasetWarnings.Report($"fold_ln skipped for {c.ModelName}: {arch} normalises each sublayer's output (post_attention_layernorm, " +
+                                        "post_feedforward_layernorm), not the residual stream a layer reads, as TransformerLens skips it for OLMo 2");
+            effective = effective with { FoldLn = false };
+        }
+        if (options.CenterUnembed && c.OutputLogitsSoftCap is not null)
+        {
+            Data.DatasetWarnings.Report($"center_unembed skipped for {c.ModelName}: its final logit soft cap (tanh) is not invariant to adding " +
+                                        "a constant to every logit, as TransformerLens skips it");
+            effective = effective with { CenterUnembed = false };
+        }
+        if (effective.FoldLn && moe)
         {
             Data.DatasetWarnings.Report($"fold_ln skipped for {c.ModelName}: TransformerLens does not fold norms into a mixture of experts");
             effective = effective with { FoldLn = false };
@@ -194,9 +205,15 @@ public static class WeightProcessing
             effective = effective with { CenterWritingWeights = false };
         }
         using var _ = no_grad();
-        using var scope = NewDisposeScope();
-        // TransformerLens's W_U is its own matrix: tied embeddings are untied before W_U changes.
+        // New parameters before the dispose scope (it would dispose them): TransformerLens's W_U is its own matrix, so tied
+        // embeddings are untied before W_U changes; every layer whose b_V moves gets a b_O.
         if (effective.FoldLn || effective.CenterUnembed) model.UntieEmbeddings();
+        var modules = model.named_modules().ToDictionary(kv => kv.name, kv => kv.module, StringComparer.Ordinal);
+        var p0 = model.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter, StringComparer.Ordinal);
+        if (effective.FoldValueBiases)
+            for (int i = 0; i < c.NLayers; i++)
+                if (p0.ContainsKey($"model.layers.{i}.self_attn.v_proj.bias")) ((Linear)modules[$"model.layers.{i}.self_attn.o_proj"]).EnsureBias();
+        using var scope = NewDisposeScope();
         var p = model.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter, StringComparer.Ordinal);
         bool gemma = arch.StartsWith("gemma", StringComparison.Ordinal);
         if (effective.FoldLn)
@@ -230,7 +247,6 @@ public static class WeightProcessing
         }
         if (effective.FoldValueBiases)
         {
-            var modules = model.named_modules().ToDictionary(kv => kv.name, kv => kv.module, StringComparer.Ordinal);
             int h = c.NHeads, g = c.NKvHeads, hd = c.DHead;
             for (int i = 0; i < c.NLayers; i++)
             {

@@ -43,6 +43,7 @@ public class DecoderWeightProcessingTests : ModelTestBase
     [InlineData("olmo-clip")]
     [InlineData("phi3")]
     [InlineData("qwen2_moe")]
+    [InlineData("olmo2")]
     public void Every_step_keeps_the_next_token_distribution(string family)
     {
         using var raw = ModelLoader.FromPretrained(Folder(family));
@@ -57,7 +58,7 @@ public class DecoderWeightProcessingTests : ModelTestBase
             string what = $"{family} {string.Join(",", step.ToKwargs().Keys)}";
             AssertAllClose(l0!.log_softmax(-1), l1!.log_softmax(-1), 2e-5, what + " log-probs");
             // Nothing but center_unembed (a constant per position) or centring the residual stream changes a logit.
-            if (!step.CenterUnembed) AssertAllClose(l0, l1, 2e-5, what + " logits");
+            if (!pm.Options.CenterUnembed) AssertAllClose(l0, l1, 2e-5, what + " logits");
             if (!pm.Options.CenterWritingWeights)
                 foreach (var (name, t) in c0) AssertAllClose(t, c1[name], 2e-5, $"{what} {name} (the residual stream is unchanged)");
             // W_E is never changed through a tied W_U.
@@ -187,8 +188,8 @@ public class DecoderWeightProcessingTests : ModelTestBase
     public void Center_writing_weights_is_skipped_for_rms_norm_with_one_warning_and_applied_for_olmo_layer_norm()
     {
         var warnings = new List<string>();
-        var previous = Data.DatasetWarnings.Handler;
-        Data.DatasetWarnings.Handler = warnings.Add;
+        var previous = SaeSharp.Data.DatasetWarnings.Handler;
+        SaeSharp.Data.DatasetWarnings.Handler = warnings.Add;
         try
         {
             using var pm = WeightProcessing.Apply(ModelLoader.FromPretrained(Folder("llama3")), WeightProcessingOptions.TransformerLensDefaults);
@@ -201,6 +202,14 @@ public class DecoderWeightProcessingTests : ModelTestBase
             using var moe = WeightProcessing.Apply(ModelLoader.FromPretrained(Folder("mixtral")), new WeightProcessingOptions { FoldLn = true });
             Assert.False(moe.Options.FoldLn);
             Assert.Contains(warnings, x => x.StartsWith("fold_ln skipped for ", StringComparison.Ordinal) && x.Contains("mixture of experts", StringComparison.Ordinal));
+            warnings.Clear();
+            // OLMo 2's post-norms read no residual stream: fold_ln skipped, as TransformerLens; Gemma 2's final soft cap: center_unembed skipped.
+            using var olmo2 = WeightProcessing.Apply(ModelLoader.FromPretrained(Folder("olmo2")), new WeightProcessingOptions { FoldLn = true });
+            Assert.False(olmo2.Options.FoldLn);
+            Assert.Contains(warnings, x => x.StartsWith("fold_ln skipped for ", StringComparison.Ordinal) && x.Contains("post_attention_layernorm", StringComparison.Ordinal));
+            using var gemma2 = WeightProcessing.Apply(ModelLoader.FromPretrained(Folder("gemma2")), new WeightProcessingOptions { CenterUnembed = true });
+            Assert.False(gemma2.Options.CenterUnembed);
+            Assert.Contains(warnings, x => x.StartsWith("center_unembed skipped for ", StringComparison.Ordinal) && x.Contains("soft cap", StringComparison.Ordinal));
             warnings.Clear();
             // OLMo 1's weightless LayerNorm: both applied, no warning; the residual stream becomes its centred self.
             using var raw = ModelLoader.FromPretrained(Folder("olmo"));
@@ -221,13 +230,11 @@ public class DecoderWeightProcessingTests : ModelTestBase
         }
         finally
         {
-            Data.DatasetWarnings.Handler = previous;
+            SaeSharp.Data.DatasetWarnings.Handler = previous;
         }
     }
 
     [Theory]
-    [InlineData("olmo2", "fold_ln", "fold_ln: olmo2 normalises each sublayer's output (post_attention_layernorm, post_feedforward_layernorm)")]
-    [InlineData("olmo3", "fold_ln", "fold_ln: olmo3 normalises each sublayer's output")]
     [InlineData("deepseek_v3", "fold_value_biases", "deepseek_v3's multi-head latent attention has no per-head W_V and W_O")]
     [InlineData("gpt_oss", "fold_value_biases", "gpt_oss's attention sinks take part of each softmax")]
     public void Refusals_name_the_model_and_the_reason(string family, string step, string message)
