@@ -1352,8 +1352,10 @@ internal static class ModelCommands
             if (layers?.Where(l => l < 0 || l >= m.Config.NLayers).ToList() is [var outside, ..])
                 throw new SaeSharpException($"--layer {outside}: the model has layers 0..{m.Config.NLayers - 1}");
             // The processing applied: TransformerLens skips some steps for some models (center_writing_weights for RMSNorm; a warning says so).
-            var processing = WeightProcessing.Apply(m, parse.GetValue(process) ? WeightProcessingOptions.TransformerLensDefaults
-                : new WeightProcessingOptions { FoldLn = parse.GetValue(foldLn) }).Options;
+            var processed = WeightProcessing.Apply(m, parse.GetValue(process) ? WeightProcessingOptions.TransformerLensDefaults
+                : new WeightProcessingOptions { FoldLn = parse.GetValue(foldLn) });
+            foreach (var w in processed.Warnings) CliProgress.Warn($"warning: {w}");
+            var processing = processed.Options;
             // The QK scores first: a --positions the model has no W_pos rows for is refused before the OV circuits' work.
             var qk = SaeSharp.Analysis.AttentionCircuits.QkScores(m, parse.GetValue(tokens), layers, parse.GetValue(positions), processing);
             var r = SaeSharp.Analysis.AttentionCircuits.Scores(m, parse.GetValue(tokens), layers, processing);

@@ -104,6 +104,9 @@ public sealed class ProcessedModel : IDisposable
     public HookedTransformer Model { get; }
     /// <summary>The processing that was applied.</summary>
     public WeightProcessingOptions Options { get; }
+    /// <summary>One line per step TransformerLens skips for this model (skipped here too, and left out of
+    /// <see cref="Options"/>): for the user's stderr.</summary>
+    public IReadOnlyList<string> Warnings { get; init; } = [];
     /// <summary>Hook functions completing the processing; pass them with every run.</summary>
     public IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)> Hooks { get; }
 
@@ -133,7 +136,7 @@ public static class WeightProcessing
     /// Options that ask for nothing leave any model as it is. A step TransformerLens skips for the model (fold_ln for a
     /// mixture of experts or OLMo-2's post-norms, center_writing_weights for an RMSNorm model, center_unembed under a final
     /// logit soft cap) is skipped with a warning
-    /// (<see cref="Data.DatasetWarnings"/>) and left out of <see cref="ProcessedModel.Options"/>.</summary>
+    /// (<see cref="ProcessedModel.Warnings"/>) and left out of <see cref="ProcessedModel.Options"/>.</summary>
     public static ProcessedModel Apply(HookedTransformer model, WeightProcessingOptions options)
     {
         ArgumentNullException.ThrowIfNull(model);
@@ -181,26 +184,27 @@ public static class WeightProcessing
         bool moe = c.NumExperts > 0;
         bool postNormsOnly = arch is "olmo2" or "olmo3";
         var effective = options;
+        var warnings = new List<string>();
         if (options.FoldLn && postNormsOnly)
         {
-            Data.DatasetWarnings.Report($"fold_ln skipped for {c.ModelName}: {arch} normalises each sublayer's output (post_attention_layernorm, " +
+            warnings.Add($"fold_ln skipped for {c.ModelName}: {arch} normalises each sublayer's output (post_attention_layernorm, " +
                                         "post_feedforward_layernorm), not the residual stream a layer reads, as TransformerLens skips it for OLMo 2");
             effective = effective with { FoldLn = false };
         }
         if (options.CenterUnembed && c.OutputLogitsSoftCap is not null)
         {
-            Data.DatasetWarnings.Report($"center_unembed skipped for {c.ModelName}: its final logit soft cap (tanh) is not invariant to adding " +
+            warnings.Add($"center_unembed skipped for {c.ModelName}: its final logit soft cap (tanh) is not invariant to adding " +
                                         "a constant to every logit, as TransformerLens skips it");
             effective = effective with { CenterUnembed = false };
         }
         if (effective.FoldLn && moe)
         {
-            Data.DatasetWarnings.Report($"fold_ln skipped for {c.ModelName}: TransformerLens does not fold norms into a mixture of experts");
+            warnings.Add($"fold_ln skipped for {c.ModelName}: TransformerLens does not fold norms into a mixture of experts");
             effective = effective with { FoldLn = false };
         }
         if (options.CenterWritingWeights && !ln)
         {
-            Data.DatasetWarnings.Report($"center_writing_weights skipped for {c.ModelName}: TransformerLens centres the writing weights only " +
+            warnings.Add($"center_writing_weights skipped for {c.ModelName}: TransformerLens centres the writing weights only " +
                                         "for LayerNorm models, and an RMSNorm does not remove the mean it would take away");
             effective = effective with { CenterWritingWeights = false };
         }
@@ -257,12 +261,12 @@ public static class WeightProcessing
                 var oProj = (Linear)modules[b + "o_proj"];
                 var bO = oProj.EnsureBias();
                 var W = oProj.Weight;                                 // [d_model, h·hd]
-                bO.copy_(bO.to(ScalarType.Float32) + matmul(W.to(ScalarType.Float32), perHead.to(ScalarType.Float32)));
-                bv.zero_();
+                bO.copy_(bO.to(ScalarType.Float32).add(matmul(W.to(ScalarType.Float32), perHead.to(ScalarType.Float32)), TorchScalars.One));
+                bv.fill_(TorchScalars.Of(0));
                 if (effective.CenterWritingWeights) bO.sub_(bO.mean());
             }
         }
-        return new ProcessedModel(model, effective, []);
+        return new ProcessedModel(model, effective, []) { Warnings = warnings };
     }
 
     /// <summary>Folds the norm <paramref name="norm"/>'s weight (Gemma: 1 + w) into the Linear layers reading it

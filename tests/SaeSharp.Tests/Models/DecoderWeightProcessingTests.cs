@@ -188,11 +188,9 @@ public class DecoderWeightProcessingTests : ModelTestBase
     public void Center_writing_weights_is_skipped_for_rms_norm_with_one_warning_and_applied_for_olmo_layer_norm()
     {
         var warnings = new List<string>();
-        var previous = SaeSharp.Data.DatasetWarnings.Handler;
-        SaeSharp.Data.DatasetWarnings.Handler = warnings.Add;
-        try
         {
             using var pm = WeightProcessing.Apply(ModelLoader.FromPretrained(Folder("llama3")), WeightProcessingOptions.TransformerLensDefaults);
+            warnings.AddRange(pm.Warnings);
             Assert.Equal(new WeightProcessingOptions { FoldLn = true, CenterUnembed = true, FoldValueBiases = true }, pm.Options);
             var line = Assert.Single(warnings);
             Assert.StartsWith("center_writing_weights skipped for ", line);
@@ -200,21 +198,24 @@ public class DecoderWeightProcessingTests : ModelTestBase
             warnings.Clear();
             // A mixture of experts: TransformerLens does not fold its norms either.
             using var moe = WeightProcessing.Apply(ModelLoader.FromPretrained(Folder("mixtral")), new WeightProcessingOptions { FoldLn = true });
+            warnings.AddRange(moe.Warnings);
             Assert.False(moe.Options.FoldLn);
             Assert.Contains(warnings, x => x.StartsWith("fold_ln skipped for ", StringComparison.Ordinal) && x.Contains("mixture of experts", StringComparison.Ordinal));
             warnings.Clear();
             // OLMo 2's post-norms read no residual stream: fold_ln skipped, as TransformerLens; Gemma 2's final soft cap: center_unembed skipped.
             using var olmo2 = WeightProcessing.Apply(ModelLoader.FromPretrained(Folder("olmo2")), new WeightProcessingOptions { FoldLn = true });
+            warnings.AddRange(olmo2.Warnings);
             Assert.False(olmo2.Options.FoldLn);
             Assert.Contains(warnings, x => x.StartsWith("fold_ln skipped for ", StringComparison.Ordinal) && x.Contains("post_attention_layernorm", StringComparison.Ordinal));
             using var gemma2 = WeightProcessing.Apply(ModelLoader.FromPretrained(Folder("gemma2")), new WeightProcessingOptions { CenterUnembed = true });
+            warnings.AddRange(gemma2.Warnings);
             Assert.False(gemma2.Options.CenterUnembed);
             Assert.Contains(warnings, x => x.StartsWith("center_unembed skipped for ", StringComparison.Ordinal) && x.Contains("soft cap", StringComparison.Ordinal));
             warnings.Clear();
             // OLMo 1's weightless LayerNorm: both applied, no warning; the residual stream becomes its centred self.
             using var raw = ModelLoader.FromPretrained(Folder("olmo"));
             using var olmo = WeightProcessing.Apply(ModelLoader.FromPretrained(Folder("olmo")), WeightProcessingOptions.TransformerLensDefaults);
-            Assert.Empty(warnings);
+            Assert.Empty(olmo.Warnings);
             Assert.Equal(WeightProcessingOptions.TransformerLensDefaults, olmo.Options);
             var (l0, c0) = raw.RunWithCache(Tok(raw), ["blocks.0.hook_resid_post", "blocks.0.ln1.hook_normalized"]);
             var (l1, c1) = olmo.Model.RunWithCache(Tok(raw), ["blocks.0.hook_resid_post", "blocks.0.ln1.hook_normalized"]);
@@ -227,10 +228,6 @@ public class DecoderWeightProcessingTests : ModelTestBase
                 AssertAllClose(c0["blocks.0.ln1.hook_normalized"], c1["blocks.0.ln1.hook_normalized"], 2e-5, "olmo ln1 output");
                 AssertAllClose(l0!.log_softmax(-1), l1!.log_softmax(-1), 2e-5, "olmo log-probs");
             }
-        }
-        finally
-        {
-            SaeSharp.Data.DatasetWarnings.Handler = previous;
         }
     }
 
