@@ -1325,12 +1325,12 @@ internal static class ModelCommands
         var json = new Option<string?>("--json") { Description = "Write every head's scores to this JSON file ([layer][head] per score)" };
         var foldLn = new Option<bool>("--fold-ln")
         {
-            Description = "Fold each block's LayerNorm into W_Q, W_K, W_V first (TransformerLens fold_ln only; GPT-2 and GPT-NeoX)",
+            Description = "Fold each block's LayerNorm or RMSNorm into W_Q, W_K, W_V first (TransformerLens fold_ln only)",
         };
         var process = new Option<bool>("--process-weights")
         {
             Description = "TransformerLens from_pretrained's full default processing first: fold_ln, center_writing_weights (W_E, W_pos, " +
-                          "W_O centred over d_model), center_unembed (W_U centred over the vocabulary), fold_value_biases; GPT-2 and GPT-NeoX",
+                          "W_O centred over d_model; LayerNorm models only), center_unembed (W_U centred over the vocabulary), fold_value_biases",
         };
         var positions = new Option<int?>("--positions")
         {
@@ -1351,9 +1351,11 @@ internal static class ModelCommands
             var layers = parse.GetValue(layer) is { Length: > 0 } ls ? ls.Distinct().Order().ToList() : null;
             if (layers?.Where(l => l < 0 || l >= m.Config.NLayers).ToList() is [var outside, ..])
                 throw new SaeSharpException($"--layer {outside}: the model has layers 0..{m.Config.NLayers - 1}");
-            var processing = parse.GetValue(process) ? WeightProcessingOptions.TransformerLensDefaults
-                : new WeightProcessingOptions { FoldLn = parse.GetValue(foldLn) };
-            WeightProcessing.Apply(m, processing);
+            // The processing applied: TransformerLens skips some steps for some models (center_writing_weights for RMSNorm; a warning says so).
+            var processed = WeightProcessing.Apply(m, parse.GetValue(process) ? WeightProcessingOptions.TransformerLensDefaults
+                : new WeightProcessingOptions { FoldLn = parse.GetValue(foldLn) });
+            foreach (var w in processed.Warnings) CliProgress.Warn($"warning: {w}");
+            var processing = processed.Options;
             // The QK scores first: a --positions the model has no W_pos rows for is refused before the OV circuits' work.
             var qk = SaeSharp.Analysis.AttentionCircuits.QkScores(m, parse.GetValue(tokens), layers, parse.GetValue(positions), processing);
             var r = SaeSharp.Analysis.AttentionCircuits.Scores(m, parse.GetValue(tokens), layers, processing);

@@ -187,14 +187,14 @@ public static class AttentionCircuits
     /// The unembedding W_U [d_model, d_vocab] float32 with the final norm's scale folded in
     /// (<see cref="FeatureWeights.FoldedUnembed"/>); with <paramref name="processed"/> as TransformerLens's processed model
     /// has it (transformer_lens/weight_processing.py <c>_fold_unembed_layer_norm</c>, <c>center_unembed</c>): centred over
-    /// d_model when <c>fold_ln</c> (its <c>center_weights</c>), over the vocabulary when <c>center_unembed</c>. Neither
+    /// d_model when <c>fold_ln</c> on a LayerNorm model (its <c>center_weights</c>), over the vocabulary when <c>center_unembed</c>. Neither
     /// centring changes a logit difference: the final norm's output has mean 0 over d_model, and a vocabulary-wide
     /// constant drops out of every difference and softmax. The final norm's bias β (<c>b_U</c> after <c>fold_ln</c>) is not in it.
     /// </summary>
     public static Tensor Unembed(HookedTransformer model, WeightProcessingOptions? processed = null)
     {
         var wu = FeatureWeights.FoldedUnembed(model);
-        if (processed?.FoldLn == true) wu = CenterOver(wu, 0);
+        if (processed?.FoldLn == true && model.Config.NormalizationType == "LN") wu = CenterOver(wu, 0);   // RMSNorm: no centring
         if (processed?.CenterUnembed == true) wu = CenterOver(wu, 1);
         return wu;
     }

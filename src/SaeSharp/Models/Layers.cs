@@ -38,7 +38,7 @@ internal sealed class Conv1D : nn.Module<Tensor, Tensor>
 internal sealed class Linear : nn.Module<Tensor, Tensor>
 {
     private readonly Parameter weight;
-    private readonly Parameter? bias;
+    private Parameter? bias;
 
     public Linear(long nIn, long nOut, bool hasBias, ScalarType dtype) : base(nameof(Linear))
     {
@@ -48,6 +48,19 @@ internal sealed class Linear : nn.Module<Tensor, Tensor>
     }
 
     public Tensor Weight => weight;
+
+    /// <summary>The bias, first registered as zeros when the layer has none (TransformerLens's b_O, which every
+    /// HookedTransformer has and <c>fold_value_biases</c> writes into).</summary>
+    internal Parameter EnsureBias()
+    {
+        if (bias is null)
+        {
+            bias = new Parameter(zeros(weight.shape[0], dtype: weight.dtype, device: weight.device), requires_grad: false);
+            bias.DetachFromDisposeScope();   // owned by the layer, whatever scope the caller runs in
+            register_parameter("bias", bias);
+        }
+        return bias;
+    }
 
     /// <summary>Wᵀ [in, out] (a view) and b [out].</summary>
     public (Tensor WeightInOut, Tensor? Bias) InOut => (weight.t(), bias);

@@ -14,16 +14,22 @@ public sealed record WeightProcessingOptions
 {
     /// <summary><c>fold_ln</c>: fold each block's LayerNorm weight and bias into the layer reading it and centre that layer's
     /// reading weights, leaving a pure normalisation (TransformerLens <c>LNPre</c>). Not applied to <c>ln_final</c>
-    /// (these models have no unembedding bias to absorb its bias), so <c>ln_final.hook_normalized</c> keeps its affine part.</summary>
+    /// (these models have no unembedding bias to absorb its bias), so <c>ln_final.hook_normalized</c> keeps its affine part.
+    /// Llama-style decoders: each RMSNorm's weight (Gemma's 1 + w) is folded into q/k/v_proj, gate/up_proj and, for
+    /// ln_final, W_U, without centring, leaving RMSPre norms (Gemma 2/3's post-norms stay).</summary>
     public bool FoldLn { get; init; }
     /// <summary><c>center_writing_weights</c>: subtract the mean over d_model from every matrix and bias writing to the
     /// residual stream (W_E, W_pos, W_O, b_O, W_out, b_out). Residual-stream, attn_out and mlp_out activations become their
-    /// centred versions; logits are unchanged because every reader of the residual stream is a LayerNorm.</summary>
+    /// centred versions; logits are unchanged because every reader of the residual stream is a LayerNorm. Skipped, as
+    /// TransformerLens skips it, for RMSNorm models.</summary>
     public bool CenterWritingWeights { get; init; }
     /// <summary><c>center_unembed</c>: subtract the mean over the vocabulary from W_U (a per-position constant on the logits,
-    /// softmax unchanged). Applied where W_U is its own matrix (GPT-NeoX); a no-op for GPT-2, whose W_U is W_E.</summary>
+    /// softmax unchanged). Applied where W_U is its own matrix (GPT-NeoX, Llama-style decoders, whose tied embeddings are
+    /// untied first); a no-op for GPT-2, whose W_U is W_E.</summary>
     public bool CenterUnembed { get; init; }
-    /// <summary><c>fold_value_biases</c>: move b_V into b_O (attention patterns sum to one), so hook_v / hook_z have no bias.</summary>
+    /// <summary><c>fold_value_biases</c>: move b_V into b_O (attention patterns sum to one), so hook_v / hook_z have no bias.
+    /// With grouped-query attention each key/value head's b_V counts once for every query head sharing it; an o_proj without
+    /// a bias gains one (TransformerLens's b_O).</summary>
     public bool FoldValueBiases { get; init; }
 
     /// <summary>Processing keys of TransformerLens <c>from_pretrained</c> this class understands.</summary>
@@ -98,6 +104,9 @@ public sealed class ProcessedModel : IDisposable
     public HookedTransformer Model { get; }
     /// <summary>The processing that was applied.</summary>
     public WeightProcessingOptions Options { get; }
+    /// <summary>One line per step TransformerLens skips for this model (skipped here too, and left out of
+    /// <see cref="Options"/>): for the user's stderr.</summary>
+    public IReadOnlyList<string> Warnings { get; init; } = [];
     /// <summary>Hook functions completing the processing; pass them with every run.</summary>
     public IReadOnlyList<(string Name, Func<Tensor, Tensor?> Fn)> Hooks { get; }
 
@@ -112,23 +121,36 @@ public sealed class ProcessedModel : IDisposable
 /// <summary>
 /// TransformerLens's <c>fold_layer_norm</c>, <c>center_writing_weights</c>, <c>center_unembed</c> and
 /// <c>fold_value_biases</c> applied in place to a loaded GPT-2 or GPT-NeoX (Hugging Face weight layout: Conv1D [in, out]
-/// for GPT-2, Linear [out, in] for NeoX).
+/// for GPT-2, Linear [out, in] for NeoX), or a Llama-layout decoder (<see cref="LlamaFamilyModel"/>: Llama, Mistral,
+/// Qwen2/3, Gemma 1/2/3, OLMo, Phi-3, ...) as TransformerLens processes its RMSNorm models
+/// (transformer_lens/weight_processing.py <c>process_weights</c>): fold_ln folds each RMSNorm's weight (Gemma's 1 + w)
+/// into the layers reading it and ln_final's into W_U, without centring (RMSNorm does not subtract the mean), leaving
+/// RMSPre norms; Gemma 2/3's post-norms (<c>ln1_post</c>, <c>ln2_post</c>) and Qwen3 / Gemma 3's q/k norms are kept as
+/// they are; center_writing_weights is skipped for RMSNorm models, fold_ln for a mixture of experts and OLMo-2/3's
+/// post-norms, center_unembed under a final logit soft cap (Gemma 2), each with a warning, as TransformerLens skips them;
+/// tied embeddings are untied so W_U changes without W_E.
 /// </summary>
 public static class WeightProcessing
 {
     /// <summary>Processes <paramref name="model"/> in place; returns the hooks that complete it (see <see cref="ProcessedModel"/>).
-    /// Options that ask for nothing leave any model as it is; any processing is for GPT-2 and GPT-NeoX only.</summary>
+    /// Options that ask for nothing leave any model as it is. A step TransformerLens skips for the model (fold_ln for a
+    /// mixture of experts or OLMo-2's post-norms, center_writing_weights for an RMSNorm model, center_unembed under a final
+    /// logit soft cap) is skipped with a warning
+    /// (<see cref="ProcessedModel.Warnings"/>) and left out of <see cref="ProcessedModel.Options"/>.</summary>
     public static ProcessedModel Apply(HookedTransformer model, WeightProcessingOptions options)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(options);
         var hooks = new List<(string, Func<Tensor, Tensor?>)>();
-        var p = model.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter, StringComparer.Ordinal);
-        bool gpt2 = model.Config.Architecture == "gpt2";
         if (!options.Any) return new ProcessedModel(model, options, hooks);
-        if (!gpt2 && model.Config.Architecture != "gpt_neox")
-            throw new SaeSharpException($"weight processing ({string.Join(", ", options.ToKwargs().Where(kv => kv.Value).Select(kv => kv.Key))}) " +
-                                        $"supports gpt2 and gpt_neox, not {model.Config.Architecture}: load it unprocessed (without --fold-ln, --center-writing-weights or --process-weights)");
+        string arch = model.Config.Architecture;
+        string asked = string.Join(", ", options.ToKwargs().Keys);
+        if (model is LlamaFamilyModel decoder) return ApplyDecoder(decoder, options, asked);
+        var p = model.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter, StringComparer.Ordinal);
+        bool gpt2 = arch == "gpt2";
+        if (!gpt2 && arch != "gpt_neox")
+            throw new SaeSharpException($"weight processing ({asked}) supports gpt2, gpt_neox and the Llama-style decoders, not {arch}: " +
+                                        "load it unprocessed (without --fold-ln, --center-writing-weights or --process-weights)");
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         // Order as TransformerLens process_weights_: fold_ln, center_writing_weights, center_unembed, fold_value_biases.
@@ -146,6 +168,127 @@ public static class WeightProcessing
         if (options.FoldValueBiases) FoldValueBiases(model, p, gpt2);
         return new ProcessedModel(model, options, hooks);
     }
+
+    /// <summary>TransformerLens <c>process_weights</c> on a Llama-layout decoder (HF names, Linear weights [out, in]).</summary>
+    private static ProcessedModel ApplyDecoder(LlamaFamilyModel model, WeightProcessingOptions options, string asked)
+    {
+        var c = model.Config;
+        string arch = c.Architecture;
+        if (c.KvLoraRank > 0 || arch.StartsWith("deepseek", StringComparison.Ordinal))
+            throw new SaeSharpException($"weight processing ({asked}): {arch}'s multi-head latent attention has no per-head W_V and W_O as " +
+                                        "TransformerLens processes them; load it unprocessed (without --fold-ln, --center-writing-weights or --process-weights)");
+        if (c.AttentionSinks)
+            throw new SaeSharpException($"weight processing ({asked}): {arch}'s attention sinks take part of each softmax, so its patterns do not " +
+                                        "sum to one over the positions and b_V cannot move into b_O; load it unprocessed (without --process-weights)");
+        bool ln = c.NormalizationType == "LN";                        // OLMo 1's weightless LayerNorm
+        bool moe = c.NumExperts > 0;
+        bool postNormsOnly = arch is "olmo2" or "olmo3";
+        var effective = options;
+        var warnings = new List<string>();
+        if (options.FoldLn && postNormsOnly)
+        {
+            warnings.Add($"fold_ln skipped for {c.ModelName}: {arch} normalises each sublayer's output (post_attention_layernorm, " +
+                                        "post_feedforward_layernorm), not the residual stream a layer reads, as TransformerLens skips it for OLMo 2");
+            effective = effective with { FoldLn = false };
+        }
+        if (options.CenterUnembed && c.OutputLogitsSoftCap is not null)
+        {
+            warnings.Add($"center_unembed skipped for {c.ModelName}: its final logit soft cap (tanh) is not invariant to adding " +
+                                        "a constant to every logit, as TransformerLens skips it");
+            effective = effective with { CenterUnembed = false };
+        }
+        if (effective.FoldLn && moe)
+        {
+            warnings.Add($"fold_ln skipped for {c.ModelName}: TransformerLens does not fold norms into a mixture of experts");
+            effective = effective with { FoldLn = false };
+        }
+        if (options.CenterWritingWeights && !ln)
+        {
+            warnings.Add($"center_writing_weights skipped for {c.ModelName}: TransformerLens centres the writing weights only " +
+                                        "for LayerNorm models, and an RMSNorm does not remove the mean it would take away");
+            effective = effective with { CenterWritingWeights = false };
+        }
+        using var _ = no_grad();
+        // New parameters before the dispose scope (it would dispose them): TransformerLens's W_U is its own matrix, so tied
+        // embeddings are untied before W_U changes; every layer whose b_V moves gets a b_O.
+        if (effective.FoldLn || effective.CenterUnembed) model.UntieEmbeddings();
+        var modules = model.named_modules().ToDictionary(kv => kv.name, kv => kv.module, StringComparer.Ordinal);
+        var p0 = model.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter, StringComparer.Ordinal);
+        if (effective.FoldValueBiases)
+            for (int i = 0; i < c.NLayers; i++)
+                if (p0.ContainsKey($"model.layers.{i}.self_attn.v_proj.bias")) ((Linear)modules[$"model.layers.{i}.self_attn.o_proj"]).EnsureBias();
+        using var scope = NewDisposeScope();
+        var p = model.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter, StringComparer.Ordinal);
+        bool gemma = arch.StartsWith("gemma", StringComparison.Ordinal);
+        if (effective.FoldLn)
+        {
+            for (int i = 0; i < c.NLayers; i++)
+            {
+                string b = $"model.layers.{i}.";
+                FoldNorm(p, b + "input_layernorm", [b + "self_attn.q_proj", b + "self_attn.k_proj", b + "self_attn.v_proj"], gemma, ln);
+                // Gemma 2/3: pre_feedforward_layernorm reads the residual stream for the MLP (TransformerLens's ln2), while
+                // post_attention_layernorm normalises the attention output (ln1_post) and stays; elsewhere post_attention_layernorm is ln2.
+                string ln2 = p.ContainsKey(b + "pre_feedforward_layernorm.weight") ? "pre_feedforward_layernorm" : "post_attention_layernorm";
+                FoldNorm(p, b + ln2, [b + "mlp.gate_proj", b + "mlp.up_proj"], gemma, ln);
+            }
+            FoldNorm(p, "model.norm", ["lm_head"], gemma, ln);
+        }
+        if (effective.CenterWritingWeights)                           // LayerNorm models only (OLMo 1)
+        {
+            CenterRows(Get(p, "model.embed_tokens.weight"));
+            for (int i = 0; i < c.NLayers; i++)
+                foreach (var layer in new[] { $"model.layers.{i}.self_attn.o_proj", $"model.layers.{i}.mlp.down_proj" })
+                {
+                    var W = Get(p, layer + ".weight");                // [d_model, in]
+                    W.sub_(W.mean([0], keepdim: true));
+                    if (p.TryGetValue(layer + ".bias", out var bias)) bias.sub_(bias.mean());
+                }
+        }
+        if (effective.CenterUnembed)
+        {
+            var wu = Get(p, "lm_head.weight");                        // [vocab, d]
+            wu.sub_(wu.mean([0], keepdim: true));
+        }
+        if (effective.FoldValueBiases)
+        {
+            int h = c.NHeads, g = c.NKvHeads, hd = c.DHead;
+            for (int i = 0; i < c.NLayers; i++)
+            {
+                string b = $"model.layers.{i}.self_attn.";
+                if (!p.TryGetValue(b + "v_proj.bias", out var bv)) continue;   // no b_V: TransformerLens's b_O gains zeros
+                // b_V per key/value head, repeated for the query heads sharing it (HF repeat_kv: query head j reads head j / (h / g)).
+                var perHead = bv.view(g, hd).repeat_interleave(h / g, 0).reshape(-1);
+                var oProj = (Linear)modules[b + "o_proj"];
+                var bO = oProj.EnsureBias();
+                var W = oProj.Weight;                                 // [d_model, h·hd]
+                bO.copy_(bO.to(ScalarType.Float32).add(matmul(W.to(ScalarType.Float32), perHead.to(ScalarType.Float32)), TorchScalars.One));
+                bv.fill_(TorchScalars.Of(0));
+                if (effective.CenterWritingWeights) bO.sub_(bO.mean());
+            }
+        }
+        return new ProcessedModel(model, effective, []) { Warnings = warnings };
+    }
+
+    /// <summary>Folds the norm <paramref name="norm"/>'s weight (Gemma: 1 + w) into the Linear layers reading it
+    /// (W ← W·diag(w), in float32), then, for a LayerNorm, centres their rows over d_model (TransformerLens's
+    /// <c>center_weights</c>); the norm is left the identity scale (w = 1; Gemma's w = 0). A weightless norm (OLMo 1's) is only
+    /// centred into its readers.</summary>
+    internal static void FoldNorm(Dictionary<string, Parameter> p, string norm, string[] readers, bool gemma, bool ln)
+    {
+        p.TryGetValue(norm + ".weight", out var w);
+        var scale = w is null ? null : gemma ? w.to(ScalarType.Float32).add(TorchScalars.Of(1.0), TorchScalars.One) : w.to(ScalarType.Float32);
+        foreach (var layer in readers)
+        {
+            var W = Get(p, layer + ".weight");                        // [out, d_model]
+            var folded = W.to(ScalarType.Float32);
+            if (scale is not null) folded = folded * scale.unsqueeze(0);
+            if (ln) folded = folded - folded.mean([1], keepdim: true);
+            W.copy_(folded);
+        }
+        if (w is not null) w.fill_(TorchScalars.Of(gemma ? 0 : 1));
+    }
+
+    private static void CenterRows(Tensor w) => w.sub_(w.mean([1], keepdim: true));
 
     private static Parameter Get(Dictionary<string, Parameter> p, string name) =>
         p.TryGetValue(name, out var t) ? t : throw new SaeSharpException($"weight processing: the model has no parameter '{name}'");

@@ -47,7 +47,9 @@ public static class ModelForSae
         var model = ModelLoader.FromPretrained(modelFolder, dtype);
         try
         {
-            return WeightProcessing.Apply(model, options);
+            var pm = WeightProcessing.Apply(model, options);
+            foreach (var w in pm.Warnings) Data.DatasetWarnings.Report(w);   // a step TransformerLens skips for this model: once on stderr
+            return pm;
         }
         catch
         {
