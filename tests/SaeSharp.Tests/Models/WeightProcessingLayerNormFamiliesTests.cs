@@ -212,5 +212,11 @@ public class WeightProcessingLayerNormFamiliesTests : ModelTestBase
         Assert.Contains("weights: fold_ln, center_writing_weights, center_unembed, fold_value_biases", output);
         Assert.Contains("Full OV copying score (W_E·W_V·W_O·W_U)", output);
         Assert.DoesNotContain("skipped", err);
+        // OPT (tied W_E, learned positions after its two offset rows) and Phi (final_layernorm) score too.
+        var (optExit, optOut, optErr) = CliRunner.Run("model", "circuits", "--model", Folder("opt"), "--process-weights", "--tokens", "10");
+        Assert.True(optExit == 0, optErr);
+        Assert.Contains("Positional QK previous-token score", optOut);
+        var (phiExit, _, phiErr) = CliRunner.Run("model", "circuits", "--model", Folder("phi"), "--process-weights", "--tokens", "10");
+        Assert.True(phiExit == 0, phiErr);
     }
 }
