@@ -36,7 +36,7 @@ public sealed record QkCircuitScores(double[,]? PreviousToken, int Positions, do
 /// <c>model.OV</c> = FactoredMatrix(W_V, W_O) (transformer_lens/HookedTransformer.py), and the Main Demo's copying scores.
 /// Biases, rotary embeddings, q/k norms and attention logit scaling are left out, as TransformerLens's properties leave
 /// them; the weights are used as loaded (TransformerLens's <c>from_pretrained</c> would have folded the layer norms into
-/// them: <see cref="WeightProcessing.Apply"/> first does that for GPT-2 and GPT-NeoX). W_E is the embedding as stored and
+/// them: <see cref="WeightProcessing.Apply"/> first does that). W_E is the embedding as stored and
 /// W_U the unembedding with the final norm's scale folded in (<see cref="FeatureWeights.FoldedUnembed"/>).
 /// </summary>
 public static class AttentionCircuits
@@ -174,14 +174,22 @@ public static class AttentionCircuits
     /// over d_model by <c>center_writing_weights</c> (GPT-2's tied W_E is centred by a hook, so it is centred here).</summary>
     public static Tensor Embedding(HookedTransformer model, WeightProcessingOptions? processed = null)
     {
-        var we = FeatureWeights.Weight(model, ("transformer.wte.weight", false), ("gpt_neox.embed_in.weight", false), ("model.embed_tokens.weight", false));
+        var we = FeatureWeights.Weight(model, ("transformer.wte.weight", false), ("gpt_neox.embed_in.weight", false), ("model.embed_tokens.weight", false),
+            ("model.decoder.embed_tokens.weight", false));
         return processed?.CenterWritingWeights == true ? CenterOver(we, 1) : we;
     }
 
-    /// <summary>The learned position embedding W_pos [n_ctx, d_model] float32 (GPT-2's <c>wpe</c>, centred in place by
+    /// <summary>The learned position embedding W_pos [n_ctx, d_model] float32 (GPT-2's and GPT-Neo's <c>wpe</c>; OPT's
+    /// <c>embed_positions</c> without its two offset rows, as TransformerLens's W_pos; centred in place by
     /// <c>center_writing_weights</c>), or null for a model with rotary positions.</summary>
-    public static Tensor? PositionEmbedding(HookedTransformer model) =>
-        model.named_parameters().Any(kv => kv.name == "transformer.wpe.weight") ? FeatureWeights.Weight(model, ("transformer.wpe.weight", false)) : null;
+    public static Tensor? PositionEmbedding(HookedTransformer model)
+    {
+        var names = model.named_parameters().Select(kv => kv.name).ToHashSet(StringComparer.Ordinal);
+        if (names.Contains("transformer.wpe.weight")) return FeatureWeights.Weight(model, ("transformer.wpe.weight", false));
+        if (!names.Contains("model.decoder.embed_positions.weight")) return null;
+        var w = FeatureWeights.Weight(model, ("model.decoder.embed_positions.weight", false));
+        return w.narrow(0, OptSettings.PositionOffset, w.shape[0] - OptSettings.PositionOffset);
+    }
 
     /// <summary>
     /// The unembedding W_U [d_model, d_vocab] float32 with the final norm's scale folded in

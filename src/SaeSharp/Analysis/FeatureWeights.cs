@@ -28,9 +28,11 @@ public static class FeatureWeights
         }
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        var wu = Find("unembedding", "embed_out.weight", "lm_head.weight", "transformer.wte.weight", "model.embed_tokens.weight")
+        var wu = Find("unembedding", "embed_out.weight", "lm_head.weight", "transformer.wte.weight", "model.embed_tokens.weight",
+                "model.decoder.embed_tokens.weight")
             .to(ScalarType.Float32);                                                              // [vocab, d]
-        var gamma = Find("final layer norm", "gpt_neox.final_layer_norm.weight", "transformer.ln_f.weight", "model.norm.weight")
+        var gamma = Find("final layer norm", "gpt_neox.final_layer_norm.weight", "transformer.ln_f.weight", "model.norm.weight",
+                "model.decoder.final_layer_norm.weight", "model.final_layernorm.weight")
             .to(ScalarType.Float32);
         if (model.Config.Architecture.StartsWith("gemma", StringComparison.Ordinal)) gamma = gamma.add(TorchScalars.Of(1), TorchScalars.One); // Gemma's RMSNorm scales by 1 + w
         return (wu * gamma.unsqueeze(0)).t().contiguous().MoveToOuterDisposeScope();
@@ -42,7 +44,8 @@ public static class FeatureWeights
     {
         ArgumentNullException.ThrowIfNull(model);
         foreach (var (name, p) in model.named_parameters())
-            if (name is "gpt_neox.final_layer_norm.bias" or "transformer.ln_f.bias" or "model.norm.bias")
+            if (name is "gpt_neox.final_layer_norm.bias" or "transformer.ln_f.bias" or "model.norm.bias" or "model.decoder.final_layer_norm.bias"
+                or "model.final_layernorm.bias")
             {
                 using var _ = no_grad();
                 return p.detach().to(ScalarType.Float32);

@@ -47,7 +47,7 @@ internal sealed record GptJSettings(int NEmbd, int NLayer, int NHead, int NInner
 }
 
 /// <summary>HF <c>GPTJAttention</c> <c>attn</c>: <c>q_proj</c>, <c>k_proj</c>, <c>v_proj</c>, <c>out_proj</c>, none with
-/// bias; rotary on the first rotary_dim dims of each head in adjacent pairs (rotate_every_two); scores / √head_dim.</summary>
+/// bias (weight processing's fold_ln gives q/k/v one, fold_value_biases out_proj); rotary on the first rotary_dim dims of each head in adjacent pairs (rotate_every_two); scores / √head_dim.</summary>
 internal sealed class GptJAttention : nn.Module<Tensor, ForwardContext, Tensor>
 {
     private readonly Linear q_proj, k_proj, v_proj, out_proj;
@@ -70,9 +70,9 @@ internal sealed class GptJAttention : nn.Module<Tensor, ForwardContext, Tensor>
         long b = x.shape[0], s = x.shape[1];
         var st = _s;
         var (q, k, v) = ctx.SplitInputs is { } split
-            ? (SplitAttentionInputs.Project(split.Q, q_proj.InOut.WeightInOut, null),
-                SplitAttentionInputs.Project(split.K, k_proj.InOut.WeightInOut, null),
-                SplitAttentionInputs.Project(split.V, v_proj.InOut.WeightInOut, null))
+            ? (SplitAttentionInputs.Project(split.Q, q_proj.InOut.WeightInOut, q_proj.InOut.Bias),
+                SplitAttentionInputs.Project(split.K, k_proj.InOut.WeightInOut, k_proj.InOut.Bias),
+                SplitAttentionInputs.Project(split.V, v_proj.InOut.WeightInOut, v_proj.InOut.Bias))
             : (q_proj.forward(x).view(b, s, st.NHead, st.HeadDim), k_proj.forward(x).view(b, s, st.NHead, st.HeadDim),
                 v_proj.forward(x).view(b, s, st.NHead, st.HeadDim));
         var z = AttentionCore.AttendHeads(q, k, v, _layer, 1.0 / Math.Sqrt(st.HeadDim), ctx, _names, st.RotaryDim, interleavedRotary: true);

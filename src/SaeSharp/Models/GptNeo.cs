@@ -63,7 +63,7 @@ internal sealed record GptNeoSettings(int Hidden, int NLayer, int NHead, int Int
     }
 }
 
-/// <summary>HF <c>GPTNeoSelfAttention</c>: separate <c>q_proj</c>, <c>k_proj</c>, <c>v_proj</c> (no bias), <c>out_proj</c>
+/// <summary>HF <c>GPTNeoSelfAttention</c>: separate <c>q_proj</c>, <c>k_proj</c>, <c>v_proj</c> (no bias until weight processing's fold_ln gives them one), <c>out_proj</c>
 /// (bias); the scores are not scaled by 1/√d_head; a local layer sees only the last window_size positions.</summary>
 internal sealed class GptNeoSelfAttention : nn.Module<Tensor, ForwardContext, Tensor>
 {
@@ -86,9 +86,9 @@ internal sealed class GptNeoSelfAttention : nn.Module<Tensor, ForwardContext, Te
     {
         long b = x.shape[0], s = x.shape[1];
         var (q, k, v) = ctx.SplitInputs is { } split
-            ? (SplitAttentionInputs.Project(split.Q, q_proj.InOut.WeightInOut, null),
-                SplitAttentionInputs.Project(split.K, k_proj.InOut.WeightInOut, null),
-                SplitAttentionInputs.Project(split.V, v_proj.InOut.WeightInOut, null))
+            ? (SplitAttentionInputs.Project(split.Q, q_proj.InOut.WeightInOut, q_proj.InOut.Bias),
+                SplitAttentionInputs.Project(split.K, k_proj.InOut.WeightInOut, k_proj.InOut.Bias),
+                SplitAttentionInputs.Project(split.V, v_proj.InOut.WeightInOut, v_proj.InOut.Bias))
             : (q_proj.forward(x).view(b, s, _nHead, -1), k_proj.forward(x).view(b, s, _nHead, -1), v_proj.forward(x).view(b, s, _nHead, -1));
         var z = AttentionCore.AttendHeads(q, k, v, _layer, 1.0, ctx, _names, slidingWindow: _window);
         return AttentionCore.Project(z, _nHead, out_proj.InOut, out_proj.forward, ctx, _names);

@@ -158,7 +158,7 @@ internal sealed class OptCore : nn.Module
 public sealed class OptModel : HookedTransformer
 {
     private readonly OptCore model;
-    private readonly Linear? lm_head;
+    private Linear? lm_head;
 
     internal OptModel(OptSettings s, string modelName, string configPath, ScalarType dtype)
         : base("OPTForCausalLM", new TransformerConfig
@@ -185,6 +185,19 @@ public sealed class OptModel : HookedTransformer
 
     private protected override Tensor FinalNorm(Tensor resid, ForwardContext ctx) =>
         ctx.Hooks.Fire(HookPoints.LnFinal, model.decoder.final_layer_norm.Forward(resid, ctx.Hooks, HookPoints.LnFinalScale));
+
+    /// <summary>Gives a model with tied embeddings an <c>lm_head</c> of its own (a copy of <c>embed_tokens</c>), so weight
+    /// processing changes W_U without W_E, as TransformerLens's separate <c>unembed.W_U</c>.</summary>
+    internal void UntieEmbeddings()
+    {
+        if (lm_head is not null) return;
+        var we = model.decoder.embed_tokens.Weight;
+        var head = new Linear(we.shape[1], we.shape[0], false, we.dtype);
+        foreach (var (_, t) in head.named_parameters()) t.DetachFromDisposeScope();   // owned by the model, whatever scope the caller runs in
+        using (no_grad()) head.Weight.copy_(we);
+        lm_head = head;
+        register_module("lm_head", head);
+    }
 
     private protected override Tensor UnembedNormalized(Tensor x) =>
         lm_head is null ? matmul(x, model.decoder.embed_tokens.Weight.t()) : lm_head.forward(x);

@@ -13,19 +13,21 @@ namespace SaeSharp.Models;
 public sealed record WeightProcessingOptions
 {
     /// <summary><c>fold_ln</c>: fold each block's LayerNorm weight and bias into the layer reading it and centre that layer's
-    /// reading weights, leaving a pure normalisation (TransformerLens <c>LNPre</c>). Not applied to <c>ln_final</c>
-    /// (these models have no unembedding bias to absorb its bias), so <c>ln_final.hook_normalized</c> keeps its affine part.
+    /// reading weights, leaving a pure normalisation (TransformerLens <c>LNPre</c>); q/k/v or an MLP input without a bias (GPT-Neo,
+    /// GPT-J) gains one. <c>ln_final</c> is folded into W_U and b_U where the unembedding is its own matrix (GPT-J, Phi, OPT
+    /// after untying); not for GPT-2, GPT-Neo (W_U is W_E) and NeoX (no b_U), whose <c>ln_final.hook_normalized</c> keeps
+    /// its affine part. A parallel block's one norm (GPT-J, Phi) is folded into attention and MLP alike.
     /// Llama-style decoders: each RMSNorm's weight (Gemma's 1 + w) is folded into q/k/v_proj, gate/up_proj and, for
     /// ln_final, W_U, without centring, leaving RMSPre norms (Gemma 2/3's post-norms stay).</summary>
     public bool FoldLn { get; init; }
     /// <summary><c>center_writing_weights</c>: subtract the mean over d_model from every matrix and bias writing to the
-    /// residual stream (W_E, W_pos, W_O, b_O, W_out, b_out). Residual-stream, attn_out and mlp_out activations become their
+    /// residual stream (W_E, W_pos, W_O, b_O, W_out, b_out; OPT's W_pos with its two offset rows). Residual-stream, attn_out and mlp_out activations become their
     /// centred versions; logits are unchanged because every reader of the residual stream is a LayerNorm. Skipped, as
     /// TransformerLens skips it, for RMSNorm models.</summary>
     public bool CenterWritingWeights { get; init; }
-    /// <summary><c>center_unembed</c>: subtract the mean over the vocabulary from W_U (a per-position constant on the logits,
-    /// softmax unchanged). Applied where W_U is its own matrix (GPT-NeoX, Llama-style decoders, whose tied embeddings are
-    /// untied first); a no-op for GPT-2, whose W_U is W_E.</summary>
+    /// <summary><c>center_unembed</c>: subtract the mean over the vocabulary from W_U and b_U (a per-position constant on the
+    /// logits, softmax unchanged). Applied where W_U is its own matrix (GPT-NeoX, GPT-J, Phi, OPT and the Llama-style
+    /// decoders, whose tied embeddings are untied first, W_E unchanged); a no-op for GPT-2 and GPT-Neo, whose W_U is W_E.</summary>
     public bool CenterUnembed { get; init; }
     /// <summary><c>fold_value_biases</c>: move b_V into b_O (attention patterns sum to one), so hook_v / hook_z have no bias.
     /// With grouped-query attention each key/value head's b_V counts once for every query head sharing it; an o_proj without
@@ -121,7 +123,8 @@ public sealed class ProcessedModel : IDisposable
 /// <summary>
 /// TransformerLens's <c>fold_layer_norm</c>, <c>center_writing_weights</c>, <c>center_unembed</c> and
 /// <c>fold_value_biases</c> applied in place to a loaded GPT-2 or GPT-NeoX (Hugging Face weight layout: Conv1D [in, out]
-/// for GPT-2, Linear [out, in] for NeoX), or a Llama-layout decoder (<see cref="LlamaFamilyModel"/>: Llama, Mistral,
+/// for GPT-2, Linear [out, in] for NeoX), GPT-Neo, GPT-J, OPT or Phi (their HF Linear layers, as TransformerLens's
+/// converters map them: a parallel block's one norm is both ln1 and ln2), or a Llama-layout decoder (<see cref="LlamaFamilyModel"/>: Llama, Mistral,
 /// Qwen2/3, Gemma 1/2/3, OLMo, Phi-3, ...) as TransformerLens processes its RMSNorm models
 /// (transformer_lens/weight_processing.py <c>process_weights</c>): fold_ln folds each RMSNorm's weight (Gemma's 1 + w)
 /// into the layers reading it and ln_final's into W_U, without centring (RMSNorm does not subtract the mean), leaving
@@ -146,11 +149,12 @@ public static class WeightProcessing
         string arch = model.Config.Architecture;
         string asked = string.Join(", ", options.ToKwargs().Keys);
         if (model is LlamaFamilyModel decoder) return ApplyDecoder(decoder, options, asked);
+        if (LayerNormLayout.Of(model) is { } layout) return ApplyLayerNormFamily(model, layout, options);
         var p = model.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter, StringComparer.Ordinal);
         bool gpt2 = arch == "gpt2";
         if (!gpt2 && arch != "gpt_neox")
-            throw new SaeSharpException($"weight processing ({asked}) supports gpt2, gpt_neox and the Llama-style decoders, not {arch}: " +
-                                        "load it unprocessed (without --fold-ln, --center-writing-weights or --process-weights)");
+            throw new SaeSharpException($"weight processing ({asked}) supports gpt2, gpt_neox, gpt_neo, gptj, opt, phi and the Llama-style " +
+                                        $"decoders, not {arch}: load it unprocessed (without --fold-ln, --center-writing-weights or --process-weights)");
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         // Order as TransformerLens process_weights_: fold_ln, center_writing_weights, center_unembed, fold_value_biases.
@@ -238,54 +242,157 @@ public static class WeightProcessing
             CenterRows(Get(p, "model.embed_tokens.weight"));
             for (int i = 0; i < c.NLayers; i++)
                 foreach (var layer in new[] { $"model.layers.{i}.self_attn.o_proj", $"model.layers.{i}.mlp.down_proj" })
-                {
-                    var W = Get(p, layer + ".weight");                // [d_model, in]
-                    W.sub_(W.mean([0], keepdim: true));
-                    if (p.TryGetValue(layer + ".bias", out var bias)) bias.sub_(bias.mean());
-                }
+                    CenterWriter(p, layer);
         }
-        if (effective.CenterUnembed)
-        {
-            var wu = Get(p, "lm_head.weight");                        // [vocab, d]
-            wu.sub_(wu.mean([0], keepdim: true));
-        }
+        if (effective.CenterUnembed) CenterUnembedding(p, "lm_head");
         if (effective.FoldValueBiases)
-        {
-            int h = c.NHeads, g = c.NKvHeads, hd = c.DHead;
             for (int i = 0; i < c.NLayers; i++)
             {
                 string b = $"model.layers.{i}.self_attn.";
-                if (!p.TryGetValue(b + "v_proj.bias", out var bv)) continue;   // no b_V: TransformerLens's b_O gains zeros
-                // b_V per key/value head, repeated for the query heads sharing it (HF repeat_kv: query head j reads head j / (h / g)).
-                var perHead = bv.view(g, hd).repeat_interleave(h / g, 0).reshape(-1);
-                var oProj = (Linear)modules[b + "o_proj"];
-                var bO = oProj.EnsureBias();
-                var W = oProj.Weight;                                 // [d_model, h·hd]
-                bO.copy_(bO.to(ScalarType.Float32).add(matmul(W.to(ScalarType.Float32), perHead.to(ScalarType.Float32)), TorchScalars.One));
-                bv.fill_(TorchScalars.Of(0));
-                if (effective.CenterWritingWeights) bO.sub_(bO.mean());
+                // no b_V: TransformerLens's b_O gains zeros
+                if (p.TryGetValue(b + "v_proj.bias", out var bv)) FoldValueBias(c, bv, (Linear)modules[b + "o_proj"], effective.CenterWritingWeights);
             }
-        }
         return new ProcessedModel(model, effective, []) { Warnings = warnings };
     }
 
-    /// <summary>Folds the norm <paramref name="norm"/>'s weight (Gemma: 1 + w) into the Linear layers reading it
-    /// (W ← W·diag(w), in float32), then, for a LayerNorm, centres their rows over d_model (TransformerLens's
+    /// <summary>HF parameter names of a LayerNorm family whose layers are nn.Linear [out, in] (GPT-Neo, GPT-J, OPT, Phi), in
+    /// TransformerLens's terms: <see cref="Ln2"/> null for a parallel block (one norm feeding attention and MLP, which
+    /// TransformerLens's converters copy into ln2); <see cref="Unembed"/> null where W_U is W_E (GPT-Neo's tied
+    /// <c>wte</c>, as GPT-2's).</summary>
+    private sealed record LayerNormLayout(string Embed, string? PosEmbed, string Layer, string Ln1, string? Ln2, string Q, string K, string V,
+        string O, string MlpIn, string MlpOut, string FinalNorm, string? Unembed)
+    {
+        public static LayerNormLayout? Of(HookedTransformer m) => m.Config.Architecture switch
+        {
+            "gpt_neo" => new("transformer.wte", "transformer.wpe", "transformer.h.{0}.", "ln_1", "ln_2", "attn.attention.q_proj",
+                "attn.attention.k_proj", "attn.attention.v_proj", "attn.attention.out_proj", "mlp.c_fc", "mlp.c_proj", "transformer.ln_f", null),
+            "gptj" => new("transformer.wte", null, "transformer.h.{0}.", "ln_1", null, "attn.q_proj", "attn.k_proj", "attn.v_proj",
+                "attn.out_proj", "mlp.fc_in", "mlp.fc_out", "transformer.ln_f", "lm_head"),
+            "opt" => new("model.decoder.embed_tokens", "model.decoder.embed_positions", "model.decoder.layers.{0}.", "self_attn_layer_norm",
+                "final_layer_norm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "fc1", "fc2",
+                "model.decoder.final_layer_norm", "lm_head"),
+            "phi" => new("model.embed_tokens", null, "model.layers.{0}.", "input_layernorm", null, "self_attn.q_proj", "self_attn.k_proj",
+                "self_attn.v_proj", "self_attn.dense", "mlp.fc1", "mlp.fc2", "model.final_layernorm", "lm_head"),
+            _ => null,
+        };
+
+        public string At(int layer, string name) => string.Format(System.Globalization.CultureInfo.InvariantCulture, Layer, layer) + name;
+    }
+
+    /// <summary>TransformerLens <c>process_weights</c> on GPT-Neo, GPT-J, OPT or Phi (see <see cref="LayerNormLayout"/>), in
+    /// its order: fold_ln folds each LayerNorm's weight and bias into the layers reading it (a parallel block's one norm into
+    /// q/k/v and the MLP's input alike; q/k/v and MLP input without a bias gain one, TransformerLens's b_Q/b_K/b_V/b_in) and
+    /// centres their weights over d_model, then ln_final into W_U and b_U (an untied W_U; OPT's tied one is untied first and
+    /// gains its b_U); center_writing_weights centres W_E, W_pos, W_O, b_O, W_out, b_out over d_model (a tied W_E through
+    /// <c>hook_embed</c>, as GPT-2's); center_unembed centres W_U over the vocabulary and b_U; fold_value_biases moves b_V
+    /// into b_O (GPT-J's out_proj gains one).</summary>
+    private static ProcessedModel ApplyLayerNormFamily(HookedTransformer model, LayerNormLayout l, WeightProcessingOptions options)
+    {
+        var c = model.Config;
+        var hooks = new List<(string, Func<Tensor, Tensor?>)>();
+        using var _ = no_grad();
+        // New parameters before the dispose scope (it would dispose them): TransformerLens's W_U is its own matrix, so a tied
+        // W_U is untied before W_E or W_U changes; the layers a folded bias lands in get one.
+        if (model is OptModel opt && (options.FoldLn || options.CenterWritingWeights || options.CenterUnembed)) opt.UntieEmbeddings();
+        var modules = model.named_modules().ToDictionary(kv => kv.name, kv => kv.module, StringComparer.Ordinal);
+        Linear Module(string name) => modules.TryGetValue(name, out var m) && m is Linear lin ? lin
+            : throw new SaeSharpException($"weight processing: the model has no layer '{name}'");
+        bool unembedOwn = l.Unembed is not null && modules.ContainsKey(l.Unembed);
+        if (options.FoldLn)
+        {
+            for (int i = 0; i < c.NLayers; i++)
+                foreach (var layer in new[] { l.Q, l.K, l.V, l.MlpIn }) Module(l.At(i, layer)).EnsureBias();
+            if (unembedOwn) Module(l.Unembed!).EnsureBias();
+        }
+        var p0 = model.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter, StringComparer.Ordinal);
+        if (options.FoldValueBiases)
+            for (int i = 0; i < c.NLayers; i++)
+                if (p0.ContainsKey(l.At(i, l.V + ".bias"))) Module(l.At(i, l.O)).EnsureBias();
+        using var scope = NewDisposeScope();
+        var p = model.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter, StringComparer.Ordinal);
+        if (options.FoldLn)
+        {
+            for (int i = 0; i < c.NLayers; i++)
+            {
+                if (l.Ln2 is null) FoldNorm(p, l.At(i, l.Ln1), [l.At(i, l.Q), l.At(i, l.K), l.At(i, l.V), l.At(i, l.MlpIn)], false, true);
+                else
+                {
+                    FoldNorm(p, l.At(i, l.Ln1), [l.At(i, l.Q), l.At(i, l.K), l.At(i, l.V)], false, true);
+                    FoldNorm(p, l.At(i, l.Ln2), [l.At(i, l.MlpIn)], false, true);
+                }
+            }
+            if (unembedOwn) FoldNorm(p, l.FinalNorm, [l.Unembed!], false, true);
+        }
+        if (options.CenterWritingWeights)
+        {
+            if (unembedOwn) CenterRows(Get(p, l.Embed + ".weight"));
+            else hooks.Add((HookPoints.Embed, x => x - x.mean([-1], keepdim: true)));   // W_E is also W_U
+            if (l.PosEmbed is not null) CenterRows(Get(p, l.PosEmbed + ".weight"));
+            for (int i = 0; i < c.NLayers; i++)
+                foreach (var layer in new[] { l.At(i, l.O), l.At(i, l.MlpOut) }) CenterWriter(p, layer);
+        }
+        if (options.CenterUnembed && unembedOwn) CenterUnembedding(p, l.Unembed!);
+        if (options.FoldValueBiases)
+            for (int i = 0; i < c.NLayers; i++)
+                if (p.TryGetValue(l.At(i, l.V + ".bias"), out var bv)) FoldValueBias(c, bv, Module(l.At(i, l.O)), options.CenterWritingWeights);
+        return new ProcessedModel(model, options, hooks);
+    }
+
+    /// <summary>TransformerLens <c>center_writing_weights</c> on one Linear writing to the residual stream (W [d_model, in]
+    /// centred over d_model, and its bias).</summary>
+    private static void CenterWriter(Dictionary<string, Parameter> p, string layer)
+    {
+        var W = Get(p, layer + ".weight");
+        W.sub_(W.mean([0], keepdim: true));
+        if (p.TryGetValue(layer + ".bias", out var bias)) bias.sub_(bias.mean());
+    }
+
+    /// <summary>TransformerLens <c>center_unembed</c>: W_U [vocab, d] centred over the vocabulary, and b_U where there is one.</summary>
+    private static void CenterUnembedding(Dictionary<string, Parameter> p, string unembed)
+    {
+        var wu = Get(p, unembed + ".weight");
+        wu.sub_(wu.mean([0], keepdim: true));
+        if (p.TryGetValue(unembed + ".bias", out var bu)) bu.sub_(bu.mean());
+    }
+
+    /// <summary>TransformerLens <c>fold_value_biases</c> for one layer: b_O += W_O·b_V (b_V per key/value head, repeated for
+    /// the query heads sharing it: HF repeat_kv, query head j reads head j / (h / g)), in float32, then b_V = 0; b_O is
+    /// centred again under center_writing_weights, as TransformerLens does.</summary>
+    private static void FoldValueBias(TransformerConfig c, Parameter bv, Linear oProj, bool center)
+    {
+        int h = c.NHeads, g = c.NKvHeads, hd = c.DHead;
+        var perHead = bv.view(g, hd).repeat_interleave(h / g, 0).reshape(-1);
+        var bO = oProj.EnsureBias();
+        var W = oProj.Weight;                                         // [d_model, h·hd]
+        bO.copy_(bO.to(ScalarType.Float32).add(matmul(W.to(ScalarType.Float32), perHead.to(ScalarType.Float32)), TorchScalars.One));
+        bv.fill_(TorchScalars.Of(0));
+        if (center) bO.sub_(bO.mean());
+    }
+
+    /// <summary>Folds the norm <paramref name="norm"/>'s bias β (a LayerNorm's: b ← b + W·β) and weight (Gemma: 1 + w) into
+    /// the Linear layers reading it (W ← W·diag(w)), in float32, then, for a LayerNorm, centres their rows over d_model (TransformerLens's
     /// <c>center_weights</c>); the norm is left the identity scale (w = 1; Gemma's w = 0). A weightless norm (OLMo 1's) is only
-    /// centred into its readers.</summary>
+    /// centred into its readers. A norm with a bias leaves it zero.</summary>
     internal static void FoldNorm(Dictionary<string, Parameter> p, string norm, string[] readers, bool gemma, bool ln)
     {
         p.TryGetValue(norm + ".weight", out var w);
+        p.TryGetValue(norm + ".bias", out var beta);
         var scale = w is null ? null : gemma ? w.to(ScalarType.Float32).add(TorchScalars.Of(1.0), TorchScalars.One) : w.to(ScalarType.Float32);
         foreach (var layer in readers)
         {
             var W = Get(p, layer + ".weight");                        // [out, d_model]
             var folded = W.to(ScalarType.Float32);
+            if (beta is not null)                                     // b += W·β, with W before the scale
+            {
+                var b = Get(p, layer + ".bias");
+                b.copy_(b.to(ScalarType.Float32).add(matmul(folded, beta.to(ScalarType.Float32)), TorchScalars.One));
+            }
             if (scale is not null) folded = folded * scale.unsqueeze(0);
             if (ln) folded = folded - folded.mean([1], keepdim: true);
             W.copy_(folded);
         }
         if (w is not null) w.fill_(TorchScalars.Of(gemma ? 0 : 1));
+        beta?.fill_(TorchScalars.Of(0));
     }
 
     private static void CenterRows(Tensor w) => w.sub_(w.mean([1], keepdim: true));
