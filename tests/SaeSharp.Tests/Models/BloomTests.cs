@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using SaeSharp.Analysis;
 using SaeSharp.Hub;
 using SaeSharp.IO;
 using SaeSharp.Models;
@@ -101,7 +102,7 @@ public class BloomTests : TempDirTestBase
             var k = cache[hooks[1]].transpose(1, 2);
             var dot = matmul(q, k.transpose(-1, -2)) / Math.Sqrt(8);
             var bias = cache[hooks[2]] - dot;
-            var pos = arange(7).to(ScalarType.Float32);
+            var pos = tensor(new float[] { 0, 1, 2, 3, 4, 5, 6 });
             var distance = (pos.view(1, 1, 1, 7) - pos.view(1, 1, 7, 1)) * slopes;   // row 1: positions 0..6
             var causal = ones(7, 7, dtype: ScalarType.Bool).tril();
             Assert.True(bias[1].masked_select(causal).allclose(distance[0].expand(6, 7, 7).masked_select(causal), rtol: 0, atol: 1e-5));
@@ -131,6 +132,40 @@ public class BloomTests : TempDirTestBase
         var full = model.Forward(seq, cat([mask, ones(2, 3, dtype: ScalarType.Int64)], 1));
         for (int step = 0; step < 3; step++)
             Assert.True(RelativeDifference(full[.., 4 + step], gen.Logits![.., step]) < 1e-5, $"step {step}");
+    }
+
+    [Fact]
+    public void Analysis_weights_read_the_fused_heads_and_write_the_hooks()
+    {
+        // Each head's W_Q / W_K / W_V from query_key_value's [head, (q, k, v), head_dim] rows reproduces hook_q / hook_k /
+        // hook_v from ln1.hook_normalized (plus the fused bias); W_O with dense's bias gives hook_attn_out from hook_z;
+        // MlpOut gives hook_mlp_out from hook_post; the folded unembedding gives the logits from ln_final's input scale.
+        using var scope = NewDisposeScope();
+        using var model = ModelLoader.FromPretrained(Fixture);
+        var p = model.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter);
+        var w = AttentionCircuits.Weights(model);    // W_Q [layer, head, d_model, d_head], W_O [layer, head, d_head, d_model]
+        var blk = model.HookPoints.Blocks[1];
+        var tokens = tensor(new long[] { 3, 7, 1, 9, 4, 100 }).unsqueeze(0);
+        using var run = model.RunWithCache(tokens, new RunOptions { CacheNames = [blk.Ln1, blk.Q, blk.K, blk.V, blk.Z, blk.AttnOut, blk.MlpPost, blk.MlpOut, "ln_final.hook_normalized"] });
+        var c = run.Cache;
+        var bias = p["transformer.h.1.self_attention.query_key_value.bias"].view(6, 3, 8);
+        var ln1 = c[blk.Ln1][0];
+        (Tensor W, string Hook)[] parts = [(w.WQ, blk.Q), (w.WK, blk.K), (w.WV, blk.V)];
+        for (int part = 0; part < 3; part++)
+        {
+            var expected = einsum("pd,hde->phe", ln1, parts[part].W[1]) + bias.select(1, part);
+            Assert.True(expected.allclose(c[parts[part].Hook][0], rtol: 0, atol: 1e-4), parts[part].Hook);
+        }
+        var attnOut = einsum("phe,hed->pd", c[blk.Z][0], w.WO[1]) + p["transformer.h.1.self_attention.dense.bias"];
+        Assert.True(attnOut.allclose(c[blk.AttnOut][0], rtol: 0, atol: 1e-4));
+        var mlpOut = c[blk.MlpPost].matmul(FeatureWeights.MlpOut(model, 1)) + p["transformer.h.1.mlp.dense_4h_to_h.bias"];
+        Assert.True(mlpOut.allclose(c[blk.MlpOut], rtol: 0, atol: 1e-4));
+        var gamma = p["transformer.ln_f.weight"];
+        var beta = p["transformer.ln_f.bias"];
+        var xhat = (c["ln_final.hook_normalized"] - beta) / gamma;
+        var logits = xhat.matmul(FeatureWeights.FoldedUnembed(model)) + beta.matmul(p["transformer.word_embeddings.weight"].t());
+        Assert.True(RelativeDifference(run.Logits!, logits) < 1e-5);
+        Assert.True(AttentionCircuits.Embedding(model).equal(p["transformer.word_embeddings.weight"]).all().item<bool>());
     }
 
     [Theory]
