@@ -80,8 +80,9 @@ the `{"format": "pt"}` metadata) is transformers' own. Folders marked `bin` are 
 transcription of transformers' OLMo/OLMo-2/OLMo 3/OLMoE code: add those families here and regenerate once a transformers tree is at hand.)
 (Likewise the gpt_neo folder, by gpt_neo_fixture.py from a transcription of modeling_gpt_neo.py: on 2026-12-07 the
 transformers snapshot was again over the 500 MB a fetch may bring, so this script's --only gpt_neo could not be run.)
-(And the phi3, phi3-longrope, phi, gptj and opt folders, by phi3_fixture.py, phi_fixture.py, gptj_fixture.py and opt_fixture.py
-from transcriptions of modeling_phi3.py, modeling_phi.py, modeling_gptj.py and modeling_opt.py, for the same reason.)
+(And the phi3, phi3-longrope, phi, gptj, opt and bloom folders, by phi3_fixture.py, phi_fixture.py, gptj_fixture.py,
+opt_fixture.py and bloom_fixture.py from transcriptions of modeling_phi3.py, modeling_phi.py, modeling_gptj.py,
+modeling_opt.py and modeling_bloom.py, for the same reason.)
 Each folder holds config.json (+ generation_config.json), config_transformers5.json, the weights, and reference.npz:
   tokens [2, 12] int64, logits [2, 12, vocab] float32, hidden_{i} for i in 0..n_layers (HF `output_hidden_states`:
   hidden_{i} < n_layers is the residual stream entering layer i, TransformerLens blocks.i.hook_resid_pre; the last is

@@ -87,13 +87,15 @@ public static class AttentionCircuits
                 v.Add(Heads(FeatureWeights.Weight(model, (b + "v_proj.weight", true)), h, hd));
                 wo = FeatureWeights.Weight(model, (b + "out_proj.weight", true));
             }
-            else if (c.Architecture == "gpt_neox")
+            else if (c.Architecture is "gpt_neox" or "bloom")
             {
-                var w = FeatureWeights.Weight(model, ($"gpt_neox.layers.{l}.attention.query_key_value.weight", true)).reshape(d, h, 3, hd);
+                // Both fuse q, k, v per head: [d, head, (q, k, v), hd].
+                string b = c.Architecture == "bloom" ? $"transformer.h.{l}.self_attention." : $"gpt_neox.layers.{l}.attention.";
+                var w = FeatureWeights.Weight(model, (b + "query_key_value.weight", true)).reshape(d, h, 3, hd);
                 q.Add(w.select(2, 0).permute(1, 0, 2));
                 k.Add(w.select(2, 1).permute(1, 0, 2));
                 v.Add(w.select(2, 2).permute(1, 0, 2));
-                wo = FeatureWeights.Weight(model, ($"gpt_neox.layers.{l}.attention.dense.weight", true));
+                wo = FeatureWeights.Weight(model, (b + "dense.weight", true));
             }
             else
             {
@@ -175,7 +177,7 @@ public static class AttentionCircuits
     public static Tensor Embedding(HookedTransformer model, WeightProcessingOptions? processed = null)
     {
         var we = FeatureWeights.Weight(model, ("transformer.wte.weight", false), ("gpt_neox.embed_in.weight", false), ("model.embed_tokens.weight", false),
-            ("model.decoder.embed_tokens.weight", false));
+            ("model.decoder.embed_tokens.weight", false), ("transformer.word_embeddings.weight", false));
         return processed?.CenterWritingWeights == true ? CenterOver(we, 1) : we;
     }
 

@@ -29,7 +29,7 @@ public static class FeatureWeights
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         var wu = Find("unembedding", "embed_out.weight", "lm_head.weight", "transformer.wte.weight", "model.embed_tokens.weight",
-                "model.decoder.embed_tokens.weight")
+                "model.decoder.embed_tokens.weight", "transformer.word_embeddings.weight")
             .to(ScalarType.Float32);                                                              // [vocab, d]
         var gamma = Find("final layer norm", "gpt_neox.final_layer_norm.weight", "transformer.ln_f.weight", "model.norm.weight",
                 "model.decoder.final_layer_norm.weight", "model.final_layernorm.weight")
@@ -140,6 +140,7 @@ public static class FeatureWeights
             : c.Architecture == "phi" ? ($"model.layers.{layer}.mlp.fc2.weight", true)
             : c.Architecture == "gptj" ? ($"transformer.h.{layer}.mlp.fc_out.weight", true)
             : c.Architecture == "opt" ? ($"model.decoder.layers.{layer}.fc2.weight", true)
+            : c.Architecture == "bloom" ? ($"transformer.h.{layer}.mlp.dense_4h_to_h.weight", true)
             : ($"model.layers.{layer}.mlp.down_proj.weight", true));
     }
 
@@ -150,6 +151,7 @@ public static class FeatureWeights
         : model.Config.Architecture == "phi" ? ($"model.layers.{layer}.self_attn.dense.weight", true)
         : model.Config.Architecture == "gptj" ? ($"transformer.h.{layer}.attn.out_proj.weight", true)
         : model.Config.Architecture == "opt" ? ($"model.decoder.layers.{layer}.self_attn.out_proj.weight", true)
+        : model.Config.Architecture == "bloom" ? ($"transformer.h.{layer}.self_attention.dense.weight", true)
         : ($"model.layers.{layer}.self_attn.o_proj.weight", true));
 
     /// <summary>Whether layer <paramref name="layer"/> of a mixture-of-experts model is a dense MLP (DeepSeek's first

@@ -175,6 +175,7 @@ public static class LogitAttribution
             "phi" => $"model.layers.{layer}.mlp.fc2.bias",
             "gptj" => $"transformer.h.{layer}.mlp.fc_out.bias",
             "opt" => $"model.decoder.layers.{layer}.fc2.bias",
+            "bloom" => $"transformer.h.{layer}.mlp.dense_4h_to_h.bias",
             _ => $"model.layers.{layer}.mlp.down_proj.bias",
         };
         var bias = model.named_parameters().FirstOrDefault(kv => kv.name == name).parameter;

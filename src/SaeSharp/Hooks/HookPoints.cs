@@ -40,6 +40,14 @@ public sealed record HfModuleNames(
         "fc1", "fc2", "activation_fn")
     { KProj = "self_attn.k_proj", VProj = "self_attn.v_proj" };
 
+    /// <summary>BLOOM: <c>transformer.h.{i}.self_attention.query_key_value</c> (fused, per head q, k, v), <c>self_attention.dense</c>;
+    /// <c>input_layernorm</c> (ln1), <c>post_attention_layernorm</c> (ln2); <c>mlp.dense_h_to_4h</c>, <c>mlp.gelu_impl</c>,
+    /// <c>mlp.dense_4h_to_h</c>; <c>word_embeddings_layernorm</c> (output: <c>hook_embed</c>, as TransformerLens's embed
+    /// includes that norm), <c>ln_f</c>.</summary>
+    public static HfModuleNames Bloom { get; } = new("transformer", "h", "word_embeddings_layernorm", null, "ln_f",
+        "self_attention", "mlp", "input_layernorm", "post_attention_layernorm", "self_attention.query_key_value", "self_attention.dense",
+        "mlp.dense_h_to_4h", "mlp.dense_4h_to_h", "mlp.gelu_impl");
+
     /// <summary>GPT-NeoX / Pythia: <c>gpt_neox.layers.{i}.attention</c>, <c>mlp.dense_h_to_4h</c>, ...</summary>
     public static HfModuleNames NeoX { get; } = new("gpt_neox", "layers", "embed_in", null, "final_layer_norm",
         "attention", "mlp", "input_layernorm", "post_attention_layernorm", "attention.query_key_value", "attention.dense",

@@ -6,7 +6,7 @@ namespace SaeSharp.Hub;
 /// (case-insensitive). SAELens configs and release tables name models this way (<c>model_name</c>).
 /// </summary>
 /// <remarks>Generated from TransformerLens's <c>transformer_lens/supported_models.py</c> (MODEL_ALIASES, commit 4cd36aa,
-/// 2026-07-22), keeping GPT-2, GPT-Neo (TinyStories), GPT-NeoX/Pythia, Llama, Mistral, Mixtral, Qwen2/2.5/3, Gemma 1, Gemma 2, Gemma 3, GPT-J (`gpt-j-6B`, `gpt-j`, `gptj`: GPTJForCausalLM), OPT (`opt-125m` … `opt-66b`, `opt`, `opt-small` … `opt-xxxxl`: OPTForCausalLM), Phi (`phi-1`, `phi-1_5`, `phi-2`: PhiForCausalLM) and Phi-3 (`phi-3`, and `phi-4`, a Phi3ForCausalLM) and leaving out aliases equal to the official name.</remarks>
+/// 2026-07-22), keeping GPT-2, GPT-Neo (TinyStories), GPT-NeoX/Pythia, Llama, Mistral, Mixtral, Qwen2/2.5/3, Gemma 1, Gemma 2, Gemma 3, BLOOM (`bloom-560m`, `bloom-1b1`, `bloom-1b7`, `bloom-3b`, `bloom-7b1`: BloomForCausalLM), GPT-J (`gpt-j-6B`, `gpt-j`, `gptj`: GPTJForCausalLM), OPT (`opt-125m` … `opt-66b`, `opt`, `opt-small` … `opt-xxxxl`: OPTForCausalLM), Phi (`phi-1`, `phi-1_5`, `phi-2`: PhiForCausalLM) and Phi-3 (`phi-3`, and `phi-4`, a Phi3ForCausalLM) and leaving out aliases equal to the official name.</remarks>
 public static class TransformerLensNames
 {
     private static readonly Dictionary<string, string> Aliases = new(StringComparer.OrdinalIgnoreCase)
@@ -15,6 +15,11 @@ public static class TransformerLensNames
         ["arwen-gpt2-medium-x21"] = "stanford-crfm/arwen-gpt2-medium-x21",
         ["battlestar-gpt2-small-x49"] = "stanford-crfm/battlestar-gpt2-small-x49",
         ["beren-gpt2-medium-x49"] = "stanford-crfm/beren-gpt2-medium-x49",
+        ["bloom-1b1"] = "bigscience/bloom-1b1",
+        ["bloom-1b7"] = "bigscience/bloom-1b7",
+        ["bloom-3b"] = "bigscience/bloom-3b",
+        ["bloom-560m"] = "bigscience/bloom-560m",
+        ["bloom-7b1"] = "bigscience/bloom-7b1",
         ["caprica-gpt2-small-x81"] = "stanford-crfm/caprica-gpt2-small-x81",
         ["celebrimbor-gpt2-medium-x81"] = "stanford-crfm/celebrimbor-gpt2-medium-x81",
         ["codellama-7b-instruct"] = "codellama/CodeLlama-7b-Instruct-hf",

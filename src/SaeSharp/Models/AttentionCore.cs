@@ -16,12 +16,12 @@ internal static class AttentionCore
     /// <para><paramref name="normOverHeads"/>: the norms take each position's heads together, [head·d_head] wide (OLMo-2,
     /// OLMoE). <paramref name="clip"/>: q and k after their norms, and v, clamped to [−clip, clip] (OLMoE <c>clip_qkv</c>).
     /// hook_q/k/v are the projections before either. <paramref name="interleavedRotary"/>: GPT-J's adjacent-pair rotary
-    /// (<see cref="Rotary.Apply"/>).</para>
+    /// (<see cref="Rotary.Apply"/>). <paramref name="alibiSlopes"/>: ALiBi biases on the scores (<see cref="Attend"/>).</para>
     /// </summary>
     public static Tensor AttendHeads(Tensor q, Tensor k, Tensor v, int layer, double scale, ForwardContext ctx, BlockHookNames names,
         int rotaryDim = 0, nn.Module<Tensor, Tensor>? qNorm = null, nn.Module<Tensor, Tensor>? kNorm = null,
         double? softCap = null, int? slidingWindow = null, bool localRotary = false, bool normOverHeads = false, double? clip = null,
-        Tensor? sinks = null, bool interleavedRotary = false)
+        Tensor? sinks = null, bool interleavedRotary = false, double[]? alibiSlopes = null)
     {
         var h = ctx.Hooks;
         q = h.Fire(names.Q, q);
@@ -43,7 +43,7 @@ internal static class AttentionCore
             q = h.Fire(names.RotQ, Rotary.Apply(q, cos, sin, rotaryDim, interleavedRotary));
             k = h.Fire(names.RotK, Rotary.Apply(k, cos, sin, rotaryDim, interleavedRotary));
         }
-        return Attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), layer, scale, ctx, names, softCap, slidingWindow, sinks);
+        return Attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), layer, scale, ctx, names, softCap, slidingWindow, sinks, alibiSlopes);
     }
 
     /// <summary>
@@ -60,9 +60,14 @@ internal static class AttentionCore
     /// softmax is in the model's dtype, as transformers' gpt-oss computes it; float32 and float64 models keep their own.
     /// hook_attn_scores fires on what the softmax reads: the scaled, soft-capped, masked scores (float32 but as just said),
     /// masked entries at the dtype's minimum.</para>
+    /// <para><paramref name="alibiSlopes"/> (BLOOM; one per head, <see cref="AlibiSlopes"/>): ALiBi, slope_h · (key position −
+    /// query position) added to the scaled scores, as TransformerLens's <c>positional_embedding_type="alibi"</c> adds it; the
+    /// positions count the real tokens of the attention mask (cache included), so left padding shifts nothing.
+    /// transformers' BLOOM adds slope_h · key position instead: the same softmax (a per-query constant), so the same
+    /// pattern, with hook_attn_scores slope_h · query position lower than HF's scores.</para>
     /// </summary>
     public static Tensor Attend(Tensor q, Tensor k, Tensor v, int layer, double scale, ForwardContext ctx, BlockHookNames names,
-        double? softCap = null, int? slidingWindow = null, Tensor? sinks = null)
+        double? softCap = null, int? slidingWindow = null, Tensor? sinks = null, double[]? alibiSlopes = null)
     {
         if (ctx.Kv is { } kv) (k, v) = kv.Append(layer, k, v, slidingWindow is int sw ? sw - 1 : null);
         long groups = q.shape[1] / k.shape[1];
@@ -84,6 +89,16 @@ internal static class AttentionCore
             s32 = (s32 / capScalar).tanh() * capScalar;
         }
         var allowed = ctx.Allowed;
+        if (alibiSlopes is not null)
+        {
+            if (slidingWindow is not null || alibiSlopes.Length != s32.shape[1])
+                throw new SaeSharpException($"ALiBi needs one slope per head ({s32.shape[1]}, got {alibiSlopes.Length}) and no sliding window");
+            // The last query sees every real key (cached ones included): its row of the mask is the keys' attention mask.
+            var keyPositions = allowed.select(2, -1).to(ScalarType.Int64).cumsum(-1).sub(TorchScalars.One).clamp_min(TorchScalars.Of(0)); // [b, 1, key]
+            var distance = keyPositions.unsqueeze(2) - ctx.Positions.unsqueeze(1).unsqueeze(-1);                                   // [b, 1, query, key]
+            var slopes = tensor(alibiSlopes, dtype: s32.dtype, device: s32.device).view(1, -1, 1, 1);
+            s32 = s32.add(distance.to(s32.dtype) * slopes, TorchScalars.One);
+        }
         if (slidingWindow is int w)
         {
             long nq = allowed.shape[^2], nk = allowed.shape[^1];
@@ -128,6 +143,21 @@ internal static class AttentionCore
         if (!h.MayReplace(names.Result)) return forward(z);
         var sum = result.sum([2L], type: result.dtype);
         return bias is null ? sum : sum.add(bias, TorchScalars.One);
+    }
+
+    /// <summary>
+    /// ALiBi's slope of each of <paramref name="heads"/> heads, as transformers' <c>build_alibi_tensor</c> (BLOOM): with p the
+    /// largest power of two ≤ heads, 2^(−8i/p) for i = 1..p, then for the remaining heads 2^(−4j/p) for the odd j = 1, 3, 5, …
+    /// (the slopes of 2p heads the first p did not take). TransformerLens's <c>create_alibi_multipliers</c> agrees when heads
+    /// is a power of two.
+    /// </summary>
+    public static double[] AlibiSlopes(int heads)
+    {
+        if (heads <= 0) throw new ArgumentOutOfRangeException(nameof(heads), heads, "at least one head");
+        int p = 1 << (int)Math.Floor(Math.Log2(heads));
+        var slopes = Enumerable.Range(1, p).Select(i => Math.Pow(2, -8.0 * i / p));
+        int remaining = Math.Min(p, heads - p);
+        return [.. slopes, .. Enumerable.Range(0, remaining).Select(j => Math.Pow(2, -4.0 * (2 * j + 1) / p))];
     }
 
     /// <summary>Softmax of [scores, sink] over the keys, in the scores' dtype, with the sink's column dropped:

@@ -9,7 +9,7 @@ namespace SaeSharp.Models;
 public static class ModelLoader
 {
     /// <summary>Architectures this loader builds, as config.json <c>model_type</c>.</summary>
-    public static IReadOnlyList<string> SupportedModelTypes { get; } = ["gpt2", "gpt_neo", "gpt_neox", "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "olmo", "olmo2", "olmo3", "olmoe", "gemma", "gemma2", "gemma3_text", "gemma3", "gpt_oss", "deepseek_v2", "deepseek_v3", "phi", "phi3", "gptj", "opt"];
+    public static IReadOnlyList<string> SupportedModelTypes { get; } = ["gpt2", "gpt_neo", "gpt_neox", "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "olmo", "olmo2", "olmo3", "olmoe", "gemma", "gemma2", "gemma3_text", "gemma3", "gpt_oss", "deepseek_v2", "deepseek_v3", "phi", "phi3", "gptj", "opt", "bloom"];
 
     /// <summary>
     /// Builds the model in the Hugging Face folder <paramref name="folder"/> (a local path: the CLI's hub ids and
@@ -86,6 +86,12 @@ public static class ModelLoader
                         ignorableSuffixes = s.TieEmbeddings ? ["lm_head.weight"] : [];
                         break;
                     }
+                case "bloom":
+                    model = new BloomModel(BloomSettings.From(cfg, ckpt), name, dtype);
+                    prefix = "transformer";
+                    // lm_head.weight, when a checkpoint carries it, is a copy of word_embeddings.
+                    ignorableSuffixes = ["lm_head.weight"];
+                    break;
                 case "gpt_neo":
                     model = GptNeo.Create(GptNeoSettings.From(cfg, ckpt), name, cfg.Path, dtype);
                     prefix = "transformer";
@@ -189,6 +195,7 @@ public static class ModelLoader
             "phi" => PhiSettings.From(cfg),
             "gptj" => GptJSettings.From(cfg),
             "opt" => OptSettings.From(cfg),
+            "bloom" => BloomSettings.From(cfg),
             var type => DecoderSettings.From(cfg, type),
         };
     }
@@ -228,9 +235,10 @@ public static class ModelLoader
             if (a.StartsWith("PhiFor", StringComparison.Ordinal)) return "phi";
             if (a.StartsWith("GPTJFor", StringComparison.Ordinal)) return "gptj";
             if (a.StartsWith("OPTFor", StringComparison.Ordinal)) return "opt";
+            if (a.StartsWith("BloomFor", StringComparison.Ordinal)) return "bloom";
         }
         throw new SaeSharpException($"{cfg.Path}: no model_type and no known architectures ({string.Join(", ", cfg.Architectures)}); supported: GPT2LMHeadModel, " +
-                                    "GPTNeoForCausalLM, GPTNeoXForCausalLM, LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, Qwen2ForCausalLM, Qwen2MoeForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM, OlmoForCausalLM, Olmo2ForCausalLM, Olmo3ForCausalLM, OlmoeForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration, GptOssForCausalLM, DeepseekV2ForCausalLM, DeepseekV3ForCausalLM, PhiForCausalLM, Phi3ForCausalLM, GPTJForCausalLM, OPTForCausalLM");
+                                    "GPTNeoForCausalLM, GPTNeoXForCausalLM, LlamaForCausalLM, MistralForCausalLM, MixtralForCausalLM, Qwen2ForCausalLM, Qwen2MoeForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM, OlmoForCausalLM, Olmo2ForCausalLM, Olmo3ForCausalLM, OlmoeForCausalLM, GemmaForCausalLM, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3ForConditionalGeneration, GptOssForCausalLM, DeepseekV2ForCausalLM, DeepseekV3ForCausalLM, PhiForCausalLM, Phi3ForCausalLM, GPTJForCausalLM, OPTForCausalLM, BloomForCausalLM");
     }
 
     /// <summary>Drops the keys of layers at or past <paramref name="nLayers"/> (DeepSeek-V3's MTP layers).</summary>

@@ -65,6 +65,12 @@ public sealed record TransformerConfig
     /// <summary>GPT-J's rotary (TransformerLens <c>rotary_adjacent_pairs</c>, HF <c>rotate_every_two</c>): adjacent dims
     /// (0, 1), (2, 3), … of the rotary part turn as pairs, not the two halves as NeoX's rotate_half.</summary>
     public bool RotaryAdjacentPairs { get; init; }
+    /// <summary>ALiBi biases on the attention scores instead of position embeddings (BLOOM; TransformerLens
+    /// <c>positional_embedding_type="alibi"</c>).</summary>
+    public bool Alibi { get; init; }
+    /// <summary>A LayerNorm after the token embedding, before the blocks (BLOOM's <c>word_embeddings_layernorm</c>;
+    /// TransformerLens <c>post_embedding_ln</c>).</summary>
+    public bool PostEmbeddingLn { get; init; }
     /// <summary>Base θ of the rotary frequencies (<c>rope_theta</c> / <c>rotary_emb_base</c>).</summary>
     public double RotaryBase { get; init; } = 10000;
     /// <summary>Base θ of the sliding-window layers' rotary frequencies when they have their own (Gemma 3
@@ -121,7 +127,8 @@ public sealed record TransformerConfig
         (SlidingWindow is { } sw ? $" sliding_window={sw}" + SlidingLayersText() : "") + (AttentionSinks ? " attn_sinks" : "") +
         (ClipQkv is { } cq ? $" clip_qkv={Num(cq)}" : "") +
         (RotaryDim > 0 ? $" rotary_dim={RotaryDim} rotary_base={Num(RotaryBase)} rope_type={RopeScaling?.ToString() ?? "default"}" : "") +
-        (RotaryAdjacentPairs ? " rotary_adjacent_pairs" : "") +
+        (RotaryAdjacentPairs ? " rotary_adjacent_pairs" : "") + (Alibi ? " positional_embedding_type=alibi" : "") +
+        (PostEmbeddingLn ? " post_embedding_ln" : "") +
         (RotaryBaseLocal is { } rl ? $" rotary_base_local={Num(rl)}" : "") +
         $" dtype={Dtype}";
 

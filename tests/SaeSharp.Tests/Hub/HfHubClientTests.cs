@@ -130,7 +130,8 @@ public sealed class HfHubClientTests : IDisposable
         Assert.Equal("EleutherAI/gpt-j-6B", TransformerLensNames.OfficialName("gpt-j"));
         Assert.Equal("facebook/opt-125m", TransformerLensNames.OfficialName("opt"));
         Assert.Equal("facebook/opt-66b", TransformerLensNames.OfficialName("OPT-xxxxl"));
-        Assert.Null(TransformerLensNames.OfficialName("bloom-560m")); // a family SaeSharp does not load
+        Assert.Equal("bigscience/bloom-560m", TransformerLensNames.OfficialName("bloom-560m"));   // BloomForCausalLM
+        Assert.Null(TransformerLensNames.OfficialName("t5-small")); // a family SaeSharp does not load
 
         // Through the client: the alias downloads and caches the repo it stands for.
         _server.Repos["EleutherAI/pythia-70m"] = _server.Repos["org/tiny"];
