@@ -127,7 +127,7 @@ public class BadInput6Tests : TinyGpt2CliTestBase
         string err = OneLineError(CliRunner.Run("model", "run", "--model", model, "--prompt", "the cat", "--prompt", text, "--out", P("o.safetensors")));
         Assert.Matches("^error: --prompt \"the cat the cat[^\"]*\\.\\.\\.\": 10[01] tokens, more than the context window of tiny-gpt2 \\(n_ctx=64, learned positions\\); give a shorter prompt$", err);
         Assert.False(File.Exists(P("o.safetensors")));
-        using (var t = arange(70L).reshape(1, 70))
+        using (var t = tensor(Enumerable.Range(0, 70).Select(i => (long)i).ToArray(), [1, 70]))
             SafeTensors.Save(P("long.safetensors"), new Dictionary<string, Tensor> { ["tokens"] = t });
         Assert.Contains($"--input {P("long.safetensors")}: 70 tokens, more than the context window of tiny-gpt2 (n_ctx=64, learned positions); give shorter rows",
             OneLineError(CliRunner.Run("model", "run", "--model", model, "--input", P("long.safetensors"), "--out", P("o.safetensors"))));
