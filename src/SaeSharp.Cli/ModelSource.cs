@@ -36,61 +36,88 @@ internal static class ModelSource
     public static string ModelAt(System.CommandLine.ParseResult parse, System.CommandLine.Option<string> model, System.CommandLine.Option<string?> revision) =>
         parse.GetValue(revision) is { } r && !RevisionAware.TryGetValue(model, out _) ? Resolve(parse.GetValue(model)!, r) : parse.GetValue(model)!;
 
-    /// <summary>The <c>--model</c> options of <see cref="AtRevision"/> (built per command line; weakly held).</summary>
-    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<System.CommandLine.Option, object> RevisionAware = [];
+    /// <summary>The <c>--model</c> options of <see cref="AtRevision"/> (built per command line; weakly held), each with the
+    /// name of the revision option beside it (<c>--revision</c>; <c>--diff-revision</c> for <c>--diff-model</c>).</summary>
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<System.CommandLine.Option, string> RevisionAware = [];
 
-    /// <summary>Makes <paramref name="model"/> (a command's <c>--model</c>) read its value at the command's <c>--revision</c>:
+    /// <summary><c>--diff-revision</c>: a branch, tag or commit of the <c>--diff-model</c> repo.</summary>
+    public static System.CommandLine.Option<string?> DiffRevisionOption() => new(DiffRevision)
+    {
+        Description = "A branch, tag or commit of the --diff-model repo on the Hugging Face hub (default main)",
+    };
+
+    /// <summary>The name of <see cref="DiffRevisionOption"/>.</summary>
+    public const string DiffRevision = "--diff-revision";
+
+    /// <summary>Makes <paramref name="model"/> (a command's <c>--model</c>, or with <paramref name="revisionOption"/>
+    /// <c>--diff-revision</c> its <c>--diff-model</c>) read its value at the command's <paramref name="revisionOption"/>:
     /// given a revision, its value is the folder of the model at that revision (so every use of it, loading, tokenizing,
     /// naming, sees that checkpoint); an unknown revision is a parse error naming the repo and revision. <see cref="AddRevisionOptions"/>
-    /// gives every command with such a <c>--model</c> its <c>--revision</c>: one place for all commands.</summary>
-    public static System.CommandLine.Option<T> AtRevision<T>(System.CommandLine.Option<T> model) where T : class?
+    /// gives every command with such an option its revision option: one place for all commands.</summary>
+    public static System.CommandLine.Option<T> AtRevision<T>(System.CommandLine.Option<T> model, string revisionOption = "--revision") where T : class?
     {
         ArgumentNullException.ThrowIfNull(model);
-        RevisionAware.AddOrUpdate(model, model);
-        model.CustomParser = result => (T?)(object?)ParseAtRevision(result);
+        RevisionAware.AddOrUpdate(model, revisionOption);
+        model.CustomParser = result => (T?)(object?)ParseAtRevision(result, revisionOption);
         return model;
     }
 
-    /// <summary>The <c>--model</c> value, or with a <c>--revision</c> the folder of that revision (an unknown one: a parse error).</summary>
-    private static string? ParseAtRevision(System.CommandLine.Parsing.ArgumentResult result)
+    /// <summary>The option's value, or with its revision option given the folder of that revision (an unknown one: a parse error).</summary>
+    private static string? ParseAtRevision(System.CommandLine.Parsing.ArgumentResult result, string revisionOption)
     {
         if (result.Tokens.Count == 0) return null;
         string value = result.Tokens[^1].Value;
-        if (GivenRevision(result) is not { } revision) return value;
+        if (GivenRevision(result, revisionOption) is not { } revision) return value;
         try
         {
             return Resolve(value, revision);
         }
         catch (SaeSharpException e)
         {
-            result.AddError(e.Message);
+            result.AddError(revisionOption == "--revision" ? e.Message : $"{revisionOption} {revision}: {e.Message}");
             return null;
         }
     }
 
-    /// <summary>The value of the <c>--revision</c> (one value) given beside the option <paramref name="result"/> belongs to; null when not given.</summary>
-    private static string? GivenRevision(System.CommandLine.Parsing.SymbolResult result)
+    /// <summary>The value of the option <paramref name="name"/> (one value) given beside the option <paramref name="result"/> belongs to; null when not given.</summary>
+    private static string? GivenRevision(System.CommandLine.Parsing.SymbolResult result, string name)
     {
         for (var r = result.Parent; r is not null; r = r.Parent)
             if (r is System.CommandLine.Parsing.CommandResult command)
                 return command.Children.OfType<System.CommandLine.Parsing.OptionResult>()
-                    .FirstOrDefault(o => o.Option.Name == "--revision" && o.Option.ValueType == typeof(string))?.Tokens is { Count: > 0 } t ? t[^1].Value : null;
+                    .FirstOrDefault(o => o.Option.Name == name && o.Option.ValueType == typeof(string))?.Tokens is { Count: > 0 } t ? t[^1].Value : null;
         return null;
     }
 
-    /// <summary>The command's <c>--revision</c> (of one value), null when not given or the command has none.</summary>
-    public static string? RevisionOf(System.CommandLine.ParseResult parse) =>
-        parse.CommandResult.Command.Options.FirstOrDefault(o => o.Name == "--revision" && o.ValueType == typeof(string)) is System.CommandLine.Option<string> r
+    /// <summary>The command's <c>--revision</c> (of one value; or <paramref name="name"/>), null when not given or the command has none.</summary>
+    public static string? RevisionOf(System.CommandLine.ParseResult parse, string name = "--revision") =>
+        parse.CommandResult.Command.Options.FirstOrDefault(o => o.Name == name && o.ValueType == typeof(string)) is System.CommandLine.Option<string> r
             ? parse.GetValue(r) : null;
 
     /// <summary>Adds <see cref="RevisionOption"/> to every command under <paramref name="root"/> whose <c>--model</c> is
-    /// <see cref="AtRevision"/> and that has no <c>--revision</c> of its own.</summary>
+    /// <see cref="AtRevision"/> and that has no <c>--revision</c> of its own, and <see cref="DiffRevisionOption"/> to those
+    /// whose <c>--diff-model</c> is.</summary>
     public static void AddRevisionOptions(System.CommandLine.Command root)
     {
         ArgumentNullException.ThrowIfNull(root);
         foreach (var sub in root.Subcommands) AddRevisionOptions(sub);
-        if (root.Options.Any(o => o.Name == "--model" && RevisionAware.TryGetValue(o, out _)) && !root.Options.Any(o => o.Name == "--revision"))
-            root.Options.Add(RevisionOption());
+        foreach (var option in root.Options.ToList())
+            if (RevisionAware.TryGetValue(option, out var name) && !root.Options.Any(o => o.Name == name))
+            {
+                if (name != DiffRevision)
+                {
+                    root.Options.Add(RevisionOption());
+                    continue;
+                }
+                var revision = DiffRevisionOption();
+                root.Options.Add(revision);
+                // A --diff-revision of no --diff-model would be dropped unseen.
+                root.Validators.Add(result =>
+                {
+                    if (result.GetResult(revision) is { Implicit: false } && result.GetResult(option) is null)
+                        result.AddError($"{DiffRevision} {result.GetValue(revision)}: a revision of --diff-model; give --diff-model too");
+                });
+            }
     }
 
     public static HookedTransformer LoadModel(string model) => ModelLoader.FromPretrained(Resolve(model));

@@ -20,7 +20,7 @@ internal static class AnalysisCommands
         var sae = SaeCommands.SaeOption();
         var model = ModelCommands.ModelOption(required: false);
         model.Description += " (required; a model-diffing crosscoder: the base model, default the one it records)";
-        var diffModel = new Option<string?>("--diff-model") { Description = "A model-diffing crosscoder's chat model (slot 1), run on the same windows (default: the one it records)" };
+        var diffModel = ModelSource.AtRevision<string?>(new("--diff-model") { Description = "A model-diffing crosscoder's chat model (slot 1), run on the same windows (default: the one it records)" }, ModelSource.DiffRevision);
         var dataset = new Option<string?>("--dataset")
         {
             Description = ".txt, .jsonl, .parquet (or a folder of them), or a hub dataset hf:ORG/NAME[:SPLIT]; pre-tokenized jsonl/parquet detected (default: the SAE's cfg.json dataset_path)",

@@ -137,7 +137,7 @@ internal static class CltInterveneCommand
             {
                 // One seed for both: the clean and the intervened continuation draw the same random numbers at every step; both
                 // stop at EOS, as sae steer and circuit-tracer's generate (TransformerLens's stop_at_eos) do.
-                var sample = generation.Options(cm.Model.StopTokenIds(tok!));
+                var sample = generation.Options(cm.Model.StopTokenIds);
                 using var plain = cm.Model.Generate(tokens, g, sample with { Hooks = cm.Hooks });
                 using var gen = CltInterventions.FeatureInterventionGenerate(cm.Model, clt, tokens, interventions, g, o, sample, cm.Hooks);
                 rows = [ModelCommands.ContinuationRow(tok!, n, "clean", plain.Tokens), ModelCommands.ContinuationRow(tok!, n, "intervened", gen.Tokens!)];

@@ -27,6 +27,8 @@ internal static class CrossCoderCli
         public ModelDataOptions? Model { get; init; }
         /// <summary>Model diffing: this model folder runs on the same windows at the same hooks (slots after the model's).</summary>
         public string? DiffModel { get; init; }
+        /// <summary>The hub revision <see cref="DiffModel"/> is at (<c>--diff-revision</c>; null: main).</summary>
+        public string? DiffRevision { get; init; }
         /// <summary>Continue from the latest checkpoint in OUT/checkpoints.</summary>
         public bool Resume { get; init; }
         /// <summary>Checkpoint every N steps (default steps/10).</summary>
@@ -144,10 +146,14 @@ internal static class CrossCoderCli
         int layers = source.Spec.LayerHooks!.Count, d = source.SlotWidth;
         var modelNames = new List<string> { ModelLoader.NameOf(data.ModelPath) };
         if (r.DiffModel is { } diff) modelNames.Add(ModelLoader.NameOf(diff));
+        var modelRevisions = new List<string?> { data.Revision is null or "main" ? null : data.Revision };
+        if (r.DiffModel is not null) modelRevisions.Add(r.DiffRevision is null or "main" ? null : r.DiffRevision);
         var sources = new CrossCoderSources
         {
             HookNames = source.Spec.LayerHooks,
             ModelNames = modelNames.Count == 1 ? modelNames : source.Spec.LayerModels!.Select(m => modelNames[m]).ToList(),
+            ModelRevisions = modelRevisions.All(v => v is null) ? null
+                : modelNames.Count == 1 ? modelRevisions : source.Spec.LayerModels!.Select(m => modelRevisions[m]).ToList(),
         };
         return TrainAndSave(r, topK, layers, d, steps, sources, (cc, options, onStep, c, ct) => CrossCoderTrainer.Train(cc, source, options, r.BatchSize, onStep, c, ct),
             () => FirstRows(data, hooks, others, evalTokens, layers, d),
@@ -583,7 +589,7 @@ internal static class CrossCoderCli
         var notes = new List<string>();
         for (int i = 0; i < runs; i++)
         {
-            var o = options(i) with { EosTokenIds = pm.Model.StopTokenIds(tok) };
+            var o = options(i) with { EosTokenIds = pm.Model.StopTokenIds };
             string Continue(bool steered)
             {
                 using var g = pm.Model.Generate(tokens, maxNew, o with { Hooks = [.. pm.Hooks, .. steered ? steer : []] });
@@ -737,7 +743,7 @@ internal static class CrossCoderCli
                     var tok = generationTokenizer!;
                     var steer = steering.SelectMany(s => CrossCoderInterventions.Steering(cc, s.Feature, s.Value, slots, positions)).ToList();
                     // One seed for both: the clean and the edited continuation draw the same random numbers at every step.
-                    var options = generation.Options(model.Model.StopTokenIds(tok));
+                    var options = generation.Options(model.Model.StopTokenIds);
                     // Both stop at EOS, as sae steer and sae intervene --generate do.
                     using var plain = model.Model.Generate(tokens, generate, options with { Hooks = model.Hooks });
                     using var edited = CrossCoderInterventions.Generate(cc, runs, spec.LayerHooks!, spec.LayerModels!, slots[0].Slot, latentEdits,

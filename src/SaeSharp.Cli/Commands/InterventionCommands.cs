@@ -223,7 +223,7 @@ internal static class InterventionCommands
         var hook = new Option<string?>("--hook") { Description = "Hook to steer at (default: the SAE's hook_name)" };
         var positionsOption = new Option<string?>("--positions") { Description = "Comma-separated token positions to steer at, negative ones from the prompt's end (-1 its last token; a position named twice counts once; default: every position, generated ones included)" };
         var noBos = NoBosOption();
-        var diffModel = new Option<string?>("--diff-model") { Description = "A model-diffing crosscoder: the second (chat) model, which --slot may choose to generate with" };
+        var diffModel = ModelSource.AtRevision<string?>(new("--diff-model") { Description = "A model-diffing crosscoder: the second (chat) model, which --slot may choose to generate with" }, ModelSource.DiffRevision);
         var slot = new Option<int?>("--slot") { Description = "A crosscoder: the slot whose model generates, steered at every hook of its slots by that slot's decoder rows (default: the last slot)" };
         var byMaxAct = new Option<bool>("--scale-by-max-act")
         {
@@ -315,7 +315,7 @@ internal static class InterventionCommands
                 var o = penalties.Apply(parse, new GenerationOptions
                 {
                     Temperature = parse.GetValue(temperature), TopK = parse.GetValue(topK), TopP = parse.GetValue(topP), Seed = parse.GetValue(seed) + (ulong)i,
-                    EosTokenIds = m.StopTokenIds(tok),
+                    EosTokenIds = m.StopTokenIds,
                 });
                 string Continue(Steering? steer)
                 {
@@ -394,7 +394,7 @@ internal static class InterventionCommands
         var hook = new Option<string?>("--hook") { Description = "Hook of the SAE (default: its hook_name)" };
         var top = new Option<int>("--top") { Description = "Most-changed predictions shown", DefaultValueFactory = _ => 10 }.Positive();
         var noBos = NoBosOption();
-        var diffModel = new Option<string?>("--diff-model") { Description = "A model-diffing crosscoder: the second (chat) model, run on the same tokens to encode (same tokenizer)" };
+        var diffModel = ModelSource.AtRevision<string?>(new("--diff-model") { Description = "A model-diffing crosscoder: the second (chat) model, run on the same tokens to encode (same tokenizer)" }, ModelSource.DiffRevision);
         var slot = new Option<int?>("--slot") { Description = "A crosscoder: the slot whose model is run with the latents ablated (all of that model's slots are edited; default: the last slot)" };
         var metric = new Option<string?>("--metric") { Description = "With --prompt: also report this metric clean and ablated: logit-diff:A,B | logit:A | loss, as sae attribute takes it" };
         var each = new Option<bool>("--each") { Description = "With --metric: ablate each live feature (of --features, default all) on its own at --positions; a table feature → Δmetric, largest |Δ| first" };

@@ -309,7 +309,7 @@ internal static class ModelCommands
             AllowMultipleArgumentsPerToken = false,
         };
         var dtype = ModelSource.DtypeOption();
-        var diffModel = new Option<string?>("--diff-model") { Description = "A model-diffing crosscoder (--sae): the second (chat) model, run clean on the same tokens to encode (same tokenizer)" };
+        var diffModel = ModelSource.AtRevision<string?>(new("--diff-model") { Description = "A model-diffing crosscoder (--sae): the second (chat) model, run clean on the same tokens to encode (same tokenizer)" }, ModelSource.DiffRevision);
         var slot = new Option<int?>("--slot") { Description = "A crosscoder (--sae): the slot whose model is run, spliced at every hook of its slots (default: the last slot)" };
         var generate = new Option<int>("--generate")
         {
@@ -424,7 +424,15 @@ internal static class ModelCommands
                         : ModelForSae.SharedDtype(saes, paths));
                 var m = pm.Model;
                 if (texts.Length == 0 && repeatedLength is null)
-                    foreach (var t in prompts) InterventionCommands.RefuseIdsOutsideVocabulary("--input", parse.GetValue(input)!, t, m.Config.DVocab);
+                    foreach (var t in prompts)
+                    {
+                        InterventionCommands.RefuseIdsOutsideVocabulary("--input", parse.GetValue(input)!, t, m.Config.DVocab);
+                        RefusePastContext(m, t, $"--input {parse.GetValue(input)}", "give shorter rows");
+                    }
+                for (int i = 0; i < texts.Length; i++)
+                    RefusePastContext(m, prompts[i], $"--prompt {PromptName(texts[i])}", "give a shorter prompt");
+                if (repeatedLength is not null)
+                    RefusePastContext(m, prompts[0], $"--repeated-random {repeatedLength}", "give a shorter N");
                 var notes = new List<string>();
                 string? spliced = null;
                 var (metricClean, metricEdited) = (new List<double>(), new List<double>());
@@ -681,7 +689,7 @@ internal static class ModelCommands
     private static string Continuations(SaeSharp.Interventions.HookedSaeTransformer hooked, List<SaeSharp.Interventions.Intervention> edits,
         bool errorTerm, ITextTokenizer tok, Tensor tokens, GenerationRequest request, SavedRun run, List<string> notes, string notePrefix)
     {
-        var options = request.Options(hooked.Model.StopTokenIds(tok));
+        var options = request.Options(hooked.Model.StopTokenIds);
         using var plain = hooked.Model.Generate(tokens, request.NewTokens, options with { Hooks = hooked.ModelHooks });
         using var edited = hooked.Generate(tokens, request.NewTokens, options, edits);
         string label = edits.Count > 0 ? "edited" : "spliced";
@@ -809,7 +817,7 @@ internal static class ModelCommands
                                             $"the context of {m.Config.NCtx} tokens of {m.Config.ModelName}; ask for at most {Math.Max(0, m.Config.NCtx - promptTokens)}");
             using var scope = NewDisposeScope();
             using var tokens = tensor(ids.Select(i => (long)i).ToArray()).unsqueeze(0);
-            using var result = m.Generate(tokens, newTokens, sampling.Options(parse, m.StopTokenIds(tok)));
+            using var result = m.Generate(tokens, newTokens, sampling.Options(parse, m.StopTokenIds));
             var all = result.Tokens[0].data<long>().Select(v => (int)v).ToArray();
             Console.WriteLine(DecodeShowingUnknownIds(tok, all));
             if (InterventionCommands.GenerationNote(result, 0, null) is string note) Cli.ErrorLine($"note: {note}");
@@ -1101,6 +1109,15 @@ internal static class ModelCommands
             for (int i = 0; i < revs.Length; i++)
             {
                 using var m = ModelLoader.FromPretrained(folders[i], ModelLoader.ParseDtype(parse.GetValue(dtype)!, folders[i]));
+                // Named by the flags, not as the library's batch_size and subseq_len.
+                if (SaeSharp.Analysis.InductionLoss.PastContext(m, n))
+                    throw new SaeSharpException($"--subseq-len {n}: repeated twice that is {2L * n} tokens, more than the context window of {m.Config.ModelName} " +
+                                                $"(n_ctx={m.Config.NCtx}, learned positions); give at most {m.Config.NCtx / 2}");
+                double need = SaeSharp.Analysis.InductionLoss.ScoreBytes(m, b, n);
+                long available = HostMemory.AvailableBytes();
+                if (need > available)
+                    throw new SaeSharpException($"--batch {b} --subseq-len {n}: a layer's attention scores alone need {HostMemory.Format(need)} (they grow with " +
+                                                $"the square of --subseq-len) but {HostMemory.Format(available)} of memory is available; give a smaller --subseq-len or --batch");
                 range ??= m.Config.DVocab >= 20000 ? "[100, 20000)" : $"[0, {m.Config.DVocab})";
                 double loss = SaeSharp.Analysis.InductionLoss.Run(m, b, n, bos, parse.GetValue(seed));
                 rows.Add([revs[i] ?? "main", Cli.Fixed(loss, 4)]);
@@ -1351,6 +1368,16 @@ internal static class ModelCommands
             var layers = parse.GetValue(layer) is { Length: > 0 } ls ? ls.Distinct().Order().ToList() : null;
             if (layers?.Where(l => l < 0 || l >= m.Config.NLayers).ToList() is [var outside, ..])
                 throw new SaeSharpException($"--layer {outside}: the model has layers 0..{m.Config.NLayers - 1}");
+            if (parse.GetValue(positions) is int asked)
+            {
+                // Named by the flag, not as the library's "QK circuit scores: positions N".
+                using var wpos = SaeSharp.Analysis.AttentionCircuits.PositionEmbedding(m);
+                if (wpos is null)
+                    throw new SaeSharpException($"--positions {asked}: {m.Config.ModelName} has no learned position embedding W_pos (rotary positions), " +
+                                                "so no positional QK pattern; leave out --positions");
+                if (asked > wpos.shape[0])
+                    throw new SaeSharpException($"--positions {asked}: {m.Config.ModelName} has {wpos.shape[0]} rows of W_pos (n_ctx); give at most {wpos.shape[0]}");
+            }
             // The processing applied: TransformerLens skips some steps for some models (center_writing_weights for RMSNorm; a warning says so).
             var processed = WeightProcessing.Apply(m, parse.GetValue(process) ? WeightProcessingOptions.TransformerLensDefaults
                 : new WeightProcessingOptions { FoldLn = parse.GetValue(foldLn) });
@@ -1535,12 +1562,22 @@ internal static class ModelCommands
     {
         var tokens = m.ToTokens(text, bos);
         if (tokens.shape[1] == 0) throw InterventionCommands.NoTokenError(option, text);
-        // Learned positions end at W_pos's last row: named by its option here, not as the run's "sequence of N tokens".
-        if (m.Config.RotaryDim == 0 && tokens.shape[1] > m.Config.NCtx)
-            throw new SaeSharpException($"{option} \"{(text.Length > 60 ? text[..57] + "..." : text)}\": {tokens.shape[1]} tokens, more than the context " +
-                                        $"window of {m.Config.ModelName} (n_ctx={m.Config.NCtx}, learned positions); give a shorter prompt");
+        RefusePastContext(m, tokens, $"{option} {PromptName(text)}", "give a shorter prompt");
         InterventionCommands.NoteUnknownWords(m.Tokenizer, text, option);
         return tokens;
+    }
+
+    /// <summary>A prompt as error messages quote it: in double quotes, cut to 60 characters.</summary>
+    private static string PromptName(string text) => $"\"{(text.Length > 60 ? text[..57] + "..." : text)}\"";
+
+    /// <summary>Learned positions end at W_pos's last row: rows of <paramref name="tokens"/> longer than the model's n_ctx are
+    /// an error naming <paramref name="what"/> (the option and its value), the token count and the model's limit, not the
+    /// run's "sequence of N tokens".</summary>
+    internal static void RefusePastContext(HookedTransformer m, Tensor tokens, string what, string fix)
+    {
+        if (m.Config.RotaryDim == 0 && tokens.shape[^1] > m.Config.NCtx)
+            throw new SaeSharpException($"{what}: {tokens.shape[^1]} tokens, more than the context window of {m.Config.ModelName} " +
+                                        $"(n_ctx={m.Config.NCtx}, learned positions); {fix}");
     }
 
     /// <summary><c>--token-range LOW,HIGH</c>, HIGH capped at the vocabulary size.</summary>

@@ -340,6 +340,16 @@ internal static class PatchCommands
                 throw new SaeSharpException($"--sender {late}: layer {late.Layer} is not before any --receiver ({string.Join(", ", receiverList)}); a head's output " +
                                             "reaches only later layers' inputs, so this path has no effect: give senders in earlier layers");
             using var m = ModelSource.LoadModel(o.ModelAt(parse), parse.GetValue(o.Dtype)!);
+            // Heads outside the model named by their flag (not as the library's "path patching: sender L5H0").
+            HeadAblation.CheckHeads(m, senders, "--sender");
+            if (receiverList is not null)
+            {
+                int kvHeads = inputKind == PathReceiverInput.Q ? m.Config.NHeads : m.Config.NKvHeads;
+                HeadAblation.CheckHeads(m, receiverList, "--receiver");
+                if (receiverList.FirstOrDefault(r => r.Head >= kvHeads) is var kv && receiverList.Contains(kv))
+                    throw new SaeSharpException($"--receiver {kv.Layer}.{kv.Head}: --receiver-input {parse.GetValue(input)} reads key/value heads, and " +
+                                                $"{m.Config.ModelName} has key/value heads 0..{kvHeads - 1}");
+            }
             using var scope = NewDisposeScope();
             var (cleanTokens, corruptedTokens, metrics) = o.Read(parse, m);
             long pairs = cleanTokens.shape[0];

@@ -14,6 +14,8 @@ internal static class PretokenizeCommand
     {
         var tokenizer = new Option<string?>("--tokenizer") { Description = "Tokenizer: builtin, a Hugging Face model id or a local model folder (tokenizer_name)" };
         var model = new Option<string?>("--model") { Description = "Same as --tokenizer: builtin, a Hugging Face model id or a local model folder whose tokenizer is used" };
+        var revision = ModelSource.RevisionOption();
+        revision.Description = "A branch, tag or commit of the --tokenizer (--model) repo on the Hugging Face hub (default main), recorded in sae_lens.json as tokenizer_revision";
         var dataset = new Option<string?>("--dataset") { Description = ".txt, .jsonl, .parquet, .arrow (or a folder of them), or hf:ORG/NAME[:SPLIT] (dataset_path)" };
         var contextSize = new Option<int?>("--context-size") { Description = "Tokens per row (default 128)" }.Positive();
         var output = new Option<string?>("--out") { Description = "Output folder (save_path): save_to_disk layout + sae_lens.json" };
@@ -43,7 +45,7 @@ internal static class PretokenizeCommand
         var config = new Option<string?>("--config") { Description = "JSON file of SAELens PretokenizeRunnerConfig fields; flags given win over them" };
         var command = new Command("pretokenize", "Tokenize a text dataset into rows of context-size tokens, as SAELens's PretokenizeRunner")
         {
-            tokenizer, model, dataset, contextSize, output, shuffle, noShuffle, seed, beginBatch, beginSequence, separator, disableConcat,
+            tokenizer, model, revision, dataset, contextSize, output, shuffle, noShuffle, seed, beginBatch, beginSequence, separator, disableConcat,
             column, format, numProc, batchSize, force, config,
         };
         Cli.SetAction(command, parse =>
@@ -55,6 +57,7 @@ internal static class PretokenizeCommand
                 throw new SaeSharpException("--tokenizer and --model name different tokenizers; give one");
             string? tokName = parse.GetValue(tokenizer) ?? parse.GetValue(model) ?? (fromConfig ? s.TokenizerName : null);
             if (tokName is null) throw new SaeSharpException("give --tokenizer (or --model): builtin, a Hugging Face model id or a model folder");
+            string? tokRevision = parse.GetValue(revision);
             string data = parse.GetValue(dataset) ?? (fromConfig && s.DatasetPath.Length > 0 ? s.DatasetPath : null)
                           ?? throw new SaeSharpException("give --dataset (or dataset_path in --config)");
             if (!TextDataset.Exists(data)) throw new SaeSharpException($"--dataset {data}: no such file or folder");
@@ -63,6 +66,7 @@ internal static class PretokenizeCommand
             s = s with
             {
                 TokenizerName = tokName,
+                TokenizerRevision = tokRevision,
                 DatasetPath = HubDataset.RecordedPath(data),
                 SavePath = outDir,
                 ContextSize = parse.GetValue(contextSize) ?? s.ContextSize,
@@ -78,9 +82,11 @@ internal static class PretokenizeCommand
             };
             if (HubDataset.IsHubDataset(data)) s = s with { Split = new HubDataset(data).Split };
             s.Validate();
+            // Resolved (an unknown revision refused, naming the repo) before anything is read or written.
+            string tokFolder = ModelSource.Resolve(tokName, tokRevision);
             OutputGuard.RefuseReplacingInput("--out", outDir, [], new CommandInput("--dataset", data, InputKind.Whole));
             Pretokenizer.CheckOutput(outDir, parse.GetValue(force));
-            var tok = Tokenizer.FromFolder(ModelSource.Resolve(tokName));
+            var tok = Tokenizer.FromFolder(tokFolder);
             foreach (var (name, spec) in new[] { ("--begin-batch-token", s.BeginBatchToken), ("--begin-sequence-token", s.BeginSequenceToken), ("--sequence-separator-token", s.SequenceSeparatorToken) })
                 if (spec is { Name: { } n } && spec.Resolve(tok) is null)
                     CliProgress.Warn($"warning: {name} {n}: no {n.ToUpperInvariant()} in this tokenizer, none is put");

@@ -58,7 +58,7 @@ internal static class SaeCommands
         var l0Histogram = new Option<string?>("--l0-histogram") { Description = "Write the per-token L0 histogram PNG here (default: beside --json; several --sae: a _sae<i> suffix per SAE)" };
         var maxRows = new Option<long?>("--max-rows") { Description = "Evaluate at most this many rows" }.Positive();
         var arch = ArchOption();
-        var diffModel = new Option<string?>("--diff-model") { Description = "A model-diffing crosscoder with --model: the second (chat) model, run on the same windows (same tokenizer); each model gets its own slots' reconstruction" };
+        var diffModel = ModelSource.AtRevision<string?>(new("--diff-model") { Description = "A model-diffing crosscoder with --model: the second (chat) model, run on the same windows (same tokenizer); each model gets its own slots' reconstruction" }, ModelSource.DiffRevision);
         var latentScaling = new Option<bool>("--latent-scaling")
         {
             Description = "A model-diffing crosscoder (slots base, chat): Minder et al.'s Latent Scaling β and ν per latent (JSON, table, a ν^ε vs ν^r PNG beside --json)",

@@ -41,7 +41,7 @@ internal static class TrainCommand
         var hookHeadIndex = new Option<int?>("--hook-head-index") { Description = "With --model: train on this head of an attention hook (attn.hook_z, hook_q, hook_k, hook_v; SAELens hook_head_index)" }.NonNegative();
         var warmupSteps = new Option<long?>("--warmup-steps") { Description = "crosscoder, batchtopk_crosscoder: linear lr warm-up steps (the fork's warmup_steps; default min(1000, steps/10))" }.NonNegative();
         var hooks = new Option<string?>("--hooks") { Description = "crosscoder, batchtopk_crosscoder: the hooks of the layer slots, comma-separated: harvested from --model, or naming the slots of --activations (recorded with the weights)" };
-        var diffModel = new Option<string?>("--diff-model") { Description = "crosscoder, batchtopk_crosscoder with --model: a second model (same tokenizer) run on the same windows at the same hooks: model diffing, slots --model's then --diff-model's" };
+        var diffModel = ModelSource.AtRevision<string?>(new("--diff-model") { Description = "crosscoder, batchtopk_crosscoder with --model: a second model (same tokenizer) run on the same windows at the same hooks: model diffing, slots --model's then --diff-model's" }, ModelSource.DiffRevision);
         var kMax = new Option<int?>("--k-max") { Description = "batchtopk_crosscoder: k annealing, the k at step 0 (the fork's k_max), falling linearly to --k over --k-annealing-steps" }.Positive();
         var kAnnealingSteps = new Option<long?>("--k-annealing-steps") { Description = "batchtopk_crosscoder: steps over which k falls from --k-max to --k (the fork's k_annealing_steps; default 0: --k-max throughout)" }.NonNegative();
         var activationNormalizer = new Option<bool>("--activation-normalizer") { Description = "crosscoder, batchtopk_crosscoder: normalise every slot by the training rows' mean and std (with --model: of the first --normalizer-tokens tokens) as the fork's activation_mean/activation_std do, saved with the weights" };
@@ -94,6 +94,7 @@ internal static class TrainCommand
                 {
                     Model = modelData,
                     DiffModel = parse.GetValue(diffModel) is { } dm ? ModelSource.Resolve(dm) : null,
+                    DiffRevision = ModelSource.RevisionOf(parse, ModelSource.DiffRevision),
                     Resume = parse.GetValue(resume),
                     CheckpointEvery = parse.GetValue(checkpointEvery),
                     KMax = parse.GetValue(kMax),

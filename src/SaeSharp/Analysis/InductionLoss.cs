@@ -42,16 +42,32 @@ public static class InductionLoss
         return TokenLosses.LossByPosition(logits, tokens).Skip((int)subseqLen + 1).Average();
     }
 
+    /// <summary>Whether two copies of <paramref name="subseqLen"/> ids are more than <paramref name="model"/>'s learned
+    /// positions (n_ctx); a rotary model runs past n_ctx.</summary>
+    public static bool PastContext(HookedTransformer model, int subseqLen)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        return 2L * subseqLen > model.Config.NCtx && model.Config.RotaryDim <= 0;
+    }
+
+    /// <summary>The bytes of a layer's float32 attention scores and pattern for <paramref name="batch"/> rows of two copies
+    /// of <paramref name="subseqLen"/> ids: they grow with the square of the row.</summary>
+    public static double ScoreBytes(HookedTransformer model, int batch, int subseqLen)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        double rowLength = 2.0 * subseqLen + 1;
+        return 2 * 4 * (double)batch * model.Config.NHeads * rowLength * rowLength;
+    }
+
     /// <summary><c>evals.induction_loss(model, batch_size, subseq_len, prepend_bos)</c> on <paramref name="model"/> (its
     /// tokenizer's BOS when <paramref name="prependBos"/>), the random ids drawn with <paramref name="seed"/>.</summary>
     public static double Run(HookedTransformer model, int batch = 4, int subseqLen = 384, bool prependBos = true, ulong seed = 0)
     {
         ArgumentNullException.ThrowIfNull(model);
         if (batch < 1 || subseqLen < 2) throw new SaeSharpException($"induction loss: batch {batch} (≥ 1) and subsequence length {subseqLen} (≥ 2)");
-        if (2L * subseqLen > model.Config.NCtx && model.Config.RotaryDim <= 0)
+        if (PastContext(model, subseqLen))
             throw new SaeSharpException($"induction loss: 2 × {subseqLen} tokens exceed n_ctx={model.Config.NCtx} of {model.Config.ModelName}; give a shorter subsequence");
-        // A rotary model runs past n_ctx; its attention scores grow with the square of the row (2 × subseq_len tokens).
-        double rowLength = 2.0 * subseqLen + 1, need = 2 * 4 * (double)batch * model.Config.NHeads * rowLength * rowLength;   // float32 scores and pattern of a layer
+        double need = ScoreBytes(model, batch, subseqLen);
         long available = HostMemory.AvailableBytes();
         if (need > available)
             throw new SaeSharpException($"induction loss: {batch} row{(batch == 1 ? "" : "s")} of 2 × {subseqLen} tokens (batch_size {batch}, subseq_len {subseqLen}): " +

@@ -47,6 +47,9 @@ public sealed record PretokenizedMetadata
     [JsonPropertyName("sequence_separator_token")] public PretokenizeToken? SequenceSeparatorToken { get; init; }
     /// <summary><c>disable_concat_sequences</c>.</summary>
     [JsonPropertyName("disable_concat_sequences")] public bool? DisableConcatSequences { get; init; }
+    /// <summary>SaeSharp's own key, written only when not main: the hub revision of <see cref="TokenizerName"/>
+    /// (<c>sae pretokenize --revision</c>).</summary>
+    [JsonPropertyName("tokenizer_revision"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public string? TokenizerRevision { get; init; }
     /// <summary>SaeSharp's own key: the program that wrote the dataset (<c>SaeSharp VERSION</c>).</summary>
     [JsonPropertyName("written_by")] public string? WrittenBy { get; init; }
 
@@ -71,6 +74,7 @@ public sealed record PretokenizedMetadata
             BeginSequenceToken = s.BeginSequenceToken,
             SequenceSeparatorToken = s.SequenceSeparatorToken,
             DisableConcatSequences = s.DisableConcatSequences,
+            TokenizerRevision = s.TokenizerRevision is null or "main" ? null : s.TokenizerRevision,
             WrittenBy = $"SaeSharp {v?.ToString(3) ?? "?"}",
         };
     }

@@ -140,6 +140,9 @@ public sealed record PretokenizeSettings
 {
     /// <summary>The tokenizer (a model name or folder), recorded in <c>sae_lens.json</c>.</summary>
     [JsonPropertyName("tokenizer_name")] public string TokenizerName { get; init; } = "gpt2";
+    /// <summary>The hub revision of <see cref="TokenizerName"/> (<c>sae pretokenize --revision</c>; null: main), recorded in
+    /// <c>sae_lens.json</c> as SaeSharp's <c>tokenizer_revision</c>. Not a SAELens field.</summary>
+    [JsonIgnore] public string? TokenizerRevision { get; init; }
     /// <summary>The text dataset, recorded in <c>sae_lens.json</c> as <c>original_dataset</c>.</summary>
     [JsonPropertyName("dataset_path")] public string DatasetPath { get; init; } = "";
     /// <summary>The dataset's config name (recorded only).</summary>

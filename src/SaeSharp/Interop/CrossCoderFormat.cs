@@ -15,6 +15,9 @@ public sealed record CrossCoderSources
     public IReadOnlyList<string>? HookNames { get; init; }
     /// <summary>The model of each layer slot (one entry when every slot reads the same model), when known.</summary>
     public IReadOnlyList<string>? ModelNames { get; init; }
+    /// <summary>The hub revision of each <see cref="ModelNames"/> entry (null: main), when some model ran at another
+    /// (<c>sae train --model M --revision R --diff-model M2 --diff-revision R2</c>); null when all ran at main.</summary>
+    public IReadOnlyList<string?>? ModelRevisions { get; init; }
 }
 
 /// <summary>
@@ -31,6 +34,7 @@ public static class CrossCoderFormat
     public const string ConfigFile = "config.json";
     private const string HooksMetadata = "saesharp.hook_names";
     private const string ModelsMetadata = "saesharp.model_names";
+    private const string RevisionsMetadata = "saesharp.model_revisions";
 
     private static readonly HashSet<string> KnownKeys =
     [
@@ -236,6 +240,7 @@ public static class CrossCoderFormat
         {
             HookNames = metadata.TryGetValue(HooksMetadata, out var h) ? JsonSerializer.Deserialize<string[]>(h) : null,
             ModelNames = metadata.TryGetValue(ModelsMetadata, out var m) ? JsonSerializer.Deserialize<string[]>(m) : null,
+            ModelRevisions = metadata.TryGetValue(RevisionsMetadata, out var rv) ? JsonSerializer.Deserialize<string?[]>(rv) : null,
         };
         return cc;
     }
@@ -425,6 +430,7 @@ public static class CrossCoderFormat
         var metadata = new Dictionary<string, string> { ["format"] = "pt" };
         if (sources?.HookNames is { } hooks) metadata[HooksMetadata] = JsonSerializer.Serialize(hooks);
         if (sources?.ModelNames is { } models) metadata[ModelsMetadata] = JsonSerializer.Serialize(models);
+        if (sources?.ModelRevisions is { } revisions) metadata[RevisionsMetadata] = JsonSerializer.Serialize(revisions);
         using var group = new AtomicFileGroup();
         SafeTensors.Save(Path.Combine(dir, WeightsFile), cc.state_dict(), metadata, group);
         group.WriteAllText(Path.Combine(dir, ConfigFile), config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));

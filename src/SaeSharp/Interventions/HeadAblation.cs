@@ -123,8 +123,12 @@ public static class HeadAblation
         }
     }
 
-    private static void CheckHeads(HookedTransformer model, IReadOnlyList<AttentionHead> heads, string option)
+    /// <summary>Refuses a head of <paramref name="heads"/> outside the model, naming <paramref name="option"/> (the command
+    /// line's flag) and the layers or heads the model has.</summary>
+    public static void CheckHeads(HookedTransformer model, IReadOnlyList<AttentionHead> heads, string option)
     {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(heads);
         var c = model.Config;
         foreach (var h in heads)
         {

@@ -3,11 +3,13 @@ using System.Text.Json.Nodes;
 namespace SaeSharp.Models;
 
 /// <summary>
-/// The token ids at which Hugging Face's <c>generate</c> stops for a model folder: <c>generation_config.json</c>'s
-/// <c>eos_token_id</c> (an id or a list: Llama 3 Instruct <c>[128001, 128008, 128009]</c>, Gemma 2 <c>[1, 107]</c>), else
-/// <c>config.json</c>'s (or its <c>text_config</c>'s), as <c>GenerationConfig.from_model_config</c> falls back. Its sampling
-/// defaults (<c>do_sample</c>, <c>temperature</c>, <c>top_p</c>) are not read: generation here follows TransformerLens's
-/// <c>HookedTransformer.generate</c>, which ignores them too.
+/// The token ids at which Hugging Face's <c>generate</c> stops for a model folder, exactly as <c>from_pretrained</c> sets
+/// <c>model.generation_config</c>: the folder's <c>generation_config.json</c> when it has one (its <c>eos_token_id</c>, an
+/// id or a list: Llama 3 Instruct <c>[128001, 128008, 128009]</c>, Gemma 2 <c>[1, 107]</c>; none when the file declares
+/// none), else <c>config.json</c>'s (or its <c>text_config</c>'s), as <c>GenerationConfig.from_model_config</c> builds it.
+/// The tokenizer's EOS is not among them (transformers does not read it). Its sampling defaults (<c>do_sample</c>,
+/// <c>temperature</c>, <c>top_p</c>) are not read: generation here follows TransformerLens's <c>HookedTransformer.generate</c>,
+/// which ignores them too.
 /// </summary>
 public sealed record GenerationConfig(IReadOnlyList<long> EosTokenIds, string? Source)
 {
@@ -17,26 +19,20 @@ public sealed record GenerationConfig(IReadOnlyList<long> EosTokenIds, string? S
     /// <summary>No stop ids (a model built in memory, or a folder that declares none).</summary>
     public static GenerationConfig None { get; } = new([], null);
 
-    /// <summary>Reads <paramref name="folder"/>'s <see cref="FileName"/>, else its config.json; <see cref="None"/> when
-    /// neither declares an <c>eos_token_id</c>. An id that is not a non-negative integer is an error naming the file.</summary>
+    /// <summary>Reads <paramref name="folder"/>'s <see cref="FileName"/> when there is one (it alone, as transformers
+    /// reads it), else its config.json; <see cref="None"/> when the file read declares no <c>eos_token_id</c>. An id that
+    /// is not a non-negative integer is an error naming the file.</summary>
     public static GenerationConfig FromFolder(string folder)
     {
-        foreach (var name in new[] { FileName, "config.json" })
-        {
-            var path = Path.Combine(folder, name);
-            if (!File.Exists(path)) continue;
-            var root = JsonConfig.Read(path).Root;
-            var node = root["eos_token_id"] ?? (root["text_config"] as JsonObject)?["eos_token_id"];
-            if (node is not null) return new GenerationConfig(Ids(node, path), path);
-        }
-        return None;
+        var generation = Path.Combine(folder, FileName);
+        if (File.Exists(generation))
+            return JsonConfig.Read(generation).Root["eos_token_id"] is { } eos ? new GenerationConfig(Ids(eos, generation), generation) : None;
+        var config = Path.Combine(folder, "config.json");
+        if (!File.Exists(config)) return None;
+        var root = JsonConfig.Read(config).Root;
+        var node = root["eos_token_id"] ?? (root["text_config"] as JsonObject)?["eos_token_id"];
+        return node is null ? None : new GenerationConfig(Ids(node, config), config);
     }
-
-    /// <summary>The ids generation stops at with <paramref name="tokenizerEos"/>, the tokenizer's EOS: these ids, then the
-    /// tokenizer's when not among them (a folder that declares none stops at the tokenizer's EOS alone, as before
-    /// generation_config.json was read).</summary>
-    public IReadOnlyList<long> StopTokenIds(long? tokenizerEos) =>
-        tokenizerEos is long t && !EosTokenIds.Contains(t) ? [.. EosTokenIds, t] : EosTokenIds;
 
     private static List<long> Ids(JsonNode node, string path)
     {

@@ -23,13 +23,13 @@ public abstract partial class HookedTransformer
 
     /// <summary>Hugging Face's <c>model.generation_config</c> as far as stopping goes: the EOS ids of the folder's
     /// generation_config.json, else config.json (<see cref="Models.GenerationConfig.FromFolder"/>); none for a model built
-    /// otherwise. Pass <c>GenerationConfig.StopTokenIds(tokenizer.EosTokenId)</c> as <see cref="GenerationOptions.EosTokenIds"/>
-    /// to stop where Hugging Face's <c>generate</c> stops.</summary>
+    /// otherwise. Pass <see cref="StopTokenIds"/> as <see cref="GenerationOptions.EosTokenIds"/> to stop where Hugging
+    /// Face's <c>generate</c> stops.</summary>
     public GenerationConfig GenerationConfig { get; internal set; } = GenerationConfig.None;
 
-    /// <summary>The ids generation stops at, as Hugging Face's <c>generate</c>: <see cref="GenerationConfig"/>'s EOS ids, and
-    /// <paramref name="tokenizer"/>'s EOS when not among them (<see cref="Models.GenerationConfig.StopTokenIds"/>).</summary>
-    public IReadOnlyList<long> StopTokenIds(ITextTokenizer tokenizer) => GenerationConfig.StopTokenIds(tokenizer.EosTokenId);
+    /// <summary>The ids generation stops at, as Hugging Face's <c>generate</c>: <see cref="GenerationConfig"/>'s EOS ids
+    /// (not the tokenizer's EOS, which transformers does not read).</summary>
+    public IReadOnlyList<long> StopTokenIds => GenerationConfig.EosTokenIds;
 
     /// <summary>
     /// TransformerLens <c>model.tokenizer</c>: the tokenizer of the model's folder (<see cref="Tokenizers.Tokenizer.FromFolder"/>,

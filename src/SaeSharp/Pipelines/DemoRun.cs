@@ -228,7 +228,7 @@ public sealed class DemoRun : IDisposable
             if (candidates.Count == 0) throw new SaeSharpException($"no word of the labels {string.Join(", ", _o.SteeringLabels)} occurs in {corpus.HeldOutPath}");
             var maxActs = MaxActivations(pm, sae, candidates.Select(c => c.Feature).Distinct().ToList());
             var hooked = new HookedSaeTransformer(pm.Model);
-            var options = new GenerationOptions { Temperature = 0, EosTokenIds = pm.Model.StopTokenIds(tokenizer), Hooks = pm.Hooks };
+            var options = new GenerationOptions { Temperature = 0, EosTokenIds = pm.Model.StopTokenIds, Hooks = pm.Hooks };
             long bos = tokenizer.BosTokenId ?? throw new SaeSharpException("the tokenizer has no BOS token");
             // (text, distinct words of the label, fluent: no token makes up more than half of the continuation)
             (string Text, int LabelWords, bool Fluent) Continue(long[] ids, string label, IEnumerable<Intervention> edits)
