@@ -24,12 +24,16 @@ public abstract partial class HookedTransformer
     /// <summary>Hugging Face's <c>model.generation_config</c> as far as stopping goes: the EOS ids of the folder's
     /// generation_config.json, else config.json (<see cref="Models.GenerationConfig.FromFolder"/>); none for a model built
     /// otherwise. Pass <see cref="StopTokenIds"/> as <see cref="GenerationOptions.EosTokenIds"/> to stop where Hugging
-    /// Face's <c>generate</c> stops.</summary>
+    /// Face's and TransformerLens's <c>generate</c> stop.</summary>
     public GenerationConfig GenerationConfig { get; internal set; } = GenerationConfig.None;
 
-    /// <summary>The ids generation stops at, as Hugging Face's <c>generate</c>: <see cref="GenerationConfig"/>'s EOS ids
-    /// (not the tokenizer's EOS, which transformers does not read).</summary>
-    public IReadOnlyList<long> StopTokenIds => GenerationConfig.EosTokenIds;
+    /// <summary>The ids generation stops at: <see cref="GenerationConfig"/>'s EOS ids (where Hugging Face's <c>generate</c>
+    /// stops), and the tokenizer's EOS when not among them (where TransformerLens's <c>generate(stop_at_eos=True)</c> stops);
+    /// a model with no tokenizer stops at the former alone.</summary>
+    public IReadOnlyList<long> StopTokenIds =>
+        (_tokenizer ?? (MissingTokenizer() is null ? Tokenizer : null))?.EosTokenId is int t && !GenerationConfig.EosTokenIds.Contains(t)
+            ? [.. GenerationConfig.EosTokenIds, t]
+            : GenerationConfig.EosTokenIds;
 
     /// <summary>
     /// TransformerLens <c>model.tokenizer</c>: the tokenizer of the model's folder (<see cref="Tokenizers.Tokenizer.FromFolder"/>,
@@ -41,16 +45,21 @@ public abstract partial class HookedTransformer
         get
         {
             if (_tokenizer is not null) return _tokenizer;
-            if (Folder is null)
-                throw new SaeSharpException($"model '{Config.ModelName}' has no tokenizer: it was not loaded from a folder " +
-                    "(set model.Tokenizer = Tokenizer.FromFolder(dir), or pass token ids)");
-            string json = Path.Combine(Folder, "tokenizer.json"), vocab = Path.Combine(Folder, "vocab.json"), merges = Path.Combine(Folder, "merges.txt");
-            if (!File.Exists(json) && !(File.Exists(vocab) && File.Exists(merges)))
-                throw new SaeSharpException($"model '{Config.ModelName}' has no tokenizer: {Folder} holds no tokenizer.json, nor vocab.json " +
-                    "and merges.txt (set model.Tokenizer = Tokenizer.FromFolder(dir), or pass token ids)");
-            return _tokenizer = Tokenizers.Tokenizer.FromFolder(Folder);
+            if (MissingTokenizer() is { } why)
+                throw new SaeSharpException($"model '{Config.ModelName}' has no tokenizer: {why} (set model.Tokenizer = Tokenizer.FromFolder(dir), or pass token ids)");
+            return _tokenizer = Tokenizers.Tokenizer.FromFolder(Folder!);
         }
         set => _tokenizer = value ?? throw new ArgumentNullException(nameof(value));
+    }
+
+    /// <summary>Why the model's folder gives no tokenizer, or null when it does.</summary>
+    private string? MissingTokenizer()
+    {
+        if (Folder is null) return "it was not loaded from a folder";
+        string json = Path.Combine(Folder, "tokenizer.json"), vocab = Path.Combine(Folder, "vocab.json"), merges = Path.Combine(Folder, "merges.txt");
+        return !File.Exists(json) && !(File.Exists(vocab) && File.Exists(merges))
+            ? $"{Folder} holds no tokenizer.json, nor vocab.json and merges.txt"
+            : null;
     }
 
     /// <summary>

@@ -157,7 +157,7 @@ public class BadInput6Tests : TinyGpt2CliTestBase
         Assert.False(File.Exists(P("p.json")));
     }
 
-    /// <summary>A tiny GPT-2 with GPT-2's tokenizer whose greedy choice is always <paramref name="forced"/>: the final norm's
+    /// <summary>A tiny GPT-2 with GPT-2's tokenizer (EOS <c>&lt;|endoftext|&gt;</c>) whose greedy choice is always <paramref name="forced"/>: the final norm's
     /// scale is 0 and its bias is that token's (enlarged) embedding row, so every position's logits are W_E·b, largest at
     /// <paramref name="forced"/>. config.json declares <paramref name="configEos"/>; <paramref name="generationConfig"/>,
     /// when given, is written as generation_config.json.</summary>
@@ -166,6 +166,7 @@ public class BadInput6Tests : TinyGpt2CliTestBase
         string dir = TinyModels.WriteGpt2(P(name), seed: 4, nLayer: 1, nEmbd: 16, nHead: 2, vocab: 50257, nPositions: 64);
         foreach (var f in new[] { "vocab.json", "merges.txt" })
             File.Copy(Tokenizers.TestPaths.Data("gpt2-tokenizer", f), Path.Combine(dir, f));
+        File.WriteAllText(Path.Combine(dir, "tokenizer_config.json"), """{"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}""");
         string weightsPath = Path.Combine(dir, "model.safetensors");
         var w = SafeTensors.Load(weightsPath);
         using (var scope = NewDisposeScope())
@@ -187,26 +188,29 @@ public class BadInput6Tests : TinyGpt2CliTestBase
     }
 
     [Fact]
-    public void Generation_stops_where_transformers_generate_stops()
+    public void Generation_stops_where_transformers_and_transformer_lens_generate_stop()
     {
         const long Eot = 50256, Period = 13;   // GPT-2's tokenizer EOS <|endoftext|>, and "."
-        int Emitted(string model, out string err)
+        int Emitted(string model, out string err, string piece = "<|endoftext|>")
         {
             var (exit, stdout, stderr) = CliRunner.Run("model", "generate", "--model", model, "--prompt", "the cat", "--max-new-tokens", "5");
             Assert.True(exit == 0, stderr);
             err = stderr;
             Assert.StartsWith("the cat", stdout.Trim());
-            return (stdout.Length - stdout.Replace("<|endoftext|>", "", StringComparison.Ordinal).Length) / "<|endoftext|>".Length;
+            string text = stdout.Trim()["the cat".Length..];
+            return (text.Length - text.Replace(piece, "", StringComparison.Ordinal).Length) / piece.Length;
         }
         // No generation_config.json: config.json's eos_token_id stops it after its first new token.
         Assert.Equal(1, Emitted(ForcedModel("config", Eot, Eot, null), out var note));
         Assert.Contains("note: ", note);
-        // config.json declares another id: the tokenizer's EOS alone does not stop it (it did before; transformers never reads it).
-        Assert.Equal(5, Emitted(ForcedModel("tokenizer-only", Eot, Period, null), out note));
-        Assert.DoesNotContain("note: ", note);
+        // config.json declares another id: the tokenizer's EOS stops it too, as TransformerLens's generate(stop_at_eos=True).
+        Assert.Equal(1, Emitted(ForcedModel("tokenizer-only", Eot, Period, null), out _));
+        // Neither stop id is ever chosen: all five new tokens.
+        Assert.Equal(5, Emitted(ForcedModel("period", Period, Period + 1, null), out _, "."));
         // generation_config.json's list wins over config.json.
         Assert.Equal(1, Emitted(ForcedModel("list", Eot, Period, $$"""{"eos_token_id": [{{Period}}, {{Eot}}]}"""), out _));
-        // A generation_config.json that declares no eos_token_id is read alone, as transformers reads it: no stop.
-        Assert.Equal(5, Emitted(ForcedModel("silent", Eot, Eot, """{"do_sample": false}"""), out _));
+        // A generation_config.json that declares no eos_token_id is read alone, as transformers reads it: config.json's id
+        // (".") does not stop it where the tokenizer's EOS is never chosen.
+        Assert.Equal(5, Emitted(ForcedModel("silent", Period, Period, """{"do_sample": false}"""), out _, "."));
     }
 }

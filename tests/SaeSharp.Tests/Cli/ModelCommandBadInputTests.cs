@@ -123,7 +123,7 @@ public class ModelCommandBadInputTests : TinyGpt2CliTestBase
     {
         // Was libtorch's allocation failure and its stack: 2 × 10⁶ tokens' attention scores are 10¹⁴ bytes.
         string memory = OneLineError(CliRunner.Run("model", "induction-loss", "--model", "builtin", "--subseq-len", "1000000", "--batch", "1"));
-        Assert.Contains("subseq_len 1000000", memory);
+        Assert.Contains("--subseq-len 1000000", memory);
         Assert.Contains("attention scores alone need", memory);
         Assert.DoesNotContain("frame #", memory);
         // builtin has rotary positions: --positions was ignored.

@@ -7,7 +7,7 @@ using static TorchSharp.torch;
 namespace SaeSharp.Tests.Models;
 
 /// <summary><see cref="GenerationConfig"/>: generation stops where Hugging Face's <c>generate</c> stops, at any id of
-/// generation_config.json's <c>eos_token_id</c> (else config.json's), never at the tokenizer's EOS alone (transformers does not read it).</summary>
+/// generation_config.json's <c>eos_token_id</c> (else config.json's); <see cref="HookedTransformer.StopTokenIds"/> adds the tokenizer's EOS, where TransformerLens stops.</summary>
 public class GenerationConfigTests : ModelTestBase
 {
     private const int NewTokens = 8;
