@@ -154,6 +154,7 @@ internal sealed class Gpt2Core : nn.Module
 public sealed class Gpt2Model : HookedTransformer
 {
     private readonly Gpt2Core transformer;
+    private Linear? lm_head;
 
     internal Gpt2Model(Gpt2Settings s, string modelName, string configPath, ScalarType dtype)
         : this("GPT2LMHeadModel", new TransformerConfig
@@ -188,5 +189,12 @@ public sealed class Gpt2Model : HookedTransformer
 
     private protected override Tensor FinalNorm(Tensor resid, ForwardContext ctx) => transformer.FinalNorm(resid, ctx);
 
-    private protected override Tensor UnembedNormalized(Tensor x) => transformer.Unembed(x);
+    private protected override Tensor UnembedNormalized(Tensor x) => lm_head is null ? transformer.Unembed(x) : lm_head.forward(x);
+
+    internal override void UntieEmbeddings()
+    {
+        if (lm_head is not null) return;
+        lm_head = Linear.CopyOf(transformer.wte.Weight);
+        register_module("lm_head", lm_head);
+    }
 }

@@ -539,4 +539,10 @@ public abstract partial class HookedTransformer : nn.Module<Tensor, Tensor>
 
     /// <summary>Unembedding of final-normalised rows (bias and soft cap included), in the model's dtype or float32.</summary>
     private protected abstract Tensor UnembedNormalized(Tensor x);
+
+    /// <summary>Gives a model whose unembedding is its token embedding an <c>lm_head</c> of its own (a copy), so weight
+    /// processing changes W_U without W_E, as TransformerLens's separate <c>unembed.W_U</c>; nothing where W_U is its own.</summary>
+    internal virtual void UntieEmbeddings()
+    {
+    }
 }

@@ -49,6 +49,16 @@ internal sealed class Linear : nn.Module<Tensor, Tensor>
 
     public Tensor Weight => weight;
 
+    /// <summary>A layer without bias whose weight is a copy of <paramref name="weight"/> [out, in] (a tied unembedding made
+    /// its own), owned by whatever module registers it, not by the caller's dispose scope.</summary>
+    public static Linear CopyOf(Tensor weight)
+    {
+        var layer = new Linear(weight.shape[1], weight.shape[0], false, weight.dtype);
+        foreach (var (_, t) in layer.named_parameters()) t.DetachFromDisposeScope();
+        using (no_grad()) layer.weight.copy_(weight);
+        return layer;
+    }
+
     /// <summary>The bias, first registered as zeros when the layer has none (TransformerLens's b_O, which every
     /// HookedTransformer has and <c>fold_value_biases</c> writes into).</summary>
     internal Parameter EnsureBias()

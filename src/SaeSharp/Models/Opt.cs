@@ -186,17 +186,11 @@ public sealed class OptModel : HookedTransformer
     private protected override Tensor FinalNorm(Tensor resid, ForwardContext ctx) =>
         ctx.Hooks.Fire(HookPoints.LnFinal, model.decoder.final_layer_norm.Forward(resid, ctx.Hooks, HookPoints.LnFinalScale));
 
-    /// <summary>Gives a model with tied embeddings an <c>lm_head</c> of its own (a copy of <c>embed_tokens</c>), so weight
-    /// processing changes W_U without W_E, as TransformerLens's separate <c>unembed.W_U</c>.</summary>
-    internal void UntieEmbeddings()
+    internal override void UntieEmbeddings()
     {
         if (lm_head is not null) return;
-        var we = model.decoder.embed_tokens.Weight;
-        var head = new Linear(we.shape[1], we.shape[0], false, we.dtype);
-        foreach (var (_, t) in head.named_parameters()) t.DetachFromDisposeScope();   // owned by the model, whatever scope the caller runs in
-        using (no_grad()) head.Weight.copy_(we);
-        lm_head = head;
-        register_module("lm_head", head);
+        lm_head = Linear.CopyOf(model.decoder.embed_tokens.Weight);
+        register_module("lm_head", lm_head);
     }
 
     private protected override Tensor UnembedNormalized(Tensor x) =>

@@ -14,9 +14,9 @@ public sealed record WeightProcessingOptions
 {
     /// <summary><c>fold_ln</c>: fold each block's LayerNorm weight and bias into the layer reading it and centre that layer's
     /// reading weights, leaving a pure normalisation (TransformerLens <c>LNPre</c>); q/k/v or an MLP input without a bias (GPT-Neo,
-    /// GPT-J) gains one. <c>ln_final</c> is folded into W_U and b_U where the unembedding is its own matrix (GPT-J, Phi, OPT
-    /// after untying); not for GPT-2, GPT-Neo (W_U is W_E) and NeoX (no b_U), whose <c>ln_final.hook_normalized</c> keeps
-    /// its affine part. A parallel block's one norm (GPT-J, Phi) is folded into attention and MLP alike.
+    /// GPT-J) gains one. <c>ln_final</c> is folded into W_U and b_U (a tied W_U — GPT-2, GPT-Neo, OPT — is first given a matrix
+    /// of its own, <c>lm_head</c>, and W_E stays; an unembedding without a bias gains b_U), so <c>ln_final.hook_normalized</c>
+    /// is the pure normalisation. A parallel block's one norm (GPT-J, Phi) is folded into attention and MLP alike.
     /// Llama-style decoders: each RMSNorm's weight (Gemma's 1 + w) is folded into q/k/v_proj, gate/up_proj and, for
     /// ln_final, W_U, without centring, leaving RMSPre norms (Gemma 2/3's post-norms stay).</summary>
     public bool FoldLn { get; init; }
@@ -26,8 +26,8 @@ public sealed record WeightProcessingOptions
     /// TransformerLens skips it, for RMSNorm models.</summary>
     public bool CenterWritingWeights { get; init; }
     /// <summary><c>center_unembed</c>: subtract the mean over the vocabulary from W_U and b_U (a per-position constant on the
-    /// logits, softmax unchanged). Applied where W_U is its own matrix (GPT-NeoX, GPT-J, Phi, OPT and the Llama-style
-    /// decoders, whose tied embeddings are untied first, W_E unchanged); a no-op for GPT-2 and GPT-Neo, whose W_U is W_E.</summary>
+    /// logits, softmax unchanged), on every family; a tied W_U (GPT-2, GPT-Neo, OPT, tied Llama-style decoders) is untied
+    /// first, W_E unchanged.</summary>
     public bool CenterUnembed { get; init; }
     /// <summary><c>fold_value_biases</c>: move b_V into b_O (attention patterns sum to one), so hook_v / hook_z have no bias.
     /// With grouped-query attention each key/value head's b_V counts once for every query head sharing it; an o_proj without
@@ -150,25 +150,29 @@ public static class WeightProcessing
         string asked = string.Join(", ", options.ToKwargs().Keys);
         if (model is LlamaFamilyModel decoder) return ApplyDecoder(decoder, options, asked);
         if (LayerNormLayout.Of(model) is { } layout) return ApplyLayerNormFamily(model, layout, options);
-        var p = model.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter, StringComparer.Ordinal);
         bool gpt2 = arch == "gpt2";
         if (!gpt2 && arch != "gpt_neox")
             throw new SaeSharpException($"weight processing ({asked}) supports gpt2, gpt_neox, gpt_neo, gptj, opt, phi and the Llama-style " +
                                         $"decoders, not {arch}: load it unprocessed (without --fold-ln, --center-writing-weights or --process-weights)");
         using var _ = no_grad();
+        // New parameters before the dispose scope: GPT-2's W_U (W_E) gets a matrix of its own, and b_U, for ln_final.
+        string unembed = gpt2 ? "lm_head" : "embed_out", finalNorm = gpt2 ? "transformer.ln_f" : "gpt_neox.final_layer_norm";
+        if (options.FoldLn || options.CenterUnembed) model.UntieEmbeddings();
+        if (options.FoldLn) LinearModule(Modules(model), unembed).EnsureBias();
         using var scope = NewDisposeScope();
+        var p = model.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter, StringComparer.Ordinal);
         // Order as TransformerLens process_weights_: fold_ln, center_writing_weights, center_unembed, fold_value_biases.
-        if (options.FoldLn) FoldLayerNorms(model, p, gpt2);
+        if (options.FoldLn)
+        {
+            FoldLayerNorms(model, p, gpt2);
+            FoldNorm(p, finalNorm, [unembed], false, true);
+        }
         if (options.CenterWritingWeights)
         {
             if (gpt2) hooks.Add((HookPoints.Embed, x => x - x.mean([-1], keepdim: true)));
             CenterWriting(model, p, gpt2);
         }
-        if (options.CenterUnembed && !gpt2)
-        {
-            var wu = Get(p, "embed_out.weight");              // [vocab, d]
-            wu.sub_(wu.mean([0], keepdim: true));
-        }
+        if (options.CenterUnembed) CenterUnembedding(p, unembed);
         if (options.FoldValueBiases) FoldValueBiases(model, p, gpt2);
         return new ProcessedModel(model, options, hooks);
     }
@@ -257,15 +261,15 @@ public static class WeightProcessing
 
     /// <summary>HF parameter names of a LayerNorm family whose layers are nn.Linear [out, in] (GPT-Neo, GPT-J, OPT, Phi), in
     /// TransformerLens's terms: <see cref="Ln2"/> null for a parallel block (one norm feeding attention and MLP, which
-    /// TransformerLens's converters copy into ln2); <see cref="Unembed"/> null where W_U is W_E (GPT-Neo's tied
-    /// <c>wte</c>, as GPT-2's).</summary>
+    /// TransformerLens's converters copy into ln2); <see cref="Unembed"/> the unembedding layer, a tied one
+    /// (GPT-Neo's, OPT's) after <see cref="HookedTransformer.UntieEmbeddings"/>.</summary>
     private sealed record LayerNormLayout(string Embed, string? PosEmbed, string Layer, string Ln1, string? Ln2, string Q, string K, string V,
-        string O, string MlpIn, string MlpOut, string FinalNorm, string? Unembed)
+        string O, string MlpIn, string MlpOut, string FinalNorm, string Unembed)
     {
         public static LayerNormLayout? Of(HookedTransformer m) => m.Config.Architecture switch
         {
             "gpt_neo" => new("transformer.wte", "transformer.wpe", "transformer.h.{0}.", "ln_1", "ln_2", "attn.attention.q_proj",
-                "attn.attention.k_proj", "attn.attention.v_proj", "attn.attention.out_proj", "mlp.c_fc", "mlp.c_proj", "transformer.ln_f", null),
+                "attn.attention.k_proj", "attn.attention.v_proj", "attn.attention.out_proj", "mlp.c_fc", "mlp.c_proj", "transformer.ln_f", "lm_head"),
             "gptj" => new("transformer.wte", null, "transformer.h.{0}.", "ln_1", null, "attn.q_proj", "attn.k_proj", "attn.v_proj",
                 "attn.out_proj", "mlp.fc_in", "mlp.fc_out", "transformer.ln_f", "lm_head"),
             "opt" => new("model.decoder.embed_tokens", "model.decoder.embed_positions", "model.decoder.layers.{0}.", "self_attn_layer_norm",
@@ -289,20 +293,17 @@ public static class WeightProcessing
     private static ProcessedModel ApplyLayerNormFamily(HookedTransformer model, LayerNormLayout l, WeightProcessingOptions options)
     {
         var c = model.Config;
-        var hooks = new List<(string, Func<Tensor, Tensor?>)>();
         using var _ = no_grad();
         // New parameters before the dispose scope (it would dispose them): TransformerLens's W_U is its own matrix, so a tied
         // W_U is untied before W_E or W_U changes; the layers a folded bias lands in get one.
-        if (model is OptModel opt && (options.FoldLn || options.CenterWritingWeights || options.CenterUnembed)) opt.UntieEmbeddings();
-        var modules = model.named_modules().ToDictionary(kv => kv.name, kv => kv.module, StringComparer.Ordinal);
-        Linear Module(string name) => modules.TryGetValue(name, out var m) && m is Linear lin ? lin
-            : throw new SaeSharpException($"weight processing: the model has no layer '{name}'");
-        bool unembedOwn = l.Unembed is not null && modules.ContainsKey(l.Unembed);
+        if (options.FoldLn || options.CenterWritingWeights || options.CenterUnembed) model.UntieEmbeddings();
+        var modules = Modules(model);
+        Linear Module(string name) => LinearModule(modules, name);
         if (options.FoldLn)
         {
             for (int i = 0; i < c.NLayers; i++)
                 foreach (var layer in new[] { l.Q, l.K, l.V, l.MlpIn }) Module(l.At(i, layer)).EnsureBias();
-            if (unembedOwn) Module(l.Unembed!).EnsureBias();
+            Module(l.Unembed).EnsureBias();
         }
         var p0 = model.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter, StringComparer.Ordinal);
         if (options.FoldValueBiases)
@@ -321,22 +322,27 @@ public static class WeightProcessing
                     FoldNorm(p, l.At(i, l.Ln2), [l.At(i, l.MlpIn)], false, true);
                 }
             }
-            if (unembedOwn) FoldNorm(p, l.FinalNorm, [l.Unembed!], false, true);
+            FoldNorm(p, l.FinalNorm, [l.Unembed], false, true);
         }
         if (options.CenterWritingWeights)
         {
-            if (unembedOwn) CenterRows(Get(p, l.Embed + ".weight"));
-            else hooks.Add((HookPoints.Embed, x => x - x.mean([-1], keepdim: true)));   // W_E is also W_U
+            CenterRows(Get(p, l.Embed + ".weight"));
             if (l.PosEmbed is not null) CenterRows(Get(p, l.PosEmbed + ".weight"));
             for (int i = 0; i < c.NLayers; i++)
                 foreach (var layer in new[] { l.At(i, l.O), l.At(i, l.MlpOut) }) CenterWriter(p, layer);
         }
-        if (options.CenterUnembed && unembedOwn) CenterUnembedding(p, l.Unembed!);
+        if (options.CenterUnembed) CenterUnembedding(p, l.Unembed);
         if (options.FoldValueBiases)
             for (int i = 0; i < c.NLayers; i++)
                 if (p.TryGetValue(l.At(i, l.V + ".bias"), out var bv)) FoldValueBias(c, bv, Module(l.At(i, l.O)), options.CenterWritingWeights);
-        return new ProcessedModel(model, options, hooks);
+        return new ProcessedModel(model, options, []);
     }
+
+    private static Dictionary<string, nn.Module> Modules(HookedTransformer model) =>
+        model.named_modules().ToDictionary(kv => kv.name, kv => kv.module, StringComparer.Ordinal);
+
+    private static Linear LinearModule(Dictionary<string, nn.Module> modules, string name) =>
+        modules.TryGetValue(name, out var m) && m is Linear lin ? lin : throw new SaeSharpException($"weight processing: the model has no layer '{name}'");
 
     /// <summary>TransformerLens <c>center_writing_weights</c> on one Linear writing to the residual stream (W [d_model, in]
     /// centred over d_model, and its bias).</summary>

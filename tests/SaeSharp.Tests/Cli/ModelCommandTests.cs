@@ -39,7 +39,8 @@ public class ModelCommandTests : IDisposable
         var gpt2 = TinyModels.WriteGpt2(Path.Combine(_dir, "g"), seed: 3, nLayer: 1, nEmbd: 16, nHead: 4, vocab: 50, nPositions: 64);
         var (exit, _, err) = CliRunner.Run("model", "run", "--model", gpt2, "--input", input, "--out", Path.Combine(_dir, "g.safetensors"));
         Assert.NotEqual(0, exit);
-        Assert.Contains("sequence of 70 tokens exceeds the context length n_ctx=64", err);
+        Assert.Contains($"--input {input}: 70 tokens, more than the context window of", err);
+        Assert.Contains("(n_ctx=64, learned positions)", err);
         Assert.False(File.Exists(Path.Combine(_dir, "g.safetensors")));
         var neox = TinyModels.WriteNeoX(Path.Combine(_dir, "n"), 2, 1, 16, 2, 50, 64, 0.5, true, 24);
         var output = Path.Combine(_dir, "n.safetensors");

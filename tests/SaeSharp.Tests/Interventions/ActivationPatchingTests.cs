@@ -281,7 +281,7 @@ public class ActivationPatchingTests : ModelTestBase
         Assert.Contains("--receiver-input: give --receiver heads too", pathErr);
         (path, _, pathErr) = CliRunner.Run([.. pairs, "--sender", "0.1", "--receiver", "1.7"]);
         Assert.NotEqual(0, path);
-        Assert.Contains("receiver L1H7 is not a head", pathErr);
+        Assert.Contains("--receiver 1.7: head 7 is outside", pathErr);
     }
 
     /// <summary><c>--png</c> draws the table the command prints: layer × position (resid_pre), layer × head (z, path-patch
@@ -411,7 +411,8 @@ public class ActivationPatchingTests : ModelTestBase
         Assert.Contains("path L0H3 → hook_k_input of L1H1", pathOut);
         (path, _, pathErr) = CliRunner.Run([.. common, "--sender", "0.3", "--receiver", "1.2", "--receiver-input", "k"]);
         Assert.NotEqual(0, path);
-        Assert.Contains("receiver L1H2 is not a key/value head", pathErr);
+        Assert.Contains("--receiver 1.2: --receiver-input k reads key/value heads", pathErr);
+        Assert.Contains("has key/value heads 0..1", pathErr);
         common[1] = "patch";
         var (z, zOut, zErr) = CliRunner.Run([.. common, "--act", "z"]);
         Assert.True(z == 0, zErr);

@@ -11,6 +11,7 @@ public class WeightProcessingTests : ModelTestBase
     [
         "blocks.0.hook_resid_pre", "blocks.0.ln1.hook_normalized", "blocks.0.hook_attn_out", "blocks.1.ln2.hook_normalized",
         "blocks.1.mlp.hook_pre", "blocks.1.hook_mlp_out", "blocks.1.hook_resid_post", "blocks.1.attn.hook_pattern",
+        "ln_final.hook_normalized",
     ];
 
     /// <summary>Two identical copies of each kind of tiny model (same seed, separate folders).</summary>
@@ -49,6 +50,53 @@ public class WeightProcessingTests : ModelTestBase
             var resid = b["blocks.0.hook_resid_pre"];
             var pure = nn.functional.layer_norm(resid, [resid.shape[^1]], eps: raw.Config.LayerNormEps);
             AssertAllClose(pure, b["blocks.0.ln1.hook_normalized"], 1e-5, $"{kind} ln1 is LNPre");
+            // ln_final is folded into W_U and b_U as well (GPT-2's tied W_U untied first), as TransformerLens does.
+            var last = b["blocks.1.hook_resid_post"];
+            var pureFinal = nn.functional.layer_norm(last, [last.shape[^1]], eps: raw.Config.LayerNormEps);
+            AssertAllClose(pureFinal, b["ln_final.hook_normalized"], 1e-5, $"{kind} ln_final is LNPre");
+            Assert.True((pureFinal - a["ln_final.hook_normalized"]).abs().max().item<float>() > 1e-3, $"{kind}'s ln_final was the identity already: the test proves nothing");
+        }
+    }
+
+    /// <summary>ln_final folded by hand: W_U[v, j] = W_E[v, j]·γ[j] centred over j, b_U[v] = Σ_j W_E[v, j]·β[j] (GPT-2, whose
+    /// W_U is W_E: W_E itself unchanged, also by center_unembed), and NeoX's embed_out likewise.</summary>
+    [Fact]
+    public void Ln_final_is_folded_into_an_own_unembedding_by_hand()
+    {
+        foreach (var (raw, copy, wuName, lnName) in new[] { (Gpt2(), Gpt2(), "transformer.wte.weight", "transformer.ln_f"),
+                     (NeoX(parallel: true, rotaryPct: 0.5), NeoX(parallel: true, rotaryPct: 0.5), "embed_out.weight", "gpt_neox.final_layer_norm") })
+        {
+            using var _ = raw;
+            using var pm = WeightProcessing.Apply(copy, new WeightProcessingOptions { FoldLn = true, CenterUnembed = true });
+            var p0 = raw.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter);
+            var p1 = pm.Model.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter);
+            string head = wuName == "embed_out.weight" ? "embed_out" : "lm_head";
+            double[] Values(Tensor t) { using var f = t.to(ScalarType.Float64).contiguous(); return f.data<double>().ToArray(); }
+            double[] we = Values(p0[wuName]), g = Values(p0[lnName + ".weight"]), beta = Values(p0[lnName + ".bias"]);
+            double[] w1 = Values(p1[head + ".weight"]), b1 = Values(p1[head + ".bias"]);
+            int vocab = (int)p0[wuName].shape[0], d = (int)p0[wuName].shape[1];
+            var wu = new double[vocab, d];
+            var bu = new double[vocab];
+            for (int v = 0; v < vocab; v++)
+            {
+                double mean = 0;
+                for (int j = 0; j < d; j++) mean += we[v * d + j] * g[j] / d;
+                for (int j = 0; j < d; j++) wu[v, j] = we[v * d + j] * g[j] - mean;
+                for (int j = 0; j < d; j++) bu[v] += we[v * d + j] * beta[j];
+            }
+            // center_unembed then subtracts the mean over the vocabulary from W_U's columns and from b_U.
+            double buMean = bu.Average();
+            for (int j = 0; j < d; j++)
+            {
+                double colMean = 0;
+                for (int v = 0; v < vocab; v++) colMean += wu[v, j] / vocab;
+                for (int v = 0; v < vocab; v++) Assert.Equal(wu[v, j] - colMean, w1[v * d + j], 4);
+            }
+            for (int v = 0; v < vocab; v++) Assert.Equal(bu[v] - buMean, b1[v], 4);
+            Assert.True(bu.Max() - bu.Min() > 1e-3, "ln_final's bias was zero: the test proves nothing");
+            if (head == "lm_head") AssertAllClose(p0[wuName], p1[wuName], 0, "GPT-2's W_E (wte) unchanged");
+            Assert.Equal(1f, p1[lnName + ".weight"].min().item<float>());
+            Assert.Equal(0f, p1[lnName + ".bias"].abs().max().item<float>());
         }
     }
 
