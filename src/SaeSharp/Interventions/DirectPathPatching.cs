@@ -129,7 +129,7 @@ public static class DirectPathPatching
         bool folded = w.sub(TorchScalars.Of(1.0)).abs().max().item<float>() <= 1e-3f;
         return folded ? null
             : $"direct path patching is most accurate when LayerNorm parameters are folded into the weight matrices ({c.ModelName}'s " +
-              "blocks.0.ln1 weight is not all ones): load the model with --fold-ln (or --process-weights); results may be inaccurate with unfolded LayerNorm";
+              "blocks.0.ln1 weight is not all ones): fold it first (fold_ln; path-patch --fold-ln); results may be inaccurate with unfolded LayerNorm";
     }
 
     /// <summary>For each key/value head, the first query head reading it (Hugging Face's repeat_kv groups).</summary>
