@@ -42,7 +42,7 @@ public sealed record PathPatchingResult(double Clean, double Corrupted, double P
 /// </list>
 /// A sender can also be an MLP (its <c>hook_mlp_out</c> from the corrupted run in step 2), and step 3 can patch only chosen
 /// positions of the receivers' input. TransformerLens's direct path patching (the linear variant run the other way) is
-/// <see cref="DirectPathPatching"/>. The metric is <see cref="ActivationPatching"/>'s: the mean over the batch of each
+/// <c>SaeSharp.Analysis.DirectPathPatching</c>. The metric is <see cref="ActivationPatching"/>'s: the mean over the batch of each
 /// prompt pair's <see cref="AttributionMetric"/>.
 /// </summary>
 public static class PathPatching

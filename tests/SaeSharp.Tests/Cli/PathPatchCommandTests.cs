@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
 using SaeSharp.Cli.Commands;
+using SaeSharp.Analysis;
 using SaeSharp.Interventions;
 using SaeSharp.Models;
 using static TorchSharp.torch;

@@ -1,3 +1,4 @@
+using SaeSharp.Analysis;
 using SaeSharp.Interventions;
 using SaeSharp.Models;
 using SaeSharp.Tests.Models;
@@ -60,7 +61,7 @@ public class DirectPathPatchingTests : ModelTestBase
         {
             var x = corruptedRun.Cache[$"blocks.{l}.hook_resid_pre"];
             var centred = x - x.mean([-1], keepdim: true);
-            var lnScale = (centred * centred).mean([-1], keepdim: true).add(1e-5).sqrt();                              // LayerNorm's scale by hand
+            var lnScale = (centred * centred).mean([-1], keepdim: true).add(TorchScalars.Of(1e-5), TorchScalars.One).sqrt();                              // LayerNorm's scale by hand
             int offset = component switch { "q" => 0, "k" => d, _ => 2 * d };
             for (int h = 0; h < 4; h++)
             {
@@ -117,7 +118,7 @@ public class DirectPathPatchingTests : ModelTestBase
         var wO = sd["model.layers.0.self_attn.o_proj.weight"].narrow(1, 3 * hd, hd).t().to(ScalarType.Float32);      // [d_head, d_model]
         var delta = (cleanRun.Cache["blocks.0.attn.hook_z"].select(2, 3) - corruptedRun.Cache["blocks.0.attn.hook_z"].select(2, 3)).to(ScalarType.Float32).matmul(wO);
         var x = corruptedRun.Cache["blocks.1.hook_resid_pre"].to(ScalarType.Float32);
-        var rmsScale = (x * x).mean([-1], keepdim: true).add(1e-6).sqrt();                                               // RMSNorm's scale by hand
+        var rmsScale = (x * x).mean([-1], keepdim: true).add(TorchScalars.Of(1e-6), TorchScalars.One).sqrt();                                               // RMSNorm's scale by hand
         for (int g = 0; g < 2; g++)
         {
             var wK = sd["model.layers.1.self_attn.k_proj.weight"].narrow(0, g * hd, hd).t().to(ScalarType.Float32);       // [d_model, d_head]

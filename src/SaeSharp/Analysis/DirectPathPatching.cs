@@ -1,8 +1,8 @@
-using SaeSharp.Analysis;
+using SaeSharp.Interventions;
 using SaeSharp.Models;
 using static TorchSharp.torch;
 
-namespace SaeSharp.Interventions;
+namespace SaeSharp.Analysis;
 
 /// <summary>What <see cref="DirectPathPatching.Run"/> found: the metric of the clean and the corrupted run (means over the
 /// batch), <see cref="Patched"/> [n_layers, destination heads] the metric of the corrupted run with the source head's direct
@@ -28,6 +28,8 @@ public sealed record DirectPathPatchingResult(double Clean, double Corrupted, do
 /// before A's are 0, with no forward pass (TransformerLens's zeros). In a grouped-query model the k and v destinations are
 /// the key/value heads (hook_k and hook_v have n_key_value_heads heads; W_K of key/value head g is TransformerLens's
 /// <c>_W_K[g]</c>), where TransformerLens would index hook_k past its heads.
+/// It lives in Analysis, beside <see cref="AttentionCircuits"/> whose per-head W_Q/K/V it reads; the path patching it
+/// complements is <see cref="PathPatching"/>.
 /// </summary>
 public static class DirectPathPatching
 {
