@@ -868,16 +868,16 @@ internal static class InterventionCommands
     /// tokens), each given once; null (every position) when not given. A negative position counts back from the end of the
     /// prompt, whatever is generated after it: -1 is its last token, position <paramref name="promptLength"/> − 1
     /// (<paramref name="prompt"/> names it in the error when it has fewer tokens).</summary>
-    internal static long[]? ParsePositions(string? text, long promptLength, long length, string what, string prompt = "the prompt")
+    internal static long[]? ParsePositions(string? text, long promptLength, long length, string what, string prompt = "the prompt", string flag = "--positions")
     {
         if (string.IsNullOrWhiteSpace(text)) return null;
         var positions = new List<long>();
         foreach (var part in text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
         {
             if (!TryParsePosition(part, out long q))
-                throw new SaeSharpException($"--positions '{text}': expected comma-separated integers (negative ones count from the prompt's end, -1 its last token), e.g. 0,3,-1");
-            long at = Steering.FromPromptEnd(q, promptLength, $"--positions {q}", prompt);
-            if (at >= length) throw new SaeSharpException($"--positions {q}: {what}, so positions run 0..{length - 1}");
+                throw new SaeSharpException($"{flag} '{text}': expected comma-separated integers (negative ones count from the prompt's end, -1 its last token), e.g. 0,3,-1");
+            long at = Steering.FromPromptEnd(q, promptLength, $"{flag} {q}", prompt);
+            if (at >= length) throw new SaeSharpException($"{flag} {q}: {what}, so positions run 0..{length - 1}");
             if (!positions.Contains(at)) positions.Add(at);
         }
         return positions.ToArray();

@@ -303,42 +303,96 @@ internal static class PatchCommands
         return command;
     }
 
+    /// <summary>A <c>--sender</c>: a head (<c>L.H</c>, <c>L0H8</c>) or an MLP (<c>mlp.L</c>).</summary>
+    private static (AttentionHead? Head, int? Mlp) ParseSender(string spec)
+    {
+        string s = (spec ?? "").Trim();
+        if (s.StartsWith("mlp", StringComparison.OrdinalIgnoreCase))
+            return s.Length > 4 && s[3] == '.' && int.TryParse(s[4..], NumberStyles.None, CultureInfo.InvariantCulture, out int layer)
+                ? (null, layer)
+                : throw new SaeSharpException($"--sender '{spec}': write an MLP as mlp.LAYER (mlp.3), a head as LAYER.HEAD (0.8) or L0H8");
+        try { return (AttentionHead.Parse(s, "--sender"), null); }
+        catch (SaeSharpException) { throw new SaeSharpException($"--sender '{spec}': write a head as LAYER.HEAD (0.8) or L0H8, an MLP as mlp.LAYER (mlp.3)"); }
+    }
+
     /// <summary><c>sae model path-patch</c>.</summary>
     public static Command PathPatch()
     {
         var o = new PairOptions();
         var sender = new Option<string[]>("--sender")
         {
-            Description = "A sender head L.H (or L0H8; repeatable, patched together); none: every head in turn, a table of layer × head",
+            Description = "A sender: a head L.H (or L0H8) or an MLP mlp.L (its hook_mlp_out); repeatable, patched together; none: every head in turn, " +
+                          "a table of layer × head; with --direct the one source head",
         };
         var receiver = new Option<string[]>("--receiver")
         {
             Description = "A receiver head L.H whose --receiver-input is patched (repeatable; a key/value head for k and v); none: the final residual stream",
         };
-        var input = new Option<string>("--receiver-input") { Description = "q, k or v: which input of the receivers (blocks.L.hook_q_input, ...)", DefaultValueFactory = _ => "q" };
+        var input = new Option<string>("--receiver-input")
+        {
+            Description = "q, k or v: which input of the receivers (blocks.L.hook_q_input, ...); with --direct the destinations' hook_q, hook_k or hook_v",
+            DefaultValueFactory = _ => "q",
+        };
         input.AcceptOnlyFromAmong("q", "k", "v");
-        var top = new Option<int>("--top") { Description = "How many sender heads to list by |effect| when every head is sent in turn", DefaultValueFactory = _ => 10 }.Positive();
-        var command = new Command("path-patch", "Path patching (the IOI paper's): the clean prompts with the senders' output (hook_z) from the corrupted prompts, " +
-                                                "every other head frozen at its clean output, reaching only the receivers' q/k/v input or the final residual stream; " +
-                                                "(patched − clean) / (clean − corrupted), 0 for no effect, −1 for all of the corruption's");
+        var positions = new Option<string?>("--receiver-positions")
+        {
+            Description = "Comma-separated positions of the receivers' input to patch, negative ones from the end (-1 the last token; default every position)",
+            HelpName = "positions",
+        };
+        var direct = new Option<bool>("--direct")
+        {
+            Description = "TransformerLens's direct path patching (get_act_patch_direct_path): the corrupted prompts with (clean − corrupted hook_result " +
+                          "of the --sender head) / ln1 scale · W_Q/K/V added to each later head's q/k/v; a layer × head table",
+        };
+        var foldLn = new Option<bool>("--fold-ln")
+        {
+            Description = "Fold each block's norms into the layers reading them first (TransformerLens fold_ln; the outputs are unchanged; --direct's linearisation needs it)",
+        };
+        var top = new Option<int>("--top") { Description = "How many sender heads (destination heads with --direct) to list by |effect| in a table", DefaultValueFactory = _ => 10 }.Positive();
+        var command = new Command("path-patch", "Path patching (the IOI paper's): the clean prompts with the senders' output (hook_z, or an MLP's hook_mlp_out) from the " +
+                                                "corrupted prompts, every other head frozen at its clean output, reaching only the receivers' q/k/v input or the final " +
+                                                "residual stream; (patched − clean) / (clean − corrupted), 0 for no effect, −1 for all of the corruption's. --direct: " +
+                                                "TransformerLens's direct path patching from one head to each later head");
         foreach (var option in o.All) command.Options.Add(option);
         command.Options.Add(sender);
         command.Options.Add(receiver);
         command.Options.Add(input);
+        command.Options.Add(positions);
+        command.Options.Add(direct);
+        command.Options.Add(foldLn);
         command.Options.Add(top);
         Cli.SetAction(command, parse =>
         {
-            var senders = (parse.GetValue(sender) ?? []).Select(s => AttentionHead.Parse(s, "--sender")).Distinct().ToList();
+            var parsedSenders = (parse.GetValue(sender) ?? []).Select(ParseSender).Distinct().ToList();
+            var senders = parsedSenders.Where(s => s.Head is not null).Select(s => s.Head!.Value).ToList();
+            var mlps = parsedSenders.Where(s => s.Mlp is not null).Select(s => s.Mlp!.Value).ToList();
             var receiverList = parse.GetValue(receiver) is { Length: > 0 } rs ? rs.Select(s => AttentionHead.Parse(s, "--receiver")).Distinct().ToList() : null;
             var inputKind = parse.GetValue(input) switch { "k" => PathReceiverInput.K, "v" => PathReceiverInput.V, _ => PathReceiverInput.Q };
-            if (receiverList is null && parse.GetResult(input) is { Implicit: false })
-                throw new SaeSharpException("--receiver-input: give --receiver heads too (without them the receiver is the final residual stream)");
-            if (senders.Count > 0) Cli.RefuseGiven(parse, "how many sender heads are listed when every head is sent in turn; --sender gives one number (leave out --sender)", top);
-            o.RefuseBadOutputs(parse, senders.Count > 0 ? "--sender gives one number; the heatmap draws every sender head in turn (leave out --sender)" : null);
-            // A head's output reaches only later layers: a sender at or after every receiver's layer would leave the clean run unchanged.
-            if (receiverList is { Count: > 0 } && senders.Where(s => s.Layer >= receiverList.Max(r => r.Layer)).ToList() is [var late, ..])
-                throw new SaeSharpException($"--sender {late}: layer {late.Layer} is not before any --receiver ({string.Join(", ", receiverList)}); a head's output " +
-                                            "reaches only later layers' inputs, so this path has no effect: give senders in earlier layers");
+            string? positionsText = parse.GetValue(positions);
+            bool isDirect = parse.GetValue(direct);
+            if (isDirect)
+            {
+                if (receiverList is not null)
+                    throw new SaeSharpException("--receiver: --direct patches every head after the --sender's layer in turn (a layer × head table); leave out --receiver");
+                if (positionsText is not null)
+                    throw new SaeSharpException("--receiver-positions: --direct adds the path at every position, as TransformerLens's get_act_patch_direct_path; leave it out");
+                if (mlps.Count > 0 || senders.Count != 1)
+                    throw new SaeSharpException($"--direct needs one --sender head L.H (the source; {(mlps.Count > 0 ? $"mlp.{mlps[0]} is an MLP" : senders.Count == 0 ? "none given" : $"{senders.Count} given")})");
+            }
+            else
+            {
+                if (receiverList is null && parse.GetResult(input) is { Implicit: false })
+                    throw new SaeSharpException("--receiver-input: give --receiver heads too (without them the receiver is the final residual stream)");
+                if (receiverList is null && positionsText is not null)
+                    throw new SaeSharpException("--receiver-positions: give --receiver heads too (without them the receiver is the final residual stream, read through the logits)");
+                if (parsedSenders.Count > 0) Cli.RefuseGiven(parse, "how many sender heads are listed when every head is sent in turn; --sender gives one number (leave out --sender)", top);
+                // A head's or an MLP's output reaches only later layers: a sender at or after every receiver's layer would leave the clean run unchanged.
+                var late = senders.Select(s => (Layer: s.Layer, Name: s.ToString())).Concat(mlps.Select(l => (Layer: l, Name: $"mlp.{l}")));
+                if (receiverList is { Count: > 0 } && late.Where(s => s.Layer >= receiverList.Max(r => r.Layer)).ToList() is [var tooLate, ..])
+                    throw new SaeSharpException($"--sender {tooLate.Name}: layer {tooLate.Layer} is not before any --receiver ({string.Join(", ", receiverList)}); " +
+                                                "an output reaches only later layers' inputs, so this path has no effect: give senders in earlier layers");
+            }
+            o.RefuseBadOutputs(parse, !isDirect && parsedSenders.Count > 0 ? "--sender gives one number; the heatmap draws every sender head in turn (leave out --sender)" : null);
             using var m = ModelSource.LoadModel(o.ModelAt(parse), parse.GetValue(o.Dtype)!);
             // Heads outside the model named by their flag (not as the library's "path patching: sender L5H0").
             HeadAblation.CheckHeads(m, senders, "--sender");
@@ -351,28 +405,48 @@ internal static class PatchCommands
                                                 $"{m.Config.ModelName} has key/value heads 0..{kvHeads - 1}");
             }
             using var scope = NewDisposeScope();
+            if (parse.GetValue(foldLn))
+                foreach (var w in WeightProcessing.Apply(m, new WeightProcessingOptions { FoldLn = true }).Warnings) CliProgress.Warn($"warning: {w}");
+            var c = m.Config;
+            foreach (int l in mlps.Where(l => l >= c.NLayers))
+                throw new SaeSharpException($"--sender mlp.{l}: {c.ModelName} has layers 0..{c.NLayers - 1}");
+            foreach (var s in senders.Where(s => s.Layer >= c.NLayers || s.Head >= c.NHeads))
+                throw new SaeSharpException($"--sender {s}: not a head of {c.ModelName} ({c.NLayers} layers of {c.NHeads} heads)");
+            if (isDirect && senders[0].Layer == c.NLayers - 1 && parse.GetValue(o.Png) is { } noPng)
+                throw new SaeSharpException($"--png {noPng}: --sender {senders[0]} is in the last layer, so no head reads its output and there is nothing to draw");
             var (cleanTokens, corruptedTokens, metrics) = o.Read(parse, m);
             long pairs = cleanTokens.shape[0];
+            long[]? receiverPositions = InterventionCommands.ParsePositions(positionsText, cleanTokens.shape[1], cleanTokens.shape[1],
+                $"the prompts have {cleanTokens.shape[1]} tokens", "the prompts", "--receiver-positions");
             string inputName = $"hook_{parse.GetValue(input)}_input";
-            string to = receiverList is null ? "the final residual stream" : $"{inputName} of {string.Join(", ", receiverList)}";
+            string at = receiverPositions is null ? "" : $" at position{(receiverPositions.Length == 1 ? "" : "s")} {string.Join(",", receiverPositions)}";
+            string to = receiverList is null ? "the final residual stream" : $"{inputName} of {string.Join(", ", receiverList)}{at}";
             var json = new JsonObject
             {
                 ["metric"] = new JsonArray([.. metrics.Select(s => (JsonNode)s.ToString())]), ["pairs"] = pairs,
                 ["receivers"] = receiverList is null ? null : new JsonArray([.. receiverList.Select(r => (JsonNode)r.ToString())]),
-                ["receiver_input"] = receiverList is null ? null : parse.GetValue(input),
+                ["receiver_input"] = receiverList is null && !isDirect ? null : parse.GetValue(input),
+                ["receiver_positions"] = receiverPositions is null ? null : new JsonArray([.. receiverPositions.Select(p => (JsonNode)p)]),
             };
-            if (senders.Count > 0)
+            if (isDirect)
             {
-                var r = PathPatching.Run(m, cleanTokens, corruptedTokens, senders, receiverList, inputKind, metrics);
+                var r = DirectPathPatching.Run(m, cleanTokens, corruptedTokens, senders[0], inputKind, metrics);
+                if (r.Warning is not null) CliProgress.Warn($"warning: {r.Warning}");
+                WriteDirect(parse, o, r, pairs, m.Config.NHeads, parse.GetValue(top), json);
+            }
+            else if (parsedSenders.Count > 0)
+            {
+                var r = PathPatching.Run(m, cleanTokens, corruptedTokens, senders, receiverList, inputKind, metrics, mlps, receiverPositions);
+                var names = parsedSenders.Select(s => s.Head?.ToString() ?? $"mlp.{s.Mlp}").ToList();
                 Console.WriteLine($"{o.Describe(parse, pairs)}: clean {Cli.Fixed(r.Clean, 3)}, corrupted {Cli.Fixed(r.Corrupted, 3)}");
-                Console.WriteLine($"path {string.Join(", ", senders)} → {to}: patched {Cli.Fixed(r.Patched, 3)}");
+                Console.WriteLine($"path {string.Join(", ", names)} → {to}: patched {Cli.Fixed(r.Patched, 3)}");
                 Console.WriteLine($"(patched − clean) / (clean − corrupted) = {Cli.Fixed(r.Normalized, 3)} (0: none, −1: all)");
                 (json["senders"], json["clean"], json["corrupted"], json["patched"]) =
-                    (new JsonArray([.. senders.Select(s => (JsonNode)s.ToString())]), r.Clean, r.Corrupted, r.Patched);
+                    (new JsonArray([.. names.Select(s => (JsonNode)s)]), r.Clean, r.Corrupted, r.Patched);
             }
             else
             {
-                var (clean, corrupted, patched) = PathPatching.RunEachSender(m, cleanTokens, corruptedTokens, receiverList, inputKind, metrics);
+                var (clean, corrupted, patched) = PathPatching.RunEachSender(m, cleanTokens, corruptedTokens, receiverList, inputKind, metrics, receiverPositions);
                 Console.WriteLine($"{o.Describe(parse, pairs)}: clean {Cli.Fixed(clean, 3)}, corrupted {Cli.Fixed(corrupted, 3)}");
                 bool raw = Math.Abs(clean - corrupted) < 1e-9;
                 double Value(int l, int h) => raw ? patched[l, h] : PathPatchingResult.Normalize(patched[l, h], clean, corrupted);
@@ -394,6 +468,38 @@ internal static class PatchCommands
             return 0;
         });
         return command;
+    }
+
+    /// <summary><c>path-patch --direct</c>'s output: the metric line, the destinations after the source's layer as a layer ×
+    /// head table of (patched − corrupted) / (clean − corrupted), the largest, the heatmap and the JSON (TransformerLens's
+    /// grid: raw metrics, 0 at and before the source's layer).</summary>
+    private static void WriteDirect(ParseResult parse, PairOptions o, DirectPathPatchingResult r, long pairs, int queryHeads, int top, JsonObject json)
+    {
+        string component = r.Component.ToString().ToLowerInvariant();
+        int layers = r.Patched.GetLength(0), heads = r.Patched.GetLength(1);
+        bool kv = heads < queryHeads;
+        string prefix = kv ? "KV" : "H";
+        bool raw = Math.Abs(r.Clean - r.Corrupted) < 1e-9;
+        double Value(int l, int h) => raw ? r.Patched[l, h] : r.Normalized(l, h);
+        Console.WriteLine($"{o.Describe(parse, pairs)}: clean {Cli.Fixed(r.Clean, 3)}, corrupted {Cli.Fixed(r.Corrupted, 3)}");
+        string what = $"{r.Source} → each later {(kv ? "key/value " : "")}head's hook_{component}";
+        var later = Enumerable.Range(r.Source.Layer + 1, layers - r.Source.Layer - 1).ToList();
+        if (later.Count == 0)
+            Console.WriteLine($"direct path {what}: {r.Source} is in the last layer, so no head reads its output (every entry 0, as TransformerLens)");
+        else
+        {
+            Console.WriteLine(raw ? "effect: the patched metric (clean and corrupted are equal)" : "effect: (patched − corrupted) / (clean − corrupted): 0 none, 1 all");
+            ModelCommands.WriteHeadGrid($"direct path {what}", Values(later.Count, heads, (i, h) => Value(later[i], h)), later, prefix);
+            if (parse.GetValue(o.Png) is { } png)
+                ModelCommands.WriteHeatmap(png, Values(later.Count, heads, (i, h) => Value(later[i], h)), $"Direct path patching {what}",
+                    "destination layer", kv ? "destination key/value head" : "destination head", raw ? "patched metric" : "(patched − corrupted) / (clean − corrupted)",
+                    rowNames: [.. later.Select(l => $"L{l}")]);
+            var best = (from l in later from h in Enumerable.Range(0, heads) select (l, h)).OrderByDescending(c => Math.Abs(Value(c.l, c.h))).Take(top).ToList();
+            Console.WriteLine($"largest |effect|: {string.Join(", ", best.Take(5).Select(c => $"L{c.l}{prefix}{c.h} {Cli.Fixed(Value(c.l, c.h), 2)}"))}");
+            ShowTopHeads(o, parse, best, kv);
+        }
+        (json["direct"], json["sender"], json["clean"], json["corrupted"], json["patched"], json["patched_axes"], json["warning"]) =
+            (true, r.Source.ToString(), r.Clean, r.Corrupted, ModelCommands.Grid(r.Patched), kv ? "destination layer, destination key/value head" : "destination layer, destination head", r.Warning);
     }
 
     /// <summary>A [layer, head] (any [rows, columns]) grid of <paramref name="value"/>.</summary>

@@ -40,57 +40,73 @@ public sealed record PathPatchingResult(double Clean, double Corrupted, double P
 /// <item>With receivers: run the clean tokens with only the receiver heads' inputs replaced by those cached in step 2; its logits
 /// are the patched logits.</item>
 /// </list>
-/// The Exploratory Analysis Demo's "direct path patching" (cells 88–95, <c>patch_direct_path_A_output_to_B_attn_act</c>) is
-/// the linear variant of step 3 run the other way: the corrupted run, with (clean − corrupted <c>attn.hook_result</c> of A)·W_Q/K/V(B)
-/// / the corrupted ln1 scale added to B's q/k/v. The metric is <see cref="ActivationPatching"/>'s: the mean over the batch of each
+/// A sender can also be an MLP (its <c>hook_mlp_out</c> from the corrupted run in step 2), and step 3 can patch only chosen
+/// positions of the receivers' input. TransformerLens's direct path patching (the linear variant run the other way) is
+/// <c>SaeSharp.Analysis.DirectPathPatching</c>. The metric is <see cref="ActivationPatching"/>'s: the mean over the batch of each
 /// prompt pair's <see cref="AttributionMetric"/>.
 /// </summary>
 public static class PathPatching
 {
-    /// <summary>Path-patches the output of <paramref name="senders"/> (layer, head) from <paramref name="corrupted"/> into
+    /// <summary>Path-patches the output of <paramref name="senders"/> (layer, head) and of the MLPs of
+    /// <paramref name="senderMlps"/> (layers: their <c>hook_mlp_out</c>) from <paramref name="corrupted"/> into
     /// <paramref name="clean"/> (both [batch, pos]), to <paramref name="receivers"/>' <paramref name="input"/> (layer, head:
     /// a key/value head for k and v) or, when <paramref name="receivers"/> is null, to the final residual stream. An empty
-    /// receiver list patches nothing.</summary>
+    /// receiver list patches nothing. <paramref name="receiverPositions"/> (null: every position; non-negative) limits
+    /// step 3 to those positions of the receivers' input (receivers needed).</summary>
     public static PathPatchingResult Run(HookedTransformer model, Tensor clean, Tensor corrupted, IReadOnlyList<AttentionHead> senders,
-        IReadOnlyList<AttentionHead>? receivers, PathReceiverInput input, IReadOnlyList<AttributionMetric> metrics)
+        IReadOnlyList<AttentionHead>? receivers, PathReceiverInput input, IReadOnlyList<AttributionMetric> metrics,
+        IReadOnlyList<int>? senderMlps = null, IReadOnlyList<long>? receiverPositions = null)
     {
-        var each = Sweep(model, clean, corrupted, [senders], receivers, input, metrics);
+        ArgumentNullException.ThrowIfNull(senders);
+        var each = Sweep(model, clean, corrupted, [(senders, senderMlps ?? [])], receivers, input, metrics, receiverPositions);
         return new PathPatchingResult(each.Clean, each.Corrupted, each.Patched[0]);
     }
 
     /// <summary>TransformerLens-style sweep (ARENA's <c>get_path_patch_head_to_*</c>): every head as the one sender in turn,
     /// [layer, head] metrics of the patched runs. Heads at or after the first receiver's layer cannot reach it: their entry
-    /// is the clean metric, with no forward pass.</summary>
+    /// is the clean metric, with no forward pass. <paramref name="receiverPositions"/> as <see cref="Run"/>'s.</summary>
     public static (double Clean, double Corrupted, double[,] Patched) RunEachSender(HookedTransformer model, Tensor clean, Tensor corrupted,
-        IReadOnlyList<AttentionHead>? receivers, PathReceiverInput input, IReadOnlyList<AttributionMetric> metrics)
+        IReadOnlyList<AttentionHead>? receivers, PathReceiverInput input, IReadOnlyList<AttributionMetric> metrics,
+        IReadOnlyList<long>? receiverPositions = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         var c = model.Config;
-        var senders = new List<IReadOnlyList<AttentionHead>>();
+        var senders = new List<(IReadOnlyList<AttentionHead>, IReadOnlyList<int>)>();
         for (int l = 0; l < c.NLayers; l++)
-            for (int h = 0; h < c.NHeads; h++) senders.Add([new AttentionHead(l, h)]);
-        var each = Sweep(model, clean, corrupted, senders, receivers, input, metrics);
+            for (int h = 0; h < c.NHeads; h++) senders.Add(([new AttentionHead(l, h)], []));
+        var each = Sweep(model, clean, corrupted, senders, receivers, input, metrics, receiverPositions);
         var patched = new double[c.NLayers, c.NHeads];
         for (int i = 0; i < senders.Count; i++) patched[i / c.NHeads, i % c.NHeads] = each.Patched[i];
         return (each.Clean, each.Corrupted, patched);
     }
 
     private static (double Clean, double Corrupted, double[] Patched) Sweep(HookedTransformer model, Tensor clean, Tensor corrupted,
-        List<IReadOnlyList<AttentionHead>> senderSets, IReadOnlyList<AttentionHead>? receivers,
-        PathReceiverInput input, IReadOnlyList<AttributionMetric> metrics)
+        List<(IReadOnlyList<AttentionHead> Heads, IReadOnlyList<int> Mlps)> senderSets, IReadOnlyList<AttentionHead>? receivers,
+        PathReceiverInput input, IReadOnlyList<AttributionMetric> metrics, IReadOnlyList<long>? receiverPositions)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(senderSets);
         ActivationPatching.CheckPairs("path patching", clean, corrupted, metrics);
         var c = model.Config;
         int receiverHeads = input == PathReceiverInput.Q ? c.NHeads : c.NKvHeads;
-        foreach (var (l, h) in senderSets.SelectMany(s => s))
+        foreach (var l in senderSets.SelectMany(s => s.Mlps))
+            if (l < 0 || l >= c.NLayers)
+                throw new SaeSharpException($"path patching: sender mlp.{l} is not an MLP of {c.ModelName} (layers 0..{c.NLayers - 1})");
+        foreach (var (l, h) in senderSets.SelectMany(s => s.Heads))
             if (l < 0 || l >= c.NLayers || h < 0 || h >= c.NHeads)
                 throw new SaeSharpException($"path patching: sender L{l}H{h} is not a head of {c.ModelName} ({c.NLayers} layers of {c.NHeads} heads)");
         foreach (var (l, h) in receivers ?? [])
             if (l < 0 || l >= c.NLayers || h < 0 || h >= receiverHeads)
                 throw new SaeSharpException($"path patching: receiver L{l}H{h} is not a{(receiverHeads < c.NHeads ? " key/value" : "")} head of {c.ModelName} " +
                                             $"({c.NLayers} layers of {receiverHeads} {(receiverHeads < c.NHeads ? "key/value " : "")}heads for hook_{input.ToString().ToLowerInvariant()}_input)");
+        if (receiverPositions is not null)
+        {
+            if (receivers is null)
+                throw new SaeSharpException("path patching: receiver positions need receiver heads (the final residual stream is read through the frozen run's own logits)");
+            foreach (long p in receiverPositions)
+                if (p < 0 || p >= clean.shape[1])
+                    throw new SaeSharpException($"path patching: receiver position {p} is outside the prompts' {clean.shape[1]} tokens (0..{clean.shape[1] - 1})");
+        }
         using var _ = no_grad();
         using var outer = NewDisposeScope();
         var blocks = model.HookPoints.Blocks;
@@ -101,29 +117,31 @@ public static class PathPatching
             PathReceiverInput.K => blocks[l].KInput,
             _ => blocks[l].VInput,
         });
+        var mlpLayers = senderSets.SelectMany(s => s.Mlps).Distinct().Order().ToList();
         using var cleanRun = model.RunWithCache(clean, zNames);
-        using var corruptedRun = model.RunWithCache(corrupted, zNames);
+        using var corruptedRun = model.RunWithCache(corrupted, [.. zNames, .. mlpLayers.Select(l => blocks[l].MlpOut)]);
         double cleanMetric = ActivationPatching.MeanMetric(metrics, cleanRun.Logits!, clean);
         double corruptedMetric = ActivationPatching.MeanMetric(metrics, corruptedRun.Logits!, corrupted);
         int firstReceiver = receivers is null ? c.NLayers : receivers.Count == 0 ? -1 : receivers.Min(r => r.Layer);
         var patched = new double[senderSets.Count];
         for (int i = 0; i < senderSets.Count; i++)
         {
-            var senders = senderSets[i];
-            if (senders.Count == 0 || senders.Min(s => s.Layer) >= firstReceiver)
+            var (senders, mlps) = senderSets[i];
+            var layers = senders.Select(s => s.Layer).Concat(mlps).ToList();
+            if (layers.Count == 0 || layers.Min() >= firstReceiver)
             {
                 patched[i] = cleanMetric;   // no sender reaches a receiver: the patched run is the clean run
                 continue;
             }
             using var scope = NewDisposeScope();
-            // Step 2: every head frozen at its clean z, the senders' z from the corrupted run.
+            // Step 2: every head frozen at its clean z, the senders' z and the sender MLPs' hook_mlp_out from the corrupted run.
             var freeze = zNames.Select((name, l) => (name, (Func<Tensor, Tensor?>)(x =>
             {
                 var y = cleanRun.Cache[name].clone();
                 foreach (var (_, h) in senders.Where(s => s.Layer == l))
                     y.select(2, h).copy_(corruptedRun.Cache[name].select(2, h));
                 return y;
-            }))).ToList();
+            }))).Concat(mlps.Distinct().Select(l => (blocks[l].MlpOut, (Func<Tensor, Tensor?>)(_ => corruptedRun.Cache[blocks[l].MlpOut].clone())))).ToList();
             if (receivers is null)
             {
                 var logits = model.RunWithHooks(clean, [.. freeze]);
@@ -136,7 +154,13 @@ public static class PathPatching
             {
                 var y = x.clone();
                 foreach (var (_, h) in receivers.Where(r => r.Layer == kv.Key))
-                    y.select(2, h).copy_(frozen.Cache[kv.Value].select(2, h));
+                {
+                    if (receiverPositions is null)
+                        y.select(2, h).copy_(frozen.Cache[kv.Value].select(2, h));
+                    else
+                        foreach (long p in receiverPositions)
+                            y.select(2, h).select(1, p).copy_(frozen.Cache[kv.Value].select(2, h).select(1, p));
+                }
                 return y;
             }))).ToArray();
             var patchedLogits = model.RunWithHooks(clean, patch);
