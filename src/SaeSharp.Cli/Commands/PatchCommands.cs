@@ -410,8 +410,6 @@ internal static class PatchCommands
             var c = m.Config;
             foreach (int l in mlps.Where(l => l >= c.NLayers))
                 throw new SaeSharpException($"--sender mlp.{l}: {c.ModelName} has layers 0..{c.NLayers - 1}");
-            foreach (var s in senders.Where(s => s.Layer >= c.NLayers || s.Head >= c.NHeads))
-                throw new SaeSharpException($"--sender {s}: not a head of {c.ModelName} ({c.NLayers} layers of {c.NHeads} heads)");
             if (isDirect && senders[0].Layer == c.NLayers - 1 && parse.GetValue(o.Png) is { } noPng)
                 throw new SaeSharpException($"--png {noPng}: --sender {senders[0]} is in the last layer, so no head reads its output and there is nothing to draw");
             var (cleanTokens, corruptedTokens, metrics) = o.Read(parse, m);

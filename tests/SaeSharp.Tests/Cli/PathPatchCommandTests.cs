@@ -97,7 +97,7 @@ public class PathPatchCommandTests : TinyGpt2CliTestBase
             (["--direct", "--sender", "mlp.0"], "--direct needs one --sender head L.H (the source; mlp.0 is an MLP)"),
             (["--direct", "--sender", "0.0", "--receiver", "1.0"], "--receiver: --direct patches every head after the --sender's layer"),
             (["--direct", "--sender", "0.0", "--receiver-positions", "1"], "--receiver-positions: --direct adds the path at every position"),
-            (["--direct", "--sender", "0.2"], "--sender L0H2: not a head of"),
+            (["--direct", "--sender", "0.2"], "--sender 0.2: head 2 is outside"),
             (["--direct", "--sender", "1.0", "--png", "x.png"], "--sender L1H0 is in the last layer"),
         ];
         foreach (var (args, message) in cases)
