@@ -127,6 +127,23 @@ internal static class AttentionCore
         return z.reshape(z.shape[0], z.shape[1], -1);
     }
 
+    /// <summary>q, k, v [batch, pos, head, head_dim] of a fused projection whose output is laid out per head as q, k, v blocks
+    /// of <paramref name="hd"/> (GPT-NeoX's and BLOOM's <c>query_key_value</c>), from <paramref name="x"/> or, with split
+    /// inputs (<see cref="ForwardContext.SplitInputs"/>), each head's own input through its rows of the fused weight.</summary>
+    internal static (Tensor Q, Tensor K, Tensor V) PerHeadQkv(Linear qkvLayer, int heads, int hd, Tensor x, ForwardContext ctx)
+    {
+        if (ctx.SplitInputs is { } split)
+        {
+            var (w, bias) = qkvLayer.InOut;                           // [d_model, head, (q, k, v), head_dim]
+            var w4 = w.reshape(w.shape[0], heads, 3, hd);
+            var b3 = bias?.reshape(heads, 3, hd);
+            Tensor Part(Tensor input, int i) => SplitAttentionInputs.Project(input, w4.select(2, i), b3?.select(1, i));
+            return (Part(split.Q, 0), Part(split.K, 1), Part(split.V, 2));
+        }
+        var qkv = qkvLayer.forward(x).view(x.shape[0], x.shape[1], heads, 3 * hd);
+        return (qkv.narrow(3, 0, hd), qkv.narrow(3, hd, hd), qkv.narrow(3, 2 * hd, hd));
+    }
+
     /// <summary>
     /// The output projection of z [batch, pos, head·d_head] by <paramref name="proj"/> (W_O [head·d_head, d_model], b_O), with
     /// TransformerLens's <c>attn.hook_result</c> [batch, pos, head, d_model]: each head's z_h·W_O[h], without b_O. The result

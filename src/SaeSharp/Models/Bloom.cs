@@ -68,23 +68,8 @@ internal sealed class BloomAttention : nn.Module<Tensor, ForwardContext, Tensor>
 
     public override Tensor forward(Tensor x, ForwardContext ctx)
     {
-        long b = x.shape[0], s = x.shape[1];
         int hd = _s.HeadDim;
-        Tensor q, k, v;
-        if (ctx.SplitInputs is { } split)
-        {
-            // Each head's own input through its rows of the fused weight: [d_model, head, (q, k, v), head_dim].
-            var (w, bias) = query_key_value.InOut;
-            var w4 = w.reshape(w.shape[0], _s.NHead, 3, hd);
-            var b3 = bias?.reshape(_s.NHead, 3, hd);
-            Tensor Part(Tensor input, int i) => SplitAttentionInputs.Project(input, w4.select(2, i), b3?.select(1, i));
-            (q, k, v) = (Part(split.Q, 0), Part(split.K, 1), Part(split.V, 2));
-        }
-        else
-        {
-            var qkv = query_key_value.forward(x).view(b, s, _s.NHead, 3 * hd);
-            (q, k, v) = (qkv.narrow(3, 0, hd), qkv.narrow(3, hd, hd), qkv.narrow(3, 2 * hd, hd));
-        }
+        var (q, k, v) = AttentionCore.PerHeadQkv(query_key_value, _s.NHead, hd, x, ctx);
         var z = AttentionCore.AttendHeads(q, k, v, _layer, 1.0 / Math.Sqrt(hd), ctx, _names, alibiSlopes: _slopes);
         return AttentionCore.Project(z, _s.NHead, dense.InOut, dense.forward, ctx, _names);
     }
