@@ -23,7 +23,8 @@ tests/data/hf_models/opt-350m is facebook/opt-350m's layout: do_layer_norm_befor
 branch: self_attn_layer_norm after the attention's residual add, final_layer_norm after the MLP's; OPTDecoder has no
 final_layer_norm then) and word_embed_proj_dim 16 ≠ hidden_size (embed_tokens [vocab, 16]; project_in [32, 16] after
 it, project_out [16, 32] after the last layer, both without bias; lm_head tied to embed_tokens). Its hook_ln1_{i} /
-hook_ln2_{i} are the post-norms' outputs (= resid_mid / resid_post), hook_ln_final project_out's output.
+hook_ln2_{i} are the post-norms' outputs (= resid_mid / resid_post), hook_embed embed_tokens' output (16 wide, before project_in, as TransformerLens's OPT bridge), hook_ln_final
+project_out's output.
 Run (Debian bookworm, python3-torch 1.13.1, python3-numpy):
   /usr/bin/python3 bench/reference/opt_fixture.py --out tests/data/hf_models
 """
@@ -85,9 +86,9 @@ def forward(c, p, tokens, mask=None, positions=None, hooks=None):
     keep = (lambda k, t: hooks.__setitem__(k, t.clone())) if hooks is not None else (lambda k, t: None)
     inputs_embeds = p["model.decoder.embed_tokens.weight"][tokens]
     pos_embeds = p["model.decoder.embed_positions.weight"][position_ids + OFFSET]
+    keep("hook_embed", inputs_embeds)   # TransformerLens's bridge: embed_tokens' output, before project_in
     if "model.decoder.project_in.weight" in p:
         inputs_embeds = inputs_embeds @ p["model.decoder.project_in.weight"].T
-    keep("hook_embed", inputs_embeds)
     keep("hook_pos_embed", pos_embeds)
     pre_norm = c["do_layer_norm_before"]
     x = inputs_embeds + pos_embeds

@@ -215,9 +215,9 @@ public sealed class OptModel : HookedTransformer
     private protected override Tensor Embed(Tensor tokens, ForwardContext ctx)
     {
         var d = model.decoder;
-        var e = d.embed_tokens.forward(tokens);
+        // hook_embed: embed_tokens' output, before project_in (word_embed_proj_dim wide), as TransformerLens's OPT bridge.
+        var e = ctx.Hooks.Fire(HookPoints.Embed, d.embed_tokens.forward(tokens));
         if (d.project_in is not null) e = d.project_in.forward(e);
-        e = ctx.Hooks.Fire(HookPoints.Embed, e);
         var p = ctx.Hooks.Fire(HookPoints.PosEmbed, d.embed_positions.forward(ctx.Positions.add(TorchScalars.Of(OptSettings.PositionOffset), TorchScalars.One)));
         return e.add(p, TorchScalars.One);
     }

@@ -70,7 +70,7 @@ public class OptTests : TempDirTestBase
         var r = Npy.LoadNpz(Path.Combine(fixture, "reference.npz"));
         var expected = new Dictionary<string, string>(StringComparer.Ordinal)
         {
-            ["hook_embed"] = "hook_embed",   // project_in's output
+            ["hook_embed"] = "hook_embed",   // embed_tokens' output, before project_in
             ["hook_pos_embed"] = "hook_pos_embed",
             ["ln_final.hook_normalized"] = "hook_ln_final",   // project_out's output (no final_layer_norm)
         };
@@ -94,7 +94,7 @@ public class OptTests : TempDirTestBase
         using (cache)
         {
             AssertMatches(r, expected, cache, logits!);
-            Assert.Equal([2L, 12L, 32L], cache["hook_embed"].shape);
+            Assert.Equal([2L, 12L, 16L], cache["hook_embed"].shape);
             Assert.Equal([2L, 12L, 16L], cache["ln_final.hook_normalized"].shape);
             // Post-norm, independent of the transcription: every residual stream after a layer is a LayerNorm output, so
             // (affine part aside) it is what self_attn_layer_norm makes of resid_pre + attn_out.

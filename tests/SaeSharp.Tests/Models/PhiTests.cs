@@ -120,7 +120,8 @@ public class PhiTests : TempDirTestBase
                 var x = cache[pre].to(ScalarType.Float64);
                 var variance = x.var(-1, unbiased: false);
                 var expected = 8 * variance / (variance + 1e-5);
-                var actual = cache[rot].to(ScalarType.Float64).square().sum(-1);
+                var r = cache[rot].to(ScalarType.Float64);
+                var actual = (r * r).sum(-1);
                 Assert.True(actual.allclose(expected, rtol: 1e-4, atol: 1e-5), rot);
             }
     }
