@@ -19,6 +19,12 @@ relu); hook_ln1_{i} / hook_ln2_{i} (self_attn_layer_norm's and final_layer_norm'
 Weights: LayerNorm weights N(1, 0.2²) and biases N(0, 0.2²), embeddings N(0, 1), position rows N(0, 0.5²), matrices
 and other biases N(0, 0.2²); tokens, padding and greedy generation as olmo_fixture.reference_arrays (uncached forwards;
 the positions come from the attention mask, as OPT computes them).
+tests/data/hf_models/opt-350m is facebook/opt-350m's layout: do_layer_norm_before false (OPTDecoderLayer's post-norm
+branch: self_attn_layer_norm after the attention's residual add, final_layer_norm after the MLP's; OPTDecoder has no
+final_layer_norm then) and word_embed_proj_dim 16 ≠ hidden_size (embed_tokens [vocab, 16]; project_in [32, 16] after
+it, project_out [16, 32] after the last layer, both without bias; lm_head tied to embed_tokens). Its hook_ln1_{i} /
+hook_ln2_{i} are the post-norms' outputs (= resid_mid / resid_post), hook_embed embed_tokens' output (16 wide, before project_in, as TransformerLens's OPT bridge), hook_ln_final
+project_out's output.
 Run (Debian bookworm, python3-torch 1.13.1, python3-numpy):
   /usr/bin/python3 bench/reference/opt_fixture.py --out tests/data/hf_models
 """
@@ -41,8 +47,8 @@ OFFSET = 2
 
 
 def params(c, g):
-    d, v, m = c["hidden_size"], c["vocab_size"], c["ffn_dim"]
-    p = {"model.decoder.embed_tokens.weight": torch.randn(v, d, generator=g),
+    d, v, m, we = c["hidden_size"], c["vocab_size"], c["ffn_dim"], c["word_embed_proj_dim"]
+    p = {"model.decoder.embed_tokens.weight": torch.randn(v, we, generator=g),
          "model.decoder.embed_positions.weight": 0.5 * torch.randn(c["max_position_embeddings"] + OFFSET, d, generator=g)}
     for i in range(c["num_hidden_layers"]):
         L = f"model.decoder.layers.{i}."
@@ -58,8 +64,12 @@ def params(c, g):
         p[L + "fc2.bias"] = 0.2 * torch.randn(d, generator=g)
         p[L + "final_layer_norm.weight"] = 1 + 0.2 * torch.randn(d, generator=g)
         p[L + "final_layer_norm.bias"] = 0.2 * torch.randn(d, generator=g)
-    p["model.decoder.final_layer_norm.weight"] = 1 + 0.2 * torch.randn(d, generator=g)
-    p["model.decoder.final_layer_norm.bias"] = 0.2 * torch.randn(d, generator=g)
+    if c["do_layer_norm_before"]:   # OPTDecoder: final_layer_norm only then
+        p["model.decoder.final_layer_norm.weight"] = 1 + 0.2 * torch.randn(d, generator=g)
+        p["model.decoder.final_layer_norm.bias"] = 0.2 * torch.randn(d, generator=g)
+    if we != d:   # project_in / project_out, nn.Linear without bias
+        p["model.decoder.project_in.weight"] = 0.2 * torch.randn(d, we, generator=g)
+        p["model.decoder.project_out.weight"] = 0.2 * torch.randn(we, d, generator=g)
     return p
 
 
@@ -76,8 +86,11 @@ def forward(c, p, tokens, mask=None, positions=None, hooks=None):
     keep = (lambda k, t: hooks.__setitem__(k, t.clone())) if hooks is not None else (lambda k, t: None)
     inputs_embeds = p["model.decoder.embed_tokens.weight"][tokens]
     pos_embeds = p["model.decoder.embed_positions.weight"][position_ids + OFFSET]
-    keep("hook_embed", inputs_embeds)
+    keep("hook_embed", inputs_embeds)   # TransformerLens's bridge: embed_tokens' output, before project_in
+    if "model.decoder.project_in.weight" in p:
+        inputs_embeds = inputs_embeds @ p["model.decoder.project_in.weight"].T
     keep("hook_pos_embed", pos_embeds)
+    pre_norm = c["do_layer_norm_before"]
     x = inputs_embeds + pos_embeds
     hidden = []
     for i in range(c["num_hidden_layers"]):
@@ -86,8 +99,9 @@ def forward(c, p, tokens, mask=None, positions=None, hooks=None):
         lin = lambda t, n: t @ p[L + n + ".weight"].T + p[L + n + ".bias"]
         ln = lambda t, n: F.layer_norm(t, (d,), p[L + n + ".weight"], p[L + n + ".bias"], 1e-5)
         residual = x
-        hs = ln(x, "self_attn_layer_norm")
-        keep(f"hook_ln1_{i}", hs)
+        hs = ln(x, "self_attn_layer_norm") if pre_norm else x
+        if pre_norm:
+            keep(f"hook_ln1_{i}", hs)
         q_proj = lin(hs, "self_attn.q_proj")
         keep(f"hook_q_{i}", q_proj.view(b, s, h, hd))
         q = (q_proj * scaling).view(b, s, h, hd).transpose(1, 2)
@@ -103,10 +117,14 @@ def forward(c, p, tokens, mask=None, positions=None, hooks=None):
         attn_out = lin(a.reshape(b, s, d), "self_attn.out_proj")
         keep(f"hook_attn_out_{i}", attn_out)
         x = residual + attn_out
+        if not pre_norm:
+            x = ln(x, "self_attn_layer_norm")
+            keep(f"hook_ln1_{i}", x)
         keep(f"hook_resid_mid_{i}", x)
         residual = x
-        hs = ln(x, "final_layer_norm")
-        keep(f"hook_ln2_{i}", hs)
+        hs = ln(x, "final_layer_norm") if pre_norm else x
+        if pre_norm:
+            keep(f"hook_ln2_{i}", hs)
         pre = lin(hs, "fc1")
         post = F.relu(pre)
         keep(f"hook_mlp_pre_{i}", pre)
@@ -114,7 +132,14 @@ def forward(c, p, tokens, mask=None, positions=None, hooks=None):
         ff = lin(post, "fc2")
         keep(f"hook_mlp_out_{i}", ff)
         x = residual + ff
-    x = F.layer_norm(x, (d,), p["model.decoder.final_layer_norm.weight"], p["model.decoder.final_layer_norm.bias"], 1e-5)
+        if not pre_norm:
+            x = ln(x, "final_layer_norm")
+            keep(f"hook_ln2_{i}", x)
+    if pre_norm:
+        x = F.layer_norm(x, (d,), p["model.decoder.final_layer_norm.weight"], p["model.decoder.final_layer_norm.bias"], 1e-5)
+    if "model.decoder.project_out.weight" in p:
+        x = x @ p["model.decoder.project_out.weight"].T
+        keep("hook_ln_final", x)
     hidden.append(x)
     return x @ p["model.decoder.embed_tokens.weight"].T, hidden
 
@@ -131,6 +156,15 @@ def main():
     arrays.update({k: t.numpy() for k, t in hooks.items()})
     write_folder(os.path.join(a.out, "opt"), c, p, arrays, save_file)
     print(summary("opt", arrays))
+    c = dict(CONFIG, do_layer_norm_before=False, word_embed_proj_dim=16)
+    p = params(c, torch.Generator().manual_seed(3401))
+    arrays = reference_arrays(lambda t, m, pos: forward(c, p, t, m, pos), tokens)
+    hooks = {}
+    with torch.no_grad():
+        forward(c, p, tokens, hooks=hooks)
+    arrays.update({k: t.numpy() for k, t in hooks.items()})
+    write_folder(os.path.join(a.out, "opt-350m"), c, p, arrays, save_file)
+    print(summary("opt-350m", arrays))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,9 @@ hook_pattern_{i} [b, head, q, k]; hook_z_{i} [b, s, head, d_head]; hook_attn_out
 mlp_post_{i} (fc1's output and gelu_new of it); ln1_{i} (input_layernorm's output); resid_post is hidden_{i+1}.
 Weights: LayerNorm weights N(1, 0.2²) and biases N(0, 0.2²), embeddings N(0, 1), matrices and other biases N(0, 0.2²);
 tokens, padding and greedy generation as olmo_fixture.reference_arrays (uncached forwards).
+tests/data/hf_models/phi-qk_layernorm is the same model with qk_layernorm true: PhiAttention's q_layernorm and
+k_layernorm (nn.LayerNorm(head_dim, eps=layer_norm_eps), weight and bias) applied to q and k viewed per head, after
+hook_q / hook_k (as SaeSharp's Qwen3 q_norm/k_norm; TransformerLens has no phi qk_layernorm) and before rotary.
 Run (Debian bookworm, python3-torch 1.13.1, python3-numpy):
   /usr/bin/python3 bench/reference/phi_fixture.py --out tests/data/hf_models
 """
@@ -58,6 +61,10 @@ def params(c, g):
         p[L + "mlp.fc1.bias"] = 0.2 * torch.randn(m, generator=g)
         p[L + "mlp.fc2.weight"] = 0.2 * torch.randn(d, m, generator=g)
         p[L + "mlp.fc2.bias"] = 0.2 * torch.randn(d, generator=g)
+        if c["qk_layernorm"]:
+            for name in ("q_layernorm", "k_layernorm"):
+                p[L + f"self_attn.{name}.weight"] = 1 + 0.2 * torch.randn(hd, generator=g)
+                p[L + f"self_attn.{name}.bias"] = 0.2 * torch.randn(hd, generator=g)
     p["model.final_layernorm.weight"] = 1 + 0.2 * torch.randn(d, generator=g)
     p["model.final_layernorm.bias"] = 0.2 * torch.randn(d, generator=g)
     p["lm_head.weight"] = 0.2 * torch.randn(v, d, generator=g)
@@ -100,6 +107,9 @@ def forward(c, p, tokens, mask=None, positions=None, hooks=None):
         keep(f"hook_q_{i}", q.transpose(1, 2))
         keep(f"hook_k_{i}", k.transpose(1, 2))
         keep(f"hook_v_{i}", v.transpose(1, 2))
+        if c["qk_layernorm"]:   # PhiAttention: q_layernorm / k_layernorm over head_dim, before rotary
+            q = F.layer_norm(q, (hd,), p[L + "self_attn.q_layernorm.weight"], p[L + "self_attn.q_layernorm.bias"], eps)
+            k = F.layer_norm(k, (hd,), p[L + "self_attn.k_layernorm.weight"], p[L + "self_attn.k_layernorm.bias"], eps)
         q, k = rope(q), rope(k)
         keep(f"hook_rot_q_{i}", q.transpose(1, 2))
         keep(f"hook_rot_k_{i}", k.transpose(1, 2))
@@ -136,6 +146,15 @@ def main():
     arrays.update({k: t.numpy() for k, t in hooks.items()})
     write_folder(os.path.join(a.out, "phi"), c, p, arrays, save_file)
     print(summary("phi", arrays))
+    c = dict(CONFIG, qk_layernorm=True)
+    p = params(c, torch.Generator().manual_seed(3201))
+    arrays = reference_arrays(lambda t, m, pos: forward(c, p, t, m, pos), tokens)
+    hooks = {}
+    with torch.no_grad():
+        forward(c, p, tokens, hooks=hooks)
+    arrays.update({k: t.numpy() for k, t in hooks.items()})
+    write_folder(os.path.join(a.out, "phi-qk_layernorm"), c, p, arrays, save_file)
+    print(summary("phi-qk_layernorm", arrays))
 
 
 if __name__ == "__main__":

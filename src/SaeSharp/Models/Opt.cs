@@ -8,8 +8,15 @@ namespace SaeSharp.Models;
 /// <summary>OPT (HF <c>OPTConfig</c>: facebook/opt-125m … opt-66b) settings read from a Hugging Face config.json, with
 /// <c>OPTConfig</c>'s defaults for missing keys.</summary>
 internal sealed record OptSettings(int Hidden, int NLayer, int NHead, int Ffn, int VocabSize, int MaxPositions,
-    string Activation, bool Bias, bool TieEmbeddings)
+    string Activation, bool Bias, bool TieEmbeddings, bool PreNorm = true, int? WordEmbedProjDim = null)
 {
+    /// <summary>The width of <c>embed_tokens</c> and of the unembedding: <c>word_embed_proj_dim</c> (facebook/opt-350m: 512,
+    /// with <c>project_in</c> / <c>project_out</c> to and from hidden_size), else hidden_size.</summary>
+    public int EmbedDim => WordEmbedProjDim ?? Hidden;
+
+    /// <summary>True when <c>word_embed_proj_dim</c> ≠ hidden_size: OPTDecoder's <c>project_in</c> / <c>project_out</c>.</summary>
+    public bool Projected => EmbedDim != Hidden;
+
     public int HeadDim => Hidden / NHead;
 
     /// <summary>HF <c>OPTLearnedPositionalEmbedding.offset</c>: position p reads row p + 2 of <c>embed_positions</c>.</summary>
@@ -19,22 +26,20 @@ internal sealed record OptSettings(int Hidden, int NLayer, int NHead, int Ffn, i
     public const double Eps = 1e-5;
 
     /// <summary>Reads the settings; with <paramref name="weights"/>, checks every declared size against the tensors
-    /// present before anything is allocated. Refuses what facebook/opt-350m alone has (<c>do_layer_norm_before</c> false,
-    /// <c>word_embed_proj_dim</c> ≠ hidden_size with project_in / project_out), <c>_remove_final_layer_norm</c> and
-    /// LayerNorms without weights.</summary>
+    /// present before anything is allocated. Reads what facebook/opt-350m alone has (<c>do_layer_norm_before</c> false,
+    /// <c>word_embed_proj_dim</c> ≠ hidden_size with project_in / project_out); refuses <c>_remove_final_layer_norm</c>
+    /// and LayerNorms without weights.</summary>
     public static OptSettings From(JsonConfig c, Checkpoint? weights = null)
     {
         int hidden = c.Int("hidden_size", 768);
         var s = new OptSettings(hidden, c.Int("num_hidden_layers", 12), c.Int("num_attention_heads", 12), c.Int("ffn_dim", 3072),
             c.Int("vocab_size", 50272), c.Int("max_position_embeddings", 2048), c.String("activation_function") ?? "relu",
-            c.Bool("enable_bias", true), c.Bool("tie_word_embeddings", true));
+            c.Bool("enable_bias", true), c.Bool("tie_word_embeddings", true), c.Bool("do_layer_norm_before", true),
+            c.Has("word_embed_proj_dim") ? c.Int("word_embed_proj_dim") : null);
         if (s.Hidden <= 0 || s.NLayer <= 0 || s.NHead <= 0 || s.Hidden % s.NHead != 0)
             throw new SaeSharpException($"{c.Path}: hidden_size={s.Hidden} must be a positive multiple of num_attention_heads={s.NHead} (and num_hidden_layers positive)");
-        if (!c.Bool("do_layer_norm_before", true))
-            throw new SaeSharpException($"{c.Path}: do_layer_norm_before=false (post-norm layers, facebook/opt-350m) is not supported for opt");
-        if (c.Has("word_embed_proj_dim") && c.Int("word_embed_proj_dim") != s.Hidden)
-            throw new SaeSharpException($"{c.Path}: word_embed_proj_dim={c.Int("word_embed_proj_dim")} differs from hidden_size={s.Hidden} " +
-                                        "(project_in / project_out, facebook/opt-350m): not supported for opt");
+        if (s.EmbedDim <= 0)
+            throw new SaeSharpException($"{c.Path}: word_embed_proj_dim={s.EmbedDim} must be positive");
         if (c.Bool("_remove_final_layer_norm", false))
             throw new SaeSharpException($"{c.Path}: _remove_final_layer_norm=true is not supported for opt");
         if (!c.Bool("layer_norm_elementwise_affine", true))
@@ -42,12 +47,19 @@ internal sealed record OptSettings(int Hidden, int NLayer, int NHead, int Ffn, i
         if (weights is not null)
         {
             weights.ExpectLayers(c.Path, "num_hidden_layers", s.NLayer);
-            weights.ExpectShape(c.Path, "model", "decoder.embed_tokens.weight", [s.VocabSize, s.Hidden], $"vocab_size={s.VocabSize}, hidden_size={s.Hidden}");
+            weights.ExpectShape(c.Path, "model", "decoder.embed_tokens.weight", [s.VocabSize, s.EmbedDim],
+                s.Projected ? $"vocab_size={s.VocabSize}, word_embed_proj_dim={s.EmbedDim}" : $"vocab_size={s.VocabSize}, hidden_size={s.Hidden}");
+            if (s.Projected)
+            {
+                string dims = $"word_embed_proj_dim={s.EmbedDim} ≠ hidden_size={s.Hidden}";
+                weights.ExpectShape(c.Path, "model", "decoder.project_in.weight", [s.Hidden, s.EmbedDim], dims);
+                weights.ExpectShape(c.Path, "model", "decoder.project_out.weight", [s.EmbedDim, s.Hidden], dims);
+            }
             weights.ExpectShape(c.Path, "model", "decoder.embed_positions.weight", [s.MaxPositions + PositionOffset, s.Hidden],
                 $"max_position_embeddings={s.MaxPositions} (+ OPT's offset of 2 rows), hidden_size={s.Hidden}");
             weights.ExpectShape(c.Path, "model", "decoder.layers.0.fc1.weight", [s.Ffn, s.Hidden], $"ffn_dim={s.Ffn}, hidden_size={s.Hidden}");
             if (!s.TieEmbeddings)
-                weights.ExpectShape(c.Path, "", "lm_head.weight", [s.VocabSize, s.Hidden], $"vocab_size={s.VocabSize}, hidden_size={s.Hidden}");
+                weights.ExpectShape(c.Path, "", "lm_head.weight", [s.VocabSize, s.EmbedDim], $"vocab_size={s.VocabSize}, word_embed_proj_dim={s.EmbedDim}");
         }
         return s;
     }
@@ -87,9 +99,10 @@ internal sealed class OptAttention : nn.Module<Tensor, ForwardContext, Tensor>
     }
 }
 
-/// <summary>HF <c>OPTDecoderLayer</c> <c>layers.{layer}</c> (do_layer_norm_before): <c>self_attn_layer_norm</c>,
+/// <summary>HF <c>OPTDecoderLayer</c> <c>layers.{layer}</c>. do_layer_norm_before: <c>self_attn_layer_norm</c>,
 /// <c>self_attn</c>, then <c>final_layer_norm</c>, <c>fc1</c>, the activation (relu), <c>fc2</c>, each added to the residual
-/// (<see cref="ResidualBlock.Sequential"/>; the MLP has no module of its own in HF).</summary>
+/// (<see cref="ResidualBlock.Sequential"/>; the MLP has no module of its own in HF). Otherwise (facebook/opt-350m) post-norm:
+/// <c>self_attn_layer_norm</c> of resid + attention, <c>final_layer_norm</c> of that + the MLP.</summary>
 internal sealed class OptDecoderLayer : nn.Module<Tensor, ForwardContext, Tensor>
 {
     private readonly OptAttention self_attn;
@@ -99,10 +112,11 @@ internal sealed class OptDecoderLayer : nn.Module<Tensor, ForwardContext, Tensor
     private readonly Func<Tensor, Tensor> _act;
     private readonly BlockHookNames _names;
     private readonly SplitAttentionInputs.Heads _heads;
+    private readonly bool _preNorm;
 
     public OptDecoderLayer(OptSettings s, int layer, Func<Tensor, Tensor> act, BlockHookNames names, ScalarType dtype) : base("layer")
     {
-        (_act, _names, _heads) = (act, names, new(s.NHead, s.NHead));
+        (_act, _names, _heads, _preNorm) = (act, names, new(s.NHead, s.NHead), s.PreNorm);
         self_attn = new OptAttention(s, layer, names, dtype);
         self_attn_layer_norm = new LayerNorm(s.Hidden, OptSettings.Eps, dtype);
         fc1 = new Linear(s.Hidden, s.Ffn, s.Bias, dtype);
@@ -111,26 +125,49 @@ internal sealed class OptDecoderLayer : nn.Module<Tensor, ForwardContext, Tensor
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor resid, ForwardContext ctx) =>
-        ResidualBlock.Sequential(resid, ctx, _names, _heads, self_attn_layer_norm, x => self_attn.forward(x, ctx),
-            final_layer_norm, x => ResidualBlock.Mlp(x, ctx, _names, fc1, _act, fc2));
+    public override Tensor forward(Tensor resid, ForwardContext ctx) => _preNorm
+        ? ResidualBlock.Sequential(resid, ctx, _names, _heads, self_attn_layer_norm, x => self_attn.forward(x, ctx),
+            final_layer_norm, x => ResidualBlock.Mlp(x, ctx, _names, fc1, _act, fc2))
+        : PostNorm(resid, ctx);
+
+    /// <summary>The post-norm layer (do_layer_norm_before false), hooked with TransformerLens's names though TransformerLens
+    /// has no such block: hook_resid_pre (attention's input; hook_q/k/v_input with use_split_qkv_input) → hook_attn_out →
+    /// ln1 = self_attn_layer_norm of resid_pre + attn_out (ln1.hook_normalized = hook_resid_mid) → hook_mlp_in → MLP
+    /// (hook_mlp_out) → ln2 = final_layer_norm of resid_mid + mlp_out (ln2.hook_normalized = hook_resid_post).</summary>
+    private Tensor PostNorm(Tensor resid, ForwardContext ctx)
+    {
+        var h = ctx.Hooks;
+        var n = _names;
+        resid = h.Fire(n.ResidPre, resid);
+        var split = SplitAttentionInputs.Fire(resid, h, n, _heads, null);
+        var attnOut = h.Fire(n.AttnOut, SplitAttentionInputs.Run(ctx, split, x => self_attn.forward(x, ctx), resid));
+        var mid = h.Fire(n.ResidMid, h.Fire(n.Ln1, self_attn_layer_norm.Forward(resid.add(attnOut, TorchScalars.One), h, n.Ln1Scale)));
+        var mlpOut = h.Fire(n.MlpOut, ResidualBlock.Mlp(h.Fire(n.MlpIn, mid), ctx, n, fc1, _act, fc2));
+        return h.Fire(n.ResidPost, h.Fire(n.Ln2, final_layer_norm.Forward(mid.add(mlpOut, TorchScalars.One), h, n.Ln2Scale)));
+    }
 }
 
-/// <summary>HF <c>OPTDecoder</c> <c>decoder</c>: embed_tokens, embed_positions (max_position_embeddings + 2 rows),
-/// layers.{i}, final_layer_norm.</summary>
+/// <summary>HF <c>OPTDecoder</c> <c>decoder</c>: embed_tokens, project_in (word_embed_proj_dim ≠ hidden_size), embed_positions
+/// (max_position_embeddings + 2 rows), layers.{i}, final_layer_norm (do_layer_norm_before only), project_out.</summary>
 internal sealed class OptDecoder : nn.Module
 {
     public readonly Embedding embed_tokens;
     public readonly Embedding embed_positions;
     public readonly ModuleList<OptDecoderLayer> layers;
-    public readonly LayerNorm final_layer_norm;
+    public readonly LayerNorm? final_layer_norm;
+    public readonly Linear? project_in, project_out;
 
     public OptDecoder(OptSettings s, Func<Tensor, Tensor> act, HookPoints hooks, ScalarType dtype) : base("decoder")
     {
-        embed_tokens = new Embedding(s.VocabSize, s.Hidden, dtype);
+        embed_tokens = new Embedding(s.VocabSize, s.EmbedDim, dtype);
+        if (s.Projected)
+        {
+            project_in = new Linear(s.EmbedDim, s.Hidden, false, dtype);
+            project_out = new Linear(s.Hidden, s.EmbedDim, false, dtype);
+        }
         embed_positions = new Embedding(s.MaxPositions + OptSettings.PositionOffset, s.Hidden, dtype);
         layers = new ModuleList<OptDecoderLayer>(Enumerable.Range(0, s.NLayer).Select(i => new OptDecoderLayer(s, i, act, hooks.Blocks[i], dtype)).ToArray());
-        final_layer_norm = new LayerNorm(s.Hidden, OptSettings.Eps, dtype);
+        if (s.PreNorm) final_layer_norm = new LayerNorm(s.Hidden, OptSettings.Eps, dtype);
         RegisterComponents();
     }
 }
@@ -159,6 +196,7 @@ public sealed class OptModel : HookedTransformer
 {
     private readonly OptCore model;
     private Linear? lm_head;
+    private readonly OptSettings _s;
 
     internal OptModel(OptSettings s, string modelName, string configPath, ScalarType dtype)
         : base("OPTForCausalLM", new TransformerConfig
@@ -168,26 +206,40 @@ public sealed class OptModel : HookedTransformer
             LayerNormEps = OptSettings.Eps, Dtype = dtype,
         }, new HookPoints(s.NLayer, hasPosEmbed: true, parallelAttnMlp: false, rotary: false, HfModuleNames.Opt))
     {
+        _s = s;
         model = new OptCore(s, ActivationFunctions.Get(s.Activation, configPath), HookPoints, dtype);
-        if (!s.TieEmbeddings) lm_head = new Linear(s.Hidden, s.VocabSize, false, dtype);
+        if (!s.TieEmbeddings) lm_head = new Linear(s.EmbedDim, s.VocabSize, false, dtype);
         RegisterComponents();
     }
 
     private protected override Tensor Embed(Tensor tokens, ForwardContext ctx)
     {
         var d = model.decoder;
+        // hook_embed: embed_tokens' output, before project_in (word_embed_proj_dim wide), as TransformerLens's OPT bridge.
         var e = ctx.Hooks.Fire(HookPoints.Embed, d.embed_tokens.forward(tokens));
+        if (d.project_in is not null) e = d.project_in.forward(e);
         var p = ctx.Hooks.Fire(HookPoints.PosEmbed, d.embed_positions.forward(ctx.Positions.add(TorchScalars.Of(OptSettings.PositionOffset), TorchScalars.One)));
         return e.add(p, TorchScalars.One);
     }
 
     private protected override Tensor RunBlock(int layer, Tensor resid, ForwardContext ctx) => model.decoder.layers[layer].forward(resid, ctx);
 
-    private protected override Tensor FinalNorm(Tensor resid, ForwardContext ctx) =>
-        ctx.Hooks.Fire(HookPoints.LnFinal, model.decoder.final_layer_norm.Forward(resid, ctx.Hooks, HookPoints.LnFinalScale));
+    /// <summary>final_layer_norm (do_layer_norm_before), then project_out (word_embed_proj_dim ≠ hidden_size), as
+    /// ln_final.hook_normalized: the unembedding's input, word_embed_proj_dim wide with project_out.</summary>
+    private protected override Tensor FinalNorm(Tensor resid, ForwardContext ctx)
+    {
+        var d = model.decoder;
+        var x = d.final_layer_norm is null ? resid : d.final_layer_norm.Forward(resid, ctx.Hooks, HookPoints.LnFinalScale);
+        if (d.project_out is not null) x = d.project_out.forward(x);
+        return ctx.Hooks.Fire(HookPoints.LnFinal, x);
+    }
 
     internal override void UntieEmbeddings()
     {
+        // Called before fold_ln / center_writing_weights / center_unembed, which assume pre-norm layers and one d_model.
+        if (!_s.PreNorm || _s.Projected)
+            throw new SaeSharpException("weight processing (fold_ln, center_writing_weights, center_unembed) is not supported for opt with " +
+                                        "do_layer_norm_before=false or word_embed_proj_dim ≠ hidden_size (facebook/opt-350m)");
         if (lm_head is not null) return;
         lm_head = Linear.CopyOf(model.decoder.embed_tokens.Weight);
         register_module("lm_head", lm_head);

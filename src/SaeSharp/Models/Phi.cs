@@ -10,7 +10,7 @@ namespace SaeSharp.Models;
 /// <summary>Phi (HF <c>PhiConfig</c>: microsoft/phi-1, phi-1_5, phi-2) settings read from a Hugging Face config.json, with
 /// <c>PhiConfig</c>'s defaults for missing keys.</summary>
 internal sealed record PhiSettings(int Hidden, int NLayer, int NHead, int NKvHead, int Intermediate, int VocabSize, int MaxPositions,
-    double Eps, string Activation, double RopeTheta, double PartialRotaryFactor)
+    double Eps, string Activation, double RopeTheta, double PartialRotaryFactor, bool QkLayerNorm = false)
 {
     public int HeadDim => Hidden / NHead;
 
@@ -18,7 +18,7 @@ internal sealed record PhiSettings(int Hidden, int NLayer, int NHead, int NKvHea
     public int RotaryDim => (int)(HeadDim * PartialRotaryFactor);
 
     /// <summary>Reads the settings; with <paramref name="weights"/>, checks every declared size against the tensors
-    /// present before anything is allocated. Refuses <c>qk_layernorm</c>, tied embeddings and any rope scaling.</summary>
+    /// present before anything is allocated. Refuses tied embeddings and any rope scaling.</summary>
     public static PhiSettings From(JsonConfig c, Checkpoint? weights = null)
     {
         // transformers 5 writes rope_parameters {rope_type, rope_theta, partial_rotary_factor}; 4.x rope_theta,
@@ -36,15 +36,14 @@ internal sealed record PhiSettings(int Hidden, int NLayer, int NHead, int NKvHea
             c.Int("vocab_size", 51200), c.Int("max_position_embeddings", 2048), c.Double("layer_norm_eps", 1e-5),
             c.String("hidden_act") ?? "gelu_new",
             c.Has("rope_theta") ? c.Double("rope_theta") : RopeNumber("rope_theta") ?? 10000,
-            c.Has("partial_rotary_factor") ? c.Double("partial_rotary_factor") : RopeNumber("partial_rotary_factor") ?? 0.5);
+            c.Has("partial_rotary_factor") ? c.Double("partial_rotary_factor") : RopeNumber("partial_rotary_factor") ?? 0.5,
+            c.Bool("qk_layernorm", false));
         if (s.Hidden <= 0 || s.NHead <= 0 || s.NLayer <= 0 || s.Hidden % s.NHead != 0)
             throw new SaeSharpException($"{c.Path}: hidden_size={s.Hidden} must be a positive multiple of num_attention_heads={s.NHead} (and num_hidden_layers positive)");
         if (s.NKvHead <= 0 || s.NHead % s.NKvHead != 0)
             throw new SaeSharpException($"{c.Path}: num_attention_heads={s.NHead} must be a multiple of num_key_value_heads={s.NKvHead}");
         if (s.PartialRotaryFactor is <= 0 or > 1 || s.RotaryDim <= 0 || s.RotaryDim % 2 != 0)
             throw new SaeSharpException($"{c.Path}: partial_rotary_factor={s.PartialRotaryFactor} gives {s.RotaryDim} rotary dims of head_dim={s.HeadDim}; need a positive even number");
-        if (c.Bool("qk_layernorm", false))
-            throw new SaeSharpException($"{c.Path}: qk_layernorm=true is not supported for phi (microsoft/phi-1, phi-1_5 and phi-2 have none)");
         if (c.Bool("tie_word_embeddings", false))
             throw new SaeSharpException($"{c.Path}: tie_word_embeddings=true is not supported for phi (its lm_head has a weight and bias of its own)");
         if (weights is not null)
@@ -59,17 +58,23 @@ internal sealed record PhiSettings(int Hidden, int NLayer, int NHead, int NKvHea
                 $"num_key_value_heads={s.NKvHead}, head_dim={s.HeadDim}, hidden_size={s.Hidden}");
             weights.ExpectShape(c.Path, "model", "layers.0.mlp.fc1.weight", [s.Intermediate, s.Hidden],
                 $"intermediate_size={s.Intermediate}, hidden_size={s.Hidden}");
+            if (s.QkLayerNorm)
+                foreach (var norm in new[] { "q_layernorm", "k_layernorm" })
+                    weights.ExpectShape(c.Path, "model", $"layers.0.self_attn.{norm}.weight", [s.HeadDim],
+                        $"qk_layernorm=true, head_dim={s.HeadDim}");
         }
         return s;
     }
 }
 
 /// <summary>HF <c>PhiAttention</c> of one layer: <c>q_proj</c>, <c>k_proj</c>, <c>v_proj</c> (bias; k/v with
-/// num_key_value_heads heads), rotary on the first rotary_dim dims of each head (rotate_half), scores × head_dim^-½,
+/// num_key_value_heads heads), with qk_layernorm <c>q_layernorm</c> / <c>k_layernorm</c> (LayerNorm over head_dim, per
+/// head, after hook_q / hook_k), rotary on the first rotary_dim dims of each head (rotate_half), scores × head_dim^-½,
 /// <c>dense</c> (bias).</summary>
 internal sealed class PhiAttention : nn.Module<Tensor, ForwardContext, Tensor>
 {
     private readonly Linear q_proj, k_proj, v_proj, dense;
+    private readonly LayerNorm? q_layernorm, k_layernorm;
     private readonly PhiSettings _s;
     private readonly int _layer;
     private readonly BlockHookNames _names;
@@ -81,6 +86,11 @@ internal sealed class PhiAttention : nn.Module<Tensor, ForwardContext, Tensor>
         k_proj = new Linear(s.Hidden, s.NKvHead * s.HeadDim, true, dtype);
         v_proj = new Linear(s.Hidden, s.NKvHead * s.HeadDim, true, dtype);
         dense = new Linear(s.NHead * s.HeadDim, s.Hidden, true, dtype);
+        if (s.QkLayerNorm)
+        {
+            q_layernorm = new LayerNorm(s.HeadDim, s.Eps, dtype);
+            k_layernorm = new LayerNorm(s.HeadDim, s.Eps, dtype);
+        }
         RegisterComponents();
     }
 
@@ -94,7 +104,7 @@ internal sealed class PhiAttention : nn.Module<Tensor, ForwardContext, Tensor>
                 SplitAttentionInputs.Project(split.V, v_proj.InOut.WeightInOut, v_proj.InOut.Bias))
             : (q_proj.forward(x).view(b, s, st.NHead, st.HeadDim), k_proj.forward(x).view(b, s, st.NKvHead, st.HeadDim),
                 v_proj.forward(x).view(b, s, st.NKvHead, st.HeadDim));
-        var z = AttentionCore.AttendHeads(q, k, v, _layer, 1.0 / Math.Sqrt(st.HeadDim), ctx, _names, st.RotaryDim);
+        var z = AttentionCore.AttendHeads(q, k, v, _layer, 1.0 / Math.Sqrt(st.HeadDim), ctx, _names, st.RotaryDim, q_layernorm, k_layernorm);
         return AttentionCore.Project(z, st.NHead, dense.InOut, dense.forward, ctx, _names);
     }
 }

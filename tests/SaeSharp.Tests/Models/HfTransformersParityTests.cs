@@ -15,7 +15,7 @@ namespace SaeSharp.Tests.Models;
 /// bench/reference/hf_models_fixture.py with transformers 4.47 (main 66ab300a; Gemma 1, Mistral, Mixtral and Qwen2-MoE too) and, for
 /// Qwen3, Qwen3-MoE and Gemma 3, 4.51 (main d1b92369).
 /// The OLMo, gpt-oss and DeepSeek-V3 folders (olmo, olmo-clip, olmo2, olmo3, olmoe, olmoe-clip, gpt_oss, gpt_oss-mxfp4,
-/// deepseek_v3, deepseek_v3-fp8, deepseek_v3-yarn, gpt_neo, phi3, phi, gptj, opt, bloom) are the exception: their reference comes from bench/reference/olmo_fixture.py,
+/// deepseek_v3, deepseek_v3-fp8, deepseek_v3-yarn, gpt_neo, phi3, phi, phi-qk_layernorm, gptj, opt, opt-350m, bloom) are the exception: their reference comes from bench/reference/olmo_fixture.py,
 /// gpt_oss_fixture.py, deepseek_fixture.py, gpt_neo_fixture.py, phi3_fixture.py, phi_fixture.py, gptj_fixture.py, opt_fixture.py and bloom_fixture.py, plain-PyTorch transcriptions of transformers' modeling_olmo.py,
 /// modeling_olmo2.py, modeling_olmo3.py, modeling_olmoe.py, modeling_gpt_oss.py (with YaRN rope and, for gpt_oss-mxfp4,
 /// mxfp4.py's dequantisation), modeling_deepseek_v3.py, modeling_gpt_neo.py, modeling_phi3.py, modeling_phi.py, modeling_gptj.py, modeling_opt.py and modeling_bloom.py
@@ -32,7 +32,7 @@ public class HfTransformersParityTests(ITestOutputHelper output)
 
     /// <summary>The folders written by the PyTorch transcriptions bench/reference/olmo_fixture.py and gpt_oss_fixture.py
     /// (see the class summary).</summary>
-    private static readonly string[] OlmoFamilies = ["olmo2", "olmoe", "olmoe-clip", "olmo", "olmo-clip", "olmo3", "gpt_oss", "gpt_oss-mxfp4", "deepseek_v3", "deepseek_v3-fp8", "deepseek_v3-yarn", "deepseek_v2", "deepseek_v2-group", "deepseek_v2-bias", "gpt_neo", "phi3", "phi", "gptj", "opt", "bloom"];
+    private static readonly string[] OlmoFamilies = ["olmo2", "olmoe", "olmoe-clip", "olmo", "olmo-clip", "olmo3", "gpt_oss", "gpt_oss-mxfp4", "deepseek_v3", "deepseek_v3-fp8", "deepseek_v3-yarn", "deepseek_v2", "deepseek_v2-group", "deepseek_v2-bias", "gpt_neo", "phi3", "phi", "phi-qk_layernorm", "gptj", "opt", "opt-350m", "bloom"];
 
     /// <summary>The folders with a config_transformers5.json (all but <see cref="OlmoFamilies"/>).</summary>
     public static TheoryData<string> Transformers5Families => [.. ((IEnumerable<string>)Families).Where(f => !OlmoFamilies.Contains(f))];
@@ -628,9 +628,9 @@ public class HfTransformersParityTests(ITestOutputHelper output)
             "deepseek_v2-group" => "deepseek_v2-group (deepseek_v2): n_layers=3 d_model=32 n_heads=4 d_head=12 d_mlp=48 d_vocab=128 n_ctx=256 act=silu gated_mlp norm=RMS num_experts=8 experts_per_token=3 shared_expert_d_mlp=16 moe_d_mlp=16 first_k_dense_replace=0 topk_method=group_limited_greedy n_group=4 topk_group=2 routed_scaling_factor=2 softmax_routing mla(q_lora_rank=20 kv_lora_rank=12 qk_head_dim=16 qk_rope_head_dim=8 v_head_dim=12 rope_interleave) rotary_dim=8 rotary_base=1000 rope_type=yarn(factor=40 original_max_position_embeddings=64 beta_fast=32 beta_slow=1 truncate=true attention_factor=1) dtype=Float32",
             "deepseek_v2-bias" => "deepseek_v2-bias (deepseek_v2): n_layers=3 d_model=32 n_heads=4 d_head=12 d_mlp=48 d_vocab=128 n_ctx=256 act=silu gated_mlp norm=RMS num_experts=8 experts_per_token=3 shared_expert_d_mlp=32 moe_d_mlp=16 first_k_dense_replace=1 topk_method=greedy routed_scaling_factor=1.5 softmax_routing mla(q_lora_rank=null kv_lora_rank=12 qk_head_dim=16 qk_rope_head_dim=8 v_head_dim=12 rope_interleave) rotary_dim=8 rotary_base=10000 rope_type=default dtype=Float32",
             "phi3" => "phi3 (phi3): n_layers=3 d_model=32 n_heads=4 d_head=8 d_mlp=48 n_key_value_heads=2 d_vocab=128 n_ctx=64 act=silu gated_mlp norm=RMS sliding_window=6 sliding_layers=all rotary_dim=6 rotary_base=10000 rope_type=default dtype=Float32",
-            "phi" => "phi (phi): n_layers=3 d_model=32 n_heads=4 d_head=8 d_mlp=64 d_vocab=128 n_ctx=64 act=gelu_new parallel_attn_mlp rotary_dim=4 rotary_base=10000 rope_type=default dtype=Float32",
+            "phi" or "phi-qk_layernorm" => $"{family} (phi): n_layers=3 d_model=32 n_heads=4 d_head=8 d_mlp=64 d_vocab=128 n_ctx=64 act=gelu_new parallel_attn_mlp rotary_dim=4 rotary_base=10000 rope_type=default dtype=Float32",
             "gptj" => "gptj (gptj): n_layers=3 d_model=32 n_heads=4 d_head=8 d_mlp=128 d_vocab=128 n_ctx=64 act=gelu_new parallel_attn_mlp rotary_dim=4 rotary_base=10000 rope_type=default rotary_adjacent_pairs dtype=Float32",
-            "opt" => "opt (opt): n_layers=3 d_model=32 n_heads=4 d_head=8 d_mlp=96 d_vocab=128 n_ctx=64 act=relu dtype=Float32",
+            "opt" or "opt-350m" => $"{family} (opt): n_layers=3 d_model=32 n_heads=4 d_head=8 d_mlp=96 d_vocab=128 n_ctx=64 act=relu dtype=Float32",
             "bloom" => "bloom (bloom): n_layers=3 d_model=48 n_heads=6 d_head=8 d_mlp=192 d_vocab=128 n_ctx=2048 act=gelu_fast positional_embedding_type=alibi post_embedding_ln dtype=Float32",
             "gpt_neo" => "gpt_neo (gpt_neo): n_layers=3 d_model=32 n_heads=4 d_head=8 d_mlp=128 d_vocab=128 n_ctx=64 act=gelu_new use_attn_scale=false sliding_window=5 full_attention_layers=0 dtype=Float32",
             _ => throw new ArgumentException(family),

@@ -62,6 +62,56 @@ public class OptTests : TempDirTestBase
     }
 
     [Fact]
+    public void Opt_350m_post_norm_and_projections_match_the_transcription()
+    {
+        // facebook/opt-350m's layout: do_layer_norm_before false, word_embed_proj_dim 16 ≠ hidden_size 32.
+        using var scope = NewDisposeScope();
+        string fixture = TestPaths.Data("hf_models", "opt-350m");
+        var r = Npy.LoadNpz(Path.Combine(fixture, "reference.npz"));
+        var expected = new Dictionary<string, string>(StringComparer.Ordinal)
+        {
+            ["hook_embed"] = "hook_embed",   // embed_tokens' output, before project_in
+            ["hook_pos_embed"] = "hook_pos_embed",
+            ["ln_final.hook_normalized"] = "hook_ln_final",   // project_out's output (no final_layer_norm)
+        };
+        for (int i = 0; i < 3; i++)
+        {
+            string b = $"blocks.{i}.";
+            expected[b + "hook_resid_pre"] = $"hidden_{i}";
+            expected[b + "ln1.hook_normalized"] = $"hook_ln1_{i}";
+            expected[b + "ln2.hook_normalized"] = $"hook_ln2_{i}";
+            expected[b + "attn.hook_q"] = $"hook_q_{i}";
+            expected[b + "attn.hook_pattern"] = $"hook_pattern_{i}";
+            expected[b + "attn.hook_z"] = $"hook_z_{i}";
+            expected[b + "hook_attn_out"] = $"hook_attn_out_{i}";
+            expected[b + "hook_resid_mid"] = $"hook_resid_mid_{i}";
+            expected[b + "mlp.hook_pre"] = $"hook_mlp_pre_{i}";
+            expected[b + "hook_mlp_out"] = $"hook_mlp_out_{i}";
+            expected[b + "hook_resid_post"] = $"hook_ln2_{i}";
+        }
+        using var model = ModelLoader.FromPretrained(fixture);
+        var (logits, cache) = model.RunWithCache(r["tokens"], [.. expected.Keys]);
+        using (cache)
+        {
+            AssertMatches(r, expected, cache, logits!);
+            Assert.Equal([2L, 12L, 16L], cache["hook_embed"].shape);
+            Assert.Equal([2L, 12L, 16L], cache["ln_final.hook_normalized"].shape);
+            // Post-norm, independent of the transcription: every residual stream after a layer is a LayerNorm output, so
+            // (affine part aside) it is what self_attn_layer_norm makes of resid_pre + attn_out.
+            var w = SafeTensors.Load(Path.Combine(fixture, "model.safetensors"));
+            var sum = cache["blocks.1.hook_resid_pre"] + cache["blocks.1.hook_attn_out"];
+            var ln = nn.functional.layer_norm(sum, [32], w["model.decoder.layers.1.self_attn_layer_norm.weight"],
+                w["model.decoder.layers.1.self_attn_layer_norm.bias"], 1e-5);
+            Assert.True(ln.allclose(cache["blocks.1.hook_resid_mid"], rtol: 0, atol: 1e-5));
+            // The unembedding reads project_out's output with embed_tokens (tied, word_embed_proj_dim wide).
+            var unembed = matmul(cache["ln_final.hook_normalized"], w["model.decoder.embed_tokens.weight"].t());
+            Assert.True(unembed.allclose(logits!, rtol: 0, atol: 1e-4));
+        }
+        var e = Assert.Throws<SaeSharpException>(() => WeightProcessing.Apply(ModelLoader.FromPretrained(fixture), new WeightProcessingOptions { FoldLn = true }));
+        Assert.Contains("do_layer_norm_before=false", e.Message);
+    }
+
+    [Fact]
     public void Positions_read_embed_positions_two_rows_on_counting_real_tokens()
     {
         // Independent of the transcription: hook_pos_embed at the p-th real token is row p + 2 of embed_positions
@@ -98,8 +148,7 @@ public class OptTests : TempDirTestBase
     }
 
     [Theory]
-    [InlineData("do_layer_norm_before", "false", "do_layer_norm_before=false (post-norm layers, facebook/opt-350m) is not supported for opt")]
-    [InlineData("word_embed_proj_dim", "16", "word_embed_proj_dim=16 differs from hidden_size=32")]
+    [InlineData("word_embed_proj_dim", "16", "'model.decoder.embed_tokens.weight' of shape [128, 16] but")]
     [InlineData("_remove_final_layer_norm", "true", "_remove_final_layer_norm=true is not supported for opt")]
     [InlineData("layer_norm_elementwise_affine", "false", "layer_norm_elementwise_affine=false is not supported for opt")]
     [InlineData("num_attention_heads", "3", "hidden_size=32 must be a positive multiple of num_attention_heads=3")]

@@ -14,14 +14,18 @@ namespace SaeSharp.Tests.Models;
 public class PhiTests : TempDirTestBase
 {
     private static string Fixture => TestPaths.Data("hf_models", "phi");
+    private static string QkFixture => TestPaths.Data("hf_models", "phi-qk_layernorm");
 
     private string Edited(Action<JsonObject> edit) => EditedCopy(Fixture, edit);
 
-    [Fact]
-    public void Hooks_match_the_transcription_of_modeling_phi()
+    [Theory]
+    [InlineData("phi")]
+    [InlineData("phi-qk_layernorm")]
+    public void Hooks_match_the_transcription_of_modeling_phi(string folder)
     {
         using var scope = NewDisposeScope();
-        var r = Npy.LoadNpz(Path.Combine(Fixture, "reference.npz"));
+        string fixture = TestPaths.Data("hf_models", folder);
+        var r = Npy.LoadNpz(Path.Combine(fixture, "reference.npz"));
         var expected = new Dictionary<string, string>(StringComparer.Ordinal);
         for (int i = 0; i < 3; i++)
         {
@@ -43,15 +47,16 @@ public class PhiTests : TempDirTestBase
             if (i < 2) expected[b + "hook_resid_post"] = $"hidden_{i + 1}";
         }
         expected["ln_final.hook_normalized"] = "hidden_3";
-        using var model = ModelLoader.FromPretrained(Fixture);
+        using var model = ModelLoader.FromPretrained(fixture);
         var (logits, cache) = model.RunWithCache(r["tokens"], [.. expected.Keys]);
         using (cache)
         {
             AssertMatches(r, expected, cache, logits!);
-            // The rotary half: only the first rotary_dim = int(8 · 0.5) = 4 dims of each head turn; the rest pass through.
+            // The rotary half: only the first rotary_dim = int(8 · 0.5) = 4 dims of each head turn; the rest pass through
+            // (after q_layernorm with qk_layernorm, which hook_q precedes).
             var q = cache["blocks.1.attn.hook_q"];
             var rotQ = cache["blocks.1.attn.hook_rot_q"];
-            Assert.True(q.narrow(3, 4, 4).equal(rotQ.narrow(3, 4, 4)).all().item<bool>());
+            Assert.Equal(folder == "phi", q.narrow(3, 4, 4).equal(rotQ.narrow(3, 4, 4)).all().item<bool>());
             Assert.False(q.narrow(3, 0, 4).narrow(1, 1, 11).allclose(rotQ.narrow(3, 0, 4).narrow(1, 1, 11), rtol: 0, atol: 1e-3));
             // Parallel block: resid_post = resid_pre + attn_out + mlp_out, both read the same norm of resid_pre.
             var sum = cache["blocks.0.hook_resid_pre"] + cache["blocks.0.hook_attn_out"] + cache["blocks.0.hook_mlp_out"];
@@ -79,7 +84,6 @@ public class PhiTests : TempDirTestBase
     }
 
     [Theory]
-    [InlineData("qk_layernorm", "true", "qk_layernorm=true is not supported for phi")]
     [InlineData("tie_word_embeddings", "true", "tie_word_embeddings=true is not supported for phi")]
     [InlineData("rope_scaling", """{"type": "linear", "factor": 2.0}""", "rope_scaling of type 'linear' is not supported for phi")]
     [InlineData("partial_rotary_factor", "0.1", "partial_rotary_factor=0.1 gives 0 rotary dims")]
@@ -93,6 +97,41 @@ public class PhiTests : TempDirTestBase
         var e = Assert.Throws<SaeSharpException>(() => ModelLoader.FromPretrained(dir));
         Assert.Contains(message, e.Message);
         Assert.Contains("config.json", e.Message);
+    }
+
+    [Fact]
+    public void Qk_layernorm_normalises_each_head_of_q_and_k_before_rotary()
+    {
+        // Independent of the transcription: with q_layernorm / k_layernorm at weight 1 and bias 0, each head of q and k
+        // is centred and scaled to variance v / (v + eps); rotary turns pairs of dims, so after it every head still has
+        // squared norm head_dim · v / (v + eps), whatever hook_q was.
+        using var scope = NewDisposeScope();
+        var w = SafeTensors.Load(Path.Combine(QkFixture, "model.safetensors"));
+        foreach (var key in w.Keys.Where(k => k.Contains("_layernorm.", StringComparison.Ordinal) && k.Contains("self_attn", StringComparison.Ordinal)).ToList())
+            w[key] = key.EndsWith(".weight", StringComparison.Ordinal) ? ones_like(w[key]) : zeros_like(w[key]);
+        string dir = EditedCopy(QkFixture, _ => { });
+        SafeTensors.Save(Path.Combine(dir, "model.safetensors"), w);
+        var tokens = tensor(new long[] { 5, 99, 3, 17, 42, 8 }).unsqueeze(0);
+        using var model = ModelLoader.FromPretrained(dir);
+        var (_, cache) = model.RunWithCache(tokens, ["blocks.1.attn.hook_q", "blocks.1.attn.hook_rot_q", "blocks.2.attn.hook_k", "blocks.2.attn.hook_rot_k"]);
+        using (cache)
+            foreach (var (pre, rot) in new[] { ("blocks.1.attn.hook_q", "blocks.1.attn.hook_rot_q"), ("blocks.2.attn.hook_k", "blocks.2.attn.hook_rot_k") })
+            {
+                var x = cache[pre].to(ScalarType.Float64);
+                var variance = x.var(-1, unbiased: false);
+                var expected = 8 * variance / (variance + 1e-5);
+                var r = cache[rot].to(ScalarType.Float64);
+                var actual = (r * r).sum(-1);
+                Assert.True(actual.allclose(expected, rtol: 1e-4, atol: 1e-5), rot);
+            }
+    }
+
+    [Fact]
+    public void Qk_layernorm_true_without_its_weights_is_refused_naming_the_weight()
+    {
+        string dir = Edited(c => c["qk_layernorm"] = true);
+        var e = Assert.Throws<SaeSharpException>(() => ModelLoader.FromPretrained(dir));
+        Assert.Contains("model.layers.0.self_attn.q_layernorm.weight", e.Message);
     }
 
     [Fact]
