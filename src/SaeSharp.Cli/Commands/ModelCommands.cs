@@ -255,9 +255,9 @@ internal static class ModelCommands
                 }
                 else if (file is not null)
                 {
-                    var windows = DatasetWindows(model, file, bos, parse.GetValue(MeanTokens));
-                    tokens.Add(windows);
-                    _meanOverRead = $"{windows.shape[0]} window{(windows.shape[0] == 1 ? "" : "s")} of {windows.shape[1]} tokens: {windows.numel()} tokens";
+                    var (batches, windows, ctx) = DatasetWindows(model, file, bos, parse.GetValue(MeanTokens));
+                    tokens.AddRange(batches);
+                    _meanOverRead = $"{windows} window{(windows == 1 ? "" : "s")} of {ctx} tokens: {windows * ctx} tokens";
                 }
                 tokens.AddRange((parse.GetValue(MeanPrompts) ?? []).Select(t => PromptTokens(model, t, bos, "--mean-prompt")));
                 var detached = HeadAblation.MeanZ(model, heads, tokens, modelHooks, "--ablate-head");
@@ -288,16 +288,21 @@ internal static class ModelCommands
         /// <summary>A <c>--mean-over</c> text dataset as token windows [windows, ctx], read by the one dataset reader
         /// (<see cref="SaeSharp.Data.TokenWindows.FromPath"/>, as <c>--dataset</c>): windows of 128 tokens (n_ctx, or
         /// <paramref name="maxTokens"/>, when smaller), BOS first unless <paramref name="bos"/> is false, as many whole windows
-        /// as fit <paramref name="maxTokens"/>; fewer tokens than one window is refused naming the file.</summary>
-        private static Tensor DatasetWindows(HookedTransformer model, string path, bool bos, long maxTokens)
+        /// as fit <paramref name="maxTokens"/>, in batches of <see cref="MeanBatchWindows"/> (one run each); fewer tokens than one
+        /// window is refused naming the file.</summary>
+        private static (List<Tensor> Batches, long Windows, int Ctx) DatasetWindows(HookedTransformer model, string path, bool bos, long maxTokens)
         {
             int ctx = (int)Math.Min(Math.Min(128, model.Config.NCtx), maxTokens);
             if (bos && ctx < 2) throw new SaeSharpException($"--mean-tokens {maxTokens}: a window of BOS and at least one token needs 2");
             var rows = SaeSharp.Data.TokenWindows.FromPath(path, model.Tokenizer, ctx, bos).Take((int)Math.Min(int.MaxValue, maxTokens / ctx)).ToList();
             if (rows.Count == 0)
                 throw new SaeSharpException($"--mean-over {path}: fewer tokens than one window of {ctx} (with BOS first); give a longer text or a smaller --mean-tokens");
-            return tensor(rows.SelectMany(r => r).ToArray(), [rows.Count, ctx]);
+            var batches = rows.Chunk(MeanBatchWindows).Select(c => tensor(c.SelectMany(r => r).ToArray(), [c.Length, ctx])).ToList();
+            return (batches, rows.Count, ctx);
         }
+
+        /// <summary>Windows of a <c>--mean-over</c> text dataset run at once: a large <c>--mean-tokens</c> takes time, not memory.</summary>
+        private const int MeanBatchWindows = 16;
 
         /// <summary>"L0H8 zero-ablated (hook_z at every position)" for the heads given, where and over what.</summary>
         public string Describe(ParseResult parse)

@@ -11,8 +11,9 @@ namespace SaeSharp.Tests.Interventions;
 /// mean computed by hand over those windows; the token-file form is unchanged; bad input is refused naming the flag and file.</summary>
 public class MeanOverDatasetTests : ModelTestBase
 {
-    // One document of more than 30 GPT-2 tokens.
-    private const string Document = "When Mary and John went to the store, John gave a drink to Mary. Then the cat sat on the mat, and the dog ran to the park with a ball.";
+    // One document of more than 17 × 15 GPT-2 tokens.
+    private static readonly string Document = string.Join(" ", Enumerable.Repeat(
+        "When Mary and John went to the store, John gave a drink to Mary. Then the cat sat on the mat, and the dog ran to the park with a ball.", 8));
 
     [Fact]
     public void Mean_over_a_text_dataset_is_the_heads_mean_z_over_its_windows_computed_by_hand()
@@ -27,12 +28,12 @@ public class MeanOverDatasetTests : ModelTestBase
         File.WriteAllText(txt, Document + "\n");
         File.WriteAllText(jsonl, System.Text.Json.JsonSerializer.Serialize(new { text = Document }) + "\n");
 
-        // By hand: windows of n_ctx = 16 tokens, each BOS then the next 15 of the document; --mean-tokens 40 takes 2 (32 tokens).
+        // By hand: windows of n_ctx = 16 tokens, each BOS then the next 15 of the document; --mean-tokens 280 takes 17 (272
+        // tokens), run as 16 windows and 1.
         long bos = model.Tokenizer.BosOrEosTokenId() ?? throw new InvalidOperationException("no BOS");
         var ids = model.Tokenizer.Encode(Document).Select(i => (long)i).ToArray();
-        Assert.True(ids.Length >= 30);
-        long[] window(int w) => [bos, .. ids.Skip(15 * w).Take(15)];
-        using var windows = tensor(window(0).Concat(window(1)).ToArray(), [2, 16]);
+        Assert.True(ids.Length >= 17 * 15);
+        using var windows = tensor(Enumerable.Range(0, 17).SelectMany(w => ids.Skip(15 * w).Take(15).Prepend(bos)).ToArray(), [17, 16]);
         string z = model.HookPoints.Blocks[1].Z;
         using var refRun = model.RunWithCache(windows, [z]);
         using var mean64 = refRun.Cache[z].select(2, 2).to(ScalarType.Float64).mean([0, 1]);
@@ -48,9 +49,9 @@ public class MeanOverDatasetTests : ModelTestBase
         {
             string output = Sub($"{Path.GetFileName(data)}.out.safetensors");
             var (exit, stdout, err) = CliRunner.Run("model", "run", "--model", dir, "--input", input, "--out", output,
-                "--ablate-head", "1.2", "--ablate-head-mode", "mean", "--mean-over", data, "--mean-tokens", "40");
+                "--ablate-head", "1.2", "--ablate-head-mode", "mean", "--mean-over", data, "--mean-tokens", "280");
             Assert.True(exit == 0, err);
-            Assert.Contains($"L1H2 mean-ablated (hook_z at every position; mean over {data} (2 windows of 16 tokens: 32 tokens))", stdout.ReplaceLineEndings(" "));
+            Assert.Contains($"L1H2 mean-ablated (hook_z at every position; mean over {data} (17 windows of 16 tokens: 272 tokens))", stdout.ReplaceLineEndings(" "));
             var saved = SaeSharp.IO.SafeTensors.Load(output);
             Assert.True(saved["logits"].allclose(expected, rtol: 1e-4, atol: 1e-5), data);
             foreach (var t in saved.Values) t.Dispose();
