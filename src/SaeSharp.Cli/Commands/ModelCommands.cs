@@ -171,8 +171,21 @@ internal static class ModelCommands
         };
         public readonly Option<string?> MeanOver = new("--mean-over")
         {
-            Description = "--ablate-head-mode mean: the head's mean z over the tokens [batch, seq] of this safetensors file (as --input), in the model's own run (no --sae), not over the run itself",
+            Description = "--ablate-head-mode mean: the head's mean z over the tokens [batch, seq] of this safetensors file (as --input), or over a text dataset " +
+                          "(.txt, .jsonl, .parquet, a folder of them or hf:ORG/NAME[:SPLIT], as --dataset) tokenized by the model, in the model's own run " +
+                          "(no --sae), not over the run itself",
         };
+        public readonly Option<long> MeanTokens = new Option<long>("--mean-tokens")
+        {
+            Description = "--mean-over a text dataset: at most this many of its tokens, in windows of 128 (n_ctx when smaller) as SAELens's ActivationsStore cuts them",
+            DefaultValueFactory = _ => DefaultMeanTokens,
+        }.Positive();
+
+        /// <summary>The default of <c>--mean-tokens</c>.</summary>
+        public const long DefaultMeanTokens = 8192;
+
+        /// <summary>What the last <see cref="Hooks"/> took of a <c>--mean-over</c> text dataset, for <see cref="Describe"/>.</summary>
+        private string? _meanOverRead;
         public readonly Option<string[]> MeanPrompts = new("--mean-prompt")
         {
             Description = "--ablate-head-mode mean: the head's mean z over this prompt's tokens (repeatable; with --mean-over too), not over the run itself",
@@ -187,6 +200,7 @@ internal static class ModelCommands
             c.Options.Add(Mode);
             c.Options.Add(Positions);
             c.Options.Add(MeanOver);
+            c.Options.Add(MeanTokens);
             c.Options.Add(MeanPrompts);
         }
 
@@ -194,8 +208,11 @@ internal static class ModelCommands
         public bool Given(ParseResult parse)
         {
             bool any = (parse.GetValue(Heads)?.Length ?? 0) > 0;
-            if (!any) Cli.RefuseGiven(parse, "how and where --ablate-head ablates its heads; give --ablate-head", Mode, Positions, MeanOver, MeanPrompts);
-            else if (parse.GetValue(Mode) != "mean") Cli.RefuseGiven(parse, "the reference set of a mean ablation; give --ablate-head-mode mean", MeanOver, MeanPrompts);
+            if (!any) Cli.RefuseGiven(parse, "how and where --ablate-head ablates its heads; give --ablate-head", Mode, Positions, MeanOver, MeanTokens, MeanPrompts);
+            else if (parse.GetValue(Mode) != "mean") Cli.RefuseGiven(parse, "the reference set of a mean ablation; give --ablate-head-mode mean", MeanOver, MeanTokens, MeanPrompts);
+            else if (parse.GetValue(MeanOver) is not { } over || IsTokenFile(over))
+                Cli.RefuseGiven(parse, "how many tokens of a --mean-over text dataset are read; a safetensors file of token ids is read whole", MeanTokens);
+            else if (!SaeSharp.Data.TextDataset.Exists(over)) throw new SaeSharpException($"--mean-over {over}: no such file or folder");
             return any;
         }
 
@@ -230,10 +247,17 @@ internal static class ModelCommands
             if (Reference(parse))
             {
                 var tokens = new List<Tensor>();
-                if (parse.GetValue(MeanOver) is { } file)
+                var file = parse.GetValue(MeanOver);
+                if (file is not null && IsTokenFile(file))
                 {
                     tokens.Add(InterventionCommands.ReadTokens(file));
                     InterventionCommands.RefuseIdsOutsideVocabulary("--mean-over", file, tokens[0], model.Config.DVocab);
+                }
+                else if (file is not null)
+                {
+                    var (batches, windows, ctx) = DatasetWindows(model, file, bos, parse.GetValue(MeanTokens));
+                    tokens.AddRange(batches);
+                    _meanOverRead = $"{windows} window{(windows == 1 ? "" : "s")} of {ctx} tokens: {windows * ctx} tokens";
                 }
                 tokens.AddRange((parse.GetValue(MeanPrompts) ?? []).Select(t => PromptTokens(model, t, bos, "--mean-prompt")));
                 var detached = HeadAblation.MeanZ(model, heads, tokens, modelHooks, "--ablate-head");
@@ -258,11 +282,33 @@ internal static class ModelCommands
 
         private bool Reference(ParseResult parse) => parse.GetValue(MeanOver) is not null || (parse.GetValue(MeanPrompts)?.Length ?? 0) > 0;
 
+        /// <summary>A <c>--mean-over</c> of token ids (a <c>.safetensors</c> file, as <c>--input</c>) rather than a text dataset.</summary>
+        private static bool IsTokenFile(string path) => path.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase);
+
+        /// <summary>A <c>--mean-over</c> text dataset as token windows [windows, ctx], read by the one dataset reader
+        /// (<see cref="SaeSharp.Data.TokenWindows.FromPath"/>, as <c>--dataset</c>): windows of 128 tokens (n_ctx, or
+        /// <paramref name="maxTokens"/>, when smaller), BOS first unless <paramref name="bos"/> is false, as many whole windows
+        /// as fit <paramref name="maxTokens"/>, in batches of <see cref="MeanBatchWindows"/> (one run each); fewer tokens than one
+        /// window is refused naming the file.</summary>
+        private static (List<Tensor> Batches, long Windows, int Ctx) DatasetWindows(HookedTransformer model, string path, bool bos, long maxTokens)
+        {
+            int ctx = (int)Math.Min(Math.Min(128, model.Config.NCtx), maxTokens);
+            if (bos && ctx < 2) throw new SaeSharpException($"--mean-tokens {maxTokens}: a window of BOS and at least one token needs 2");
+            var rows = SaeSharp.Data.TokenWindows.FromPath(path, model.Tokenizer, ctx, bos).Take((int)Math.Min(int.MaxValue, maxTokens / ctx)).ToList();
+            if (rows.Count == 0)
+                throw new SaeSharpException($"--mean-over {path}: fewer tokens than one window of {ctx} (with BOS first); give a longer text or a smaller --mean-tokens");
+            var batches = rows.Chunk(MeanBatchWindows).Select(c => tensor(c.SelectMany(r => r).ToArray(), [c.Length, ctx])).ToList();
+            return (batches, rows.Count, ctx);
+        }
+
+        /// <summary>Windows of a <c>--mean-over</c> text dataset run at once: a large <c>--mean-tokens</c> takes time, not memory.</summary>
+        private const int MeanBatchWindows = 16;
+
         /// <summary>"L0H8 zero-ablated (hook_z at every position)" for the heads given, where and over what.</summary>
         public string Describe(ParseResult parse)
         {
             var over = new List<string>();
-            if (parse.GetValue(MeanOver) is { } f) over.Add(f);
+            if (parse.GetValue(MeanOver) is { } f) over.Add(_meanOverRead is null ? f : $"{f} ({_meanOverRead})");
             int prompts = parse.GetValue(MeanPrompts)?.Length ?? 0;
             if (prompts > 0) over.Add($"{prompts} --mean-prompt{(prompts == 1 ? "" : "s")}");
             string where = parse.GetValue(Positions) is { } p ? $"hook_z at positions {string.Join(",", ParsedPositions(parse)!)}" : "hook_z at every position";
@@ -1156,7 +1202,7 @@ internal static class ModelCommands
         var pattern = new Option<string?>("--pattern")
         {
             Description = "With --prompt/--input: a detection pattern of one's own instead of the three built-in ones (detect_head(detection_pattern=tensor)): " +
-                          "a JSON file of [seq][seq] numbers, lower triangular (row: query, column: key), seq the prompts' token count",
+                          "a JSON file of [seq][seq] numbers or a .npy float32/float64 [seq, seq] array, lower triangular (row: query, column: key), seq the prompts' token count",
         };
         var headList = new Option<string?>("--heads") { Description = "With --prompt/--input: score only these heads, L.H separated by commas (0.1,3.4); the others show –" };
         var excludeBos = new Option<bool>("--exclude-bos") { Description = "With --prompt: ignore the attention to the first token" };
@@ -1291,14 +1337,19 @@ internal static class ModelCommands
         return (tokens, texts.Length == 1 ? "a --prompt" : "--prompt");
     }
 
-    /// <summary><c>--pattern FILE</c>: a JSON array of rows of numbers, square, finite, as a float64 [seq, seq] tensor, and
-    /// whether it holds only 0s and 1s.</summary>
+    /// <summary><c>--pattern FILE</c>: a JSON array of rows of numbers, or a NumPy <c>.npy</c> float32/float64 [seq, seq]
+    /// array (<c>numpy.save</c>), square, finite, lower triangular, as a float64 [seq, seq] tensor, and whether it holds only
+    /// 0s and 1s.</summary>
     private static (Tensor Pattern, bool Binary) ReadDetectionPattern(string path)
     {
-        string json = ReadTextFile("--pattern", path);
         double[][]? rows;
-        try { rows = JsonSerializer.Deserialize<double[][]>(json); }
-        catch (JsonException e) { throw new SaeSharpException($"--pattern {path}: not a JSON array of rows of numbers ([[1, 0], [1, 0]]): {e.Message}"); }
+        if (path.EndsWith(".npy", StringComparison.OrdinalIgnoreCase)) rows = ReadNpyPattern(path);
+        else
+        {
+            string json = ReadTextFile("--pattern", path);
+            try { rows = JsonSerializer.Deserialize<double[][]>(json); }
+            catch (JsonException e) { throw new SaeSharpException($"--pattern {path}: not a JSON array of rows of numbers ([[1, 0], [1, 0]]) nor a .npy file: {e.Message}"); }
+        }
         if (rows is null || rows.Length == 0) throw new SaeSharpException($"--pattern {path}: no rows; write [seq][seq] numbers");
         int n = rows.Length;
         for (int i = 0; i < n; i++)
@@ -1312,6 +1363,30 @@ internal static class ModelCommands
                     throw new SaeSharpException($"--pattern {path}: row {i} column {k} is {rows[i][k].ToString(CultureInfo.InvariantCulture)}, above the diagonal; " +
                                                 "a detection pattern is lower triangular (row: query, column: key; a query attends to no later key)");
         return (tensor(rows.SelectMany(r => r).ToArray(), [n, n]), rows.SelectMany(r => r).All(v => v is 0 or 1));
+    }
+
+    /// <summary>A <c>--pattern FILE.npy</c>: a float32 or float64 2-d array (numpy's .npy, read by <see cref="Npy"/>) as rows;
+    /// other dtypes or shapes named with the file.</summary>
+    private static double[][] ReadNpyPattern(string path)
+    {
+        if (Directory.Exists(path)) throw new SaeSharpException($"--pattern {path}: is a folder; give a file");
+        if (!File.Exists(path)) throw new SaeSharpException($"--pattern {path}: no such file");
+        Tensor array;
+        try { array = Npy.Load(path); }
+        catch (SaeSharpException e) { throw new SaeSharpException($"--pattern {e.Message}"); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new SaeSharpException($"--pattern {path}: cannot be read ({e.Message})"); }
+        using (array)
+        {
+            if (array.dtype is not (ScalarType.Float32 or ScalarType.Float64))
+                throw new SaeSharpException($"--pattern {path}: a .npy array of {array.dtype.ToString().ToLowerInvariant()}; a detection pattern is float32 or float64 (numpy.save of a float array)");
+            if (array.dim() != 2 || array.shape[0] != array.shape[1])
+                throw new SaeSharpException($"--pattern {path}: a .npy array of shape ({string.Join(", ", array.shape)}); a detection pattern is square, [seq, seq]");
+            int n = (int)array.shape[0];
+            using var f64 = array.to(ScalarType.Float64);
+            using var contiguous = f64.contiguous();
+            var flat = contiguous.data<double>().ToArray();
+            return [.. Enumerable.Range(0, n).Select(q => flat.AsSpan(q * n, n).ToArray())];
+        }
     }
 
     /// <summary>The text of the file <paramref name="path"/> given as <paramref name="flag"/>; a missing file, a folder or an
@@ -1435,8 +1510,12 @@ internal static class ModelCommands
     {
         var model = ModelOption();
         var revision = ModelSource.RevisionOption();
-        var prompt = new Option<string?>("--prompt") { Description = "Prompt text" };
-        var input = TokenInputOption("[1, seq] (one prompt), instead of --prompt");
+        var prompt = new Option<string[]>("--prompt")
+        {
+            Description = "Prompt text (repeatable: one page with a prompt selector)",
+            AllowMultipleArgumentsPerToken = false,
+        };
+        var input = TokenInputOption("[batch, seq] (a prompt per row), instead of --prompt");
         var layer = new Option<string>("--layer")
         {
             Description = "The layers whose attention patterns are shown (blocks.L.attn.hook_pattern), a section each: L, L1,L2,... or all",
@@ -1461,37 +1540,43 @@ internal static class ModelCommands
             string path = parse.GetValue(html)!;
             double limit = parse.GetValue(maxMb);
             if (!(limit > 0)) throw new SaeSharpException($"--max-page-mb {limit.ToString(CultureInfo.InvariantCulture)}: give a positive number of megabytes");
-            var text = PromptOrInput(parse, prompt, input, noBos);
+            var texts = PromptOrInput(parse, prompt, input, noBos);
             OutputGuard.RefuseBadOutputFile("--html", path, "attention.html", [new CommandInput("--model", parse.GetValue(model)!, InputKind.Folder),
                 .. parse.GetValue(input) is { } i ? [new CommandInput("--input", i, InputKind.Whole)] : Array.Empty<CommandInput>()]);
             using var m = ModelSource.LoadModel(ModelSource.ModelAt(parse, model, revision), parse.GetValue(dtype)!);
             using var scope = NewDisposeScope();
             var layers = AttentionLayers(parse.GetValue(layer)!, m.Config.NLayers);
-            Tensor tokens;
+            // Each prompt [1, seq] with what it is: its text, or its row of --input (rows of one file share a length).
+            var prompts = new List<(Tensor Tokens, string Label)>();
             string what;
-            if (text is not null)
+            if (texts is not null)
             {
-                tokens = PromptTokens(m, text, !parse.GetValue(noBos), "--prompt");
-                what = text;
+                prompts.AddRange(texts.Select(t => (PromptTokens(m, t, !parse.GetValue(noBos), "--prompt"), t)));
+                what = texts.Length == 1 ? texts[0] : $"{texts.Length} prompts";
             }
             else
             {
-                tokens = InterventionCommands.ReadTokens(parse.GetValue(input)!);
-                if (tokens.shape[0] != 1)
-                    throw new SaeSharpException($"--input {parse.GetValue(input)}: 'tokens' holds {tokens.shape[0]} rows; the page shows one prompt ([1, seq])");
-                InterventionCommands.RefuseIdsOutsideVocabulary("--input", parse.GetValue(input)!, tokens, m.Config.DVocab);
-                what = $"{parse.GetValue(input)} ({tokens.shape[1]} tokens)";
+                string file = parse.GetValue(input)!;
+                var all = InterventionCommands.ReadTokens(file);
+                InterventionCommands.RefuseIdsOutsideVocabulary("--input", file, all, m.Config.DVocab);
+                long rows = all.shape[0];
+                prompts.AddRange(Enumerable.Range(0, (int)rows).Select(r => (all.narrow(0, r, 1), rows == 1 ? file : $"{file} row {r}")));
+                what = $"{file} ({(rows == 1 ? "" : $"{rows} rows of ")}{all.shape[1]} tokens)";
             }
             var heads = parse.GetValue(head) is { Length: > 0 } hs ? hs.Distinct().ToList() : null;
             int headCount = heads?.Count ?? m.Config.NHeads;
-            SaeSharp.Analysis.AttentionPage.RefuseOversized(SaeSharp.Analysis.AttentionPage.MinimumBytes(layers.Count, headCount, tokens.shape[1]),
-                limit, layers.Count, headCount, tokens.shape[1], estimated: true);
-            var patterns = SaeSharp.Analysis.AttentionPage.Collect(m, tokens, layers, heads);
-            SaeSharp.Analysis.AttentionPage.Write(path, patterns, $"{m.Config.ModelName}: {what}", limit);
+            long longest = prompts.Max(p => p.Tokens.shape[1]);
+            SaeSharp.Analysis.AttentionPage.RefuseOversized(prompts.Sum(p => SaeSharp.Analysis.AttentionPage.MinimumBytes(layers.Count, headCount, p.Tokens.shape[1])),
+                limit, layers.Count, headCount, longest, estimated: true, prompts.Count);
+            var pages = prompts.Select(p => new SaeSharp.Analysis.AttentionPrompt(p.Label, SaeSharp.Analysis.AttentionPage.Collect(m, p.Tokens, layers, heads))).ToList();
+            SaeSharp.Analysis.AttentionPage.Write(path, pages, $"{m.Config.ModelName}: {what}", limit);
             // The page holds layers × heads × tokens² numbers: its size said, as a long prompt makes it tens of megabytes.
+            var counts = pages.Select(p => p.Layers[0].Tokens.Count).ToList();
+            string tokenCount = counts.Count == 1 ? $"{counts[0]} token{(counts[0] == 1 ? "" : "s")}"
+                : $"{counts.Count} prompts of {(counts.Min() == counts.Max() ? $"{counts[0]}" : $"{counts.Min()} to {counts.Max()}")} tokens";
             Console.WriteLine($"wrote {path} ({(layers.Count == 1 ? "" : $"{layers.Count} layers × ")}{headCount} head{(headCount == 1 ? "" : "s")}, " +
-                              $"{patterns[0].Tokens.Count} token{(patterns[0].Tokens.Count == 1 ? "" : "s")}, {HostMemory.Format(new FileInfo(path).Length)})");
-            if (PastContextNote(m, patterns[0].Tokens.Count) is { } past) Cli.ErrorLine($"note: {past}");
+                              $"{tokenCount}, {HostMemory.Format(new FileInfo(path).Length)})");
+            if (PastContextNote(m, counts.Max()) is { } past) Cli.ErrorLine($"note: {past}");
             return 0;
         });
         return command;
@@ -1501,14 +1586,14 @@ internal static class ModelCommands
     private static Option<string?> TokenInputOption(string shape) =>
         new("--input") { Description = $"safetensors file holding an int64 tensor 'tokens' {shape}, as sae model run --input takes it" };
 
-    /// <summary>The <c>--prompt</c> text, or null when <c>--input</c> gives the tokens (then <c>--no-prepend-bos</c> is refused:
+    /// <summary>The <c>--prompt</c> texts, or null when <c>--input</c> gives the tokens (then <c>--no-prepend-bos</c> is refused:
     /// the ids are used as they are); exactly one of the two.</summary>
-    private static string? PromptOrInput(ParseResult parse, Option<string?> prompt, Option<string?> input, Option<bool> noBos)
+    private static string[]? PromptOrInput(ParseResult parse, Option<string[]> prompt, Option<string?> input, Option<bool> noBos)
     {
-        var text = parse.GetValue(prompt);
-        if ((text is null) == (parse.GetValue(input) is null)) throw new SaeSharpException("give either --prompt (text) or --input (a safetensors file of token ids)");
-        if (text is null) Cli.RefuseGiven(parse, "for a --prompt's tokens; --input's token ids are used as they are", noBos);
-        return text;
+        var texts = parse.GetValue(prompt) is { Length: > 0 } t ? t : null;
+        if ((texts is null) == (parse.GetValue(input) is null)) throw new SaeSharpException("give either --prompt (text) or --input (a safetensors file of token ids)");
+        if (texts is null) Cli.RefuseGiven(parse, "for a --prompt's tokens; --input's token ids are used as they are", noBos);
+        return texts;
     }
 
     /// <summary><c>--layer</c> of <c>attention</c>: <c>L</c>, <c>L1,L2,...</c> (in that order, each once) or <c>all</c>.</summary>

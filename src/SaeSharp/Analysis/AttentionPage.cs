@@ -10,6 +10,9 @@ namespace SaeSharp.Analysis;
 /// <summary>One layer's attention patterns on one prompt: per head shown, pattern[query][key] as <c>hook_pattern</c> holds it.</summary>
 public sealed record AttentionPatterns(string Hook, int Layer, IReadOnlyList<int> Heads, IReadOnlyList<string> Tokens, float[][][] Patterns);
 
+/// <summary>One prompt of a page of several: what it is (its text, or the row of a file) and its layers' patterns.</summary>
+public sealed record AttentionPrompt(string Label, IReadOnlyList<AttentionPatterns> Layers);
+
 /// <summary>
 /// A self-contained HTML page of attention patterns in the spirit of circuitsvis's <c>attention_heads</c> and
 /// <c>attention_patterns</c> (the views of TransformerLens's Main Demo cells 24–25 and 48 and Exploratory Analysis Demo
@@ -67,14 +70,16 @@ public static class AttentionPage
     public static long MinimumBytes(int layers, int heads, long tokens) => 2L * layers * heads * tokens * tokens;
 
     /// <summary>Refuses a page of <paramref name="bytes"/> (<paramref name="estimated"/>: at least that many) over
-    /// <paramref name="maxMegabytes"/>, naming its size, what makes it and the options that narrow it.</summary>
-    public static void RefuseOversized(long bytes, double maxMegabytes, int layers, int heads, long tokens, bool estimated)
+    /// <paramref name="maxMegabytes"/>, naming its size, what makes it and the options that narrow it;
+    /// <paramref name="prompts"/> above 1: a page of several prompts, <paramref name="tokens"/> the longest one's.</summary>
+    public static void RefuseOversized(long bytes, double maxMegabytes, int layers, int heads, long tokens, bool estimated, int prompts = 1)
     {
         if (bytes <= maxMegabytes * 1024 * 1024) return;
+        string what = prompts == 1 ? $"{tokens}² tokens" : $"up to {tokens}² tokens, {prompts} prompts";
         throw new SaeSharpException($"--max-page-mb {maxMegabytes.ToString(CultureInfo.InvariantCulture)}: the attention page would be " +
                                     $"{(estimated ? "at least " : "")}{HostMemory.Format(bytes)} ({layers} layer{(layers == 1 ? "" : "s")} × " +
-                                    $"{heads} head{(heads == 1 ? "" : "s")} × {tokens}² tokens); narrow it with --layer, --head or a shorter " +
-                                    "prompt, or raise --max-page-mb");
+                                    $"{heads} head{(heads == 1 ? "" : "s")} × {what}); narrow it with --layer, --head or " +
+                                    $"{(prompts == 1 ? "a shorter prompt" : "fewer or shorter prompts")}, or raise --max-page-mb");
     }
 
     /// <summary>Writes the page (atomically), one section per entry of <paramref name="layers"/> (the same tokens);
@@ -83,13 +88,29 @@ public static class AttentionPage
     public static void Write(string path, IReadOnlyList<AttentionPatterns> layers, string title, double maxMegabytes = DefaultMaxMegabytes)
     {
         ArgumentNullException.ThrowIfNull(layers);
-        if (layers.Count == 0) throw new ArgumentException("attention page: no layer", nameof(layers));
-        var tokens = layers[0].Tokens;
-        if (layers.Any(l => !l.Tokens.SequenceEqual(tokens))) throw new ArgumentException("attention page: layers of different tokens", nameof(layers));
-        var data = new JsonObject
+        Write(path, [new AttentionPrompt(title, layers)], title, maxMegabytes);
+    }
+
+    /// <summary>Writes one page of several prompts (atomically), each with the same layers and heads: a prompt selector
+    /// above the sections switches every section to that prompt's tokens and patterns. The data embedded are
+    /// <c>{"prompts": [{"label", "tokens", "layers"}, ...]}</c>; a page of one prompt is the single-prompt page
+    /// (<c>{"tokens", "layers"}</c>, no selector).</summary>
+    public static void Write(string path, IReadOnlyList<AttentionPrompt> prompts, string title, double maxMegabytes = DefaultMaxMegabytes)
+    {
+        ArgumentNullException.ThrowIfNull(prompts);
+        if (prompts.Count == 0) throw new ArgumentException("attention page: no prompt", nameof(prompts));
+        var layers = prompts[0].Layers;
+        if (layers.Count == 0) throw new ArgumentException("attention page: no layer", nameof(prompts));
+        foreach (var p in prompts)
         {
-            ["tokens"] = new JsonArray(tokens.Select(t => (JsonNode?)DashboardWriter.Display(t)).ToArray()),
-            ["layers"] = new JsonArray(layers.Select(l => (JsonNode?)new JsonObject
+            if (p.Layers.Any(l => !l.Tokens.SequenceEqual(p.Layers[0].Tokens))) throw new ArgumentException("attention page: layers of different tokens", nameof(prompts));
+            if (p.Layers.Count != layers.Count || p.Layers.Zip(layers).Any(x => x.First.Layer != x.Second.Layer || !x.First.Heads.SequenceEqual(x.Second.Heads)))
+                throw new ArgumentException("attention page: prompts of different layers or heads", nameof(prompts));
+        }
+        static JsonObject Prompt(IReadOnlyList<AttentionPatterns> ls) => new()
+        {
+            ["tokens"] = new JsonArray(ls[0].Tokens.Select(t => (JsonNode?)DashboardWriter.Display(t)).ToArray()),
+            ["layers"] = new JsonArray(ls.Select(l => (JsonNode?)new JsonObject
             {
                 ["hook"] = l.Hook,
                 ["layer"] = l.Layer,
@@ -98,6 +119,21 @@ public static class AttentionPage
                     head.Select(row => (JsonNode?)new JsonArray(row.Select(v => (JsonNode?)v).ToArray())).ToArray())).ToArray()),
             }).ToArray()),
         };
+        JsonObject data;
+        if (prompts.Count == 1) data = Prompt(layers);
+        else
+        {
+            data = new JsonObject
+            {
+                ["prompts"] = new JsonArray(prompts.Select(p =>
+                {
+                    var o = new JsonObject { ["label"] = p.Label };
+                    foreach (var kv in Prompt(p.Layers).ToList()) { o[kv.Key] = kv.Value?.DeepClone(); }
+                    return (JsonNode?)o;
+                }).ToArray()),
+            };
+        }
+        var tokens = layers[0].Tokens;
         var sb = new StringBuilder();
         string heading = layers.Count == 1 ? layers[0].Hook : $"Attention patterns of {layers.Count} layers";
         sb.Append("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Attention patterns</title><style>").Append(Css)
@@ -106,6 +142,9 @@ public static class AttentionPage
           .Append("<p class=\"note\">Rows: destination (query) tokens; columns: source (key) tokens. Pick a head; hover a cell for its ")
           .Append("value, a row's token for what it attends to, a column's token for what attends to it; click a token to hold it. ")
           .Append("\"all heads\" colours the tokens by every head at once, each head in the colour under its thumbnail.</p>");
+        if (prompts.Count > 1)
+            sb.Append("<p class=\"prompts\"><label>prompt <select id=\"prompt-pick\"></select></label> <span class=\"note\">")
+              .Append(prompts.Count.ToString(CultureInfo.InvariantCulture)).Append(" prompts; every section shows the one picked</span></p>");
         foreach (var l in layers)
         {
             string layer = l.Layer.ToString(CultureInfo.InvariantCulture);
@@ -121,7 +160,8 @@ public static class AttentionPage
         sb.Append("<script id=\"attention-data\" type=\"application/json\">").Append(DashboardWriter.ScriptJson(data)).Append("</script>")
           .Append("<script>").Append(Js).Append("</script></body></html>");
         string page = sb.ToString();
-        RefuseOversized(Encoding.UTF8.GetByteCount(page), maxMegabytes, layers.Count, layers.Max(l => l.Heads.Count), tokens.Count, estimated: false);
+        RefuseOversized(Encoding.UTF8.GetByteCount(page), maxMegabytes, layers.Count, layers.Max(l => l.Heads.Count),
+            prompts.Max(p => p.Layers[0].Tokens.Count), estimated: false, prompts.Count);
         AtomicFile.WriteAllText(path, page);
     }
 
@@ -139,7 +179,8 @@ public static class AttentionPage
         ".grid th.hl{background:#ffe9a8}.side{flex:1;min-width:220px;max-width:420px}.info{font-size:13px;margin-bottom:8px;min-height:2.6em}" +
         ".side label{font-size:13px}.tokens{margin-top:10px;line-height:1.9;font-family:monospace;font-size:13px}" +
         ".tokens span{display:inline-block;white-space:pre;padding:1px 2px;margin:1px;border:1px solid #eee;border-radius:3px;cursor:pointer}" +
-        ".tokens span.hov{outline:2px solid #222}.tokens span.held{outline:2px solid #c00}";
+        ".tokens span.hov{outline:2px solid #222}.tokens span.held{outline:2px solid #c00}" +
+        ".prompts{font-size:14px}.prompts select{font-family:monospace;font-size:13px;max-width:80vw}";
 
     /// <summary>One view per section: <c>blue(v)</c> shades one head's value white → blue; with "all heads" each head i
     /// takes away v·(255 − its colour) from white, channel by channel (its colour: <c>palette[i % 10]</c>, d3's category10).
@@ -147,7 +188,7 @@ public static class AttentionPage
     private const string Js = """
         (function(){
           const d = JSON.parse(document.getElementById('attention-data').textContent);
-          const n = d.tokens.length;
+          const prompts = d.prompts ?? [{ label: null, tokens: d.tokens, layers: d.layers }];
           const palette = ['#1f77b4','#ff7f0e','#2ca02c','#d62728','#9467bd','#8c564b','#e377c2','#7f7f7f','#bcbd22','#17becf'];
           const rgb = h => [1, 3, 5].map(i => parseInt(h.slice(i, i + 2), 16));
           const clamp = v => Math.min(1, Math.max(0, v));
@@ -155,13 +196,24 @@ public static class AttentionPage
           const mix = vs => { const c = [255, 255, 255]; vs.forEach((v, i) => { const h = rgb(palette[i % 10]); for (let ch = 0; ch < 3; ch++) c[ch] -= clamp(v) * (255 - h[ch]); });
                               return `rgb(${c.map(x => Math.round(Math.max(0, x))).join(', ')})`; };
           const fmt = v => v.toFixed(4);
-          document.querySelectorAll('section.layer').forEach((root, li) => view(root, d.layers[li]));
-          function view(root, L) {
+          const sections = document.querySelectorAll('section.layer'), promptPick = document.getElementById('prompt-pick');
+          const show = p => sections.forEach((root, li) => view(root, prompts[p].layers[li], prompts[p].tokens));
+          if (promptPick) {
+            prompts.forEach((p, i) => { const o = document.createElement('option'); o.value = String(i);
+              o.textContent = `${i + 1}: ${p.label.length > 90 ? p.label.slice(0, 87) + '...' : p.label} (${p.tokens.length} tokens)`; promptPick.appendChild(o); });
+            promptPick.onchange = () => show(+promptPick.value);
+          }
+          show(0);
+          // Draws one section for one prompt; called again (the section emptied) when another prompt is picked, keeping the
+          // picked head and mode.
+          function view(root, L, tokens) {
             const $ = s => root.querySelector(s);
             const grid = $('.grid'), info = $('.info'), pick = $('.pick'), headsDiv = $('.heads'), tokenDiv = $('.tokens');
-            let sel = 0, held = null, last = { pos: n - 1, by: false };
+            const n = tokens.length, kept = pick.value;
+            headsDiv.textContent = ''; pick.textContent = ''; tokenDiv.textContent = ''; grid.textContent = '';
+            let sel = kept && kept !== 'all' ? +kept : 0, held = null, last = { pos: n - 1, by: mode() };
             const name = i => `L${L.layer}H${L.heads[i]}`;
-            const mode = () => root.querySelector('input.mode:checked').value === 'by';
+            function mode() { return root.querySelector('input.mode:checked').value === 'by'; }
             L.heads.forEach((h, i) => {
               const b = document.createElement('div'); b.className = 'head'; b.dataset.head = h;
               const cv = document.createElement('canvas'); cv.width = n; cv.height = n;
@@ -178,9 +230,10 @@ public static class AttentionPage
               const o = document.createElement('option'); o.value = String(i); o.textContent = name(i); pick.appendChild(o);
             });
             const all = document.createElement('option'); all.value = 'all'; all.textContent = 'all heads'; pick.appendChild(all);
+            pick.value = kept === 'all' ? 'all' : String(sel);
             pick.onchange = () => { if (pick.value !== 'all') { sel = +pick.value; render(); } else shade(last.pos, last.by); };
             root.querySelectorAll('input.mode').forEach(r => r.onchange = () => shade(last.pos, mode()));
-            const spans = d.tokens.map((t, j) => {
+            const spans = tokens.map((t, j) => {
               const s = document.createElement('span'); s.textContent = t; s.title = `position ${j}`; tokenDiv.appendChild(s);
               s.onmouseenter = () => hover(j, mode());
               s.onclick = () => hold(j, mode());
@@ -200,7 +253,7 @@ public static class AttentionPage
                 s.title = `position ${j}: ` + shown.map((i, x) => (every ? name(i) + ' ' : '') + fmt(vs[x])).join(', ');
               });
               const heads = every ? `all ${L.heads.length} heads of layer ${L.layer}` : `head ${name(sel)}`;
-              info.textContent = (by ? `What attends to “${d.tokens[pos]}” (${pos}), ` : `What “${d.tokens[pos]}” (${pos}) attends to, `) + heads +
+              info.textContent = (by ? `What attends to “${tokens[pos]}” (${pos}), ` : `What “${tokens[pos]}” (${pos}) attends to, `) + heads +
                                  (held === null ? '' : ' (held: click it again to let go)');
             }
             function render() {
@@ -208,15 +261,15 @@ public static class AttentionPage
               const p = L.patterns[sel];
               grid.textContent = '';
               const head = grid.insertRow(); head.appendChild(document.createElement('th'));
-              d.tokens.forEach((t, k) => { const th = document.createElement('th'); th.className = 'k'; th.textContent = t;
+              tokens.forEach((t, k) => { const th = document.createElement('th'); th.className = 'k'; th.textContent = t;
                 th.onmouseenter = () => hover(k, true); th.onclick = () => hold(k, true); head.appendChild(th); });
               for (let q = 0; q < n; q++) {
                 const tr = grid.insertRow(), th = document.createElement('th');
-                th.className = 'q'; th.textContent = d.tokens[q]; th.onmouseenter = () => hover(q, false); th.onclick = () => hold(q, false); tr.appendChild(th);
+                th.className = 'q'; th.textContent = tokens[q]; th.onmouseenter = () => hover(q, false); th.onclick = () => hold(q, false); tr.appendChild(th);
                 for (let k = 0; k < n; k++) {
                   const td = tr.insertCell(); td.className = 'c'; td.style.background = blue(p[q][k]);
                   td.onmouseenter = () => {
-                    info.textContent = `“${d.tokens[q]}” (${q}) → “${d.tokens[k]}” (${k}): ${fmt(p[q][k])}`;
+                    info.textContent = `“${tokens[q]}” (${q}) → “${tokens[k]}” (${k}): ${fmt(p[q][k])}`;
                     grid.querySelectorAll('th.hl').forEach(e => e.classList.remove('hl'));
                     th.classList.add('hl'); head.cells[k + 1].classList.add('hl');
                   };
