@@ -181,6 +181,11 @@ internal static class ModelCommands
             DefaultValueFactory = _ => DefaultMeanTokens,
         }.Positive();
 
+        public readonly Option<string?> MeanTextField = new("--mean-text-field")
+        {
+            Description = "--mean-over a text dataset: the jsonl field / parquet column holding the text (default: as SAELens, tokens/input_ids, else text, else problem)",
+        };
+
         /// <summary>The default of <c>--mean-tokens</c>.</summary>
         public const long DefaultMeanTokens = 8192;
 
@@ -201,6 +206,7 @@ internal static class ModelCommands
             c.Options.Add(Positions);
             c.Options.Add(MeanOver);
             c.Options.Add(MeanTokens);
+            c.Options.Add(MeanTextField);
             c.Options.Add(MeanPrompts);
         }
 
@@ -208,10 +214,10 @@ internal static class ModelCommands
         public bool Given(ParseResult parse)
         {
             bool any = (parse.GetValue(Heads)?.Length ?? 0) > 0;
-            if (!any) Cli.RefuseGiven(parse, "how and where --ablate-head ablates its heads; give --ablate-head", Mode, Positions, MeanOver, MeanTokens, MeanPrompts);
-            else if (parse.GetValue(Mode) != "mean") Cli.RefuseGiven(parse, "the reference set of a mean ablation; give --ablate-head-mode mean", MeanOver, MeanTokens, MeanPrompts);
+            if (!any) Cli.RefuseGiven(parse, "how and where --ablate-head ablates its heads; give --ablate-head", Mode, Positions, MeanOver, MeanTokens, MeanTextField, MeanPrompts);
+            else if (parse.GetValue(Mode) != "mean") Cli.RefuseGiven(parse, "the reference set of a mean ablation; give --ablate-head-mode mean", MeanOver, MeanTokens, MeanTextField, MeanPrompts);
             else if (parse.GetValue(MeanOver) is not { } over || IsTokenFile(over))
-                Cli.RefuseGiven(parse, "how many tokens of a --mean-over text dataset are read; a safetensors file of token ids is read whole", MeanTokens);
+                Cli.RefuseGiven(parse, "how a --mean-over text dataset is read; a safetensors file of token ids is read whole", MeanTokens, MeanTextField);
             else if (!SaeSharp.Data.TextDataset.Exists(over)) throw new SaeSharpException($"--mean-over {over}: no such file or folder");
             return any;
         }
@@ -255,7 +261,7 @@ internal static class ModelCommands
                 }
                 else if (file is not null)
                 {
-                    var (batches, windows, ctx) = DatasetWindows(model, file, bos, parse.GetValue(MeanTokens));
+                    var (batches, windows, ctx) = DatasetWindows(model, file, bos, parse.GetValue(MeanTokens), parse.GetValue(MeanTextField));
                     tokens.AddRange(batches);
                     _meanOverRead = $"{windows} window{(windows == 1 ? "" : "s")} of {ctx} tokens: {windows * ctx} tokens";
                 }
@@ -290,11 +296,14 @@ internal static class ModelCommands
         /// <paramref name="maxTokens"/>, when smaller), BOS first unless <paramref name="bos"/> is false, as many whole windows
         /// as fit <paramref name="maxTokens"/>, in batches of <see cref="MeanBatchWindows"/> (one run each); fewer tokens than one
         /// window is refused naming the file.</summary>
-        private static (List<Tensor> Batches, long Windows, int Ctx) DatasetWindows(HookedTransformer model, string path, bool bos, long maxTokens)
+        private static (List<Tensor> Batches, long Windows, int Ctx) DatasetWindows(HookedTransformer model, string path, bool bos, long maxTokens, string? textField)
         {
             int ctx = (int)Math.Min(Math.Min(128, model.Config.NCtx), maxTokens);
             if (bos && ctx < 2) throw new SaeSharpException($"--mean-tokens {maxTokens}: a window of BOS and at least one token needs 2");
-            var rows = SaeSharp.Data.TokenWindows.FromPath(path, model.Tokenizer, ctx, bos).Take((int)Math.Min(int.MaxValue, maxTokens / ctx)).ToList();
+            List<long[]> rows;
+            // The dataset reader names the file; the flag is put first, as for every --mean-over refusal.
+            try { rows = SaeSharp.Data.TokenWindows.FromPath(path, model.Tokenizer, ctx, bos, textField).Take((int)Math.Min(int.MaxValue, maxTokens / ctx)).ToList(); }
+            catch (SaeSharpException e) when (!e.Message.StartsWith("--mean-over", StringComparison.Ordinal)) { throw new SaeSharpException($"--mean-over {path}: {e.Message.Replace("--text-field", "--mean-text-field", StringComparison.Ordinal)}", e); }
             if (rows.Count == 0)
                 throw new SaeSharpException($"--mean-over {path}: fewer tokens than one window of {ctx} (with BOS first); give a longer text or a smaller --mean-tokens");
             var batches = rows.Chunk(MeanBatchWindows).Select(c => tensor(c.SelectMany(r => r).ToArray(), [c.Length, ctx])).ToList();

@@ -193,8 +193,9 @@ public static class AttentionPage
           const rgb = h => [1, 3, 5].map(i => parseInt(h.slice(i, i + 2), 16));
           const clamp = v => Math.min(1, Math.max(0, v));
           const blue = v => { const f = Math.round(255 * (1 - 0.85 * clamp(v))); return `rgb(${f}, ${f}, 255)`; };
-          const mix = vs => { const c = [255, 255, 255]; vs.forEach((v, i) => { const h = rgb(palette[i % 10]); for (let ch = 0; ch < 3; ch++) c[ch] -= clamp(v) * (255 - h[ch]); });
-                              return `rgb(${c.map(x => Math.round(Math.max(0, x))).join(', ')})`; };
+          const mixed = vs => { const c = [255, 255, 255]; vs.forEach((v, i) => { const h = rgb(palette[i % 10]); for (let ch = 0; ch < 3; ch++) c[ch] -= clamp(v) * (255 - h[ch]); });
+                                return c.map(x => Math.round(Math.max(0, x))); };
+          const dark = c => 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2] < 110;   // white text on it
           const fmt = v => v.toFixed(4);
           const sections = document.querySelectorAll('section.layer'), promptPick = document.getElementById('prompt-pick');
           const show = p => sections.forEach((root, li) => view(root, prompts[p].layers[li], prompts[p].tokens));
@@ -247,8 +248,9 @@ public static class AttentionPage
               spans.forEach((s, j) => {
                 const vs = shown.map(i => by ? L.patterns[i][j][pos] : L.patterns[i][pos][j]);
                 s.dataset.values = vs.join(',');
-                s.style.background = every ? mix(vs) : blue(vs[0]);
-                s.style.color = !every && vs[0] > 0.6 ? '#fff' : '';
+                const c = every ? mixed(vs) : null;
+                s.style.background = every ? `rgb(${c.join(', ')})` : blue(vs[0]);
+                s.style.color = (every ? dark(c) : vs[0] > 0.6) ? '#fff' : '';
                 s.classList.toggle('hov', j === pos); s.classList.toggle('held', j === held);
                 s.title = `position ${j}: ` + shown.map((i, x) => (every ? name(i) + ' ' : '') + fmt(vs[x])).join(', ');
               });

@@ -152,9 +152,20 @@ public class AttentionPagesTests : ModelTestBase
         Assert.StartsWith($"What “{Tokens(1)[3]}” (3) attends to, head L1H2", await page.EvaluateExpressionAsync<string>($"document.querySelector('{second} .info').textContent"));
         await page.ScreenshotAsync(Path.Combine(DashboardBrowserTests.ScreenshotDir(), "attention-pages-prompt-2.png"), new ScreenshotOptions { FullPage = true });
 
-        // The shortest prompt, then back to the first: the first prompt's tokens again.
+        // "all heads" is kept too: on the shortest prompt every token holds each head's value of what its last token attends to.
+        await page.SelectAsync($"{second} select.pick", "all");
         await page.SelectAsync("#prompt-pick", "2");
         Assert.Equal(Tokens(2), await Shown(1));
+        Assert.Equal("all", await page.EvaluateExpressionAsync<string>($"document.querySelector('{second} select.pick').value"));
+        int last = Tokens(2).Length - 1;
+        for (int j = 0; j <= last; j++)
+        {
+            string values = await page.EvaluateExpressionAsync<string>($"document.querySelectorAll('{second} .tokens span')[{j}].dataset.values");
+            Assert.Equal(Enumerable.Range(0, 4).Select(h => prompts[2].Layers[1].Patterns[h][last][j]),
+                values.Split(',').Select(v => (float)double.Parse(v, System.Globalization.CultureInfo.InvariantCulture)));
+        }
+        await page.ScreenshotAsync(Path.Combine(DashboardBrowserTests.ScreenshotDir(), "attention-pages-prompt-3-all-heads.png"), new ScreenshotOptions { FullPage = true });
+        // Back to the first: the first prompt's tokens again.
         await page.SelectAsync("#prompt-pick", "0");
         Assert.Equal(Tokens(0), await Shown(2));
         Assert.Empty(errors);

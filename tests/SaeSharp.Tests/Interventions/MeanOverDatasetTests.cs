@@ -76,14 +76,21 @@ public class MeanOverDatasetTests : ModelTestBase
         AddGpt2Tokenizer(dir);
         string shortText = Sub("short.txt"), ids = Sub("ids.safetensors");
         File.WriteAllText(shortText, "the cat\n");
+        string empty = Sub("empty.jsonl"), noField = Sub("nofield.jsonl");
+        File.WriteAllText(empty, "");
+        File.WriteAllText(noField, "{\"body\": \"the cat sat on the mat\"}\n");
         using (var t = tensor(new long[] { 50256, 1000, 2000 }, [1, 3])) SaeSharp.IO.SafeTensors.Save(ids, new Dictionary<string, Tensor> { ["tokens"] = t });
         string[] run = ["model", "run", "--model", dir, "--prompt", "Hello world", "--ablate-head", "0.1", "--ablate-head-mode", "mean"];
         foreach (var (args, message) in new (string[], string)[]
         {
             (["--mean-over", shortText], $"--mean-over {shortText}: fewer tokens than one window of 16"),
+            (["--mean-over", empty], $"--mean-over {empty}: "),
+            (["--mean-over", noField], $"--mean-over {noField}: {noField}: no 'tokens', 'input_ids', 'text' or 'problem' field in its first row (it has: body); name the text column with --mean-text-field"),
+            (["--mean-over", noField, "--mean-text-field", "body"], $"--mean-over {noField}: fewer tokens than one window of 16"),
             (["--mean-over", Sub("nothing.txt")], $"--mean-over {Sub("nothing.txt")}: no such file or folder"),
-            (["--mean-over", ids, "--mean-tokens", "100"], "--mean-tokens: how many tokens of a --mean-over text dataset are read"),
-            (["--mean-tokens", "100"], "--mean-tokens: how many tokens of a --mean-over text dataset are read"),
+            (["--mean-over", ids, "--mean-tokens", "100"], "--mean-tokens: how a --mean-over text dataset is read"),
+            (["--mean-tokens", "100"], "--mean-tokens: how a --mean-over text dataset is read"),
+            (["--mean-over", ids, "--mean-text-field", "text"], "--mean-text-field: how a --mean-over text dataset is read"),
             (["--mean-over", shortText, "--mean-tokens", "0"], "--mean-tokens"),
         })
         {
