@@ -22,7 +22,8 @@ public class AttentionPageTests : ModelTestBase
         return dir;
     }
 
-    private static JsonNode EmbeddedData(string html)
+    /// <summary>The JSON the page embeds (also read by <see cref="AttentionPagesTests"/>).</summary>
+    internal static JsonNode EmbeddedData(string html)
     {
         const string open = "<script id=\"attention-data\" type=\"application/json\">";
         int start = html.IndexOf(open, StringComparison.Ordinal) + open.Length;

@@ -22,13 +22,7 @@ public class AttentionPagesTests : ModelTestBase
         return dir;
     }
 
-    private static JsonNode EmbeddedData(string html)
-    {
-        const string open = "<script id=\"attention-data\" type=\"application/json\">";
-        int start = html.IndexOf(open, StringComparison.Ordinal) + open.Length;
-        int end = html.IndexOf("</script>", start, StringComparison.Ordinal);
-        return JsonNode.Parse(html[start..end])!;
-    }
+    private static JsonNode EmbeddedData(string html) => AttentionPageTests.EmbeddedData(html);
 
     /// <summary>One prompt of the page's data against a cached run of <paramref name="tokens"/>: its tokens and each layer's
     /// every head (float32, exactly).</summary>
