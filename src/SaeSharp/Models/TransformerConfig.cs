@@ -129,7 +129,7 @@ public sealed record TransformerConfig
         (DHeadQk is { } dq ? $" mla(q_lora_rank={QLoraRank?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "null"} kv_lora_rank={KvLoraRank} qk_head_dim={dq} qk_rope_head_dim={RotaryDim} v_head_dim={DHead}{(RopeInterleave ? " rope_interleave" : "")})" : "") +
         (AttnScoresSoftCap is { } ac ? $" attn_softcap={ac}" : "") + (OutputLogitsSoftCap is { } oc ? $" logit_softcap={oc}" : "") +
         (SlidingWindow is { } sw ? $" sliding_window={sw}" + SlidingLayersText() : "") + (AttentionSinks ? " attn_sinks" : "") +
-        (ClipQkv is { } cq ? $" clip_qkv={Num(cq)}" : "") +
+        (ClipQkv is { } cq ? $" clip_qkv={Num(cq)}" : "") + (WordEmbedProjDim is { } we ? $" word_embed_proj_dim={we}" : "") +
         (RotaryDim > 0 ? $" rotary_dim={RotaryDim} rotary_base={Num(RotaryBase)} rope_type={RopeScaling?.ToString() ?? "default"}" : "") +
         (RotaryAdjacentPairs ? " rotary_adjacent_pairs" : "") + (Alibi ? " positional_embedding_type=alibi" : "") +
         (PostEmbeddingLn ? " post_embedding_ln" : "") +

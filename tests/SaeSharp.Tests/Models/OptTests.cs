@@ -130,6 +130,17 @@ public class OptTests : TempDirTestBase
     }
 
     [Fact]
+    public void Opt_350m_logit_attribution_is_refused_for_want_of_a_final_norm()
+    {
+        using var scope = NewDisposeScope();
+        using var model = ModelLoader.FromPretrained(TestPaths.Data("hf_models", "opt-350m"));
+        Assert.DoesNotContain("ln_final.hook_scale", model.HookNames);
+        var e = Assert.Throws<SaeSharpException>(() => SaeSharp.Analysis.LogitAttribution.Run(model, [tensor(new long[] { 3, 9, 27 })], [(3, 5)]));
+        Assert.Contains("ln_final.hook_scale", e.Message, StringComparison.Ordinal);
+        Assert.Contains("do_layer_norm_before=false", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Opt_350m_center_unembed_and_fold_value_biases_keep_the_predictions()
     {
         // Neither step needs pre-norm layers or one d_model: center_unembed shifts each position's logits by a constant
