@@ -69,6 +69,9 @@ public static class LogitAttribution
         using var outer = NewDisposeScope();
         var hp = model.HookPoints;
         var names = new HashSet<string>(model.HookNames, StringComparer.Ordinal);
+        if (!names.Contains(HookPoints.LnFinalScale))
+            throw new SaeSharpException($"{c.ModelName}: logit attribution divides by ln_final.hook_scale, and the model has no final norm " +
+                                        "(do_layer_norm_before=false, as facebook/opt-350m: its residual stream reaches the logits through post-norm layers)");
         bool posEmbed = names.Contains(HookPoints.PosEmbed), mid = names.Contains(hp.Blocks[0].ResidMid);
         var wanted = new List<string> { HookPoints.Embed, HookPoints.LnFinalScale, hp.Blocks[c.NLayers - 1].ResidPost };
         if (posEmbed) wanted.Add(HookPoints.PosEmbed);

@@ -255,13 +255,15 @@ public sealed class HookPoints
     /// <summary>Gated MLP: has <c>mlp.hook_pre_linear</c>.</summary>
     public bool GatedMlp { get; }
 
-    /// <summary>Token embedding output [batch, pos, d_model].</summary>
+    /// <summary>Token embedding output [batch, pos, d_model] (facebook/opt-350m: word_embed_proj_dim wide, before project_in).</summary>
     public const string Embed = "hook_embed";
     /// <summary>Position embedding output [batch, pos, d_model] (models with learned positions only).</summary>
     public const string PosEmbed = "hook_pos_embed";
-    /// <summary>Final layer norm output [batch, pos, d_model], the unembedding's input.</summary>
+    /// <summary>Final layer norm output [batch, pos, d_model], the unembedding's input (facebook/opt-350m: project_out's
+    /// output, word_embed_proj_dim wide).</summary>
     public const string LnFinal = "ln_final.hook_normalized";
-    /// <summary>Final norm's scale [batch, pos, 1] (TransformerLens <c>ln_final.hook_scale</c>).</summary>
+    /// <summary>Final norm's scale [batch, pos, 1] (TransformerLens <c>ln_final.hook_scale</c>); absent where the model has no
+    /// final norm (a post-norm OPT, facebook/opt-350m, whose <see cref="LnFinal"/> is project_out's output).</summary>
     public const string LnFinalScale = "ln_final.hook_scale";
 
     /// <summary>Experts of each mixture-of-experts MLP (Mixtral, Qwen-MoE), 0 for a dense MLP.</summary>
@@ -278,7 +280,7 @@ public sealed class HookPoints
     public bool IsMoeLayer(int layer) => layer >= 0 && layer < NLayers && Blocks[layer].Experts.Length > 0;
 
     internal HookPoints(int nLayers, bool hasPosEmbed, bool parallelAttnMlp, bool rotary, HfModuleNames hf, bool gatedMlp = false,
-        int numExperts = 0, bool sharedExpert = false, bool[]? denseMlpLayers = null, bool sharedExpertGate = true, bool qLatent = false, bool kvLatent = false, bool postNorms = false)
+        int numExperts = 0, bool sharedExpert = false, bool[]? denseMlpLayers = null, bool sharedExpertGate = true, bool qLatent = false, bool kvLatent = false, bool postNorms = false, bool finalNorm = true)
     {
         bool Dense(int i) => denseMlpLayers is { } d && d[i];
         FirstMoeLayer = numExperts > 0 ? Enumerable.Range(0, nLayers).FirstOrDefault(i => !Dense(i), nLayers) : 0;
@@ -346,7 +348,7 @@ public sealed class HookPoints
             Add(b.MlpOut, i);
             Add(b.ResidPost, i);
         }
-        Add(LnFinalScale, nLayers);
+        if (finalNorm) Add(LnFinalScale, nLayers);
         Add(LnFinal, nLayers);
         Names = names;
         DefaultNames = names.Where(n => !IsOptIn(n)).ToList();

@@ -127,6 +127,20 @@ internal static class AttentionCore
         return z.reshape(z.shape[0], z.shape[1], -1);
     }
 
+    /// <summary>q, k, v [batch, pos, head, head_dim] of separate projections <c>q_proj</c>, <c>k_proj</c>, <c>v_proj</c> (k and v
+    /// with <paramref name="kvHeads"/> heads), from <paramref name="x"/> or, with split inputs
+    /// (<see cref="ForwardContext.SplitInputs"/>), each head (key-value head) projected from its own input.</summary>
+    internal static (Tensor Q, Tensor K, Tensor V) SeparateQkv(Linear qProj, Linear kProj, Linear vProj, int heads, int kvHeads, int hd,
+        Tensor x, ForwardContext ctx)
+    {
+        if (ctx.SplitInputs is { } split)
+            return (SplitAttentionInputs.Project(split.Q, qProj.InOut.WeightInOut, qProj.InOut.Bias),
+                SplitAttentionInputs.Project(split.K, kProj.InOut.WeightInOut, kProj.InOut.Bias),
+                SplitAttentionInputs.Project(split.V, vProj.InOut.WeightInOut, vProj.InOut.Bias));
+        long b = x.shape[0], s = x.shape[1];
+        return (qProj.forward(x).view(b, s, heads, hd), kProj.forward(x).view(b, s, kvHeads, hd), vProj.forward(x).view(b, s, kvHeads, hd));
+    }
+
     /// <summary>q, k, v [batch, pos, head, head_dim] of a fused projection whose output is laid out per head as q, k, v blocks
     /// of <paramref name="hd"/> (GPT-NeoX's and BLOOM's <c>query_key_value</c>), from <paramref name="x"/> or, with split
     /// inputs (<see cref="ForwardContext.SplitInputs"/>), each head's own input through its rows of the fused weight.</summary>

@@ -1,5 +1,4 @@
 using SaeSharp.Hooks;
-using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
@@ -11,6 +10,10 @@ internal sealed record GptJSettings(int NEmbd, int NLayer, int NHead, int NInner
     string Activation, double Eps, int RotaryDim)
 {
     public int HeadDim => NEmbd / NHead;
+
+    /// <summary>The parallel block of HF <c>GPTJBlock</c>: q/k/v/out_proj without bias, adjacent-pair rotary.</summary>
+    public ParallelBlockLayout Layout => new(ParallelBlockNames.GptJ, NEmbd, NHead, NHead, NInner, VocabSize, Eps, RotaryDim,
+        AttnBias: false, InterleavedRotary: true);
 
     /// <summary>GPT-J's rotary base (<c>create_sinusoidal_positions</c>: 10000, not a config key).</summary>
     public const double RotaryBase = 10000;
@@ -46,97 +49,6 @@ internal sealed record GptJSettings(int NEmbd, int NLayer, int NHead, int NInner
     }
 }
 
-/// <summary>HF <c>GPTJAttention</c> <c>attn</c>: <c>q_proj</c>, <c>k_proj</c>, <c>v_proj</c>, <c>out_proj</c>, none with
-/// bias (weight processing's fold_ln gives q/k/v one, fold_value_biases out_proj); rotary on the first rotary_dim dims of each head in adjacent pairs (rotate_every_two); scores / √head_dim.</summary>
-internal sealed class GptJAttention : nn.Module<Tensor, ForwardContext, Tensor>
-{
-    private readonly Linear q_proj, k_proj, v_proj, out_proj;
-    private readonly GptJSettings _s;
-    private readonly int _layer;
-    private readonly BlockHookNames _names;
-
-    public GptJAttention(GptJSettings s, int layer, BlockHookNames names, ScalarType dtype) : base("attn")
-    {
-        (_s, _layer, _names) = (s, layer, names);
-        q_proj = new Linear(s.NEmbd, s.NEmbd, false, dtype);
-        k_proj = new Linear(s.NEmbd, s.NEmbd, false, dtype);
-        v_proj = new Linear(s.NEmbd, s.NEmbd, false, dtype);
-        out_proj = new Linear(s.NEmbd, s.NEmbd, false, dtype);
-        RegisterComponents();
-    }
-
-    public override Tensor forward(Tensor x, ForwardContext ctx)
-    {
-        long b = x.shape[0], s = x.shape[1];
-        var st = _s;
-        var (q, k, v) = ctx.SplitInputs is { } split
-            ? (SplitAttentionInputs.Project(split.Q, q_proj.InOut.WeightInOut, q_proj.InOut.Bias),
-                SplitAttentionInputs.Project(split.K, k_proj.InOut.WeightInOut, k_proj.InOut.Bias),
-                SplitAttentionInputs.Project(split.V, v_proj.InOut.WeightInOut, v_proj.InOut.Bias))
-            : (q_proj.forward(x).view(b, s, st.NHead, st.HeadDim), k_proj.forward(x).view(b, s, st.NHead, st.HeadDim),
-                v_proj.forward(x).view(b, s, st.NHead, st.HeadDim));
-        var z = AttentionCore.AttendHeads(q, k, v, _layer, 1.0 / Math.Sqrt(st.HeadDim), ctx, _names, st.RotaryDim, interleavedRotary: true);
-        return AttentionCore.Project(z, st.NHead, out_proj.InOut, out_proj.forward, ctx, _names);
-    }
-}
-
-/// <summary>HF <c>GPTJMLP</c> <c>mlp</c>: <c>fc_in</c>, the activation (gelu_new), <c>fc_out</c>, both with bias.</summary>
-internal sealed class GptJMlp : nn.Module<Tensor, ForwardContext, Tensor>
-{
-    private readonly Linear fc_in, fc_out;
-    private readonly Func<Tensor, Tensor> _act;
-    private readonly BlockHookNames _names;
-
-    public GptJMlp(GptJSettings s, Func<Tensor, Tensor> act, BlockHookNames names, ScalarType dtype) : base("mlp")
-    {
-        (_act, _names) = (act, names);
-        fc_in = new Linear(s.NEmbd, s.NInner, true, dtype);
-        fc_out = new Linear(s.NInner, s.NEmbd, true, dtype);
-        RegisterComponents();
-    }
-
-    public override Tensor forward(Tensor x, ForwardContext ctx) => ResidualBlock.Mlp(x, ctx, _names, fc_in, _act, fc_out);
-}
-
-/// <summary>HF <c>GPTJBlock</c> <c>h.{layer}</c>: one <c>ln_1</c> whose output both the attention and the MLP read
-/// (<see cref="ResidualBlock.Parallel"/>).</summary>
-internal sealed class GptJBlock : nn.Module<Tensor, ForwardContext, Tensor>
-{
-    private readonly LayerNorm ln_1;
-    private readonly GptJAttention attn;
-    private readonly GptJMlp mlp;
-    private readonly BlockHookNames _names;
-    private readonly SplitAttentionInputs.Heads _heads;
-
-    public GptJBlock(GptJSettings s, int layer, Func<Tensor, Tensor> act, BlockHookNames names, ScalarType dtype) : base("block")
-    {
-        (_names, _heads) = (names, new(s.NHead, s.NHead));
-        ln_1 = new LayerNorm(s.NEmbd, s.Eps, dtype);
-        attn = new GptJAttention(s, layer, names, dtype);
-        mlp = new GptJMlp(s, act, names, dtype);
-        RegisterComponents();
-    }
-
-    public override Tensor forward(Tensor resid, ForwardContext ctx) =>
-        ResidualBlock.Parallel(resid, ctx, _names, _heads, ln_1, x => attn.forward(x, ctx), x => mlp.forward(x, ctx));
-}
-
-/// <summary>The <c>transformer</c> submodule of HF GPTJForCausalLM: wte, h.{i}, ln_f.</summary>
-internal sealed class GptJCore : nn.Module
-{
-    public readonly Embedding wte;
-    public readonly ModuleList<GptJBlock> h;
-    public readonly LayerNorm ln_f;
-
-    public GptJCore(GptJSettings s, Func<Tensor, Tensor> act, HookPoints hooks, ScalarType dtype) : base("transformer")
-    {
-        wte = new Embedding(s.VocabSize, s.NEmbd, dtype);
-        h = new ModuleList<GptJBlock>(Enumerable.Range(0, s.NLayer).Select(i => new GptJBlock(s, i, act, hooks.Blocks[i], dtype)).ToArray());
-        ln_f = new LayerNorm(s.NEmbd, s.Eps, dtype);
-        RegisterComponents();
-    }
-}
-
 /// <summary>
 /// GPT-J (HF <c>GPTJForCausalLM</c>: EleutherAI/gpt-j-6B) with TransformerLens hooks: token embeddings only (rotary
 /// positions on the first <c>rotary_dim</c> dims of q and k, turned in adjacent pairs: TransformerLens's
@@ -146,7 +58,7 @@ internal sealed class GptJCore : nn.Module
 /// </summary>
 public sealed class GptJModel : HookedTransformer
 {
-    private readonly GptJCore transformer;
+    private readonly ParallelCore transformer;
     private readonly Linear lm_head;
     private readonly GptJSettings _s;
 
@@ -160,7 +72,7 @@ public sealed class GptJModel : HookedTransformer
         }, new HookPoints(s.NLayer, hasPosEmbed: false, parallelAttnMlp: true, rotary: true, HfModuleNames.GptJ))
     {
         _s = s;
-        transformer = new GptJCore(s, ActivationFunctions.Get(s.Activation, configPath), HookPoints, dtype);
+        transformer = new ParallelCore(s.Layout, s.NLayer, ActivationFunctions.Get(s.Activation, configPath), HookPoints, dtype);
         lm_head = new Linear(s.NEmbd, s.VocabSize, true, dtype);
         RegisterComponents();
     }
@@ -168,13 +80,13 @@ public sealed class GptJModel : HookedTransformer
     private protected override Tensor Embed(Tensor tokens, ForwardContext ctx)
     {
         (ctx.RotaryCos, ctx.RotarySin) = Rotary.CosSin(ctx.Positions, _s.RotaryDim, GptJSettings.RotaryBase, Config.Dtype);
-        return ctx.Hooks.Fire(HookPoints.Embed, transformer.wte.forward(tokens));
+        return ctx.Hooks.Fire(HookPoints.Embed, transformer.Embed.forward(tokens));
     }
 
-    private protected override Tensor RunBlock(int layer, Tensor resid, ForwardContext ctx) => transformer.h[layer].forward(resid, ctx);
+    private protected override Tensor RunBlock(int layer, Tensor resid, ForwardContext ctx) => transformer.Layers[layer].forward(resid, ctx);
 
     private protected override Tensor FinalNorm(Tensor resid, ForwardContext ctx) =>
-        ctx.Hooks.Fire(HookPoints.LnFinal, transformer.ln_f.Forward(resid, ctx.Hooks, HookPoints.LnFinalScale));
+        ctx.Hooks.Fire(HookPoints.LnFinal, transformer.FinalNorm.Forward(resid, ctx.Hooks, HookPoints.LnFinalScale));
 
     private protected override Tensor UnembedNormalized(Tensor x) => lm_head.forward(x);
 }

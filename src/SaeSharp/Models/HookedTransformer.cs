@@ -292,7 +292,8 @@ public abstract partial class HookedTransformer : nn.Module<Tensor, Tensor>
     /// and a mixture of experts' <c>mlp.experts.{e}.hook_*</c>, num_experts for <c>mlp.hook_expert_weights</c>, experts_per_token
     /// for <c>mlp.hook_expert_indices</c>, the shared expert's width for <c>mlp.shared_expert.hook_*</c> and 1 for
     /// <c>mlp.hook_shared_expert_gate</c> and the norms' <c>hook_scale</c>, heads·d_head for the attention's q/k/v/z (key-value heads for k and v),
-    /// heads·d_model for attn.hook_result, hook_attn_in and hook_q/k/v_input, d_model for the rest.
+    /// heads·d_model for attn.hook_result, hook_attn_in and hook_q/k/v_input, word_embed_proj_dim for hook_embed and
+    /// ln_final.hook_normalized of facebook/opt-350m (<see cref="TransformerConfig.WordEmbedProjDim"/>), d_model for the rest.
     /// An attention pattern or its scores have no per-token width (a <see cref="SaeSharpException"/>).
     /// </summary>
     public int HookWidth(string hook)
@@ -302,6 +303,7 @@ public abstract partial class HookedTransformer : nn.Module<Tensor, Tensor>
         if (name.EndsWith("attn.hook_pattern", StringComparison.Ordinal) || name.EndsWith("attn.hook_attn_scores", StringComparison.Ordinal))
             throw new SaeSharpException($"hook '{name}' holds attention {(name.EndsWith("pattern", StringComparison.Ordinal) ? "patterns" : "scores")} [batch, head, query, key], not per-token activations");
         if (name.EndsWith(".hook_scale", StringComparison.Ordinal)) return 1;
+        if (c.WordEmbedProjDim is int wordEmbed && name is HookPoints.Embed or HookPoints.LnFinal) return wordEmbed;
         if (name.Contains(".mlp.experts.", StringComparison.Ordinal)) return c.MoeDMlp ?? c.DMlp;
         if (name.EndsWith("mlp.hook_pre", StringComparison.Ordinal) || name.EndsWith("mlp.hook_post", StringComparison.Ordinal)
             || name.EndsWith("mlp.hook_pre_linear", StringComparison.Ordinal)) return c.DMlp;

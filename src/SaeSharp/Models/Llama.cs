@@ -40,16 +40,9 @@ internal sealed class DecoderAttention : nn.Module<Tensor, ForwardContext, Tenso
 
     public override Tensor forward(Tensor x, ForwardContext ctx)
     {
-        long b = x.shape[0], s = x.shape[1];
         var st = _s;
         bool sliding = st.SlidingLayers[_layer];
-        // With the per-head inputs edited, head h (key-value head g) is projected from its own input.
-        var (q, k, v) = ctx.SplitInputs is { } split
-            ? (SplitAttentionInputs.Project(split.Q, q_proj.InOut.WeightInOut, q_proj.InOut.Bias),
-                SplitAttentionInputs.Project(split.K, k_proj.InOut.WeightInOut, k_proj.InOut.Bias),
-                SplitAttentionInputs.Project(split.V, v_proj.InOut.WeightInOut, v_proj.InOut.Bias))
-            : (q_proj.forward(x).view(b, s, st.NHead, st.HeadDim), k_proj.forward(x).view(b, s, st.NKvHead, st.HeadDim),
-                v_proj.forward(x).view(b, s, st.NKvHead, st.HeadDim));
+        var (q, k, v) = AttentionCore.SeparateQkv(q_proj, k_proj, v_proj, st.NHead, st.NKvHead, st.HeadDim, x, ctx);
         var z = AttentionCore.AttendHeads(q, k, v, _layer, st.AttnScale, ctx, _names, st.RotaryDim, q_norm, k_norm,
             st.AttnSoftCap, sliding ? st.SlidingWindow : null, localRotary: sliding, normOverHeads: st.QkNormWhole, clip: st.ClipQkv, sinks: sinks);
         return AttentionCore.Project(z, st.NHead, o_proj.InOut, o_proj.forward, ctx, _names);

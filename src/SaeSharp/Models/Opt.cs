@@ -86,14 +86,8 @@ internal sealed class OptAttention : nn.Module<Tensor, ForwardContext, Tensor>
 
     public override Tensor forward(Tensor x, ForwardContext ctx)
     {
-        long b = x.shape[0], s = x.shape[1];
         var st = _s;
-        var (q, k, v) = ctx.SplitInputs is { } split
-            ? (SplitAttentionInputs.Project(split.Q, q_proj.InOut.WeightInOut, q_proj.InOut.Bias),
-                SplitAttentionInputs.Project(split.K, k_proj.InOut.WeightInOut, k_proj.InOut.Bias),
-                SplitAttentionInputs.Project(split.V, v_proj.InOut.WeightInOut, v_proj.InOut.Bias))
-            : (q_proj.forward(x).view(b, s, st.NHead, st.HeadDim), k_proj.forward(x).view(b, s, st.NHead, st.HeadDim),
-                v_proj.forward(x).view(b, s, st.NHead, st.HeadDim));
+        var (q, k, v) = AttentionCore.SeparateQkv(q_proj, k_proj, v_proj, st.NHead, st.NHead, st.HeadDim, x, ctx);
         var z = AttentionCore.AttendHeads(q, k, v, _layer, 1.0 / Math.Sqrt(st.HeadDim), ctx, _names);
         return AttentionCore.Project(z, st.NHead, out_proj.InOut, out_proj.forward, ctx, _names);
     }
@@ -204,7 +198,8 @@ public sealed class OptModel : HookedTransformer
             ModelName = modelName, Architecture = "opt", NLayers = s.NLayer, DModel = s.Hidden, NHeads = s.NHead,
             DHead = s.HeadDim, DMlp = s.Ffn, DVocab = s.VocabSize, NCtx = s.MaxPositions, Activation = s.Activation,
             LayerNormEps = OptSettings.Eps, Dtype = dtype,
-        }, new HookPoints(s.NLayer, hasPosEmbed: true, parallelAttnMlp: false, rotary: false, HfModuleNames.Opt))
+            WordEmbedProjDim = s.Projected ? s.EmbedDim : null,
+        }, new HookPoints(s.NLayer, hasPosEmbed: true, parallelAttnMlp: false, rotary: false, HfModuleNames.Opt, finalNorm: s.PreNorm))
     {
         _s = s;
         model = new OptCore(s, ActivationFunctions.Get(s.Activation, configPath), HookPoints, dtype);
@@ -234,12 +229,12 @@ public sealed class OptModel : HookedTransformer
         return ctx.Hooks.Fire(HookPoints.LnFinal, x);
     }
 
+    /// <summary>do_layer_norm_before=false (facebook/opt-350m): each layer's LayerNorms normalise the residual stream itself
+    /// after the sublayer's output is added; there is no final_layer_norm.</summary>
+    internal bool PostNorm => !_s.PreNorm;
+
     internal override void UntieEmbeddings()
     {
-        // Called before fold_ln / center_writing_weights / center_unembed, which assume pre-norm layers and one d_model.
-        if (!_s.PreNorm || _s.Projected)
-            throw new SaeSharpException("weight processing (fold_ln, center_writing_weights, center_unembed) is not supported for opt with " +
-                                        "do_layer_norm_before=false or word_embed_proj_dim ≠ hidden_size (facebook/opt-350m)");
         if (lm_head is not null) return;
         lm_head = Linear.CopyOf(model.decoder.embed_tokens.Weight);
         register_module("lm_head", lm_head);

@@ -1,7 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using SaeSharp.Hooks;
-using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
@@ -16,6 +15,11 @@ internal sealed record PhiSettings(int Hidden, int NLayer, int NHead, int NKvHea
 
     /// <summary>HF <c>PhiAttention.rotary_ndims</c> and <c>PhiRotaryEmbedding</c>'s dim: int(head_dim · partial_rotary_factor).</summary>
     public int RotaryDim => (int)(HeadDim * PartialRotaryFactor);
+
+    /// <summary>The parallel block of HF <c>PhiDecoderLayer</c>: q/k/v_proj and dense with bias, grouped-query heads,
+    /// rotate_half rotary, qk_layernorm when set.</summary>
+    public ParallelBlockLayout Layout => new(ParallelBlockNames.Phi, Hidden, NHead, NKvHead, Intermediate, VocabSize, Eps, RotaryDim,
+        AttnBias: true, QkLayerNorm: QkLayerNorm);
 
     /// <summary>Reads the settings; with <paramref name="weights"/>, checks every declared size against the tensors
     /// present before anything is allocated. Refuses tied embeddings and any rope scaling.</summary>
@@ -67,106 +71,6 @@ internal sealed record PhiSettings(int Hidden, int NLayer, int NHead, int NKvHea
     }
 }
 
-/// <summary>HF <c>PhiAttention</c> of one layer: <c>q_proj</c>, <c>k_proj</c>, <c>v_proj</c> (bias; k/v with
-/// num_key_value_heads heads), with qk_layernorm <c>q_layernorm</c> / <c>k_layernorm</c> (LayerNorm over head_dim, per
-/// head, after hook_q / hook_k), rotary on the first rotary_dim dims of each head (rotate_half), scores × head_dim^-½,
-/// <c>dense</c> (bias).</summary>
-internal sealed class PhiAttention : nn.Module<Tensor, ForwardContext, Tensor>
-{
-    private readonly Linear q_proj, k_proj, v_proj, dense;
-    private readonly LayerNorm? q_layernorm, k_layernorm;
-    private readonly PhiSettings _s;
-    private readonly int _layer;
-    private readonly BlockHookNames _names;
-
-    public PhiAttention(PhiSettings s, int layer, BlockHookNames names, ScalarType dtype) : base("self_attn")
-    {
-        (_s, _layer, _names) = (s, layer, names);
-        q_proj = new Linear(s.Hidden, s.NHead * s.HeadDim, true, dtype);
-        k_proj = new Linear(s.Hidden, s.NKvHead * s.HeadDim, true, dtype);
-        v_proj = new Linear(s.Hidden, s.NKvHead * s.HeadDim, true, dtype);
-        dense = new Linear(s.NHead * s.HeadDim, s.Hidden, true, dtype);
-        if (s.QkLayerNorm)
-        {
-            q_layernorm = new LayerNorm(s.HeadDim, s.Eps, dtype);
-            k_layernorm = new LayerNorm(s.HeadDim, s.Eps, dtype);
-        }
-        RegisterComponents();
-    }
-
-    public override Tensor forward(Tensor x, ForwardContext ctx)
-    {
-        long b = x.shape[0], s = x.shape[1];
-        var st = _s;
-        var (q, k, v) = ctx.SplitInputs is { } split
-            ? (SplitAttentionInputs.Project(split.Q, q_proj.InOut.WeightInOut, q_proj.InOut.Bias),
-                SplitAttentionInputs.Project(split.K, k_proj.InOut.WeightInOut, k_proj.InOut.Bias),
-                SplitAttentionInputs.Project(split.V, v_proj.InOut.WeightInOut, v_proj.InOut.Bias))
-            : (q_proj.forward(x).view(b, s, st.NHead, st.HeadDim), k_proj.forward(x).view(b, s, st.NKvHead, st.HeadDim),
-                v_proj.forward(x).view(b, s, st.NKvHead, st.HeadDim));
-        var z = AttentionCore.AttendHeads(q, k, v, _layer, 1.0 / Math.Sqrt(st.HeadDim), ctx, _names, st.RotaryDim, q_layernorm, k_layernorm);
-        return AttentionCore.Project(z, st.NHead, dense.InOut, dense.forward, ctx, _names);
-    }
-}
-
-/// <summary>HF <c>PhiMLP</c>: <c>fc1</c>, the activation (gelu_new), <c>fc2</c>, all with bias.</summary>
-internal sealed class PhiMlp : nn.Module<Tensor, ForwardContext, Tensor>
-{
-    private readonly Linear fc1, fc2;
-    private readonly Func<Tensor, Tensor> _act;
-    private readonly BlockHookNames _names;
-
-    public PhiMlp(PhiSettings s, Func<Tensor, Tensor> act, BlockHookNames names, ScalarType dtype) : base("mlp")
-    {
-        (_act, _names) = (act, names);
-        fc1 = new Linear(s.Hidden, s.Intermediate, true, dtype);
-        fc2 = new Linear(s.Intermediate, s.Hidden, true, dtype);
-        RegisterComponents();
-    }
-
-    public override Tensor forward(Tensor x, ForwardContext ctx) => ResidualBlock.Mlp(x, ctx, _names, fc1, _act, fc2);
-}
-
-/// <summary>HF <c>PhiDecoderLayer</c> <c>layers.{layer}</c>: one <c>input_layernorm</c> whose output both the attention
-/// and the MLP read, their outputs added to the residual together.</summary>
-internal sealed class PhiLayer : nn.Module<Tensor, ForwardContext, Tensor>
-{
-    private readonly LayerNorm input_layernorm;
-    private readonly PhiAttention self_attn;
-    private readonly PhiMlp mlp;
-    private readonly BlockHookNames _names;
-    private readonly SplitAttentionInputs.Heads _heads;
-
-    public PhiLayer(PhiSettings s, int layer, Func<Tensor, Tensor> act, BlockHookNames names, ScalarType dtype) : base("layer")
-    {
-        (_names, _heads) = (names, new(s.NHead, s.NKvHead));
-        input_layernorm = new LayerNorm(s.Hidden, s.Eps, dtype);
-        self_attn = new PhiAttention(s, layer, names, dtype);
-        mlp = new PhiMlp(s, act, names, dtype);
-        RegisterComponents();
-    }
-
-    /// <summary>resid + attn(ln(resid)) + mlp(ln(resid)): <see cref="ResidualBlock.Parallel"/>.</summary>
-    public override Tensor forward(Tensor resid, ForwardContext ctx) =>
-        ResidualBlock.Parallel(resid, ctx, _names, _heads, input_layernorm, x => self_attn.forward(x, ctx), x => mlp.forward(x, ctx));
-}
-
-/// <summary>The <c>model</c> submodule of HF PhiForCausalLM: embed_tokens, layers.{i}, final_layernorm.</summary>
-internal sealed class PhiCore : nn.Module
-{
-    public readonly Embedding embed_tokens;
-    public readonly ModuleList<PhiLayer> layers;
-    public readonly LayerNorm final_layernorm;
-
-    public PhiCore(PhiSettings s, Func<Tensor, Tensor> act, HookPoints hooks, ScalarType dtype) : base("model")
-    {
-        embed_tokens = new Embedding(s.VocabSize, s.Hidden, dtype);
-        layers = new ModuleList<PhiLayer>(Enumerable.Range(0, s.NLayer).Select(i => new PhiLayer(s, i, act, hooks.Blocks[i], dtype)).ToArray());
-        final_layernorm = new LayerNorm(s.Hidden, s.Eps, dtype);
-        RegisterComponents();
-    }
-}
-
 /// <summary>
 /// Phi (HF <c>PhiForCausalLM</c>: microsoft/phi-1, phi-1_5, phi-2) with TransformerLens hooks: token embeddings only
 /// (rotary positions on the first int(head_dim · partial_rotary_factor) dims of q and k), a parallel block of one
@@ -176,7 +80,7 @@ internal sealed class PhiCore : nn.Module
 /// </summary>
 public sealed class PhiModel : HookedTransformer
 {
-    private readonly PhiCore model;
+    private readonly ParallelCore model;
     private readonly Linear lm_head;
     private readonly PhiSettings _s;
 
@@ -189,7 +93,7 @@ public sealed class PhiModel : HookedTransformer
         }, new HookPoints(s.NLayer, hasPosEmbed: false, parallelAttnMlp: true, rotary: true, HfModuleNames.Phi))
     {
         _s = s;
-        model = new PhiCore(s, ActivationFunctions.Get(s.Activation, configPath), HookPoints, dtype);
+        model = new ParallelCore(s.Layout, s.NLayer, ActivationFunctions.Get(s.Activation, configPath), HookPoints, dtype);
         lm_head = new Linear(s.Hidden, s.VocabSize, true, dtype);
         RegisterComponents();
     }
@@ -197,13 +101,13 @@ public sealed class PhiModel : HookedTransformer
     private protected override Tensor Embed(Tensor tokens, ForwardContext ctx)
     {
         (ctx.RotaryCos, ctx.RotarySin) = Rotary.CosSin(ctx.Positions, _s.RotaryDim, _s.RopeTheta, Config.Dtype);
-        return ctx.Hooks.Fire(HookPoints.Embed, model.embed_tokens.forward(tokens));
+        return ctx.Hooks.Fire(HookPoints.Embed, model.Embed.forward(tokens));
     }
 
-    private protected override Tensor RunBlock(int layer, Tensor resid, ForwardContext ctx) => model.layers[layer].forward(resid, ctx);
+    private protected override Tensor RunBlock(int layer, Tensor resid, ForwardContext ctx) => model.Layers[layer].forward(resid, ctx);
 
     private protected override Tensor FinalNorm(Tensor resid, ForwardContext ctx) =>
-        ctx.Hooks.Fire(HookPoints.LnFinal, model.final_layernorm.Forward(resid, ctx.Hooks, HookPoints.LnFinalScale));
+        ctx.Hooks.Fire(HookPoints.LnFinal, model.FinalNorm.Forward(resid, ctx.Hooks, HookPoints.LnFinalScale));
 
     private protected override Tensor UnembedNormalized(Tensor x) => lm_head.forward(x);
 }

@@ -89,6 +89,10 @@ public sealed record TransformerConfig
     /// <summary>OLMo (1), OLMoE <c>clip_qkv</c>: q and k (after their norms, if any) and v clamped to [−clip_qkv, clip_qkv]; null for none.
     /// (TransformerLens has no such setting.)</summary>
     public double? ClipQkv { get; init; }
+    /// <summary>OPT's <c>word_embed_proj_dim</c> where it differs from d_model (facebook/opt-350m: 512): the width of
+    /// <c>hook_embed</c> (embed_tokens' output, before project_in) and of <c>ln_final.hook_normalized</c> (project_out's
+    /// output, the unembedding's input); null otherwise. (TransformerLens has no such setting.)</summary>
+    public int? WordEmbedProjDim { get; init; }
     /// <summary>Dtype of the loaded weights.</summary>
     public ScalarType Dtype { get; init; } = ScalarType.Float32;
     /// <summary>DeepSeek-V3 multi-head latent attention (TransformerLens has none): q and k heads are
@@ -125,7 +129,7 @@ public sealed record TransformerConfig
         (DHeadQk is { } dq ? $" mla(q_lora_rank={QLoraRank?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "null"} kv_lora_rank={KvLoraRank} qk_head_dim={dq} qk_rope_head_dim={RotaryDim} v_head_dim={DHead}{(RopeInterleave ? " rope_interleave" : "")})" : "") +
         (AttnScoresSoftCap is { } ac ? $" attn_softcap={ac}" : "") + (OutputLogitsSoftCap is { } oc ? $" logit_softcap={oc}" : "") +
         (SlidingWindow is { } sw ? $" sliding_window={sw}" + SlidingLayersText() : "") + (AttentionSinks ? " attn_sinks" : "") +
-        (ClipQkv is { } cq ? $" clip_qkv={Num(cq)}" : "") +
+        (ClipQkv is { } cq ? $" clip_qkv={Num(cq)}" : "") + (WordEmbedProjDim is { } we ? $" word_embed_proj_dim={we}" : "") +
         (RotaryDim > 0 ? $" rotary_dim={RotaryDim} rotary_base={Num(RotaryBase)} rope_type={RopeScaling?.ToString() ?? "default"}" : "") +
         (RotaryAdjacentPairs ? " rotary_adjacent_pairs" : "") + (Alibi ? " positional_embedding_type=alibi" : "") +
         (PostEmbeddingLn ? " post_embedding_ln" : "") +

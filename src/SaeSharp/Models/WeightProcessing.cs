@@ -149,7 +149,13 @@ public static class WeightProcessing
         string arch = model.Config.Architecture;
         string asked = string.Join(", ", options.ToKwargs().Keys);
         if (model is LlamaFamilyModel decoder) return ApplyDecoder(decoder, options, asked);
-        if (LayerNormLayout.Of(model) is { } layout) return ApplyLayerNormFamily(model, layout, options);
+        if (LayerNormLayout.Of(model) is { } layout)
+        {
+            if (PostNormOrProjected(model) is { } why && (options.FoldLn || options.CenterWritingWeights))
+                throw new SaeSharpException($"weight processing ({string.Join(", ", new[] { options.FoldLn ? "fold_ln" : null, options.CenterWritingWeights ? "center_writing_weights" : null }.OfType<string>())}) " +
+                    $"is not supported for {model.Config.ModelName}: {why}; load it without --fold-ln, --center-writing-weights or --process-weights");
+            return ApplyLayerNormFamily(model, layout, options);
+        }
         bool gpt2 = arch == "gpt2";
         if (!gpt2 && arch != "gpt_neox")
             throw new SaeSharpException($"weight processing ({asked}) supports gpt2, gpt_neox, gpt_neo, gptj, opt, phi and the Llama-style " +
@@ -257,6 +263,23 @@ public static class WeightProcessing
                 if (p.TryGetValue(b + "v_proj.bias", out var bv)) FoldValueBias(c, bv, (Linear)modules[b + "o_proj"], effective.CenterWritingWeights);
             }
         return new ProcessedModel(model, effective, []) { Warnings = warnings };
+    }
+
+    /// <summary>Why fold_ln and center_writing_weights cannot process an OPT laid out as facebook/opt-350m, or null: they
+    /// assume pre-norm layers (a norm reading the residual stream, whose weights the layers after it absorb; the residual
+    /// stream's mean thrown away before anything reads it) and one d_model from W_E to W_U. center_unembed (softmax-invariant)
+    /// and fold_value_biases need neither.</summary>
+    private static string? PostNormOrProjected(HookedTransformer model)
+    {
+        if (model is not OptModel opt) return null;
+        var c = model.Config;
+        var why = new List<string>();
+        if (opt.PostNorm)
+            why.Add("do_layer_norm_before=false makes its layers post-norm (each LayerNorm normalises the residual stream itself, " +
+                    "after the sublayer's output is added, and the next attention reads it unnormalised; there is no final_layer_norm)");
+        if (c.WordEmbedProjDim is int we)
+            why.Add($"word_embed_proj_dim={we} ≠ hidden_size={c.DModel} puts project_in / project_out between the embeddings and the residual stream");
+        return why.Count == 0 ? null : string.Join("; ", why);
     }
 
     /// <summary>HF parameter names of a LayerNorm family whose layers are nn.Linear [out, in] (GPT-Neo, GPT-J, OPT, Phi), in

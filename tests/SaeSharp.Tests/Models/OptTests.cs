@@ -112,6 +112,52 @@ public class OptTests : TempDirTestBase
     }
 
     [Fact]
+    public void Opt_350m_weight_processing_refusal_names_the_steps_asked_and_both_reasons()
+    {
+        using var scope = NewDisposeScope();
+        string fixture = TestPaths.Data("hf_models", "opt-350m");
+        using var model = ModelLoader.FromPretrained(fixture);
+        var before = model.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter.clone());
+        var e = Assert.Throws<SaeSharpException>(() =>
+            WeightProcessing.Apply(model, new WeightProcessingOptions { CenterWritingWeights = true, CenterUnembed = true }));
+        Assert.StartsWith("weight processing (center_writing_weights) is not supported for ", e.Message, StringComparison.Ordinal);
+        Assert.Contains("post-norm", e.Message, StringComparison.Ordinal);
+        Assert.Contains("word_embed_proj_dim=16 ≠ hidden_size=32", e.Message, StringComparison.Ordinal);
+        Assert.Contains("--center-writing-weights", e.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain('\n', e.Message);
+        // Refused before anything changed.
+        foreach (var (name, p) in model.named_parameters()) Assert.True(p.equal(before[name]).all().item<bool>(), name);
+    }
+
+    [Fact]
+    public void Opt_350m_logit_attribution_is_refused_for_want_of_a_final_norm()
+    {
+        using var scope = NewDisposeScope();
+        using var model = ModelLoader.FromPretrained(TestPaths.Data("hf_models", "opt-350m"));
+        Assert.DoesNotContain("ln_final.hook_scale", model.HookNames);
+        var e = Assert.Throws<SaeSharpException>(() => SaeSharp.Analysis.LogitAttribution.Run(model, [tensor(new long[] { 3, 9, 27 })], [(3, 5)]));
+        Assert.Contains("ln_final.hook_scale", e.Message, StringComparison.Ordinal);
+        Assert.Contains("do_layer_norm_before=false", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Opt_350m_center_unembed_and_fold_value_biases_keep_the_predictions()
+    {
+        // Neither step needs pre-norm layers or one d_model: center_unembed shifts each position's logits by a constant
+        // (log-softmax unchanged), fold_value_biases moves b_V into b_O (the pattern's rows sum to 1).
+        using var scope = NewDisposeScope();
+        string fixture = TestPaths.Data("hf_models", "opt-350m");
+        var tokens = tensor(new long[,] { { 3, 9, 27, 81, 5 } });
+        using var plain = ModelLoader.FromPretrained(fixture);
+        using var processed = ModelLoader.FromPretrained(fixture);
+        var expected = plain.Forward(tokens).log_softmax(-1);
+        var pm = WeightProcessing.Apply(processed, new WeightProcessingOptions { CenterUnembed = true, FoldValueBiases = true });
+        var logits = pm.Model.Forward(tokens);
+        Assert.True(logits.mean([-1L]).abs().max().item<float>() < 1e-5, "centred logits have mean 0 over the vocabulary");
+        Assert.True(logits.log_softmax(-1).allclose(expected, rtol: 0, atol: 1e-5));
+    }
+
+    [Fact]
     public void Positions_read_embed_positions_two_rows_on_counting_real_tokens()
     {
         // Independent of the transcription: hook_pos_embed at the p-th real token is row p + 2 of embed_positions
