@@ -89,7 +89,7 @@ public class GenerationPastContextTests : CliTempDirTestBase
         // The model itself refuses a longer sequence, and the predicate says why.
         using var m = ModelLoader.FromPretrained(dir);
         Assert.True(m.LearnedPositions);
-        var e = Assert.Throws<SaeSharpException>(() => m.Forward(arange(NCtx + 1).unsqueeze(0)).Dispose());
+        var e = Assert.Throws<SaeSharpException>(() => m.Forward(tensor(Enumerable.Range(0, NCtx + 1).Select(i => (long)i).ToArray()).unsqueeze(0)).Dispose());
         Assert.Contains($"n_ctx={NCtx}", e.Message);
     }
 }
