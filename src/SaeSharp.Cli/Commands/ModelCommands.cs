@@ -867,14 +867,15 @@ internal static class ModelCommands
             }
             if (ids.Length == 0) throw new SaeSharpException("--prompt: the prompt gives no token; give some text (or --prepend-bos to start from BOS alone)");
             int newTokens = parse.GetValue(maxNew), promptTokens = ids.Length;
-            if (promptTokens + newTokens > m.Config.NCtx)
+            if (promptTokens + newTokens > m.Config.NCtx && m.LearnedPositions)
                 throw new SaeSharpException($"--max-new-tokens {newTokens}: the prompt's {promptTokens} tokens and {newTokens} new ones exceed " +
-                                            $"the context of {m.Config.NCtx} tokens of {m.Config.ModelName}; ask for at most {Math.Max(0, m.Config.NCtx - promptTokens)}");
+                                            $"the context of {m.Config.NCtx} tokens of {m.Config.ModelName} (learned positions); ask for at most {Math.Max(0, m.Config.NCtx - promptTokens)}");
             using var scope = NewDisposeScope();
             using var tokens = tensor(ids.Select(i => (long)i).ToArray()).unsqueeze(0);
             using var result = m.Generate(tokens, newTokens, sampling.Options(parse, m.StopTokenIds));
             var all = result.Tokens[0].data<long>().Select(v => (int)v).ToArray();
             Console.WriteLine(DecodeShowingUnknownIds(tok, all));
+            if (PastContextNote(m, all.Length) is { } past) Cli.ErrorLine($"note: {past}");
             if (InterventionCommands.GenerationNote(result, 0, null) is string note) Cli.ErrorLine($"note: {note}");
             return 0;
         });
@@ -1625,11 +1626,14 @@ internal static class ModelCommands
         .Select(l => (System.Text.Json.Nodes.JsonNode?)new System.Text.Json.Nodes.JsonArray(Enumerable.Range(0, v.GetLength(1))
             .Select(h => double.IsNaN(v[l, h]) ? null : (System.Text.Json.Nodes.JsonNode?)v[l, h]).ToArray())).ToArray());
 
-    /// <summary>The note for a run of <paramref name="tokens"/> tokens past a rotary model's n_ctx (a learned-position model
-    /// refuses such a run); null within it.</summary>
-    private static string? PastContextNote(HookedTransformer m, long tokens) =>
-        tokens > m.Config.NCtx && m.Config.RotaryDim > 0
-            ? $"{tokens} tokens exceed n_ctx={m.Config.NCtx} of {m.Config.ModelName}; rotary positions run on past it, as transformers does (TransformerLens refuses)"
+    /// <summary>The note for a run of <paramref name="tokens"/> tokens past the n_ctx of a model without learned positions
+    /// (rotary or ALiBi; a learned-position model refuses such a run, <see cref="HookedTransformer.LearnedPositions"/>);
+    /// null within it.</summary>
+    internal static string? PastContextNote(HookedTransformer m, long tokens) =>
+        tokens > m.Config.NCtx && !m.LearnedPositions
+            ? $"{tokens} tokens exceed n_ctx={m.Config.NCtx} of {m.Config.ModelName}, the context it was trained on; " +
+              $"{(m.Config.Alibi ? "ALiBi" : "rotary")} positions run on past it, as transformers does (TransformerLens refuses), " +
+              "but quality may drop"
             : null;
 
     /// <summary>Writes a <c>--png</c> heatmap of <paramref name="values"/> [rows, columns] (<see cref="SaeSharp.Plots.HeatmapPlot"/>,
@@ -1669,7 +1673,7 @@ internal static class ModelCommands
     /// run's "sequence of N tokens".</summary>
     internal static void RefusePastContext(HookedTransformer m, Tensor tokens, string what, string fix)
     {
-        if (m.Config.RotaryDim == 0 && tokens.shape[^1] > m.Config.NCtx)
+        if (m.LearnedPositions && tokens.shape[^1] > m.Config.NCtx)
             throw new SaeSharpException($"{what}: {tokens.shape[^1]} tokens, more than the context window of {m.Config.ModelName} " +
                                         $"(n_ctx={m.Config.NCtx}, learned positions); {fix}");
     }

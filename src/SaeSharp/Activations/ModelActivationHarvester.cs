@@ -170,7 +170,7 @@ internal sealed class ModelActivationHarvester
         if (contextSize <= 0) throw new SaeSharpException($"context size must be positive, got {contextSize}");
         _slice = seqposSlice;
         TrainingContextSize = seqposSlice?.Positions(contextSize).Length ?? contextSize;
-        if (contextSize > model.Config.NCtx && model.Config.RotaryDim == 0)
+        if (contextSize > model.Config.NCtx && model.LearnedPositions)
             throw new SaeSharpException($"context size {contextSize} exceeds the model's n_ctx={model.Config.NCtx} ({model.Config.ModelName})");
         ContextSize = contextSize;
         _exclude = excludeTokenIds?.Distinct().ToArray() ?? [];
@@ -193,7 +193,7 @@ internal sealed class ModelActivationHarvester
             for (int i = 0; i < slots.Count; i++)
             {
                 var m = _runs[spec.LayerModels?[i] ?? 0].Model;
-                if (contextSize > m.Config.NCtx && m.Config.RotaryDim == 0)
+                if (contextSize > m.Config.NCtx && m.LearnedPositions)
                     throw new SaeSharpException($"context size {contextSize} exceeds the model's n_ctx={m.Config.NCtx} ({m.Config.ModelName})");
                 int w = m.HookWidth(slots[i]);
                 if (d >= 0 && w != d)

@@ -47,7 +47,7 @@ public static class InductionLoss
     public static bool PastContext(HookedTransformer model, int subseqLen)
     {
         ArgumentNullException.ThrowIfNull(model);
-        return 2L * subseqLen > model.Config.NCtx && model.Config.RotaryDim <= 0;
+        return 2L * subseqLen > model.Config.NCtx && model.LearnedPositions;
     }
 
     /// <summary>The bytes of a layer's float32 attention scores and pattern for <paramref name="batch"/> rows of two copies

@@ -115,7 +115,7 @@ public static class LabelScoring
     {
         var groups = ProbeSaes.HookGroups(model, saes, names);
         if (options.NeuronHook is not null && groups.Count > 1)
-            throw new SaeSharpException($"a neuron hook ({options.NeuronHook}) is for SAEs at one hook; these read {string.Join(", ", groups.Select(g => g.Hook))}");
+            throw new SaeSharpException($"a neuron hook ({options.NeuronHook}) is for SAEs at one hook; these read {string.Join(", ", groups.Select(g => g.Site))}");
         int ctx = ProbeSaes.SharedContextSize(options.ContextSize, saes, names);
         var harvests = groups.Select(g => new HookHarvest(g, model.HookPoints.Resolve(options.NeuronHook ?? g.Hook), model.HookPoints)).ToList();
         // Refused before the data is read or anything written: an artifact file holds one hook's activations at every position.
@@ -132,7 +132,7 @@ public static class LabelScoring
         var progress = new ProgressCounter(options.Progress, "tokens", windows.Sum(w => (long)w.Length));
         try
         {
-            foreach (var h in harvests) sources.Add(HookActivations.For(artifacts, "token windows", h.Group.Hook, windows, options.BatchSize, model.Device));
+            foreach (var h in harvests) sources.Add(HookActivations.For(artifacts, "token windows", h.Group.Site, windows, options.BatchSize, model.Device));
             using var _ = no_grad();
             for (int start = 0; start < windows.Count; start += options.BatchSize)
             {
@@ -152,7 +152,7 @@ public static class LabelScoring
                             var x = sources[g].Get(idx, tokens.shape[1], () =>
                             {
                                 cache ??= model.Run(tokens, new RunOptions { CacheNames = cacheNames, Hooks = modelHooks, StopAtLayer = stopAt }).Cache;
-                                return cache![h.Group.Hook];
+                                return h.Group.Read(cache![h.Group.Hook]);
                             });
                             h.Add(saes, x, cache, idx, labels, model.HookPoints);
                         }
@@ -200,13 +200,13 @@ public static class LabelScoring
         private readonly List<int[]> _tokenLabels = [];
         private readonly List<bool> _fit = [];
 
-        /// <summary>Keeps the labelled tokens of the windows <paramref name="idx"/>: <paramref name="x"/> the hook's activations,
+        /// <summary>Keeps the labelled tokens of the windows <paramref name="idx"/>: <paramref name="x"/> the site's activations (a head's slice of a per-head hook),
         /// <paramref name="cache"/> the model's run (null when every hook came from a file).</summary>
         public void Add(IReadOnlyList<Sae> saes, Tensor x, ActivationCache? cache, int[] idx, List<int[]?[]> labels, HookPoints hookPoints)
         {
             string hook = Group.Hook;
             var n = NeuronHook == hook ? x : cache![NeuronHook];
-            if (x.dim() != 3) throw new SaeSharpException($"hook '{hook}' gives [{string.Join(", ", x.shape)}]; score-labels needs [batch, pos, d]");
+            if (x.dim() != 3) throw new SaeSharpException($"hook '{Group.Site}' gives [{string.Join(", ", x.shape)}]; score-labels needs [batch, pos, d]");
             if (n.dim() != 3) throw new SaeSharpException($"hook '{NeuronHook}' gives [{string.Join(", ", n.shape)}]; score-labels needs [batch, pos, d]");
             var keep = new List<long>();
             long s = x.shape[1];
@@ -237,7 +237,7 @@ public static class LabelScoring
                                                          (NeuronHook == Group.Hook ? "" : $" and {NeuronHook}") + "; give more tokens (--tokens)"
                                                        : $"{datasetPath}: no labelled tokens");
             using var join = NewDisposeScope();
-            return new LabelledActivations(Group.Hook, NeuronHook, [.. _featRows.Select(rows => SparseRows.Concat(rows, rows[0].Columns))],
+            return new LabelledActivations(Group.Site, NeuronHook == Group.Hook ? Group.Site : NeuronHook, [.. _featRows.Select(rows => SparseRows.Concat(rows, rows[0].Columns))],
                 cat(_neuronRows, 0).DetachFromDisposeScope(), _tokenLabels, [.. _fit], labelNames);
         }
 

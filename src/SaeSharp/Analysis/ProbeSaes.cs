@@ -1,5 +1,6 @@
 using SaeSharp.Models;
 using SaeSharp.Saes;
+using static TorchSharp.torch;
 
 namespace SaeSharp.Analysis;
 
@@ -8,34 +9,47 @@ namespace SaeSharp.Analysis;
 /// once and every SAE of the group encodes them.</summary>
 internal static class ProbeSaes
 {
-    /// <summary>The SAEs of one hook: <see cref="Hook"/> (resolved on the model) and the positions of its SAEs in the call's
-    /// list, in order.</summary>
-    internal sealed record HookGroup(string Hook, int[] Saes);
+    /// <summary>The SAEs of one site: <see cref="Hook"/> (resolved on the model), <see cref="Head"/> (SAELens's
+    /// <c>hook_head_index</c> of a per-head hook such as <c>attn.hook_z</c>, else null) and the positions of its SAEs in
+    /// the call's list, in order.</summary>
+    internal sealed record HookGroup(string Hook, int[] Saes, int? Head = null)
+    {
+        /// <summary>The site as reports and errors name it: "blocks.0.attn.hook_z head 1", or the hook alone.</summary>
+        public string Site => SaeMetadata.SiteOf(Hook, Head);
 
-    /// <summary>The hooks <paramref name="saes"/> read (resolved on <paramref name="model"/>), in the order of their first
-    /// SAE, each with its SAEs; an SAE of another d_in than the first of its hook is an error naming both
-    /// (<paramref name="names"/>[i], else "#i+1"), and so is an SAE of one head (hook_head_index) of a per-head hook.</summary>
+        /// <summary>What the group's SAEs read of the hook's activation <paramref name="x"/>: the head's slice
+        /// [batch, pos, d] of a per-head [batch, pos, head, d] hook, else all of it.</summary>
+        public Tensor Read(Tensor x) => Head is int h && x.dim() == 4 ? x.select(2, h) : x;
+    }
+
+    /// <summary>The sites <paramref name="saes"/> read (hooks resolved on <paramref name="model"/>, and the head of a per-head
+    /// hook an SAE's hook_head_index picks), in the order of their first SAE, each with its SAEs; an SAE of another d_in
+    /// than the first of its site is an error naming both (<paramref name="names"/>[i], else "#i+1"). SAEs of different
+    /// heads of one hook are different sites of the same model run.</summary>
     internal static IReadOnlyList<HookGroup> HookGroups(HookedTransformer model, IReadOnlyList<Sae> saes, IReadOnlyList<string>? names = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(saes);
         if (saes.Count == 0) throw new SaeSharpException("sae probe: no SAE given");
-        var groups = new List<(string Hook, List<int> Saes)>();
+        var groups = new List<(string Hook, int? Head, List<int> Saes)>();
         for (int i = 0; i < saes.Count; i++)
         {
             string at = model.HookPoints.Resolve(saes[i].Cfg.Metadata.HookOr(null));
-            if (saes[i].Cfg.Metadata.HookHeadIndex is int head && model.HeadsAt(at) is not null)
-                throw new SaeSharpException($"--sae {Name(names, i)} reads head {head} (hook_head_index) of hook '{at}' {model.HookShape(at)}: sae probe reads " +
-                                            "[batch, pos, d] hooks, not one head of a per-head hook (the q/k/v inputs and hook_attn_in are copies of hook_resid_pre)");
-            int g = groups.FindIndex(x => x.Hook == at);
-            if (g < 0) { groups.Add((at, [i])); continue; }
+            int? head = model.HeadsAt(at) is not null ? saes[i].Cfg.Metadata.HookHeadIndex : null;
+            if (head is not null)
+            {
+                try { model.CheckSaeFits(saes[i], at); }
+                catch (SaeSharpException e) { throw new SaeSharpException($"--sae {Name(names, i)}: {e.Message}", e); }
+            }
+            int g = groups.FindIndex(x => x.Hook == at && x.Head == head);
+            if (g < 0) { groups.Add((at, head, [i])); continue; }
             int first = groups[g].Saes[0];
             if (saes[i].Cfg.DIn != saes[first].Cfg.DIn)
-                throw new SaeSharpException($"--sae {Name(names, i)} has d_in = {saes[i].Cfg.DIn}, but --sae {Name(names, first)} at the same hook {at} has d_in = " +
+                throw new SaeSharpException($"--sae {Name(names, i)} has d_in = {saes[i].Cfg.DIn}, but --sae {Name(names, first)} at the same hook {SaeMetadata.SiteOf(at, head)} has d_in = " +
                                             $"{saes[first].Cfg.DIn}: the SAEs of one hook read the same activations");
             groups[g].Saes.Add(i);
         }
-        return [.. groups.Select(g => new HookGroup(g.Hook, [.. g.Saes]))];
+        return [.. groups.Select(g => new HookGroup(g.Hook, [.. g.Saes], g.Head))];
     }
 
     /// <summary>The layer the model can stop after to have every hook of <paramref name="hooks"/> (null: run it whole).</summary>

@@ -228,7 +228,7 @@ public static class SpuriousCorrelationRemoval
                         var rows = trainRows.Rows().Concat(testRows.Rows()).Distinct().Count();
                         var reports = Evaluate(dense, p.Acts, trainRows, testRows, scr);
                         for (int j = 0; j < p.Group.Saes.Length; j++)
-                            runs[p.Group.Saes[j]].Add(new ScrRun(ds.Name, data.Split, reports[j] with { Hook = p.Group.Hook, Dataset = ds.Path, Texts = rows }));
+                            runs[p.Group.Saes[j]].Add(new ScrRun(ds.Name, data.Split, reports[j] with { Hook = p.Group.Site, Dataset = ds.Path, Texts = rows }));
                     }
                 }
             }
@@ -237,7 +237,7 @@ public static class SpuriousCorrelationRemoval
                 foreach (var p in pooled) p.Dispose();
             }
         }
-        return [.. runs.Select((r, i) => new ScrSuiteReport(groups.First(g => g.Saes.Contains(i)).Hook, r))];
+        return [.. runs.Select((r, i) => new ScrSuiteReport(groups.First(g => g.Saes.Contains(i)).Site, r))];
     }
 
     /// <summary>A dataset's texts read once for all its pairs: the training flags (its own train/test splits when it has

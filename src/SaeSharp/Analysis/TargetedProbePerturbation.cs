@@ -244,7 +244,7 @@ public static class TargetedProbePerturbation
                     var reports = Evaluate(dense, p.Acts, data.Labels, data.Names, data.Fit,
                         options with { OneVsRestClasses = data.OneClassEach, MinPositives = text.MinTexts, Examples = "texts", Labels = options.Labels ?? (data.OneClassEach ? data.Names : null) },
                         tpp, ds.Name);
-                    for (int j = 0; j < p.Group.Saes.Length; j++) runs[p.Group.Saes[j]].Add(new TppRun(ds.Name, data.Split, reports[j] with { Hook = p.Group.Hook }));
+                    for (int j = 0; j < p.Group.Saes.Length; j++) runs[p.Group.Saes[j]].Add(new TppRun(ds.Name, data.Split, reports[j] with { Hook = p.Group.Site }));
                 }
             }
             finally
@@ -252,7 +252,7 @@ public static class TargetedProbePerturbation
                 foreach (var p in pooled) p.Dispose();
             }
         }
-        return [.. runs.Select((r, i) => new TppSuiteReport(groups.First(g => g.Saes.Contains(i)).Hook, r))];
+        return [.. runs.Select((r, i) => new TppSuiteReport(groups.First(g => g.Saes.Contains(i)).Site, r))];
     }
 
     /// <summary>The thresholds n of TPP or SCR (<paramref name="eval"/>): <paramref name="given"/>, or SAEBench's

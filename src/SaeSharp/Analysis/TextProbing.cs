@@ -124,7 +124,7 @@ public static class TextProbing
             var reports = Probe(saes, model, modelHooks, tokenizer, data[d], datasets[d].Apply(text), options, names, artifacts);
             for (int i = 0; i < saes.Count; i++) runs[i].Add(new SparseProbingRun(datasets[d].Name, data[d].Split, reports[i]));
         }
-        return [.. runs.Select((r, i) => new SparseProbingSuiteReport(groups.First(g => g.Saes.Contains(i)).Hook, r))];
+        return [.. runs.Select((r, i) => new SparseProbingSuiteReport(groups.First(g => g.Saes.Contains(i)).Site, r))];
     }
 
     /// <summary>Pools <paramref name="data"/>'s texts in one pass of the model for every SAE and probes them: one report per SAE.</summary>
@@ -140,7 +140,7 @@ public static class TextProbing
             {
                 var evaluated = SparseProbing.EvaluateSparse(p.Features, p.Acts, data.Labels, data.Names, data.Fit,
                     options with { OneVsRestClasses = data.OneClassEach, Labels = labels, MinPositives = text.MinTexts, Examples = "texts" });
-                for (int j = 0; j < p.Group.Saes.Length; j++) reports[p.Group.Saes[j]] = evaluated[j] with { Hook = p.Group.Hook, Pooling = "mean" };
+                for (int j = 0; j < p.Group.Saes.Length; j++) reports[p.Group.Saes[j]] = evaluated[j] with { Hook = p.Group.Site, Pooling = "mean" };
             }
             return reports;
         }
@@ -185,7 +185,7 @@ public static class TextProbing
                 features.index_copy_(0, r, pf);
             }, out var pooled);
             acts = pooled[0];
-            var result = new PooledActivations(groups[0].Hook, features!, acts);
+            var result = new PooledActivations(groups[0].Site, features!, acts);
             features = acts = null;
             return result;
         }
@@ -229,7 +229,7 @@ public static class TextProbing
             if (ModelActivationHarvester.RoutingHooks(model.HookPoints, [g.Hook]).Any())
                 throw new SaeSharpException($"mean pooling reads every position of a text; {g.Hook} is an MoE expert's hook, which holds only the tokens routed to it");
         int? stopAt = ProbeSaes.StopAtLayer(model, groups.Select(g => g.Hook));
-        List<string> cacheNames = [.. groups.Select(g => g.Hook)];
+        List<string> cacheNames = [.. groups.Select(g => g.Hook).Distinct()];
         var ids = texts.Select(t => tokenizer.EncodeWithSpecialTokens(t).Take(options.ContextSize).Select(i => (long)i).ToArray()).ToList();
         var keep = ids.Select(s => KeepMask(s, tokenizer)).ToList();
         for (int i = 0; i < ids.Count; i++)
@@ -240,7 +240,7 @@ public static class TextProbing
         var pooled = new Tensor?[groups.Count];
         try
         {
-            foreach (var g in groups) sources.Add(HookActivations.For(artifacts, "texts", g.Hook, ids, options.BatchSize, model.Device));
+            foreach (var g in groups) sources.Add(HookActivations.For(artifacts, "texts", g.Site, ids, options.BatchSize, model.Device));
             using var _ = no_grad();
             // Texts of equal length run together (no padding: each text's positions are exactly its tokens).
             var order = Enumerable.Range(0, ids.Count).OrderBy(i => ids[i].Length).ThenBy(i => i).ToArray();
@@ -260,13 +260,13 @@ public static class TextProbing
                 {
                     for (int gi = 0; gi < groups.Count; gi++)
                     {
-                        string hook = groups[gi].Hook;
+                        var group = groups[gi];
                         var x = sources[gi].Get(idx, len, () =>
                         {
                             cache ??= model.Run(tokens, new RunOptions { CacheNames = cacheNames, Hooks = modelHooks, StopAtLayer = stopAt }).Cache;
-                            return cache![hook];
+                            return group.Read(cache![group.Hook]);
                         });
-                        if (x.dim() != 3) throw new SaeSharpException($"hook '{hook}' gives [{string.Join(", ", x.shape)}]; mean pooling needs [batch, pos, d]");
+                        if (x.dim() != 3) throw new SaeSharpException($"hook '{group.Site}' gives [{string.Join(", ", x.shape)}]; mean pooling needs [batch, pos, d]");
                         var px = MeanPool(x, mask).cpu();
                         pooled[gi] ??= zeros(texts.Count, px.shape[1], ScalarType.Float32).DetachFromDisposeScope();
                         foreach (int s in groups[gi].Saes)

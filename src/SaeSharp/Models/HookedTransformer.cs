@@ -84,6 +84,10 @@ public abstract partial class HookedTransformer : nn.Module<Tensor, Tensor>
     public HookPoints HookPoints { get; }
     /// <summary>Every hook name of this model in firing order (for <c>sae model info</c>).</summary>
     public IReadOnlyList<string> HookNames => HookPoints.Names;
+    /// <summary>The model adds learned position embeddings (W_pos: GPT-2, GPT-Neo, OPT), so it has no position past
+    /// n_ctx; rotary (Llama, Qwen, NeoX, Gemma, Phi, GPT-J) and ALiBi (BLOOM) positions run on past it, as Hugging Face's
+    /// models do. Every check of a sequence against n_ctx asks this.</summary>
+    public bool LearnedPositions => HookPoints.HasPosEmbed;
 
     private protected HookedTransformer(string name, TransformerConfig config, HookPoints hookPoints) : base(name)
     {
@@ -477,7 +481,7 @@ public abstract partial class HookedTransformer : nn.Module<Tensor, Tensor>
         long total = past + s;
         // Positions as HF computes them for padded batches: cumulative count of real tokens, minus one.
         var positions = (full.to(ScalarType.Int64).cumsum(1) - TorchScalars.Of(1)).clamp_min(TorchScalars.Of(0)).narrow(1, past, s);
-        if (Config.RotaryDim == 0 && positions.max().item<long>() >= Config.NCtx)
+        if (LearnedPositions && positions.max().item<long>() >= Config.NCtx)
             throw new SaeSharpException($"sequence of {positions.max().item<long>() + 1} tokens exceeds the context length n_ctx={Config.NCtx} of {Config.ModelName}");
         using Scalar totalScalar = total.ToScalar(), sScalar = s.ToScalar(), pastScalar = past.ToScalar();
         var causal = TorchScalars.Arange(totalScalar, device: dev).unsqueeze(0).le(TorchScalars.Arange(sScalar, device: dev).add(pastScalar, TorchScalars.One).unsqueeze(1)); // [s, total]

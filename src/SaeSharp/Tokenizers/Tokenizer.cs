@@ -27,8 +27,11 @@ public static class Tokenizer
     }
 
     /// <summary>GPT-2 style files: <c>vocab.json</c> (token -> id) and <c>merges.txt</c> (one "a b" merge per line,
-    /// optional "#version" header). <c>&lt;|endoftext|&gt;</c>, when in the vocabulary, is a special added token.
-    /// Special-token config files beside vocab.json are honoured.</summary>
+    /// optional "#version" header). <c>&lt;|endoftext|&gt;</c>, when in the vocabulary, is a special added token and, as
+    /// in Hugging Face's <c>GPT2Tokenizer</c> (whose bos_token and eos_token default to it), the BOS and the EOS unless
+    /// tokenizer_config.json or special_tokens_map.json name them (a name of null is no such token); config.json's
+    /// bos/eos ids are then not read: they are the model's, not the tokenizer's. Special-token config files beside
+    /// vocab.json are honoured.</summary>
     public static BpeTokenizer FromGpt2Files(string vocabJsonPath, string mergesTxtPath)
     {
         var vocab = ReadVocab(vocabJsonPath);
@@ -41,10 +44,11 @@ public static class Tokenizer
             merges.Add(ParseMerge(line, $"{mergesTxtPath} line {lineNo}"));
         }
         var added = new List<AddedToken>();
-        if (vocab.TryGetValue("<|endoftext|>", out int eot)) added.Add(new AddedToken(eot, "<|endoftext|>"));
+        int? eot = vocab.TryGetValue("<|endoftext|>", out int e) ? e : null;
+        if (eot is int id) added.Add(new AddedToken(id, "<|endoftext|>"));
         var tok = new BpeTokenizer(vocab, merges, added, [], [new ByteLevelStep(false, true)],
             ignoreMerges: false, unkToken: null, source: mergesTxtPath);
-        ApplySpecialTokenConfig(tok, Path.GetDirectoryName(Path.GetFullPath(vocabJsonPath))!);
+        ApplySpecialTokenConfig(tok, Path.GetDirectoryName(Path.GetFullPath(vocabJsonPath))!, classDefault: eot);
         return tok;
     }
 
@@ -380,10 +384,11 @@ public static class Tokenizer
 
     /// <summary>Sets BOS/EOS/PAD from the config files in <paramref name="dir"/> (see the type's summary), and whether
     /// BOS / EOS are added: tokenizer_config.json <c>add_bos_token</c> / <c>add_eos_token</c>, else the post-processor
-    /// <paramref name="template"/>.</summary>
-    internal static void ApplySpecialTokenConfig(BpeTokenizer tok, string dir, (int? Bos, int? Eos)? template = null)
+    /// <paramref name="template"/>. <paramref name="classDefault"/>: the BOS and EOS of a tokenizer class whose
+    /// constructor defaults them (GPT2Tokenizer's <c>&lt;|endoftext|&gt;</c>), each unless the config files name it.</summary>
+    internal static void ApplySpecialTokenConfig(BpeTokenizer tok, string dir, (int? Bos, int? Eos)? template = null, int? classDefault = null)
     {
-        var (bos, eos, pad, named, addBos, addEos, cleanUp, sep) = SpecialTokenConfig(tok, dir, template);
+        var (bos, eos, pad, named, addBos, addEos, cleanUp, sep) = SpecialTokenConfig(tok, dir, template, classDefault);
         if (cleanUp) tok.CleanUpTokenizationSpaces = true;
         tok.BosTokenId = bos;
         tok.EosTokenId = eos;
@@ -395,9 +400,10 @@ public static class Tokenizer
     }
 
     private static (int? Bos, int? Eos, int? Pad, int[] Named, bool? AddBos, bool? AddEos, bool CleanUp, int? Sep) SpecialTokenConfig(ITextTokenizer tok, string dir,
-        (int? Bos, int? Eos)? template)
+        (int? Bos, int? Eos)? template, int? classDefault = null)
     {
         int? bos = null, eos = null, pad = null;
+        bool bosNamed = false, eosNamed = false;
         var named = new Dictionary<string, JsonElement>();
         bool cleanUp = false;
         bool? addBos = null, addEos = null;
@@ -414,12 +420,19 @@ public static class Tokenizer
                 if (doc.RootElement.TryGetProperty("clean_up_tokenization_spaces", out var cu) && cu.ValueKind is JsonValueKind.True)
                     cleanUp = true;
             }
+            bosNamed |= doc.RootElement.TryGetProperty("bos_token", out _);
+            eosNamed |= doc.RootElement.TryGetProperty("eos_token", out _);
             bos ??= TokenFromConfig(tok, doc.RootElement, "bos_token", path);
             eos ??= TokenFromConfig(tok, doc.RootElement, "eos_token", path);
             pad ??= TokenFromConfig(tok, doc.RootElement, "pad_token", path);
             // The first file naming a key wins, as for BOS/EOS/PAD.
             foreach (var key in NamedSpecialKeys)
                 if (!named.ContainsKey(key) && doc.RootElement.TryGetProperty(key, out var v)) named[key] = v.Clone();
+        }
+        if (classDefault is int d)
+        {
+            if (!bosNamed) bos ??= d;
+            if (!eosNamed) eos ??= d;
         }
         string configPath = Path.Combine(dir, "config.json");
         if (File.Exists(configPath))

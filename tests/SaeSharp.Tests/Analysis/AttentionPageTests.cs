@@ -94,7 +94,7 @@ public class AttentionPageTests : ModelTestBase
         var patterns = EmbeddedData(File.ReadAllText(html));
         Assert.Equal(301, patterns["tokens"]!.AsArray().Count);   // BOS and 300 words
         Assert.Contains($"wrote {html} (1 head, 301 tokens, {SaeSharp.HostMemory.Format(new FileInfo(html).Length)})", output.ReplaceLineEndings(" "));
-        Assert.Contains("note: 301 tokens exceed n_ctx=256 of builtin; rotary positions run on past it", err.ReplaceLineEndings(" "));
+        Assert.Contains("note: 301 tokens exceed n_ctx=256 of builtin, the context it was trained on; rotary positions run on past it", err.ReplaceLineEndings(" "));
     }
 
     [Fact]

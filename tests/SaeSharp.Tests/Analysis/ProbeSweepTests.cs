@@ -15,8 +15,8 @@ namespace SaeSharp.Tests.Analysis;
 /// <summary><c>sae probe</c> over several SAEs at one hook: every mode (token-level probing with absorption, mean-pooled
 /// probing, TPP, SCR) gives each SAE exactly what a call with that SAE alone gives, while the model runs over the data once;
 /// the --json files get <c>sae eval</c>'s _sae&lt;i&gt; suffix. SAEs at several hooks run in one pass too, the model's probes
-/// fitted once per hook (one --artifacts file per hook); SAEs of one hook and another d_in, and SAEs of one head of a per-head
-/// hook, are refused by name.</summary>
+/// fitted once per hook (one --artifacts file per hook); SAEs of one hook and another d_in, and SAEs of a head a per-head hook
+/// does not have, are refused by name.</summary>
 public sealed class ProbeSweepTests : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("probesweep-").FullName;
@@ -296,10 +296,15 @@ public sealed class ProbeSweepTests : IDisposable
         Assert.Contains(missing, bad.Err + bad.Out);
         bad = CliRunner.Run(["probe", "--sae", a, "--sae", a, .. common]);
         Assert.Contains($"--sae {a} is given 2 times", bad.Err + bad.Out);
-        // One head of a per-head hook (TransformerLens's hook_k_input, hook_head_index 1): refused by name, before any pass.
+        // One head of a per-head hook (TransformerLens's hook_k_input, hook_head_index 1) is probed on that head's slice; a
+        // head the hook does not have is refused by name, before any pass.
         string head = SaveSae("head", 128, 32, "blocks.1.hook_k_input", 5, head: 1);
-        bad = CliRunner.Run(["probe", "--sae", head, .. common]);
+        var ok = CliRunner.Run(["probe", "--sae", head, .. common]);
+        Assert.True(ok.Exit == 0, ok.Err + ok.Out);
+        Assert.Contains("blocks.1.hook_k_input head 1", ok.Out);
+        string far = SaveSae("far", 128, 32, "blocks.1.hook_k_input", 5, head: 9);
+        bad = CliRunner.Run(["probe", "--sae", far, .. common]);
         Assert.NotEqual(0, bad.Exit);
-        Assert.Contains($"--sae {head} reads head 1 (hook_head_index) of hook 'blocks.1.hook_k_input' [batch, pos, 4, 128]", bad.Err + bad.Out);
+        Assert.Contains("reads head 9 (hook_head_index), but the hook has 4 heads (0..3)", bad.Err + bad.Out);
     }
 }

@@ -99,6 +99,56 @@ public class Gpt2TokenizerTests
         Assert.Equal(new[] { 15496, 995 }, tok.Encode("Hello world"));
     }
 
+    /// <summary>A folder of GPT-2's vocab.json and merges.txt only, with <paramref name="files"/> (name, JSON) beside them.</summary>
+    private static string VocabAndMergesFolder(params (string Name, string Json)[] files)
+    {
+        string dir = TestPaths.TempDir();
+        File.Copy(TestPaths.Data("gpt2-tokenizer", "vocab.json"), Path.Combine(dir, "vocab.json"));
+        File.Copy(TestPaths.Data("gpt2-tokenizer", "merges.txt"), Path.Combine(dir, "merges.txt"));
+        foreach (var (name, json) in files) File.WriteAllText(Path.Combine(dir, name), json);
+        return dir;
+    }
+
+    /// <summary>Hugging Face's GPT2Tokenizer(vocab_file, merges_file) defaults bos_token and eos_token to
+    /// "&lt;|endoftext|&gt;" (id 50256 in GPT-2's vocabulary) and never reads a model's config.json: a model folder whose
+    /// config.json declares other ids (or only an EOS) still has &lt;|endoftext|&gt; as the tokenizer's BOS and EOS.</summary>
+    [Fact]
+    public void Vocab_and_merges_alone_default_bos_and_eos_to_endoftext_as_GPT2Tokenizer()
+    {
+        var alone = Tokenizer.FromFolder(VocabAndMergesFolder());
+        Assert.Equal((50256, 50256), (alone.BosTokenId, alone.EosTokenId));
+        var withConfig = Tokenizer.FromFolder(VocabAndMergesFolder(("config.json", """{"model_type": "gpt2", "eos_token_id": 13}""")));
+        Assert.Equal((50256, 50256), (withConfig.BosTokenId, withConfig.EosTokenId));
+        Assert.Equal(50256, withConfig.BosOrEosTokenId());
+        var otherIds = Tokenizer.FromFolder(VocabAndMergesFolder(("config.json", """{"bos_token_id": 11, "eos_token_id": 13}""")));
+        Assert.Equal((50256, 50256), (otherIds.BosTokenId, otherIds.EosTokenId));
+    }
+
+    /// <summary>tokenizer_config.json / special_tokens_map.json override the defaults key by key, as keyword arguments of
+    /// GPT2Tokenizer: naming only eos_token keeps the default BOS; a name of null is no such token.</summary>
+    [Fact]
+    public void Vocab_and_merges_defaults_give_way_key_by_key_to_the_config_files()
+    {
+        var eosOnly = Tokenizer.FromFolder(VocabAndMergesFolder(("tokenizer_config.json", """{"eos_token": "."}""")));
+        Assert.Equal((50256, 13), (eosOnly.BosTokenId, eosOnly.EosTokenId));
+        var noBos = Tokenizer.FromFolder(VocabAndMergesFolder(("special_tokens_map.json", """{"bos_token": null}""")));
+        Assert.Equal(((int?)null, 50256), (noBos.BosTokenId, noBos.EosTokenId));
+    }
+
+    /// <summary>Without &lt;|endoftext|&gt; in the vocabulary there is no default: config.json's ids count, as before.</summary>
+    [Fact]
+    public void Vocab_without_endoftext_has_no_default()
+    {
+        string dir = TestPaths.TempDir();
+        File.WriteAllText(Path.Combine(dir, "vocab.json"), """{"a": 0, "b": 1, "ab": 2}""");
+        File.WriteAllText(Path.Combine(dir, "merges.txt"), "#version: 0.2\na b\n");
+        Assert.Equal(((int?)null, (int?)null), (Tokenizer.FromFolder(dir).BosTokenId, Tokenizer.FromFolder(dir).EosTokenId));
+        File.WriteAllText(Path.Combine(dir, "config.json"), """{"bos_token_id": 1, "eos_token_id": 2}""");
+        var tok = Tokenizer.FromFolder(dir);
+        Assert.Equal((1, 2), (tok.BosTokenId, tok.EosTokenId));
+        Assert.Equal([2], tok.Encode("ab"));
+    }
+
     [Fact]
     public void FromFolder_without_tokenizer_files_names_what_it_expected()
     {
