@@ -254,11 +254,20 @@ public sealed class HookPoints
     public bool PostNorms { get; }
     /// <summary>Gated MLP: has <c>mlp.hook_pre_linear</c>.</summary>
     public bool GatedMlp { get; }
+    /// <summary>A LayerNorm on the token embeddings (BLOOM): has <c>embed.ln.hook_scale</c> and <c>embed.ln.hook_normalized</c>.</summary>
+    public bool PostEmbeddingLn { get; }
 
     /// <summary>Token embedding output [batch, pos, d_model].</summary>
     public const string Embed = "hook_embed";
     /// <summary>Position embedding output [batch, pos, d_model] (models with learned positions only).</summary>
     public const string PosEmbed = "hook_pos_embed";
+    /// <summary>BLOOM's embedding LayerNorm (<c>word_embeddings_layernorm</c>, TransformerLens's <c>post_embedding_ln</c>
+    /// <c>embed.ln</c>): its scale √(var + eps) [batch, pos, 1], float32, as TransformerLens's <c>embed.ln.hook_scale</c>.</summary>
+    public const string EmbedLnScale = "embed.ln.hook_scale";
+    /// <summary>BLOOM's embedding LayerNorm's pure normalisation (x − mean)/scale [batch, pos, d_model], before its weight and
+    /// bias (TransformerLens's <c>embed.ln.hook_normalized</c>, which no weight processing folds: hook_embed is
+    /// hook_normalized·w + b).</summary>
+    public const string EmbedLnNormalized = "embed.ln.hook_normalized";
     /// <summary>Final layer norm output [batch, pos, d_model], the unembedding's input.</summary>
     public const string LnFinal = "ln_final.hook_normalized";
     /// <summary>Final norm's scale [batch, pos, 1] (TransformerLens <c>ln_final.hook_scale</c>).</summary>
@@ -278,8 +287,10 @@ public sealed class HookPoints
     public bool IsMoeLayer(int layer) => layer >= 0 && layer < NLayers && Blocks[layer].Experts.Length > 0;
 
     internal HookPoints(int nLayers, bool hasPosEmbed, bool parallelAttnMlp, bool rotary, HfModuleNames hf, bool gatedMlp = false,
-        int numExperts = 0, bool sharedExpert = false, bool[]? denseMlpLayers = null, bool sharedExpertGate = true, bool qLatent = false, bool kvLatent = false, bool postNorms = false)
+        int numExperts = 0, bool sharedExpert = false, bool[]? denseMlpLayers = null, bool sharedExpertGate = true, bool qLatent = false, bool kvLatent = false, bool postNorms = false,
+        bool postEmbeddingLn = false)
     {
+        PostEmbeddingLn = postEmbeddingLn;
         bool Dense(int i) => denseMlpLayers is { } d && d[i];
         FirstMoeLayer = numExperts > 0 ? Enumerable.Range(0, nLayers).FirstOrDefault(i => !Dense(i), nLayers) : 0;
         SharedExpertGate = sharedExpertGate;
@@ -296,6 +307,7 @@ public sealed class HookPoints
         var names = new List<string>();
         _layer = new Dictionary<string, int>(StringComparer.Ordinal);
         void Add(string n, int layer) { names.Add(n); _layer[n] = layer; }
+        if (postEmbeddingLn) { Add(EmbedLnScale, -1); Add(EmbedLnNormalized, -1); }
         Add(Embed, -1);
         if (hasPosEmbed) Add(PosEmbed, -1);
         for (int i = 0; i < nLayers; i++)
@@ -464,7 +476,7 @@ public sealed class HookPoints
     /// <summary>The valid hook names in one line, per-block names written once with <c>{0..L-1}</c>.</summary>
     public string ValidNamesSummary()
     {
-        var parts = new List<string> { Embed };
+        var parts = PostEmbeddingLn ? new List<string> { EmbedLnScale, EmbedLnNormalized, Embed } : new List<string> { Embed };
         if (HasPosEmbed) parts.Add(PosEmbed);
         if (NLayers > 0)
         {

@@ -152,7 +152,7 @@ public static class WeightProcessing
         if (LayerNormLayout.Of(model) is { } layout) return ApplyLayerNormFamily(model, layout, options);
         bool gpt2 = arch == "gpt2";
         if (!gpt2 && arch != "gpt_neox")
-            throw new SaeSharpException($"weight processing ({asked}) supports gpt2, gpt_neox, gpt_neo, gptj, opt, phi and the Llama-style " +
+            throw new SaeSharpException($"weight processing ({asked}) supports gpt2, gpt_neox, gpt_neo, gptj, opt, phi, bloom and the Llama-style " +
                                         $"decoders, not {arch}: load it unprocessed (without --fold-ln, --center-writing-weights or --process-weights)");
         using var _ = no_grad();
         // New parameters before the dispose scope: GPT-2's W_U (W_E) gets a matrix of its own, and b_U, for ln_final.
@@ -259,31 +259,47 @@ public static class WeightProcessing
         return new ProcessedModel(model, effective, []) { Warnings = warnings };
     }
 
-    /// <summary>HF parameter names of a LayerNorm family whose layers are nn.Linear [out, in] (GPT-Neo, GPT-J, OPT, Phi), in
+    /// <summary>HF parameter names of a LayerNorm family whose layers are nn.Linear [out, in] (GPT-Neo, GPT-J, OPT, Phi, BLOOM), in
     /// TransformerLens's terms: <see cref="Ln2"/> null for a parallel block (one norm feeding attention and MLP, which
-    /// TransformerLens's converters copy into ln2); <see cref="Unembed"/> the unembedding layer, a tied one
-    /// (GPT-Neo's, OPT's) after <see cref="HookedTransformer.UntieEmbeddings"/>.</summary>
-    private sealed record LayerNormLayout(string Embed, string? PosEmbed, string Layer, string Ln1, string? Ln2, string Q, string K, string V,
-        string O, string MlpIn, string MlpOut, string FinalNorm, string Unembed)
+    /// TransformerLens's converters copy into ln2); <see cref="AttnIn"/> the layers reading ln1 for the attention (q, k, v
+    /// projections, or BLOOM's fused <c>query_key_value</c> laid out [head, (q, k, v), head_dim], <see cref="FusedQkv"/>);
+    /// <see cref="Unembed"/> the unembedding layer, a tied one (GPT-Neo's, OPT's, BLOOM's) after
+    /// <see cref="HookedTransformer.UntieEmbeddings"/>. BLOOM's <c>word_embeddings_layernorm</c> (TransformerLens's
+    /// <c>embed.ln</c>) is in no field: TransformerLens's process_weights never folds it (its Embed keeps a full LayerNorm
+    /// under fold_ln), and center_writing_weights centres W_E, which that LayerNorm reads, and not its output.</summary>
+    private sealed record LayerNormLayout(string Embed, string? PosEmbed, string Layer, string Ln1, string? Ln2, string[] AttnIn,
+        string O, string MlpIn, string MlpOut, string FinalNorm, string Unembed, bool FusedQkv = false)
     {
         public static LayerNormLayout? Of(HookedTransformer m) => m.Config.Architecture switch
         {
-            "gpt_neo" => new("transformer.wte", "transformer.wpe", "transformer.h.{0}.", "ln_1", "ln_2", "attn.attention.q_proj",
-                "attn.attention.k_proj", "attn.attention.v_proj", "attn.attention.out_proj", "mlp.c_fc", "mlp.c_proj", "transformer.ln_f", "lm_head"),
-            "gptj" => new("transformer.wte", null, "transformer.h.{0}.", "ln_1", null, "attn.q_proj", "attn.k_proj", "attn.v_proj",
+            "gpt_neo" => new("transformer.wte", "transformer.wpe", "transformer.h.{0}.", "ln_1", "ln_2", ["attn.attention.q_proj",
+                "attn.attention.k_proj", "attn.attention.v_proj"], "attn.attention.out_proj", "mlp.c_fc", "mlp.c_proj", "transformer.ln_f", "lm_head"),
+            "gptj" => new("transformer.wte", null, "transformer.h.{0}.", "ln_1", null, ["attn.q_proj", "attn.k_proj", "attn.v_proj"],
                 "attn.out_proj", "mlp.fc_in", "mlp.fc_out", "transformer.ln_f", "lm_head"),
             "opt" => new("model.decoder.embed_tokens", "model.decoder.embed_positions", "model.decoder.layers.{0}.", "self_attn_layer_norm",
-                "final_layer_norm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "fc1", "fc2",
+                "final_layer_norm", ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"], "self_attn.out_proj", "fc1", "fc2",
                 "model.decoder.final_layer_norm", "lm_head"),
-            "phi" => new("model.embed_tokens", null, "model.layers.{0}.", "input_layernorm", null, "self_attn.q_proj", "self_attn.k_proj",
-                "self_attn.v_proj", "self_attn.dense", "mlp.fc1", "mlp.fc2", "model.final_layernorm", "lm_head"),
+            "phi" => new("model.embed_tokens", null, "model.layers.{0}.", "input_layernorm", null, ["self_attn.q_proj", "self_attn.k_proj",
+                "self_attn.v_proj"], "self_attn.dense", "mlp.fc1", "mlp.fc2", "model.final_layernorm", "lm_head"),
+            "bloom" => new("transformer.word_embeddings", null, "transformer.h.{0}.", "input_layernorm", "post_attention_layernorm",
+                ["self_attention.query_key_value"], "self_attention.dense", "mlp.dense_h_to_4h", "mlp.dense_4h_to_h", "transformer.ln_f", "lm_head",
+                FusedQkv: true),
             _ => null,
         };
 
         public string At(int layer, string name) => string.Format(System.Globalization.CultureInfo.InvariantCulture, Layer, layer) + name;
+
+        /// <summary>The parameter holding layer <paramref name="layer"/>'s b_V, or null without one.</summary>
+        public string ValueBiasParameter(int layer) => At(layer, AttnIn[FusedQkv ? 0 : 2] + ".bias");
+
+        /// <summary>Layer <paramref name="layer"/>'s b_V [n_heads·d_head] (a view: writing it writes the model), or null
+        /// without one; BLOOM's is every third d_head block of the fused bias, as TransformerLens's converter splits it.</summary>
+        public Tensor? ValueBias(Dictionary<string, Parameter> p, int layer, TransformerConfig c) =>
+            !p.TryGetValue(ValueBiasParameter(layer), out var b) ? null
+                : FusedQkv ? b.view(c.NHeads, 3, c.DHead).select(1, 2) : b;
     }
 
-    /// <summary>TransformerLens <c>process_weights</c> on GPT-Neo, GPT-J, OPT or Phi (see <see cref="LayerNormLayout"/>), in
+    /// <summary>TransformerLens <c>process_weights</c> on GPT-Neo, GPT-J, OPT, Phi or BLOOM (see <see cref="LayerNormLayout"/>), in
     /// its order: fold_ln folds each LayerNorm's weight and bias into the layers reading it (a parallel block's one norm into
     /// q/k/v and the MLP's input alike; q/k/v and MLP input without a bias gain one, TransformerLens's b_Q/b_K/b_V/b_in) and
     /// centres their weights over d_model, then ln_final into W_U and b_U (an untied W_U; OPT's tied one is untied first and
@@ -302,23 +318,24 @@ public static class WeightProcessing
         if (options.FoldLn)
         {
             for (int i = 0; i < c.NLayers; i++)
-                foreach (var layer in new[] { l.Q, l.K, l.V, l.MlpIn }) Module(l.At(i, layer)).EnsureBias();
+                foreach (var layer in l.AttnIn.Append(l.MlpIn)) Module(l.At(i, layer)).EnsureBias();
             Module(l.Unembed).EnsureBias();
         }
         var p0 = model.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter, StringComparer.Ordinal);
         if (options.FoldValueBiases)
             for (int i = 0; i < c.NLayers; i++)
-                if (p0.ContainsKey(l.At(i, l.V + ".bias"))) Module(l.At(i, l.O)).EnsureBias();
+                if (p0.ContainsKey(l.ValueBiasParameter(i))) Module(l.At(i, l.O)).EnsureBias();
         using var scope = NewDisposeScope();
         var p = model.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter, StringComparer.Ordinal);
         if (options.FoldLn)
         {
             for (int i = 0; i < c.NLayers; i++)
             {
-                if (l.Ln2 is null) FoldNorm(p, l.At(i, l.Ln1), [l.At(i, l.Q), l.At(i, l.K), l.At(i, l.V), l.At(i, l.MlpIn)], false, true);
+                var attnIn = l.AttnIn.Select(layer => l.At(i, layer));
+                if (l.Ln2 is null) FoldNorm(p, l.At(i, l.Ln1), [.. attnIn, l.At(i, l.MlpIn)], false, true);
                 else
                 {
-                    FoldNorm(p, l.At(i, l.Ln1), [l.At(i, l.Q), l.At(i, l.K), l.At(i, l.V)], false, true);
+                    FoldNorm(p, l.At(i, l.Ln1), [.. attnIn], false, true);
                     FoldNorm(p, l.At(i, l.Ln2), [l.At(i, l.MlpIn)], false, true);
                 }
             }
@@ -334,7 +351,7 @@ public static class WeightProcessing
         if (options.CenterUnembed) CenterUnembedding(p, l.Unembed);
         if (options.FoldValueBiases)
             for (int i = 0; i < c.NLayers; i++)
-                if (p.TryGetValue(l.At(i, l.V + ".bias"), out var bv)) FoldValueBias(c, bv, Module(l.At(i, l.O)), options.CenterWritingWeights);
+                if (l.ValueBias(p, i, c) is { } bv) FoldValueBias(c, bv, Module(l.At(i, l.O)), options.CenterWritingWeights);
         return new ProcessedModel(model, options, []);
     }
 
@@ -364,10 +381,10 @@ public static class WeightProcessing
     /// <summary>TransformerLens <c>fold_value_biases</c> for one layer: b_O += W_O·b_V (b_V per key/value head, repeated for
     /// the query heads sharing it: HF repeat_kv, query head j reads head j / (h / g)), in float32, then b_V = 0; b_O is
     /// centred again under center_writing_weights, as TransformerLens does.</summary>
-    private static void FoldValueBias(TransformerConfig c, Parameter bv, Linear oProj, bool center)
+    private static void FoldValueBias(TransformerConfig c, Tensor bv, Linear oProj, bool center)
     {
         int h = c.NHeads, g = c.NKvHeads, hd = c.DHead;
-        var perHead = bv.view(g, hd).repeat_interleave(h / g, 0).reshape(-1);
+        var perHead = bv.reshape(g, hd).repeat_interleave(h / g, 0).reshape(-1);
         var bO = oProj.EnsureBias();
         var W = oProj.Weight;                                         // [d_model, h·hd]
         bO.copy_(bO.to(ScalarType.Float32).add(matmul(W.to(ScalarType.Float32), perHead.to(ScalarType.Float32)), TorchScalars.One));
