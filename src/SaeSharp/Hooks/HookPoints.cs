@@ -192,7 +192,7 @@ internal sealed class BlockHookNames
 /// TransformerLens module paths (<c>blocks.3.mlp</c>) and Hugging Face module paths
 /// (<c>transformer.h.3.mlp</c>, <c>gpt_neox.layers.3.attention</c>, with or without the prefix),
 /// each as the module's output or input (<see cref="HookKind"/>).
-/// <para>Shapes: residual-stream hooks, <c>hook_embed</c>, <c>hook_pos_embed</c>, <c>hook_attn_out</c>, <c>hook_mlp_out</c>,
+/// <para>Shapes: residual-stream hooks, <c>hook_embed</c>, <c>hook_pos_embed</c>, BLOOM's <c>embed.ln.hook_normalized</c>, <c>hook_attn_out</c>, <c>hook_mlp_out</c>,
 /// <c>ln*.hook_normalized</c>, <c>hook_mlp_in</c> (the MLP's copy of resid_mid, or resid_pre in a parallel block; an edit
 /// reaches the MLP only): [batch, pos, d_model]; <c>attn.hook_result</c> (each head's z_h·W_O[h], without b_O): [batch, pos,
 /// head, d_model]; <c>hook_attn_in</c>, <c>hook_q_input</c> (each head's copy of resid_pre before ln1, TransformerLens's
@@ -206,7 +206,7 @@ internal sealed class BlockHookNames
 /// projection, hook_post = act(hook_pre)·hook_pre_linear;
 /// <c>attn.hook_attn_scores</c> (the scaled, soft-capped and masked scores the softmax reads, float32; masked entries hold
 /// float32's minimum, where TransformerLens has −inf) and <c>attn.hook_pattern</c>: [batch, head, query_pos, key_pos];
-/// <c>ln1/ln2/ln_final.hook_scale</c>: [batch, pos, 1], the norm's divisor √(var + eps) (LayerNorm) or √(mean x² + eps)
+/// <c>ln1/ln2/ln_final.hook_scale</c> (and BLOOM's <c>embed.ln.hook_scale</c>): [batch, pos, 1], the norm's divisor √(var + eps) (LayerNorm) or √(mean x² + eps)
 /// (RMSNorm), float32.</para>
 /// <para>A mixture-of-experts MLP (Mixtral, Qwen2-MoE, Qwen3-MoE) has TransformerLens's MoE hooks instead of hook_pre/post:
 /// <c>mlp.hook_expert_weights</c> [batch, pos, num_experts] float32, the router's softmax over every expert (the top

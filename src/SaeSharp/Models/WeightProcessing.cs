@@ -14,7 +14,7 @@ public sealed record WeightProcessingOptions
 {
     /// <summary><c>fold_ln</c>: fold each block's LayerNorm weight and bias into the layer reading it and centre that layer's
     /// reading weights, leaving a pure normalisation (TransformerLens <c>LNPre</c>); q/k/v or an MLP input without a bias (GPT-Neo,
-    /// GPT-J) gains one. <c>ln_final</c> is folded into W_U and b_U (a tied W_U — GPT-2, GPT-Neo, OPT — is first given a matrix
+    /// GPT-J) gains one. <c>ln_final</c> is folded into W_U and b_U (a tied W_U — GPT-2, GPT-Neo, OPT, BLOOM — is first given a matrix
     /// of its own, <c>lm_head</c>, and W_E stays; an unembedding without a bias gains b_U), so <c>ln_final.hook_normalized</c>
     /// is the pure normalisation. A parallel block's one norm (GPT-J, Phi) is folded into attention and MLP alike.
     /// Llama-style decoders: each RMSNorm's weight (Gemma's 1 + w) is folded into q/k/v_proj, gate/up_proj and, for
@@ -123,8 +123,9 @@ public sealed class ProcessedModel : IDisposable
 /// <summary>
 /// TransformerLens's <c>fold_layer_norm</c>, <c>center_writing_weights</c>, <c>center_unembed</c> and
 /// <c>fold_value_biases</c> applied in place to a loaded GPT-2 or GPT-NeoX (Hugging Face weight layout: Conv1D [in, out]
-/// for GPT-2, Linear [out, in] for NeoX), GPT-Neo, GPT-J, OPT or Phi (their HF Linear layers, as TransformerLens's
-/// converters map them: a parallel block's one norm is both ln1 and ln2), or a Llama-layout decoder (<see cref="LlamaFamilyModel"/>: Llama, Mistral,
+/// for GPT-2, Linear [out, in] for NeoX), GPT-Neo, GPT-J, OPT, Phi or BLOOM (their HF Linear layers, as TransformerLens's
+/// converters map them: a parallel block's one norm is both ln1 and ln2; BLOOM's word_embeddings_layernorm kept, as
+/// TransformerLens keeps <c>embed.ln</c>), or a Llama-layout decoder (<see cref="LlamaFamilyModel"/>: Llama, Mistral,
 /// Qwen2/3, Gemma 1/2/3, OLMo, Phi-3, ...) as TransformerLens processes its RMSNorm models
 /// (transformer_lens/weight_processing.py <c>process_weights</c>): fold_ln folds each RMSNorm's weight (Gemma's 1 + w)
 /// into the layers reading it and ln_final's into W_U, without centring (RMSNorm does not subtract the mean), leaving

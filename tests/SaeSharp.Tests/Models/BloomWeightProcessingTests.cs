@@ -207,5 +207,6 @@ public class BloomWeightProcessingTests : ModelTestBase
         var (foldExit, foldOut, foldErr) = CliRunner.Run("model", "circuits", "--model", Fixture, "--fold-ln", "--tokens", "10");
         Assert.True(foldExit == 0, foldErr);
         Assert.Contains("weights: fold_ln", foldOut);
+        Assert.Contains("No positional QK score: bloom has ALiBi positions, no W_pos", foldOut);
     }
 }
