@@ -1488,7 +1488,7 @@ internal static class ModelCommands
                 Console.WriteLine($"over the first {qk.Positions} positions, causal mask; 1 attends to the previous position");
                 WriteHeadGrid("Positional QK previous-token score", prev, qk.Layers);
             }
-            else Console.WriteLine($"No positional QK score: {c.ModelName} has rotary positions, no W_pos");
+            else Console.WriteLine($"No positional QK score: {c.ModelName} has {(c.Alibi ? "ALiBi" : "rotary")} positions, no W_pos");
             Console.WriteLine();
             Console.WriteLine("same-token top-1: share of the sampled tokens whose own key scores highest in");
             Console.WriteLine("their row of the full QK circuit W_E·W_Q·W_Kᵀ·W_Eᵀ");

@@ -72,7 +72,9 @@ public static class FeatureWeights
         // transcoder reading it (hook_name_out set) writes its rows into its output hook: d_model rows of the stream.
         bool blockNorm = sae.Cfg.Metadata.HookNameOut is null && hook.StartsWith("blocks.", StringComparison.Ordinal) && hook.Contains(".ln", StringComparison.Ordinal)
                          && (hook.EndsWith(".hook_normalized", StringComparison.Ordinal) || hook.EndsWith(".hook_scale", StringComparison.Ordinal));
-        if (rows.shape[1] == c.DModel && !mlpPost && !attnZ && !attnInternal && !blockNorm
+        // BLOOM's embed.ln.hook_normalized is the LayerNorm's pure normalisation: its weight and bias stand between it and hook_embed.
+        bool embedNorm = hook.StartsWith("embed.ln.", StringComparison.Ordinal);
+        if (rows.shape[1] == c.DModel && !mlpPost && !attnZ && !attnInternal && !blockNorm && !embedNorm
             && !hook.EndsWith("hook_pre", StringComparison.Ordinal) && !hook.EndsWith("hook_gate", StringComparison.Ordinal))
             result = rows;
         else if (mlpPost)
@@ -91,6 +93,7 @@ public static class FeatureWeights
         }
         else throw new SaeSharpException($"hook '{hook}': decoder rows of width {rows.shape[1]} cannot be written into the residual stream (" +
             (blockNorm ? "a block's LayerNorm output feeds attention or the MLP, not the stream; " : "") +
+            (embedNorm ? "embed.ln's normalisation reaches the stream through the LayerNorm's weight and bias, as hook_embed; " : "") +
             "logit effects need a residual-stream, attn/mlp output, mlp.hook_post or attn.hook_z hook)");
         return result.MoveToOuterDisposeScope();
     }

@@ -192,7 +192,7 @@ internal sealed class BlockHookNames
 /// TransformerLens module paths (<c>blocks.3.mlp</c>) and Hugging Face module paths
 /// (<c>transformer.h.3.mlp</c>, <c>gpt_neox.layers.3.attention</c>, with or without the prefix),
 /// each as the module's output or input (<see cref="HookKind"/>).
-/// <para>Shapes: residual-stream hooks, <c>hook_embed</c>, <c>hook_pos_embed</c>, <c>hook_attn_out</c>, <c>hook_mlp_out</c>,
+/// <para>Shapes: residual-stream hooks, <c>hook_embed</c>, <c>hook_pos_embed</c>, BLOOM's <c>embed.ln.hook_normalized</c>, <c>hook_attn_out</c>, <c>hook_mlp_out</c>,
 /// <c>ln*.hook_normalized</c>, <c>hook_mlp_in</c> (the MLP's copy of resid_mid, or resid_pre in a parallel block; an edit
 /// reaches the MLP only): [batch, pos, d_model]; <c>attn.hook_result</c> (each head's z_h·W_O[h], without b_O): [batch, pos,
 /// head, d_model]; <c>hook_attn_in</c>, <c>hook_q_input</c> (each head's copy of resid_pre before ln1, TransformerLens's
@@ -206,7 +206,7 @@ internal sealed class BlockHookNames
 /// projection, hook_post = act(hook_pre)·hook_pre_linear;
 /// <c>attn.hook_attn_scores</c> (the scaled, soft-capped and masked scores the softmax reads, float32; masked entries hold
 /// float32's minimum, where TransformerLens has −inf) and <c>attn.hook_pattern</c>: [batch, head, query_pos, key_pos];
-/// <c>ln1/ln2/ln_final.hook_scale</c>: [batch, pos, 1], the norm's divisor √(var + eps) (LayerNorm) or √(mean x² + eps)
+/// <c>ln1/ln2/ln_final.hook_scale</c> (and BLOOM's <c>embed.ln.hook_scale</c>): [batch, pos, 1], the norm's divisor √(var + eps) (LayerNorm) or √(mean x² + eps)
 /// (RMSNorm), float32.</para>
 /// <para>A mixture-of-experts MLP (Mixtral, Qwen2-MoE, Qwen3-MoE) has TransformerLens's MoE hooks instead of hook_pre/post:
 /// <c>mlp.hook_expert_weights</c> [batch, pos, num_experts] float32, the router's softmax over every expert (the top
@@ -254,11 +254,20 @@ public sealed class HookPoints
     public bool PostNorms { get; }
     /// <summary>Gated MLP: has <c>mlp.hook_pre_linear</c>.</summary>
     public bool GatedMlp { get; }
+    /// <summary>A LayerNorm on the token embeddings (BLOOM): has <c>embed.ln.hook_scale</c> and <c>embed.ln.hook_normalized</c>.</summary>
+    public bool PostEmbeddingLn { get; }
 
     /// <summary>Token embedding output [batch, pos, d_model] (facebook/opt-350m: word_embed_proj_dim wide, before project_in).</summary>
     public const string Embed = "hook_embed";
     /// <summary>Position embedding output [batch, pos, d_model] (models with learned positions only).</summary>
     public const string PosEmbed = "hook_pos_embed";
+    /// <summary>BLOOM's embedding LayerNorm (<c>word_embeddings_layernorm</c>, TransformerLens's <c>post_embedding_ln</c>
+    /// <c>embed.ln</c>): its scale √(var + eps) [batch, pos, 1], float32, as TransformerLens's <c>embed.ln.hook_scale</c>.</summary>
+    public const string EmbedLnScale = "embed.ln.hook_scale";
+    /// <summary>BLOOM's embedding LayerNorm's pure normalisation (x − mean)/scale [batch, pos, d_model], before its weight and
+    /// bias (TransformerLens's <c>embed.ln.hook_normalized</c>, which no weight processing folds: hook_embed is
+    /// hook_normalized·w + b).</summary>
+    public const string EmbedLnNormalized = "embed.ln.hook_normalized";
     /// <summary>Final layer norm output [batch, pos, d_model], the unembedding's input (facebook/opt-350m: project_out's
     /// output, word_embed_proj_dim wide).</summary>
     public const string LnFinal = "ln_final.hook_normalized";
@@ -280,8 +289,10 @@ public sealed class HookPoints
     public bool IsMoeLayer(int layer) => layer >= 0 && layer < NLayers && Blocks[layer].Experts.Length > 0;
 
     internal HookPoints(int nLayers, bool hasPosEmbed, bool parallelAttnMlp, bool rotary, HfModuleNames hf, bool gatedMlp = false,
-        int numExperts = 0, bool sharedExpert = false, bool[]? denseMlpLayers = null, bool sharedExpertGate = true, bool qLatent = false, bool kvLatent = false, bool postNorms = false, bool finalNorm = true)
+        int numExperts = 0, bool sharedExpert = false, bool[]? denseMlpLayers = null, bool sharedExpertGate = true, bool qLatent = false, bool kvLatent = false, bool postNorms = false, bool finalNorm = true,
+        bool postEmbeddingLn = false)
     {
+        PostEmbeddingLn = postEmbeddingLn;
         bool Dense(int i) => denseMlpLayers is { } d && d[i];
         FirstMoeLayer = numExperts > 0 ? Enumerable.Range(0, nLayers).FirstOrDefault(i => !Dense(i), nLayers) : 0;
         SharedExpertGate = sharedExpertGate;
@@ -298,6 +309,7 @@ public sealed class HookPoints
         var names = new List<string>();
         _layer = new Dictionary<string, int>(StringComparer.Ordinal);
         void Add(string n, int layer) { names.Add(n); _layer[n] = layer; }
+        if (postEmbeddingLn) { Add(EmbedLnScale, -1); Add(EmbedLnNormalized, -1); }
         Add(Embed, -1);
         if (hasPosEmbed) Add(PosEmbed, -1);
         for (int i = 0; i < nLayers; i++)
@@ -466,7 +478,7 @@ public sealed class HookPoints
     /// <summary>The valid hook names in one line, per-block names written once with <c>{0..L-1}</c>.</summary>
     public string ValidNamesSummary()
     {
-        var parts = new List<string> { Embed };
+        var parts = PostEmbeddingLn ? new List<string> { EmbedLnScale, EmbedLnNormalized, Embed } : new List<string> { Embed };
         if (HasPosEmbed) parts.Add(PosEmbed);
         if (NLayers > 0)
         {

@@ -64,7 +64,10 @@ internal static class AttentionCore
     /// query position) added to the scaled scores, as TransformerLens's <c>positional_embedding_type="alibi"</c> adds it; the
     /// positions count the real tokens of the attention mask (cache included), so left padding shifts nothing.
     /// transformers' BLOOM adds slope_h · key position instead: the same softmax (a per-query constant), so the same
-    /// pattern, with hook_attn_scores slope_h · query position lower than HF's scores.</para>
+    /// pattern, with hook_attn_scores slope_h · query position lower than HF's scores. A bf16 or float16 model adds the
+    /// ALiBi as transformers' BloomAttention does: build_alibi_tensor's slope_h · key position (float32, cast to the model's
+    /// dtype) inside <c>baddbmm</c>, alibi + scale·q·kᵀ rounded once to that dtype; hook_attn_scores then holds HF's scores
+    /// (in float32), slope_h · key position included.</para>
     /// </summary>
     public static Tensor Attend(Tensor q, Tensor k, Tensor v, int layer, double scale, ForwardContext ctx, BlockHookNames names,
         double? softCap = null, int? slidingWindow = null, Tensor? sinks = null, double[]? alibiSlopes = null)
@@ -76,9 +79,28 @@ internal static class AttentionCore
             k = k.repeat_interleave(groups, 1);
             v = v.repeat_interleave(groups, 1);
         }
-        using var scaleScalar = scale.ToScalar();
-        var scores = matmul(q, k.transpose(-1, -2)) * scaleScalar;
         var dtype = q.dtype;
+        var allowed = ctx.Allowed;
+        // ALiBi in a bf16 / float16 model: transformers' BloomAttention adds build_alibi_tensor's alibi, cast to the model's
+        // dtype, inside baddbmm (alibi + α·q·kᵀ, one rounding to that dtype), with HF's slope_h · key position.
+        bool alibiInModelDtype = alibiSlopes is not null && dtype is ScalarType.BFloat16 or ScalarType.Float16;
+        Tensor scores;
+        if (alibiInModelDtype)
+        {
+            CheckAlibi(alibiSlopes!, q.shape[1], slidingWindow);
+            long b = q.shape[0], h = q.shape[1], nq = q.shape[2], nk = k.shape[2], d = q.shape[3];
+            var slopes = tensor(alibiSlopes!, dtype: ScalarType.Float32, device: q.device).view(1, -1, 1);
+            var alibi = (slopes * AlibiKeyPositions(allowed).to(ScalarType.Float32)).to(dtype);       // [b, head, key]
+            // TorchSharp 0.107 binds Tensor.baddbmm with the tensor as batch1: batch1.baddbmm(batch2, input) is torch's
+            // baddbmm(input, batch1, batch2) = β·input + α·batch1·batch2.
+            var batch1 = q.reshape(b * h, nq, d);
+            scores = batch1.baddbmm(k.transpose(-1, -2).reshape(b * h, d, nk), alibi.reshape(b * h, 1, nk), 1, (float)scale).view(b, h, nq, nk);
+        }
+        else
+        {
+            using var scaleScalar = scale.ToScalar();
+            scores = matmul(q, k.transpose(-1, -2)) * scaleScalar;
+        }
         // Softmax in float32 (float64 models keep float64); masked scores get float32's minimum (as HF), so a fully
         // masked row stays finite. gpt-oss (sinks) in bf16/f16: in the model's dtype, as HF's gpt-oss eager attention.
         bool inModelDtype = sinks is not null && dtype is ScalarType.BFloat16 or ScalarType.Float16;
@@ -88,14 +110,10 @@ internal static class AttentionCore
             using var capScalar = cap.ToScalar();
             s32 = (s32 / capScalar).tanh() * capScalar;
         }
-        var allowed = ctx.Allowed;
-        if (alibiSlopes is not null)
+        if (alibiSlopes is not null && !alibiInModelDtype)
         {
-            if (slidingWindow is not null || alibiSlopes.Length != s32.shape[1])
-                throw new SaeSharpException($"ALiBi needs one slope per head ({s32.shape[1]}, got {alibiSlopes.Length}) and no sliding window");
-            // The last query sees every real key (cached ones included): its row of the mask is the keys' attention mask.
-            var keyPositions = allowed.select(2, -1).to(ScalarType.Int64).cumsum(-1).sub(TorchScalars.One).clamp_min(TorchScalars.Of(0)); // [b, 1, key]
-            var distance = keyPositions.unsqueeze(2) - ctx.Positions.unsqueeze(1).unsqueeze(-1);                                   // [b, 1, query, key]
+            CheckAlibi(alibiSlopes, s32.shape[1], slidingWindow);
+            var distance = AlibiKeyPositions(allowed).unsqueeze(2) - ctx.Positions.unsqueeze(1).unsqueeze(-1);                     // [b, 1, query, key]
             var slopes = tensor(alibiSlopes, dtype: s32.dtype, device: s32.device).view(1, -1, 1, 1);
             s32 = s32.add(distance.to(s32.dtype) * slopes, TorchScalars.One);
         }
@@ -140,6 +158,18 @@ internal static class AttentionCore
         long b = x.shape[0], s = x.shape[1];
         return (qProj.forward(x).view(b, s, heads, hd), kProj.forward(x).view(b, s, kvHeads, hd), vProj.forward(x).view(b, s, kvHeads, hd));
     }
+
+    private static void CheckAlibi(double[] slopes, long heads, int? slidingWindow)
+    {
+        if (slidingWindow is not null || slopes.Length != heads)
+            throw new SaeSharpException($"ALiBi needs one slope per head ({heads}, got {slopes.Length}) and no sliding window");
+    }
+
+    /// <summary>Each key's position counting the real tokens of the attention mask [batch, 1, key] int64 (0 at padding
+    /// before the first real token): the last query sees every real key, cached ones included, so its row of the mask is
+    /// the keys' attention mask.</summary>
+    private static Tensor AlibiKeyPositions(Tensor allowed) =>
+        allowed.select(2, -1).to(ScalarType.Int64).cumsum(-1).sub(TorchScalars.One).clamp_min(TorchScalars.Of(0));
 
     /// <summary>q, k, v [batch, pos, head, head_dim] of a fused projection whose output is laid out per head as q, k, v blocks
     /// of <paramref name="hd"/> (GPT-NeoX's and BLOOM's <c>query_key_value</c>), from <paramref name="x"/> or, with split

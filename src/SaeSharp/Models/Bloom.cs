@@ -152,6 +152,9 @@ internal sealed class BloomCore : nn.Module
 public sealed class BloomModel : HookedTransformer
 {
     private readonly BloomCore transformer;
+    /// <summary>The unembedding once weight processing has given it a matrix of its own (<see cref="UntieEmbeddings"/>);
+    /// null while it is tied to word_embeddings, as BloomForCausalLM ties it.</summary>
+    private Linear? lm_head;
 
     internal BloomModel(BloomSettings s, string modelName, ScalarType dtype)
         : base("BloomForCausalLM", new TransformerConfig
@@ -159,19 +162,30 @@ public sealed class BloomModel : HookedTransformer
             ModelName = modelName, Architecture = "bloom", NLayers = s.NLayer, DModel = s.Hidden, NHeads = s.NHead,
             DHead = s.HeadDim, DMlp = s.Ffn, DVocab = s.VocabSize, NCtx = s.NCtx, Activation = BloomSettings.Activation,
             LayerNormEps = s.Eps, Alibi = true, PostEmbeddingLn = true, Dtype = dtype,
-        }, new HookPoints(s.NLayer, hasPosEmbed: false, parallelAttnMlp: false, rotary: false, HfModuleNames.Bloom))
+        }, new HookPoints(s.NLayer, hasPosEmbed: false, parallelAttnMlp: false, rotary: false, HfModuleNames.Bloom, postEmbeddingLn: true))
     {
         transformer = new BloomCore(s, HookPoints, dtype);
         RegisterComponents();
     }
 
+    /// <summary>word_embeddings, then word_embeddings_layernorm firing TransformerLens's <c>embed.ln.hook_scale</c> and
+    /// <c>embed.ln.hook_normalized</c>; its output is hook_embed.</summary>
     private protected override Tensor Embed(Tensor tokens, ForwardContext ctx) =>
-        ctx.Hooks.Fire(HookPoints.Embed, transformer.word_embeddings_layernorm.forward(transformer.word_embeddings.forward(tokens)));
+        ctx.Hooks.Fire(HookPoints.Embed, transformer.word_embeddings_layernorm.Forward(transformer.word_embeddings.forward(tokens), ctx.Hooks,
+            HookPoints.EmbedLnScale, HookPoints.EmbedLnNormalized));
 
     private protected override Tensor RunBlock(int layer, Tensor resid, ForwardContext ctx) => transformer.h[layer].forward(resid, ctx);
 
     private protected override Tensor FinalNorm(Tensor resid, ForwardContext ctx) =>
         ctx.Hooks.Fire(HookPoints.LnFinal, transformer.ln_f.Forward(resid, ctx.Hooks, HookPoints.LnFinalScale));
 
-    private protected override Tensor UnembedNormalized(Tensor x) => matmul(x, transformer.word_embeddings.Weight.t());
+    internal override void UntieEmbeddings()
+    {
+        if (lm_head is not null) return;
+        lm_head = Linear.CopyOf(transformer.word_embeddings.Weight);
+        register_module("lm_head", lm_head);
+    }
+
+    private protected override Tensor UnembedNormalized(Tensor x) =>
+        lm_head is null ? matmul(x, transformer.word_embeddings.Weight.t()) : lm_head.forward(x);
 }

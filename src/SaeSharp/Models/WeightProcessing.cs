@@ -14,7 +14,7 @@ public sealed record WeightProcessingOptions
 {
     /// <summary><c>fold_ln</c>: fold each block's LayerNorm weight and bias into the layer reading it and centre that layer's
     /// reading weights, leaving a pure normalisation (TransformerLens <c>LNPre</c>); q/k/v or an MLP input without a bias (GPT-Neo,
-    /// GPT-J) gains one. <c>ln_final</c> is folded into W_U and b_U (a tied W_U — GPT-2, GPT-Neo, OPT — is first given a matrix
+    /// GPT-J) gains one. <c>ln_final</c> is folded into W_U and b_U (a tied W_U — GPT-2, GPT-Neo, OPT, BLOOM — is first given a matrix
     /// of its own, <c>lm_head</c>, and W_E stays; an unembedding without a bias gains b_U), so <c>ln_final.hook_normalized</c>
     /// is the pure normalisation. A parallel block's one norm (GPT-J, Phi) is folded into attention and MLP alike.
     /// Llama-style decoders: each RMSNorm's weight (Gemma's 1 + w) is folded into q/k/v_proj, gate/up_proj and, for
@@ -123,8 +123,9 @@ public sealed class ProcessedModel : IDisposable
 /// <summary>
 /// TransformerLens's <c>fold_layer_norm</c>, <c>center_writing_weights</c>, <c>center_unembed</c> and
 /// <c>fold_value_biases</c> applied in place to a loaded GPT-2 or GPT-NeoX (Hugging Face weight layout: Conv1D [in, out]
-/// for GPT-2, Linear [out, in] for NeoX), GPT-Neo, GPT-J, OPT or Phi (their HF Linear layers, as TransformerLens's
-/// converters map them: a parallel block's one norm is both ln1 and ln2), or a Llama-layout decoder (<see cref="LlamaFamilyModel"/>: Llama, Mistral,
+/// for GPT-2, Linear [out, in] for NeoX), GPT-Neo, GPT-J, OPT, Phi or BLOOM (their HF Linear layers, as TransformerLens's
+/// converters map them: a parallel block's one norm is both ln1 and ln2; BLOOM's word_embeddings_layernorm kept, as
+/// TransformerLens keeps <c>embed.ln</c>), or a Llama-layout decoder (<see cref="LlamaFamilyModel"/>: Llama, Mistral,
 /// Qwen2/3, Gemma 1/2/3, OLMo, Phi-3, ...) as TransformerLens processes its RMSNorm models
 /// (transformer_lens/weight_processing.py <c>process_weights</c>): fold_ln folds each RMSNorm's weight (Gemma's 1 + w)
 /// into the layers reading it and ln_final's into W_U, without centring (RMSNorm does not subtract the mean), leaving
@@ -158,7 +159,7 @@ public static class WeightProcessing
         }
         bool gpt2 = arch == "gpt2";
         if (!gpt2 && arch != "gpt_neox")
-            throw new SaeSharpException($"weight processing ({asked}) supports gpt2, gpt_neox, gpt_neo, gptj, opt, phi and the Llama-style " +
+            throw new SaeSharpException($"weight processing ({asked}) supports gpt2, gpt_neox, gpt_neo, gptj, opt, phi, bloom and the Llama-style " +
                                         $"decoders, not {arch}: load it unprocessed (without --fold-ln, --center-writing-weights or --process-weights)");
         using var _ = no_grad();
         // New parameters before the dispose scope: GPT-2's W_U (W_E) gets a matrix of its own, and b_U, for ln_final.
@@ -282,31 +283,47 @@ public static class WeightProcessing
         return why.Count == 0 ? null : string.Join("; ", why);
     }
 
-    /// <summary>HF parameter names of a LayerNorm family whose layers are nn.Linear [out, in] (GPT-Neo, GPT-J, OPT, Phi), in
+    /// <summary>HF parameter names of a LayerNorm family whose layers are nn.Linear [out, in] (GPT-Neo, GPT-J, OPT, Phi, BLOOM), in
     /// TransformerLens's terms: <see cref="Ln2"/> null for a parallel block (one norm feeding attention and MLP, which
-    /// TransformerLens's converters copy into ln2); <see cref="Unembed"/> the unembedding layer, a tied one
-    /// (GPT-Neo's, OPT's) after <see cref="HookedTransformer.UntieEmbeddings"/>.</summary>
-    private sealed record LayerNormLayout(string Embed, string? PosEmbed, string Layer, string Ln1, string? Ln2, string Q, string K, string V,
-        string O, string MlpIn, string MlpOut, string FinalNorm, string Unembed)
+    /// TransformerLens's converters copy into ln2); <see cref="AttnIn"/> the layers reading ln1 for the attention (q, k, v
+    /// projections, or BLOOM's fused <c>query_key_value</c> laid out [head, (q, k, v), head_dim], <see cref="FusedQkv"/>);
+    /// <see cref="Unembed"/> the unembedding layer, a tied one (GPT-Neo's, OPT's, BLOOM's) after
+    /// <see cref="HookedTransformer.UntieEmbeddings"/>. BLOOM's <c>word_embeddings_layernorm</c> (TransformerLens's
+    /// <c>embed.ln</c>) is in no field: TransformerLens's process_weights never folds it (its Embed keeps a full LayerNorm
+    /// under fold_ln), and center_writing_weights centres W_E, which that LayerNorm reads, and not its output.</summary>
+    private sealed record LayerNormLayout(string Embed, string? PosEmbed, string Layer, string Ln1, string? Ln2, string[] AttnIn,
+        string O, string MlpIn, string MlpOut, string FinalNorm, string Unembed, bool FusedQkv = false)
     {
         public static LayerNormLayout? Of(HookedTransformer m) => m.Config.Architecture switch
         {
-            "gpt_neo" => new("transformer.wte", "transformer.wpe", "transformer.h.{0}.", "ln_1", "ln_2", "attn.attention.q_proj",
-                "attn.attention.k_proj", "attn.attention.v_proj", "attn.attention.out_proj", "mlp.c_fc", "mlp.c_proj", "transformer.ln_f", "lm_head"),
-            "gptj" => new("transformer.wte", null, "transformer.h.{0}.", "ln_1", null, "attn.q_proj", "attn.k_proj", "attn.v_proj",
+            "gpt_neo" => new("transformer.wte", "transformer.wpe", "transformer.h.{0}.", "ln_1", "ln_2", ["attn.attention.q_proj",
+                "attn.attention.k_proj", "attn.attention.v_proj"], "attn.attention.out_proj", "mlp.c_fc", "mlp.c_proj", "transformer.ln_f", "lm_head"),
+            "gptj" => new("transformer.wte", null, "transformer.h.{0}.", "ln_1", null, ["attn.q_proj", "attn.k_proj", "attn.v_proj"],
                 "attn.out_proj", "mlp.fc_in", "mlp.fc_out", "transformer.ln_f", "lm_head"),
             "opt" => new("model.decoder.embed_tokens", "model.decoder.embed_positions", "model.decoder.layers.{0}.", "self_attn_layer_norm",
-                "final_layer_norm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "fc1", "fc2",
+                "final_layer_norm", ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"], "self_attn.out_proj", "fc1", "fc2",
                 "model.decoder.final_layer_norm", "lm_head"),
-            "phi" => new("model.embed_tokens", null, "model.layers.{0}.", "input_layernorm", null, "self_attn.q_proj", "self_attn.k_proj",
-                "self_attn.v_proj", "self_attn.dense", "mlp.fc1", "mlp.fc2", "model.final_layernorm", "lm_head"),
+            "phi" => new("model.embed_tokens", null, "model.layers.{0}.", "input_layernorm", null, ["self_attn.q_proj", "self_attn.k_proj",
+                "self_attn.v_proj"], "self_attn.dense", "mlp.fc1", "mlp.fc2", "model.final_layernorm", "lm_head"),
+            "bloom" => new("transformer.word_embeddings", null, "transformer.h.{0}.", "input_layernorm", "post_attention_layernorm",
+                ["self_attention.query_key_value"], "self_attention.dense", "mlp.dense_h_to_4h", "mlp.dense_4h_to_h", "transformer.ln_f", "lm_head",
+                FusedQkv: true),
             _ => null,
         };
 
         public string At(int layer, string name) => string.Format(System.Globalization.CultureInfo.InvariantCulture, Layer, layer) + name;
+
+        /// <summary>The parameter holding layer <paramref name="layer"/>'s b_V, or null without one.</summary>
+        public string ValueBiasParameter(int layer) => At(layer, AttnIn[FusedQkv ? 0 : 2] + ".bias");
+
+        /// <summary>Layer <paramref name="layer"/>'s b_V [n_heads·d_head] (a view: writing it writes the model), or null
+        /// without one; BLOOM's is every third d_head block of the fused bias, as TransformerLens's converter splits it.</summary>
+        public Tensor? ValueBias(Dictionary<string, Parameter> p, int layer, TransformerConfig c) =>
+            !p.TryGetValue(ValueBiasParameter(layer), out var b) ? null
+                : FusedQkv ? b.view(c.NHeads, 3, c.DHead).select(1, 2) : b;
     }
 
-    /// <summary>TransformerLens <c>process_weights</c> on GPT-Neo, GPT-J, OPT or Phi (see <see cref="LayerNormLayout"/>), in
+    /// <summary>TransformerLens <c>process_weights</c> on GPT-Neo, GPT-J, OPT, Phi or BLOOM (see <see cref="LayerNormLayout"/>), in
     /// its order: fold_ln folds each LayerNorm's weight and bias into the layers reading it (a parallel block's one norm into
     /// q/k/v and the MLP's input alike; q/k/v and MLP input without a bias gain one, TransformerLens's b_Q/b_K/b_V/b_in) and
     /// centres their weights over d_model, then ln_final into W_U and b_U (an untied W_U; OPT's tied one is untied first and
@@ -325,23 +342,24 @@ public static class WeightProcessing
         if (options.FoldLn)
         {
             for (int i = 0; i < c.NLayers; i++)
-                foreach (var layer in new[] { l.Q, l.K, l.V, l.MlpIn }) Module(l.At(i, layer)).EnsureBias();
+                foreach (var layer in l.AttnIn.Append(l.MlpIn)) Module(l.At(i, layer)).EnsureBias();
             Module(l.Unembed).EnsureBias();
         }
         var p0 = model.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter, StringComparer.Ordinal);
         if (options.FoldValueBiases)
             for (int i = 0; i < c.NLayers; i++)
-                if (p0.ContainsKey(l.At(i, l.V + ".bias"))) Module(l.At(i, l.O)).EnsureBias();
+                if (p0.ContainsKey(l.ValueBiasParameter(i))) Module(l.At(i, l.O)).EnsureBias();
         using var scope = NewDisposeScope();
         var p = model.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter, StringComparer.Ordinal);
         if (options.FoldLn)
         {
             for (int i = 0; i < c.NLayers; i++)
             {
-                if (l.Ln2 is null) FoldNorm(p, l.At(i, l.Ln1), [l.At(i, l.Q), l.At(i, l.K), l.At(i, l.V), l.At(i, l.MlpIn)], false, true);
+                var attnIn = l.AttnIn.Select(layer => l.At(i, layer));
+                if (l.Ln2 is null) FoldNorm(p, l.At(i, l.Ln1), [.. attnIn, l.At(i, l.MlpIn)], false, true);
                 else
                 {
-                    FoldNorm(p, l.At(i, l.Ln1), [l.At(i, l.Q), l.At(i, l.K), l.At(i, l.V)], false, true);
+                    FoldNorm(p, l.At(i, l.Ln1), [.. attnIn], false, true);
                     FoldNorm(p, l.At(i, l.Ln2), [l.At(i, l.MlpIn)], false, true);
                 }
             }
@@ -357,7 +375,7 @@ public static class WeightProcessing
         if (options.CenterUnembed) CenterUnembedding(p, l.Unembed);
         if (options.FoldValueBiases)
             for (int i = 0; i < c.NLayers; i++)
-                if (p.TryGetValue(l.At(i, l.V + ".bias"), out var bv)) FoldValueBias(c, bv, Module(l.At(i, l.O)), options.CenterWritingWeights);
+                if (l.ValueBias(p, i, c) is { } bv) FoldValueBias(c, bv, Module(l.At(i, l.O)), options.CenterWritingWeights);
         return new ProcessedModel(model, options, []);
     }
 
@@ -387,10 +405,10 @@ public static class WeightProcessing
     /// <summary>TransformerLens <c>fold_value_biases</c> for one layer: b_O += W_O·b_V (b_V per key/value head, repeated for
     /// the query heads sharing it: HF repeat_kv, query head j reads head j / (h / g)), in float32, then b_V = 0; b_O is
     /// centred again under center_writing_weights, as TransformerLens does.</summary>
-    private static void FoldValueBias(TransformerConfig c, Parameter bv, Linear oProj, bool center)
+    private static void FoldValueBias(TransformerConfig c, Tensor bv, Linear oProj, bool center)
     {
         int h = c.NHeads, g = c.NKvHeads, hd = c.DHead;
-        var perHead = bv.view(g, hd).repeat_interleave(h / g, 0).reshape(-1);
+        var perHead = bv.reshape(g, hd).repeat_interleave(h / g, 0).reshape(-1);
         var bO = oProj.EnsureBias();
         var W = oProj.Weight;                                         // [d_model, h·hd]
         bO.copy_(bO.to(ScalarType.Float32).add(matmul(W.to(ScalarType.Float32), perHead.to(ScalarType.Float32)), TorchScalars.One));

@@ -118,6 +118,96 @@ public class BloomTests : TempDirTestBase
     }
 
     [Fact]
+    public void Embed_ln_hooks_are_the_scale_and_the_pure_normalisation_of_the_token_embeddings()
+    {
+        // TransformerLens's post_embedding_ln (embed.ln, a LayerNorm): hook_scale = √(var + eps) of W_E[token] per position,
+        // hook_normalized = (x − mean)/scale before the weight and bias; hook_embed = normalized·w + b. Worked here in float64.
+        using var scope = NewDisposeScope();
+        using var model = ModelLoader.FromPretrained(Fixture);
+        Assert.Equal(["embed.ln.hook_scale", "embed.ln.hook_normalized", "hook_embed"], model.HookPoints.Names.Take(3));
+        var p = model.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter);
+        var tokens = tensor(new long[] { 3, 7, 1, 9, 4, 100 }).unsqueeze(0);
+        string[] hooks = ["embed.ln.hook_scale", "embed.ln.hook_normalized", "hook_embed"];
+        var (_, cache) = model.RunWithCache(tokens, hooks);
+        using (cache)
+        {
+            var x = p["transformer.word_embeddings.weight"].index_select(0, tokens[0]).to(ScalarType.Float64);   // [pos, d]
+            var mean = x.mean([-1L], keepdim: true);
+            var variance = (x - mean).pow(2).mean([-1L], keepdim: true);
+            var scale = (variance + 1e-5).sqrt();
+            Assert.Equal(new long[] { 1, 6, 1 }, cache[hooks[0]].shape);
+            Assert.Equal(ScalarType.Float32, cache[hooks[0]].dtype);
+            AssertClose(scale, cache[hooks[0]][0], 1e-6, hooks[0]);
+            var normalized = (x - mean) / scale;
+            AssertClose(normalized, cache[hooks[1]][0], 1e-5, hooks[1]);
+            Assert.True((normalized - cache[hooks[2]][0].to(ScalarType.Float64)).abs().max().item<double>() > 1e-2, "embed.ln is the identity: the test proves nothing");
+            var w = p["transformer.word_embeddings_layernorm.weight"].to(ScalarType.Float64);
+            var b = p["transformer.word_embeddings_layernorm.bias"].to(ScalarType.Float64);
+            AssertClose(normalized * w + b, cache[hooks[2]][0], 1e-5, "hook_embed = normalized·w + b");
+        }
+        // Editing them changes the embedding as the LayerNorm's algebra says: hook_normalized zeroed leaves the bias,
+        // hook_scale doubled halves the normalised part.
+        var embedOf = new Dictionary<string, Tensor>();
+        foreach (var (hook, edit) in new (string, Func<Tensor, Tensor?>)[] { (hooks[1], t => zeros_like(t)), (hooks[0], t => t * 2) })
+        {
+            var (_, edited) = model.RunWithCache(tokens, new RunOptions { CacheNames = ["hook_embed"], Hooks = [(hook, edit)] });
+            using (edited) embedOf[hook] = edited["hook_embed"][0].to(ScalarType.Float64).clone();
+        }
+        var bias = p["transformer.word_embeddings_layernorm.bias"].to(ScalarType.Float64);
+        AssertClose(bias.expand(6, 48), embedOf[hooks[1]], 1e-6, "normalized zeroed");
+        {
+            var x = p["transformer.word_embeddings.weight"].index_select(0, tokens[0]).to(ScalarType.Float64);
+            var centred = x - x.mean([-1L], keepdim: true);
+            var halved = centred / (centred.pow(2).mean([-1L], keepdim: true) + 1e-5).sqrt() / 2;
+            AssertClose(halved * p["transformer.word_embeddings_layernorm.weight"].to(ScalarType.Float64) + bias, embedOf[hooks[0]], 1e-5, "scale doubled");
+        }
+    }
+
+    private static void AssertClose(Tensor expected, Tensor actual, double atol, string what)
+    {
+        Assert.Equal(expected.shape, actual.shape);
+        double diff = (expected.to(ScalarType.Float64) - actual.to(ScalarType.Float64)).abs().max().item<double>();
+        Assert.True(diff <= atol, $"{what}: max |difference| {diff} > {atol}");
+    }
+
+    [Fact]
+    public void A_bf16_model_adds_the_alibi_in_bf16_as_transformers_baddbmm()
+    {
+        // transformers' BloomAttention: alibi = (slope_h · key position) built in float32 and cast to the model's dtype, then
+        // baddbmm(alibi, q, kᵀ, α = 1/√d_head) in that dtype. Built here by hand from the bf16 hook_q / hook_k: the
+        // scores are bf16 values (the softmax reads them in float32) within one bf16 rounding of the exact sum.
+        using var scope = NewDisposeScope();
+        using var model = ModelLoader.FromPretrained(Fixture, ScalarType.BFloat16);
+        var tokens = tensor(new long[,] { { 3, 3, 7, 9, 11, 40, 2, 5, 6, 8, 10, 12 } });
+        var mask = tensor(new long[,] { { 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1 } });
+        string[] hooks = ["blocks.1.attn.hook_q", "blocks.1.attn.hook_k", "blocks.1.attn.hook_attn_scores"];
+        var (_, cache) = model.RunWithCache(tokens, hooks, attentionMask: mask);
+        using (cache)
+        {
+            var q = cache[hooks[0]].transpose(1, 2).to(ScalarType.Float64);      // [1, head, pos, d_head]
+            var k = cache[hooks[1]].transpose(1, 2).to(ScalarType.Float64);
+            var keyPositions = tensor(new float[] { 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 });   // HF: (cumsum(mask) − 1)·mask
+            var slopes = tensor(AttentionCore.AlibiSlopes(6), dtype: ScalarType.Float32).view(6, 1);
+            var alibi = (slopes * keyPositions.view(1, 12)).to(ScalarType.BFloat16).to(ScalarType.Float64).view(1, 6, 1, 12);
+            var exact = matmul(q, k.transpose(-1, -2)) / Math.Sqrt(8) + alibi;
+            var scores = cache[hooks[2]];
+            Assert.Equal(ScalarType.Float32, scores.dtype);
+            var real = ones(12, 12, dtype: ScalarType.Bool).tril().logical_and(tensor(new[] { false, false, true, true, true, true, true, true, true, true, true, true }).view(1, 12));
+            var got = scores[0].masked_select(real).to(ScalarType.Float64);
+            var want = exact[0].masked_select(real);
+            Assert.True(got.equal(got.to(ScalarType.BFloat16).to(ScalarType.Float64)).all().item<bool>(), "the scores are bf16 values");
+            // One bf16 rounding: within 2⁻⁸ of the value (relative), bf16 having 8 significant bits.
+            var err = ((got - want).abs() / want.abs().clamp_min(1e-3)).max().item<double>();
+            Assert.True(err <= 1.0 / 256, $"relative error {err}");
+            // HF's alibi is slope · key position: the last head's slope (2^-3) times position 9 = 1.125 is in the scores, not
+            // TransformerLens's slope · (key − query) (0 on the diagonal).
+            var diagonal = scores[0, 5].diagonal().narrow(0, 11, 1).to(ScalarType.Float64);
+            var dotOnly = (matmul(q, k.transpose(-1, -2)) / Math.Sqrt(8))[0, 5].diagonal().narrow(0, 11, 1);
+            Assert.True(Math.Abs((diagonal - dotOnly).item<double>() - 1.125) < 0.05, "slope_h · key position on the diagonal");
+        }
+    }
+
+    [Fact]
     public void Kv_cache_steps_give_the_uncached_logits()
     {
         // Prompt of 5 (left-padded by 2 in row 0), then 3 greedy steps with the cache; each step's logits equal those of
@@ -227,5 +317,7 @@ public class BloomTests : TempDirTestBase
         Assert.True(exit == 0, err);
         Assert.Contains("(bloom): n_layers=3 d_model=48 n_heads=6", info);
         Assert.Contains("positional_embedding_type=alibi post_embedding_ln", info);
+        Assert.Contains("embed.ln.hook_scale", info);
+        Assert.Contains("embed.ln.hook_normalized", info);
     }
 }
