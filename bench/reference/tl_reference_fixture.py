@@ -8,15 +8,21 @@ for the transformers model: an object tree with the checkpoint's tensors under t
 self_attn.q_proj.weight`) and `.config`, the config.json as attributes. Then `load_and_process_state_dict` with either
 no processing ("raw") or from_pretrained's defaults fold_ln, center_writing_weights, center_unembed and
 fold_value_biases ("processed"), and `run_with_cache` on the checkpoint's own reference tokens (reference.npz).
+patching_<family>.npz: patching.py's get_act_patch_* (every one but the *_every stacks) on the raw model, the reference
+tokens' first row clean and second corrupted, metric the logit difference of two tokens at the last position.
 
 How it was run (2026-12-08; Debian bookworm, PyTorch 1.13.1, Python 3.11.2, no PyPI):
-  git --git-dir=<clone of TransformerLensOrg/TransformerLens> archive v2.12.0 transformer_lens | tar -x -C /tmp/tl212
+  TL=<clone of TransformerLensOrg/TransformerLens>
+  git --git-dir=$TL archive v2.12.0 transformer_lens | tar -x -C /tmp/tl212
+  # TransformerLens's own fix of key/value-head patching in grouped-query models (#981, in v2.17.0), for patching.py:
+  git --git-dir=$TL diff c4782d7f^ c4782d7f -- transformer_lens/patching.py | patch -p1 -d /tmp/tl212
+  apt-get install python3-pandas
   /usr/bin/python3 bench/reference/tl_reference_fixture.py --tl /tmp/tl212 --models tests/data/hf_models \
       --out tests/data/tl_reference
 
 What TransformerLens imports but these code paths do not use is stubbed, as in saelens_stubs.py: transformers (only
 AutoConfig.from_pretrained, reading config.json with the config classes' attribute aliases such as GPT-2's hidden_size
-for n_embd), datasets, huggingface_hub, wandb, tqdm, rich, pandas and the tokenizer classes; jaxtyping's Float/Int
+for n_embd), datasets, huggingface_hub, wandb, tqdm, rich, pandas and the tokenizer classes; pandas is Debian's python3-pandas (1.5.3; patching.py's index frames); jaxtyping's Float/Int
 subscript to torch.Tensor; typeguard_ignore and better_abc's abstract_attribute as TransformerLens uses them. No
 tokenizer is loaded (the tokens are given). Every computation is TransformerLens's own.
 """
@@ -96,10 +102,9 @@ def install_stubs(tl_root):
     stub("huggingface_hub")
     stub("huggingface_hub.utils")
     stub("wandb")
-    stub("tqdm")
-    stub("tqdm.auto")
+    stub("tqdm", tqdm=lambda it=None, *a, **k: it)
+    stub("tqdm.auto", tqdm=lambda it=None, *a, **k: it)
     stub("rich", print=print)
-    stub("pandas")
     stub("sentencepiece")
     stub("accelerate")
     stub("typeguard", typeguard_ignore=lambda f: f)
@@ -219,7 +224,8 @@ def hf_alibi_multipliers(n_heads, device=None):
     return torch.tensor(slopes, device=device)
 
 
-def run_family(folder, tensors_aliases):
+def tl_model(folder, tensors_aliases, flags):
+    """TransformerLens's HookedTransformer for the checkpoint in `folder`, loaded as above with processing `flags`."""
     import transformer_lens.loading_from_pretrained as loading
     from transformer_lens.HookedTransformer import HookedTransformer
     with open(os.path.join(folder, "config.json")) as f:
@@ -233,18 +239,12 @@ def run_family(folder, tensors_aliases):
     for alias, source in tensors_aliases.items():
         if alias not in tensors and source in tensors:
             tensors[alias] = tensors[source]
-    ref = np.load(os.path.join(folder, "reference.npz"))
-    tokens = torch.from_numpy(ref["tokens"])
     # convert_hf_model_config decides some families by the name; a neutral folder name keeps it to config.json.
     tmp = tempfile.mkdtemp()
     local = os.path.join(tmp, "m")
     os.makedirs(local)
     shutil.copy(os.path.join(folder, "config.json"), local)
-    out = {"tokens": tokens.numpy()}
-    for setting, flags in [("raw", dict(fold_ln=False, center_writing_weights=False, center_unembed=False,
-                                        fold_value_biases=False)),
-                           ("processed", dict(fold_ln=True, center_writing_weights=True, center_unembed=True,
-                                              fold_value_biases=True))]:
+    try:
         cfg = loading.get_pretrained_model_config(local, fold_ln=flags["fold_ln"], device="cpu", dtype=torch.float32)
         cfg.tokenizer_name = None                              # the tokens are given
         for k, v in overrides(config).items():
@@ -252,15 +252,55 @@ def run_family(folder, tensors_aliases):
         model = HookedTransformer(cfg, tokenizer=None, move_to_device=False)
         sd = loading.get_pretrained_state_dict(local, cfg, hf_model=model_tree(tensors, config), dtype=torch.float32)
         model.load_and_process_state_dict(sd, refactor_factored_attn_matrices=False, **flags)
-        model.eval()
+    finally:
+        shutil.rmtree(tmp)
+    return model.eval()
+
+
+RAW = dict(fold_ln=False, center_writing_weights=False, center_unembed=False, fold_value_biases=False)
+PROCESSED = dict(fold_ln=True, center_writing_weights=True, center_unembed=True, fold_value_biases=True)
+
+# patching.py's functions, by the names TransformerLensPatchingReferenceTests reads.
+PATCHES = ["resid_pre", "resid_mid", "attn_out", "mlp_out", "attn_head_out_all_pos", "attn_head_q_all_pos",
+           "attn_head_k_all_pos", "attn_head_v_all_pos", "attn_head_pattern_all_pos", "attn_head_out_by_pos",
+           "attn_head_q_by_pos", "attn_head_k_by_pos", "attn_head_v_by_pos", "attn_head_pattern_by_pos",
+           "attn_head_pattern_dest_src_pos"]
+
+
+def run_patching(folder, tensors_aliases, answer, wrong):
+    """patching.py's get_act_patch_* on the raw model: the checkpoint's reference tokens' first row is the clean prompt,
+    the second the corrupted one; the metric is logits[0, -1, answer] − logits[0, -1, wrong] (the demos' logit diff)."""
+    import transformer_lens.patching as patching
+    model = tl_model(folder, tensors_aliases, RAW)
+    tokens = torch.from_numpy(np.load(os.path.join(folder, "reference.npz"))["tokens"])
+    clean, corrupted = tokens[:1], tokens[1:2]
+
+    def metric(logits):
+        return logits[0, -1, answer] - logits[0, -1, wrong]
+    out = {"clean": clean.numpy(), "corrupted": corrupted.numpy(), "answer": np.array([answer, wrong])}
+    with torch.no_grad():
+        _, cache = model.run_with_cache(clean)
+        for name in PATCHES:
+            if name == "resid_mid" and model.cfg.parallel_attn_mlp:
+                continue
+            out[name] = getattr(patching, "get_act_patch_" + name)(model, corrupted, cache, metric).numpy()
+        out["clean_metric"] = np.array([float(metric(model(clean)))])
+        out["corrupted_metric"] = np.array([float(metric(model(corrupted)))])
+    return out
+
+
+def run_family(folder, tensors_aliases):
+    tokens = torch.from_numpy(np.load(os.path.join(folder, "reference.npz"))["tokens"])
+    out = {"tokens": tokens.numpy()}
+    for setting, flags in [("raw", RAW), ("processed", PROCESSED)]:
+        model = tl_model(folder, tensors_aliases, flags)
         with torch.no_grad():
             logits, cache = model.run_with_cache(tokens)
         out[f"{setting}/logits"] = logits.numpy()
-        names = HOOKS + [f"blocks.{l}.{h}" for l in range(cfg.n_layers) for h in LAYER_HOOKS]
+        names = HOOKS + [f"blocks.{l}.{h}" for l in range(model.cfg.n_layers) for h in LAYER_HOOKS]
         for n in names:
             if n in cache.cache_dict:
                 out[f"{setting}/{n}"] = cache[n].numpy()
-    shutil.rmtree(tmp)
     return out
 
 
@@ -278,6 +318,11 @@ FAMILIES = {
     "phi3": {"lm_head.weight": "model.embed_tokens.weight"},
     "bloom": {"lm_head.weight": "transformer.word_embeddings.weight"},
 }
+
+
+# Families whose activation patching is recorded (the two token ids of the logit diff): GPT-2 (one key-value head per
+# head, a sequential block), NeoX (parallel attention and MLP: no resid_mid) and Llama 3 (grouped-query: 2 key-value heads for 4).
+PATCHING = {"gpt2": (5, 17), "gpt_neox-parallel": (5, 17), "llama3": (5, 17)}
 
 
 def main():
@@ -302,6 +347,12 @@ def main():
         with open(os.path.join(a.models, fam, "config.json")) as f:
             written[fam] = overrides(HfConfig(json.load(f)))
         print(fam, len(out), "arrays")
+    for fam, (answer, wrong) in PATCHING.items():
+        if a.only and fam not in a.only:
+            continue
+        out = run_patching(os.path.join(a.models, fam), FAMILIES[fam], answer, wrong)
+        np.savez_compressed(os.path.join(a.out, "patching_" + fam + ".npz"), **out)
+        print("patching", fam, len(out), "arrays")
     # The HookedTransformerConfig fields set from config.json by hand (overrides() above), for the reader.
     with open(os.path.join(a.out, "overrides.json"), "w") as f:
         json.dump(written, f, indent=1, sort_keys=True)
