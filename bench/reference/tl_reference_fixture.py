@@ -289,6 +289,53 @@ def run_patching(folder, tensors_aliases, answer, wrong):
     return out
 
 
+def run_analysis(folder, tensors_aliases, answers):
+    """On the processed model (as the Exploratory Analysis Demo): direct logit attribution of each reference row's
+    logits[-1, A] − logits[-1, B] (answers[row] = (A, B)), the demo's residual_stack_to_logit_diff over
+    accumulated_resid(incl_mid=True), decompose_resid() and stack_head_results() (each stack's labels in a JSON file),
+    each row alone, then averaged over the rows; and head_detector.detect_head's three built-in scores ("mul" and "abs") over two
+    prompts of 6 random tokens repeated (seeded), each after token 1."""
+    import transformer_lens.head_detector as hd
+    model = tl_model(folder, tensors_aliases, PROCESSED)
+    tokens = torch.from_numpy(np.load(os.path.join(folder, "reference.npz"))["tokens"])
+    out = {"tokens": tokens.numpy(), "answers": np.array(answers)}
+    stacks, labels_of = {}, {}
+    with torch.no_grad():
+        for row in range(tokens.shape[0]):
+            _, cache = model.run_with_cache(tokens[row:row + 1])
+            direction = model.tokens_to_residual_directions(torch.tensor([answers[row][0]])) - \
+                model.tokens_to_residual_directions(torch.tensor([answers[row][1]]))
+
+            def to_diff(stack):
+                scaled = cache.apply_ln_to_stack(stack, layer=-1, pos_slice=-1)
+                return (scaled * direction).sum(-1)[:, 0]
+            acc, acc_labels = cache.accumulated_resid(layer=-1, incl_mid=True, pos_slice=-1, return_labels=True)
+            per_layer, layer_labels = cache.decompose_resid(layer=-1, pos_slice=-1, return_labels=True)
+            heads, head_labels = cache.stack_head_results(layer=-1, pos_slice=-1, return_labels=True)
+            for name, values, labels in [("accumulated", to_diff(acc), acc_labels),
+                                         ("per_layer", to_diff(per_layer), layer_labels),
+                                         ("per_head", to_diff(heads), head_labels)]:
+                stacks.setdefault(name, []).append(values.numpy())
+                labels_of[name] = list(labels)
+            logits = model(tokens[row:row + 1])
+            stacks.setdefault("logit_diff", []).append(
+                np.array([float(logits[0, -1, answers[row][0]] - logits[0, -1, answers[row][1]])]))
+    for name, rows in stacks.items():
+        out[name] = np.mean(rows, axis=0)
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.cat([torch.tensor([1]), torch.randint(2, model.cfg.d_vocab, (6,), generator=g).repeat(2)])
+               for _ in range(2)]
+    out["detect_prompts"] = torch.stack(prompts).numpy()
+    model.to_tokens = lambda seq, *a, **k: prompts[int(seq)].unsqueeze(0)   # the tokens stand for the strings
+    with torch.no_grad():
+        for head_type in ["previous_token_head", "duplicate_token_head", "induction_head"]:
+            for measure in ["mul", "abs"]:
+                # one prompt per call, then the mean: detect_head's own list form drops error_measure in its recursion
+                out[f"detect_{head_type}_{measure}"] = torch.stack(
+                    [hd.detect_head(model, str(i), head_type, error_measure=measure) for i in range(2)]).mean(0).numpy()
+    return out, labels_of
+
+
 def run_family(folder, tensors_aliases):
     tokens = torch.from_numpy(np.load(os.path.join(folder, "reference.npz"))["tokens"])
     out = {"tokens": tokens.numpy()}
@@ -324,6 +371,9 @@ FAMILIES = {
 # head, a sequential block), NeoX (parallel attention and MLP: no resid_mid) and Llama 3 (grouped-query: 2 key-value heads for 4).
 PATCHING = {"gpt2": (5, 17), "gpt_neox-parallel": (5, 17), "llama3": (5, 17)}
 
+# Families whose direct logit attribution and head-detector scores are recorded (LayerNorm and RMSNorm, grouped-query).
+ANALYSIS = ["gpt2", "llama3"]
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -353,6 +403,14 @@ def main():
         out = run_patching(os.path.join(a.models, fam), FAMILIES[fam], answer, wrong)
         np.savez_compressed(os.path.join(a.out, "patching_" + fam + ".npz"), **out)
         print("patching", fam, len(out), "arrays")
+    for fam in ANALYSIS:
+        if a.only and fam not in a.only:
+            continue
+        out, labels = run_analysis(os.path.join(a.models, fam), FAMILIES[fam], [(5, 17), (9, 3)])
+        np.savez_compressed(os.path.join(a.out, "analysis_" + fam + ".npz"), **out)
+        with open(os.path.join(a.out, "analysis_" + fam + "_labels.json"), "w") as f:
+            json.dump(labels, f, indent=1)
+        print("analysis", fam, len(out), "arrays")
     # The HookedTransformerConfig fields set from config.json by hand (overrides() above), for the reader.
     with open(os.path.join(a.out, "overrides.json"), "w") as f:
         json.dump(written, f, indent=1, sort_keys=True)
