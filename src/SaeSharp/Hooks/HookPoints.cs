@@ -218,8 +218,10 @@ internal sealed class BlockHookNames
 /// shared expert, which every token goes through, has <c>mlp.shared_expert.hook_gate/hook_pre/hook_post</c> [batch, pos,
 /// shared d_mlp] and <c>mlp.hook_shared_expert_gate</c> [batch, pos, 1], the sigmoid weight of its output (SaeSharp's names:
 /// TransformerLens has no Qwen2-MoE).</para>
-/// <para>Unlike TransformerLens (which folds layer-norm weights into the next layer), <c>ln1/ln2/ln_final.hook_normalized</c>
-/// is the layer norm's full output, weight and bias included: exactly the input of the attention / MLP / unembedding.</para>
+/// <para><c>ln1/ln2/ln_final.hook_normalized</c> is the norm's full output, weight and bias included: exactly the input of
+/// the attention / MLP / unembedding. TransformerLens's LayerNorm hook is the same; its RMSNorm hook is x/scale before the
+/// weight, so on an unprocessed RMSNorm model (Llama, Qwen, Gemma, ...) the two differ by the weight; after fold_ln (the
+/// weight folded into the next layer) both are x/scale (TransformerLensReferenceTests).</para>
 /// </summary>
 public sealed class HookPoints
 {
