@@ -179,7 +179,8 @@ def model_tree(tensors, config):
     return root
 
 
-HOOKS = ["hook_embed", "hook_pos_embed", "ln_final.hook_scale", "ln_final.hook_normalized"]
+HOOKS = ["hook_embed", "hook_pos_embed", "embed.ln.hook_scale", "embed.ln.hook_normalized", "ln_final.hook_scale",
+         "ln_final.hook_normalized"]
 LAYER_HOOKS = ["hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out",
                "ln1.hook_scale", "ln1.hook_normalized", "ln2.hook_scale", "ln2.hook_normalized",
                "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_z", "attn.hook_attn_scores", "attn.hook_pattern",
