@@ -266,9 +266,9 @@ public sealed class HookPoints
     /// <summary>BLOOM's embedding LayerNorm (<c>word_embeddings_layernorm</c>, TransformerLens's <c>post_embedding_ln</c>
     /// <c>embed.ln</c>): its scale √(var + eps) [batch, pos, 1], float32, as TransformerLens's <c>embed.ln.hook_scale</c>.</summary>
     public const string EmbedLnScale = "embed.ln.hook_scale";
-    /// <summary>BLOOM's embedding LayerNorm's pure normalisation (x − mean)/scale [batch, pos, d_model], before its weight and
-    /// bias (TransformerLens's <c>embed.ln.hook_normalized</c>, which no weight processing folds: hook_embed is
-    /// hook_normalized·w + b).</summary>
+    /// <summary>BLOOM's embedding LayerNorm's output [batch, pos, d_model], weight and bias included, as TransformerLens's
+    /// <c>embed.ln.hook_normalized</c> (its LayerNorm fires hook_normalized after them; no weight processing folds this
+    /// norm): the same values as <see cref="Embed"/>, which fires next.</summary>
     public const string EmbedLnNormalized = "embed.ln.hook_normalized";
     /// <summary>Final layer norm output [batch, pos, d_model], the unembedding's input (facebook/opt-350m: project_out's
     /// output, word_embed_proj_dim wide).</summary>

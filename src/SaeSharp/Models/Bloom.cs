@@ -168,11 +168,12 @@ public sealed class BloomModel : HookedTransformer
         RegisterComponents();
     }
 
-    /// <summary>word_embeddings, then word_embeddings_layernorm firing TransformerLens's <c>embed.ln.hook_scale</c> and
-    /// <c>embed.ln.hook_normalized</c>; its output is hook_embed.</summary>
+    /// <summary>word_embeddings, then word_embeddings_layernorm firing TransformerLens's <c>embed.ln.hook_scale</c> and, on its
+    /// output, <c>embed.ln.hook_normalized</c> (TransformerLens's LayerNorm fires it after the weight and bias); that output
+    /// is hook_embed.</summary>
     private protected override Tensor Embed(Tensor tokens, ForwardContext ctx) =>
-        ctx.Hooks.Fire(HookPoints.Embed, transformer.word_embeddings_layernorm.Forward(transformer.word_embeddings.forward(tokens), ctx.Hooks,
-            HookPoints.EmbedLnScale, HookPoints.EmbedLnNormalized));
+        ctx.Hooks.Fire(HookPoints.Embed, ctx.Hooks.Fire(HookPoints.EmbedLnNormalized,
+            transformer.word_embeddings_layernorm.Forward(transformer.word_embeddings.forward(tokens), ctx.Hooks, HookPoints.EmbedLnScale)));
 
     private protected override Tensor RunBlock(int layer, Tensor resid, ForwardContext ctx) => transformer.h[layer].forward(resid, ctx);
 

@@ -145,29 +145,6 @@ internal sealed class LayerNorm : HookedNorm
         var normed = centred / HookedScale(centred, _eps, hooks, scaleHook!);
         return (normed * weight.to(normed.dtype)).add(bias.to(normed.dtype), TorchScalars.One).to(x.dtype).MoveToOuterDisposeScope();
     }
-
-    /// <summary>As <see cref="Forward(Tensor, HookRunner, string?)"/>, also firing <paramref name="normalizedHook"/> on the pure
-    /// normalisation (x − mean)/scale in <paramref name="x"/>'s dtype, before the weight and bias, as TransformerLens's
-    /// <c>LayerNorm.hook_normalized</c> (BLOOM's <c>embed.ln</c>, which weight processing never folds). When a hook function
-    /// may replace it the output is computed from it (normalised·w + b); when it is only read, by the fused kernel.</summary>
-    public Tensor Forward(Tensor x, HookRunner hooks, string? scaleHook, string normalizedHook)
-    {
-        if (!hooks.Wants(normalizedHook)) return Forward(x, hooks, scaleHook);
-        bool replace = hooks.MayReplace(normalizedHook) || (scaleHook is not null && hooks.MayReplace(scaleHook));
-        Tensor normalized;
-        using (var scope = NewDisposeScope())
-        {
-            var wide = x.dtype == ScalarType.Float64 ? x : x.to(ScalarType.Float32);
-            var centred = wide - wide.mean([-1L], keepdim: true);
-            // Only read: the scale is fired without being used (circuit-tracer's frozen scales stay with the fused path's Freeze).
-            var scale = scaleHook is not null && hooks.Wants(scaleHook) ? HookedScale(centred, _eps, hooks, scaleHook, used: replace)
-                : HookedScale(centred, _eps, HookRunner.None, normalizedHook, used: replace);
-            normalized = hooks.Fire(normalizedHook, (centred / scale).to(x.dtype)).MoveToOuterDisposeScope();
-        }
-        if (!replace) return NormScales.Freeze(x, nn.functional.layer_norm(x, _shape, weight, bias, _eps), _eps, weight);
-        var wideNormalized = normalized.dtype == ScalarType.Float64 ? normalized : normalized.to(ScalarType.Float32);
-        return (wideNormalized * weight.to(wideNormalized.dtype)).add(bias.to(wideNormalized.dtype), TorchScalars.One).to(x.dtype);
-    }
 }
 
 /// <summary>

@@ -118,10 +118,11 @@ public class BloomTests : TempDirTestBase
     }
 
     [Fact]
-    public void Embed_ln_hooks_are_the_scale_and_the_pure_normalisation_of_the_token_embeddings()
+    public void Embed_ln_hooks_are_the_scale_and_the_output_of_the_embedding_layer_norm()
     {
         // TransformerLens's post_embedding_ln (embed.ln, a LayerNorm): hook_scale = √(var + eps) of W_E[token] per position,
-        // hook_normalized = (x − mean)/scale before the weight and bias; hook_embed = normalized·w + b. Worked here in float64.
+        // hook_normalized = (x − mean)/scale·w + b (TransformerLens's LayerNorm fires it after the weight and bias), which
+        // hook_embed then holds. Worked here in float64.
         using var scope = NewDisposeScope();
         using var model = ModelLoader.FromPretrained(Fixture);
         Assert.Equal(["embed.ln.hook_scale", "embed.ln.hook_normalized", "hook_embed"], model.HookPoints.Names.Take(3));
@@ -139,13 +140,13 @@ public class BloomTests : TempDirTestBase
             Assert.Equal(ScalarType.Float32, cache[hooks[0]].dtype);
             AssertClose(scale, cache[hooks[0]][0], 1e-6, hooks[0]);
             var normalized = (x - mean) / scale;
-            AssertClose(normalized, cache[hooks[1]][0], 1e-5, hooks[1]);
-            Assert.True((normalized - cache[hooks[2]][0].to(ScalarType.Float64)).abs().max().item<double>() > 1e-2, "embed.ln is the identity: the test proves nothing");
             var w = p["transformer.word_embeddings_layernorm.weight"].to(ScalarType.Float64);
             var b = p["transformer.word_embeddings_layernorm.bias"].to(ScalarType.Float64);
-            AssertClose(normalized * w + b, cache[hooks[2]][0], 1e-5, "hook_embed = normalized·w + b");
+            Assert.True((normalized - (normalized * w + b)).abs().max().item<double>() > 1e-2, "embed.ln's weight and bias are the identity: the test proves nothing");
+            AssertClose(normalized * w + b, cache[hooks[1]][0], 1e-5, hooks[1]);
+            AssertClose(normalized * w + b, cache[hooks[2]][0], 1e-5, "hook_embed = the LayerNorm's output");
         }
-        // Editing them changes the embedding as the LayerNorm's algebra says: hook_normalized zeroed leaves the bias,
+        // Editing them changes the embedding as the LayerNorm's algebra says: hook_normalized zeroed zeroes hook_embed,
         // hook_scale doubled halves the normalised part.
         var embedOf = new Dictionary<string, Tensor>();
         foreach (var (hook, edit) in new (string, Func<Tensor, Tensor?>)[] { (hooks[1], t => zeros_like(t)), (hooks[0], t => t * 2) })
@@ -154,7 +155,7 @@ public class BloomTests : TempDirTestBase
             using (edited) embedOf[hook] = edited["hook_embed"][0].to(ScalarType.Float64).clone();
         }
         var bias = p["transformer.word_embeddings_layernorm.bias"].to(ScalarType.Float64);
-        AssertClose(bias.expand(6, 48), embedOf[hooks[1]], 1e-6, "normalized zeroed");
+        AssertClose(zeros(6, 48, dtype: ScalarType.Float64), embedOf[hooks[1]], 1e-6, "normalized zeroed");
         {
             var x = p["transformer.word_embeddings.weight"].index_select(0, tokens[0]).to(ScalarType.Float64);
             var centred = x - x.mean([-1L], keepdim: true);
