@@ -1484,7 +1484,8 @@ internal static class ModelCommands
             if (refactored)
             {
                 try { SaeSharp.Analysis.AttentionCircuits.RefactorFactoredAttnMatrices(m); }
-                catch (SaeSharpException e) { throw new SaeSharpException($"--refactor-factored-attn-matrices: {e.Message}"); }
+                catch (SaeSharpException e) // named by the flag, not as the library's "refactor_factored_attn_matrices: ..."
+                { throw new SaeSharpException("--refactor-factored-attn-matrices: " + e.Message.Replace("refactor_factored_attn_matrices: ", "", StringComparison.Ordinal)); }
             }
             // The QK scores first: a --positions the model has no W_pos rows for is refused before the OV circuits' work.
             var qk = SaeSharp.Analysis.AttentionCircuits.QkScores(m, parse.GetValue(tokens), layers, parse.GetValue(positions), processing);

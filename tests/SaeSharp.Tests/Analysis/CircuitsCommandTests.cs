@@ -38,7 +38,7 @@ public class CircuitsCommandTests : ModelTestBase
 
         var (rotary, _, rotaryErr) = CliRunner.Run("model", "circuits", "--model", Fixture("gpt_neox-sequential"), "--refactor-factored-attn-matrices");
         Assert.NotEqual(0, rotary);
-        Assert.Contains("--refactor-factored-attn-matrices: refactor_factored_attn_matrices: ", rotaryErr);
+        Assert.Contains("--refactor-factored-attn-matrices: gpt_neox-sequential (gpt_neox) has rotary positions", rotaryErr);
         Assert.Contains("has rotary positions; TransformerLens refuses them too", rotaryErr);
         var (opt, _, optErr) = CliRunner.Run("model", "circuits", "--model", Fixture("opt"), "--refactor-factored-attn-matrices");
         Assert.NotEqual(0, opt);
@@ -65,7 +65,7 @@ public class CircuitsCommandTests : ModelTestBase
             var expectedBo = p0[$"transformer.h.{l}.attn.c_proj.bias"].clone();
             for (int h = 0; h < heads; h++)
                 for (int i = 0; i < dh; i++)
-                    expectedBo.add_(w0.WO[l, h, i] * bias0[2 * d + h * dh + i]);
+                    expectedBo.add_(w0.WO[l, h, i] * bias0[2 * d + h * dh + i], TorchScalars.One);
             AssertAllClose(expectedBo, p1[$"transformer.h.{l}.attn.c_proj.bias"], 1e-5, $"L{l} b_O");
             Assert.Equal(0f, bias1.narrow(0, 2 * d, d).abs().max().item<float>());
             for (int h = 0; h < heads; h++)
