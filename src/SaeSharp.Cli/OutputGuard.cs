@@ -132,7 +132,7 @@ internal static class OutputGuard
         "--json" or "--saebench-json" => ".json",
         "--html" => ".html",
         "--csv" => ".csv",
-        "--histogram" or "--l0-histogram" or "--png" => ".png",
+        "--histogram" or "--l0-histogram" or "--png" or "--eigen-png" => ".png",
         _ => ".safetensors",
     };
 

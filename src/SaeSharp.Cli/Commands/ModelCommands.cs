@@ -1438,16 +1438,28 @@ internal static class ModelCommands
         {
             Description = "Positions of the positional QK pattern W_pos·W_Q·W_Kᵀ·W_posᵀ (default n_ctx; learned positions only)",
         }.Positive();
+        var refactor = new Option<bool>("--refactor-factored-attn-matrices")
+        {
+            Description = "After any processing, TransformerLens's refactor_factored_attn_matrices: W_Q = U·√S, W_K = V·√S of the QK form with its " +
+                          "biases, W_V = U·S, W_O = Vᵀ, b_V moved into b_O (GPT-2; rotary models refused as TransformerLens refuses them). " +
+                          "W_Q·W_Kᵀ and W_V·W_O, and so every score, are unchanged",
+        };
+        var eigenPng = new Option<string?>("--eigen-png")
+        {
+            Description = "Also draw the eigenvalues of each head's OV circuit W_V·W_O in the complex plane (PNG): a panel per layer, up to 4 a row, " +
+                          $"{SaeSharp.Analysis.AttentionCircuits.EigenvaluePanelPixels} pixels wide, a colour per head",
+        };
         var dtype = ModelSource.DtypeOption();
         var command = new Command("circuits", "The OV and QK circuits of every head as TransformerLens's Main Demo and ARENA score them (model.OV, " +
                                               "model.QK, FactoredMatrix): the eigenvalue copying score of W_V·W_O and of the full circuit " +
                                               "W_E·W_V·W_O·W_U, the full OV circuit's top-1 accuracy, the positional QK pattern's previous-token " +
                                               "score and the full QK circuit's same-token top-1")
-            { model, layer, tokens, json, foldLn, process, positions, dtype };
+            { model, layer, tokens, json, foldLn, process, refactor, positions, eigenPng, dtype };
         command.Options.Add(revision);
         Cli.SetAction(command, parse =>
         {
-            if (parse.GetValue(json) is { } j) OutputGuard.RefuseBadOutputFile("--json", j, new CommandInput("--model", parse.GetValue(model)!, InputKind.Folder));
+            OutputGuard.RefuseBadOutputFiles([("--json", parse.GetValue(json)), ("--eigen-png", parse.GetValue(eigenPng))],
+                new CommandInput("--model", parse.GetValue(model)!, InputKind.Folder));
             if (parse.GetValue(positions) is 1) throw new SaeSharpException("--positions 1: the previous-token score needs at least 2 positions");
             using var m = ModelSource.LoadModel(ModelSource.ModelAt(parse, model, revision), parse.GetValue(dtype)!);
             var layers = parse.GetValue(layer) is { Length: > 0 } ls ? ls.Distinct().Order().ToList() : null;
@@ -1468,11 +1480,19 @@ internal static class ModelCommands
                 : new WeightProcessingOptions { FoldLn = parse.GetValue(foldLn) });
             foreach (var w in processed.Warnings) CliProgress.Warn($"warning: {w}");
             var processing = processed.Options;
+            bool refactored = parse.GetValue(refactor);
+            if (refactored)
+            {
+                try { SaeSharp.Analysis.AttentionCircuits.RefactorFactoredAttnMatrices(m); }
+                catch (SaeSharpException e) // named by the flag, not as the library's "refactor_factored_attn_matrices: ..."
+                { throw new SaeSharpException("--refactor-factored-attn-matrices: " + e.Message.Replace("refactor_factored_attn_matrices: ", "", StringComparison.Ordinal)); }
+            }
             // The QK scores first: a --positions the model has no W_pos rows for is refused before the OV circuits' work.
             var qk = SaeSharp.Analysis.AttentionCircuits.QkScores(m, parse.GetValue(tokens), layers, parse.GetValue(positions), processing);
             var r = SaeSharp.Analysis.AttentionCircuits.Scores(m, parse.GetValue(tokens), layers, processing);
             var c = m.Config;
             var steps = processing.ToKwargs().Keys.ToList();
+            if (refactored) steps.Add("refactor_factored_attn_matrices");
             Console.WriteLine($"Circuits of {c.ModelName}: {r.Layers.Count} layer{(r.Layers.Count == 1 ? "" : "s")} × {c.NHeads} heads, d_head {c.DHead}" +
                               (c.NKvHeads != c.NHeads ? $", {c.NKvHeads} key/value heads shared by {c.NHeads / c.NKvHeads} query heads each" : ""));
             Console.WriteLine("weights: " + (steps.Count > 0 ? string.Join(", ", steps) : "as loaded"));
@@ -1500,6 +1520,8 @@ internal static class ModelCommands
                     ["fold_ln"] = processing.FoldLn,
                     ["center_writing_weights"] = processing.CenterWritingWeights,
                     ["center_unembed"] = processing.CenterUnembed,
+                    ["fold_value_biases"] = processing.FoldValueBiases,
+                    ["refactor_factored_attn_matrices"] = refactored,
                     ["layers"] = new System.Text.Json.Nodes.JsonArray(r.Layers.Select(l => (System.Text.Json.Nodes.JsonNode?)l).ToArray()),
                     ["top1_tokens"] = new System.Text.Json.Nodes.JsonArray(r.Tokens.Select(t => (System.Text.Json.Nodes.JsonNode?)t).ToArray()),
                     ["ov_copying_score"] = Grid(r.OvCopying),
@@ -1510,6 +1532,12 @@ internal static class ModelCommands
                     ["full_qk_same_token_top1"] = Grid(qk.SameToken),
                 };
                 WriteJson(path, node);
+            }
+            if (parse.GetValue(eigenPng) is { } png)
+            {
+                var bytes = SaeSharp.Analysis.AttentionCircuits.OvEigenvaluePng(SaeSharp.Analysis.AttentionCircuits.OvEigenvalues(m, r.Layers), c.ModelName);
+                SaeSharp.IO.AtomicFile.Write(png, s => s.Write(bytes));
+                Console.WriteLine($"wrote {png}");
             }
             return 0;
         });

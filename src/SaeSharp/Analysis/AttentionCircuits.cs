@@ -21,6 +21,10 @@ public sealed record AttentionWeights(Tensor WQ, Tensor WK, Tensor WV, Tensor WO
 /// <param name="Layers">The layers scored, in row order.</param>
 public sealed record OvCircuitScores(double[,] OvCopying, double[,] FullOvCopying, double[,] Top1, IReadOnlyList<long> Tokens, IReadOnlyList<int> Layers);
 
+/// <summary>The eigenvalues of each head's OV circuit W_V·W_O (the d_head nonzero ones, from the small W_O·W_V), row i for
+/// layer <see cref="Layers"/>[i]: <see cref="Values"/>[i][head] holds d_head complex numbers, in no particular order.</summary>
+public sealed record OvCircuitEigenvalues(System.Numerics.Complex[][][] Values, IReadOnlyList<int> Layers);
+
 /// <summary>Each head's QK circuit scores, [layer, head] each (<see cref="AttentionCircuits.QkScores"/>), row i for layer <see cref="Layers"/>[i].</summary>
 /// <param name="PreviousToken">Mean sub-diagonal of the positional pattern softmax(mask(W_pos·QK·W_posᵀ / √d_head)) over the
 /// first <see cref="Positions"/> positions: 1 for a head that attends to the previous position only; null without learned positions.</param>
@@ -131,15 +135,19 @@ public static class AttentionCircuits
     /// last coordinate is 1), is refactored evenly (<see cref="FactoredMatrix.MakeEven"/>: W_Q = U·√S, W_K = V·√S), b_V
     /// is moved into b_O, and the OV circuit is refactored as W_V = U·S, W_O = Vᵀ (a rotation: z and the head's result
     /// have the same norm). W_Q·W_Kᵀ, W_V·W_O, the attention patterns and the logits are unchanged. Rotary models are
-    /// refused, as TransformerLens refuses them (their QK form depends on the positions).
+    /// refused, as TransformerLens refuses them (their QK form depends on the positions); GPT-Neo, OPT and BLOOM, which
+    /// TransformerLens refactors, are refused here (not written yet).
     /// </summary>
     public static void RefactorFactoredAttnMatrices(HookedTransformer model)
     {
         ArgumentNullException.ThrowIfNull(model);
         var c = model.Config;
+        if (c.RotaryDim > 0 || c.Architecture.StartsWith("deepseek", StringComparison.Ordinal))
+            throw new SaeSharpException($"refactor_factored_attn_matrices: {c.ModelName} ({c.Architecture}) has rotary positions; TransformerLens refuses " +
+                                        "them too: the QK circuit of a rotary model depends on the positions of the query and the key");
         if (c.Architecture != "gpt2")
-            throw new SaeSharpException($"refactor_factored_attn_matrices: {c.ModelName} ({c.Architecture}) is not supported: GPT-2 only " +
-                                        "(TransformerLens refuses rotary models, whose QK circuit depends on the positions)");
+            throw new SaeSharpException($"refactor_factored_attn_matrices: {c.ModelName} ({c.Architecture}) is not supported here: GPT-2 only " +
+                                        "(TransformerLens also refactors GPT-Neo, OPT and BLOOM)");
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         var p = model.named_parameters().ToDictionary(kv => kv.name, kv => kv.parameter, StringComparer.Ordinal);
@@ -169,6 +177,65 @@ public static class AttentionCircuits
             cProj.copy_(wo.reshape(h * hd, d));
             cProjBias.copy_(bO);
         }
+    }
+
+    /// <summary>The eigenvalues of every head's OV circuit W_V·W_O (TransformerLens's <c>model.OV.eigenvalues</c>), of the
+    /// weights as the model holds them (<see cref="WeightProcessing.Apply"/> first for TransformerLens's processed model).</summary>
+    public static OvCircuitEigenvalues OvEigenvalues(HookedTransformer model, IReadOnlyList<int>? layers = null)
+    {
+        layers = CheckLayers(model, "OV eigenvalues", null, layers);
+        using var _ = no_grad();
+        using var outer = NewDisposeScope();
+        var w = Weights(model);
+        var values = new System.Numerics.Complex[layers.Count][][];
+        for (int row = 0; row < layers.Count; row++)
+        {
+            using var scope = NewDisposeScope();
+            var ev = view_as_real(new FactoredMatrix(w.WV[layers[row]], w.WO[layers[row]]).Eigenvalues()).to(ScalarType.Float64);   // [heads, d_head, 2]
+            var flat = ev.data<double>().ToArray();
+            long heads = ev.shape[0], k = ev.shape[1];
+            values[row] = new System.Numerics.Complex[heads][];
+            for (long h = 0; h < heads; h++)
+                values[row][h] = Enumerable.Range(0, (int)k).Select(i => new System.Numerics.Complex(flat[(h * k + i) * 2], flat[(h * k + i) * 2 + 1])).ToArray();
+        }
+        return new OvCircuitEigenvalues(values, layers);
+    }
+
+    /// <summary>Pixels of a panel of <see cref="OvEigenvaluePng"/> (its width; its height is that less 20).</summary>
+    public const int EigenvaluePanelPixels = 380;
+
+    /// <summary>The width and height of <see cref="OvEigenvaluePng"/>'s picture of <paramref name="layers"/> layers of
+    /// <paramref name="heads"/> heads: up to 4 panels a row, <see cref="EigenvaluePanelPixels"/> each, a title line and a
+    /// legend line per 8 heads above them.</summary>
+    public static (int Width, int Height) OvEigenvaluePngSize(int layers, int heads)
+    {
+        int columns = Math.Clamp(layers, 1, 4), rows = (layers + columns - 1) / columns;
+        return (12 + columns * EigenvaluePanelPixels, 40 + 24 * ((heads + 7) / 8) + rows * (EigenvaluePanelPixels - 20));
+    }
+
+    /// <summary>
+    /// The eigenvalues of every head's OV circuit in the complex plane (PNG): a panel per layer, a colour per head, the
+    /// panel's axes symmetric about 0 with the same range on both (a copying head's points lie right of the imaginary
+    /// axis, a negating head's left), sized by <see cref="OvEigenvaluePngSize"/>.
+    /// </summary>
+    public static byte[] OvEigenvaluePng(OvCircuitEigenvalues eigenvalues, string modelName)
+    {
+        ArgumentNullException.ThrowIfNull(eigenvalues);
+        int heads = eigenvalues.Values.Length == 0 ? 0 : eigenvalues.Values[0].Length;
+        ScottPlot.IPalette palette = heads <= 10 ? new ScottPlot.Palettes.Category10() : new ScottPlot.Palettes.Category20();
+        var panels = new List<Plots.ScatterPanel>();
+        for (int row = 0; row < eigenvalues.Layers.Count; row++)
+        {
+            var perHead = eigenvalues.Values[row];
+            double r = perHead.SelectMany(v => v).Select(z => Math.Max(Math.Abs(z.Real), Math.Abs(z.Imaginary))).Where(double.IsFinite).DefaultIfEmpty(0).Max();
+            r = r > 0 ? r * 1.1 : 1;
+            var groups = perHead.Select((v, h) => new Plots.ScatterGroup($"H{h}", heads <= 20 ? palette.GetColor(h).ToHex() : palette.GetColor(h % 20).ToHex(),
+                v.Select(z => z.Real).ToArray(), v.Select(z => z.Imaginary).ToArray())).ToList();
+            panels.Add(new Plots.ScatterPanel($"layer {eigenvalues.Layers[row]}", groups) { Limits = (-r, r, -r, r), ZeroLines = true, SquareUnits = true });
+        }
+        var (width, height) = OvEigenvaluePngSize(eigenvalues.Layers.Count, heads);
+        return Plots.ScatterPlot.RenderPanels(panels, $"Eigenvalues of each head's OV circuit W_V·W_O, {modelName}", "real", "imaginary",
+            width, height, Math.Clamp(eigenvalues.Layers.Count, 1, 4), markerSize: 5);
     }
 
     /// <summary>The token embedding W_E [d_vocab, d_model] float32, as stored; with <paramref name="processed"/> (the

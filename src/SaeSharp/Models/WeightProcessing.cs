@@ -56,7 +56,8 @@ public sealed record WeightProcessingOptions
             };
         }
         if (Flag("refactor_factored_attn_matrices"))
-            throw new SaeSharpException("model_from_pretrained_kwargs: refactor_factored_attn_matrices=true is not supported");
+            throw new SaeSharpException("model_from_pretrained_kwargs: refactor_factored_attn_matrices=true is not supported for an SAE's model " +
+                                        "(its hook_q/k/v/z would differ from the run SaeSharp makes); `sae model circuits --refactor-factored-attn-matrices` refactors a GPT-2");
         ign.AddRange(kwargs.Keys.Where(k => !Keys.Contains(k)));
         return new WeightProcessingOptions
         {

@@ -156,7 +156,7 @@ public class AttentionCircuitsTests : ModelTestBase
             Assert.True(p1[$"transformer.h.{l}.attn.c_attn.bias"].narrow(0, 32, 16).abs().max().item<float>() == 0, "b_V moved into b_O");
         }
         using var neox = NeoX(parallel: false);
-        Assert.Contains("GPT-2 only", Assert.Throws<SaeSharpException>(() => AttentionCircuits.RefactorFactoredAttnMatrices(neox)).Message);
+        Assert.Contains("has rotary positions; TransformerLens refuses them too", Assert.Throws<SaeSharpException>(() => AttentionCircuits.RefactorFactoredAttnMatrices(neox)).Message);
     }
 
     [Fact]
