@@ -386,8 +386,8 @@ class GenerationTokenizer:
 
 def run_generate(folder, tensors_aliases, new_tokens, left_pad):
     """model.generate(tokens, max_new_tokens, do_sample=False, use_past_kv_cache=True, stop_at_eos=False) on the raw model
-    from the reference tokens; with `left_pad` = (pad id, pads per row) also a left-padded batch (padding_side="left":
-    leading pad ids are masked, learned positions count from each row's first real token)."""
+    from the reference tokens (and without the cache); with `left_pad` = (pad id, pads per row) also a left-padded batch
+    (padding_side="left": leading pad ids are masked, positions, learned or rotary, count from each row's first real token)."""
     model = tl_model(folder, tensors_aliases, RAW)
     tokens = torch.from_numpy(np.load(os.path.join(folder, "reference.npz"))["tokens"])
     out = {"prompt": tokens.numpy()}
@@ -406,6 +406,8 @@ def run_generate(folder, tensors_aliases, new_tokens, left_pad):
             model.tokenizer = GenerationTokenizer("left", pad)
             out["padded_greedy"] = model.generate(padded, max_new_tokens=new_tokens, do_sample=False, use_past_kv_cache=True,
                                                   stop_at_eos=False, verbose=False, padding_side="left").numpy()
+            # A new token equal to the pad id would be masked as a leading pad in its KV-cached step: not a fair reference.
+            assert pad not in out["padded_greedy"][:, padded.shape[1]:] and pad not in padded[:, max(pads)]
         model.tokenizer = None
     return out
 
@@ -452,9 +454,9 @@ ANALYSIS = ["gpt2", "llama3"]
 # RMSNorm, Phi's parallel block with partial rotary), GPT-2 also refactored.
 CIRCUITS = ["gpt2", "gpt_neox-parallel", "llama3", "phi"]
 
-# Families whose KV-cached greedy generation is recorded, with (pad id, leading pads per row) for a left-padded batch,
-# or None (learned positions: GPT-2; rotary: Llama 3, Phi-3 with a sliding window; ALiBi: BLOOM).
-GENERATE = {"gpt2": (0, [0, 3]), "llama3": None, "bloom": None, "phi3": None}
+# Families whose KV-cached greedy generation is recorded, with (pad id, leading pads per row) for a left-padded batch
+# (learned positions: GPT-2; rotary: Llama 3, Phi-3 with a sliding window; ALiBi: BLOOM).
+GENERATE = {"gpt2": (0, [0, 3]), "llama3": (0, [0, 3]), "bloom": (0, [0, 3]), "phi3": (0, [0, 3])}
 
 
 def main():

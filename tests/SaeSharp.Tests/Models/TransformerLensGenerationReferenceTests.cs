@@ -10,8 +10,8 @@ namespace SaeSharp.Tests.Models;
 /// max_new_tokens=8, do_sample=False, use_past_kv_cache=True, stop_at_eos=False)</c> (v2.12.0; bench/reference/
 /// tl_reference_fixture.py wrote tests/data/tl_reference/generate_*) on the unprocessed tiny checkpoints: GPT-2 (learned
 /// positions), Llama 3 (rotary, grouped-query), BLOOM (ALiBi) and Phi-3 (a sliding window), from the reference tokens; and
-/// for GPT-2 a left-padded batch (TransformerLens's padding_side="left": leading pad tokens masked, each row's positions
-/// counted from its first real token).
+/// a left-padded batch of each (TransformerLens's padding_side="left": leading pad tokens masked, each row's positions,
+/// learned or rotary, counted from its first real token).
 /// </summary>
 public class TransformerLensGenerationReferenceTests
 {
@@ -34,12 +34,16 @@ public class TransformerLensGenerationReferenceTests
         Assert.Equal(r["greedy"].data<long>().ToArray(), full.Tokens.data<long>().ToArray());
     }
 
-    [Fact]
-    public void Left_padded_greedy_generation_equals_TransformerLens()
+    [Theory]
+    [InlineData("gpt2")]
+    [InlineData("llama3")]
+    [InlineData("bloom")]
+    [InlineData("phi3")]
+    public void Left_padded_greedy_generation_equals_TransformerLens(string family)
     {
         using var scope = NewDisposeScope();
-        var r = Npy.LoadNpz(TestPaths.Data("tl_reference", "generate_gpt2.npz"));
-        using var model = ModelLoader.FromPretrained(TestPaths.Data("hf_models", "gpt2"));
+        var r = Npy.LoadNpz(TestPaths.Data("tl_reference", $"generate_{family}.npz"));
+        using var model = ModelLoader.FromPretrained(TestPaths.Data("hf_models", family));
         using var result = model.Generate(r["padded_prompt"], 8, new GenerationOptions { AttentionMask = r["padded_mask"] });
         Assert.Equal(r["padded_greedy"].shape, result.Tokens.shape);
         Assert.Equal(r["padded_greedy"].data<long>().ToArray(), result.Tokens.data<long>().ToArray());
