@@ -295,7 +295,9 @@ def run_analysis(folder, tensors_aliases, answers):
     logits[-1, A] − logits[-1, B] (answers[row] = (A, B)), the demo's residual_stack_to_logit_diff over
     accumulated_resid(incl_mid=True), decompose_resid() and stack_head_results() (each stack's labels in a JSON file),
     each row alone, then averaged over the rows; and head_detector.detect_head's three built-in scores ("mul" and "abs") over two
-    prompts of 6 random tokens repeated (seeded), each after token 1."""
+    prompts of 6 random tokens repeated (seeded), each after token 1. Also neuron-level DLA (stack_neuron_results and each
+    layer's b_out through the same apply_ln_to_stack), loss_fn(per_token=True) on the reference tokens and
+    evals.induction_loss on 2 rows of 10 seeded ids."""
     import transformer_lens.head_detector as hd
     model = tl_model(folder, tensors_aliases, PROCESSED)
     tokens = torch.from_numpy(np.load(os.path.join(folder, "reference.npz"))["tokens"])
@@ -332,6 +334,20 @@ def run_analysis(folder, tensors_aliases, answers):
     with torch.no_grad():
         # HookedTransformer.loss_fn(per_token=True) on the whole batch: −log p(next token) [batch, pos − 1].
         out["loss_per_token"] = model(tokens, return_type="loss", loss_per_token=True).numpy()
+    # evals.induction_loss on given ids: its torch.randint(100, 20000, (batch, subseq_len)) (out of a tiny vocabulary)
+    # answers with 2 rows of 10 seeded ids; it repeats them, puts the tokenizer's BOS (here 1) first and averages the
+    # per-token loss over the second copy.
+    import transformer_lens.evals as evals
+    half = torch.randint(2, model.cfg.d_vocab, (2, 10), generator=torch.Generator().manual_seed(1))
+    randint = torch.randint
+    torch.randint = lambda low, high, size, *a, **k: half.clone() if (low, high) == (100, 20000) else randint(low, high, size, *a, **k)
+    model.tokenizer = GenerationTokenizer("right")
+    model.tokenizer.bos_token_id = 1
+    try:
+        out["induction_half"] = half.numpy()
+        out["induction_loss"] = np.array([float(evals.induction_loss(model, batch_size=2, subseq_len=10, prepend_bos=True, device="cpu"))])
+    finally:
+        torch.randint, model.tokenizer = randint, None
     g = torch.Generator().manual_seed(0)
     prompts = [torch.cat([torch.tensor([1]), torch.randint(2, model.cfg.d_vocab, (6,), generator=g).repeat(2)])
                for _ in range(2)]

@@ -94,6 +94,22 @@ public class TransformerLensAnalysisReferenceTests
             Assert.Equal(mean[t], byPosition[t], Tolerance);
     }
 
+    /// <summary>TransformerLens's <c>evals.induction_loss</c> (its random ids given: 2 rows of 10, repeated, BOS 1 first)
+    /// against <see cref="InductionLoss.FromLogits"/> on the same tokens built here.</summary>
+    [Theory]
+    [InlineData("gpt2")]
+    [InlineData("llama3")]
+    public void Induction_loss_equals_evals_induction_loss(string family)
+    {
+        using var scope = NewDisposeScope();
+        var r = Npy.LoadNpz(TestPaths.Data("tl_reference", $"analysis_{family}.npz"));
+        using var processed = WeightProcessing.Apply(ModelLoader.FromPretrained(TestPaths.Data("hf_models", family)), WeightProcessingOptions.TransformerLensDefaults);
+        var half = r["induction_half"];
+        var tokens = cat([half, half], 1);
+        tokens[TensorIndex.Colon, 0] = tensor(1L);
+        Assert.Equal(r["induction_loss"].data<double>()[0], InductionLoss.FromLogits(processed.Forward(tokens), tokens), Tolerance);
+    }
+
     [Theory]
     [InlineData("gpt2")]
     [InlineData("llama3")]
