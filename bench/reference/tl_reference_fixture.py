@@ -10,6 +10,9 @@ no processing ("raw") or from_pretrained's defaults fold_ln, center_writing_weig
 fold_value_biases ("processed"), and `run_with_cache` on the checkpoint's own reference tokens (reference.npz).
 patching_<family>.npz: patching.py's get_act_patch_* (every one but the *_every stacks) on the raw model, the reference
 tokens' first row clean and second corrupted, metric the logit difference of two tokens at the last position.
+analysis_<family>.npz: run_analysis below. circuits_<family>.npz: run_circuits (W_Q..b_O, QK/OV circuits, eigenvalues,
+copying scores; processed, and refactored for GPT-2). generate_<family>.npz: run_generate (KV-cached greedy generate,
+plain and left-padded, with a stub tokenizer carrying only padding_side and the pad/BOS ids).
 
 How it was run (2026-12-08; Debian bookworm, PyTorch 1.13.1, Python 3.11.2, no PyPI):
   TL=<clone of TransformerLensOrg/TransformerLens>
