@@ -105,7 +105,7 @@ public class TransformerLensCircuitsReferenceTests
         static double Dist((double Re, double Im) a, (double Re, double Im) b) => Math.Sqrt((a.Re - b.Re) * (a.Re - b.Re) + (a.Im - b.Im) * (a.Im - b.Im));
     }
 
-    private static Tensor Norms(Tensor x, long dim) => x.square().sum([dim]).sqrt();
+    private static Tensor Norms(Tensor x, long dim) => (x * x).sum([dim]).sqrt();
 
     private static void Close(Tensor expected, Tensor actual, string what)
     {
