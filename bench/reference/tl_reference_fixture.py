@@ -10,6 +10,9 @@ no processing ("raw") or from_pretrained's defaults fold_ln, center_writing_weig
 fold_value_biases ("processed"), and `run_with_cache` on the checkpoint's own reference tokens (reference.npz).
 patching_<family>.npz: patching.py's get_act_patch_* (every one but the *_every stacks) on the raw model, the reference
 tokens' first row clean and second corrupted, metric the logit difference of two tokens at the last position.
+analysis_<family>.npz: run_analysis below. circuits_<family>.npz: run_circuits (W_Q..b_O, QK/OV circuits, eigenvalues,
+copying scores; processed, and refactored for GPT-2). generate_<family>.npz: run_generate (KV-cached greedy generate,
+plain and left-padded, with a stub tokenizer carrying only padding_side and the pad/BOS ids).
 
 How it was run (2026-12-08; Debian bookworm, PyTorch 1.13.1, Python 3.11.2, no PyPI):
   TL=<clone of TransformerLensOrg/TransformerLens>
@@ -225,7 +228,7 @@ def hf_alibi_multipliers(n_heads, device=None):
     return torch.tensor(slopes, device=device)
 
 
-def tl_model(folder, tensors_aliases, flags):
+def tl_model(folder, tensors_aliases, flags, refactor=False):
     """TransformerLens's HookedTransformer for the checkpoint in `folder`, loaded as above with processing `flags`."""
     import transformer_lens.loading_from_pretrained as loading
     from transformer_lens.HookedTransformer import HookedTransformer
@@ -252,7 +255,7 @@ def tl_model(folder, tensors_aliases, flags):
             setattr(cfg, k, v)
         model = HookedTransformer(cfg, tokenizer=None, move_to_device=False)
         sd = loading.get_pretrained_state_dict(local, cfg, hf_model=model_tree(tensors, config), dtype=torch.float32)
-        model.load_and_process_state_dict(sd, refactor_factored_attn_matrices=False, **flags)
+        model.load_and_process_state_dict(sd, refactor_factored_attn_matrices=refactor, **flags)
     finally:
         shutil.rmtree(tmp)
     return model.eval()
@@ -295,7 +298,9 @@ def run_analysis(folder, tensors_aliases, answers):
     logits[-1, A] − logits[-1, B] (answers[row] = (A, B)), the demo's residual_stack_to_logit_diff over
     accumulated_resid(incl_mid=True), decompose_resid() and stack_head_results() (each stack's labels in a JSON file),
     each row alone, then averaged over the rows; and head_detector.detect_head's three built-in scores ("mul" and "abs") over two
-    prompts of 6 random tokens repeated (seeded), each after token 1."""
+    prompts of 6 random tokens repeated (seeded), each after token 1. Also neuron-level DLA (stack_neuron_results and each
+    layer's b_out through the same apply_ln_to_stack), loss_fn(per_token=True) on the reference tokens and
+    evals.induction_loss on 2 rows of 10 seeded ids."""
     import transformer_lens.head_detector as hd
     model = tl_model(folder, tensors_aliases, PROCESSED)
     tokens = torch.from_numpy(np.load(os.path.join(folder, "reference.npz"))["tokens"])
@@ -313,9 +318,15 @@ def run_analysis(folder, tensors_aliases, answers):
             acc, acc_labels = cache.accumulated_resid(layer=-1, incl_mid=True, pos_slice=-1, return_labels=True)
             per_layer, layer_labels = cache.decompose_resid(layer=-1, pos_slice=-1, return_labels=True)
             heads, head_labels = cache.stack_head_results(layer=-1, pos_slice=-1, return_labels=True)
+            # Neuron-level DLA: every neuron's W_out row times its hook_post (stack_neuron_results), and each layer's
+            # b_out, which the neurons leave out (get_full_resid_decomposition puts it in its "bias").
+            neuron_stack, neuron_labels = cache.stack_neuron_results(model.cfg.n_layers, pos_slice=-1, return_labels=True)
+            b_out = model.b_out[:, None, None, :].expand(-1, 1, 1, -1)
             for name, values, labels in [("accumulated", to_diff(acc), acc_labels),
                                          ("per_layer", to_diff(per_layer), layer_labels),
-                                         ("per_head", to_diff(heads), head_labels)]:
+                                         ("per_head", to_diff(heads), head_labels),
+                                         ("per_neuron", to_diff(neuron_stack), neuron_labels),
+                                         ("mlp_bias", to_diff(b_out).reshape(-1), [f"L{l}_b_out" for l in range(model.cfg.n_layers)])]:
                 stacks.setdefault(name, []).append(values.numpy())
                 labels_of[name] = list(labels)
             logits = model(tokens[row:row + 1])
@@ -323,6 +334,23 @@ def run_analysis(folder, tensors_aliases, answers):
                 np.array([float(logits[0, -1, answers[row][0]] - logits[0, -1, answers[row][1]])]))
     for name, rows in stacks.items():
         out[name] = np.mean(rows, axis=0)
+    with torch.no_grad():
+        # HookedTransformer.loss_fn(per_token=True) on the whole batch: −log p(next token) [batch, pos − 1].
+        out["loss_per_token"] = model(tokens, return_type="loss", loss_per_token=True).numpy()
+    # evals.induction_loss on given ids: its torch.randint(100, 20000, (batch, subseq_len)) (out of a tiny vocabulary)
+    # answers with 2 rows of 10 seeded ids; it repeats them, puts the tokenizer's BOS (here 1) first and averages the
+    # per-token loss over the second copy.
+    import transformer_lens.evals as evals
+    half = torch.randint(2, model.cfg.d_vocab, (2, 10), generator=torch.Generator().manual_seed(1))
+    randint = torch.randint
+    torch.randint = lambda low, high, size, *a, **k: half.clone() if (low, high) == (100, 20000) else randint(low, high, size, *a, **k)
+    model.tokenizer = GenerationTokenizer("right")
+    model.tokenizer.bos_token_id = 1
+    try:
+        out["induction_half"] = half.numpy()
+        out["induction_loss"] = np.array([float(evals.induction_loss(model, batch_size=2, subseq_len=10, prepend_bos=True, device="cpu"))])
+    finally:
+        torch.randint, model.tokenizer = randint, None
     g = torch.Generator().manual_seed(0)
     prompts = [torch.cat([torch.tensor([1]), torch.randint(2, model.cfg.d_vocab, (6,), generator=g).repeat(2)])
                for _ in range(2)]
@@ -335,6 +363,72 @@ def run_analysis(folder, tensors_aliases, answers):
                 out[f"detect_{head_type}_{measure}"] = torch.stack(
                     [hd.detect_head(model, str(i), head_type, error_measure=measure) for i in range(2)]).mean(0).numpy()
     return out, labels_of
+
+
+def complex_parts(out, name, z):
+    """A complex array as two float arrays (Npy reads no complex dtype)."""
+    out[name + "_real"] = z.real.numpy()
+    out[name + "_imag"] = z.imag.numpy()
+
+
+def run_circuits(folder, tensors_aliases):
+    """HookedTransformer's W_Q/W_K/W_V/W_O (and b_Q..b_O) properties, model.QK.AB, model.OV.AB, model.OV.eigenvalues and the
+    Main Demo's OV copying score sum(λ).real / sum(|λ|) on the processed model; for GPT-2 also after
+    refactor_factored_attn_matrices=True ("refactored/"), with its logits on the reference tokens."""
+    tokens = torch.from_numpy(np.load(os.path.join(folder, "reference.npz"))["tokens"])
+    out = {}
+    settings = [("", PROCESSED, False)]
+    if json.load(open(os.path.join(folder, "config.json")))["model_type"] == "gpt2":
+        settings.append(("refactored/", PROCESSED, True))
+    with torch.no_grad():
+        for prefix, flags, refactor in settings:
+            model = tl_model(folder, tensors_aliases, flags, refactor)
+            for n in ["W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O"]:
+                out[prefix + n] = getattr(model, n).numpy()
+            out[prefix + "QK_AB"] = model.QK.AB.numpy()
+            out[prefix + "OV_AB"] = model.OV.AB.numpy()
+            evals = model.OV.eigenvalues
+            complex_parts(out, prefix + "OV_eigenvalues", evals)
+            out[prefix + "OV_copying_score"] = (evals.sum(-1).real / evals.abs().sum(-1)).numpy()
+            if refactor:
+                out[prefix + "logits"] = model(tokens).numpy()
+    return out
+
+
+class GenerationTokenizer:
+    """What generate() and its LocallyOverridenDefaults read of a tokenizer when given tokens: padding_side, and for
+    left padding the pad id (leading pads are masked; -1: none) and a bos id that differs from it."""
+
+    def __init__(self, padding_side, pad_token_id=-1):
+        self.padding_side, self.pad_token_id, self.bos_token_id, self.eos_token_id = padding_side, pad_token_id, -1, None
+
+
+def run_generate(folder, tensors_aliases, new_tokens, left_pad):
+    """model.generate(tokens, max_new_tokens, do_sample=False, use_past_kv_cache=True, stop_at_eos=False) on the raw model
+    from the reference tokens (and without the cache); with `left_pad` = (pad id, pads per row) also a left-padded batch
+    (padding_side="left": leading pad ids are masked, positions, learned or rotary, count from each row's first real token)."""
+    model = tl_model(folder, tensors_aliases, RAW)
+    tokens = torch.from_numpy(np.load(os.path.join(folder, "reference.npz"))["tokens"])
+    out = {"prompt": tokens.numpy()}
+    with torch.no_grad():
+        model.tokenizer = GenerationTokenizer("right")
+        out["greedy"] = model.generate(tokens, max_new_tokens=new_tokens, do_sample=False, use_past_kv_cache=True,
+                                       stop_at_eos=False, verbose=False).numpy()
+        out["greedy_no_cache"] = model.generate(tokens, max_new_tokens=new_tokens, do_sample=False,
+                                                use_past_kv_cache=False, stop_at_eos=False, verbose=False).numpy()
+        if left_pad:
+            pad, pads = left_pad
+            rows = [torch.cat([torch.full((p,), pad), tokens[i, : tokens.shape[1] - p]]) for i, p in enumerate(pads)]
+            padded = torch.stack(rows)
+            out["padded_prompt"] = padded.numpy()
+            out["padded_mask"] = (torch.arange(padded.shape[1])[None, :] >= torch.tensor(pads)[:, None]).long().numpy()
+            model.tokenizer = GenerationTokenizer("left", pad)
+            out["padded_greedy"] = model.generate(padded, max_new_tokens=new_tokens, do_sample=False, use_past_kv_cache=True,
+                                                  stop_at_eos=False, verbose=False, padding_side="left").numpy()
+            # A new token equal to the pad id would be masked as a leading pad in its KV-cached step: not a fair reference.
+            assert pad not in out["padded_greedy"][:, padded.shape[1]:] and pad not in padded[:, max(pads)]
+        model.tokenizer = None
+    return out
 
 
 def run_family(folder, tensors_aliases):
@@ -375,6 +469,14 @@ PATCHING = {"gpt2": (5, 17), "gpt_neox-parallel": (5, 17), "llama3": (5, 17)}
 # Families whose direct logit attribution and head-detector scores are recorded (LayerNorm and RMSNorm, grouped-query).
 ANALYSIS = ["gpt2", "llama3"]
 
+# Families whose attention weights and QK/OV circuits are recorded, processed (LayerNorm, parallel NeoX, grouped-query
+# RMSNorm, Phi's parallel block with partial rotary), GPT-2 also refactored.
+CIRCUITS = ["gpt2", "gpt_neox-parallel", "llama3", "phi"]
+
+# Families whose KV-cached greedy generation is recorded, with (pad id, leading pads per row) for a left-padded batch
+# (learned positions: GPT-2; rotary: Llama 3, Phi-3 with a sliding window; ALiBi: BLOOM).
+GENERATE = {"gpt2": (0, [0, 3]), "llama3": (0, [0, 3]), "bloom": (0, [0, 3]), "phi3": (0, [0, 3])}
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -386,6 +488,12 @@ def main():
     install_stubs(a.tl)
     import transformer_lens.HookedTransformer  # noqa: F401  (in TransformerLens's own import order)
     from transformer_lens.components.abstract_attention import AbstractAttention
+    # `import transformer_lens.utils as utils` inside an import cycle reads the attribute off the stub package before the
+    # submodule is set on it, and gets the stub's placeholder: point such names at the loaded submodules.
+    for mod in [m for k, m in list(sys.modules.items()) if k.startswith("transformer_lens.")]:
+        for attr, value in list(vars(mod).items()):
+            if value is _Any and "transformer_lens." + attr in sys.modules:
+                setattr(mod, attr, sys.modules["transformer_lens." + attr])
     AbstractAttention.create_alibi_multipliers = staticmethod(hf_alibi_multipliers)
     torch.manual_seed(0)
     os.makedirs(a.out, exist_ok=True)
@@ -412,6 +520,18 @@ def main():
         with open(os.path.join(a.out, "analysis_" + fam + "_labels.json"), "w") as f:
             json.dump(labels, f, indent=1)
         print("analysis", fam, len(out), "arrays")
+    for fam in CIRCUITS:
+        if a.only and fam not in a.only:
+            continue
+        out = run_circuits(os.path.join(a.models, fam), FAMILIES[fam])
+        np.savez_compressed(os.path.join(a.out, "circuits_" + fam + ".npz"), **out)
+        print("circuits", fam, len(out), "arrays")
+    for fam, left_pad in GENERATE.items():
+        if a.only and fam not in a.only:
+            continue
+        out = run_generate(os.path.join(a.models, fam), FAMILIES[fam], 8, left_pad)
+        np.savez_compressed(os.path.join(a.out, "generate_" + fam + ".npz"), **out)
+        print("generate", fam, len(out), "arrays")
     # The HookedTransformerConfig fields set from config.json by hand (overrides() above), for the reader.
     with open(os.path.join(a.out, "overrides.json"), "w") as f:
         json.dump(written, f, indent=1, sort_keys=True)

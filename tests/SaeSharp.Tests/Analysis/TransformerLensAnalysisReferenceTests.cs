@@ -46,6 +46,70 @@ public class TransformerLensAnalysisReferenceTests
         }
     }
 
+    /// <summary>Neuron-level direct logit attribution: TransformerLens's <c>cache.stack_neuron_results(n_layers)</c> (each
+    /// neuron's <c>hook_post</c> times its W_out row) and each layer's b_out, through <c>apply_ln_to_stack</c> and onto the
+    /// logit-difference direction, against <see cref="LogitAttribution.Run"/> with neurons (PerNeuron, MlpBias).</summary>
+    [Theory]
+    [InlineData("gpt2")]
+    [InlineData("llama3")]
+    public void Neuron_attribution_equals_stack_neuron_results(string family)
+    {
+        using var scope = NewDisposeScope();
+        var r = Npy.LoadNpz(TestPaths.Data("tl_reference", $"analysis_{family}.npz"));
+        var labels = JsonSerializer.Deserialize<Dictionary<string, string[]>>(File.ReadAllText(TestPaths.Data("tl_reference", $"analysis_{family}_labels.json")))!;
+        using var processed = WeightProcessing.Apply(ModelLoader.FromPretrained(TestPaths.Data("hf_models", family)), WeightProcessingOptions.TransformerLensDefaults);
+        var tokens = r["tokens"];
+        var answers = r["answers"].data<long>().ToArray();
+        var prompts = Enumerable.Range(0, (int)tokens.shape[0]).Select(i => tokens.narrow(0, i, 1)).ToList();
+        var result = LogitAttribution.Run(processed.Model, prompts, [(answers[0], answers[1]), (answers[2], answers[3])], processed.Hooks, neurons: true);
+        foreach (var (name, ours) in new[] { ("per_neuron", result.PerNeuron), ("mlp_bias", result.MlpBias) })
+        {
+            var expected = r[name].data<float>().ToArray();
+            Assert.Equal(labels[name], ours.Select(c => c.Label).ToArray());
+            for (int i = 0; i < expected.Length; i++)
+                Assert.True(Math.Abs(expected[i] - ours[i].LogitDiff) < Tolerance, $"{name} {labels[name][i]}: {ours[i].LogitDiff} against {expected[i]}");
+        }
+    }
+
+    /// <summary>TransformerLens's <c>model(tokens, return_type="loss", loss_per_token=True)</c> (<c>loss_fn(per_token=True)</c>):
+    /// −log p(next token) [batch, pos − 1], against <see cref="TokenLosses.NextTokenLoss"/> and its batch mean
+    /// <see cref="TokenLosses.LossByPosition"/>.</summary>
+    [Theory]
+    [InlineData("gpt2")]
+    [InlineData("llama3")]
+    public void Per_token_loss_equals_loss_fn(string family)
+    {
+        using var scope = NewDisposeScope();
+        var r = Npy.LoadNpz(TestPaths.Data("tl_reference", $"analysis_{family}.npz"));
+        using var processed = WeightProcessing.Apply(ModelLoader.FromPretrained(TestPaths.Data("hf_models", family)), WeightProcessingOptions.TransformerLensDefaults);
+        var tokens = r["tokens"];
+        var expected = r["loss_per_token"].to(ScalarType.Float64);
+        var logits = processed.Forward(tokens);
+        var ours = TokenLosses.NextTokenLoss(TokenLosses.LogProbs(logits), tokens);
+        Assert.Equal(expected.shape, ours.shape);
+        Assert.True((expected - ours).abs().max().item<double>() < Tolerance, "per-token loss differs from loss_fn(per_token=True)");
+        var mean = expected.mean([0]).data<double>().ToArray();
+        var byPosition = TokenLosses.LossByPosition(logits, tokens);
+        for (int t = 0; t < mean.Length; t++)
+            Assert.Equal(mean[t], byPosition[t], Tolerance);
+    }
+
+    /// <summary>TransformerLens's <c>evals.induction_loss</c> (its random ids given: 2 rows of 10, repeated, BOS 1 first)
+    /// against <see cref="InductionLoss.FromLogits"/> on the same tokens built here.</summary>
+    [Theory]
+    [InlineData("gpt2")]
+    [InlineData("llama3")]
+    public void Induction_loss_equals_evals_induction_loss(string family)
+    {
+        using var scope = NewDisposeScope();
+        var r = Npy.LoadNpz(TestPaths.Data("tl_reference", $"analysis_{family}.npz"));
+        using var processed = WeightProcessing.Apply(ModelLoader.FromPretrained(TestPaths.Data("hf_models", family)), WeightProcessingOptions.TransformerLensDefaults);
+        var half = r["induction_half"];
+        var tokens = cat([half, half], 1);
+        tokens[TensorIndex.Colon, 0] = tensor(1L);
+        Assert.Equal(r["induction_loss"].data<double>()[0], InductionLoss.FromLogits(processed.Forward(tokens), tokens), Tolerance);
+    }
+
     [Theory]
     [InlineData("gpt2")]
     [InlineData("llama3")]
