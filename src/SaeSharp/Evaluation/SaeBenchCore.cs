@@ -310,8 +310,9 @@ public static class SaeBenchCoreEvaluator
         if (attached.IsTranscoder)
             throw new SaeSharpException("--saebench-json: SAEBench's core procedure is implemented here for an SAE that reconstructs its own hook " +
                 "(not a transcoder)");
-        // An SAE of one head (hook_head_index) is spliced into its head's slice; zero ablation zeroes the whole hook and the
-        // sparsity and variance read the head's slice, as SAELens's evals (single_head_replacement_hook, zero_ablate_hook, x[:, :, head]).
+        // An SAE of one head (hook_head_index) is spliced into its head's slice, zero ablation zeroes that head alone and the
+        // sparsity and variance read the head's slice, as SAELens's evals (single_head_replacement_hook,
+        // single_head_zero_ablate_hook, x[:, :, head]) and sae eval's downstream metrics.
         int? head = attached.HeadIndex;
         var acc = new SaeBenchCoreAccumulator(sae.Cfg.DSae, ignoreTokens);
         var counter = new ProgressCounter(progress, "tokens")
@@ -342,7 +343,13 @@ public static class SaeBenchCoreEvaluator
                     var at4 = x.dim() == 4 ? splice.unsqueeze(-1).unsqueeze(-1) : splice.unsqueeze(-1);
                     return torch.where(at4, recon.to(x.dtype), x);
                 });
-                var zero = Run(x => zeros_like(x));
+                var zero = Run(x =>
+                {
+                    if (head is not int h || x.dim() != 4) return zeros_like(x);
+                    var z = x.clone();
+                    z.select(2, h).zero_();
+                    return z;
+                });
                 // One window's logits at a time: no [batch, pos, vocab] tensor.
                 var ce = new List<Tensor>[3] { [], [], [] };
                 var kl = new List<Tensor>[2] { [], [] };

@@ -150,7 +150,7 @@ public class SaeBenchCoreOutputTests : ModelTestBase
 
     /// <summary>An SAE of one head (hook_head_index 1 at blocks.0.attn.hook_z) is evaluated on that head's slice: the l2 norms
     /// in and out are those of hook_z[:, :, 1] and of its reconstruction by hand, and the CE with the SAE that of a run whose
-    /// hook replaces head 1 alone by the hand reconstruction.</summary>
+    /// hook replaces head 1 alone by the hand reconstruction, the CE with ablation that of a run zeroing head 1 alone.</summary>
     [Fact]
     public void An_SAE_of_one_head_is_evaluated_on_its_hand_sliced_head()
     {
@@ -174,9 +174,14 @@ public class SaeBenchCoreOutputTests : ModelTestBase
         {
             Hooks = [(Hook, x => { var heads = x.unbind(2).ToArray(); heads[1] = Recon(heads[1]); return stack(heads, 2); })],
         }).Logits!;
-        var logp = logits.log_softmax(-1).narrow(1, 0, 7);
-        double ce = -logp.gather(-1, tokens.narrow(1, 1, 7).unsqueeze(-1)).mean().item<float>();
-        Assert.Equal(ce, r.Metrics.CeLossWithSae, 4);
+        double Ce(Tensor l) => -l.log_softmax(-1).narrow(1, 0, 7).gather(-1, tokens.narrow(1, 1, 7).unsqueeze(-1)).mean().item<float>();
+        Assert.Equal(Ce(logits), r.Metrics.CeLossWithSae, 4);
+        // Zero ablation zeroes head 1 alone (SAELens's single_head_zero_ablate_hook).
+        using var zeroed = model.Run(tokens, new RunOptions
+        {
+            Hooks = [(Hook, x => { var heads = x.unbind(2).ToArray(); heads[1] = zeros_like(heads[1]); return stack(heads, 2); })],
+        }).Logits!;
+        Assert.Equal(Ce(zeroed), r.Metrics.CeLossWithAblation, 4);
     }
 
     [Fact]
