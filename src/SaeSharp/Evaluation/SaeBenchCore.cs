@@ -347,7 +347,7 @@ public static class SaeBenchCoreEvaluator
                 {
                     if (head is not int h || x.dim() != 4) return zeros_like(x);
                     var z = x.clone();
-                    z.select(2, h).zero_();
+                    z.select(2, h).fill_(TorchScalars.Of(0));
                     return z;
                 });
                 // One window's logits at a time: no [batch, pos, vocab] tensor.
