@@ -98,6 +98,8 @@ internal static class CltInterveneCommand
         static string F(double v) => Cli.Fixed(v, 4);   // no "-0.0000" for a JumpReLU zero
         string how = options.DirectEffects ? "direct effects" : options.ConstrainedLayers is { } r ? $"layers {r.Start}-{r.End - 1} constrained"
             : options.FreezeAttention ? "attention frozen" : "nothing frozen";
+        for (int p = 0; p < prompts.Count && g > 0; p++)
+            ModelCommands.RefuseGenerationPastContext(cm.Model, prompts[p].shape[1], g, "--generate", generation.PromptName(p));
         var outcomes = new List<Outcome>();
         for (int p = 0; p < prompts.Count; p++)
         {
@@ -143,6 +145,7 @@ internal static class CltInterveneCommand
                 rows = [ModelCommands.ContinuationRow(tok!, n, "clean", plain.Tokens), ModelCommands.ContinuationRow(tok!, n, "intervened", gen.Tokens!)];
                 if (InterventionCommands.GenerationNote(plain, 0, null) is string cleanNote) notes.Add($"{generation.NotePrefix(p)}clean: {cleanNote}");
                 if (InterventionCommands.GenerationNote(gen.Row!.Value, g, null) is string note) notes.Add($"{generation.NotePrefix(p)}intervened: {note}");
+                if (ModelCommands.PastContextNote(cm.Model, Math.Max(plain.Tokens.shape[1], gen.Tokens!.shape[1])) is { } past) notes.Add($"{generation.NotePrefix(p)}{past}");
             }
             outcomes.Add(new Outcome(n, set, next, notes, rows));
         }

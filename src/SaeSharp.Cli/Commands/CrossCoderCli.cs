@@ -583,16 +583,19 @@ internal static class CrossCoderCli
         using var tokens = InterventionCommands.PromptTokens(tok, prompt, prependBos);
         long promptLen = tokens.shape[1];
         long steps = promptLen + maxNew;
+        ModelCommands.RefuseGenerationPastContext(pm.Model, promptLen, maxNew, "--max-new-tokens");
         var positions = InterventionCommands.ParsePositions(positionsText, promptLen, steps, $"the prompt ({promptLen} tokens) and its continuation have {steps} tokens");
         var steer = CrossCoderInterventions.Steering(cc, latent, scale, slots, positions);
         var rows = new List<string[]>();
         var notes = new List<string>();
+        long longest = 0;
         for (int i = 0; i < runs; i++)
         {
             var o = options(i) with { EosTokenIds = pm.Model.StopTokenIds };
             string Continue(bool steered)
             {
                 using var g = pm.Model.Generate(tokens, maxNew, o with { Hooks = [.. pm.Hooks, .. steered ? steer : []] });
+                longest = Math.Max(longest, g.Tokens.shape[1]);
                 if (InterventionCommands.GenerationNote(g, 0, steered ? positions : null) is string note)
                     notes.Add($"seed {o.Seed}, {(steered ? "steered" : "unsteered")}: {note}");
                 return ModelCommands.Continuation(tok, g.Tokens, promptLen);
@@ -603,6 +606,7 @@ internal static class CrossCoderCli
         Cli.WriteColumns($"latent {latent} × {scale.ToString(CultureInfo.InvariantCulture)} at {string.Join(", ", slots.Select(s => $"slot {s.Slot} {s.Hook}"))} of {ModelLoader.NameOf(path)}" +
             (positions is null ? "" : $", position{(positions.Length == 1 ? "" : "s")} {string.Join(",", positions)}"),
             ["seed", "unsteered", "steered"], rows);
+        if (ModelCommands.PastContextNote(pm.Model, longest) is { } past) notes.Add(past);
         foreach (var note in notes) Cli.ErrorLine($"note: {note}");
         // As sae steer for an SAE: the tokens the latent's decoder row raises most through the steered model's unembedding,
         // the row of that model's last slot (the chat slot of a diffing pair; sae features takes the last slot's too).
@@ -717,6 +721,8 @@ internal static class CrossCoderCli
             var steering = (parse.GetValue(edits.Steer) ?? []).Select(st => InterventionCommands.FeatureValue(st, "--steer", "F:S")).ToList();
             var names = hookArg is null ? [] : model.Model.HookPoints.Select(hookArg);
             var notes = new List<string>();
+            for (int i = 0; i < prompts.Count && generate > 0; i++)
+                ModelCommands.RefuseGenerationPastContext(model.Model, prompts[i].shape[1], generate, "--generate", generation.PromptName(i));
             for (int i = 0; i < prompts.Count; i++)
             {
                 var tokens = prompts[i];
@@ -749,7 +755,7 @@ internal static class CrossCoderCli
                     using var edited = CrossCoderInterventions.Generate(cc, runs, spec.LayerHooks!, spec.LayerModels!, slots[0].Slot, latentEdits,
                         tokens, generate, options with { Hooks = steer }, errorTerm);
                     string label = ablated.Count > 0 || clamps.Count > 0 || steering.Count > 0 ? "edited" : "spliced";
-                    ModelCommands.KeepContinuations(run, tok, tokens.shape[1], plain, edited, label, positions, notes, generation.NotePrefix(i));
+                    ModelCommands.KeepContinuations(model.Model, run, tok, tokens.shape[1], plain, edited, label, positions, notes, generation.NotePrefix(i));
                 }
             }
             Console.WriteLine($"crosscoder spliced at {string.Join(", ", slots.Select(sl => $"slot {sl.Slot} {sl.Hook}"))} of " +

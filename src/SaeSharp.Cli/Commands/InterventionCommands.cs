@@ -300,6 +300,7 @@ internal static class InterventionCommands
             int r = parse.GetValue(runs);
             using var tokens = PromptTokens(tok, parse.GetValue(prompt)!, !parse.GetValue(noBos));
             long steps = tokens.shape[1] + parse.GetValue(maxNew);
+            ModelCommands.RefuseGenerationPastContext(m, tokens.shape[1], parse.GetValue(maxNew), "--max-new-tokens");
             var positions = ParsePositions(parse.GetValue(positionsOption), tokens.shape[1], steps, $"the prompt ({tokens.shape[1]} tokens) and its continuation have {steps} tokens");
             // One Steering per --scale (a sweep, as SAELens tutorial 2.0's strengths × max activation), each against the same unsteered runs.
             var steerings = scales.Select(v => new Steering(s, parse.GetValue(feature), v, parse.GetValue(hook)) { Positions = positions }).ToList();
@@ -310,6 +311,7 @@ internal static class InterventionCommands
             long promptLen = tokens.shape[1];
             var tables = steerings.Select(_ => new List<string[]>()).ToList();
             var notes = new List<string>();
+            long longest = 0;
             for (int i = 0; i < r; i++)
             {
                 var o = penalties.Apply(parse, new GenerationOptions
@@ -320,6 +322,7 @@ internal static class InterventionCommands
                 string Continue(Steering? steer)
                 {
                     using var g = hooked.Generate(tokens, parse.GetValue(maxNew), o, steer is null ? [] : [steer]);
+                    longest = Math.Max(longest, g.Tokens.shape[1]);
                     string kind = steer is null ? "unsteered" : scales.Length == 1 ? "steered" : $"steered × {scaleNames[steerings.IndexOf(steer)]}";
                     if (GenerationNote(g, 0, steer?.Positions) is string note) notes.Add($"seed {o.Seed}, {kind}: {note}");
                     return ModelCommands.Continuation(tok, g.Tokens, promptLen);
@@ -333,6 +336,7 @@ internal static class InterventionCommands
             for (int k = 0; k < steerings.Count; k++)
                 Cli.WriteColumns($"feature {steerings[k].Feature} × {scaleNames[k]} at {at}" +
                                  (penalised.Length == 0 ? "" : $" ({penalised})"), ["seed", "unsteered", "steered"], tables[k]);
+            if (ModelCommands.PastContextNote(m, longest) is { } past) notes.Add(past);
             foreach (var note in notes) Cli.ErrorLine($"note: {note}");
             WriteFeatureLogits(steering.Feature, FeatureLogits(m, s, site.WriteHook, steering.Feature, 10, Math.Min(tok.VocabSize, m.Config.DVocab))
                 .Select(e => (tok.TokenText((int)e.Token), e.Logit)));

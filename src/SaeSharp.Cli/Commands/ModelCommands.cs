@@ -488,6 +488,8 @@ internal static class ModelCommands
                     RefusePastContext(m, prompts[i], $"--prompt {PromptName(texts[i])}", "give a shorter prompt");
                 if (repeatedLength is not null)
                     RefusePastContext(m, prompts[0], $"--repeated-random {repeatedLength}", "give a shorter N");
+                for (int i = 0; i < prompts.Count && newTokens > 0; i++)
+                    RefuseGenerationPastContext(m, prompts[i].shape[1], newTokens, "--generate", generation.PromptName(i));
                 var notes = new List<string>();
                 string? spliced = null;
                 var (metricClean, metricEdited) = (new List<double>(), new List<double>());
@@ -497,7 +499,7 @@ internal static class ModelCommands
                 {
                     var tokens = prompts[i];
                     var rowMetrics = metrics is null ? null : metrics.Count == 1 ? metrics : metrics.GetRange(metricClean.Count, (int)tokens.shape[0]);
-                    if (PastContextNote(m, tokens.shape[1]) is { } past) notes.Add($"{(prompts.Count == 1 ? "" : $"run {i}: ")}{past}");
+                    if (newTokens == 0 && PastContextNote(m, tokens.shape[1]) is { } past) notes.Add($"{(prompts.Count == 1 ? "" : $"run {i}: ")}{past}");
                     if (edits.Given(parse))
                     {
                         // With --ablate-head the heads are ablated in the run with the SAEs spliced (after the weight processing's hooks).
@@ -749,7 +751,7 @@ internal static class ModelCommands
         using var edited = hooked.Generate(tokens, request.NewTokens, options, edits);
         string label = edits.Count > 0 ? "edited" : "spliced";
         var positions = edits.OfType<SaeSharp.Interventions.Steering>().SelectMany(st => st.Positions ?? []).Distinct().ToList();
-        KeepContinuations(run, tok, tokens.shape[1], plain, edited, label, positions.Count == 0 ? null : positions, notes, notePrefix);
+        KeepContinuations(hooked.Model, run, tok, tokens.shape[1], plain, edited, label, positions.Count == 0 ? null : positions, notes, notePrefix);
         string sites = hooked.Saes.Count == 0 ? "no SAE spliced (steering adds to the raw activation)"
             : (hooked.Saes.Count == 1 ? "SAE spliced at " : "SAEs spliced at ") + string.Join(", ", hooked.Saes.Select(a => a.IsTranscoder ? $"{a.Hook} → {a.WriteHook}" : a.Hook));
         return $"{sites}{(errorTerm && hooked.Saes.Count > 0 ? " (error term kept)" : "")}";
@@ -771,8 +773,8 @@ internal static class ModelCommands
 
     /// <summary>Keeps the clean and the edited generation of a prompt of <paramref name="promptLength"/> tokens in
     /// <paramref name="run"/> (tokens for the file, text for the table, labelled <paramref name="label"/>) and notes an early EOS
-    /// or steering <paramref name="positions"/> never reached.</summary>
-    internal static void KeepContinuations(SavedRun run, ITextTokenizer tok, long promptLength, GenerationResult plain, GenerationResult edited,
+    /// or steering <paramref name="positions"/> never reached, and a sequence past the n_ctx of <paramref name="m"/> (<see cref="PastContextNote"/>).</summary>
+    internal static void KeepContinuations(HookedTransformer m, SavedRun run, ITextTokenizer tok, long promptLength, GenerationResult plain, GenerationResult edited,
         string label, IEnumerable<long>? positions, List<string> notes, string notePrefix)
     {
         run.Rows = [ContinuationRow(tok, promptLength, "clean", plain.Tokens), ContinuationRow(tok, promptLength, label, edited.Tokens)];
@@ -780,6 +782,7 @@ internal static class ModelCommands
         run.GeneratedEdited = edited.Tokens.cpu().clone().DetachFromDisposeScope();
         if (InterventionCommands.GenerationNote(plain, 0, null) is string cleanNote) notes.Add($"{notePrefix}clean: {cleanNote}");
         if (InterventionCommands.GenerationNote(edited, 0, positions) is string note) notes.Add($"{notePrefix}{label}: {note}");
+        if (PastContextNote(m, Math.Max(plain.Tokens.shape[1], edited.Tokens.shape[1])) is { } past) notes.Add($"{notePrefix}{past}");
     }
 
     /// <summary><c>sae model run</c>'s output file: per run 'logits', 'tokens' (of a --prompt), each hook of its names and, after
@@ -867,9 +870,7 @@ internal static class ModelCommands
             }
             if (ids.Length == 0) throw new SaeSharpException("--prompt: the prompt gives no token; give some text (or --prepend-bos to start from BOS alone)");
             int newTokens = parse.GetValue(maxNew), promptTokens = ids.Length;
-            if (promptTokens + newTokens > m.Config.NCtx && m.LearnedPositions)
-                throw new SaeSharpException($"--max-new-tokens {newTokens}: the prompt's {promptTokens} tokens and {newTokens} new ones exceed " +
-                                            $"the context of {m.Config.NCtx} tokens of {m.Config.ModelName} (learned positions); ask for at most {Math.Max(0, m.Config.NCtx - promptTokens)}");
+            RefuseGenerationPastContext(m, promptTokens, newTokens, "--max-new-tokens");
             using var scope = NewDisposeScope();
             using var tokens = tensor(ids.Select(i => (long)i).ToArray()).unsqueeze(0);
             using var result = m.Generate(tokens, newTokens, sampling.Options(parse, m.StopTokenIds));
@@ -1260,9 +1261,11 @@ internal static class ModelCommands
             if (n is int len)
             {
                 if (len < 2) throw new SaeSharpException($"--repeated-random {len}: the duplicate and induction stripes need at least 2 random tokens");
-                if (2L * len > m.Config.NCtx)
+                // As sae model induction-loss --subseq-len: past n_ctx refused for learned positions only, noted for rotary and ALiBi.
+                if (2L * len > m.Config.NCtx && m.LearnedPositions)
                     throw new SaeSharpException($"--repeated-random {len}: repeated twice that is {2L * len} tokens, more than the context window of " +
-                                                $"{m.Config.ModelName} ({m.Config.NCtx}); give at most {m.Config.NCtx / 2}");
+                                                $"{m.Config.ModelName} (n_ctx={m.Config.NCtx}, learned positions); give at most {m.Config.NCtx / 2}");
+                if (PastContextNote(m, 2L * len) is { } past) Cli.ErrorLine($"note: {past}");
                 var (low, high) = TokenRange(parse.GetValue(range)!, m.Config.DVocab);
                 int b = parse.GetValue(batch);
                 var tokens = SaeSharp.Analysis.RepeatedRandomTokens.Generate(b, len, low, high, parse.GetValue(seed));
@@ -1663,6 +1666,17 @@ internal static class ModelCommands
               $"{(m.Config.Alibi ? "ALiBi" : "rotary")} positions run on past it, as transformers does (TransformerLens refuses), " +
               "but quality may drop"
             : null;
+
+    /// <summary>Every command that generates, before it starts: a prompt of <paramref name="promptTokens"/> tokens and
+    /// <paramref name="newTokens"/> new ones past the n_ctx of a model with learned positions is an error naming
+    /// <paramref name="flag"/> and how many new tokens fit (<paramref name="prompt"/>: "the prompt", or "prompt 1" of several);
+    /// a rotary or ALiBi model runs on past it, with <see cref="PastContextNote"/> after.</summary>
+    internal static void RefuseGenerationPastContext(HookedTransformer m, long promptTokens, int newTokens, string flag, string prompt = "the prompt")
+    {
+        if (promptTokens + newTokens > m.Config.NCtx && m.LearnedPositions)
+            throw new SaeSharpException($"{flag} {newTokens}: {prompt}'s {promptTokens} tokens and {newTokens} new ones exceed the context of " +
+                                        $"{m.Config.NCtx} tokens of {m.Config.ModelName} (learned positions); ask for at most {Math.Max(0, m.Config.NCtx - promptTokens)}");
+    }
 
     /// <summary>Writes a <c>--png</c> heatmap of <paramref name="values"/> [rows, columns] (<see cref="SaeSharp.Plots.HeatmapPlot"/>,
     /// atomically) and says so.</summary>

@@ -268,7 +268,10 @@ internal static class ProbeCommand
             }
         }
         Console.WriteLine();
-        Cli.WriteColumns($"sparse probing means, {reports.Count} SAEs at {(hooks.Count == 1 ? hooks[0] : $"{hooks.Count} hooks")}", columns, rows);
+        // The rows are per site: SAEs of two heads of one hook are two sites (two model probes) of one hook, said so.
+        int hookCount = hooks.Select(SaeSharp.Saes.SaeMetadata.HookOfSite).Distinct().Count();
+        string where = hooks.Count == 1 ? hooks[0] : hookCount == hooks.Count ? $"{hooks.Count} hooks" : $"{hooks.Count} sites of {hookCount} hook{(hookCount == 1 ? "" : "s")}";
+        Cli.WriteColumns($"sparse probing means, {reports.Count} SAEs at {where}", columns, rows);
         Cli.WriteIndented(Markup.Escape($"(mean test accuracy in % over {over} of the probes on all features or the top k; " +
                                         (hooks.Count == 1 ? "llm (model): on the model's activation dimensions, one probe shared by every SAE; "
                                                           : "llm (hook h): on the model's activation dimensions at hook h (" +

@@ -202,8 +202,9 @@ public static class HeadDetector
         if (repeated.dim() != 2 || repeated.shape[1] % 2 != 0 || repeated.shape[1] < 4)
             throw new SaeSharpException($"head scores: repeated tokens of shape [{string.Join(", ", repeated.shape)}], expected [batch, 2·seq_len] with seq_len ≥ 2");
         long seqLen = repeated.shape[1] / 2;
-        if (2 * seqLen > c.NCtx)
-            throw new SaeSharpException($"head scores: {seqLen} random tokens repeated twice are {2 * seqLen} tokens, more than the context window ({c.NCtx})");
+        // Past n_ctx only learned positions (W_pos) end; rotary and ALiBi run on, as sae model generate does.
+        if (2 * seqLen > c.NCtx && model.LearnedPositions)
+            throw new SaeSharpException($"head scores: {seqLen} random tokens repeated twice are {2 * seqLen} tokens, more than the context window ({c.NCtx}, learned positions)");
         var scores = new[] { new double[c.NLayers, c.NHeads], new double[c.NLayers, c.NHeads], new double[c.NLayers, c.NHeads] };
         long[] offsets = [-1, -seqLen, 1 - seqLen];
         long batch = repeated.shape[0];

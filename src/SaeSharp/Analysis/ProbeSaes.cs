@@ -19,7 +19,7 @@ internal static class ProbeSaes
 
         /// <summary>What the group's SAEs read of the hook's activation <paramref name="x"/>: the head's slice
         /// [batch, pos, d] of a per-head [batch, pos, head, d] hook, else all of it.</summary>
-        public Tensor Read(Tensor x) => Head is int h && x.dim() == 4 ? x.select(2, h) : x;
+        public Tensor Read(Tensor x) => SaeSharp.Hooks.SaeSplice.HeadSlice(x, Head);
     }
 
     /// <summary>The sites <paramref name="saes"/> read (hooks resolved on <paramref name="model"/>, and the head of a per-head

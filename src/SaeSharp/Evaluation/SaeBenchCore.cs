@@ -307,9 +307,13 @@ public static class SaeBenchCoreEvaluator
         ArgumentNullException.ThrowIfNull(windows);
         ArgumentNullException.ThrowIfNull(config);
         var attached = model.Attach(sae, hook) with { SeqposSlice = SeqposSlice.All };
-        if (attached.IsTranscoder || sae.Cfg.Metadata.HookHeadIndex is not null)
-            throw new SaeSharpException("--saebench-json: SAEBench's core procedure is implemented here for an SAE that reconstructs its own hook's " +
-                "whole activation (not a transcoder, not one head)");
+        if (attached.IsTranscoder)
+            throw new SaeSharpException("--saebench-json: SAEBench's core procedure is implemented here for an SAE that reconstructs its own hook " +
+                "(not a transcoder)");
+        // An SAE of one head (hook_head_index) is spliced into its head's slice, zero ablation zeroes that head alone and the
+        // sparsity and variance read the head's slice, as SAELens's evals (single_head_replacement_hook,
+        // single_head_zero_ablate_hook, x[:, :, head]) and sae eval's downstream metrics.
+        int? head = attached.HeadIndex;
         var acc = new SaeBenchCoreAccumulator(sae.Cfg.DSae, ignoreTokens);
         var counter = new ProgressCounter(progress, "tokens")
         {
@@ -336,9 +340,16 @@ public static class SaeBenchCoreEvaluator
                 var spliced = Run(x =>
                 {
                     var (recon, _) = SaeSplice.Splice(attached, x, HookRunner.None);
-                    return torch.where(splice.unsqueeze(-1), recon.to(x.dtype), x);
+                    var at4 = x.dim() == 4 ? splice.unsqueeze(-1).unsqueeze(-1) : splice.unsqueeze(-1);
+                    return torch.where(at4, recon.to(x.dtype), x);
                 });
-                var zero = Run(x => zeros_like(x));
+                var zero = Run(x =>
+                {
+                    if (head is not int h || x.dim() != 4) return zeros_like(x);
+                    var z = x.clone();
+                    z.select(2, h).fill_(TorchScalars.Of(0));
+                    return z;
+                });
                 // One window's logits at a time: no [batch, pos, vocab] tensor.
                 var ce = new List<Tensor>[3] { [], [], [] };
                 var kl = new List<Tensor>[2] { [], [] };
@@ -364,7 +375,7 @@ public static class SaeBenchCoreEvaluator
                 using var c = cache!;
                 var x = c[at];
                 var (recon, feats) = SaeSplice.Splice(attached, x, HookRunner.None);
-                acc.AddSparsityVariance(tokens, x, recon, feats.reshape(rows.Length, config.ContextSize, -1));
+                acc.AddSparsityVariance(tokens, SaeSplice.HeadSlice(x, head), SaeSplice.HeadSlice(recon, head), feats.reshape(rows.Length, config.ContextSize, -1));
             }
             counter.Add((long)rows.Length * config.ContextSize);
         }

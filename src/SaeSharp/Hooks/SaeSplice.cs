@@ -45,6 +45,11 @@ internal static class SaeSplice
         return (y.MoveToOuterDisposeScope(), e.Clean.reshape(e.B * e.S, sae.Cfg.DSae).MoveToOuterDisposeScope());
     }
 
+    /// <summary>What an SAE of one head reads of a per-head hook's activation <paramref name="x"/> [batch, pos, head, d]: head
+    /// <paramref name="head"/>'s slice [batch, pos, d] (SAELens's <c>x[:, :, hook_head_index]</c>); without a head, or at a hook
+    /// that is not per-head, all of it.</summary>
+    public static Tensor HeadSlice(Tensor x, int? head) => head is int h && x.dim() == 4 ? x.select(2, h) : x;
+
     /// <summary>A transcoder at its input hook: fires the encoder's hook points on <paramref name="x"/> (x_in, left
     /// unchanged in the run) and returns what the decoder needs at the output hook, owned by the caller
     /// (<paramref name="rows"/> as in <see cref="Splice"/>).</summary>

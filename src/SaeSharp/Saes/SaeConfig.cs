@@ -86,6 +86,10 @@ public sealed class SaeMetadata
     /// <summary>"<paramref name="hook"/> head <paramref name="head"/>", or the hook alone without a head.</summary>
     public static string SiteOf(string hook, int? head) => head is int h ? $"{hook} head {h.ToString(System.Globalization.CultureInfo.InvariantCulture)}" : hook;
 
+    /// <summary>The hook of a site <see cref="SiteOf"/> wrote: "blocks.0.attn.hook_z head 1" → "blocks.0.attn.hook_z"; a hook alone as it is.</summary>
+    public static string HookOfSite(string site) =>
+        System.Text.RegularExpressions.Regex.Match(site, @"^(.+) head \d+$") is { Success: true } m ? m.Groups[1].Value : site;
+
     /// <summary>SAELens's <c>hook_head_index_out</c>: the head of a transcoder's output hook it would replace, kept in
     /// <see cref="Extra"/>; null when absent or null. Splicing such a transcoder is refused (<c>AttachedSae</c>).</summary>
     [JsonIgnore]

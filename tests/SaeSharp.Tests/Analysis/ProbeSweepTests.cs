@@ -302,6 +302,14 @@ public sealed class ProbeSweepTests : IDisposable
         var ok = CliRunner.Run(["probe", "--sae", head, .. common]);
         Assert.True(ok.Exit == 0, ok.Err + ok.Out);
         Assert.Contains("blocks.1.hook_k_input head 1", ok.Out);
+        // Two heads of that hook: two sites (a model probe each) of one hook, counted as such.
+        string head0 = SaveSae("head0", 128, 32, "blocks.1.hook_k_input", 6, head: 0);
+        var two = CliRunner.Run(["probe", "--sae", head0, "--sae", head, .. common]);
+        Assert.True(two.Exit == 0, two.Err + two.Out);
+        Assert.Contains("sparse probing means, 2 SAEs at 2 sites of 1 hook", two.Out);
+        Assert.Contains("blocks.1.hook_k_input head 0", two.Out);
+        Assert.Equal("blocks.1.hook_k_input", SaeSharp.Saes.SaeMetadata.HookOfSite(SaeSharp.Saes.SaeMetadata.SiteOf("blocks.1.hook_k_input", 12)));
+        Assert.Equal("blocks.1.hook_k_input", SaeSharp.Saes.SaeMetadata.HookOfSite("blocks.1.hook_k_input"));
         string far = SaveSae("far", 128, 32, "blocks.1.hook_k_input", 5, head: 9);
         bad = CliRunner.Run(["probe", "--sae", far, .. common]);
         Assert.NotEqual(0, bad.Exit);

@@ -1,12 +1,15 @@
 using System.Text.Json.Nodes;
+using SaeSharp.Interop;
 using SaeSharp.Models;
+using SaeSharp.Tests.Interventions;
 using SaeSharp.Tokenizers;
 using static TorchSharp.torch;
 
 namespace SaeSharp.Tests.Cli;
 
 /// <summary><c>sae model generate</c> past n_ctx: a model with learned positions (W_pos) refuses, naming the flag; rotary
-/// and ALiBi models run on past it, as Hugging Face's generate does, with a note on stderr.</summary>
+/// and ALiBi models run on past it, as Hugging Face's generate does, with a note on stderr; <c>sae model run --generate</c>,
+/// <c>sae steer</c> and <c>sae model head-scores --repeated-random</c> follow the same rule with the same words.</summary>
 public class GenerationPastContextTests : CliTempDirTestBase
 {
     private const int NCtx = 6;
@@ -91,5 +94,98 @@ public class GenerationPastContextTests : CliTempDirTestBase
         Assert.True(m.LearnedPositions);
         var e = Assert.Throws<SaeSharpException>(() => m.Forward(tensor(Enumerable.Range(0, NCtx + 1).Select(i => (long)i).ToArray()).unsqueeze(0)).Dispose());
         Assert.Contains($"n_ctx={NCtx}", e.Message);
+    }
+
+    /// <summary>The learned-position fixture of <see cref="LearnedPositionModelsRefuseNamingTheFlag"/>.</summary>
+    private string LearnedPositionModel()
+    {
+        string dir = TinyModels.WriteGpt2(P("gpt2"), seed: 2, nLayer: 1, nEmbd: 8, nHead: 2, vocab: 128, nPositions: NCtx);
+        WordLevelTokenizer.WriteTokenizerJson(Path.Combine(dir, "tokenizer.json"),
+            ["<unk>", .. Enumerable.Range(1, 127).Select(i => $"w{i}")], ["<unk>"], "<unk>");
+        return dir;
+    }
+
+    /// <summary>A random SAE at blocks.0.hook_resid_post of a model of width <paramref name="dModel"/>, saved in SAELens's format.</summary>
+    private string SaeAt(int dModel)
+    {
+        using var sae = InterventionTests.RandomSae("blocks.0.hook_resid_post", dModel, 16, 3);
+        SaeLensFormat.Save(sae, P($"sae{dModel}"));
+        return P($"sae{dModel}");
+    }
+
+    [Fact]
+    public void ModelRunGenerateAndSteerRunPastNCtxOnARotaryModelWithTheNote()
+    {
+        string model = CutContext("qwen2", "max_position_embeddings");
+        string sae = SaeAt(32);
+        const int New = 8;
+        // The clean continuation is the model's own greedy one, by full forwards: the same tokens past n_ctx.
+        var expected = GreedyByFullForward(model, [5, 9, 3], New);
+        string clean = Tokenizer.FromFolder(model).Decode(expected.Skip(3).Select(i => (int)i)).Trim();
+        var (exit, output, err) = CliRunner.Run("model", "run", "--model", model, "--sae", sae, "--prompt", "w5 w9 w3", "--generate", $"{New}",
+            "--out", P("run.safetensors"));
+        Assert.True(exit == 0, err);
+        Assert.Equal(clean, output.Split('\n').Select(l => l.TrimEnd('\r').Split('\t')).Single(c => c.Length == 2 && c[0] == "clean")[1].Trim());
+        string note = err.ReplaceLineEndings(" ");
+        Assert.Contains($"note: {3 + New} tokens exceed n_ctx={NCtx} of", note);
+        Assert.Contains("rotary positions run on past it", note);
+        Assert.True(File.Exists(P("run.safetensors")));
+
+        // sae steer at scale 0: both columns are the model's own greedy continuation, past n_ctx, with the same note.
+        (exit, output, err) = CliRunner.Run("steer", "--model", model, "--sae", sae, "--feature", "0", "--scale", "0", "--prompt", "w5 w9 w3",
+            "--max-new-tokens", $"{New}", "--runs", "1");
+        Assert.True(exit == 0, err);
+        var row = output.Split('\n').Select(l => l.TrimEnd('\r').Split('\t')).Single(c => c.Length == 3 && c[0] == "0");
+        Assert.Equal(clean, row[1].Trim());
+        Assert.Equal(clean, row[2].Trim());
+        Assert.Contains($"note: {3 + New} tokens exceed n_ctx={NCtx} of", err.ReplaceLineEndings(" "));
+    }
+
+    [Fact]
+    public void ModelRunGenerateAndSteerOnLearnedPositionsRefuseNamingTheFlagAndWriteNothing()
+    {
+        string dir = LearnedPositionModel();
+        string sae = SaeAt(8);
+        var (exit, output, err) = CliRunner.Run("model", "run", "--model", dir, "--sae", sae, "--prompt", "w5 w9 w3", "--no-prepend-bos", "--generate", "4",
+            "--out", P("run.safetensors"));
+        Assert.Equal(1, exit);
+        Assert.Equal("", output);
+        string e = err.ReplaceLineEndings(" ");
+        Assert.Contains($"--generate 4: the prompt's 3 tokens and 4 new ones exceed the context of {NCtx} tokens", e);
+        Assert.Contains($"(learned positions); ask for at most {NCtx - 3}", e);
+        Assert.False(File.Exists(P("run.safetensors")));
+        // Within n_ctx it runs, and says nothing of n_ctx.
+        (exit, _, err) = CliRunner.Run("model", "run", "--model", dir, "--sae", sae, "--prompt", "w5 w9 w3", "--no-prepend-bos", "--generate", $"{NCtx - 3}",
+            "--out", P("run.safetensors"));
+        Assert.True(exit == 0, err);
+        Assert.DoesNotContain("n_ctx", err);
+
+        (exit, output, err) = CliRunner.Run("steer", "--model", dir, "--sae", sae, "--feature", "0", "--scale", "4", "--prompt", "w5 w9 w3", "--no-prepend-bos",
+            "--max-new-tokens", "5", "--runs", "1");
+        Assert.Equal(1, exit);
+        Assert.Equal("", output);
+        e = err.ReplaceLineEndings(" ");
+        Assert.Contains($"--max-new-tokens 5: the prompt's 3 tokens and 5 new ones exceed the context of {NCtx} tokens", e);
+        Assert.Contains($"(learned positions); ask for at most {NCtx - 3}", e);
+    }
+
+    [Fact]
+    public void HeadScoresRepeatedRandomRunsPastNCtxOnARotaryModelAndRefusesOnLearnedPositions()
+    {
+        string rotary = CutContext("qwen2", "max_position_embeddings");
+        var (exit, output, err) = CliRunner.Run("model", "head-scores", "--model", rotary, "--repeated-random", "5", "--json", P("scores.json"));
+        Assert.True(exit == 0, err);
+        Assert.Contains($"note: 10 tokens exceed n_ctx={NCtx} of", err.ReplaceLineEndings(" "));
+        // Each score a share of attention: in [0, 1] for each of the 2 layers × heads.
+        var json = JsonNode.Parse(File.ReadAllText(P("scores.json")))!.AsObject();
+        var induction = json["induction_head"]!.AsArray();
+        Assert.Equal(2, induction.Count);
+        foreach (var v in induction.SelectMany(l => l!.AsArray())) Assert.InRange((double)v!, 0.0, 1.0);
+        Assert.Contains("induction", output);
+
+        var (refused, _, refusedErr) = CliRunner.Run("model", "head-scores", "--model", LearnedPositionModel(), "--repeated-random", "4");
+        Assert.Equal(1, refused);
+        Assert.Contains($"--repeated-random 4: repeated twice that is 8 tokens, more than the context window of", refusedErr);
+        Assert.Contains($"(n_ctx={NCtx}, learned positions); give at most {NCtx / 2}", refusedErr.ReplaceLineEndings(" "));
     }
 }

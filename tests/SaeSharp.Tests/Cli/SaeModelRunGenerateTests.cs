@@ -202,8 +202,8 @@ public class SaeModelRunGenerateTests : ModelTestBase
         Assert.Contains($"--positions {p + 3}: the prompt ({p} tokens) and its continuation have {p + 3} tokens, so positions run 0..{p + 2}",
             Error("--sae", Sub("sae"), "--generate", "3", "--steer", "1:2", "--positions", $"{p + 3}"));
         Assert.Contains("blocks.5.hook_resid_post", Error("--sae", Sub("deep"), "--generate", "3"));
-        // Beyond the model's context (64 positions): the generation fails before the prompt's run is written.
-        Assert.Contains("exceeds the context length n_ctx=64", Error("--sae", Sub("sae"), "--generate", "70"));
+        // Beyond the model's context (64 learned positions): refused naming --generate and how many fit, before the prompt's run is written.
+        Assert.Contains($"--generate 70: the prompt's {p} tokens and 70 new ones exceed the context of 64 tokens", Error("--sae", Sub("sae"), "--generate", "70"));
         Assert.Contains("give --sae (a plain continuation: sae model generate)", Error("--generate", "3"));
         // Penalties: a repetition penalty > 0 and finite, a finite frequency penalty, both only with --generate.
         foreach (var bad in new[] { "0", "-1.5", "Infinity" })

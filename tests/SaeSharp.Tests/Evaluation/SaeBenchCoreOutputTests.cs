@@ -148,6 +148,42 @@ public class SaeBenchCoreOutputTests : ModelTestBase
                 Assert.True(p.Value.GetRawText().IndexOfAny(['.', 'E', 'e']) >= 0, $"{p.Name} = {p.Value.GetRawText()}");
     }
 
+    /// <summary>An SAE of one head (hook_head_index 1 at blocks.0.attn.hook_z) is evaluated on that head's slice: the l2 norms
+    /// in and out are those of hook_z[:, :, 1] and of its reconstruction by hand, and the CE with the SAE that of a run whose
+    /// hook replaces head 1 alone by the hand reconstruction, the CE with ablation that of a run zeroing head 1 alone.</summary>
+    [Fact]
+    public void An_SAE_of_one_head_is_evaluated_on_its_hand_sliced_head()
+    {
+        using var model = Gpt2();
+        const string Hook = "blocks.0.attn.hook_z";
+        int dHead = model.Config.DHead;
+        using var sae = Interventions.InterventionTests.RandomSae(Hook, dHead, 6, 4);
+        sae.Cfg.Metadata.HookHeadIndex = 1;
+        var windows = Enumerable.Range(0, 2).Select(w => Enumerable.Range(0, 8).Select(t => (long)(1 + (5 * w + 3 * t) % 49)).ToArray()).ToList();
+        var r = SaeBenchCoreEvaluator.Evaluate(model, sae, () => windows, new SaeBenchCoreConfig { BatchSizePrompts = 2, NEvalReconstructionBatches = 1, NEvalSparsityVarianceBatches = 1, ContextSize = 8 }, []);
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var tokens = tensor(windows.SelectMany(w => w).ToArray()).view(2, 8);
+        Tensor Recon(Tensor xh) => matmul((matmul(xh - sae.BDec, sae.WEnc) + sae.BEnc).relu(), sae.WDec) + sae.BDec;
+        var (_, cache) = model.Run(tokens, new RunOptions { CacheNames = [Hook] });
+        var xh = cache![Hook].select(2, 1);
+        double normIn = xh.norm(-1).mean().item<float>(), normOut = Recon(xh).norm(-1).mean().item<float>();
+        Assert.Equal(normIn, r.Metrics.L2NormIn, 4);
+        Assert.Equal(normOut, r.Metrics.L2NormOut, 4);
+        using var logits = model.Run(tokens, new RunOptions
+        {
+            Hooks = [(Hook, x => { var heads = x.unbind(2).ToArray(); heads[1] = Recon(heads[1]); return stack(heads, 2); })],
+        }).Logits!;
+        double Ce(Tensor l) => -l.log_softmax(-1).narrow(1, 0, 7).gather(-1, tokens.narrow(1, 1, 7).unsqueeze(-1)).mean().item<float>();
+        Assert.Equal(Ce(logits), r.Metrics.CeLossWithSae, 4);
+        // Zero ablation zeroes head 1 alone (SAELens's single_head_zero_ablate_hook).
+        using var zeroed = model.Run(tokens, new RunOptions
+        {
+            Hooks = [(Hook, x => { var heads = x.unbind(2).ToArray(); heads[1] = zeros_like(heads[1]); return stack(heads, 2); })],
+        }).Logits!;
+        Assert.Equal(Ce(zeroed), r.Metrics.CeLossWithAblation, 4);
+    }
+
     [Fact]
     public void Folded_decoder_norms_give_the_encoder_norms_and_biases_SAEBench_writes()
     {
