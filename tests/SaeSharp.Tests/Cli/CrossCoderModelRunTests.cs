@@ -271,7 +271,8 @@ public class CrossCoderModelRunTests : ModelTestBase
         // Beyond the models' context (64 positions): the generation fails before the prompt's run is written.
         (exit, _, err) = CliRunner.Run([.. common[..^1], "70", "--out", Sub("x.safetensors")]);
         Assert.NotEqual(0, exit);
-        Assert.Contains("exceeds the context length n_ctx=64", err);
+        Assert.Contains("--generate 70: the prompt's 5 tokens and 70 new ones exceed the context of 64 tokens", err);
+        Assert.Contains("(learned positions)", err);
         Assert.False(File.Exists(Sub("x.safetensors")));
     }
 
