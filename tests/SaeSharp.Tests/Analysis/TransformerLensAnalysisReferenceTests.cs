@@ -23,27 +23,34 @@ public class TransformerLensAnalysisReferenceTests
     public void Direct_logit_attribution_equals_the_demos_stacks(string family)
     {
         using var scope = NewDisposeScope();
+        var (r, labels, result) = Attribution(family, neurons: false);
+        Assert.Equal(r["logit_diff"].data<double>()[0], result.LogitDiff, Tolerance);
+        AssertStack(r, labels, "accumulated", result.Accumulated);
+        AssertStack(r, labels, "per_head", result.PerHead);
+        // decompose_resid: TransformerLens's labels (embed, pos_embed for learned positions, L_attn_out, L_mlp_out).
+        AssertStack(r, labels, "per_layer", result.PerLayer);
+    }
+
+    /// <summary>The family's reference, its stacks' labels, and <see cref="LogitAttribution.Run"/> on the processed model for
+    /// the reference rows and answers.</summary>
+    private static (IReadOnlyDictionary<string, Tensor> Reference, Dictionary<string, string[]> Labels, LogitAttributionResult Result) Attribution(string family, bool neurons)
+    {
         var r = Npy.LoadNpz(TestPaths.Data("tl_reference", $"analysis_{family}.npz"));
         var labels = JsonSerializer.Deserialize<Dictionary<string, string[]>>(File.ReadAllText(TestPaths.Data("tl_reference", $"analysis_{family}_labels.json")))!;
         using var processed = WeightProcessing.Apply(ModelLoader.FromPretrained(TestPaths.Data("hf_models", family)), WeightProcessingOptions.TransformerLensDefaults);
         var tokens = r["tokens"];
         var answers = r["answers"].data<long>().ToArray();
         var prompts = Enumerable.Range(0, (int)tokens.shape[0]).Select(i => tokens.narrow(0, i, 1)).ToList();
-        var result = LogitAttribution.Run(processed.Model, prompts, [(answers[0], answers[1]), (answers[2], answers[3])], processed.Hooks);
+        return (r, labels, LogitAttribution.Run(processed.Model, prompts, [(answers[0], answers[1]), (answers[2], answers[3])], processed.Hooks, neurons: neurons));
+    }
 
-        Assert.Equal(r["logit_diff"].data<double>()[0], result.LogitDiff, Tolerance);
-        AssertStack("accumulated", result.Accumulated);
-        AssertStack("per_head", result.PerHead);
-        // decompose_resid: TransformerLens's labels (embed, pos_embed for learned positions, L_attn_out, L_mlp_out).
-        AssertStack("per_layer", result.PerLayer);
-
-        void AssertStack(string name, IReadOnlyList<LogitComponent> ours)
-        {
-            var expected = r[name].data<float>().ToArray();
-            Assert.Equal(labels[name], ours.Select(c => c.Label).ToArray());
-            for (int i = 0; i < expected.Length; i++)
-                Assert.True(Math.Abs(expected[i] - ours[i].LogitDiff) < Tolerance, $"{name} {labels[name][i]}: {ours[i].LogitDiff} against {expected[i]}");
-        }
+    /// <summary>Our stack has TransformerLens's labels in its order and each value within <see cref="Tolerance"/>.</summary>
+    private static void AssertStack(IReadOnlyDictionary<string, Tensor> r, Dictionary<string, string[]> labels, string name, IReadOnlyList<LogitComponent> ours)
+    {
+        var expected = r[name].data<float>().ToArray();
+        Assert.Equal(labels[name], ours.Select(c => c.Label).ToArray());
+        for (int i = 0; i < expected.Length; i++)
+            Assert.True(Math.Abs(expected[i] - ours[i].LogitDiff) < Tolerance, $"{name} {labels[name][i]}: {ours[i].LogitDiff} against {expected[i]}");
     }
 
     /// <summary>Neuron-level direct logit attribution: TransformerLens's <c>cache.stack_neuron_results(n_layers)</c> (each
@@ -55,20 +62,9 @@ public class TransformerLensAnalysisReferenceTests
     public void Neuron_attribution_equals_stack_neuron_results(string family)
     {
         using var scope = NewDisposeScope();
-        var r = Npy.LoadNpz(TestPaths.Data("tl_reference", $"analysis_{family}.npz"));
-        var labels = JsonSerializer.Deserialize<Dictionary<string, string[]>>(File.ReadAllText(TestPaths.Data("tl_reference", $"analysis_{family}_labels.json")))!;
-        using var processed = WeightProcessing.Apply(ModelLoader.FromPretrained(TestPaths.Data("hf_models", family)), WeightProcessingOptions.TransformerLensDefaults);
-        var tokens = r["tokens"];
-        var answers = r["answers"].data<long>().ToArray();
-        var prompts = Enumerable.Range(0, (int)tokens.shape[0]).Select(i => tokens.narrow(0, i, 1)).ToList();
-        var result = LogitAttribution.Run(processed.Model, prompts, [(answers[0], answers[1]), (answers[2], answers[3])], processed.Hooks, neurons: true);
-        foreach (var (name, ours) in new[] { ("per_neuron", result.PerNeuron), ("mlp_bias", result.MlpBias) })
-        {
-            var expected = r[name].data<float>().ToArray();
-            Assert.Equal(labels[name], ours.Select(c => c.Label).ToArray());
-            for (int i = 0; i < expected.Length; i++)
-                Assert.True(Math.Abs(expected[i] - ours[i].LogitDiff) < Tolerance, $"{name} {labels[name][i]}: {ours[i].LogitDiff} against {expected[i]}");
-        }
+        var (r, labels, result) = Attribution(family, neurons: true);
+        AssertStack(r, labels, "per_neuron", result.PerNeuron);
+        AssertStack(r, labels, "mlp_bias", result.MlpBias);
     }
 
     /// <summary>TransformerLens's <c>model(tokens, return_type="loss", loss_per_token=True)</c> (<c>loss_fn(per_token=True)</c>):
